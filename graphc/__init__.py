@@ -1,0 +1,37 @@
+"""graphc: a static-graph symbolic differentiation compiler for Python and NumPy.
+
+Declare a graph (placeholders, variables, constants, ops), append its
+gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
+"""
+
+from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
+from graphc.custom import custom_op
+from graphc.errors import (DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError,
+                           ShapeError)
+from graphc.function import Function, function
+from graphc.gradcheck import check_grad
+from graphc.leaves import constant, placeholder, variable
+from graphc.ops import (abs, add, broadcast_to, cast, clip, concatenate, cos, div, dot, einsum, elu, equal, exp,
+                        expand_dims, expm1, gelu, greater, greater_equal, hard_tanh, leaky_relu, less, less_equal,
+                        log, log1p, log_softmax, logsumexp, matmul, max, maximum, mean, min, minimum, mul, neg,
+                        not_equal, one_hot, ones_like, outer, pow, prelu, prod, relu, reshape, sigmoid,
+                        sigmoid_cross_entropy, sign, silu, sin, softmax, softmax_cross_entropy, softplus, sqrt,
+                        square, squeeze, stack, step, stop_gradient, sub, sum, swish, take, tanh, transpose, where,
+                        zeros_like)
+from graphc.session import Session
+from graphc.tensor import Tensor, Variable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DTypeError", "ExecutionError", "FeedError", "Function", "GradientError", "GraphcError", "LoadError",
+    "Session", "ShapeError", "Tensor", "Variable",
+    "abs", "add", "broadcast_to", "cast", "check_grad", "clip", "concatenate", "constant", "cos", "custom_op",
+    "div", "dot", "einsum", "elu", "equal", "exp", "expand_dims", "expm1", "function", "gelu", "grad",
+    "greater", "greater_equal", "hard_tanh", "hessian", "jacobian", "jvp", "leaky_relu", "less", "less_equal",
+    "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum", "mul",
+    "neg", "not_equal", "one_hot", "ones_like", "outer", "placeholder", "pow", "prelu", "prod", "relu",
+    "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
+    "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
+    "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
+]

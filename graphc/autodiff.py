@@ -1,0 +1,201 @@
+"""Symbol-to-symbol differentiation: grad, vjp, jvp, jacobian, hessian.
+
+The reverse pass walks, in reverse topological order, only the tensors on a
+path from ``wrt`` to the outputs; it sums every tensor's incoming cotangents
+before propagating them (so the gradient graph stays linear in size under
+fan-out), calls each op's ``vjp`` rule, undoes broadcasting once here (never in
+the rules), and marks every tensor it builds as a gradient node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from graphc.errors import DTypeError, GradientError
+from graphc.op import as_tensor
+from graphc.ops.elementwise import add, cast, ones_like, zeros_like
+from graphc.ops.shape import broadcast_to, getitem, reshape, stack, sum_to
+from graphc.tensor import Tensor, building_gradient, toposort
+from graphc.types import format_shape
+
+
+def _as_list(value) -> tuple[list, bool]:
+    """(items, was_a_sequence)."""
+    if isinstance(value, (list, tuple)):
+        return list(value), True
+    return [value], False
+
+
+def _restore(items: list, was_sequence: bool, like):
+    if not was_sequence:
+        return items[0]
+    return type(like)(items) if isinstance(like, tuple) else list(items)
+
+
+def _check_wrt(wrt: Sequence[Tensor]) -> None:
+    for tensor in wrt:
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"wrt must hold Tensors, got {type(tensor).__name__}")
+        if tensor.dtype.kind != "f":
+            raise DTypeError(f"cannot differentiate with respect to {tensor.describe()}: "
+                             f"its dtype {tensor.dtype} is not floating point")
+
+
+def _fit_to_input(cotangent: Tensor, target: Tensor) -> Tensor:
+    """Sum a cotangent back to its input's shape (undo broadcasting) and dtype."""
+    fitted = sum_to(cotangent, target)
+    if fitted.dtype != target.dtype:
+        fitted = cast(fitted, target.dtype)
+    return fitted
+
+
+def _seed_for(seed: Tensor, output: Tensor) -> Tensor:
+    """A cotangent seed broadcast to its output's shape and cast to its dtype."""
+    from graphc.ops.shape import broadcast_like
+
+    if seed.shape != output.shape or None in seed.shape:
+        seed = broadcast_like(seed, output)
+    return seed if seed.dtype == output.dtype else cast(seed, output.dtype)
+
+
+def _sum_all(terms: list[Tensor]) -> Tensor:
+    total = terms[0]
+    for term in terms[1:]:
+        total = add(total, term)
+    return total
+
+
+def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[Tensor]) -> list[Tensor | None]:
+    """Cotangents of ``wrt`` given ``seeds`` for ``outputs`` (None where disconnected)."""
+    order = toposort(outputs)
+    wrt_ids = {id(t) for t in wrt}
+    # tensors through which a gradient can reach some wrt: float, not piecewise constant
+    reaches: set[int] = set(wrt_ids)
+    for node in order:
+        if id(node) in reaches or node.dtype.kind != "f" or node.primitive.zero_gradient:
+            continue
+        skip = node.primitive.nondiff_inputs
+        if any(id(parent) in reaches for i, parent in enumerate(node.inputs) if i not in skip):
+            reaches.add(id(node))
+    pending: dict[int, list[Tensor]] = {}
+    for output, seed in zip(outputs, seeds):
+        if id(output) in reaches:
+            pending.setdefault(id(output), []).append(_seed_for(seed, output))
+    totals: dict[int, Tensor] = {}
+    for node in reversed(order):
+        terms = pending.pop(id(node), None)
+        if terms is None:
+            continue
+        total = _sum_all(terms)
+        totals[id(node)] = total
+        skip = node.primitive.nondiff_inputs
+        targets = [i for i, parent in enumerate(node.inputs) if id(parent) in reaches and i not in skip]
+        if not targets:
+            continue
+        rules = node.primitive.vjp(node, total)
+        if len(rules) != len(node.inputs):
+            raise GradientError(f"the gradient rule of {node.op!r} returned {len(rules)} cotangents "
+                                f"for {len(node.inputs)} inputs ({node.describe()})")
+        for i in targets:
+            if rules[i] is None:
+                continue
+            parent = node.inputs[i]
+            pending.setdefault(id(parent), []).append(_fit_to_input(as_tensor(rules[i]), parent))
+    return [totals.get(id(t)) for t in wrt]
+
+
+def grad(cost: Tensor, wrt, disconnected: str = "zero"):
+    """Gradients of the 0-d float ``cost`` with respect to ``wrt`` (a tensor or a list/tuple).
+
+    The gradient tensors are appended to the same graph and marked as gradient
+    nodes. ``disconnected="zero"`` gives zeros for a ``wrt`` that ``cost`` does
+    not depend on; ``"raise"`` raises ``GradientError``.
+    """
+    if disconnected not in ("zero", "raise"):
+        raise ValueError(f"disconnected must be 'zero' or 'raise', got {disconnected!r}")
+    if not isinstance(cost, Tensor):
+        raise TypeError(f"cost must be a Tensor, got {type(cost).__name__}")
+    if cost.ndim != 0:
+        raise ValueError(f"grad: cost must be a 0-d tensor, got shape {format_shape(cost.shape)} "
+                         f"({cost.describe()}); reduce it first, e.g. with gc.sum or gc.mean")
+    if cost.dtype.kind != "f":
+        raise ValueError(f"grad: cost must be floating point, got {cost.dtype} ({cost.describe()})")
+    items, was_sequence = _as_list(wrt)
+    _check_wrt(items)
+    with building_gradient():
+        seed = ones_like(cost)
+        results = backprop([cost], [seed], items)
+        final = []
+        for tensor, result in zip(items, results):
+            if result is None:
+                if disconnected == "raise":
+                    raise GradientError(f"grad: the cost {cost.describe()} does not depend on "
+                                        f"{tensor.describe()}")
+                result = zeros_like(tensor)
+            final.append(result)
+    return _restore(final, was_sequence, wrt)
+
+
+def vjp(outputs, wrt, cotangents):
+    """Vector-Jacobian products ``sum_k cotangent_k^T d output_k / d wrt`` (reverse mode)."""
+    out_items, _ = _as_list(outputs)
+    seed_items, _ = _as_list(cotangents)
+    wrt_items, was_sequence = _as_list(wrt)
+    if len(out_items) != len(seed_items):
+        raise ValueError(f"vjp: {len(out_items)} outputs but {len(seed_items)} cotangents")
+    _check_wrt(wrt_items)
+    with building_gradient():
+        seeds = [as_tensor(s) for s in seed_items]
+        results = backprop(out_items, seeds, wrt_items)
+        final = [r if r is not None else zeros_like(t) for r, t in zip(results, wrt_items)]
+    return _restore(final, was_sequence, wrt)
+
+
+def jvp(outputs, wrt, tangents):
+    """Jacobian-vector products ``sum_k d output / d wrt_k . tangent_k`` (forward mode).
+
+    Derived from reverse mode by the double-VJP trick: the VJP is linear in its
+    cotangent ``u``, so differentiating ``<vjp(u), t>`` with respect to ``u`` gives ``J t``.
+    """
+    out_items, out_sequence = _as_list(outputs)
+    wrt_items, _ = _as_list(wrt)
+    tangent_items, _ = _as_list(tangents)
+    if len(wrt_items) != len(tangent_items):
+        raise ValueError(f"jvp: {len(wrt_items)} inputs but {len(tangent_items)} tangents")
+    _check_wrt(wrt_items)
+    for output in out_items:
+        if output.dtype.kind != "f":
+            raise DTypeError(f"jvp: outputs must be floating point, got {output.describe()}")
+    with building_gradient():
+        dummies = [zeros_like(y) for y in out_items]  # any value works: the result does not depend on it
+        pullbacks = backprop(out_items, dummies, wrt_items)
+        pairs = [(p, as_tensor(t)) for p, t in zip(pullbacks, tangent_items) if p is not None]
+        if pairs:
+            results = backprop([p for p, _ in pairs], [t for _, t in pairs], dummies)
+        else:
+            results = [None] * len(out_items)
+        final = [r if r is not None else zeros_like(y) for r, y in zip(results, out_items)]
+    return _restore(final, out_sequence, outputs)
+
+
+def jacobian(y: Tensor, x: Tensor) -> Tensor:
+    """The Jacobian ``d y / d x``, of shape ``y.shape + x.shape`` (one VJP per element of y)."""
+    if None in y.shape or None in x.shape:
+        raise GradientError(f"jacobian: needs fully known shapes, got y {format_shape(y.shape)} "
+                            f"and x {format_shape(x.shape)}")
+    if y.dtype.kind != "f":
+        raise DTypeError(f"jacobian: y must be floating point, got {y.describe()}")
+    _check_wrt([x])
+    if y.ndim == 0:
+        return grad(y, x)
+    flat = reshape(y, (-1,))
+    with building_gradient():
+        rows = [grad(getitem(flat, i), x) for i in range(flat.shape[0])]
+        if not rows:
+            return broadcast_to(zeros_like(x), y.shape + x.shape)
+        return reshape(stack(rows, 0), y.shape + x.shape)
+
+
+def hessian(cost: Tensor, x: Tensor) -> Tensor:
+    """The Hessian of a 0-d ``cost``: ``jacobian(grad(cost, x), x)``, shape ``x.shape + x.shape``."""
+    return jacobian(grad(cost, x), x)

@@ -1,0 +1,84 @@
+"""User-defined ops: a NumPy forward and a symbolic backward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from graphc.errors import GradientError, ShapeError
+from graphc.op import Op
+from graphc.tensor import Tensor
+from graphc.types import as_dtype, format_shape, normalize_shape, shapes_match
+
+
+class CustomOp(Op):
+    """An op made by :func:`custom_op`; it pickles when its callables are importable."""
+
+    def __init__(self, name: str, forward: Callable, grad: Callable | None, infer: Callable | None,
+                 out_type: tuple | None = None) -> None:
+        self.name = name
+        self.forward = forward
+        self.grad = grad
+        self.infer_fn = infer
+        self.out_type = out_type  # (shape, dtype) of one application, checked at run time
+
+    def __call__(self, *inputs, name: str | None = None) -> Tensor:
+        from graphc.op import apply, as_inputs
+
+        tensors = as_inputs(self, inputs)
+        shape, dtype = self.infer(*tensors)
+        bound = CustomOp(self.name, self.forward, self.grad, self.infer_fn, (shape, dtype))
+        return apply(bound, *tensors, name=name)
+
+    def infer(self, *inputs: Tensor):
+        if self.infer_fn is None:
+            if not inputs:
+                raise ShapeError(f"custom op {self.name!r}: give infer= for an op without inputs")
+            return inputs[0].shape, inputs[0].dtype
+        shape, dtype = self.infer_fn(*inputs)
+        return normalize_shape(shape, f"custom op {self.name!r} shape"), as_dtype(dtype)
+
+    def impl(self, *arrays):
+        result = np.array(self.forward(*arrays), copy=True)  # the forward may return its input
+        if self.out_type is None:
+            return result
+        shape, dtype = self.out_type
+        if not shapes_match(shape, result.shape):
+            raise ShapeError(f"custom op {self.name!r}: forward returned shape {format_shape(result.shape)}, "
+                             f"expected {format_shape(shape)}")
+        return result if result.dtype == dtype else result.astype(dtype)
+
+    def vjp(self, node: Tensor, g: Tensor):
+        if self.grad is None:
+            raise GradientError(f"custom op {self.name!r} has no gradient ({node.describe()})")
+        result = self.grad(list(node.inputs), node, g)
+        if isinstance(result, (Tensor, type(None))) and len(node.inputs) == 1:
+            result = (result,)
+        result = tuple(result)
+        if len(result) != len(node.inputs):
+            raise GradientError(f"custom op {self.name!r}: grad returned {len(result)} values "
+                                f"for {len(node.inputs)} inputs")
+        return result
+
+    def key_bytes(self, node: Tensor) -> bytes:
+        forward = f"{getattr(self.forward, '__module__', '')}.{getattr(self.forward, '__qualname__', '')}"
+        return f"custom:{self.name}:{forward}:{id(self) if forward == '.' else ''}".encode()
+
+    def __repr__(self) -> str:
+        return f"custom_op({self.name!r})"
+
+
+def custom_op(name: str, forward: Callable, grad: Callable | None, infer: Callable | None = None) -> CustomOp:
+    """A new op callable on tensors.
+
+    ``forward(*arrays)`` computes the value with NumPy. ``grad(inputs, output,
+    output_grad)`` returns one gradient Tensor (or None) per input, built from
+    graphc ops, so it can be differentiated again. ``infer(*inputs)`` returns
+    ``(shape, dtype)`` and defaults to the first input's.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError("custom_op: name must be a non-empty str")
+    if not callable(forward):
+        raise TypeError("custom_op: forward must be callable")
+    return CustomOp(name, forward, grad, infer)

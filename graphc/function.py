@@ -1,0 +1,209 @@
+"""Compiled functions: validated feeds, thread-safe calls, atomic updates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from graphc.compile import Plan, build_plan
+from graphc.errors import DTypeError, ExecutionError, FeedError, ShapeError
+from graphc.graph import clone
+from graphc.leaves import Placeholder
+from graphc.structure import flatten, unflatten
+from graphc.tensor import Tensor, Variable
+from graphc.types import format_shape, shapes_match
+
+
+def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
+    """``{variable: new_value}`` or a list of pairs, checked: variables only, once each."""
+    from graphc.op import as_tensor
+
+    if updates is None:
+        return []
+    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+    result, seen = [], set()
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"updates must be a dict or a list of (variable, new_value) pairs, got {pair!r}")
+        variable, new = pair
+        if not isinstance(variable, Variable):
+            raise TypeError(f"updates: {variable!r} is not a variable")
+        if id(variable) in seen:
+            raise ValueError(f"updates: variable {variable.name!r} is updated twice")
+        seen.add(id(variable))
+        new = as_tensor(new)
+        if len(new.shape) != len(variable.shape) or not shapes_match(new.shape, tuple(
+                s if n is None else n for s, n in zip(variable.shape, new.shape))):
+            raise ShapeError(f"updates: new value of variable {variable.name!r} has shape "
+                             f"{format_shape(new.shape)}, the variable {format_shape(variable.shape)}")
+        if not np.can_cast(new.dtype, variable.dtype, casting="same_kind"):
+            raise DTypeError(f"updates: new value of variable {variable.name!r} has dtype {new.dtype}, "
+                             f"which cannot be cast safely to the variable's {variable.dtype}")
+        result.append((variable, new))
+    return result
+
+
+def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
+                  updates: Sequence[tuple[Variable, Tensor]], optimize: bool) -> Plan:
+    """Cut fed non-placeholder tensors, optimize if asked, and lower to a Plan."""
+    replace = {}
+    for tensor in inputs:
+        if not isinstance(tensor.primitive, Placeholder):
+            from graphc.leaves import placeholder
+
+            replace[tensor] = placeholder(tensor.name or "fed", tensor.shape, tensor.dtype)
+    values = list(outputs) + [new for _, new in updates]
+    if replace:
+        values = clone(values, replace)
+    if optimize:
+        from graphc.passes import optimize_tensors
+
+        values = optimize_tensors(values)
+    plan_inputs = [replace.get(t, t) for t in inputs]
+    n = len(outputs)
+    new_updates = [(var, value) for (var, _), value in zip(updates, values[n:])]
+    return build_plan(values[:n], plan_inputs, new_updates)
+
+
+def check_feed(tensor: Tensor, value) -> np.ndarray:
+    """The fed value as an array of the placeholder's dtype, or a FeedError naming it."""
+    label = tensor.name or "<unnamed>"
+    try:
+        array = np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - anything NumPy cannot turn into an array
+        raise FeedError(f"feed for placeholder {label!r}: cannot convert {type(value).__name__} "
+                        f"to an array ({exc})") from exc
+    if array.dtype != tensor.dtype:
+        if array.dtype.kind not in "biuf" or not np.can_cast(array.dtype, tensor.dtype, casting="same_kind"):
+            raise FeedError(f"feed for placeholder {label!r}: dtype {array.dtype} cannot be cast safely "
+                            f"(same_kind) to the declared {tensor.dtype}")
+        array = array.astype(tensor.dtype)
+    if not shapes_match(tensor.shape, array.shape):
+        raise FeedError(f"feed for placeholder {label!r}: shape {format_shape(array.shape)} does not match "
+                        f"the declared {format_shape(tensor.shape)}")
+    return array
+
+
+class Executable:
+    """Runs a Plan: snapshot variables, compute, install updates atomically."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        updated = plan.updated_variables
+        touched = {id(v): v for v in plan.variables + updated}
+        self._locked = sorted(touched.values(), key=lambda v: v.serial)  # one global order: no deadlock
+        self._updated = updated
+        self._hold_locks = bool(updated)
+
+    def execute(self, feeds: tuple) -> list:
+        plan = self.plan
+        locks = [v.lock for v in self._locked]
+        for lock in locks:
+            lock.acquire()
+        try:
+            values = tuple(v._value for v in plan.variables)
+            if not self._hold_locks:
+                for lock in reversed(locks):
+                    lock.release()
+                locks = []
+            with np.errstate(all="ignore"):
+                results = plan.run(feeds, values)
+            n = len(plan.outputs)
+            if self._updated:
+                new_values = []
+                for (variable, _), value in zip(plan.updates, results[n:]):
+                    if value.shape != variable.shape:
+                        raise ExecutionError(f"update of variable {variable.name!r}: new value has shape "
+                                             f"{format_shape(value.shape)}, the variable "
+                                             f"{format_shape(variable.shape)}; no variable was changed")
+                    if value.dtype != variable.dtype:
+                        value = value.astype(variable.dtype)
+                    new_values.append(value)
+                for variable, value in zip(self._updated, new_values):
+                    variable._install(value)
+            return list(results[:n])
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+
+class Function:
+    """A compiled graph: ``fn(*values)`` or ``fn(**{placeholder_name: value})``."""
+
+    def __init__(self, inputs, outputs, updates=None, optimize: bool = True) -> None:
+        if isinstance(inputs, Tensor):
+            inputs = [inputs]
+        self.inputs: list[Tensor] = list(inputs)
+        for tensor in self.inputs:
+            if not isinstance(tensor, Tensor):
+                raise TypeError(f"function inputs must be Tensors, got {type(tensor).__name__}")
+        if len({id(t) for t in self.inputs}) != len(self.inputs):
+            raise ValueError("function: an input is listed twice")
+        self.outputs = outputs
+        flat, self._spec = flatten(outputs)
+        self._updates = normalize_updates(updates)
+        self.optimize = optimize
+        self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize))
+        self._positions: dict[str, int] = {}
+        for position, tensor in enumerate(self.inputs):
+            if tensor.name is not None:
+                self._positions.setdefault(tensor.name, position)
+
+    @property
+    def plan(self) -> Plan:
+        return self._executable.plan
+
+    def _gather(self, args: tuple, kwargs: dict) -> tuple:
+        if len(args) > len(self.inputs):
+            raise FeedError(f"function takes {len(self.inputs)} inputs, got {len(args)} positional values")
+        values: list = list(args) + [_MISSING] * (len(self.inputs) - len(args))
+        for name, value in kwargs.items():
+            position = self._positions.get(name)
+            if position is None:
+                raise FeedError(f"unknown input {name!r}; the inputs are "
+                                f"{[t.name for t in self.inputs]}")
+            if values[position] is not _MISSING:
+                raise FeedError(f"input {name!r} is given twice")
+            values[position] = value
+        for tensor, value in zip(self.inputs, values):
+            if value is _MISSING:
+                raise FeedError(f"missing a value for placeholder {tensor.name!r}")
+        return tuple(check_feed(t, v) for t, v in zip(self.inputs, values))
+
+    def __call__(self, *args, **kwargs):
+        feeds = self._gather(args, kwargs)
+        return unflatten(self._spec, self._executable.execute(feeds))
+
+    # ---- inspection of the optimized graph --------------------------------------------
+    def _graph_outputs(self) -> list[Tensor]:
+        plan = self.plan
+        return list(plan.outputs) + [value for _, value in plan.updates]
+
+    def to_dot(self) -> str:
+        from graphc.export.dot import to_dot
+
+        return to_dot(self._graph_outputs())
+
+    def to_networkx(self):
+        from graphc.export.nx import to_networkx
+
+        return to_networkx(self._graph_outputs())
+
+    def debugprint(self, file=None) -> str:
+        from graphc.printing import debugprint
+
+        return debugprint(self._graph_outputs(), file=file)
+
+    def _repr_svg_(self):
+        from graphc.export.dot import repr_svg
+
+        return repr_svg(self._graph_outputs())
+
+
+_MISSING = object()
+
+
+def function(inputs, outputs, updates=None, optimize: bool = True) -> Function:
+    """Compile ``outputs`` (a tensor or a nested structure) as a function of ``inputs``."""
+    return Function(inputs, outputs, updates=updates, optimize=optimize)

@@ -1,0 +1,885 @@
+"""Element-wise ops: arithmetic, transcendental functions, activations, comparisons.
+
+Every op here broadcasts its inputs with NumPy's rules; Python scalars given to
+it are weak (``x32 * 2.0`` stays float32). Gradient rules are written as if the
+shapes matched; the grad driver undoes broadcasting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from graphc.errors import DTypeError
+from graphc.op import Op, apply
+from graphc.tensor import Tensor
+from graphc.types import as_dtype, broadcast_shapes, float_dtype
+
+
+@dataclass(frozen=True)
+class Elementwise(Op):
+    """Base of element-wise ops: broadcast shapes, NumPy's dtype resolution."""
+
+    elementwise = True
+    weak_scalars = True
+    #: the NumPy ufunc whose type resolution gives the output dtype (None: float rule)
+    ufunc: ClassVar = None
+
+    def infer(self, *inputs):
+        shape = broadcast_shapes(self.name, [t.shape for t in inputs])
+        return shape, self.result_dtype(*(t.dtype for t in inputs))
+
+    def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
+        if self.ufunc is None:
+            return float_dtype(np.result_type(*dtypes))
+        try:
+            return self.ufunc.resolve_dtypes((*dtypes, None))[-1]
+        except TypeError as exc:
+            listed = ", ".join(str(d) for d in dtypes)
+            raise DTypeError(f"{self.name}: no implementation for input dtypes ({listed})") from exc
+
+
+def _float_input(x: np.ndarray) -> np.ndarray:
+    return x if x.dtype.kind == "f" else x.astype(np.float64)
+
+
+# ---- arithmetic ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Add(Elementwise):
+    name = "add"
+    ufunc = np.add
+    commutative = True
+
+    def impl(self, a, b):
+        return np.add(a, b)
+
+    def vjp(self, node, g):
+        return g, g
+
+
+@dataclass(frozen=True)
+class Sub(Elementwise):
+    name = "sub"
+    ufunc = np.subtract
+
+    def impl(self, a, b):
+        return np.subtract(a, b)
+
+    def vjp(self, node, g):
+        return g, neg(g)
+
+
+@dataclass(frozen=True)
+class Mul(Elementwise):
+    name = "mul"
+    ufunc = np.multiply
+    commutative = True
+
+    def impl(self, a, b):
+        return np.multiply(a, b)
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        return mul(g, b), mul(g, a)
+
+
+@dataclass(frozen=True)
+class Div(Elementwise):
+    name = "div"
+    ufunc = np.true_divide
+
+    def impl(self, a, b):
+        return np.true_divide(a, b)
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        grad_a = div(g, b)
+        # d(a/b)/db = -a/b**2 = -(a/b)/b, reusing the output
+        return grad_a, neg(mul(grad_a, node))
+
+
+@dataclass(frozen=True)
+class Neg(Elementwise):
+    name = "neg"
+    ufunc = np.negative
+
+    def impl(self, x):
+        return np.negative(x)
+
+    def vjp(self, node, g):
+        return (neg(g),)
+
+
+@dataclass(frozen=True)
+class Pow(Elementwise):
+    """``x ** y``. Conventions at ``x = 0``: d/dx is 0 when ``y == 0``; d/dy is 0 when ``y >= 0``."""
+
+    name = "pow"
+    ufunc = np.power
+
+    def impl(self, x, y):
+        return np.power(x, y)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        grad_x = grad_y = None
+        if x.dtype.kind == "f":
+            # y * x**(y-1), but exactly 0 where y == 0 (0 * inf would be NaN at x == 0)
+            slope = where(equal(y, 0), zeros_like(node), mul(y, pow(x, sub(y, 1))))
+            grad_x = mul(g, slope)
+        if y.dtype.kind == "f":
+            # x**y * log(x); at x == 0 with y >= 0 the limit is 0, not NaN
+            at_zero = logical_and(equal(x, 0), greater_equal(y, 0))
+            safe_x = where(at_zero, ones_like(x), x)
+            grad_y = mul(g, where(at_zero, zeros_like(node), mul(node, log(safe_x))))
+        return grad_x, grad_y
+
+
+@dataclass(frozen=True)
+class Square(Elementwise):
+    name = "square"
+    ufunc = np.square
+
+    def impl(self, x):
+        return np.square(x)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, mul(x, 2)),)
+
+
+@dataclass(frozen=True)
+class Abs(Elementwise):
+    """``|x|``; its gradient at 0 is 0 (``sign(0) = 0``)."""
+
+    name = "abs"
+    ufunc = np.absolute
+
+    def impl(self, x):
+        return np.absolute(x)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, sign(x)),)
+
+
+@dataclass(frozen=True)
+class Sign(Elementwise):
+    name = "sign"
+    ufunc = np.sign
+    zero_gradient = True
+
+    def impl(self, x):
+        return np.sign(x)
+
+
+@dataclass(frozen=True)
+class Maximum(Elementwise):
+    """Element-wise maximum; ties split the gradient evenly."""
+
+    name = "maximum"
+    ufunc = np.maximum
+    commutative = True
+
+    def impl(self, a, b):
+        return np.maximum(a, b)
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        share_a = tie_split_weight(greater(a, b), equal(a, b), node.dtype)
+        return mul(g, share_a), mul(g, sub(1, share_a))
+
+
+@dataclass(frozen=True)
+class Minimum(Elementwise):
+    """Element-wise minimum; ties split the gradient evenly."""
+
+    name = "minimum"
+    ufunc = np.minimum
+    commutative = True
+
+    def impl(self, a, b):
+        return np.minimum(a, b)
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        share_a = tie_split_weight(less(a, b), equal(a, b), node.dtype)
+        return mul(g, share_a), mul(g, sub(1, share_a))
+
+
+def tie_split_weight(wins: Tensor, ties: Tensor, dtype) -> Tensor:
+    """1 where the first operand wins, 0.5 where tied, 0 elsewhere."""
+    return add(cast(wins, dtype), mul(cast(ties, dtype), 0.5))
+
+
+# ---- transcendental -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Exp(Elementwise):
+    name = "exp"
+    ufunc = np.exp
+
+    def impl(self, x):
+        return np.exp(x)
+
+    def vjp(self, node, g):
+        return (mul(g, node),)
+
+
+@dataclass(frozen=True)
+class Log(Elementwise):
+    name = "log"
+    ufunc = np.log
+
+    def impl(self, x):
+        return np.log(x)
+
+    def vjp(self, node, g):
+        return (div(g, node.inputs[0]),)
+
+
+@dataclass(frozen=True)
+class Log1p(Elementwise):
+    name = "log1p"
+    ufunc = np.log1p
+
+    def impl(self, x):
+        return np.log1p(x)
+
+    def vjp(self, node, g):
+        return (div(g, add(node.inputs[0], 1)),)
+
+
+@dataclass(frozen=True)
+class Expm1(Elementwise):
+    name = "expm1"
+    ufunc = np.expm1
+
+    def impl(self, x):
+        return np.expm1(x)
+
+    def vjp(self, node, g):
+        return (mul(g, add(node, 1)),)
+
+
+@dataclass(frozen=True)
+class Sqrt(Elementwise):
+    """Square root; its gradient at 0 is inf."""
+
+    name = "sqrt"
+    ufunc = np.sqrt
+
+    def impl(self, x):
+        return np.sqrt(x)
+
+    def vjp(self, node, g):
+        return (div(g, mul(node, 2)),)
+
+
+@dataclass(frozen=True)
+class Sin(Elementwise):
+    name = "sin"
+    ufunc = np.sin
+
+    def impl(self, x):
+        return np.sin(x)
+
+    def vjp(self, node, g):
+        return (mul(g, cos(node.inputs[0])),)
+
+
+@dataclass(frozen=True)
+class Cos(Elementwise):
+    name = "cos"
+    ufunc = np.cos
+
+    def impl(self, x):
+        return np.cos(x)
+
+    def vjp(self, node, g):
+        return (neg(mul(g, sin(node.inputs[0]))),)
+
+
+@dataclass(frozen=True)
+class Tanh(Elementwise):
+    name = "tanh"
+    ufunc = np.tanh
+
+    def impl(self, x):
+        return np.tanh(x)
+
+    def vjp(self, node, g):
+        return (mul(g, sub(1, square(node))),)
+
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+@dataclass(frozen=True)
+class Erf(Elementwise):
+    """The error function (used by the exact GELU)."""
+
+    name = "erf"
+
+    def impl(self, x):
+        x = np.asarray(x)
+        dtype = float_dtype(x.dtype)
+        return np.asarray(_erf_scalar(x), dtype=np.float64).astype(dtype, copy=False)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, mul(exp(neg(square(x))), 2.0 / math.sqrt(math.pi))),)
+
+
+# ---- activations (stable primitives) --------------------------------------------------
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    x = _float_input(np.asarray(x))
+    # exp of a non-positive number never overflows; both branches are then exact.
+    small = np.exp(-np.abs(x))
+    inverse = 1 / (1 + small)
+    return np.where(x >= 0, inverse, small * inverse)
+
+
+@dataclass(frozen=True)
+class Sigmoid(Elementwise):
+    """Logistic function, finite and accurate for any finite input."""
+
+    name = "sigmoid"
+
+    def impl(self, x):
+        return _sigmoid(x)
+
+    def vjp(self, node, g):
+        # s * (1 - s) written as s * sigmoid(-x): 1 - s loses every digit once s rounds to 1.
+        (x,) = node.inputs
+        return (mul(g, mul(node, sigmoid(neg(x)))),)
+
+
+@dataclass(frozen=True)
+class Softplus(Elementwise):
+    """``log(1 + exp(x))`` without overflow; ``softplus'(0) = 0.5``."""
+
+    name = "softplus"
+
+    def impl(self, x):
+        x = _float_input(np.asarray(x))
+        return np.logaddexp(x, 0)
+
+    def vjp(self, node, g):
+        return (mul(g, sigmoid(node.inputs[0])),)
+
+
+@dataclass(frozen=True)
+class Relu(Elementwise):
+    """``max(x, 0)``; ``relu'(0) = 0``."""
+
+    name = "relu"
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0]
+
+    def impl(self, x):
+        return np.maximum(x, np.zeros((), x.dtype))
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, cast(greater(x, 0), g.dtype)),)
+
+
+@dataclass(frozen=True)
+class LeakyRelu(Elementwise):
+    name = "leaky_relu"
+    alpha: float = 0.01
+
+    def impl(self, x):
+        x = _float_input(np.asarray(x))
+        return np.where(x > 0, x, x * x.dtype.type(self.alpha))
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (where(greater(x, 0), g, mul(g, self.alpha)),)
+
+
+@dataclass(frozen=True)
+class Prelu(Elementwise):
+    """Leaky ReLU with a learned slope ``alpha`` (broadcast against ``x``)."""
+
+    name = "prelu"
+
+    def impl(self, x, alpha):
+        return np.where(x > 0, x, x * alpha)
+
+    def vjp(self, node, g):
+        x, alpha = node.inputs
+        positive = greater(x, 0)
+        return where(positive, g, mul(g, alpha)), where(positive, 0.0, mul(g, x))
+
+
+@dataclass(frozen=True)
+class Elu(Elementwise):
+    name = "elu"
+    alpha: float = 1.0
+
+    def impl(self, x):
+        x = _float_input(np.asarray(x))
+        # expm1 only of non-positive values: no overflow in the unselected branch
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)) * x.dtype.type(self.alpha))
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        negative_slope = mul(exp(minimum(x, 0)), self.alpha)
+        return (where(greater(x, 0), g, mul(g, negative_slope)),)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+@dataclass(frozen=True)
+class Gelu(Elementwise):
+    """``x * Phi(x)``; with ``approximate=True`` the tanh approximation."""
+
+    name = "gelu"
+    approximate: bool = False
+
+    def impl(self, x):
+        x = _float_input(np.asarray(x))
+        if self.approximate:
+            inner = _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x ** 3)
+            return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype, copy=False)
+        cdf = 0.5 * (1 + Erf().impl(x * (1 / math.sqrt(2.0))))
+        return (x * cdf).astype(x.dtype, copy=False)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        if self.approximate:
+            t = tanh(mul(add(x, mul(pow(x, 3), _GELU_CUBIC)), _SQRT_2_OVER_PI))
+            inner_slope = mul(add(mul(square(x), 3 * _GELU_CUBIC), 1), _SQRT_2_OVER_PI)
+            slope = add(mul(add(t, 1), 0.5), mul(mul(mul(x, 0.5), sub(1, square(t))), inner_slope))
+        else:
+            cdf = mul(add(erf(mul(x, 1 / math.sqrt(2.0))), 1), 0.5)
+            pdf = mul(exp(mul(square(x), -0.5)), 1 / math.sqrt(2 * math.pi))
+            slope = add(cdf, mul(x, pdf))
+        return (mul(g, slope),)
+
+
+@dataclass(frozen=True)
+class Silu(Elementwise):
+    """``x * sigmoid(x)`` (also called swish)."""
+
+    name = "silu"
+
+    def impl(self, x):
+        x = _float_input(np.asarray(x))
+        return x * _sigmoid(x)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        s = sigmoid(x)
+        # s + x s (1 - s), with 1 - s as sigmoid(-x) for accuracy
+        return (mul(g, mul(s, add(mul(x, sigmoid(neg(x))), 1))),)
+
+
+@dataclass(frozen=True)
+class HardTanh(Elementwise):
+    """``clip(x, -1, 1)``; the gradient is 1 strictly inside (-1, 1), else 0."""
+
+    name = "hard_tanh"
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0]
+
+    def impl(self, x):
+        return np.clip(x, -1, 1)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        inside = logical_and(greater(x, -1), less(x, 1))
+        return (mul(g, cast(inside, g.dtype)),)
+
+
+@dataclass(frozen=True)
+class Step(Elementwise):
+    """The threshold unit: 1 where ``x > 0``, else 0 (same dtype as ``x``); gradient 0."""
+
+    name = "step"
+    zero_gradient = True
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0]
+
+    def impl(self, x):
+        return (x > 0).astype(x.dtype)
+
+
+# ---- comparisons and logic -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Comparison(Elementwise):
+    zero_gradient = True
+
+    def result_dtype(self, *dtypes):
+        super().result_dtype(*dtypes)  # validates the input dtypes
+        return np.dtype(bool)
+
+
+@dataclass(frozen=True)
+class Equal(Comparison):
+    name = "equal"
+    ufunc = np.equal
+    commutative = True
+
+    def impl(self, a, b):
+        return np.equal(a, b)
+
+
+@dataclass(frozen=True)
+class NotEqual(Comparison):
+    name = "not_equal"
+    ufunc = np.not_equal
+    commutative = True
+
+    def impl(self, a, b):
+        return np.not_equal(a, b)
+
+
+@dataclass(frozen=True)
+class Greater(Comparison):
+    name = "greater"
+    ufunc = np.greater
+
+    def impl(self, a, b):
+        return np.greater(a, b)
+
+
+@dataclass(frozen=True)
+class GreaterEqual(Comparison):
+    name = "greater_equal"
+    ufunc = np.greater_equal
+
+    def impl(self, a, b):
+        return np.greater_equal(a, b)
+
+
+@dataclass(frozen=True)
+class Less(Comparison):
+    name = "less"
+    ufunc = np.less
+
+    def impl(self, a, b):
+        return np.less(a, b)
+
+
+@dataclass(frozen=True)
+class LessEqual(Comparison):
+    name = "less_equal"
+    ufunc = np.less_equal
+
+    def impl(self, a, b):
+        return np.less_equal(a, b)
+
+
+@dataclass(frozen=True)
+class LogicalAnd(Comparison):
+    name = "logical_and"
+    ufunc = np.logical_and
+    commutative = True
+
+    def impl(self, a, b):
+        return np.logical_and(a, b)
+
+
+@dataclass(frozen=True)
+class Where(Elementwise):
+    """``cond ? a : b``; the unselected branch gets a zero gradient (never NaN)."""
+
+    name = "where"
+    nondiff_inputs = (0,)
+
+    def result_dtype(self, cond, a, b):
+        return np.result_type(a, b)
+
+    def impl(self, cond, a, b):
+        return np.where(cond, a, b)
+
+    def vjp(self, node, g):
+        cond, a, b = node.inputs
+        zero = zeros_like(g)
+        return None, where(cond, g, zero), where(cond, zero, g)
+
+
+@dataclass(frozen=True)
+class Clip(Elementwise):
+    """``minimum(maximum(x, lo), hi)``; at ``x == lo`` or ``x == hi`` the gradient is split evenly."""
+
+    name = "clip"
+
+    def result_dtype(self, *dtypes):
+        return np.result_type(*dtypes)
+
+    def impl(self, x, lo, hi):
+        return np.minimum(np.maximum(x, lo), hi)
+
+    def vjp(self, node, g):
+        x, lo, hi = node.inputs
+        dtype = node.dtype
+        above_lo = tie_split_weight(greater(x, lo), equal(x, lo), dtype)
+        lower = maximum(x, lo)
+        below_hi = tie_split_weight(less(lower, hi), equal(lower, hi), dtype)
+        return (mul(g, mul(above_lo, below_hi)),
+                mul(g, mul(sub(1, above_lo), below_hi)),
+                mul(g, sub(1, below_hi)))
+
+
+@dataclass(frozen=True)
+class Cast(Elementwise):
+    """Convert to ``dtype``; the gradient flows back only between float dtypes."""
+
+    name = "cast"
+    dtype: np.dtype = np.dtype("float64")
+    weak_scalars = False
+
+    def result_dtype(self, *dtypes):
+        return self.dtype
+
+    def impl(self, x):
+        return np.array(x, dtype=self.dtype, copy=True)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        if x.dtype.kind != "f" or self.dtype.kind != "f":
+            return (None,)
+        return (cast(g, x.dtype),)
+
+    def key_bytes(self, node):
+        return f"cast{self.dtype.str}".encode()
+
+
+@dataclass(frozen=True)
+class StopGradient(Elementwise):
+    """The value of ``x``, with gradient 0."""
+
+    name = "stop_gradient"
+    zero_gradient = True
+    view = True
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0]
+
+    def impl(self, x):
+        return x
+
+
+@dataclass(frozen=True)
+class ZerosLike(Elementwise):
+    name = "zeros_like"
+    zero_gradient = True
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0]
+
+    def impl(self, x):
+        return np.zeros(np.shape(x), np.asarray(x).dtype)
+
+
+@dataclass(frozen=True)
+class OnesLike(Elementwise):
+    name = "ones_like"
+    zero_gradient = True
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0]
+
+    def impl(self, x):
+        return np.ones(np.shape(x), np.asarray(x).dtype)
+
+
+# ---- public functions -------------------------------------------------------------------
+
+def add(a, b) -> Tensor:
+    """``a + b`` with broadcasting."""
+    return apply(Add(), a, b)
+
+
+def sub(a, b) -> Tensor:
+    """``a - b`` with broadcasting."""
+    return apply(Sub(), a, b)
+
+
+def mul(a, b) -> Tensor:
+    """``a * b`` with broadcasting."""
+    return apply(Mul(), a, b)
+
+
+def div(a, b) -> Tensor:
+    """True division ``a / b`` (integers give float64, as in NumPy)."""
+    return apply(Div(), a, b)
+
+
+def neg(x) -> Tensor:
+    return apply(Neg(), x)
+
+
+def pow(x, y) -> Tensor:  # noqa: A001 - the contract's name
+    """``x ** y``."""
+    return apply(Pow(), x, y)
+
+
+def exp(x) -> Tensor:
+    return apply(Exp(), x)
+
+
+def log(x) -> Tensor:
+    return apply(Log(), x)
+
+
+def log1p(x) -> Tensor:
+    return apply(Log1p(), x)
+
+
+def expm1(x) -> Tensor:
+    return apply(Expm1(), x)
+
+
+def sqrt(x) -> Tensor:
+    return apply(Sqrt(), x)
+
+
+def square(x) -> Tensor:
+    return apply(Square(), x)
+
+
+def abs(x) -> Tensor:  # noqa: A001 - the contract's name
+    return apply(Abs(), x)
+
+
+def sign(x) -> Tensor:
+    return apply(Sign(), x)
+
+
+def sin(x) -> Tensor:
+    return apply(Sin(), x)
+
+
+def cos(x) -> Tensor:
+    return apply(Cos(), x)
+
+
+def tanh(x) -> Tensor:
+    return apply(Tanh(), x)
+
+
+def erf(x) -> Tensor:
+    return apply(Erf(), x)
+
+
+def sigmoid(x) -> Tensor:
+    return apply(Sigmoid(), x)
+
+
+def softplus(x) -> Tensor:
+    return apply(Softplus(), x)
+
+
+def relu(x) -> Tensor:
+    return apply(Relu(), x)
+
+
+def leaky_relu(x, alpha: float = 0.01) -> Tensor:
+    return apply(LeakyRelu(float(alpha)), x)
+
+
+def prelu(x, alpha) -> Tensor:
+    """Leaky ReLU whose negative slope ``alpha`` is a tensor (learnable)."""
+    return apply(Prelu(), x, alpha)
+
+
+def elu(x, alpha: float = 1.0) -> Tensor:
+    return apply(Elu(float(alpha)), x)
+
+
+def gelu(x, approximate: bool = False) -> Tensor:
+    return apply(Gelu(bool(approximate)), x)
+
+
+def silu(x) -> Tensor:
+    return apply(Silu(), x)
+
+
+swish = silu
+
+
+def hard_tanh(x) -> Tensor:
+    return apply(HardTanh(), x)
+
+
+def step(x) -> Tensor:
+    return apply(Step(), x)
+
+
+def maximum(a, b) -> Tensor:
+    return apply(Maximum(), a, b)
+
+
+def minimum(a, b) -> Tensor:
+    return apply(Minimum(), a, b)
+
+
+def where(cond, a, b) -> Tensor:
+    """Pick ``a`` where ``cond`` is true, else ``b`` (broadcasting all three)."""
+    return apply(Where(), cond, a, b)
+
+
+def clip(x, lo, hi) -> Tensor:
+    return apply(Clip(), x, lo, hi)
+
+
+def equal(a, b) -> Tensor:
+    return apply(Equal(), a, b)
+
+
+def not_equal(a, b) -> Tensor:
+    return apply(NotEqual(), a, b)
+
+
+def greater(a, b) -> Tensor:
+    return apply(Greater(), a, b)
+
+
+def greater_equal(a, b) -> Tensor:
+    return apply(GreaterEqual(), a, b)
+
+
+def less(a, b) -> Tensor:
+    return apply(Less(), a, b)
+
+
+def less_equal(a, b) -> Tensor:
+    return apply(LessEqual(), a, b)
+
+
+def logical_and(a, b) -> Tensor:
+    return apply(LogicalAnd(), a, b)
+
+
+def cast(x, dtype) -> Tensor:
+    """``x.astype(dtype)``."""
+    return apply(Cast(as_dtype(dtype)), x)
+
+
+def stop_gradient(x) -> Tensor:
+    """The value of ``x``, through which no gradient flows."""
+    return apply(StopGradient(), x)
+
+
+def zeros_like(x) -> Tensor:
+    return apply(ZerosLike(), x)
+
+
+def ones_like(x) -> Tensor:
+    return apply(OnesLike(), x)

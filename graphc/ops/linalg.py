@@ -1,0 +1,265 @@
+"""Linear algebra: matmul (NumPy rules), dot, outer, einsum."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.errors import DTypeError, GradientError, ShapeError
+from graphc.op import Op, apply, as_tensor
+from graphc.ops.shape import broadcast_like, expand_dims, reshape, reshape_like, squeeze, swap_last_axes
+from graphc.tensor import Tensor
+from graphc.types import broadcast_shapes, format_shape
+
+
+def _unify_size(op: str, a, b, shapes) -> int | None:
+    if a is None:
+        return b
+    if b is None or a == b:
+        return a
+    raise ShapeError(f"{op}: cannot contract shapes {' and '.join(format_shape(s) for s in shapes)} "
+                     f"(sizes {a} and {b} differ)")
+
+
+def _numeric_dtype(op: str, *dtypes) -> np.dtype:
+    result = np.result_type(*dtypes)
+    if result.kind not in "biuf":
+        raise DTypeError(f"{op}: unsupported dtype {result}")
+    return result
+
+
+@dataclass(frozen=True)
+class Matmul(Op):
+    """``a @ b`` with NumPy's rules: 1-D operands are promoted and squeezed, batches broadcast."""
+
+    name = "matmul"
+
+    def infer(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ShapeError(f"matmul: operands must be at least 1-D, got shapes "
+                             f"{format_shape(a.shape)} and {format_shape(b.shape)}")
+        a_shape = (1,) + a.shape if a.ndim == 1 else a.shape
+        b_shape = b.shape + (1,) if b.ndim == 1 else b.shape
+        _unify_size("matmul", a_shape[-1], b_shape[-2], (a.shape, b.shape))
+        batch = broadcast_shapes("matmul", [a_shape[:-2], b_shape[:-2]])
+        shape = batch + (a_shape[-2],) * (a.ndim > 1) + (b_shape[-1],) * (b.ndim > 1)
+        return shape, _numeric_dtype("matmul", a.dtype, b.dtype)
+
+    def impl(self, a, b):
+        return np.matmul(a, b)
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        a2 = expand_dims(a, 0) if a.ndim == 1 else a
+        b2 = expand_dims(b, -1) if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = expand_dims(g2, g2.ndim - (1 if b.ndim > 1 else 0))
+        if b.ndim == 1:
+            g2 = expand_dims(g2, g2.ndim)
+        grad_a = matmul(g2, swap_last_axes(b2))
+        grad_b = matmul(swap_last_axes(a2), g2)
+        if a.ndim == 1:
+            grad_a = squeeze(grad_a, grad_a.ndim - 2)
+        if b.ndim == 1:
+            grad_b = squeeze(grad_b, grad_b.ndim - 1)
+        return grad_a, grad_b
+
+
+def matmul(a, b) -> Tensor:
+    return apply(Matmul(), a, b)
+
+
+@dataclass(frozen=True)
+class Dot(Op):
+    """``np.dot``: contracts the last axis of ``a`` with the second-to-last of ``b``."""
+
+    name = "dot"
+
+    def infer(self, a, b):
+        dtype = _numeric_dtype("dot", a.dtype, b.dtype)
+        if a.ndim == 0 or b.ndim == 0:
+            return broadcast_shapes("dot", [a.shape, b.shape]), dtype
+        b_axis = -1 if b.ndim == 1 else -2
+        _unify_size("dot", a.shape[-1], b.shape[b_axis], (a.shape, b.shape))
+        shape = a.shape[:-1] + (b.shape[:-2] + b.shape[-1:] if b.ndim > 1 else ())
+        return shape, dtype
+
+    def impl(self, a, b):
+        return np.asarray(np.dot(a, b))
+
+    def subscripts(self, a: Tensor, b: Tensor) -> tuple[str, str, str]:
+        letters = iter("abcdefghijklmnopqrstuvwxy")
+        a_sub = "".join(next(letters) for _ in range(a.ndim - 1)) + "z"
+        if b.ndim == 1:
+            b_sub = "z"
+            out = a_sub[:-1]
+        else:
+            b_lead = "".join(next(letters) for _ in range(b.ndim - 2))
+            b_last = next(letters)
+            b_sub = b_lead + "z" + b_last
+            out = a_sub[:-1] + b_lead + b_last
+        return a_sub, b_sub, out
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        if a.ndim == 0 or b.ndim == 0:
+            from graphc.ops.elementwise import mul
+
+            return mul(g, b), mul(g, a)
+        a_sub, b_sub, out = self.subscripts(a, b)
+        return einsum(f"{out},{b_sub}->{a_sub}", g, b), einsum(f"{a_sub},{out}->{b_sub}", a, g)
+
+
+def dot(a, b) -> Tensor:
+    return apply(Dot(), a, b)
+
+
+@dataclass(frozen=True)
+class Outer(Op):
+    """``np.outer``: the inputs are flattened."""
+
+    name = "outer"
+
+    def infer(self, a, b):
+        return (a.size, b.size), _numeric_dtype("outer", a.dtype, b.dtype)
+
+    def impl(self, a, b):
+        return np.outer(a, b)
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        flat_a, flat_b = reshape(a, (-1,)), reshape(b, (-1,))
+        return reshape_like(matmul(g, flat_b), a), reshape_like(matmul(flat_a, g), b)
+
+
+def outer(a, b) -> Tensor:
+    return apply(Outer(), a, b)
+
+
+# ---- einsum -------------------------------------------------------------------------------------
+
+def _explicit_subscripts(subscripts: str, ranks: list[int]) -> tuple[list[str], str]:
+    """Parse ``subscripts`` into explicit per-operand letters and output letters (no '...')."""
+    text = subscripts.replace(" ", "")
+    if "->" in text:
+        inputs_text, output = text.split("->")
+        explicit_output = True
+    else:
+        inputs_text, output, explicit_output = text, "", False
+    inputs = inputs_text.split(",")
+    if len(inputs) != len(ranks):
+        raise ShapeError(f"einsum: {len(inputs)} operand subscripts for {len(ranks)} operands in {subscripts!r}")
+    used = set(text) - set(".,->")
+    for letter in used:
+        if letter not in string.ascii_letters:
+            raise ShapeError(f"einsum: invalid subscript {letter!r} in {subscripts!r}")
+    spare = [c for c in string.ascii_letters if c not in used]
+    ellipsis_ranks = []
+    for sub, rank in zip(inputs, ranks):
+        if "..." in sub:
+            ellipsis_ranks.append(rank - len(sub.replace("...", "")))
+        elif len(sub) != rank:
+            raise ShapeError(f"einsum: subscripts {sub!r} do not match an operand of rank {rank}")
+    width = max(ellipsis_ranks, default=0)
+    if any(r < 0 for r in ellipsis_ranks):
+        raise ShapeError(f"einsum: subscripts {subscripts!r} have more letters than operand dimensions")
+    broadcast_letters = "".join(spare[:width])
+    resolved = []
+    for sub, rank in zip(inputs, ranks):
+        if "..." in sub:
+            count = rank - len(sub.replace("...", ""))
+            sub = sub.replace("...", broadcast_letters[width - count:])
+        resolved.append(sub)
+    if explicit_output:
+        output = output.replace("...", broadcast_letters)
+    else:
+        letters = "".join(resolved)
+        output = broadcast_letters + "".join(sorted(c for c in set(letters) - set(broadcast_letters)
+                                                    if letters.count(c) == 1))
+    if len(set(output)) != len(output):
+        raise ShapeError(f"einsum: output subscripts {output!r} repeat a letter")
+    for letter in output:
+        if not any(letter in sub for sub in resolved):
+            raise ShapeError(f"einsum: output letter {letter!r} does not appear in the inputs of {subscripts!r}")
+    return resolved, output
+
+
+@dataclass(frozen=True)
+class Einsum(Op):
+    """Einstein summation over explicit subscripts ``"ij,jk->ik"``."""
+
+    name = "einsum"
+    subscripts: str = ""
+
+    def parts(self) -> tuple[list[str], str]:
+        inputs, output = self.subscripts.split("->")
+        return inputs.split(","), output
+
+    def infer(self, *operands):
+        inputs, output = self.parts()
+        seen: dict[str, list] = {}
+        for sub, operand in zip(inputs, operands):
+            for letter, size in zip(sub, operand.shape):
+                seen.setdefault(letter, []).append(size)
+        sizes: dict[str, int | None] = {}
+        for letter, options in seen.items():
+            known = {s for s in options if s not in (None, 1)}
+            if len(known) > 1:
+                raise ShapeError(f"einsum {self.subscripts!r}: letter {letter!r} has sizes {sorted(known)} "
+                                 f"(shapes {', '.join(format_shape(o.shape) for o in operands)})")
+            sizes[letter] = known.pop() if known else (None if None in options else 1)
+        return tuple(sizes[c] for c in output), _numeric_dtype("einsum", *(o.dtype for o in operands))
+
+    def impl(self, *operands):
+        return np.asarray(np.einsum(self.subscripts, *operands, optimize=len(operands) > 1))
+
+    def vjp(self, node, g):
+        inputs, output = self.parts()
+        operands = node.inputs
+        grads = []
+        for i, (sub, operand) in enumerate(zip(inputs, operands)):
+            others = [s for j, s in enumerate(inputs) if j != i]
+            other_tensors = [t for j, t in enumerate(operands) if j != i]
+            available = set(output).union(*others) if others else set(output)
+            unique = "".join(dict.fromkeys(sub))
+            kept = "".join(c for c in unique if c in available)
+            grad = einsum(",".join([output] + others) + "->" + kept, g, *other_tensors)
+            # letters summed inside this operand alone: their gradient is broadcast back
+            for position, letter in enumerate(unique):
+                if letter not in available:
+                    grad = expand_dims(grad, position)
+            if len(unique) != len(sub):
+                grad = _embed_diagonal(grad, unique, sub, operand)
+            grads.append(broadcast_like(grad, operand))
+        return grads
+
+
+def _embed_diagonal(grad: Tensor, unique: str, sub: str, operand: Tensor) -> Tensor:
+    """Place ``grad`` (over the unique letters) on the diagonals that repeated letters select."""
+    from graphc.leaves import constant
+
+    spare = iter(c for c in string.ascii_letters if c not in sub)
+    target, factors, factor_subs, seen = [], [], [], set()
+    for letter, size in zip(sub, operand.shape):
+        if letter in seen:
+            if size is None:
+                raise GradientError(f"einsum: the gradient through a repeated index needs its size, "
+                                    f"unknown in {operand.describe()}")
+            fresh = next(spare)
+            factors.append(constant(np.eye(size, dtype=grad.dtype)))
+            factor_subs.append(letter + fresh)
+            target.append(fresh)
+        else:
+            seen.add(letter)
+            target.append(letter)
+    return einsum(",".join([unique] + factor_subs) + "->" + "".join(target), grad, *factors)
+
+
+def einsum(subscripts: str, *operands) -> Tensor:
+    """NumPy's ``einsum`` (implicit or explicit output, ``...`` broadcasting)."""
+    tensors = [as_tensor(o) for o in operands]
+    inputs, output = _explicit_subscripts(subscripts, [t.ndim for t in tensors])
+    return apply(Einsum(",".join(inputs) + "->" + output), *tensors)

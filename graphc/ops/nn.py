@@ -1,0 +1,193 @@
+"""Network ops with stable numerics: softmax, log_softmax and the cross-entropies.
+
+They are primitives (not compositions) so that both their values and their
+gradients stay finite and accurate for logits of any finite size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.errors import DTypeError, ShapeError
+from graphc.op import Op, apply, as_tensor
+from graphc.ops.elementwise import cast, exp, mul, neg, sigmoid, sub
+from graphc.ops.reduce import Sum
+from graphc.ops.shape import expand_dims, one_hot
+from graphc.tensor import Tensor
+from graphc.types import broadcast_shapes, float_dtype, format_shape, normalize_axis
+
+
+def _float_logits(op: str, logits: Tensor) -> np.dtype:
+    if logits.dtype.kind != "f":
+        raise DTypeError(f"{op}: logits must be floating point, got {logits.dtype}")
+    return logits.dtype
+
+
+def _stable_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+@dataclass(frozen=True)
+class Softmax(Op):
+    name = "softmax"
+    axis: int = -1
+
+    def infer(self, x):
+        return x.shape, _float_logits(self.name, x)
+
+    def impl(self, x):
+        shifted = np.exp(x - np.max(x, axis=self.axis, keepdims=True))
+        shifted /= np.sum(shifted, axis=self.axis, keepdims=True)
+        return shifted
+
+    def vjp(self, node, g):
+        # J^T g = s * (g - sum(g * s))
+        inner = Sum((self.axis,), True)(mul(g, node))
+        return (mul(node, sub(g, inner)),)
+
+
+@dataclass(frozen=True)
+class LogSoftmax(Op):
+    name = "log_softmax"
+    axis: int = -1
+
+    def infer(self, x):
+        return x.shape, _float_logits(self.name, x)
+
+    def impl(self, x):
+        return _stable_log_softmax(x, self.axis)
+
+    def vjp(self, node, g):
+        # J^T g = g - softmax(x) * sum(g)
+        total = Sum((self.axis,), True)(g)
+        return (sub(g, mul(exp(node), total)),)
+
+
+@dataclass(frozen=True)
+class SoftmaxCrossEntropy(Op):
+    """Per-example ``-sum(labels * log_softmax(logits))``; integer labels are class indices."""
+
+    name = "softmax_cross_entropy"
+    axis: int = -1
+    sparse: bool = False  # labels are integer class indices
+
+    def infer(self, logits, labels):
+        dtype = _float_logits(self.name, logits)
+        reduced = logits.shape[:self.axis] + logits.shape[self.axis + 1:]
+        if self.sparse:
+            if labels.shape != reduced and broadcast_shapes(self.name, [labels.shape, reduced]) != reduced:
+                raise ShapeError(f"softmax_cross_entropy: integer labels must have shape {format_shape(reduced)} "
+                                 f"(logits {format_shape(logits.shape)} without axis {self.axis}), "
+                                 f"got {format_shape(labels.shape)}")
+            return reduced, dtype
+        shape = broadcast_shapes(self.name, [logits.shape, labels.shape])
+        if len(shape) != logits.ndim:
+            raise ShapeError(f"softmax_cross_entropy: labels of shape {format_shape(labels.shape)} do not "
+                             f"match logits of shape {format_shape(logits.shape)}")
+        return shape[:self.axis] + shape[self.axis + 1:], np.result_type(dtype, labels.dtype)
+
+    def impl(self, logits, labels):
+        log_probs = _stable_log_softmax(logits, self.axis)
+        if self.sparse:
+            picked = np.take_along_axis(log_probs, np.expand_dims(labels, self.axis), axis=self.axis)
+            return -np.squeeze(picked, self.axis)
+        return -np.sum(labels * log_probs, axis=self.axis)
+
+    def vjp(self, node, g):
+        logits, labels = node.inputs
+        g = expand_dims(g, self.axis)
+        probs = apply(Softmax(self.axis), logits)
+        if self.sparse:
+            depth = logits.shape[self.axis]
+            if depth is None:
+                target = apply(SparseTarget(self.axis), labels, logits)
+            else:
+                target = one_hot(labels, depth, dtype=logits.dtype)
+                if self.axis != logits.ndim - 1:
+                    from graphc.ops.shape import transpose
+
+                    axes = list(range(logits.ndim - 1))
+                    axes.insert(self.axis, logits.ndim - 1)
+                    target = transpose(target, tuple(axes))
+            return mul(g, sub(probs, target)), None
+        # d/dlogits = softmax * sum(labels) - labels (sum(labels) is 1 for distributions)
+        total = Sum((self.axis,), True)(labels)
+        log_probs = apply(LogSoftmax(self.axis), logits)
+        return mul(g, sub(mul(probs, total), labels)), neg(mul(g, log_probs))
+
+
+@dataclass(frozen=True)
+class SparseTarget(Op):
+    """One-hot rows for class indices, sized like ``logits`` at run time."""
+
+    name = "sparse_target"
+    axis: int = -1
+    zero_gradient = True
+
+    def infer(self, labels, logits):
+        return logits.shape, logits.dtype
+
+    def impl(self, labels, logits):
+        target = np.zeros(logits.shape, logits.dtype)
+        np.put_along_axis(target, np.expand_dims(labels, self.axis), 1, axis=self.axis)
+        return target
+
+
+@dataclass(frozen=True)
+class SigmoidCrossEntropy(Op):
+    """Element-wise ``-t log sigmoid(x) - (1 - t) log(1 - sigmoid(x))``, computed stably."""
+
+    name = "sigmoid_cross_entropy"
+
+    def infer(self, logits, targets):
+        dtype = _float_logits(self.name, logits)
+        return broadcast_shapes(self.name, [logits.shape, targets.shape]), np.result_type(dtype, targets.dtype)
+
+    def impl(self, logits, targets):
+        # max(x, 0) - x t + log(1 + exp(-|x|)): no overflow for any finite x
+        return np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+
+    def vjp(self, node, g):
+        logits, targets = node.inputs
+        grad_targets = neg(mul(g, logits)) if targets.dtype.kind == "f" else None
+        return mul(g, sub(sigmoid(logits), targets)), grad_targets
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    x = as_tensor(x)
+    return apply(Softmax(normalize_axis("softmax", axis, x.ndim)), x)
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    x = as_tensor(x)
+    return apply(LogSoftmax(normalize_axis("log_softmax", axis, x.ndim)), x)
+
+
+def softmax_cross_entropy(logits, labels, axis: int = -1) -> Tensor:
+    """Per-example cross-entropy of ``softmax(logits)`` against ``labels``.
+
+    ``labels`` holds integer class indices of shape ``logits.shape`` without
+    ``axis``, or probabilities of ``logits.shape``. Never inf or NaN for finite logits.
+    """
+    logits = as_tensor(logits)
+    labels = as_tensor(labels)
+    axis = normalize_axis("softmax_cross_entropy", axis, logits.ndim)
+    if labels.dtype.kind in "iu":
+        return apply(SoftmaxCrossEntropy(axis, True), logits, labels)
+    if labels.dtype.kind == "b":
+        raise DTypeError("softmax_cross_entropy: labels must be integer class indices or float probabilities")
+    return apply(SoftmaxCrossEntropy(axis, False), logits, labels)
+
+
+def sigmoid_cross_entropy(logits, targets) -> Tensor:
+    """Element-wise binary cross-entropy of ``sigmoid(logits)`` against ``targets`` in [0, 1]."""
+    logits = as_tensor(logits)
+    if not isinstance(targets, Tensor) and isinstance(targets, (int, float)):
+        targets = np.asarray(targets, dtype=float_dtype(logits.dtype))
+    targets = as_tensor(targets)
+    if targets.dtype.kind != "f":
+        targets = cast(targets, logits.dtype)
+    return apply(SigmoidCrossEntropy(), logits, targets)

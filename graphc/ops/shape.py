@@ -1,0 +1,701 @@
+"""Shape ops: reshape, transpose, broadcasting, joining, indexing, gathering.
+
+Internal ops used by gradient rules live here too: ``sum_to`` (undo
+broadcasting), ``broadcast_like``, ``reshape_like`` and the scatter ops that
+are the gradients of indexing. When a target shape has sizes unknown until run
+time, these ops take a reference tensor whose run-time shape is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphc.errors import DTypeError, ShapeError
+from graphc.op import Op, apply, as_tensor
+from graphc.tensor import Tensor
+from graphc.types import (as_dtype, broadcast_shapes, format_shape, known_size, normalize_axes, normalize_axis,
+                          normalize_shape)
+
+
+def unify_shapes(op: str, shapes) -> tuple:
+    """The common shape of shapes that must be equal (``None`` matches any size)."""
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes):
+        raise ShapeError(f"{op}: inputs must have the same rank, got " + ", ".join(map(format_shape, shapes)))
+    result = []
+    for sizes in zip(*shapes):
+        known = {s for s in sizes if s is not None}
+        if len(known) > 1:
+            raise ShapeError(f"{op}: shapes " + ", ".join(map(format_shape, shapes)) + " do not match")
+        result.append(known.pop() if known else None)
+    return tuple(result)
+
+
+def _target_inputs(target: Tensor) -> tuple:
+    """The reference input needed to know ``target``'s shape at run time (none if static)."""
+    return (target,) if None in target.shape else ()
+
+
+def _target_shape(op, ref) -> tuple:
+    return ref[0].shape if ref else op.shape
+
+
+# ---- internal shape-reference ops -------------------------------------------------------
+
+@dataclass(frozen=True)
+class SumTo(Op):
+    """Sum ``x`` down to ``shape`` (undoes broadcasting); input 1, if any, gives the shape."""
+
+    name = "sum_to"
+    shape: tuple = ()
+    view = True
+    nondiff_inputs = (1,)
+
+    def infer(self, x, *ref):
+        broadcast_shapes(self.name, [x.shape, self.shape])
+        return self.shape, x.dtype
+
+    def impl(self, x, *ref):
+        return sum_to_shape(x, _target_shape(self, ref))
+
+    def vjp(self, node, g):
+        return (broadcast_like(g, node.inputs[0]),) + (None,) * (len(node.inputs) - 1)
+
+
+def sum_to_shape(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """NumPy: sum the broadcast dimensions of ``x`` so that it has ``shape``."""
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(shape)
+                                      if size == 1 and x.shape[lead + i] != 1)
+    return np.sum(x, axis=axes, keepdims=True).reshape(shape) if axes else np.reshape(x, shape)
+
+
+@dataclass(frozen=True)
+class BroadcastLike(Op):
+    """Broadcast ``x`` to ``shape``; input 1, if any, gives the run-time shape."""
+
+    name = "broadcast_like"
+    shape: tuple = ()
+    view = True
+    nondiff_inputs = (1,)
+
+    def infer(self, x, *ref):
+        return broadcast_shapes(self.name, [x.shape, self.shape]), x.dtype
+
+    def impl(self, x, *ref):
+        return np.broadcast_to(x, _target_shape(self, ref))
+
+    def vjp(self, node, g):
+        return (g,) + (None,) * (len(node.inputs) - 1)
+
+
+@dataclass(frozen=True)
+class ReshapeLike(Op):
+    """Reshape ``x`` to ``shape``; input 1, if any, gives the run-time shape."""
+
+    name = "reshape_like"
+    shape: tuple = ()
+    view = True
+    nondiff_inputs = (1,)
+
+    def infer(self, x, *ref):
+        return self.shape, x.dtype
+
+    def impl(self, x, *ref):
+        return np.reshape(x, _target_shape(self, ref))
+
+    def vjp(self, node, g):
+        return (reshape_like(g, node.inputs[0]),) + (None,) * (len(node.inputs) - 1)
+
+
+def sum_to(x: Tensor, target: Tensor) -> Tensor:
+    """Sum ``x`` down to ``target``'s shape (static when known, else at run time)."""
+    if x.shape == target.shape and None not in x.shape:
+        return x
+    return apply(SumTo(target.shape), x, *_target_inputs(target))
+
+
+def broadcast_like(x: Tensor, target: Tensor) -> Tensor:
+    """Broadcast ``x`` to ``target``'s shape."""
+    if x.shape == target.shape and None not in x.shape:
+        return x
+    return apply(BroadcastLike(target.shape), x, *_target_inputs(target))
+
+
+def reshape_like(x: Tensor, target: Tensor) -> Tensor:
+    """Reshape ``x`` to ``target``'s shape."""
+    if x.shape == target.shape and None not in x.shape:
+        return x
+    return apply(ReshapeLike(target.shape), x, *_target_inputs(target))
+
+
+@dataclass(frozen=True)
+class Identity(Op):
+    """The value of ``x`` under a new name."""
+
+    name = "identity"
+    view = True
+
+    def infer(self, x):
+        return x.shape, x.dtype
+
+    def impl(self, x):
+        return x
+
+    def vjp(self, node, g):
+        return (g,)
+
+
+def identity(x, name: str | None = None) -> Tensor:
+    return apply(Identity(), x, name=name)
+
+
+# ---- public shape ops ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reshape(Op):
+    name = "reshape"
+    shape: tuple = ()
+    view = True
+
+    def infer(self, x):
+        target = list(self.shape)
+        if target.count(-1) > 1:
+            raise ShapeError(f"reshape: at most one -1 in the new shape, got {self.shape}")
+        total = known_size(x.shape)
+        if -1 in target:
+            rest = known_size(tuple(s for s in target if s != -1))
+            position = target.index(-1)
+            if total is None:
+                target[position] = None
+            elif rest == 0 or total % rest:
+                raise ShapeError(f"reshape: cannot reshape {format_shape(x.shape)} into {self.shape}")
+            else:
+                target[position] = total // rest
+        elif total is not None and known_size(tuple(target)) != total:
+            raise ShapeError(f"reshape: cannot reshape {format_shape(x.shape)} "
+                             f"({total} elements) into {format_shape(tuple(target))}")
+        return tuple(target), x.dtype
+
+    def impl(self, x):
+        return np.reshape(x, self.shape)
+
+    def vjp(self, node, g):
+        return (reshape_like(g, node.inputs[0]),)
+
+
+def reshape(x, shape) -> Tensor:
+    """NumPy ``reshape``; one entry may be -1."""
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = tuple(int(s) for s in shape)
+    if any(s < -1 for s in shape):
+        raise ShapeError(f"reshape: invalid shape {shape}")
+    return apply(Reshape(shape), x)
+
+
+@dataclass(frozen=True)
+class Transpose(Op):
+    name = "transpose"
+    axes: tuple = ()
+    view = True
+
+    def infer(self, x):
+        if sorted(self.axes) != list(range(x.ndim)):
+            raise ShapeError(f"transpose: axes {self.axes} are not a permutation for a tensor of rank {x.ndim}")
+        return tuple(x.shape[a] for a in self.axes), x.dtype
+
+    def impl(self, x):
+        return np.transpose(x, self.axes)
+
+    def vjp(self, node, g):
+        return (transpose(g, tuple(int(a) for a in np.argsort(self.axes))),)
+
+
+def transpose(x, axes=None) -> Tensor:
+    """Permute the axes (reverse them when ``axes`` is None)."""
+    x = as_tensor(x)
+    if axes is None:
+        axes = tuple(reversed(range(x.ndim)))
+    axes = tuple(normalize_axis("transpose", a, x.ndim) for a in axes) if x.ndim else tuple(axes)
+    return apply(Transpose(axes), x)
+
+
+def swap_last_axes(x: Tensor) -> Tensor:
+    """Swap the last two axes (the matrix transpose of a batch)."""
+    axes = list(range(x.ndim))
+    axes[-1], axes[-2] = axes[-2], axes[-1]
+    return transpose(x, tuple(axes))
+
+
+@dataclass(frozen=True)
+class ExpandDims(Op):
+    name = "expand_dims"
+    axes: tuple = ()
+    view = True
+
+    def infer(self, x):
+        shape = list(x.shape)
+        for axis in self.axes:
+            shape.insert(axis, 1)
+        return tuple(shape), x.dtype
+
+    def impl(self, x):
+        return np.expand_dims(x, self.axes)
+
+    def vjp(self, node, g):
+        return (squeeze(g, self.axes),)
+
+
+def expand_dims(x, axis) -> Tensor:
+    """Insert size-1 axes at the positions ``axis`` (an int or a tuple) of the result."""
+    x = as_tensor(x)
+    axes = normalize_axes("expand_dims", axis, x.ndim + (1 if isinstance(axis, (int, np.integer)) else len(axis)))
+    return apply(ExpandDims(axes), x)
+
+
+@dataclass(frozen=True)
+class Squeeze(Op):
+    name = "squeeze"
+    axes: tuple = ()
+    view = True
+
+    def infer(self, x):
+        for axis in self.axes:
+            if x.shape[axis] not in (1, None):
+                raise ShapeError(f"squeeze: axis {axis} of shape {format_shape(x.shape)} does not have size 1")
+        return tuple(s for i, s in enumerate(x.shape) if i not in self.axes), x.dtype
+
+    def impl(self, x):
+        return np.squeeze(x, self.axes)
+
+    def vjp(self, node, g):
+        return (expand_dims(g, self.axes),)
+
+
+def squeeze(x, axis=None) -> Tensor:
+    """Remove size-1 axes (all of them when ``axis`` is None)."""
+    x = as_tensor(x)
+    if axis is None:
+        if None in x.shape:
+            raise ShapeError(f"squeeze: shape {format_shape(x.shape)} has unknown sizes; pass axis explicitly")
+        axes = tuple(i for i, s in enumerate(x.shape) if s == 1)
+    else:
+        axes = normalize_axes("squeeze", axis, x.ndim)
+    return apply(Squeeze(axes), x)
+
+
+@dataclass(frozen=True)
+class BroadcastTo(Op):
+    name = "broadcast_to"
+    shape: tuple = ()
+    view = True
+
+    def infer(self, x):
+        result = broadcast_shapes(self.name, [x.shape, self.shape])
+        if len(x.shape) > len(self.shape) or result != self.shape:
+            raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(x.shape)} to {format_shape(self.shape)}")
+        return self.shape, x.dtype
+
+    def impl(self, x):
+        return np.broadcast_to(x, self.shape)
+
+    def vjp(self, node, g):
+        return (g,)  # the grad driver sums g back to the input's shape
+
+
+def broadcast_to(x, shape) -> Tensor:
+    shape = normalize_shape(shape, "broadcast_to shape")
+    if None in shape:
+        raise ShapeError(f"broadcast_to: the target shape must be fully known, got {format_shape(shape)}")
+    return apply(BroadcastTo(shape), x)
+
+
+@dataclass(frozen=True)
+class Concatenate(Op):
+    name = "concatenate"
+    axis: int = 0
+
+    def infer(self, *xs):
+        if not xs:
+            raise ShapeError("concatenate: needs at least one tensor")
+        if xs[0].ndim == 0:
+            raise ShapeError("concatenate: 0-d tensors cannot be concatenated")
+        others = [tuple(s for i, s in enumerate(x.shape) if i != self.axis) for x in xs]
+        try:
+            rest = unify_shapes(self.name, others)
+        except ShapeError:
+            raise ShapeError(f"concatenate: shapes {', '.join(format_shape(x.shape) for x in xs)} differ "
+                             f"outside axis {self.axis}") from None
+        sizes = [x.shape[self.axis] for x in xs]
+        total = None if None in sizes else sum(sizes)
+        shape = rest[:self.axis] + (total,) + rest[self.axis:]
+        return shape, np.result_type(*(x.dtype for x in xs))
+
+    def impl(self, *xs):
+        return np.concatenate(xs, axis=self.axis)
+
+    def vjp(self, node, g):
+        xs = node.inputs
+        sizes = [x.shape[self.axis] for x in xs]
+        if None not in sizes:
+            pieces, start = [], 0
+            for size in sizes:
+                index = (slice(None),) * self.axis + (slice(start, start + size),)
+                pieces.append(getitem(g, index))
+                start += size
+            return pieces
+        return [apply(ConcatPiece(self.axis, i), g, *xs) for i in range(len(xs))]
+
+
+@dataclass(frozen=True)
+class ConcatPiece(Op):
+    """The part of a concatenation's cotangent that belongs to input ``index`` (sizes at run time)."""
+
+    name = "concat_piece"
+    axis: int = 0
+    index: int = 0
+    view = True
+
+    @property
+    def nondiff_inputs(self):  # every input but the cotangent is a shape reference
+        return tuple(range(1, 1 << 16))
+
+    def infer(self, g, *xs):
+        return xs[self.index].shape, g.dtype
+
+    def impl(self, g, *xs):
+        start = sum(x.shape[self.axis] for x in xs[:self.index])
+        stop = start + xs[self.index].shape[self.axis]
+        return g[(slice(None),) * self.axis + (slice(start, stop),)]
+
+    def vjp(self, node, g):
+        xs = node.inputs[1:]
+        parts = [g if i == self.index else zeros_like_cast(x, g.dtype) for i, x in enumerate(xs)]
+        return (concatenate(parts, self.axis),) + (None,) * len(xs)
+
+
+def zeros_like_cast(x: Tensor, dtype) -> Tensor:
+    from graphc.ops.elementwise import cast, zeros_like
+
+    zeros = zeros_like(x)
+    return zeros if zeros.dtype == dtype else cast(zeros, dtype)
+
+
+def concatenate(xs, axis: int = 0) -> Tensor:
+    xs = [as_tensor(x) for x in xs]
+    if not xs:
+        raise ShapeError("concatenate: needs at least one tensor")
+    axis = normalize_axis("concatenate", axis, max(xs[0].ndim, 1))
+    return apply(Concatenate(axis), *xs)
+
+
+@dataclass(frozen=True)
+class Stack(Op):
+    name = "stack"
+    axis: int = 0
+
+    def infer(self, *xs):
+        if not xs:
+            raise ShapeError("stack: needs at least one tensor")
+        shape = unify_shapes(self.name, [x.shape for x in xs])
+        return shape[:self.axis] + (len(xs),) + shape[self.axis:], np.result_type(*(x.dtype for x in xs))
+
+    def impl(self, *xs):
+        return np.stack(xs, axis=self.axis)
+
+    def vjp(self, node, g):
+        return [getitem(g, (slice(None),) * self.axis + (i,)) for i in range(len(node.inputs))]
+
+
+def stack(xs, axis: int = 0) -> Tensor:
+    xs = [as_tensor(x) for x in xs]
+    if not xs:
+        raise ShapeError("stack: needs at least one tensor")
+    axis = normalize_axis("stack", axis, xs[0].ndim + 1)
+    return apply(Stack(axis), *xs)
+
+
+# ---- gathering ------------------------------------------------------------------------------
+
+def _check_indices(op: str, indices: Tensor) -> None:
+    if indices.dtype.kind not in "iu":
+        raise DTypeError(f"{op}: indices must be integers, got dtype {indices.dtype}")
+
+
+@dataclass(frozen=True)
+class Take(Op):
+    """``np.take(x, indices, axis)``."""
+
+    name = "take"
+    axis: int | None = None
+    nondiff_inputs = (1,)
+
+    def infer(self, x, indices):
+        _check_indices(self.name, indices)
+        if self.axis is None:
+            return indices.shape, x.dtype
+        return x.shape[:self.axis] + indices.shape + x.shape[self.axis + 1:], x.dtype
+
+    def impl(self, x, indices):
+        return np.take(x, indices, axis=self.axis)
+
+    def vjp(self, node, g):
+        x, indices = node.inputs
+        return apply(TakeGrad(self.axis, x.shape), g, indices, *_target_inputs(x)), None
+
+
+@dataclass(frozen=True)
+class TakeGrad(Op):
+    """Scatter-add ``g`` into zeros of ``shape`` at ``indices`` (the gradient of take)."""
+
+    name = "take_grad"
+    axis: int | None = None
+    shape: tuple = ()
+    nondiff_inputs = (1, 2)
+
+    def infer(self, g, indices, *ref):
+        return self.shape, g.dtype
+
+    def impl(self, g, indices, *ref):
+        shape = _target_shape(self, ref)
+        result = np.zeros(shape, g.dtype)
+        if self.axis is None:
+            np.add.at(result.reshape(-1), indices, g)
+        elif self.axis == 0:
+            np.add.at(result, indices, g)
+        else:
+            np.add.at(result, (slice(None),) * self.axis + (indices,), g)
+        return result
+
+    def vjp(self, node, g):
+        return (take(g, node.inputs[1], self.axis),) + (None,) * (len(node.inputs) - 1)
+
+
+def take(x, indices, axis=None) -> Tensor:
+    """Gather entries of ``x`` at integer ``indices`` along ``axis`` (flattened when None)."""
+    x = as_tensor(x)
+    indices = as_tensor(indices)
+    if axis is not None:
+        axis = normalize_axis("take", axis, x.ndim)
+    return apply(Take(axis), x, indices)
+
+
+@dataclass(frozen=True)
+class OneHot(Op):
+    name = "one_hot"
+    depth: int = 1
+    dtype: np.dtype = np.dtype("float64")
+    zero_gradient = True
+
+    def infer(self, indices):
+        _check_indices(self.name, indices)
+        return indices.shape + (self.depth,), self.dtype
+
+    def impl(self, indices):
+        return (np.expand_dims(indices, -1) == np.arange(self.depth)).astype(self.dtype)
+
+    def key_bytes(self, node):
+        return f"one_hot{self.depth}{self.dtype.str}".encode()
+
+
+def one_hot(indices, depth: int, dtype="float64") -> Tensor:
+    """Rows of the identity: ``result[..., k] = (indices == k)``; out-of-range indices give zeros."""
+    if not isinstance(depth, (int, np.integer)) or depth < 0:
+        raise ShapeError(f"one_hot: depth must be a non-negative int, got {depth!r}")
+    return apply(OneHot(int(depth), as_dtype(dtype)), indices)
+
+
+# ---- indexing ---------------------------------------------------------------------------------
+# An index is normalized to a tuple of entries: ("slice", start, stop, step), ("int", i),
+# ("newaxis",), ("array",). Array entries take their values from the op's extra inputs, in order.
+
+def _normalize_index(key) -> tuple[tuple, list[Tensor]]:
+    if not isinstance(key, tuple):
+        key = (key,)
+    entries: list[tuple] = []
+    arrays: list[Tensor] = []
+    saw_ellipsis = False
+    for item in key:
+        if item is None:
+            entries.append(("newaxis",))
+        elif item is Ellipsis:
+            if saw_ellipsis:
+                raise ShapeError("getitem: an index can only have a single ellipsis ('...')")
+            saw_ellipsis = True
+            entries.append(("ellipsis",))
+        elif isinstance(item, slice):
+            for bound in (item.start, item.stop, item.step):
+                if bound is not None and not isinstance(bound, (int, np.integer)):
+                    raise TypeError(f"getitem: slice bounds must be ints or None, got {item!r}")
+            if item.step == 0:
+                raise ShapeError("getitem: slice step cannot be zero")
+            entries.append(("slice", *(None if b is None else int(b) for b in (item.start, item.stop, item.step))))
+        elif isinstance(item, (bool, np.bool_)):
+            raise TypeError("getitem: a bare bool index is not supported; use a bool array")
+        elif isinstance(item, (int, np.integer)):
+            entries.append(("int", int(item)))
+        else:
+            tensor = as_tensor(item)
+            if tensor.dtype.kind not in "iub":
+                raise DTypeError(f"getitem: index arrays must be integer or bool, got dtype {tensor.dtype}")
+            if tensor.dtype.kind == "b" and tensor.ndim == 0:
+                raise TypeError("getitem: a 0-d bool index is not supported")
+            entries.append(("array",))
+            arrays.append(tensor)
+    return tuple(entries), arrays
+
+
+def _slice_length(size: int | None, start, stop, step) -> int | None:
+    if size is None:
+        return None
+    return len(range(*slice(start, stop, step).indices(size)))
+
+
+def _index_result_shape(shape: tuple, entries: tuple, arrays) -> tuple:
+    consumed = sum(1 for entry in entries if entry[0] in ("slice", "int"))
+    consumed += sum(a.ndim if a.dtype.kind == "b" else 1 for a in arrays)
+    if consumed > len(shape):
+        raise ShapeError(f"getitem: too many indices for a tensor of shape {format_shape(shape)}")
+    # expand the ellipsis (or an implied one at the end) into full slices
+    fill = [("slice", None, None, None)] * (len(shape) - consumed)
+    if ("ellipsis",) in entries:
+        at = entries.index(("ellipsis",))
+        entries = entries[:at] + tuple(fill) + entries[at + 1:]
+    else:
+        entries = entries + tuple(fill)
+    has_array = bool(arrays)
+    result: list = []
+    advanced_shapes: list[tuple] = []
+    advanced_at: list[int] = []
+    dim = 0
+    array_iter = iter(arrays)
+    for position, entry in enumerate(entries):
+        kind = entry[0]
+        if kind == "newaxis":
+            result.append(1)
+        elif kind == "slice":
+            result.append(_slice_length(shape[dim], *entry[1:]))
+            dim += 1
+        elif kind == "int":
+            size = shape[dim]
+            if size is not None and not -size <= entry[1] < size:
+                raise ShapeError(f"getitem: index {entry[1]} is out of bounds for axis {dim} with size {size}")
+            if has_array:
+                advanced_shapes.append(())
+                advanced_at.append(position)
+                result.append("advanced")
+            dim += 1
+        else:
+            array = next(array_iter)
+            if array.dtype.kind == "b":
+                mask_dims = shape[dim:dim + array.ndim]
+                unify_shapes("getitem (bool mask)", [array.shape, mask_dims])
+                advanced_shapes.append((None,))
+                dim += array.ndim
+            else:
+                advanced_shapes.append(array.shape)
+                dim += 1
+            advanced_at.append(position)
+            result.append("advanced")
+    if not advanced_at:
+        return tuple(result)
+    block = broadcast_shapes("getitem", advanced_shapes)
+    adjacent = advanced_at == list(range(advanced_at[0], advanced_at[-1] + 1))
+    first = result.index("advanced")
+    plain = [s for s in result if s != "advanced"]
+    if adjacent:
+        return tuple(plain[:first]) + block + tuple(plain[first:])
+    return block + tuple(plain)
+
+
+def _numpy_index(entries: tuple, arrays) -> tuple:
+    key = []
+    array_iter = iter(arrays)
+    for entry in entries:
+        kind = entry[0]
+        if kind == "newaxis":
+            key.append(None)
+        elif kind == "ellipsis":
+            key.append(Ellipsis)
+        elif kind == "slice":
+            key.append(slice(*entry[1:]))
+        elif kind == "int":
+            key.append(entry[1])
+        else:
+            key.append(next(array_iter))
+    return tuple(key)
+
+
+@dataclass(frozen=True)
+class Getitem(Op):
+    """``x[index]``: basic slicing, ints, ``None``, ``...``, integer and bool arrays."""
+
+    name = "getitem"
+    index: tuple = ()
+    view = True
+
+    @property
+    def nondiff_inputs(self):
+        return tuple(range(1, 1 << 16))
+
+    def infer(self, x, *arrays):
+        return _index_result_shape(x.shape, self.index, arrays), x.dtype
+
+    def impl(self, x, *arrays):
+        return x[_numpy_index(self.index, arrays)]
+
+    def vjp(self, node, g):
+        x, *arrays = node.inputs
+        scatter = GetitemGrad(self.index, x.shape, len(arrays))
+        return (apply(scatter, g, *arrays, *_target_inputs(x)),) + (None,) * len(arrays)
+
+
+@dataclass(frozen=True)
+class GetitemGrad(Op):
+    """Scatter-add ``g`` into zeros of ``shape`` at ``index`` (the gradient of indexing)."""
+
+    name = "getitem_grad"
+    index: tuple = ()
+    shape: tuple = ()
+    num_arrays: int = 0
+
+    @property
+    def nondiff_inputs(self):
+        return tuple(range(1, 1 << 16))
+
+    def infer(self, g, *rest):
+        return self.shape, g.dtype
+
+    def impl(self, g, *rest):
+        arrays, ref = rest[:self.num_arrays], rest[self.num_arrays:]
+        result = np.zeros(_target_shape(self, ref), g.dtype)
+        # newaxis entries only add size-1 axes to g: drop them from both
+        entries = tuple(e for e in self.index if e[0] != "newaxis")
+        key = _numpy_index(entries, [np.nonzero(a) if a.dtype == bool else a for a in arrays])
+        key = tuple(part for item in key for part in (item if isinstance(item, tuple) else (item,)))
+        if not arrays:
+            result[key] = np.reshape(g, result[key].shape)
+        else:
+            np.add.at(result, key, np.reshape(g, result[key].shape))
+        return result
+
+    def vjp(self, node, g):
+        g_in, *rest = node.inputs
+        arrays = rest[:self.num_arrays]
+        return (getitem_by_entries(g, self.index, arrays),) + (None,) * len(rest)
+
+
+def getitem_by_entries(x: Tensor, entries: tuple, arrays) -> Tensor:
+    return apply(Getitem(entries), x, *arrays)
+
+
+def getitem(x, key) -> Tensor:
+    """``x[key]`` with NumPy semantics."""
+    x = as_tensor(x)
+    entries, arrays = _normalize_index(key)
+    return apply(Getitem(entries), x, *arrays)

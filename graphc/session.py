@@ -1,0 +1,80 @@
+"""Session: run fetches with a feed dict; each signature is compiled once and cached."""
+
+from __future__ import annotations
+
+import threading
+
+from graphc.errors import FeedError
+from graphc.function import Executable, check_feed, normalize_updates, prepare_graph
+from graphc.leaves import Placeholder
+from graphc.structure import flatten, unflatten
+from graphc.tensor import Tensor, toposort
+
+
+class Session:
+    """Runs graphs: ``sess.run(fetches, feed_dict, updates)``. A context manager."""
+
+    def __init__(self, optimize: bool = True) -> None:
+        self.optimize = optimize
+        self._cache: dict[tuple, Executable] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Forget the compiled plans; a closed session cannot run."""
+        self._cache.clear()
+        self._closed = True
+
+    @property
+    def cache_size(self) -> int:
+        """How many fetch/feed/update signatures have been compiled."""
+        return len(self._cache)
+
+    def _resolve_feeds(self, feed_dict, fetched: list[Tensor]) -> dict[Tensor, object]:
+        if not feed_dict:
+            return {}
+        resolved: dict[Tensor, object] = {}
+        by_name = None
+        for key, value in feed_dict.items():
+            if isinstance(key, str):
+                if by_name is None:
+                    by_name = {}
+                    for node in toposort(fetched):
+                        if isinstance(node.primitive, Placeholder):
+                            by_name.setdefault(node.name, []).append(node)
+                matches = by_name.get(key, [])
+                if len(matches) != 1:
+                    reason = "no placeholder" if not matches else f"{len(matches)} placeholders"
+                    raise FeedError(f"unknown feed key {key!r}: {reason} of that name in the fetched graph")
+                key = matches[0]
+            elif not isinstance(key, Tensor):
+                raise FeedError(f"unknown feed key {key!r}: keys must be placeholders (Tensors) or their names")
+            if key in resolved:
+                raise FeedError(f"placeholder {key.name!r} is fed twice")
+            resolved[key] = value
+        return resolved
+
+    def run(self, fetches, feed_dict=None, updates=None):
+        """Values of ``fetches`` (a tensor or nested list/tuple/dict), then apply ``updates``."""
+        if self._closed:
+            raise RuntimeError("this Session is closed")
+        flat, spec = flatten(fetches)
+        pairs = normalize_updates(updates)
+        feeds = self._resolve_feeds(feed_dict, flat + [new for _, new in pairs])
+        fed = sorted(feeds, key=lambda t: t.serial)
+        signature = (tuple(flat), tuple(fed), tuple(pairs))
+        executable = self._cache.get(signature)
+        if executable is None:
+            with self._lock:
+                executable = self._cache.get(signature)
+                if executable is None:
+                    executable = Executable(prepare_graph(flat, fed, pairs, self.optimize))
+                    self._cache[signature] = executable
+        values = tuple(check_feed(t, feeds[t]) for t in fed)
+        return unflatten(spec, executable.execute(values))

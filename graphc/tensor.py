@@ -1,0 +1,344 @@
+"""Tensors: immutable graph values, their creation site, and graph traversal.
+
+A :class:`Tensor` is a node of the symbolic graph: the op that made it, its
+input tensors, and its static shape and dtype. Tensors never change once
+built; ``==`` and ``hash`` are identity-based so tensors can key dicts. A
+structural key (a digest of op, parameters and input keys) is computed on
+demand and drives common-subexpression elimination. Metadata (name, user
+source line, gradient marker) rides along outside that key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from graphc.types import format_shape
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_serials = itertools.count()
+_local = threading.local()
+
+
+def user_site() -> tuple[str, int] | None:
+    """The (file, line) of the innermost caller outside the graphc package."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+class building_gradient:
+    """Context manager: tensors built inside are marked as gradient nodes."""
+
+    def __enter__(self) -> None:
+        _local.gradient_depth = getattr(_local, "gradient_depth", 0) + 1
+
+    def __exit__(self, *exc_info) -> None:
+        _local.gradient_depth -= 1
+
+
+def _in_gradient() -> bool:
+    return getattr(_local, "gradient_depth", 0) > 0
+
+
+class Tensor:
+    """A node of the graph. Build tensors with graphc's functions, not directly."""
+
+    __slots__ = ("primitive", "inputs", "shape", "dtype", "name", "site", "is_gradient", "serial", "_key",
+                 "__weakref__")
+    __array_priority__ = 1000  # so that ndarray + Tensor defers to Tensor.__radd__
+
+    def __init__(self, primitive, inputs: Sequence[Tensor], shape: tuple, dtype: np.dtype,
+                 name: str | None = None, site: tuple[str, int] | None = None,
+                 is_gradient: bool | None = None) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "primitive", primitive)
+        setattr_(self, "inputs", tuple(inputs))
+        setattr_(self, "shape", tuple(shape))
+        setattr_(self, "dtype", np.dtype(dtype))
+        setattr_(self, "name", name)
+        setattr_(self, "site", site if site is not None else user_site())
+        setattr_(self, "is_gradient", _in_gradient() if is_gradient is None else is_gradient)
+        setattr_(self, "serial", next(_serials))
+        setattr_(self, "_key", None)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Tensor is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"Tensor is immutable; cannot delete {name!r}")
+
+    # Identity semantics: equality is identity and hashing uses it, so tensors key dicts.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        raise TypeError("the truth value of a symbolic Tensor is unknown until it runs; "
+                        "use gc.where or compare values after running")
+
+    def __iter__(self):
+        raise TypeError("a symbolic Tensor cannot be iterated; index it instead")
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        if self.shape[0] is None:
+            raise TypeError("len() of a tensor whose first size is unknown")
+        return self.shape[0]
+
+    @property
+    def op(self) -> str:
+        """The name of the public function that made this tensor (e.g. ``"matmul"``)."""
+        return self.primitive.name
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int | None:
+        total = 1
+        for entry in self.shape:
+            if entry is None:
+                return None
+            total *= entry
+        return total
+
+    def with_name(self, name: str) -> Tensor:
+        """A tensor computing the same value under a new name (an identity node)."""
+        from graphc.ops.shape import identity
+
+        return identity(self, name=name)
+
+    def describe(self) -> str:
+        """A one-line description used in error messages."""
+        label = f"'{self.name}' " if self.name else ""
+        text = f"tensor {label}({self.op}, shape {format_shape(self.shape)}, {self.dtype})"
+        if self.site is not None:
+            text += f" created at {self.site[0]}:{self.site[1]}"
+        return text
+
+    def __repr__(self) -> str:
+        label = f" name={self.name!r}" if self.name else ""
+        return f"<Tensor {self.op}{label} shape={format_shape(self.shape)} dtype={self.dtype}>"
+
+    # ---- structural key -------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """A digest of (op, parameters, input keys); equal keys compute equal values.
+
+        Stable across processes: it uses no ``id()`` or ``hash()``.
+        """
+        if self._key is None:
+            for node in toposort([self]):
+                if node._key is None:
+                    digest = hashlib.blake2b(digest_size=16)
+                    digest.update(node.primitive.key_bytes(node))
+                    digest.update(str(node.dtype).encode())
+                    digest.update(repr(node.shape).encode())
+                    for parent in node.inputs:
+                        digest.update(parent._key.encode())
+                    object.__setattr__(node, "_key", digest.hexdigest())
+        return self._key
+
+    # ---- operators (NumPy semantics) -------------------------------------------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().div(other, self)
+
+    def __pow__(self, other):
+        return _ops().pow(self, other)
+
+    def __rpow__(self, other):
+        return _ops().pow(other, self)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _ops().matmul(other, self)
+
+    def __neg__(self):
+        return _ops().neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _ops().abs(self)
+
+    def __lt__(self, other):
+        return _ops().less(self, other)
+
+    def __le__(self, other):
+        return _ops().less_equal(self, other)
+
+    def __gt__(self, other):
+        return _ops().greater(self, other)
+
+    def __ge__(self, other):
+        return _ops().greater_equal(self, other)
+
+    def __getitem__(self, key):
+        return _ops().getitem(self, key)
+
+    @property
+    def T(self) -> Tensor:
+        return _ops().transpose(self)
+
+    def sum(self, axis=None, keepdims=False) -> Tensor:
+        return _ops().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False) -> Tensor:
+        return _ops().mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False) -> Tensor:
+        return _ops().max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False) -> Tensor:
+        return _ops().min(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False) -> Tensor:
+        return _ops().prod(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape) -> Tensor:
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
+        return _ops().reshape(self, shape)
+
+    def transpose(self, *axes) -> Tensor:
+        if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
+            axes = axes[0]
+        return _ops().transpose(self, axes if axes else None)
+
+    def astype(self, dtype) -> Tensor:
+        return _ops().cast(self, dtype)
+
+    def _repr_svg_(self):  # Jupyter display
+        from graphc.export.dot import repr_svg
+
+        return repr_svg([self])
+
+
+def _ops():
+    import graphc.ops as ops
+
+    return ops
+
+
+class Variable(Tensor):
+    """A tensor holding state. Read ``.value``; change it with ``set_value`` or ``updates``."""
+
+    __slots__ = ("_value", "lock")
+
+    def __init__(self, primitive, value: np.ndarray, name: str | None) -> None:
+        super().__init__(primitive, (), value.shape, value.dtype, name=name)
+        value = np.array(value, copy=True)
+        value.flags.writeable = False
+        object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "lock", threading.Lock())
+
+    @property
+    def value(self) -> np.ndarray:
+        """The current value, as a read-only array (never changed in place)."""
+        return self._value
+
+    def set_value(self, value) -> None:
+        """Replace the value; it must have the same shape and a ``same_kind``-castable dtype."""
+        new = _checked_variable_value(self, value)
+        with self.lock:
+            object.__setattr__(self, "_value", new)
+
+    def _install(self, value: np.ndarray) -> None:
+        """Install an already-checked array owned by graphc (caller holds ``lock``)."""
+        value.flags.writeable = False
+        object.__setattr__(self, "_value", value)
+
+
+def _checked_variable_value(variable: Variable, value) -> np.ndarray:
+    from graphc.errors import DTypeError, ShapeError
+
+    array = np.asarray(value)
+    if array.shape != variable.shape:
+        raise ShapeError(f"set_value: variable {variable.name or '<unnamed>'!r} has shape "
+                         f"{format_shape(variable.shape)}, got a value of shape {format_shape(array.shape)}")
+    if not np.can_cast(array.dtype, variable.dtype, casting="same_kind"):
+        raise DTypeError(f"set_value: variable {variable.name or '<unnamed>'!r} has dtype {variable.dtype}, "
+                         f"got {array.dtype}, which cannot be cast safely (same_kind)")
+    new = np.array(array, dtype=variable.dtype, copy=True)
+    new.flags.writeable = False
+    return new
+
+
+# ---- traversal ----------------------------------------------------------------------
+
+def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = ()) -> list[Tensor]:
+    """Every ancestor of ``outputs`` (inclusive), inputs before consumers.
+
+    Iterative (deep graphs do not hit the recursion limit) and deterministic:
+    the order depends only on the graph, visiting inputs in argument order.
+    Tensors in ``stop_at`` are included but their inputs are not visited.
+    """
+    stop = {id(t) for t in stop_at}
+    order: list[Tensor] = []
+    state: dict[int, int] = {}  # 1 = on the stack, 2 = emitted
+    for root in outputs:
+        if state.get(id(root)) == 2:
+            continue
+        stack = [(root, 0)]
+        state[id(root)] = 1
+        while stack:
+            node, index = stack[-1]
+            parents = () if id(node) in stop else node.inputs
+            if index < len(parents):
+                stack[-1] = (node, index + 1)
+                parent = parents[index]
+                if id(parent) not in state:
+                    state[id(parent)] = 1
+                    stack.append((parent, 0))
+            else:
+                stack.pop()
+                state[id(node)] = 2
+                order.append(node)
+    return order
+
+
+def consumers(order: Sequence[Tensor]) -> dict[int, list[Tensor]]:
+    """Map ``id(tensor)`` to the tensors in ``order`` that take it as an input."""
+    result: dict[int, list[Tensor]] = {id(t): [] for t in order}
+    for node in order:
+        seen = set()
+        for parent in node.inputs:
+            if id(parent) not in seen:
+                seen.add(id(parent))
+                result.setdefault(id(parent), []).append(node)
+    return result
