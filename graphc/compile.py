@@ -105,6 +105,7 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
         lines.append("    " + "".join(f"w{k}, " for k in range(len(variables))) + "= variables")
     lines.append("    step = -1")
     lines.append("    try:")
+    lines.append("        pass")
     namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, **defaults}
     for index, node in enumerate(steps):
         namespace[f"f{index}"] = node.primitive.impl

@@ -33,8 +33,7 @@ def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
             raise ValueError(f"updates: variable {variable.name!r} is updated twice")
         seen.add(id(variable))
         new = as_tensor(new)
-        if len(new.shape) != len(variable.shape) or not shapes_match(new.shape, tuple(
-                s if n is None else n for s, n in zip(variable.shape, new.shape))):
+        if not shapes_match(new.shape, variable.shape):  # sizes unknown in new are checked at run time
             raise ShapeError(f"updates: new value of variable {variable.name!r} has shape "
                              f"{format_shape(new.shape)}, the variable {format_shape(variable.shape)}")
         if not np.can_cast(new.dtype, variable.dtype, casting="same_kind"):

@@ -1,0 +1,174 @@
+"""gc.function: calls, updates, threads, aliasing, untouched feeds, errors."""
+
+import threading
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+
+@pytest.fixture(params=[True, False], ids=["optimized", "as-built"])
+def optimize(request):
+    return request.param
+
+
+def test_positional_and_keyword_calls(optimize):
+    x = gc.placeholder("x", (2,))
+    y = gc.placeholder("y", (2,))
+    fn = gc.function([x, y], x - y, optimize=optimize)
+    np.testing.assert_array_equal(fn([3.0, 4.0], [1.0, 1.0]), [2.0, 3.0])
+    np.testing.assert_array_equal(fn(y=[1.0, 1.0], x=[3.0, 4.0]), [2.0, 3.0])
+    np.testing.assert_array_equal(fn([3.0, 4.0], y=[1.0, 1.0]), [2.0, 3.0])
+    with pytest.raises(gc.FeedError, match="'y'"):
+        fn([3.0, 4.0])
+    with pytest.raises(gc.FeedError, match="'z'"):
+        fn([3.0, 4.0], z=[1.0, 1.0])
+    with pytest.raises(gc.FeedError, match="twice"):
+        fn([3.0, 4.0], x=[1.0, 1.0])
+    with pytest.raises(gc.FeedError):
+        fn(1, 2, 3)
+
+
+def test_outputs_keep_their_structure(optimize):
+    x = gc.placeholder("x")
+    fn = gc.function([x], {"double": x * 2.0, "pair": (x + 1.0, [x - 1.0])}, optimize=optimize)
+    out = fn(1.0)
+    assert out["double"] == 2.0 and out["pair"][0] == 2.0 and out["pair"][1][0] == 0.0
+
+
+def test_missing_placeholder_is_reported_when_compiling():
+    x = gc.placeholder("x")
+    hidden = gc.placeholder("hidden")
+    with pytest.raises(gc.FeedError, match="'hidden'"):
+        gc.function([x], x + hidden)
+
+
+def test_updates_are_simultaneous_and_outputs_see_old_values(optimize):
+    a = gc.variable(np.array([1.0, 2.0]), name="a")
+    b = gc.variable(np.array([10.0, 20.0]), name="b")
+    fn = gc.function([], [a, b], updates={a: a + b, b: a * b}, optimize=optimize)
+    old_a, old_b = fn()
+    np.testing.assert_array_equal(old_a, [1.0, 2.0])
+    np.testing.assert_array_equal(a.value, [11.0, 22.0])
+    np.testing.assert_array_equal(b.value, [10.0, 40.0])
+
+
+def test_sgd_on_a_quadratic_converges(optimize):
+    target = np.array([1.0, -2.0, 3.0])
+    w = gc.variable(np.zeros(3), name="w")
+    loss = gc.sum(gc.square(w - target))
+    step = gc.function([], loss, updates={w: w - 0.1 * gc.grad(loss, w)}, optimize=optimize)
+    for _ in range(100):
+        step()
+    np.testing.assert_allclose(w.value, target, atol=1e-8)
+
+
+def test_returned_arrays_never_alias(optimize):
+    x = gc.placeholder("x", (3,))
+    v = gc.variable(np.arange(3.0), name="v")
+    c = gc.constant(np.ones(3))
+    y = gc.exp(x)
+    outputs = [x, v, c, y, y, gc.reshape(x, (3, 1)), gc.stop_gradient(v), x * 1.0, gc.transpose(y)]
+    fn = gc.function([x], outputs, optimize=optimize)
+    fed = np.array([1.0, 2.0, 3.0])
+    results = fn(fed)
+    for i, first in enumerate(results):
+        assert first.flags.writeable
+        assert not np.shares_memory(first, fed)
+        assert not np.shares_memory(first, v.value)
+        for second in results[i + 1:]:
+            assert not np.shares_memory(first, second)
+    for result in results:
+        result[...] = -1.0  # the caller may write into them freely
+    np.testing.assert_array_equal(fed, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(v.value, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(fn(fed)[2], [1.0, 1.0, 1.0])
+
+
+def test_a_second_call_does_not_overwrite_earlier_results(optimize):
+    x = gc.placeholder("x", (2,))
+    fn = gc.function([x], gc.tanh(x) * 2.0, optimize=optimize)
+    first = fn([0.5, 1.0])
+    kept = first.copy()
+    fn([3.0, 4.0])
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_fed_arrays_are_never_written(optimize):
+    x = gc.placeholder("x", (4,))
+    w = gc.variable(np.ones(4), name="w")
+    loss = gc.sum(gc.relu(x * w) + gc.exp(-x))
+    fn = gc.function([x], [loss, gc.grad(loss, x)], updates={w: w - 0.1 * gc.grad(loss, w)}, optimize=optimize)
+    fed = np.array([1.0, -2.0, 3.0, 0.5])
+    fed.flags.writeable = False  # any write would raise
+    fn(fed)
+    writable = np.array([1.0, -2.0, 3.0, 0.5])
+    fn(writable)
+    np.testing.assert_array_equal(writable, [1.0, -2.0, 3.0, 0.5])
+
+
+def test_variable_values_are_snapshots():
+    v = gc.variable(np.zeros(2), name="v")
+    before = v.value
+    gc.function([], v, updates={v: v + 1.0})()
+    np.testing.assert_array_equal(before, [0.0, 0.0])  # the old array was replaced, not written
+
+
+def test_eight_threads_compute_correct_results(optimize):
+    x = gc.placeholder("x", (None, 16))
+    w = gc.variable(np.random.default_rng(0).normal(size=(16, 8)), name="w")
+    out = gc.sum(gc.tanh(gc.matmul(x, w)), axis=1)
+    fn = gc.function([x], out, optimize=optimize)
+    inputs = [np.random.default_rng(i).normal(size=(32, 16)) for i in range(8)]
+    expected = [np.tanh(batch @ w.value).sum(axis=1) for batch in inputs]
+    errors = []
+
+    def worker(index):
+        for _ in range(50):
+            result = fn(inputs[index])
+            if not np.allclose(result, expected[index]):
+                errors.append(index)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_concurrent_updates_lose_nothing(optimize):
+    counter = gc.variable(0.0, name="counter")
+    total = gc.variable(np.zeros(3), name="total")
+    x = gc.placeholder("x", (3,))
+    fn = gc.function([x], counter, updates={counter: counter + 1.0, total: total + x}, optimize=optimize)
+    calls_per_thread = 200
+
+    def worker():
+        for _ in range(calls_per_thread):
+            fn(np.ones(3))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counter.value == 8 * calls_per_thread
+    np.testing.assert_array_equal(total.value, np.full(3, 8.0 * calls_per_thread))
+
+
+def test_update_dtype_is_kept():
+    v = gc.variable(np.ones(2, dtype=np.float32), name="v")
+    gc.function([], [], updates={v: v * 2.0})()
+    assert v.value.dtype == np.float32 and v.value.tolist() == [2.0, 2.0]
+
+
+def test_execution_error_in_function_names_user_line():
+    idx = gc.placeholder("idx", (), dtype="int64")
+    table = gc.constant(np.arange(4.0))
+    picked = gc.take(table, idx)
+    fn = gc.function([idx], picked)
+    assert fn(2) == 2.0
+    with pytest.raises(gc.ExecutionError, match=rf"take.*test_function.py:{picked.site[1]}"):
+        fn(10)

@@ -1,0 +1,160 @@
+"""The graph: immutable tensors, identity semantics, leaves, weak scalars, creation sites, traversal."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.tensor import toposort
+
+
+def test_tensor_is_immutable():
+    x = gc.placeholder("x", (2,))
+    with pytest.raises(AttributeError):
+        x.name = "y"
+    with pytest.raises(AttributeError):
+        x.shape = (3,)
+
+
+def test_equality_is_identity_and_tensors_key_dicts():
+    a = gc.placeholder("a", (2,))
+    b = gc.placeholder("a", (2,))
+    assert a == a and a != b
+    assert {a: 1, b: 2}[a] == 1
+    eq = gc.equal(a, b)
+    assert isinstance(eq, gc.Tensor) and eq.dtype == np.bool_
+
+
+def test_truth_value_is_an_error():
+    x = gc.placeholder("x")
+    with pytest.raises(TypeError):
+        bool(x > 0)
+
+
+def test_placeholder_metadata():
+    x = gc.placeholder("x", shape=(None, 3), dtype="float32")
+    assert x.op == "placeholder" and x.name == "x" and x.shape == (None, 3) and x.ndim == 2
+    assert x.dtype == np.float32 and x.inputs == ()
+
+
+def test_placeholder_rejects_bad_shape_and_dtype():
+    with pytest.raises(gc.ShapeError):
+        gc.placeholder("x", shape=(-1,))
+    with pytest.raises(gc.DTypeError):
+        gc.placeholder("x", dtype="complex128")
+
+
+def test_constant_holds_a_copy():
+    value = np.array([1.0, 2.0])
+    c = gc.constant(value, name="c")
+    value[0] = 100.0
+    assert gc.Session().run(c)[0] == 1.0
+    assert c.op == "constant" and c.name == "c" and c.shape == (2,)
+    assert gc.constant([1, 2], dtype="float32").dtype == np.float32
+
+
+def test_variable_value_and_set_value():
+    v = gc.variable(np.zeros((2, 2)), name="v")
+    assert v.op == "variable"
+    with pytest.raises(ValueError):
+        v.value[0, 0] = 1.0  # read-only
+    v.set_value(np.ones((2, 2), dtype=np.float32))
+    assert v.value.dtype == np.float64 and v.value.sum() == 4.0
+    with pytest.raises(gc.ShapeError, match="'v'.*\\(2, 2\\).*\\(3,\\)"):
+        v.set_value(np.ones(3))
+    with pytest.raises(gc.DTypeError, match="'v'"):
+        v.set_value(np.array([["a", "b"], ["c", "d"]]))
+    assert v.value.sum() == 4.0
+
+
+def test_set_value_rejects_unsafe_cast():
+    v = gc.variable(np.zeros(3, dtype=np.int64), name="count")
+    with pytest.raises(gc.DTypeError, match="count"):
+        v.set_value(np.ones(3) * 0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int32", "int8"])
+def test_python_scalars_are_weak(dtype):
+    x = gc.placeholder("x", (3,), dtype=dtype)
+    expected = (np.ones(3, dtype=dtype) * 2).dtype
+    assert (x * 2).dtype == expected
+    assert (2 + x).dtype == expected
+    assert (x * 2.0).dtype == (np.ones(3, dtype=dtype) * 2.0).dtype
+
+
+def test_numpy_scalars_and_arrays_are_strong():
+    x = gc.placeholder("x", (3,), dtype="float32")
+    assert (x * np.float64(2.0)).dtype == np.float64
+    assert (x + np.ones(3)).dtype == np.float64
+    assert (np.ones(3) + x).dtype == np.float64  # ndarray defers to Tensor
+
+
+def test_scalar_that_does_not_fit_is_a_dtype_error():
+    x = gc.placeholder("x", (3,), dtype="int8")
+    with pytest.raises(gc.DTypeError):
+        x + 1000
+
+
+def test_creation_site_is_the_users_line():
+    x = gc.placeholder("x", (2,))
+    line = sys._getframe().f_lineno + 1
+    y = gc.exp(x) * 3.0
+    assert y.site == (__file__, line)
+    assert "test_tensor.py" in y.describe()
+
+
+def test_operators_name_their_public_function():
+    x = gc.placeholder("x", (2, 3))
+    y = gc.placeholder("y", (2, 3))
+    assert (x + y).op == "add" and (x - y).op == "sub" and (x * y).op == "mul" and (x / y).op == "div"
+    assert (x ** 2).op == "pow" and (-x).op == "neg" and (x < y).op == "less" and (x >= y).op == "greater_equal"
+    assert x.T.op == "transpose" and x.T.shape == (3, 2)
+    assert (x @ y.T).op == "matmul" and (x @ y.T).shape == (2, 2)
+    assert x[0].op == "getitem" and x.sum(axis=1).shape == (2,) and x.mean().shape == ()
+    assert x.max(axis=0, keepdims=True).shape == (1, 3) and x.min().op == "min"
+    assert x.reshape(3, 2).shape == (3, 2) and x.reshape((6,)).shape == (6,)
+    assert x.transpose(1, 0).shape == (3, 2) and x.astype("int32").dtype == np.int32
+    assert gc.swish(x).op == "silu"
+
+
+def test_unknown_sizes_propagate():
+    x = gc.placeholder("x", (None, 3))
+    assert (x + gc.placeholder("b", (3,))).shape == (None, 3)
+    assert (x + gc.placeholder("c", (5, 1))).shape == (5, 3)
+    assert gc.matmul(x, gc.placeholder("w", (3, 4))).shape == (None, 4)
+    assert x.reshape((-1,)).shape == (None,)
+
+
+def test_shape_error_names_op_and_shapes():
+    a = gc.placeholder("a", (3,))
+    b = gc.placeholder("b", (4,))
+    with pytest.raises(gc.ShapeError, match=r"add.*\(3,\).*\(4,\)"):
+        a + b
+    with pytest.raises(gc.ShapeError, match=r"matmul"):
+        gc.matmul(gc.placeholder("m", (2, 3)), gc.placeholder("n", (4, 5)))
+
+
+def test_toposort_is_deterministic_and_handles_a_100k_chain():
+    x = gc.placeholder("x", ())
+    y = x
+    for _ in range(100_000):
+        y = y + 1.0
+    order = toposort([y])
+    assert len(order) == 200_001  # x, 100k constants, 100k adds
+    assert order[0] is x or order[0].op == "constant"
+    assert order[-1] is y
+    assert [t.serial for t in toposort([y])] == [t.serial for t in order]
+    key = y.key  # the structural key is computed iteratively too
+    assert isinstance(key, str) and len(key) == 32
+    assert gc.Session(optimize=False).run(y, {x: 0.5}) == pytest.approx(100_000.5)
+    del y, order  # releasing a deep chain must not overflow the C stack
+
+
+def test_structural_keys_identify_equal_computations():
+    x = gc.placeholder("x", (3,))
+    a = gc.exp(x) + 1.0
+    b = gc.exp(x) + 1.0
+    c = gc.exp(x) + 2.0
+    assert a is not b and a.key == b.key and a.key != c.key
+    assert gc.placeholder("x", (3,)).key != x.key  # placeholders are never merged
