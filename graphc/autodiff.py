@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from graphc.errors import DTypeError, GradientError
 from graphc.op import as_tensor
 from graphc.ops.elementwise import add, cast, ones_like, zeros_like
@@ -56,6 +58,15 @@ def _seed_for(seed: Tensor, output: Tensor) -> Tensor:
     if seed.shape != output.shape or None in seed.shape:
         seed = broadcast_like(seed, output)
     return seed if seed.dtype == output.dtype else cast(seed, output.dtype)
+
+
+def zeros_for(tensor: Tensor) -> Tensor:
+    """Zeros shaped like ``tensor``; independent of its value when its shape is known."""
+    if None in tensor.shape:
+        return zeros_like(tensor)
+    from graphc.leaves import constant
+
+    return broadcast_to(constant(np.zeros((), tensor.dtype)), tensor.shape)
 
 
 def _sum_all(terms: list[Tensor]) -> Tensor:
@@ -131,7 +142,7 @@ def grad(cost: Tensor, wrt, disconnected: str = "zero"):
                 if disconnected == "raise":
                     raise GradientError(f"grad: the cost {cost.describe()} does not depend on "
                                         f"{tensor.describe()}")
-                result = zeros_like(tensor)
+                result = zeros_for(tensor)
             final.append(result)
     return _restore(final, was_sequence, wrt)
 
@@ -147,7 +158,7 @@ def vjp(outputs, wrt, cotangents):
     with building_gradient():
         seeds = [as_tensor(s) for s in seed_items]
         results = backprop(out_items, seeds, wrt_items)
-        final = [r if r is not None else zeros_like(t) for r, t in zip(results, wrt_items)]
+        final = [r if r is not None else zeros_for(t) for r, t in zip(results, wrt_items)]
     return _restore(final, was_sequence, wrt)
 
 
@@ -174,7 +185,7 @@ def jvp(outputs, wrt, tangents):
             results = backprop([p for p, _ in pairs], [t for _, t in pairs], dummies)
         else:
             results = [None] * len(out_items)
-        final = [r if r is not None else zeros_like(y) for r, y in zip(results, out_items)]
+        final = [r if r is not None else zeros_for(y) for r, y in zip(results, out_items)]
     return _restore(final, out_sequence, outputs)
 
 
