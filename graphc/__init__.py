@@ -8,8 +8,10 @@ from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
 from graphc.errors import (DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError,
                            ShapeError)
+from graphc.export.dot import render, to_dot
 from graphc.function import Function, function
 from graphc.gradcheck import check_grad
+from graphc.lazy import elementwise, from_sympy, to_networkx, to_sympy
 from graphc.leaves import constant, placeholder, variable
 from graphc.ops import (abs, add, broadcast_to, cast, clip, concatenate, cos, div, dot, einsum, elu, equal, exp,
                         expand_dims, expm1, gelu, greater, greater_equal, hard_tanh, leaky_relu, less, less_equal,
@@ -18,6 +20,7 @@ from graphc.ops import (abs, add, broadcast_to, cast, clip, concatenate, cos, di
                         sigmoid_cross_entropy, sign, silu, sin, softmax, softmax_cross_entropy, softplus, sqrt,
                         square, squeeze, stack, step, stop_gradient, sub, sum, swish, take, tanh, transpose, where,
                         zeros_like)
+from graphc.printing import debugprint
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
 
@@ -34,4 +37,5 @@ __all__ = [
     "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
+    "debugprint", "elementwise", "from_sympy", "render", "to_dot", "to_networkx", "to_sympy",
 ]

@@ -1,0 +1,1 @@
+"""Export of graphs to other tools: Graphviz DOT (``dot``) and networkx (``nx``)."""
