@@ -55,7 +55,12 @@ class Tensor:
 
     __slots__ = ("primitive", "inputs", "shape", "dtype", "name", "site", "is_gradient", "serial", "_key",
                  "__weakref__")
-    __array_priority__ = 1000  # so that ndarray + Tensor defers to Tensor.__radd__
+    # NumPy operators and ufuncs defer to the Tensor's reflected operators (ndarray + Tensor is a Tensor)
+    __array_ufunc__ = None
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(f"{self.describe()} is symbolic and has no value until it runs: use graphc's ops "
+                        f"(gc.exp, gc.sum, ...) to build on it, and Session.run or gc.function to evaluate it")
 
     def __init__(self, primitive, inputs: Sequence[Tensor], shape: tuple, dtype: np.dtype,
                  name: str | None = None, site: tuple[str, int] | None = None,
