@@ -199,8 +199,21 @@ class Function:
 
         return repr_svg(self._graph_outputs())
 
+    # ---- pickling: the optimized graph, rebuilt without optimizing (graphc/pickling.py) ----
+    def __reduce__(self):
+        from graphc.pickling import function_state
+
+        return _restore_function, (function_state(self),)
+
 
 _MISSING = object()
+
+
+def _restore_function(state: dict) -> Function:
+    """Unpickle a Function (see ``Function.__reduce__`` and graphc/pickling.py)."""
+    from graphc.pickling import restore_function
+
+    return restore_function(state)
 
 
 def function(inputs, outputs, updates=None, optimize: bool = True) -> Function:

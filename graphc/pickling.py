@@ -1,0 +1,129 @@
+"""Pickling compiled Functions.
+
+A :class:`~graphc.function.Function` reduces (``Function.__reduce__``) to a
+flat description of its *optimized* graph: one tuple per node in topological
+order, inputs given as indices of earlier nodes, op instances (frozen
+dataclasses, which pickle by reference to their class; custom ops pickle when
+their callables are importable), constants' arrays and variables. Loading
+rebuilds the tensors in one loop (no recursion, so 100k-node graphs load) and
+calls :func:`graphc.compile.build_plan` directly: nothing is optimized again.
+
+Variables pickle as fresh variables holding their current value. Within one
+pickle a variable shared by several functions stays shared
+(``pickle.dumps([train, predict])``).
+"""
+
+from __future__ import annotations
+
+import copyreg
+from collections.abc import Sequence
+
+import numpy as np
+
+from graphc.leaves import Constant, Placeholder, VariableLeaf
+from graphc.tensor import Tensor, Variable, toposort
+
+__all__ = ["STATE_VERSION", "function_state", "rebuild_function", "restore_function"]
+
+STATE_VERSION = 1
+
+
+def _restore_variable(value: np.ndarray, name: str | None) -> Variable:
+    return Variable(VariableLeaf(), np.asarray(value), name)
+
+
+def _reduce_variable(variable: Variable):
+    return _restore_variable, (variable.value, variable.name)
+
+
+copyreg.pickle(Variable, _reduce_variable)
+
+
+def function_state(fn) -> dict:
+    """A flat, picklable description of ``fn``'s optimized graph and its variables."""
+    plan = fn.plan
+    update_vars = [var for var, _ in plan.updates]
+    roots = list(plan.inputs) + list(plan.outputs) + [value for _, value in plan.updates] + update_vars
+    order = toposort(roots, stop_at=list(plan.inputs))
+    index = {id(node): k for k, node in enumerate(order)}
+    input_ids = {id(t) for t in plan.inputs}
+    nodes: list[tuple] = []
+    for node in order:
+        primitive = node.primitive
+        if isinstance(node, Variable):
+            nodes.append(("variable", node))
+        elif id(node) in input_ids or isinstance(primitive, Placeholder):
+            nodes.append(("placeholder", node.name, node.shape, node.dtype))
+        elif isinstance(primitive, Constant):
+            nodes.append(("constant", primitive.value, node.name, node.is_gradient))
+        else:
+            nodes.append(("op", primitive, tuple(index[id(p)] for p in node.inputs), node.shape, node.dtype,
+                          node.name, node.is_gradient, node.site))
+    return {
+        "version": STATE_VERSION,
+        "nodes": nodes,
+        "inputs": [index[id(t)] for t in plan.inputs],
+        "outputs": [index[id(t)] for t in plan.outputs],
+        "updates": [(index[id(var)], index[id(value)]) for var, value in plan.updates],
+        "spec": fn._spec,
+        "optimize": fn.optimize,
+    }
+
+
+def restore_function(state: dict):
+    """Rebuild a Function from :func:`function_state`'s description, without optimizing."""
+    version = state.get("version") if isinstance(state, dict) else None
+    if version != STATE_VERSION:
+        from graphc.errors import LoadError
+
+        raise LoadError(f"this pickle holds a graphc Function of pickle state version {version!r}; "
+                        f"this graphc reads version {STATE_VERSION}")
+    tensors: list[Tensor] = []
+    append = tensors.append
+    for entry in state["nodes"]:
+        kind = entry[0]
+        if kind == "op":
+            _, primitive, inputs, shape, dtype, name, is_gradient, site = entry
+            append(Tensor(primitive, [tensors[k] for k in inputs], shape, dtype, name=name,
+                          site=site if site is not None else ("<unknown>", 0), is_gradient=is_gradient))
+        elif kind == "variable":
+            append(entry[1])
+        elif kind == "placeholder":
+            _, name, shape, dtype = entry
+            append(Tensor(Placeholder(), (), shape, dtype, name=name, site=("<unknown>", 0), is_gradient=False))
+        elif kind == "constant":
+            _, value, name, is_gradient = entry
+            value = np.array(value, copy=True)
+            value.flags.writeable = False
+            append(Tensor(Constant(value), (), value.shape, value.dtype, name=name, site=("<unknown>", 0),
+                          is_gradient=is_gradient))
+        else:
+            raise ValueError(f"unknown node kind {kind!r} in a pickled graphc Function")
+    inputs = [tensors[k] for k in state["inputs"]]
+    outputs = [tensors[k] for k in state["outputs"]]
+    updates = [(tensors[v], tensors[k]) for v, k in state["updates"]]
+    return rebuild_function(inputs, outputs, state["spec"], updates, state["optimize"])
+
+
+def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
+                     updates: Sequence[tuple[Variable, Tensor]], optimize: bool = True):
+    """A Function over an already optimized graph: lowered with ``build_plan``, never optimized.
+
+    Sets the same attributes as ``Function.__init__`` (a test checks they agree).
+    """
+    from graphc.compile import build_plan
+    from graphc.function import Executable, Function
+    from graphc.structure import unflatten
+
+    fn = Function.__new__(Function)
+    fn.inputs = list(inputs)
+    fn.outputs = unflatten(spec, list(outputs))
+    fn._spec = spec
+    fn._updates = list(updates)
+    fn.optimize = optimize
+    fn._executable = Executable(build_plan(list(outputs), list(inputs), list(updates)))
+    fn._positions = {}
+    for position, tensor in enumerate(fn.inputs):
+        if tensor.name is not None:
+            fn._positions.setdefault(tensor.name, position)
+    return fn
