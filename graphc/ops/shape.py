@@ -15,8 +15,15 @@ import numpy as np
 from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor
 from graphc.tensor import Tensor
-from graphc.types import (as_dtype, broadcast_shapes, format_shape, known_size, normalize_axes, normalize_axis,
-                          normalize_shape)
+from graphc.types import (
+    as_dtype,
+    broadcast_shapes,
+    format_shape,
+    known_size,
+    normalize_axes,
+    normalize_axis,
+    normalize_shape,
+)
 
 
 def unify_shapes(op: str, shapes) -> tuple:

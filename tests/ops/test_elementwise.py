@@ -1,0 +1,583 @@
+"""Element-wise ops: values, static types, gradients and conventions, table-driven."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+from .util import (
+    Case,
+    Spec,
+    assert_static_matches,
+    away_from,
+    booleans,
+    check_gradient,
+    check_second_order,
+    check_unknown_sizes,
+    check_value,
+    fixed,
+    np_erf,
+    np_sigmoid,
+    np_softplus,
+    run,
+    uniform,
+)
+
+FLOATS = [np.float64, np.float32]
+
+
+def _gelu(x):
+    x = np.asarray(x)
+    return (x.astype(np.float64) * 0.5 * (1 + np_erf(x.astype(np.float64) / math.sqrt(2)))).astype(x.dtype)
+
+
+def _gelu_tanh(x):
+    x = np.asarray(x)
+    y = x.astype(np.float64)
+    return (0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y ** 3)))).astype(x.dtype)
+
+
+def _elu(alpha):
+    return lambda x: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype)
+
+
+def _leaky(alpha):
+    return lambda x: np.where(x > 0, x, x * x.dtype.type(alpha))
+
+
+def _silu(x):
+    return (x * np_sigmoid(x)).astype(x.dtype)
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+# (id, graphc function, NumPy reference, test points, twice differentiable)
+UNARY = [
+    ("neg", gc.neg, np.negative, uniform(), True),
+    ("neg_operator", lambda x: -x, np.negative, uniform(), True),
+    ("exp", gc.exp, np.exp, uniform(), True),
+    ("log", gc.log, np.log, uniform(0.2, 3.0), True),
+    ("log1p", gc.log1p, np.log1p, uniform(-0.5, 2.0), True),
+    ("expm1", gc.expm1, np.expm1, uniform(), True),
+    ("sqrt", gc.sqrt, np.sqrt, uniform(0.2, 3.0), True),
+    ("square", gc.square, np.square, uniform(), True),
+    ("abs", gc.abs, np.abs, away_from(0.0), True),
+    ("abs_builtin", abs, np.abs, away_from(0.0), True),
+    ("sign", gc.sign, np.sign, away_from(0.0), True),
+    ("sin", gc.sin, np.sin, uniform(-3, 3), True),
+    ("cos", gc.cos, np.cos, uniform(-3, 3), True),
+    ("tanh", gc.tanh, np.tanh, uniform(), True),
+    ("sigmoid", gc.sigmoid, np_sigmoid, uniform(-4, 4), True),
+    ("softplus", gc.softplus, np_softplus, uniform(-4, 4), True),
+    ("relu", gc.relu, lambda x: np.maximum(x, 0).astype(x.dtype), away_from(0.0), True),
+    ("leaky_relu", gc.leaky_relu, _leaky(0.01), away_from(0.0), True),
+    ("leaky_relu_0.2", lambda x: gc.leaky_relu(x, alpha=0.2), _leaky(0.2), away_from(0.0), True),
+    ("elu", gc.elu, _elu(1.0), away_from(0.0), True),
+    ("elu_0.5", lambda x: gc.elu(x, alpha=0.5), _elu(0.5), away_from(0.0), True),
+    ("gelu", gc.gelu, _gelu, uniform(-3, 3), True),
+    ("gelu_tanh", lambda x: gc.gelu(x, approximate=True), _gelu_tanh, uniform(-3, 3), True),
+    ("silu", gc.silu, _silu, uniform(-4, 4), True),
+    ("swish", gc.swish, _silu, uniform(-4, 4), True),
+    ("hard_tanh", gc.hard_tanh, lambda x: np.clip(x, -1, 1), away_from(-1.0, 1.0), True),
+    ("step", gc.step, _step, away_from(0.0), True),
+    ("stop_gradient_value", gc.stop_gradient, lambda x: x.copy(), uniform(), False),
+    ("zeros_like", gc.zeros_like, np.zeros_like, uniform(), False),
+    ("ones_like", gc.ones_like, np.ones_like, uniform(), False),
+]
+
+UNARY_SHAPES = [(2, 3), (), (1, 4, 1)]
+
+NO_FINITE_DIFFERENCES = ("stop_gradient_value", "zeros_like", "ones_like")  # tested on their own below
+UNARY_CASES = [Case(f"{name}{list(shape)}", fn, ref, [Spec(shape, gen)], second=second,
+                    grad=name not in NO_FINITE_DIFFERENCES)
+               for name, fn, ref, gen, second in UNARY for shape in UNARY_SHAPES[:1]]
+UNARY_CASES += [Case(f"{name}{list(shape)}", fn, ref, [Spec(shape, gen)], second=second)
+                for name, fn, ref, gen, second in UNARY for shape in UNARY_SHAPES[1:]
+                if name in ("exp", "sigmoid", "softplus", "relu", "gelu", "abs")]
+
+BROADCAST_PAIRS = [((3, 1), (1, 4)), ((), (2, 3)), ((2, 1, 3), (4, 1)), ((2, 3), (2, 3)), ((3,), (2, 1))]
+
+# (id, graphc function, NumPy reference, points for a, points for b)
+BINARY = [
+    ("add", gc.add, np.add, uniform(), uniform()),
+    ("add_operator", lambda a, b: a + b, np.add, uniform(), uniform()),
+    ("sub", gc.sub, np.subtract, uniform(), uniform()),
+    ("sub_operator", lambda a, b: a - b, np.subtract, uniform(), uniform()),
+    ("mul", gc.mul, np.multiply, uniform(), uniform()),
+    ("mul_operator", lambda a, b: a * b, np.multiply, uniform(), uniform()),
+    ("div", gc.div, np.true_divide, uniform(), away_from(0.0, margin=0.3)),
+    ("div_operator", lambda a, b: a / b, np.true_divide, uniform(), away_from(0.0, margin=0.3)),
+    ("pow", gc.pow, np.power, uniform(0.3, 2.0), uniform(-1.5, 2.5)),
+    ("pow_operator", lambda a, b: a ** b, np.power, uniform(0.3, 2.0), uniform(-1.5, 2.5)),
+    ("maximum", gc.maximum, np.maximum, uniform(), uniform()),
+    ("minimum", gc.minimum, np.minimum, uniform(), uniform()),
+    ("prelu", gc.prelu, lambda x, a: np.where(x > 0, x, x * a), away_from(0.0), uniform(0.0, 0.5)),
+]
+
+BINARY_CASES = [Case(f"{name}{list(sa)}x{list(sb)}", fn, ref, [Spec(sa, ga), Spec(sb, gb)])
+                for name, fn, ref, ga, gb in BINARY for sa, sb in BROADCAST_PAIRS]
+
+TERNARY_CASES = [
+    Case("where[2,1,3]x[4,1]x[3]", gc.where, np.where,
+         [Spec((2, 1, 3), booleans(), kind="bool"), Spec((4, 1)), Spec((3,))]),
+    Case("where[3]x[]x[2,3]", gc.where, np.where, [Spec((3,), booleans(), kind="bool"), Spec(()), Spec((2, 3))]),
+    Case("where_comparison", lambda x, y: gc.where(x > y, x * y, x - y), lambda x, y: np.where(x > y, x * y, x - y),
+         [Spec((3, 1)), Spec((1, 4))]),
+    Case("clip_arrays", gc.clip, np.clip,
+         [Spec((2, 3), away_from(-0.8, 0.8, margin=0.05)), Spec((3,), fixed([-0.8, -0.8, -0.8])),
+          Spec((2, 1), fixed([[0.8], [0.8]]))]),
+    Case("clip_scalars", lambda x: gc.clip(x, -0.5, 0.5), lambda x: np.clip(x, -0.5, 0.5),
+         [Spec((3, 4), away_from(-0.5, 0.5, margin=0.05))]),
+]
+
+ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES
+SMOOTH_CASES = [c for c in ALL_CASES if c.grad and c.second]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=repr)
+def test_value(case, dtype):
+    check_value(case, dtype)
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=repr)
+def test_unknown_sizes(case):
+    check_unknown_sizes(case)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.grad], ids=repr)
+def test_gradient(case, dtype):
+    check_gradient(case, dtype)
+
+
+@pytest.mark.parametrize("case", [c for c in BINARY_CASES + TERNARY_CASES if "[2,3]x[2,3]" not in c.id], ids=repr)
+def test_gradient_unknown_sizes(case):
+    """Broadcasting decided at run time: the driver sums back to the fed shapes."""
+    check_gradient(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("case", SMOOTH_CASES, ids=repr)
+def test_second_order(case):
+    check_second_order(case, np.float64)
+
+
+@pytest.mark.parametrize("case", [c for c in SMOOTH_CASES if c.id.startswith(("exp", "tanh", "sigmoid", "mul",
+                                                                               "div", "pow", "softplus", "gelu",
+                                                                               "where"))], ids=repr)
+def test_second_order_float32(case):
+    check_second_order(case, np.float32)
+
+
+# ---- integer and bool inputs ------------------------------------------------------------------
+
+INT_UNARY = [
+    ("neg", gc.neg, np.negative), ("abs", gc.abs, np.abs), ("square", gc.square, np.square),
+    ("sign", gc.sign, np.sign), ("exp", gc.exp, np.exp), ("log", gc.log, np.log), ("sqrt", gc.sqrt, np.sqrt),
+    ("sin", gc.sin, np.sin), ("relu", gc.relu, lambda x: np.maximum(x, 0)),
+    ("hard_tanh", gc.hard_tanh, lambda x: np.clip(x, -1, 1)), ("step", gc.step, _step),
+    ("cast_float32", lambda x: gc.cast(x, "float32"), lambda x: x.astype(np.float32)),
+    ("astype_bool", lambda x: x.astype(bool), lambda x: x.astype(bool)),
+    ("zeros_like", gc.zeros_like, np.zeros_like),
+]
+
+INT_DTYPES = ["int64", "int32", "uint8"]
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES)
+@pytest.mark.parametrize("name,fn,ref", INT_UNARY, ids=[u[0] for u in INT_UNARY])
+def test_integer_unary(name, fn, ref, dtype):
+    if name == "neg" and dtype == "uint8":
+        pytest.skip("negating unsigned integers wraps around")
+    low = 1 if name in ("log", "sqrt") else (0 if dtype == "uint8" else -3)
+    values = np.arange(low, low + 6).reshape(2, 3).astype(dtype)
+    x = gc.placeholder("x", (2, 3), dtype)
+    out = fn(x)
+    got = run(out, {x: values})
+    expected = ref(values)
+    assert_static_matches(out, got)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected)
+
+
+INT_BINARY = [
+    ("add", gc.add, np.add), ("sub", gc.sub, np.subtract), ("mul", gc.mul, np.multiply),
+    ("div", gc.div, np.true_divide), ("pow", gc.pow, np.power), ("maximum", gc.maximum, np.maximum),
+    ("minimum", gc.minimum, np.minimum), ("equal", gc.equal, np.equal), ("not_equal", gc.not_equal, np.not_equal),
+    ("greater", gc.greater, np.greater), ("greater_equal", gc.greater_equal, np.greater_equal),
+    ("less", gc.less, np.less), ("less_equal", gc.less_equal, np.less_equal),
+]
+
+MIXED_DTYPES = [("int64", "int64"), ("int32", "int64"), ("int32", "float32"), ("uint8", "int8"),
+                ("bool", "int32"), ("bool", "float32"), ("float32", "float64")]
+
+
+@pytest.mark.parametrize("dtypes", MIXED_DTYPES, ids=["-".join(d) for d in MIXED_DTYPES])
+@pytest.mark.parametrize("name,fn,ref", INT_BINARY, ids=[b[0] for b in INT_BINARY])
+def test_mixed_dtype_binary(name, fn, ref, dtypes):
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4, size=(3, 1)).astype(dtypes[0])
+    b = rng.integers(1, 4, size=(1, 4)).astype(dtypes[1])
+    x, y = gc.placeholder("a", (3, 1), dtypes[0]), gc.placeholder("b", (None, 4), dtypes[1])
+    out = fn(x, y)
+    got = run(out, {x: a, y: b})
+    expected = ref(a, b)
+    assert_static_matches(out, got)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected)
+
+
+def test_bool_dtype_errors():
+    """Ops NumPy refuses for bool (subtract, negative) raise DTypeError at build time."""
+    m = gc.placeholder("m", (3,), "bool")
+    with pytest.raises(gc.DTypeError, match="sub"):
+        gc.sub(m, m)
+    with pytest.raises(gc.DTypeError, match="neg"):
+        gc.neg(m)
+
+
+# ---- weak Python scalars ------------------------------------------------------------------------
+
+WEAK_EXPRESSIONS = [
+    ("x*2.0", lambda x: x * 2.0), ("2.0*x", lambda x: 2.0 * x), ("x+1", lambda x: x + 1),
+    ("1-x", lambda x: 1 - x), ("x/2", lambda x: x / 2), ("2.0**x", lambda x: 2.0 ** x),
+    ("x**3", lambda x: x ** 3), ("x**0.5", lambda x: x ** 0.5),
+    ("x>0.5", lambda x: x > 0.5), ("x<=1", lambda x: x <= 1), ("x*f64(2)", lambda x: x * np.float64(2)),
+    ("x*array(2.0)", lambda x: x * np.array(2.0)), ("x+ones32", lambda x: x + np.ones(3, np.float32)),
+]
+
+
+def _weak_fn(name):
+    return {
+        # (ndarray ** 2 takes a squaring fast path whose bool result is int8; gc.pow follows np.power)
+        "x**2": (lambda x: x ** 2, lambda x: np.power(x, 2)),
+        "maximum(x,0.0)": (lambda x: gc.maximum(x, 0.0), lambda x: np.maximum(x, 0.0)),
+        "minimum(1,x)": (lambda x: gc.minimum(1, x), lambda x: np.minimum(1, x)),
+        "where(x>1,x,0.0)": (lambda x: gc.where(x > 1, x, 0.0), lambda x: np.where(x > 1, x, 0.0)),
+        "clip(x,0.5,1.5)": (lambda x: gc.clip(x, 0.5, 1.5), lambda x: np.clip(x, 0.5, 1.5)),
+        "pow(x,3)": (lambda x: gc.pow(x, 3), lambda x: np.power(x, 3)),
+        "equal(x,1)": (lambda x: gc.equal(x, 1), lambda x: np.equal(x, 1)),
+    }[name]
+
+
+WEAK_FUNCTIONS = ["x**2", "maximum(x,0.0)", "minimum(1,x)", "where(x>1,x,0.0)", "clip(x,0.5,1.5)", "pow(x,3)",
+                  "equal(x,1)"]
+WEAK_DTYPES = ["float32", "float64", "int32", "int64", "uint8", "bool"]
+
+
+def _check_weak(graph_fn, numpy_fn, dtype):
+    values = np.array([0, 1, 2]).astype(dtype)
+    try:
+        expected = numpy_fn(values)
+    except (TypeError, OverflowError, np.exceptions.DTypePromotionError):
+        with pytest.raises(gc.DTypeError):
+            graph_fn(gc.placeholder("x", (3,), dtype))
+        return
+    x = gc.placeholder("x", (3,), dtype)
+    out = graph_fn(x)
+    got = run(out, {x: values})
+    assert out.dtype == expected.dtype, (out.dtype, expected.dtype)
+    assert_static_matches(out, got)
+    np.testing.assert_allclose(got.astype(np.float64), expected.astype(np.float64), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", WEAK_DTYPES)
+@pytest.mark.parametrize("name,expression", WEAK_EXPRESSIONS, ids=[w[0] for w in WEAK_EXPRESSIONS])
+def test_weak_scalars_operators(name, expression, dtype):
+    """Python scalars follow NumPy 2's weak promotion (x32 * 2.0 stays float32)."""
+    _check_weak(expression, expression, dtype)
+
+
+@pytest.mark.parametrize("dtype", WEAK_DTYPES)
+@pytest.mark.parametrize("name", WEAK_FUNCTIONS)
+def test_weak_scalars_functions(name, dtype):
+    graph_fn, numpy_fn = _weak_fn(name)
+    _check_weak(graph_fn, numpy_fn, dtype)
+
+
+def test_weak_scalar_out_of_range():
+    x = gc.placeholder("x", (3,), "uint8")
+    with pytest.raises(gc.DTypeError):
+        x + 300
+
+
+# ---- comparisons, where, cast: values and (no) gradients -----------------------------------------
+
+COMPARISONS = [("equal", gc.equal, np.equal), ("not_equal", gc.not_equal, np.not_equal),
+               ("greater", gc.greater, np.greater), ("greater_equal", gc.greater_equal, np.greater_equal),
+               ("less", gc.less, np.less), ("less_equal", gc.less_equal, np.less_equal),
+               ("operator<", lambda a, b: a < b, np.less), ("operator<=", lambda a, b: a <= b, np.less_equal),
+               ("operator>", lambda a, b: a > b, np.greater), ("operator>=", lambda a, b: a >= b, np.greater_equal)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+@pytest.mark.parametrize("name,fn,ref", COMPARISONS, ids=[c[0] for c in COMPARISONS])
+def test_comparisons(name, fn, ref, dtype):
+    rng = np.random.default_rng(5)
+    a = rng.integers(-2, 3, size=(3, 1)).astype(dtype)  # small integers: ties are common
+    b = rng.integers(-2, 3, size=(1, 4)).astype(dtype)
+    x, y = gc.placeholder("a", (3, 1), dtype), gc.placeholder("b", (1, None), dtype)
+    out = fn(x, y)
+    assert out.dtype == np.bool_
+    got = run(out, {x: a, y: b})
+    assert_static_matches(out, got)
+    np.testing.assert_array_equal(got, ref(a, b))
+    assert out.op == name if not name.startswith("operator") else True
+    if dtype.startswith("float"):
+        # no gradient flows through a comparison: zero, and "raise" reports it disconnected
+        cost = gc.sum(gc.cast(out, dtype) * 3.0)
+        gx, gy = gc.grad(cost, [x, y])
+        zx, zy = run([gx, gy], {x: a, y: b})
+        np.testing.assert_array_equal(zx, np.zeros_like(a))
+        np.testing.assert_array_equal(zy, np.zeros_like(b))
+        with pytest.raises(gc.GradientError):
+            gc.grad(cost, x, disconnected="raise")
+
+
+def test_where_gradient_goes_to_the_selected_branch_only():
+    x = gc.placeholder("x", (4,))
+    # log of a negative number is NaN in the unselected branch; the gradient must not be NaN
+    y = gc.where(x > 0, gc.log(gc.where(x > 0, x, 1.0)), x * 2.0)
+    g = gc.grad(gc.sum(y), x)
+    values = np.array([-1.0, 0.5, 2.0, -3.0])
+    np.testing.assert_allclose(run(g, {x: values}), np.where(values > 0, 1 / values, 2.0))
+
+
+def test_where_with_integer_branches():
+    c = gc.placeholder("c", (2, 3), "bool")
+    a = gc.placeholder("a", (3,), "int32")
+    out = gc.where(c, a, 7)
+    cv = np.array([[True, False, True], [False, False, True]])
+    av = np.array([1, 2, 3], np.int32)
+    got = run(out, {c: cv, a: av})
+    expected = np.where(cv, av, 7)
+    assert got.dtype == expected.dtype == out.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+CASTS = [("float64", "float32"), ("float32", "float64"), ("float64", "int32"), ("float32", "int64"),
+         ("int64", "float32"), ("int32", "float64"), ("bool", "float32"), ("float64", "bool"), ("int64", "uint8")]
+
+
+@pytest.mark.parametrize("source,target", CASTS, ids=[f"{s}->{t}" for s, t in CASTS])
+def test_cast(source, target):
+    values = np.array([[-1.7, 0.0, 2.5], [3.2, -0.4, 1.0]])
+    values = (values > 0) if source == "bool" else values.astype(source)
+    if source.startswith("int") and target == "uint8":
+        values = np.abs(values)
+    x = gc.placeholder("x", (2, None), source)
+    out = gc.cast(x, target)
+    same = x.astype(target)
+    got, got_same = run([out, same], {x: values})
+    expected = values.astype(target)
+    assert out.op == "cast" and out.dtype == np.dtype(target)
+    assert_static_matches(out, got)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got_same, expected)
+    if source.startswith("float"):
+        cost = gc.sum(gc.cast(out, "float64") * 2.0)
+        g = run(gc.grad(cost, x), {x: values})
+        assert g.dtype == np.dtype(source)
+        # a float -> float cast passes the gradient; a cast to an integer or bool carries none
+        expected_grad = 2.0 if target.startswith("float") else 0.0
+        np.testing.assert_array_equal(g, np.full(values.shape, expected_grad, dtype=source))
+
+
+def test_cast_gradient_float32_to_float64_second_order():
+    x = gc.placeholder("x", (3,), "float32")
+    y = gc.cast(x, "float64")
+    g = gc.grad(gc.sum(y ** 3), x)
+    h = gc.grad(gc.sum(g), x)
+    values = np.array([1.0, -2.0, 0.5], np.float32)
+    gv, hv = run([g, h], {x: values})
+    assert gv.dtype == hv.dtype == np.float32
+    np.testing.assert_allclose(gv, 3 * values.astype(np.float64) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(hv, 6 * values.astype(np.float64), rtol=1e-6)
+
+
+def test_stop_gradient():
+    x = gc.placeholder("x", (3,))
+    y = gc.sum(gc.stop_gradient(x * x) * x)
+    g = gc.grad(y, x)
+    values = np.array([1.0, 2.0, -3.0])
+    np.testing.assert_allclose(run(g, {x: values}), values ** 2)  # only the outer factor is differentiated
+
+
+# ---- gradient conventions, one by one ----------------------------------------------------------
+
+def _grad_at(build, values, dtype="float64"):
+    values = np.asarray(values, dtype=dtype)
+    x = gc.placeholder("x", values.shape, dtype)
+    g = gc.grad(gc.sum(build(x)), x)
+    return run(g, {x: values})
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_relu_gradient_at_zero_is_zero(dtype):
+    np.testing.assert_array_equal(_grad_at(gc.relu, [-1.0, 0.0, 2.0], dtype), [0.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_abs_gradient_at_zero_is_zero(dtype):
+    np.testing.assert_array_equal(_grad_at(gc.abs, [-1.0, 0.0, 2.0], dtype), [-1.0, 0.0, 1.0])
+
+
+def test_step_gradient_is_zero_everywhere():
+    np.testing.assert_array_equal(_grad_at(gc.step, [-1.0, 0.0, 2.0]), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(_grad_at(gc.sign, [-1.0, 0.0, 2.0]), [0.0, 0.0, 0.0])
+
+
+def test_softplus_gradient_at_zero_is_half():
+    np.testing.assert_array_equal(_grad_at(gc.softplus, [0.0]), [0.5])
+    np.testing.assert_array_equal(_grad_at(gc.softplus, [0.0], "float32"), [0.5])
+
+
+def test_sqrt_gradient_at_zero_is_inf():
+    g = _grad_at(gc.sqrt, [0.0, 4.0])
+    assert g[0] == np.inf
+    assert g[1] == 0.25
+
+
+@pytest.mark.parametrize("fn,ref", [(gc.maximum, np.maximum), (gc.minimum, np.minimum)], ids=["maximum", "minimum"])
+def test_maximum_minimum_ties_split_evenly(fn, ref):
+    a_val = np.array([1.0, 2.0, 3.0, -1.0])
+    b_val = np.array([1.0, 0.0, 5.0, -1.0])
+    a, b = gc.placeholder("a", (4,)), gc.placeholder("b", (4,))
+    ga, gb = run(gc.grad(gc.sum(fn(a, b)), [a, b]), {a: a_val, b: b_val})
+    tie = a_val == b_val
+    a_wins = ref(a_val, b_val) == a_val
+    np.testing.assert_array_equal(ga, np.where(tie, 0.5, np.where(a_wins, 1.0, 0.0)))
+    np.testing.assert_array_equal(ga + gb, np.ones(4))  # the total is preserved
+    # a tensor against itself: the halves add up to the identity's gradient
+    g_self = run(gc.grad(gc.sum(fn(a, a)), a), {a: a_val})
+    np.testing.assert_array_equal(g_self, np.ones(4))
+    # a tie against a broadcast scalar: the scalar collects the halves of every tied entry
+    s = gc.placeholder("s", ())
+    ga2, gs = run(gc.grad(gc.sum(fn(a, s)), [a, s]), {a: a_val, s: 1.0})
+    expected_a = np.where(a_val == 1.0, 0.5, np.where(ref(a_val, 1.0) == a_val, 1.0, 0.0))
+    np.testing.assert_array_equal(ga2, expected_a)
+    assert gs == 4 - expected_a.sum()
+
+
+@pytest.mark.parametrize("y", [0.0, 2.0, 3.0, 1.5, 2.5])
+def test_pow_gradient_wrt_base_at_zero(y):
+    """d/dx x**y at x = 0 is 0 for y = 0 and for y > 1 (never NaN)."""
+    x_ph, y_ph = gc.placeholder("x", (2,)), gc.placeholder("y", ())
+    gx, gy = gc.grad(gc.sum(x_ph ** y_ph), [x_ph, y_ph])
+    gx_val, gy_val = run([gx, gy], {x_ph: np.array([0.0, 0.0]), y_ph: y})
+    np.testing.assert_array_equal(gx_val, [0.0, 0.0])
+    assert gy_val == 0.0  # d/dy x**y at x = 0 is 0 for y >= 0
+    # with the exponent a Python scalar too
+    g_scalar = run(gc.grad(gc.sum(x_ph ** y), x_ph), {x_ph: np.array([0.0, 0.0])})
+    np.testing.assert_array_equal(g_scalar, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("y", [0.0, 0.5, 1.0, 2.0])
+def test_pow_gradient_wrt_exponent_at_zero_base(y):
+    x_ph, y_ph = gc.placeholder("x", ()), gc.placeholder("y", (3,))
+    gy = run(gc.grad(gc.sum(gc.pow(x_ph, y_ph)), y_ph), {x_ph: 0.0, y_ph: np.full(3, y)})
+    np.testing.assert_array_equal(gy, np.zeros(3))
+
+
+def test_pow_gradient_at_zero_base_y_one():
+    # the ordinary derivative where it exists: d/dx x**1 = 1, also at 0
+    np.testing.assert_array_equal(_grad_at(lambda x: x ** 1.0, [0.0, 2.0]), [1.0, 1.0])
+
+
+def test_pow_integer_exponent_tensor():
+    x = gc.placeholder("x", (3,))
+    n = gc.placeholder("n", (3,), "int64")
+    gx = run(gc.grad(gc.sum(x ** n), x), {x: np.array([0.0, 2.0, -1.5]), n: np.array([0, 3, 2])})
+    np.testing.assert_allclose(gx, [0.0, 12.0, -3.0])
+
+
+# ---- stable element-wise primitives at extreme inputs ------------------------------------------
+
+EXTREME = np.array([-1000.0, -50.0, -1.0, 0.0, 1.0, 50.0, 1000.0])
+
+
+def _stable_sigmoid_reference(x):
+    x = np.asarray(x, np.float64)
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+STABLE_UNARY = [
+    ("sigmoid", gc.sigmoid, _stable_sigmoid_reference,
+     lambda x: _stable_sigmoid_reference(x) * _stable_sigmoid_reference(-x)),
+    ("softplus", gc.softplus, lambda x: np.logaddexp(x, 0.0), _stable_sigmoid_reference),
+    ("silu", gc.silu, lambda x: x * _stable_sigmoid_reference(x),
+     lambda x: _stable_sigmoid_reference(x) * (1 + x * _stable_sigmoid_reference(-x))),
+    ("elu", gc.elu, lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+     lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0)))),
+    ("tanh", gc.tanh, np.tanh, lambda x: 1 / np.cosh(np.clip(x, -300, 300)) ** 2),
+    ("gelu", gc.gelu, lambda x: x * 0.5 * (1 + np_erf(x / math.sqrt(2))),
+     lambda x: 0.5 * (1 + np_erf(x / math.sqrt(2))) + x * np.exp(-0.5 * np.minimum(x * x, 1e4))
+     / math.sqrt(2 * math.pi)),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,fn,ref,dref", STABLE_UNARY, ids=[s[0] for s in STABLE_UNARY])
+def test_stable_at_extreme_inputs(name, fn, ref, dref, dtype):
+    values = EXTREME.astype(dtype)
+    x = gc.placeholder("x", values.shape, dtype)
+    y = fn(x)
+    g = gc.grad(gc.sum(y), x)
+    got, grad = run([y, g], {x: values})
+    assert got.dtype == grad.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(got)) and np.all(np.isfinite(grad)), (got, grad)
+    tiny = np.finfo(dtype).tiny
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    expected = ref(values.astype(np.float64))
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=tiny * 10)
+    np.testing.assert_allclose(grad, dref(values.astype(np.float64)), rtol=rtol * 10, atol=tiny * 10)
+
+
+def test_sigmoid_tail_is_accurate():
+    # sigmoid(-50) = 1.9e-22: no cancellation, in either dtype, and its gradient too
+    for dtype in ("float64", "float32"):
+        x = gc.placeholder("x", (), dtype)
+        y = gc.sigmoid(x)
+        value, slope = run([y, gc.grad(y, x)], {x: -50.0})
+        expected = math.exp(-50) / (1 + math.exp(-50))
+        assert abs(value - expected) <= 1e-6 * expected
+        assert abs(slope - expected * (1 - expected)) <= 1e-6 * expected
+
+
+# ---- construction errors ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", [gc.add, gc.sub, gc.mul, gc.div, gc.pow, gc.maximum, gc.minimum, gc.equal,
+                                gc.greater, gc.less_equal, gc.prelu],
+                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize("sa,sb", [((2, 3), (3, 2)), ((None, 3), (2, 4)), ((4,), (2, 3))])
+def test_broadcast_shape_error(fn, sa, sb):
+    a, b = gc.placeholder("a", sa), gc.placeholder("b", sb)
+    with pytest.raises(gc.ShapeError) as info:
+        fn(a, b)
+    message = str(info.value)
+    assert fn.__name__ in message
+    from graphc.types import format_shape
+
+    assert format_shape(sa) in message and format_shape(sb) in message
+
+
+def test_where_and_clip_shape_errors():
+    c = gc.placeholder("c", (2, 3), "bool")
+    with pytest.raises(gc.ShapeError, match="where"):
+        gc.where(c, gc.placeholder("a", (4,)), 0.0)
+    with pytest.raises(gc.ShapeError, match="clip"):
+        gc.clip(gc.placeholder("x", (3,)), gc.placeholder("lo", (2,)), 1.0)
+
+
+def test_op_names():
+    x = gc.placeholder("x", (2,))
+    for name in ["exp", "log", "sigmoid", "softplus", "relu", "gelu", "silu", "hard_tanh", "step", "abs"]:
+        assert getattr(gc, name)(x).op == name
+    assert (x + 1).op == "add" and (x * x).op == "mul" and (x ** 2).op == "pow" and (-x).op == "neg"
+    assert gc.swish(x).op == "silu"
