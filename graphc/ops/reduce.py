@@ -8,7 +8,7 @@ import numpy as np
 
 from graphc.errors import DTypeError
 from graphc.op import Op, apply, as_tensor
-from graphc.ops.elementwise import cast, div, equal, exp, mul, sub
+from graphc.ops.elementwise import cast, div, equal, mul, sub
 from graphc.ops.shape import broadcast_like, expand_dims
 from graphc.tensor import Tensor
 from graphc.types import float_dtype, normalize_axes, reduced_shape
@@ -181,8 +181,35 @@ class Logsumexp(Reduction):
         return result if self.keepdims else np.squeeze(result, self.axes)
 
     def vjp(self, node, g):
+        # softmax over the axes, computed from x (exp(x - out) would inherit out's rounding:
+        # in float32, out = 1000.69 is only known to 6e-5, which exp turns into a relative error)
         (x,) = node.inputs
-        return (mul(self.expand(g), exp(sub(x, self.expand(node)))),)
+        return (mul(self.expand(g), apply(SoftmaxOver(self.axes), x)),)
+
+
+@dataclass(frozen=True)
+class SoftmaxOver(Op):
+    """``exp(x - logsumexp(x, axes, keepdims=True))``, computed stably (logsumexp's gradient)."""
+
+    name = "softmax_over"
+    axes: tuple = ()
+
+    def infer(self, x):
+        return x.shape, float_dtype(x.dtype)
+
+    def impl(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        peak = np.max(x, axis=self.axes, keepdims=True)
+        peak = np.where(np.isfinite(peak), peak, 0)
+        shifted = np.exp(x - peak)
+        return shifted / np.sum(shifted, axis=self.axes, keepdims=True)
+
+    def vjp(self, node, g):
+        # J^T g = s * (g - sum(g * s))
+        inner = Sum(self.axes, True)(mul(g, node))
+        return (mul(node, sub(g, inner)),)
 
 
 def sum(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - the contract's name

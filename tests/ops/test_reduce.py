@@ -1,0 +1,233 @@
+"""Reductions: sum mean max min prod logsumexp over axis/keepdims, table-driven."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+from .util import (
+    Case,
+    Spec,
+    assert_static_matches,
+    check_gradient,
+    check_second_order,
+    check_unknown_sizes,
+    check_value,
+    run,
+    uniform,
+)
+
+FLOATS = [np.float64, np.float32]
+
+
+def np_logsumexp(x, axis=None, keepdims=False):
+    x = np.asarray(x)
+    peak = np.max(x, axis=axis, keepdims=True)
+    result = np.log(np.sum(np.exp(x - peak), axis=axis, keepdims=True)) + peak
+    if not keepdims:
+        result = np.squeeze(result, axis=axis) if axis is not None else result.reshape(())
+    return result
+
+
+def _prod_points(rng, shape):
+    # away from 0 (prod's second derivative divides by x), both signs
+    magnitude = rng.uniform(0.5, 1.5, size=shape)
+    return magnitude * np.where(rng.random(size=shape) < 0.3, -1.0, 1.0)
+
+
+REDUCTIONS = [
+    ("sum", gc.sum, np.sum, uniform()),
+    ("mean", gc.mean, np.mean, uniform()),
+    ("max", gc.max, np.max, uniform()),
+    ("min", gc.min, np.min, uniform()),
+    ("prod", gc.prod, np.prod, _prod_points),
+    ("logsumexp", gc.logsumexp, np_logsumexp, uniform(-3, 3)),
+]
+
+AXES = [None, 0, -1, 1, (0, 2), (2, 0), (), (0, 1, 2)]
+
+
+def _case(name, fn, ref, gen, shape, axis, keepdims):
+    return Case(f"{name}{list(shape)}-axis={axis}-keepdims={keepdims}",
+                lambda x: fn(x, axis=axis, keepdims=keepdims),
+                lambda x: ref(x, axis=axis, keepdims=keepdims), [Spec(shape, gen)])
+
+
+CASES = [_case(name, fn, ref, gen, (2, 3, 4), axis, keepdims)
+         for name, fn, ref, gen in REDUCTIONS for axis in AXES for keepdims in (False, True)]
+CASES += [_case(name, fn, ref, gen, (), None, False) for name, fn, ref, gen in REDUCTIONS]
+CASES += [_case(name, fn, ref, gen, (5,), 0, False) for name, fn, ref, gen in REDUCTIONS]
+
+# method forms on Tensor
+METHODS = [
+    Case("x.sum(axis=1)", lambda x: x.sum(axis=1), lambda x: x.sum(axis=1), [Spec((2, 3))]),
+    Case("x.mean(keepdims)", lambda x: x.mean(axis=0, keepdims=True), lambda x: x.mean(axis=0, keepdims=True),
+         [Spec((2, 3))]),
+    Case("x.max()", lambda x: x.max(), lambda x: x.max(), [Spec((2, 3))]),
+    Case("x.min(axis=(0,1))", lambda x: x.min(axis=(0, 1)), lambda x: x.min(axis=(0, 1)), [Spec((2, 3))]),
+    Case("x.prod(axis=-1)", lambda x: x.prod(axis=-1), lambda x: x.prod(axis=-1), [Spec((2, 3), _prod_points)]),
+    # reductions composed with broadcasting
+    Case("sum(a*b,axis=0)", lambda a, b: gc.sum(a * b, axis=0), lambda a, b: np.sum(a * b, axis=0),
+         [Spec((3, 1)), Spec((1, 4))]),
+    Case("mean(a-b)", lambda a, b: gc.mean(a - b), lambda a, b: np.mean(a - b), [Spec((3, 1)), Spec((4,))]),
+]
+
+ALL = CASES + METHODS
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", ALL, ids=repr)
+def test_value(case, dtype):
+    check_value(case, dtype)
+
+
+@pytest.mark.parametrize("case", ALL, ids=repr)
+def test_unknown_sizes(case):
+    check_unknown_sizes(case)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", ALL, ids=repr)
+def test_gradient(case, dtype):
+    check_gradient(case, dtype)
+
+
+@pytest.mark.parametrize("case", [c for c in ALL if "keepdims=True" not in c.id], ids=repr)
+def test_gradient_unknown_sizes(case):
+    """mean's count and the broadcast back are decided at run time."""
+    check_gradient(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("case", [c for c in ALL if "keepdims=False" not in c.id or "axis=(0, 2)" in c.id],
+                         ids=repr)
+def test_second_order(case):
+    check_second_order(case, np.float64)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "axis=-1-keepdims=False" in c.id], ids=repr)
+def test_second_order_float32(case):
+    check_second_order(case, np.float32)
+
+
+# ---- integer and bool inputs --------------------------------------------------------------------
+
+INT_REDUCTIONS = [("sum", gc.sum, np.sum), ("mean", gc.mean, np.mean), ("max", gc.max, np.max),
+                  ("min", gc.min, np.min), ("prod", gc.prod, np.prod), ("logsumexp", gc.logsumexp, np_logsumexp)]
+
+
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])
+@pytest.mark.parametrize("name,fn,ref", INT_REDUCTIONS, ids=[r[0] for r in INT_REDUCTIONS])
+def test_integer_inputs(name, fn, ref, dtype, axis):
+    values = np.array([[1, 0, 3], [2, 2, 1]]).astype(dtype)
+    x = gc.placeholder("x", (2, None), dtype)
+    out = fn(x, axis=axis)
+    got = run(out, {x: values})
+    expected = np.asarray(ref(values.astype(np.float64) if name == "logsumexp" else values, axis=axis))
+    assert_static_matches(out, got)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected)
+
+
+# ---- conventions --------------------------------------------------------------------------------
+
+TIES = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, -1.0], [-5.0, 4.0, 0.0, 4.0]])
+
+
+def _tie_shares(values, pick, axis):
+    """Evenly split gradient: 1/count on every entry equal to the extremum, computed with NumPy."""
+    extreme = pick(values, axis=axis, keepdims=True)
+    winners = (values == extreme).astype(np.float64)
+    return winners / np.sum(winners, axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 1)])
+@pytest.mark.parametrize("name,fn,pick", [("max", gc.max, np.max), ("min", gc.min, np.min)], ids=["max", "min"])
+def test_extremum_ties_split_evenly(name, fn, pick, axis, dtype):
+    values = (TIES if name == "max" else -TIES).astype(dtype)
+    x = gc.placeholder("x", values.shape, dtype)
+    out = fn(x, axis=axis)
+    g = run(gc.grad(gc.sum(out), x), {x: values})
+    expected = _tie_shares(values, pick, axis)
+    np.testing.assert_allclose(g, expected, rtol=1e-6)
+    # the total gradient is preserved: one unit per reduced result
+    n_results = np.asarray(pick(values, axis=axis)).size
+    np.testing.assert_allclose(g.sum(), n_results, rtol=1e-6)
+
+
+def test_max_all_equal_splits_over_all():
+    x = gc.placeholder("x", (2, 2))
+    g = run(gc.grad(gc.max(x), x), {x: np.full((2, 2), 7.0)})
+    np.testing.assert_array_equal(g, np.full((2, 2), 0.25))
+
+
+@pytest.mark.parametrize("values", [[0.0, 2.0, 3.0], [0.0, 0.0, 3.0], [2.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
+def test_prod_gradient_with_zeros(values):
+    """The gradient of prod is the product of the other entries, also where x has zeros."""
+    values = np.array(values)
+    x = gc.placeholder("x", (3,))
+    g = run(gc.grad(gc.prod(x), x), {x: values})
+    expected = np.array([np.prod(np.delete(values, i)) for i in range(3)])
+    np.testing.assert_array_equal(g, expected)
+
+
+def test_prod_gradient_with_zeros_along_axis():
+    values = np.array([[0.0, 2.0, 3.0], [1.0, 4.0, 0.5]])
+    x = gc.placeholder("x", (2, 3))
+    g = run(gc.grad(gc.sum(gc.prod(x, axis=1) * np.array([1.0, 2.0])), x), {x: values})
+    expected = np.array([[np.prod(np.delete(row, i)) * w for i in range(3)] for row, w in zip(values, [1.0, 2.0])])
+    np.testing.assert_allclose(g, expected)
+
+
+# ---- logsumexp at extreme inputs ----------------------------------------------------------------
+
+LSE_EXTREMES = [
+    ([1000.0, 1000.0], 1000.0 + np.log(2.0), [0.5, 0.5]),
+    ([-1000.0, -1000.0], -1000.0 + np.log(2.0), [0.5, 0.5]),
+    ([1000.0, -1000.0, 0.0], 1000.0, [1.0, 0.0, 0.0]),
+    ([-1000.0, 0.0], 0.0, [0.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("values,value,slope", LSE_EXTREMES)
+def test_logsumexp_stable(values, value, slope, dtype):
+    values = np.array(values, dtype)
+    x = gc.placeholder("x", values.shape, dtype)
+    y = gc.logsumexp(x)
+    got, g = run([y, gc.grad(y, x)], {x: values})
+    assert got.dtype == g.dtype == np.dtype(dtype)
+    assert np.isfinite(got) and np.all(np.isfinite(g))
+    np.testing.assert_allclose(got, value, rtol=1e-7)
+    np.testing.assert_allclose(g, slope, rtol=1e-6, atol=1e-30)
+
+
+def test_logsumexp_rows_stable_keepdims():
+    values = np.array([[1000.0, 999.0], [-1000.0, -1001.0]])
+    x = gc.placeholder("x", (2, None))
+    y = gc.logsumexp(x, axis=1, keepdims=True)
+    got = run(y, {x: values})
+    assert got.shape == (2, 1) and y.shape == (2, 1)
+    np.testing.assert_allclose(got[:, 0], values[:, 0] + np.log1p(np.exp(-1.0)), rtol=1e-12)
+
+
+# ---- construction errors ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn", [gc.sum, gc.mean, gc.max, gc.min, gc.prod, gc.logsumexp], ids=lambda f: f.__name__)
+def test_axis_errors(fn):
+    x = gc.placeholder("x", (2, 3))
+    with pytest.raises(gc.ShapeError, match=fn.__name__):
+        fn(x, axis=2)
+    with pytest.raises(gc.ShapeError, match=fn.__name__):
+        fn(x, axis=(0, 0))
+    with pytest.raises(gc.ShapeError):
+        fn(x, axis=(1, -1))
+
+
+def test_op_names():
+    x = gc.placeholder("x", (2,))
+    for name in ["sum", "mean", "max", "min", "prod", "logsumexp"]:
+        assert getattr(gc, name)(x).op == name
