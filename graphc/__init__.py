@@ -21,6 +21,7 @@ from graphc.ops import (abs, add, broadcast_to, cast, clip, concatenate, cos, di
                         square, squeeze, stack, step, stop_gradient, sub, sum, swish, take, tanh, transpose, where,
                         zeros_like)
 from graphc.printing import debugprint
+from graphc.serialize import load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
 
@@ -37,5 +38,5 @@ __all__ = [
     "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
-    "debugprint", "elementwise", "from_sympy", "render", "to_dot", "to_networkx", "to_sympy",
+    "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
 ]

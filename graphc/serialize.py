@@ -1,0 +1,682 @@
+"""``gc.save`` / ``gc.load``: a safe file format for compiled functions.
+
+Loading runs nothing from the file: no pickle, no ``eval``, no import of a
+name read from the file. A file is a fixed header, a JSON manifest, raw
+little-endian array bytes and a SHA-256 checksum over everything before it
+(the layout is documented in ``docs/format.md``). The loader checks, in order:
+the magic bytes and format version; every declared length against the file's
+real size; the checksum; the manifest's schema (exact key sets, no duplicate
+keys, typed values); every array's declared size before touching its bytes;
+that ops come from the built-in registry with parameters of the right types;
+that every input refers to an earlier node (so the graph has no cycles); and,
+for every node, that re-inferring its shape and dtype gives what the file
+declares. Any failure raises :class:`graphc.LoadError` and nothing else.
+
+Files are deterministic: the same program saves the same bytes under any
+``PYTHONHASHSEED`` (sorted JSON keys, nodes in topological order, no
+timestamps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from graphc.errors import GraphcError, LoadError
+from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
+from graphc.op import REGISTRY, Op
+from graphc.tensor import Tensor, Variable, toposort
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "SaveError", "load", "save"]
+
+MAGIC = b"\x89GRAPHC\n"
+FORMAT_VERSION = 1
+FORMAT_NAME = "graphc-function"
+# magic, version (u32), flags (u32, 0), manifest length (u64), data length (u64)
+_HEADER = struct.Struct("<8sIIQQ")
+_DIGEST_SIZE = 32  # SHA-256
+
+MAX_MANIFEST_BYTES = 1 << 30
+MAX_NODES = 10_000_000
+MAX_RANK = 64
+MAX_DIM = 1 << 62
+MAX_INPUTS_PER_NODE = 1 << 16
+MAX_NAME_LENGTH = 4096
+MAX_PARAM_DEPTH = 16
+MAX_STRUCTURE_DEPTH = 64
+
+#: dtypes a file may hold (names as in ``np.dtype(...).name``)
+DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+          "float16", "float32", "float64")
+
+#: built-in ops that are registered only when their (fixed, built-in) module is imported
+_LAZY_OP_MODULES = {"sympy_elementwise": "graphc.sympy_bridge"}
+
+_NODE_KEYS = {
+    "placeholder": {"kind", "name", "shape", "dtype"},
+    "constant": {"kind", "name", "array", "grad"},
+    "variable": {"kind", "name", "array"},
+    "op": {"kind", "op", "params", "inputs", "shape", "dtype", "name", "grad", "site"},
+}
+_MANIFEST_KEYS = {"format", "version", "graphc_version", "arrays", "nodes", "inputs", "outputs", "structure",
+                  "updates", "optimize"}
+_ARRAY_KEYS = {"dtype", "shape", "offset", "nbytes"}
+
+
+class SaveError(GraphcError, TypeError):
+    """A function that the safe format cannot represent (for example one holding a custom op)."""
+
+
+# ======================================================================================
+# saving
+# ======================================================================================
+
+def _is_builtin_op_class(cls: type) -> bool:
+    return (REGISTRY.get(getattr(cls, "name", None)) is cls and cls.__module__.split(".")[0] == "graphc"
+            and dataclasses.is_dataclass(cls) and not issubclass(cls, Leaf))
+
+
+def _refuse_op(primitive, node: Tensor | None) -> SaveError:
+    where = f" ({node.describe()})" if node is not None else ""
+    from graphc.custom import CustomOp
+
+    if isinstance(primitive, CustomOp):
+        return SaveError(f"gc.save cannot store the custom op {primitive.name!r}{where}: custom Python ops run "
+                         f"user code, which the safe format never loads. Pickle the function instead "
+                         f"(pickle.dumps(fn)) if you trust the place it will be loaded")
+    return SaveError(f"gc.save cannot store op {getattr(primitive, 'name', type(primitive).__name__)!r}{where}: "
+                     f"only graphc's built-in ops can be saved safely; pickle the function instead")
+
+
+def _encode_value(value, where: str, depth: int = 0):
+    if depth > MAX_PARAM_DEPTH:
+        raise SaveError(f"{where}: parameter nested too deeply")
+    if value is None:
+        return ["none"]
+    if isinstance(value, (bool, np.bool_)):
+        return ["bool", bool(value)]
+    if isinstance(value, (int, np.integer)):
+        return ["int", int(value)]
+    if isinstance(value, (float, np.floating)):
+        return ["float", float(value).hex()]
+    if isinstance(value, str):
+        return ["str", value]
+    if isinstance(value, np.dtype):
+        if value.name not in DTYPES:
+            raise SaveError(f"{where}: dtype {value} cannot be saved")
+        return ["dtype", value.name]
+    if isinstance(value, tuple):
+        return ["tuple", [_encode_value(item, where, depth + 1) for item in value]]
+    if isinstance(value, Op):
+        if not _is_builtin_op_class(type(value)):
+            raise _refuse_op(value, None)
+        return ["op", _encode_op(value, where, depth + 1)]
+    raise SaveError(f"{where}: a parameter of type {type(value).__name__} cannot be saved safely")
+
+
+def _encode_op(primitive, where: str, depth: int = 0) -> dict:
+    params = {}
+    for field in dataclasses.fields(primitive):
+        params[field.name] = _encode_value(getattr(primitive, field.name), f"{where}, parameter {field.name!r}",
+                                           depth)
+    return {"op": primitive.name, "params": params}
+
+
+def _encode_shape(shape) -> list:
+    return [None if s is None else int(s) for s in shape]
+
+
+def _encode_structure(spec, where: str = "outputs"):
+    """The nested fetch structure (see graphc.structure.flatten) as JSON."""
+    if spec is None:
+        return None
+    kind, kind_type, children = spec
+    if kind == "dict":
+        items = []
+        for key, child in children:
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                raise SaveError(f"{where}: dict keys must be str or int to be saved, got {key!r}")
+            items.append([["str", key] if isinstance(key, str) else ["int", int(key)],
+                          _encode_structure(child, where)])
+        return {"dict": items}
+    name = "list" if issubclass(kind_type, list) else "tuple"
+    return {name: [_encode_structure(child, where) for child in children]}
+
+
+def _site(node: Tensor):
+    if node.site is None:
+        return None
+    file, line = node.site
+    return [os.path.basename(str(file))[:MAX_NAME_LENGTH], int(line)]
+
+
+def _array_bytes(array: np.ndarray) -> bytes:
+    array = np.ascontiguousarray(array)
+    if array.dtype.name not in DTYPES:
+        raise SaveError(f"an array of dtype {array.dtype} cannot be saved")
+    little = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
+    return array.astype(little, copy=False).tobytes(order="C")
+
+
+def encode(fn) -> bytes:
+    """The bytes :func:`save` writes for the compiled Function ``fn``."""
+    from graphc import __version__
+    from graphc.function import Function
+
+    if not isinstance(fn, Function):
+        raise TypeError(f"gc.save takes a compiled Function (gc.function(...)), got {type(fn).__name__}")
+    plan = fn.plan
+    update_vars = [var for var, _ in plan.updates]
+    roots = list(plan.inputs) + list(plan.outputs) + [value for _, value in plan.updates] + update_vars
+    order = toposort(roots, stop_at=list(plan.inputs))
+    index = {id(node): k for k, node in enumerate(order)}
+    input_ids = {id(t) for t in plan.inputs}
+    arrays: list[dict] = []
+    chunks: list[bytes] = []
+    offset = 0
+
+    def add_array(array: np.ndarray) -> int:
+        nonlocal offset
+        data = _array_bytes(array)
+        arrays.append({"dtype": array.dtype.name, "shape": list(array.shape), "offset": offset,
+                       "nbytes": len(data)})
+        chunks.append(data)
+        offset += len(data)
+        return len(arrays) - 1
+
+    nodes: list[dict] = []
+    for node in order:
+        primitive = node.primitive
+        name = node.name
+        if isinstance(node, Variable):
+            nodes.append({"kind": "variable", "name": name, "array": add_array(node.value)})
+        elif id(node) in input_ids or isinstance(primitive, Placeholder):
+            if node.dtype.name not in DTYPES:
+                raise SaveError(f"placeholder {name!r} has dtype {node.dtype}, which cannot be saved")
+            nodes.append({"kind": "placeholder", "name": name if name else "input",
+                          "shape": _encode_shape(node.shape), "dtype": node.dtype.name})
+        elif isinstance(primitive, Constant):
+            nodes.append({"kind": "constant", "name": name, "array": add_array(np.asarray(primitive.value)),
+                          "grad": bool(node.is_gradient)})
+        elif isinstance(primitive, VariableLeaf):  # pragma: no cover - variables are Variable tensors
+            raise SaveError(f"variable node without a value ({node.describe()})")
+        else:
+            if not _is_builtin_op_class(type(primitive)):
+                raise _refuse_op(primitive, node)
+            if node.dtype.name not in DTYPES:
+                raise SaveError(f"{node.describe()}: dtype {node.dtype} cannot be saved")
+            encoded = _encode_op(primitive, f"op {primitive.name!r} ({node.describe()})")
+            nodes.append({"kind": "op", "op": encoded["op"], "params": encoded["params"],
+                          "inputs": [index[id(p)] for p in node.inputs], "shape": _encode_shape(node.shape),
+                          "dtype": node.dtype.name, "name": name, "grad": bool(node.is_gradient),
+                          "site": _site(node)})
+    manifest = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "graphc_version": __version__,
+        "arrays": arrays,
+        "nodes": nodes,
+        "inputs": [index[id(t)] for t in plan.inputs],
+        "outputs": [index[id(t)] for t in plan.outputs],
+        "structure": _encode_structure(fn._spec),
+        "updates": [[index[id(var)], index[id(value)]] for var, value in plan.updates],
+        "optimize": bool(fn.optimize),
+    }
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    manifest_bytes = text.encode("ascii")
+    data = b"".join(chunks)
+    body = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(manifest_bytes), len(data)) + manifest_bytes + data
+    return body + hashlib.sha256(body).digest()
+
+
+def save(fn, path) -> None:
+    """Write the compiled Function ``fn`` (optimized graph and variable values) to ``path``.
+
+    Raises :class:`SaveError` for functions the safe format cannot hold, such
+    as ones using ``gc.custom_op`` ops (pickle those instead). The same program
+    always writes the same bytes.
+    """
+    data = encode(fn)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".graphc-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+# ======================================================================================
+# loading
+# ======================================================================================
+
+def _fail(message: str) -> LoadError:
+    return LoadError(message)
+
+
+def _reject_duplicates(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _fail(f"manifest: duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_float(text):
+    raise _fail(f"manifest: JSON numbers with a fraction or exponent are not allowed ({text[:40]!r})")
+
+
+def _reject_constant(text):
+    raise _fail(f"manifest: {text} is not allowed")
+
+
+def _obj(value, keys: set, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(f"{where}: expected an object, got {type(value).__name__}")
+    if set(value) != keys:
+        missing = sorted(keys - set(value))
+        extra = sorted(set(value) - keys)
+        raise _fail(f"{where}: " + "; ".join(part for part in (
+            f"missing keys {missing}" if missing else "", f"unexpected keys {extra}" if extra else "") if part))
+    return value
+
+
+def _list(value, where: str, max_length: int | None = None) -> list:
+    if not isinstance(value, list):
+        raise _fail(f"{where}: expected a list, got {type(value).__name__}")
+    if max_length is not None and len(value) > max_length:
+        raise _fail(f"{where}: {len(value)} entries, more than the limit {max_length}")
+    return value
+
+
+def _int(value, where: str, low: int = 0, high: int = MAX_DIM) -> int:
+    if type(value) is not int:
+        raise _fail(f"{where}: expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise _fail(f"{where}: {value} is out of range [{low}, {high}]")
+    return value
+
+
+def _bool(value, where: str) -> bool:
+    if type(value) is not bool:
+        raise _fail(f"{where}: expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _str(value, where: str, allow_none: bool = False, max_length: int = MAX_NAME_LENGTH) -> str | None:
+    if value is None and allow_none:
+        return None
+    if type(value) is not str:
+        raise _fail(f"{where}: expected a string, got {type(value).__name__}")
+    if len(value) > max_length:
+        raise _fail(f"{where}: string longer than {max_length} characters")
+    return value
+
+
+def _dtype(value, where: str) -> np.dtype:
+    if type(value) is not str or value not in DTYPES:
+        raise _fail(f"{where}: unknown dtype {value!r}")
+    return np.dtype(value)
+
+
+def _shape(value, where: str, allow_unknown: bool) -> tuple:
+    entries = _list(value, where, MAX_RANK)
+    result = []
+    for position, entry in enumerate(entries):
+        if entry is None and allow_unknown:
+            result.append(None)
+        else:
+            result.append(_int(entry, f"{where}[{position}]"))
+    return tuple(result)
+
+
+def _decode_value(value, where: str, depth: int = 0):
+    if depth > MAX_PARAM_DEPTH:
+        raise _fail(f"{where}: parameter nested too deeply")
+    if not isinstance(value, list) or not value or type(value[0]) is not str:
+        raise _fail(f"{where}: expected a typed value [tag, ...]")
+    tag = value[0]
+    if tag == "none":
+        if len(value) != 1:
+            raise _fail(f"{where}: malformed none")
+        return None
+    if len(value) != 2:
+        raise _fail(f"{where}: a {tag!r} value has exactly one payload")
+    payload = value[1]
+    if tag == "bool":
+        return _bool(payload, where)
+    if tag == "int":
+        return _int(payload, where, -MAX_DIM, MAX_DIM)
+    if tag == "float":
+        text = _str(payload, where, max_length=64)
+        try:
+            return float.fromhex(text)
+        except (ValueError, OverflowError) as exc:
+            raise _fail(f"{where}: bad float {text!r}") from exc
+    if tag == "str":
+        return _str(payload, where, max_length=1 << 20)
+    if tag == "dtype":
+        return _dtype(payload, where)
+    if tag == "tuple":
+        items = _list(payload, where, 1 << 20)
+        return tuple(_decode_value(item, f"{where}[{k}]", depth + 1) for k, item in enumerate(items))
+    if tag == "op":
+        entry = _obj(payload, {"op", "params"}, where)
+        return _build_op(entry["op"], entry["params"], where, depth + 1)
+    raise _fail(f"{where}: unknown value tag {tag!r}")
+
+
+_ANNOTATION_TAGS = {"int": (int,), "float": (float, int), "bool": (bool,), "str": (str,), "tuple": (tuple,),
+                    "np.dtype": (np.dtype,), "dtype": (np.dtype,), "None": (type(None),)}
+
+
+def _check_annotation(annotation, value, where: str) -> None:
+    """Check a decoded value against a dataclass field annotation such as ``'int | None'``."""
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", "")
+    allowed: list[type] = []
+    for part in annotation.split("|"):
+        base = part.strip().split("[")[0]
+        if base not in _ANNOTATION_TAGS:
+            if base.endswith("Op"):
+                allowed.append(Op)
+                continue
+            return  # an annotation we do not model: the op's own checks and infer decide
+        allowed.extend(_ANNOTATION_TAGS[base])
+    if isinstance(value, bool) and bool not in allowed:
+        raise _fail(f"{where}: expected {annotation}, got a bool")
+    if not isinstance(value, tuple(allowed)):
+        raise _fail(f"{where}: expected {annotation}, got {type(value).__name__}")
+
+
+def _op_class(name, where: str) -> type:
+    if type(name) is not str:
+        raise _fail(f"{where}: op name must be a string")
+    if name not in REGISTRY and name in _LAZY_OP_MODULES:
+        importlib.import_module(_LAZY_OP_MODULES[name])  # a fixed built-in module, never a name from the file
+    cls = REGISTRY.get(name)
+    if cls is None or not _is_builtin_op_class(cls):
+        raise _fail(f"{where}: unknown op {name[:100]!r} (only graphc's built-in ops can be loaded)")
+    return cls
+
+
+def _build_op(name, params, where: str, depth: int = 0) -> Op:
+    cls = _op_class(name, where)
+    where = f"{where} (op {name!r})"
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    params = _obj(params, {f.name for f in fields}, f"{where} params")
+    values = {}
+    for field in fields:
+        value = _decode_value(params[field.name], f"{where} parameter {field.name!r}", depth)
+        _check_annotation(field.type, value, f"{where} parameter {field.name!r}")
+        values[field.name] = value
+    try:
+        return cls(**values)
+    except Exception as exc:  # noqa: BLE001 - the op refused its parameters
+        raise _fail(f"{where}: invalid parameters: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode_structure(value, where: str, depth: int = 0):
+    if depth > MAX_STRUCTURE_DEPTH:
+        raise _fail(f"{where}: nested too deeply")
+    if value is None:
+        return None, 1
+    if not isinstance(value, dict) or len(value) != 1:
+        raise _fail(f"{where}: expected null or an object with one key (list, tuple or dict)")
+    (kind, payload), = value.items()
+    items = _list(payload, f"{where}.{kind}")
+    count = 0
+    if kind in ("list", "tuple"):
+        children = []
+        for k, item in enumerate(items):
+            child, n = _decode_structure(item, f"{where}.{kind}[{k}]", depth + 1)
+            children.append(child)
+            count += n
+        return ("seq", list if kind == "list" else tuple, children), count
+    if kind == "dict":
+        children = []
+        seen = set()
+        for k, item in enumerate(_list(payload, f"{where}.dict")):
+            pair = _list(item, f"{where}.dict[{k}]")
+            if len(pair) != 2:
+                raise _fail(f"{where}.dict[{k}]: expected [key, value]")
+            key = _decode_value(pair[0], f"{where}.dict[{k}] key", MAX_PARAM_DEPTH)
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                raise _fail(f"{where}.dict[{k}]: keys must be str or int")
+            if key in seen:
+                raise _fail(f"{where}.dict: duplicate key {key!r}")
+            seen.add(key)
+            child, n = _decode_structure(pair[1], f"{where}.dict[{k}]", depth + 1)
+            children.append((key, child))
+            count += n
+        return ("dict", dict, children), count
+    raise _fail(f"{where}: unknown structure kind {kind!r}")
+
+
+def _read_file(path) -> tuple[bytes, bytes]:
+    """(manifest bytes, data bytes) after checking header, sizes and checksum."""
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        header = stream.read(_HEADER.size)
+        if len(header) < _HEADER.size or size < _HEADER.size + _DIGEST_SIZE:
+            if header.startswith(b"\x80") or header.startswith(b"PK"):
+                raise _fail(f"{path}: not a graphc file (it looks like a pickle or zip archive); gc.load reads "
+                            f"only files written by gc.save")
+            raise _fail(f"{path}: truncated: {size} bytes, shorter than a graphc header")
+        magic, version, flags, manifest_length, data_length = _HEADER.unpack(header)
+        if magic != MAGIC:
+            hint = (" (it looks like a pickle; gc.load never unpickles: load pickles only from sources you trust, "
+                    "with pickle.load)") if header[:1] == b"\x80" else ""
+            raise _fail(f"{path}: not a graphc file: bad magic bytes{hint}")
+        if version != FORMAT_VERSION:
+            raise _fail(f"{path}: unsupported format version {version} (this graphc reads version "
+                        f"{FORMAT_VERSION})")
+        if flags != 0:
+            raise _fail(f"{path}: unknown header flags {flags:#x}")
+        if manifest_length > MAX_MANIFEST_BYTES:
+            raise _fail(f"{path}: declared manifest size {manifest_length} is over the limit")
+        expected = _HEADER.size + manifest_length + data_length + _DIGEST_SIZE
+        if expected != size:
+            what = "truncated" if expected > size else "has trailing bytes"
+            raise _fail(f"{path}: {what}: the header declares {expected} bytes, the file has {size}")
+        rest = stream.read(size - _HEADER.size)
+    if len(rest) != size - _HEADER.size:
+        raise _fail(f"{path}: truncated while reading")
+    body_end = manifest_length + data_length
+    digest = hashlib.sha256(header)
+    digest.update(memoryview(rest)[:body_end])
+    if digest.digest() != rest[body_end:]:
+        raise _fail(f"{path}: checksum mismatch: the file is corrupted or was modified")
+    return rest[:manifest_length], rest[manifest_length:body_end]
+
+
+def _parse_manifest(raw: bytes, path) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{path}: manifest is not UTF-8") from exc
+    try:
+        manifest = json.loads(text, object_pairs_hook=_reject_duplicates, parse_float=_reject_float,
+                              parse_constant=_reject_constant)
+    except LoadError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise _fail(f"{path}: manifest is not valid JSON: {exc}") from exc
+    return _obj(manifest, _MANIFEST_KEYS, "manifest")
+
+
+def _load_arrays(entries, data: bytes) -> list[np.ndarray]:
+    arrays = []
+    running = 0
+    for k, entry in enumerate(_list(entries, "arrays", MAX_NODES)):
+        where = f"arrays[{k}]"
+        entry = _obj(entry, _ARRAY_KEYS, where)
+        dtype = _dtype(entry["dtype"], f"{where}.dtype")
+        shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=False)
+        offset = _int(entry["offset"], f"{where}.offset")
+        nbytes = _int(entry["nbytes"], f"{where}.nbytes")
+        count = 1
+        for size in shape:
+            count *= size
+            if count * dtype.itemsize > len(data):
+                raise _fail(f"{where}: declared shape {list(shape)} needs more bytes than the file holds")
+        if count * dtype.itemsize != nbytes:
+            raise _fail(f"{where}: {nbytes} bytes declared, but shape {list(shape)} of {dtype} needs "
+                        f"{count * dtype.itemsize}")
+        if offset != running or offset + nbytes > len(data):
+            raise _fail(f"{where}: bytes [{offset}, {offset + nbytes}) are not where the previous array ended "
+                        f"({running}) or run past the data ({len(data)} bytes)")
+        running += nbytes
+        stored = dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype
+        array = np.frombuffer(data, dtype=stored, count=count, offset=offset).reshape(shape)
+        if dtype.kind == "b" and count and np.frombuffer(data, np.uint8, count, offset).max() > 1:
+            raise _fail(f"{where}: a bool array holds bytes other than 0 and 1")
+        array = array.astype(dtype, copy=True)
+        array.flags.writeable = False
+        arrays.append(array)
+    if running != len(data):
+        raise _fail(f"arrays: they cover {running} bytes of {len(data)} bytes of data")
+    return arrays
+
+
+def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
+    from graphc.function import normalize_updates
+    from graphc.pickling import rebuild_function
+
+    if manifest["format"] != FORMAT_NAME:
+        raise _fail(f"manifest.format: expected {FORMAT_NAME!r}, got {str(manifest['format'])[:60]!r}")
+    if manifest["version"] != FORMAT_VERSION or type(manifest["version"]) is not int:
+        raise _fail(f"manifest.version: unsupported version {str(manifest['version'])[:20]} (this graphc reads "
+                    f"version {FORMAT_VERSION})")
+    _str(manifest["graphc_version"], "manifest.graphc_version", max_length=64)
+    optimize = _bool(manifest["optimize"], "manifest.optimize")
+    entries = _list(manifest["nodes"], "nodes", MAX_NODES)
+    tensors: list[Tensor] = []
+    kinds: list[str] = []
+    used_arrays: set[int] = set()
+    label = os.path.basename(os.fspath(path))
+    for k, entry in enumerate(entries):
+        where = f"nodes[{k}]"
+        if not isinstance(entry, dict) or entry.get("kind") not in _NODE_KEYS:
+            raise _fail(f"{where}: expected an object whose kind is one of {sorted(_NODE_KEYS)}")
+        kind = entry["kind"]
+        _obj(entry, _NODE_KEYS[kind], where)
+        name = _str(entry["name"], f"{where}.name", allow_none=kind != "placeholder")
+        if kind in ("constant", "variable"):
+            array_index = _int(entry["array"], f"{where}.array", 0, len(arrays) - 1)
+            if array_index in used_arrays:
+                raise _fail(f"{where}.array: array {array_index} is used twice")
+            used_arrays.add(array_index)
+            value = arrays[array_index]
+            if kind == "constant":
+                grad = _bool(entry["grad"], f"{where}.grad")
+                tensor = Tensor(Constant(value), (), value.shape, value.dtype, name=name,
+                                site=(f"<{label} node {k}>", 0), is_gradient=grad)
+            else:
+                tensor = Variable(VariableLeaf(), value, name)
+        elif kind == "placeholder":
+            if not name:
+                raise _fail(f"{where}.name: a placeholder needs a non-empty name")
+            shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
+            dtype = _dtype(entry["dtype"], f"{where}.dtype")
+            tensor = Tensor(Placeholder(), (), shape, dtype, name=name, site=(f"<{label} node {k}>", 0),
+                            is_gradient=False)
+        else:
+            shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
+            dtype = _dtype(entry["dtype"], f"{where}.dtype")
+            grad = _bool(entry["grad"], f"{where}.grad")
+            inputs = []
+            for position, parent in enumerate(_list(entry["inputs"], f"{where}.inputs", MAX_INPUTS_PER_NODE)):
+                if type(parent) is not int or not 0 <= parent < k:
+                    raise _fail(f"{where}.inputs[{position}]: {str(parent)[:20]} does not refer to an earlier "
+                                f"node (inputs must come before their consumers; no cycles)")
+                inputs.append(tensors[parent])
+            site = entry["site"]
+            if site is not None:
+                site = _list(site, f"{where}.site")
+                if len(site) != 2:
+                    raise _fail(f"{where}.site: expected [file, line]")
+                site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, 1 << 31))
+            primitive = _build_op(entry["op"], entry["params"], where)
+            try:
+                inferred_shape, inferred_dtype = primitive.infer(*inputs)
+            except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent
+                raise _fail(f"{where}: op {entry['op']!r} rejects its inputs: {type(exc).__name__}: {exc}") from exc
+            if tuple(inferred_shape) != shape or np.dtype(inferred_dtype) != dtype:
+                raise _fail(f"{where}: op {entry['op']!r} declares shape {list(shape)} {dtype}, but its inputs "
+                            f"give {list(inferred_shape)} {np.dtype(inferred_dtype)}")
+            tensor = Tensor(primitive, inputs, shape, dtype, name=name,
+                            site=site if site is not None else (f"<{label} node {k}>", 0), is_gradient=grad)
+        tensors.append(tensor)
+        kinds.append(kind)
+
+    def node_ref(value, where: str) -> int:
+        if type(value) is not int or not 0 <= value < len(tensors):
+            raise _fail(f"{where}: {str(value)[:20]} is not a node index")
+        return value
+
+    inputs = []
+    for position, value in enumerate(_list(manifest["inputs"], "inputs", MAX_NODES)):
+        k = node_ref(value, f"inputs[{position}]")
+        if kinds[k] != "placeholder":
+            raise _fail(f"inputs[{position}]: node {k} is a {kinds[k]}, not a placeholder")
+        if any(t is tensors[k] for t in inputs):
+            raise _fail(f"inputs[{position}]: node {k} is listed twice")
+        inputs.append(tensors[k])
+    outputs = [tensors[node_ref(v, f"outputs[{p}]")]
+               for p, v in enumerate(_list(manifest["outputs"], "outputs", MAX_NODES))]
+    spec, count = _decode_structure(manifest["structure"], "structure")
+    if count != len(outputs):
+        raise _fail(f"structure: it holds {count} tensors, but there are {len(outputs)} outputs")
+    pairs = []
+    for position, pair in enumerate(_list(manifest["updates"], "updates", MAX_NODES)):
+        pair = _list(pair, f"updates[{position}]")
+        if len(pair) != 2:
+            raise _fail(f"updates[{position}]: expected [variable, new value]")
+        variable = node_ref(pair[0], f"updates[{position}][0]")
+        if kinds[variable] != "variable":
+            raise _fail(f"updates[{position}]: node {variable} is not a variable")
+        pairs.append((tensors[variable], tensors[node_ref(pair[1], f"updates[{position}][1]")]))
+    try:
+        updates = normalize_updates(pairs)
+    except Exception as exc:  # noqa: BLE001 - an update the function constructor would refuse
+        raise _fail(f"updates: {exc}") from exc
+    try:
+        return rebuild_function(inputs, outputs, spec, updates, optimize)
+    except Exception as exc:  # noqa: BLE001 - e.g. a placeholder the graph needs is not an input
+        raise _fail(f"{path}: the graph cannot be compiled: {type(exc).__name__}: {exc}") from exc
+
+
+def load(path):
+    """Load a Function written by :func:`save`; it runs without optimizing again.
+
+    Nothing in the file is executed. Any malformed, truncated or tampered file
+    raises :class:`graphc.LoadError` (a missing or unreadable file raises the
+    usual ``OSError``).
+    """
+    path = os.fspath(path)
+    with open(path, "rb"):
+        pass  # OSError for a missing/unreadable file, before anything else
+    try:
+        manifest_bytes, data = _read_file(path)
+        manifest = _parse_manifest(manifest_bytes, path)
+        arrays = _load_arrays(manifest["arrays"], data)
+        return _build_graph(manifest, arrays, path)
+    except LoadError:
+        raise
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the promise: a bad file raises LoadError and nothing else
+        raise LoadError(f"{path}: cannot load: {type(exc).__name__}: {exc}") from exc
