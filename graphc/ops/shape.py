@@ -332,6 +332,9 @@ class Concatenate(Op):
             raise ShapeError("concatenate: needs at least one tensor")
         if xs[0].ndim == 0:
             raise ShapeError("concatenate: 0-d tensors cannot be concatenated")
+        if any(x.ndim != xs[0].ndim for x in xs):
+            raise ShapeError(f"concatenate: inputs must have the same rank, got shapes "
+                             f"{', '.join(format_shape(x.shape) for x in xs)}")
         others = [tuple(s for i, s in enumerate(x.shape) if i != self.axis) for x in xs]
         try:
             rest = unify_shapes(self.name, others)
@@ -681,14 +684,13 @@ class GetitemGrad(Op):
     def impl(self, g, *rest):
         arrays, ref = rest[:self.num_arrays], rest[self.num_arrays:]
         result = np.zeros(_target_shape(self, ref), g.dtype)
-        # newaxis entries only add size-1 axes to g: drop them from both
-        entries = tuple(e for e in self.index if e[0] != "newaxis")
-        key = _numpy_index(entries, [np.nonzero(a) if a.dtype == bool else a for a in arrays])
-        key = tuple(part for item in key for part in (item if isinstance(item, tuple) else (item,)))
+        # The very index of the forward op (newaxis included): dropping newaxis entries would
+        # make separated advanced indices adjacent, which moves their block (x[:, i, None, j]).
+        key = _numpy_index(self.index, arrays)
         if not arrays:
-            result[key] = np.reshape(g, result[key].shape)
+            result[key] = g  # basic indexing selects every entry at most once
         else:
-            np.add.at(result, key, np.reshape(g, result[key].shape))
+            np.add.at(result, key, g)  # repeated indices accumulate
         return result
 
     def vjp(self, node, g):

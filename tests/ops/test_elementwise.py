@@ -515,7 +515,8 @@ STABLE_UNARY = [
      lambda x: _stable_sigmoid_reference(x) * (1 + x * _stable_sigmoid_reference(-x))),
     ("elu", gc.elu, lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
      lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0)))),
-    ("tanh", gc.tanh, np.tanh, lambda x: 1 / np.cosh(np.clip(x, -300, 300)) ** 2),
+    ("tanh", gc.tanh, np.tanh,  # tanh' = 1 / cosh(x)**2, written without overflow
+     lambda x: 4 * np.exp(-2 * np.abs(x)) / (1 + np.exp(-2 * np.abs(x))) ** 2),
     ("gelu", gc.gelu, lambda x: x * 0.5 * (1 + np_erf(x / math.sqrt(2))),
      lambda x: 0.5 * (1 + np_erf(x / math.sqrt(2))) + x * np.exp(-0.5 * np.minimum(x * x, 1e4))
      / math.sqrt(2 * math.pi)),

@@ -10,8 +10,9 @@ kind, how to draw test points). The generic checks below run a case through
   also when the placeholders' sizes are unknown (``None``);
 * the gradient of ``sum(out * w)`` with central finite differences of the
   NumPy reference (in float64, whatever the dtype of the graph);
-* a Hessian-vector product (grad of ``sum(grad * v)``) with central differences
-  of graphc's own first-order gradient, which is itself checked against NumPy.
+* a Hessian-vector product of ``sum(out * out * w)`` (grad of ``sum(grad * v)``)
+  with central differences of graphc's own first-order gradient, which is
+  itself checked against NumPy.
 """
 
 from __future__ import annotations
@@ -244,8 +245,10 @@ def check_second_order(case: Case, float_dtype=np.float64) -> None:
     arrays = draw(case, float_dtype)
     inputs = placeholders(case, float_dtype)
     out = case.build(*inputs)
-    w = _weights(tuple(int(s) for s in out.shape))
-    cost = gc.sum(out * gc.constant(w.astype(out.dtype)))
+    w = _weights(np.shape(case.ref(*arrays)))
+    # squared, so that linear ops (indexing, reshapes, matmul) have a non-zero Hessian too: the
+    # gradient rules' own rules (scatters, slices of cotangents) are then differentiated
+    cost = gc.sum(out * out * gc.constant(w.astype(out.dtype)))
     positions = diff_positions(case)
     xs = [inputs[k] for k in positions]
     grads = gc.grad(cost, xs)

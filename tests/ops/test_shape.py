@@ -1,0 +1,351 @@
+"""Shape ops and indexing: reshape transpose expand_dims squeeze broadcast_to concatenate stack take
+one_hot, x[...]; values, static types (also with unknown sizes), gradients, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.types import format_shape
+
+from .util import (
+    Case,
+    Spec,
+    check_gradient,
+    check_second_order,
+    check_unknown_sizes,
+    check_value,
+    fixed,
+    run,
+)
+
+FLOATS = [np.float64, np.float32]
+
+
+def _one(name, build, ref, shape):
+    return Case(name, build, ref, [Spec(shape)])
+
+
+SHAPE_CASES = [
+    # reshape
+    _one("reshape(6,4)", lambda x: gc.reshape(x, (6, 4)), lambda x: x.reshape(6, 4), (2, 3, 4)),
+    _one("reshape(-1)", lambda x: gc.reshape(x, -1), lambda x: x.reshape(-1), (2, 3, 4)),
+    _one("reshape(4,-1,2)", lambda x: gc.reshape(x, (4, -1, 2)), lambda x: x.reshape(4, -1, 2), (2, 3, 4)),
+    _one("x.reshape(3,8)", lambda x: x.reshape(3, 8), lambda x: x.reshape(3, 8), (2, 3, 4)),
+    _one("x.reshape((2,-1))", lambda x: x.reshape((2, -1)), lambda x: x.reshape((2, -1)), (2, 3, 4)),
+    _one("reshape()->(1,1)", lambda x: gc.reshape(x, (1, 1)), lambda x: x.reshape(1, 1), ()),
+    _one("reshape(1,)->()", lambda x: gc.reshape(x, ()), lambda x: x.reshape(()), (1,)),
+    # transpose
+    _one("transpose", gc.transpose, np.transpose, (2, 3, 4)),
+    _one("transpose(1,0,2)", lambda x: gc.transpose(x, (1, 0, 2)), lambda x: np.transpose(x, (1, 0, 2)),
+         (2, 3, 4)),
+    _one("transpose(-1,0,1)", lambda x: gc.transpose(x, (-1, 0, 1)), lambda x: np.transpose(x, (-1, 0, 1)),
+         (2, 3, 4)),
+    _one("x.T", lambda x: x.T, lambda x: x.T, (2, 3)),
+    _one("x.T-1d", lambda x: x.T, lambda x: x.T, (3,)),
+    _one("x.transpose(2,1,0)", lambda x: x.transpose(2, 1, 0), lambda x: x.transpose(2, 1, 0), (2, 3, 4)),
+    _one("x.transpose((0,2,1))", lambda x: x.transpose((0, 2, 1)), lambda x: x.transpose((0, 2, 1)), (2, 3, 4)),
+    # expand_dims / squeeze
+    _one("expand_dims(0)", lambda x: gc.expand_dims(x, 0), lambda x: np.expand_dims(x, 0), (2, 3)),
+    _one("expand_dims(-1)", lambda x: gc.expand_dims(x, -1), lambda x: np.expand_dims(x, -1), (2, 3)),
+    _one("expand_dims(1)", lambda x: gc.expand_dims(x, 1), lambda x: np.expand_dims(x, 1), (2, 3)),
+    _one("expand_dims((0,2))", lambda x: gc.expand_dims(x, (0, 2)), lambda x: np.expand_dims(x, (0, 2)), (2, 3)),
+    _one("expand_dims(0)-scalar", lambda x: gc.expand_dims(x, 0), lambda x: np.expand_dims(x, 0), ()),
+    _one("squeeze", gc.squeeze, np.squeeze, (1, 3, 1)),
+    _one("squeeze(1)", lambda x: gc.squeeze(x, 2), lambda x: np.squeeze(x, 2), (1, 3, 1)),
+    _one("squeeze((0,2))", lambda x: gc.squeeze(x, (0, 2)), lambda x: np.squeeze(x, (0, 2)), (1, 3, 1)),
+    _one("squeeze(-1)", lambda x: gc.squeeze(x, -1), lambda x: np.squeeze(x, -1), (2, 1)),
+    # broadcast_to
+    _one("broadcast_to(2,3,4)", lambda x: gc.broadcast_to(x, (2, 3, 4)), lambda x: np.broadcast_to(x, (2, 3, 4)),
+         (3, 1)),
+    _one("broadcast_to-scalar", lambda x: gc.broadcast_to(x, (2, 2)), lambda x: np.broadcast_to(x, (2, 2)), ()),
+    _one("broadcast_to-same", lambda x: gc.broadcast_to(x, (2, 3)), lambda x: np.broadcast_to(x, (2, 3)), (2, 3)),
+]
+
+JOIN_CASES = [
+    Case("concatenate-axis0", lambda a, b: gc.concatenate([a, b], 0), lambda a, b: np.concatenate([a, b], 0),
+         [Spec((2, 3)), Spec((4, 3))]),
+    Case("concatenate-axis1", lambda a, b: gc.concatenate([a, b], axis=1),
+         lambda a, b: np.concatenate([a, b], axis=1), [Spec((2, 3)), Spec((2, 1))]),
+    Case("concatenate-axis-1-three", lambda a, b, c: gc.concatenate([a, b, c], -1),
+         lambda a, b, c: np.concatenate([a, b, c], -1), [Spec((2, 2, 3)), Spec((2, 2, 1)), Spec((2, 2, 2))]),
+    Case("concatenate-1d", lambda a, b: gc.concatenate([a, b]), lambda a, b: np.concatenate([a, b]),
+         [Spec((3,)), Spec((2,))]),
+    Case("concatenate-mixed-dtype", lambda a, b: gc.concatenate([a, b], 0),
+         lambda a, b: np.concatenate([a, b], 0), [Spec((2, 3)), Spec((1, 3), fixed([[1, 2, 3]]), kind="int32")]),
+    Case("stack-axis0", lambda a, b: gc.stack([a, b]), lambda a, b: np.stack([a, b]), [Spec((2, 3)), Spec((2, 3))]),
+    Case("stack-axis1", lambda a, b: gc.stack([a, b], axis=1), lambda a, b: np.stack([a, b], axis=1),
+         [Spec((2, 3)), Spec((2, 3))]),
+    Case("stack-axis-1-three", lambda a, b, c: gc.stack([a, b, c], -1), lambda a, b, c: np.stack([a, b, c], -1),
+         [Spec((2, 3)), Spec((2, 3)), Spec((2, 3))]),
+    Case("stack-scalars", lambda a, b: gc.stack([a, b]), lambda a, b: np.stack([a, b]), [Spec(()), Spec(())]),
+]
+
+
+def _take(axis):
+    return (lambda x, i: gc.take(x, i, axis=axis)), (lambda x, i: np.take(x, i, axis=axis))
+
+
+def _take_case(name, axis, x_shape, indices):
+    build, ref = _take(axis)
+    indices = np.asarray(indices)
+    return Case(name, build, ref, [Spec(x_shape), Spec(indices.shape, fixed(indices), kind="int64")])
+
+
+TAKE_CASES = [
+    _take_case("take-flat", None, (3, 4), [[0, 5, 11], [5, 5, 2]]),
+    _take_case("take-axis0", 0, (3, 4, 2), [2, 0, 2]),
+    _take_case("take-axis1-2d-indices", 1, (3, 4, 2), [[1, 3], [3, 0]]),
+    _take_case("take-axis2", 2, (3, 4, 2), [1, 1, 0, 1]),
+    _take_case("take-axis-1-negative", -1, (3, 4), [-1, 0, -4]),
+    _take_case("take-scalar-index", 0, (3, 4), 2),
+    Case("take-constant-indices", lambda x: gc.take(x, [2, 0, 2], axis=1), lambda x: np.take(x, [2, 0, 2], axis=1),
+         [Spec((2, 3))]),
+]
+
+
+def _index_case(name, key, shape=(4, 5, 6)):
+    return Case(f"x[{name}]", lambda x: x[key], lambda x: x[key], [Spec(shape)])
+
+
+INDEX_CASES = [
+    _index_case("1", 1),
+    _index_case("-1", -1),
+    _index_case("1:3", slice(1, 3)),
+    _index_case("::-1", slice(None, None, -1)),
+    _index_case("3:0:-2,:,-1", (slice(3, 0, -2), slice(None), -1)),
+    _index_case("::2,1", (slice(None, None, 2), 1)),
+    _index_case("...,0", (Ellipsis, 0)),
+    _index_case("None", None),
+    _index_case(":,None,4:1:-1", (slice(None), None, slice(4, 1, -1))),
+    _index_case("1,...,None", (1, Ellipsis, None)),
+    _index_case("None,...,None,::-2", (None, Ellipsis, None, slice(None, None, -2))),
+    _index_case("2:2", slice(2, 2)),
+    _index_case("-10:10", slice(-10, 10)),
+    _index_case("[0,2,2]", [0, 2, 2]),
+    _index_case(":,[1,0]", (slice(None), [1, 0])),
+    _index_case("[0,1],[1,2]", ([0, 1], [1, 2])),
+    _index_case("[0,1],:,[1,2]", ([0, 1], slice(None), [1, 2])),  # block moves to the front
+    _index_case(":,[[0],[1]],[1,2]", (slice(None), [[0], [1]], [1, 2])),  # adjacent: stays in place
+    _index_case("1,:,[0,2]", (1, slice(None), [0, 2])),  # an int counts as advanced: front
+    _index_case(":,1,[0,2]", (slice(None), 1, [0, 2])),
+    _index_case("[0,1],None,[0,1]", ([0, 1], None, [0, 1])),
+    _index_case(":,[0,1],None,[0,1]", (slice(None), [0, 1], None, [0, 1])),
+    _index_case("...,[0,-1]", (Ellipsis, [0, -1])),
+    _index_case("[[0,0],[3,3]],::-1,[[1],[2]]", ([[0, 0], [3, 3]], slice(None, None, -1), [[1], [2]])),
+    _index_case("np.array([3,3,0])", np.array([3, 3, 0])),
+    _index_case("bool mask", np.array([True, False, True, True])),
+    _index_case("bool mask 2d,1", (np.arange(20).reshape(4, 5) % 3 == 0, 1)),
+    _index_case("1d-[-1]", [-1], shape=(3,)),
+    Case("x[i,:,1] fed", lambda x, i: x[i, :, 1], lambda x, i: x[i, :, 1],
+         [Spec((4, 5, 6)), Spec((3,), fixed([3, 0, 3]), kind="int64")]),
+    Case("x[i,:,j] fed", lambda x, i, j: x[i, :, j], lambda x, i, j: x[i, :, j],
+         [Spec((4, 5, 6)), Spec((2, 1), fixed([[0], [2]]), kind="int32"),
+          Spec((3,), fixed([5, 0, -1]), kind="int64")]),
+    Case("x[:,i,None] fed", lambda x, i: x[:, i, None], lambda x, i: x[:, i, None],
+         [Spec((4, 5, 6)), Spec((2, 2), fixed([[4, 0], [1, 1]]), kind="int64")]),
+]
+
+ONE_HOT_CASES = [
+    Case("one_hot", lambda i: gc.one_hot(i, 4), lambda i: np.eye(4)[i], [Spec((3,), fixed([0, 3, 1]), kind="int64")]),
+    Case("one_hot-2d-float32", lambda i: gc.one_hot(i, 3, dtype="float32"),
+         lambda i: np.eye(3, dtype=np.float32)[i], [Spec((2, 2), fixed([[2, 0], [1, 1]]), kind="int32")]),
+    Case("one_hot-int", lambda i: gc.one_hot(i, 3, dtype="int64"), lambda i: np.eye(3, dtype=np.int64)[i],
+         [Spec((2,), fixed([2, 0]), kind="uint8")]),
+    Case("one_hot-out-of-range", lambda i: gc.one_hot(i, 3),
+         lambda i: np.where((i >= 0)[:, None] & (i < 3)[:, None], np.eye(3)[np.clip(i, 0, 2)], 0.0),
+         [Spec((4,), fixed([-1, 3, 7, 1]), kind="int64")]),
+]
+
+DIFF_CASES = SHAPE_CASES + JOIN_CASES + TAKE_CASES + INDEX_CASES
+ALL = DIFF_CASES + ONE_HOT_CASES
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", ALL, ids=repr)
+def test_value(case, dtype):
+    check_value(case, dtype)
+
+
+@pytest.mark.parametrize("case", [c for c in ALL if not c.id.startswith(("reshape", "x.reshape", "broadcast_to",
+                                                                           "squeeze"))], ids=repr)
+def test_unknown_sizes(case):
+    check_unknown_sizes(case)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", DIFF_CASES, ids=repr)
+def test_gradient(case, dtype):
+    check_gradient(case, dtype)
+
+
+@pytest.mark.parametrize("case", [c for c in DIFF_CASES if c in JOIN_CASES + TAKE_CASES + INDEX_CASES
+                                  or c.id.startswith(("transpose", "expand_dims"))], ids=repr)
+def test_gradient_unknown_sizes(case):
+    check_gradient(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("case", DIFF_CASES, ids=repr)
+def test_second_order(case):
+    """The gradient rules (scatters, slices of cotangents) are themselves differentiable."""
+    check_second_order(case, np.float64)
+
+
+# ---- unknown sizes in reshape/squeeze/broadcast ------------------------------------------------
+
+def test_reshape_with_unknown_sizes():
+    x = gc.placeholder("x", (None, 3, 4))
+    y = gc.reshape(x, (-1, 4))
+    assert y.shape == (None, 4)
+    z = gc.reshape(x, (2, -1))
+    assert z.shape == (2, None)
+    values = np.arange(24.0).reshape(2, 3, 4)
+    got_y, got_z, g = run([y, z, gc.grad(gc.sum(y * z.reshape(-1, 4)), x)], {x: values})
+    np.testing.assert_array_equal(got_y, values.reshape(-1, 4))
+    np.testing.assert_array_equal(got_z, values.reshape(2, -1))
+    np.testing.assert_array_equal(g, 2 * values)
+
+
+def test_squeeze_with_unknown_sizes():
+    x = gc.placeholder("x", (None, 1, 3))
+    y = gc.squeeze(x, 1)
+    assert y.shape == (None, 3)
+    with pytest.raises(gc.ShapeError, match="squeeze"):
+        gc.squeeze(x)  # which axes are size 1 is unknown
+    values = np.ones((2, 1, 3))
+    np.testing.assert_array_equal(run(y, {x: values}), values[:, 0])
+
+
+def test_broadcast_to_with_unknown_input():
+    x = gc.placeholder("x", (None, 1))
+    y = gc.broadcast_to(x, (2, 3, 4))
+    assert y.shape == (2, 3, 4)
+    values = np.arange(3.0).reshape(3, 1)
+    got, g = run([y, gc.grad(gc.sum(y), x)], {x: values})
+    np.testing.assert_array_equal(got, np.broadcast_to(values, (2, 3, 4)))
+    np.testing.assert_array_equal(g, np.full((3, 1), 8.0))
+
+
+def test_concatenate_stack_with_unknown_sizes():
+    a = gc.placeholder("a", (None, 3))
+    b = gc.placeholder("b", (2, None))
+    c = gc.concatenate([a, b], 0)
+    assert c.shape == (None, 3)
+    s = gc.stack([a, b], 1)
+    assert s.shape == (2, 2, 3)
+    av, bv = np.arange(6.0).reshape(2, 3), -np.arange(6.0).reshape(2, 3)
+    got_c, got_s = run([c, s], {a: av, b: bv})
+    np.testing.assert_array_equal(got_c, np.concatenate([av, bv]))
+    np.testing.assert_array_equal(got_s, np.stack([av, bv], 1))
+    w = np.arange(12.0).reshape(4, 3)
+    ga, gb = run(gc.grad(gc.sum(c * w), [a, b]), {a: av, b: bv})
+    np.testing.assert_array_equal(ga, w[:2])
+    np.testing.assert_array_equal(gb, w[2:])
+
+
+# ---- indices, one_hot and cast carry no gradient -------------------------------------------------
+
+def test_index_inputs_carry_no_gradient():
+    x = gc.placeholder("x", (4,))
+    f = gc.placeholder("f", (3,))
+    idx = gc.cast(f, "int64")  # a float turned into indices: no gradient flows back to f
+    cost = gc.sum(gc.take(x, idx) * f) + gc.sum(x[idx]) + gc.sum(gc.one_hot(idx, 4) * 3.0)
+    gx, gf = gc.grad(cost, [x, f])
+    fv = np.array([1.2, 3.0, 1.9])
+    xv = np.array([10.0, 20.0, 30.0, 40.0])
+    gx_val, gf_val = run([gx, gf], {x: xv, f: fv})
+    idx_val = fv.astype(np.int64)
+    np.testing.assert_array_equal(gf_val, xv[idx_val])  # only the direct factor f
+    expected_gx = np.zeros(4)
+    np.add.at(expected_gx, idx_val, fv + 1.0)
+    np.testing.assert_array_equal(gx_val, expected_gx)
+    with pytest.raises(gc.DTypeError):
+        gc.grad(cost, idx)
+    with pytest.raises(gc.GradientError):
+        gc.grad(gc.sum(gc.one_hot(idx, 4)), f, disconnected="raise")
+
+
+def test_take_repeated_indices_accumulate():
+    x = gc.placeholder("x", (3,))
+    g = run(gc.grad(gc.sum(gc.take(x, [0, 0, 2, 0])), x), {x: np.zeros(3)})
+    np.testing.assert_array_equal(g, [3.0, 0.0, 1.0])
+
+
+def test_getitem_repeated_indices_accumulate():
+    x = gc.placeholder("x", (3, 2))
+    g = run(gc.grad(gc.sum(x[[1, 1, 1], 0]), x), {x: np.zeros((3, 2))})
+    np.testing.assert_array_equal(g, [[0.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+
+
+def test_indexing_result_is_not_an_alias():
+    x = gc.placeholder("x", (3, 4))
+    values = np.arange(12.0).reshape(3, 4)
+    fn = gc.function([x], [x[1], x.T, gc.reshape(x, (-1,)), x[::2]], optimize=False)
+    for out in fn(values):
+        assert not np.shares_memory(out, values)
+        out[...] = -1
+    np.testing.assert_array_equal(values, np.arange(12.0).reshape(3, 4))
+
+
+# ---- construction errors ------------------------------------------------------------------------
+
+def _assert_shape_error(fn, *names):
+    with pytest.raises(gc.ShapeError) as info:
+        fn()
+    for name in names:
+        assert name in str(info.value), (name, str(info.value))
+
+
+def test_shape_errors():
+    x = gc.placeholder("x", (2, 3))
+    y = gc.placeholder("y", (2, 4))
+    _assert_shape_error(lambda: gc.reshape(x, (4, 2)), "reshape", format_shape((2, 3)))
+    _assert_shape_error(lambda: gc.reshape(x, (-1, -1)), "reshape")
+    _assert_shape_error(lambda: gc.reshape(x, (-1, 4)), "reshape")
+    _assert_shape_error(lambda: gc.transpose(x, (0, 0)), "transpose")
+    _assert_shape_error(lambda: gc.transpose(x, (0, 2)), "transpose")
+    _assert_shape_error(lambda: gc.squeeze(x, 0), "squeeze", format_shape((2, 3)))
+    _assert_shape_error(lambda: gc.expand_dims(x, 3), "expand_dims")
+    _assert_shape_error(lambda: gc.broadcast_to(x, (3, 3)), "broadcast_to", format_shape((2, 3)),
+                        format_shape((3, 3)))
+    _assert_shape_error(lambda: gc.broadcast_to(x, (3,)), "broadcast_to")
+    _assert_shape_error(lambda: gc.concatenate([x, y], 0), "concatenate", format_shape((2, 3)),
+                        format_shape((2, 4)))
+    _assert_shape_error(lambda: gc.concatenate([x, gc.placeholder("v", (2,))], 1), "concatenate")
+    _assert_shape_error(lambda: gc.concatenate([x, y], 2), "concatenate")
+    _assert_shape_error(lambda: gc.stack([x, y]), "stack", format_shape((2, 3)), format_shape((2, 4)))
+    _assert_shape_error(lambda: gc.stack([x, x], 3), "stack")
+    _assert_shape_error(lambda: gc.take(x, [0], axis=2), "take")
+    _assert_shape_error(lambda: x[0, 0, 0], "getitem")
+    _assert_shape_error(lambda: x[2], "getitem")
+    _assert_shape_error(lambda: x[:, -4], "getitem")
+    _assert_shape_error(lambda: x[..., 0, ...], "getitem")
+    _assert_shape_error(lambda: x[[0, 1], [[0, 1, 2]]], "getitem")
+    _assert_shape_error(lambda: x[np.array([True, False, True])], "getitem")
+
+
+def test_dtype_errors():
+    x = gc.placeholder("x", (3, 4))
+    f = gc.placeholder("f", (2,))
+    with pytest.raises(gc.DTypeError, match="take"):
+        gc.take(x, f)
+    with pytest.raises(gc.DTypeError, match="take"):
+        gc.take(x, [0.0, 1.0], axis=0)
+    with pytest.raises(gc.DTypeError, match="one_hot"):
+        gc.one_hot(f, 3)
+    with pytest.raises(gc.DTypeError, match="getitem"):
+        x[f]
+    with pytest.raises(gc.DTypeError, match="getitem"):
+        x[np.array([0.0, 1.0])]
+
+
+def test_op_names():
+    x = gc.placeholder("x", (2, 3))
+    i = gc.placeholder("i", (2,), "int64")
+    assert gc.reshape(x, (3, 2)).op == "reshape" and x.T.op == "transpose"
+    assert gc.expand_dims(x, 0).op == "expand_dims" and gc.squeeze(gc.expand_dims(x, 0), 0).op == "squeeze"
+    assert gc.broadcast_to(x, (2, 2, 3)).op == "broadcast_to"
+    assert gc.concatenate([x, x]).op == "concatenate" and gc.stack([x, x]).op == "stack"
+    assert gc.take(x, i).op == "take" and gc.one_hot(i, 3).op == "one_hot" and gc.cast(x, "int32").op == "cast"
+    assert gc.zeros_like(x).op == "zeros_like" and gc.ones_like(x).op == "ones_like"
