@@ -111,8 +111,12 @@ def main(epochs: int = 30, batch_size: int = 32, hidden: int = 128, lr: float = 
     saved = os.path.join(directory, "digits_step.gcf")
     gc.save(step, saved)
     print(f"compiled training step saved with gc.save: {saved} ({os.path.getsize(saved) / 1024:.0f} KiB)")
-    reloaded = gc.load(saved)   # a safe load: no code from the file runs
-    print(f"  reloaded: {len(reloaded.inputs)} inputs, {len(reloaded.plan.steps)} steps")
+    reloaded = gc.load(saved)   # a safe load: no code from the file runs, every node is checked
+    batch_x, batch_y = x_test[:64], y_test[:64]
+    expected = gc.Session().run(m["loss"], {m["x"]: batch_x, m["y"]: batch_y})
+    again = reloaded(batch_x, batch_y, 0.0)  # the reloaded step carries copies of the trained weights
+    assert np.isclose(again, expected), (again, expected)
+    print(f"  gc.load gives it back: loss on a test batch {float(again):.4f}, as before saving")
 
     drawn = draw(step, os.path.join(directory, "digits_step.svg")) if picture else None
     return {"test_accuracy": test_accuracy, "train_accuracy": train_accuracy, "first_loss": losses[0],
