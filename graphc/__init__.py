@@ -20,6 +20,7 @@ from graphc.ops import (abs, add, broadcast_to, cast, clip, concatenate, cos, di
                         sigmoid_cross_entropy, sign, silu, sin, softmax, softmax_cross_entropy, softplus, sqrt,
                         square, squeeze, stack, step, stop_gradient, sub, sum, swish, take, tanh, transpose, where,
                         zeros_like)
+from graphc.passes import optimize
 from graphc.printing import debugprint
 from graphc.serialize import load, save
 from graphc.session import Session
@@ -34,8 +35,8 @@ __all__ = [
     "div", "dot", "einsum", "elu", "equal", "exp", "expand_dims", "expm1", "function", "gelu", "grad",
     "greater", "greater_equal", "hard_tanh", "hessian", "jacobian", "jvp", "leaky_relu", "less", "less_equal",
     "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum", "mul",
-    "neg", "not_equal", "one_hot", "ones_like", "outer", "placeholder", "pow", "prelu", "prod", "relu",
-    "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
+    "neg", "not_equal", "one_hot", "ones_like", "optimize", "outer", "placeholder", "pow", "prelu", "prod",
+    "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",

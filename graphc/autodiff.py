@@ -78,6 +78,12 @@ def _sum_all(terms: list[Tensor]) -> Tensor:
 
 def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[Tensor]) -> list[Tensor | None]:
     """Cotangents of ``wrt`` given ``seeds`` for ``outputs`` (None where disconnected)."""
+    # Differentiate a stabilized clone of the forward graph (log(softmax(x)) -> log_softmax(x), ...):
+    # rewriting the forward graph later cannot repair a gradient already built from the naive form.
+    # The clone shares every node that needs no rewrite, and the wrt tensors are kept as they are.
+    from graphc.passes.stabilize import stabilize_for_grad
+
+    outputs = stabilize_for_grad(outputs, wrt)
     order = toposort(outputs)
     wrt_ids = {id(t) for t in wrt}
     # tensors through which a gradient can reach some wrt: float, not piecewise constant

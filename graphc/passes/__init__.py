@@ -1,12 +1,11 @@
-"""Graph-to-graph passes and the default optimization pipeline."""
+"""Graph-to-graph passes and the default optimization pipeline.
 
-from __future__ import annotations
+One module per pass family: ``prune``, ``stabilize``, ``simplify``, ``fold``,
+``cse``, ``fuse``; ``pipeline`` holds the explicit default pipeline and
+``optimize``; ``core`` the report and the local-rewrite engine.
+"""
 
-from collections.abc import Sequence
+from graphc.passes.core import Report
+from graphc.passes.pipeline import CANONICAL_PASSES, DEFAULT_PIPELINE, optimize, optimize_tensors
 
-from graphc.tensor import Tensor
-
-
-def optimize_tensors(tensors: Sequence[Tensor]) -> list[Tensor]:
-    """Run the default pipeline over the graph computing ``tensors``."""
-    return list(tensors)
+__all__ = ["CANONICAL_PASSES", "DEFAULT_PIPELINE", "Report", "optimize", "optimize_tensors"]

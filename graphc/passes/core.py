@@ -1,0 +1,322 @@
+"""Shared machinery of the passes: the report, rule counting, and the local-rewrite engine.
+
+A *pass* is a named function ``list[Tensor] -> list[Tensor]`` (the outputs of
+a graph in, the outputs of the rewritten graph out). Tensors are immutable,
+so rewriting means building new tensors; a pass that changes nothing returns
+the very same tensor objects, which is how the pipeline detects a fixed point.
+
+A *rule* is a small function ``Tensor -> Tensor | None`` that looks at one
+node (and, through :func:`producer`, at the nodes feeding it) and returns a
+replacement computing the same value with the same shape and dtype, or None
+when it does not apply. :func:`rewrite` applies rules bottom-up over the whole
+graph with iterative traversals only (no recursion over the graph, so graphs
+of 100k nodes are fine) in a deterministic order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from graphc.leaves import Constant, Leaf
+from graphc.tensor import Tensor, toposort
+from graphc.types import format_shape
+
+Rule = Callable[[Tensor], "Tensor | None"]
+Pass = Callable[[list[Tensor]], list[Tensor]]
+
+#: a rule fires at most this many times in a row on one node (a guard against rule ping-pong)
+MAX_FIRINGS_PER_NODE = 32
+
+_local = threading.local()
+
+
+# ---- the report -----------------------------------------------------------------------
+
+def op_counts(outputs: Iterable[Tensor]) -> dict[str, int]:
+    """Nodes (leaves included) of the graph computing ``outputs``, by op name, sorted by name."""
+    counts: dict[str, int] = {}
+    for node in toposort(outputs):
+        counts[node.op] = counts.get(node.op, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+@dataclass
+class Report:
+    """What ``optimize(..., report=True)`` did. ``str(report)`` is a readable table."""
+
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+    #: rule name -> how many times it fired
+    rules: dict[str, int] = field(default_factory=dict)
+    #: pass name -> seconds spent in it (summed over fixed-point rounds)
+    pass_seconds: dict[str, float] = field(default_factory=dict)
+    #: pass name -> how many times it ran
+    pass_runs: dict[str, int] = field(default_factory=dict)
+    rounds: int = 0
+    seconds: float = 0.0
+
+    @property
+    def nodes_before(self) -> int:
+        return sum(self.before.values())
+
+    @property
+    def nodes_after(self) -> int:
+        return sum(self.after.values())
+
+    def count(self, rule: str, times: int = 1) -> None:
+        self.rules[rule] = self.rules.get(rule, 0) + times
+
+    def timed(self, name: str, seconds: float) -> None:
+        self.pass_seconds[name] = self.pass_seconds.get(name, 0.0) + seconds
+        self.pass_runs[name] = self.pass_runs.get(name, 0) + 1
+
+    def __str__(self) -> str:
+        lines = [f"graphc optimizer report: {self.nodes_before} -> {self.nodes_after} nodes, "
+                 f"{self.rounds} canonicalization round(s), {self.seconds * 1e3:.2f} ms"]
+        lines.append("")
+        lines.append(f"{'op':<24}{'before':>8}{'after':>8}")
+        for op in sorted(set(self.before) | set(self.after)):
+            lines.append(f"{op:<24}{self.before.get(op, 0):>8}{self.after.get(op, 0):>8}")
+        lines.append(f"{'total':<24}{self.nodes_before:>8}{self.nodes_after:>8}")
+        lines.append("")
+        lines.append(f"{'rule':<40}{'fired':>8}")
+        for rule in sorted(self.rules):
+            lines.append(f"{rule:<40}{self.rules[rule]:>8}")
+        if not self.rules:
+            lines.append("(no rule fired)")
+        lines.append("")
+        lines.append(f"{'pass':<24}{'runs':>6}{'ms':>10}")
+        for name, seconds in self.pass_seconds.items():
+            lines.append(f"{name:<24}{self.pass_runs[name]:>6}{seconds * 1e3:>10.2f}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+class recording:
+    """Context manager: rule firings and pass times inside go to ``report``."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    def __enter__(self) -> Report:
+        stack = getattr(_local, "reports", None)
+        if stack is None:
+            stack = _local.reports = []
+        stack.append(self.report)
+        return self.report
+
+    def __exit__(self, *exc_info) -> None:
+        _local.reports.pop()
+
+
+def current_report() -> Report | None:
+    stack = getattr(_local, "reports", None)
+    return stack[-1] if stack else None
+
+
+def fired(rule: str, times: int = 1) -> None:
+    """Count one firing of ``rule`` in the active report (if any)."""
+    report = current_report()
+    if report is not None:
+        report.count(rule, times)
+
+
+def run_pass(name: str, function: Pass, outputs: list[Tensor]) -> list[Tensor]:
+    """Run one pass, timing it into the active report."""
+    start = time.perf_counter()
+    result = function(outputs)
+    report = current_report()
+    if report is not None:
+        report.timed(name, time.perf_counter() - start)
+    return result
+
+
+# ---- matching helpers used by rules -----------------------------------------------------
+
+def _protected() -> frozenset[int]:
+    return getattr(_local, "protected", frozenset())
+
+
+def producer(tensor: Tensor, *ops: str) -> Tensor | None:
+    """``tensor`` if it was made by one of ``ops`` and rules may look inside it, else None.
+
+    Tensors protected by the caller of :func:`rewrite` (e.g. the ``wrt`` of a
+    gradient) are opaque: no rule may rewrite them away.
+    """
+    if tensor.op in ops and id(tensor) not in _protected():
+        return tensor
+    return None
+
+
+def constant_value(tensor: Tensor) -> np.ndarray | None:
+    """The value of a constant leaf, else None."""
+    if isinstance(tensor.primitive, Constant):
+        return tensor.primitive.value
+    return None
+
+
+def uniform_value(tensor: Tensor):
+    """The single value every entry of a (non-empty) constant holds, else None.
+
+    Sees through ``broadcast_to``/``broadcast_like`` of a constant.
+    """
+    base = tensor
+    while base.op in ("broadcast_to", "broadcast_like") and id(base) not in _protected():
+        base = base.inputs[0]
+    value = constant_value(base)
+    if value is None or value.size == 0:
+        return None
+    flat = value.reshape(-1)
+    first = flat[0]
+    if value.size > 1 and not (np.all(flat == first) and np.array_equal(np.signbit(flat), np.signbit(first))
+                               if value.dtype.kind == "f" else np.all(flat == first)):
+        return None
+    if value.dtype.kind == "f" and np.isnan(first):
+        return None
+    return first
+
+
+def is_uniform(tensor: Tensor, number: float) -> bool:
+    """Whether ``tensor`` is a constant whose entries all equal ``number`` (0 matches -0 too)."""
+    value = uniform_value(tensor)
+    return value is not None and bool(value == number)
+
+
+def same_type(a: Tensor, b: Tensor) -> bool:
+    """Same static shape and dtype (``None`` sizes must agree too)."""
+    return a.shape == b.shape and a.dtype == b.dtype
+
+
+def check_type(rule: str, before: Tensor, after: Tensor) -> None:
+    """Every rule must keep the tensor's shape and dtype."""
+    if before.shape != after.shape or before.dtype != after.dtype:
+        raise AssertionError(f"rule {rule!r} changed {format_shape(before.shape)} {before.dtype} into "
+                             f"{format_shape(after.shape)} {after.dtype} ({before.describe()})")
+
+
+# ---- the local-rewrite engine -------------------------------------------------------------
+
+def _rule_name(rule: Rule) -> str:
+    return getattr(rule, "rule_name", rule.__name__)
+
+
+def named(name: str) -> Callable[[Rule], Rule]:
+    """Decorator giving a rule the name it is counted under in the report."""
+    def wrap(rule: Rule) -> Rule:
+        rule.rule_name = name  # type: ignore[attr-defined]
+        return rule
+    return wrap
+
+
+class _Rewriter:
+    def __init__(self, rules: Mapping[str, Sequence[Rule]], protected: Sequence[Tensor]) -> None:
+        self.rules = rules
+        self.any_rules = tuple(rules.get("*", ()))
+        self.protected_ids = frozenset(id(t) for t in protected)
+        # id -> tensor for every tensor in final (rewritten) form; holds them alive
+        self.settled: dict[int, Tensor] = {}
+
+    def rebuild(self, node: Tensor, inputs: tuple, origin: Tensor, name) -> Tensor:
+        """``node`` over ``inputs``, carrying ``origin``'s user site and gradient mark."""
+        if name == node.name and all(a is b for a, b in zip(inputs, node.inputs)) and node.site == origin.site \
+                and node.is_gradient == origin.is_gradient:
+            return node
+        return Tensor(node.primitive, inputs, node.shape, node.dtype, name=name, site=origin.site,
+                      is_gradient=origin.is_gradient)
+
+    def simplify_node(self, node: Tensor) -> Tensor:
+        """Apply rules to a node whose inputs are settled, until none applies."""
+        if not node.inputs or id(node) in self.protected_ids:
+            return node
+        current = node
+        for _ in range(MAX_FIRINGS_PER_NODE):
+            result = None
+            for rule in (*self.rules.get(current.op, ()), *self.any_rules):
+                result = rule(current)
+                if result is not None and result is not current:
+                    break
+            else:
+                return current
+            name = _rule_name(rule)
+            check_type(name, current, result)
+            fired(name)
+            current = self.adopt(result, current)
+            if not current.inputs:
+                return current
+        return current
+
+    def adopt(self, result: Tensor, origin: Tensor) -> Tensor:
+        """Settle the new nodes a rule built (rules may fire on them too)."""
+        if id(result) in self.settled:
+            return result
+        # the new nodes: ancestors of result that are not settled yet (iterative DFS)
+        order: list[Tensor] = []
+        state: dict[int, bool] = {id(result): False}
+        stack = [(result, 0)]
+        while stack:
+            node, index = stack[-1]
+            if index < len(node.inputs):
+                stack[-1] = (node, index + 1)
+                parent = node.inputs[index]
+                if id(parent) not in self.settled and id(parent) not in state:
+                    state[id(parent)] = False
+                    stack.append((parent, 0))
+            else:
+                stack.pop()
+                order.append(node)
+        mapping: dict[int, Tensor] = {}
+        for node in order:
+            if not node.inputs:
+                final = node
+            else:
+                inputs = tuple(mapping.get(id(p), p) for p in node.inputs)
+                name = origin.name if node is result else None
+                final = self.simplify_node(self.rebuild(node, inputs, origin, name))
+            mapping[id(node)] = final
+            self.settled[id(final)] = final
+        return mapping[id(result)]
+
+    def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
+        _local.protected = self.protected_ids
+        try:
+            protected = [t for t in toposort(outputs) if id(t) in self.protected_ids]
+            memo: dict[int, Tensor] = {}
+            for node in toposort(outputs, stop_at=protected):
+                if not node.inputs or id(node) in self.protected_ids:
+                    final = node
+                else:
+                    inputs = tuple(memo[id(p)] for p in node.inputs)
+                    final = self.simplify_node(self.rebuild(node, inputs, node, node.name))
+                memo[id(node)] = final
+                self.settled[id(final)] = final
+            return [memo[id(t)] for t in outputs]
+        finally:
+            _local.protected = frozenset()
+
+
+def rewrite(outputs: Sequence[Tensor], rules: Mapping[str, Sequence[Rule]],
+            protected: Sequence[Tensor] = ()) -> list[Tensor]:
+    """Apply ``rules`` (op name -> rules; ``"*"``: rules for every op) bottom-up to a fixed point.
+
+    Returns the same tensor objects where nothing changed. ``protected``
+    tensors are kept as they are and rules cannot see through them.
+    """
+    return _Rewriter(rules, protected).run(list(outputs))
+
+
+def rule_table(*rules: tuple[str, Rule]) -> dict[str, tuple[Rule, ...]]:
+    """Group ``(op name, rule)`` pairs into the mapping :func:`rewrite` takes, keeping their order."""
+    table: dict[str, list[Rule]] = {}
+    for op, rule in rules:
+        table.setdefault(op, []).append(rule)
+    return {op: tuple(found) for op, found in table.items()}
+
+
+def is_leaf(tensor: Tensor) -> bool:
+    return isinstance(tensor.primitive, Leaf)
