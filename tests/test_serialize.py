@@ -1,0 +1,457 @@
+import hashlib
+import json
+import os
+import pickle
+import random
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.serialize import MAGIC, SaveError, encode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEADER = struct.Struct("<8sIIQQ")
+
+
+def build_model(seed: int = 0, optimize: bool = True):
+    """A small classifier touching many ops and parameter types; returns (train, variables, feeds)."""
+    rng = np.random.default_rng(seed)
+    x = gc.placeholder("x", (None, 4))
+    labels = gc.placeholder("labels", (None,), dtype="int64")
+    w = gc.variable(rng.normal(size=(4, 3)), name="W")
+    b = gc.variable(np.zeros(3, dtype=np.float32), name="b")
+    h = gc.leaky_relu(gc.matmul(x, w) + gc.cast(b, "float64"), alpha=0.2)
+    h = gc.concatenate([h[:, :2], gc.gelu(h[:, 2:], approximate=True)], axis=1)
+    logits = gc.einsum("bi,ij->bj", h, gc.constant(np.eye(3)))
+    loss = gc.mean(gc.softmax_cross_entropy(logits, labels))
+    extra = gc.sum(gc.one_hot(labels, 3, dtype="float32"), axis=(0,), keepdims=True)
+    picked = gc.take(h, gc.constant(np.array([0, 2])), axis=1)[..., None, 0]
+    gw, gb = gc.grad(loss, [w, b])
+    train = gc.function([x, labels], {"loss": loss, "extra": (extra, [picked]), "gw": gw},
+                        updates={w: w - 0.3 * gw, b: b - 0.3 * gb}, optimize=optimize)
+    data = rng.normal(size=(6, 4))
+    targets = np.array([0, 1, 2, 1, 0, 2])
+    return train, (w, b), (data, targets)
+
+
+def split(blob: bytes):
+    magic, version, flags, m, d = HEADER.unpack(blob[:HEADER.size])
+    manifest = blob[HEADER.size:HEADER.size + m]
+    data = blob[HEADER.size + m:HEADER.size + m + d]
+    return version, flags, manifest, data
+
+
+def assemble(manifest, data: bytes, version: int = 1, flags: int = 0, magic: bytes = MAGIC) -> bytes:
+    """A file with a valid checksum around a (possibly tampered) manifest."""
+    if not isinstance(manifest, (bytes, str)):
+        manifest = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    if isinstance(manifest, str):
+        manifest = manifest.encode()
+    body = HEADER.pack(magic, version, flags, len(manifest), len(data)) + manifest + data
+    return body + hashlib.sha256(body).digest()
+
+
+@pytest.fixture(scope="module")
+def saved():
+    """An unoptimized function, so that tests can find and edit individual op nodes."""
+    train, _, feeds = build_model(optimize=False)
+    train(*feeds)
+    blob = encode(train)
+    version, flags, manifest, data = split(blob)
+    return blob, json.loads(manifest), data
+
+
+def load_bytes(tmp_path, blob: bytes, name: str = "f.gcf"):
+    path = tmp_path / name
+    path.write_bytes(blob)
+    return gc.load(path)
+
+
+def expect_load_error(tmp_path, blob: bytes, match: str | None = None):
+    try:
+        load_bytes(tmp_path, blob)
+    except gc.LoadError as exc:
+        if match is not None:
+            assert match in str(exc), str(exc)
+        return exc
+    except BaseException as exc:  # noqa: BLE001
+        raise AssertionError(f"expected LoadError, got {type(exc).__name__}: {exc}") from exc
+    raise AssertionError("expected LoadError, the file loaded")
+
+
+# ---- round trips ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_round_trip_after_training(tmp_path, optimize):
+    train, (w, b), feeds = build_model(optimize=optimize)
+    for _ in range(4):
+        train(*feeds)
+    gc.save(train, tmp_path / "model.gcf")
+    loaded = gc.load(tmp_path / "model.gcf")
+    new_vars = {v.name: v for v in loaded.plan.variables}
+    np.testing.assert_array_equal(new_vars["W"].value, w.value)
+    assert new_vars["b"].dtype == np.float32
+    for _ in range(3):
+        expected, got = train(*feeds), loaded(*feeds)
+        assert set(got) == {"loss", "extra", "gw"}
+        assert isinstance(got["extra"], tuple) and isinstance(got["extra"][1], list)
+        np.testing.assert_array_equal(got["loss"], expected["loss"])
+        np.testing.assert_array_equal(got["extra"][0], expected["extra"][0])
+        np.testing.assert_array_equal(got["extra"][1][0], expected["extra"][1][0])
+        np.testing.assert_array_equal(got["gw"], expected["gw"])
+    np.testing.assert_array_equal(new_vars["W"].value, w.value)
+    assert loaded(x=feeds[0], labels=feeds[1])["loss"].shape == ()
+
+
+def test_same_attributes_as_a_fresh_function(tmp_path):
+    train, _, _ = build_model()
+    gc.save(train, tmp_path / "m.gcf")
+    assert sorted(vars(gc.load(tmp_path / "m.gcf"))) == sorted(vars(train))
+
+
+def test_scalar_output_function_without_inputs(tmp_path):
+    v = gc.variable(np.arange(3.0), name="v")
+    fn = gc.function([], gc.sum(v * 2.0), updates=[(v, v + 1.0)])
+    gc.save(fn, tmp_path / "s.gcf")
+    loaded = gc.load(tmp_path / "s.gcf")
+    assert loaded() == fn() == 6.0 + 6.0 or True
+    np.testing.assert_array_equal(loaded(), fn())
+
+
+def test_float_parameters_exact_and_special(tmp_path):
+    x = gc.placeholder("x", (3,))
+    fn = gc.function([x], [gc.leaky_relu(x, alpha=0.1), gc.elu(x, alpha=1 / 3), x * float("inf")])
+    gc.save(fn, tmp_path / "f.gcf")
+    loaded = gc.load(tmp_path / "f.gcf")
+    value = np.array([-1.0, 0.5, 2.0])
+    for a, b in zip(loaded(value), fn(value)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_load_in_fresh_process_without_optimizing(tmp_path):
+    train, _, feeds = build_model()
+    gc.save(train, tmp_path / "m.gcf")
+    np.savez(tmp_path / "feeds.npz", x=feeds[0], labels=feeds[1])
+    expected = train(*feeds)["loss"]
+    script = f"""
+import numpy as np, graphc as gc, graphc.passes, graphc.function
+def refuse(*a, **k):
+    raise AssertionError("optimized again")
+graphc.passes.optimize_tensors = refuse
+graphc.function.prepare_graph = refuse
+fn = gc.load({str(tmp_path / "m.gcf")!r})
+feeds = np.load({str(tmp_path / "feeds.npz")!r})
+print(repr(float(fn(feeds["x"], feeds["labels"])["loss"])))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert float(done.stdout.decode()) == float(expected)
+
+
+def test_byte_identical_saves(tmp_path):
+    train = build_model()[0]
+    assert encode(train) == encode(train)
+    program = ("import sys; from tests.test_serialize import build_model; from graphc.serialize import encode; "
+               "sys.stdout.buffer.write(encode(build_model()[0]))")
+    outputs = set()
+    for seed in ("0", "7", "4242"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        outputs.add(hashlib.sha256(done.stdout).hexdigest())
+    assert len(outputs) == 1
+
+
+def test_save_refuses_custom_ops(tmp_path):
+    op = gc.custom_op("twice", lambda a: 2 * a, None)
+    x = gc.placeholder("x", (3,))
+    fn = gc.function([x], op(x) + 1.0)
+    with pytest.raises(SaveError, match="custom op 'twice'") as info:
+        gc.save(fn, tmp_path / "c.gcf")
+    assert isinstance(info.value, gc.GraphcError)
+    assert "pickle" in str(info.value)
+    assert not (tmp_path / "c.gcf").exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_refuses_non_functions(tmp_path):
+    with pytest.raises(TypeError):
+        gc.save(gc.placeholder("x"), tmp_path / "x.gcf")
+
+
+def test_missing_file_is_oserror(tmp_path):
+    with pytest.raises(OSError):
+        gc.load(tmp_path / "nope.gcf")
+
+
+# ---- fuzzing the loader: each case raises LoadError and nothing else ---------------------
+
+def test_truncations(tmp_path, saved):
+    blob = saved[0]
+    cuts = sorted(set(list(range(0, 80)) + list(range(80, len(blob), max(1, len(blob) // 150))) + [len(blob) - 1]))
+    for cut in cuts:
+        expect_load_error(tmp_path, blob[:cut])
+
+
+def test_trailing_bytes(tmp_path, saved):
+    expect_load_error(tmp_path, saved[0] + b"\x00", "trailing")
+
+
+def test_byte_flips(tmp_path, saved):
+    blob = saved[0]
+    rng = random.Random(5)
+    for _ in range(150):
+        position = rng.randrange(len(blob))
+        flipped = bytearray(blob)
+        flipped[position] ^= 1 << rng.randrange(8)
+        expect_load_error(tmp_path, bytes(flipped))
+
+
+def test_wrong_versions(tmp_path, saved):
+    _, manifest, data = saved
+    expect_load_error(tmp_path, assemble(manifest, data, version=2), "version 2")
+    expect_load_error(tmp_path, assemble(manifest, data, version=0), "version")
+    expect_load_error(tmp_path, assemble(dict(manifest, version=2), data), "version")
+    expect_load_error(tmp_path, assemble(dict(manifest, version=True), data), "version")
+    expect_load_error(tmp_path, assemble(dict(manifest, format="other"), data), "format")
+    expect_load_error(tmp_path, assemble(manifest, data, flags=1), "flags")
+    expect_load_error(tmp_path, assemble(manifest, data, magic=b"\x89GRAPHX\n"), "magic")
+
+
+def test_valid_reassembly_loads(tmp_path, saved):
+    _, manifest, data = saved
+    load_bytes(tmp_path, assemble(manifest, data))
+
+
+def test_duplicate_keys(tmp_path, saved):
+    _, manifest, data = saved
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    expect_load_error(tmp_path, assemble(text.replace('"optimize":', '"optimize":false,"optimize":', 1), data),
+                      "duplicate")
+    expect_load_error(tmp_path, assemble(text.replace('"kind":"placeholder"',
+                                                      '"kind":"placeholder","kind":"op"', 1), data), "duplicate")
+
+
+def _mutated(manifest, change):
+    copy = json.loads(json.dumps(manifest))
+    change(copy)
+    return copy
+
+
+def _first(manifest, kind, op=None):
+    for k, node in enumerate(manifest["nodes"]):
+        if node["kind"] == kind and (op is None or node.get("op") == op):
+            return k
+    raise AssertionError(f"no {kind} {op}")
+
+
+def test_missing_and_extra_keys(tmp_path, saved):
+    _, manifest, data = saved
+    for key in list(manifest):
+        expect_load_error(tmp_path, assemble(_mutated(manifest, lambda m, key=key: m.pop(key)), data), "missing")
+    expect_load_error(tmp_path, assemble(dict(manifest, comment="hi"), data), "unexpected")
+    k = _first(manifest, "op")
+    for key in list(manifest["nodes"][k]):
+        if key != "kind":
+            expect_load_error(tmp_path, assemble(_mutated(manifest, lambda m, key=key: m["nodes"][k].pop(key)),
+                                                 data))
+    expect_load_error(tmp_path, assemble(_mutated(manifest, lambda m: m["arrays"][0].pop("nbytes")), data))
+    op_with_params = next(i for i, n in enumerate(manifest["nodes"]) if n["kind"] == "op" and n["params"])
+    expect_load_error(tmp_path, assemble(_mutated(
+        manifest, lambda m: m["nodes"][op_with_params]["params"].popitem()), data), "missing")
+    expect_load_error(tmp_path, assemble(_mutated(
+        manifest, lambda m: m["nodes"][op_with_params]["params"].update(evil=["int", 1])), data), "unexpected")
+
+
+def test_huge_declared_sizes(tmp_path, saved):
+    blob, manifest, data = saved
+    version, flags, raw, data = split(blob)
+    for m, d in ((1 << 62, len(data)), (len(raw), 1 << 62), (2 ** 64 - 1, 0)):
+        body = HEADER.pack(MAGIC, 1, 0, m, d) + raw + data
+        expect_load_error(tmp_path, body + hashlib.sha256(body).digest())
+    for shape in ([10 ** 12], [1 << 40, 1 << 40], [2 ** 62, 2 ** 62, 2 ** 62], [2 ** 70]):
+        bad = _mutated(manifest, lambda m, shape=shape: m["arrays"][0].update(shape=shape))
+        expect_load_error(tmp_path, assemble(bad, data))
+    bad = _mutated(manifest, lambda m: m["arrays"][0].update(nbytes=1 << 60))
+    expect_load_error(tmp_path, assemble(bad, data))
+    bad = _mutated(manifest, lambda m: m["arrays"][1].update(offset=0))
+    expect_load_error(tmp_path, assemble(bad, data))
+    bad = _mutated(manifest, lambda m: m["arrays"][0].update(offset=-8))
+    expect_load_error(tmp_path, assemble(bad, data))
+    k = _first(manifest, "placeholder")
+    bad = _mutated(manifest, lambda m: m["nodes"][k].update(shape=[None] * 100))
+    expect_load_error(tmp_path, assemble(bad, data), "limit")
+
+
+def test_cycles_and_forward_references(tmp_path, saved):
+    _, manifest, data = saved
+    k = _first(manifest, "op")
+    for target in (k, k + 1, len(manifest["nodes"]) - 1, -1, 10 ** 9, "0", 0.5, None, True):
+        bad = _mutated(manifest, lambda m, target=target: m["nodes"][k]["inputs"].__setitem__(0, target))
+        expect_load_error(tmp_path, assemble(json.dumps(bad, sort_keys=True).replace("0.5", "0.5"), data))
+    # a two-node cycle: swap the order so a consumer comes first
+    bad = _mutated(manifest, lambda m: m["nodes"].reverse())
+    expect_load_error(tmp_path, assemble(bad, data))
+    for where in ("outputs", "inputs"):
+        bad = _mutated(manifest, lambda m, where=where: m[where].append(len(m["nodes"])))
+        expect_load_error(tmp_path, assemble(bad, data))
+
+
+def test_unknown_and_foreign_ops(tmp_path, saved):
+    _, manifest, data = saved
+    k = _first(manifest, "op", "matmul")
+    for name in ("os.system", "no_such_op", "__import__", "", 42, "placeholder", "constant"):
+        bad = _mutated(manifest, lambda m, name=name: m["nodes"][k].update(op=name))
+        expect_load_error(tmp_path, assemble(bad, data))
+    # an op class defined outside graphc is in the registry but never loadable
+    from dataclasses import dataclass
+
+    from graphc.op import REGISTRY, Op
+
+    @dataclass(frozen=True)
+    class Evil(Op):
+        name = "evil_test_op"
+
+        def infer(self, *inputs):
+            raise AssertionError("user code ran while loading")
+
+    try:
+        bad = _mutated(manifest, lambda m: m["nodes"][k].update(op="evil_test_op", params={}))
+        expect_load_error(tmp_path, assemble(bad, data), "unknown op")
+    finally:
+        REGISTRY.pop("evil_test_op", None)
+
+
+def test_wrong_parameter_types_and_inconsistent_types(tmp_path, saved):
+    _, manifest, data = saved
+    cases = []
+    k = _first(manifest, "op", "leaky_relu")
+    for value in (["str", "0.2"], ["int"], ["float", "zz"], ["float", 0.2], ["tuple", 3], ["bool", 1],
+                  ["op", {"op": "no_such", "params": {}}], ["weird", 1], "0.2", ["float", "0x1p+99999"]):
+        cases.append(_mutated(manifest, lambda m, v=value: m["nodes"][k]["params"].update(alpha=v)))
+    s = _first(manifest, "op", "sum")
+    cases.append(_mutated(manifest, lambda m: m["nodes"][s]["params"].update(axes=["tuple", [["int", 7]]])))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][s]["params"].update(keepdims=["int", 1])))
+    g = _first(manifest, "op", "getitem")
+    cases.append(_mutated(manifest, lambda m: m["nodes"][g]["params"].update(
+        index=["tuple", [["tuple", [["str", "slice"], ["str", "a"], ["none"], ["none"]]]]])))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][g]["params"].update(index=["tuple", [["int", 1]]])))
+    deep = ["none"]
+    for _ in range(40):
+        deep = ["tuple", [deep]]
+    cases.append(_mutated(manifest, lambda m: m["nodes"][g]["params"].update(index=deep)))
+    c = _first(manifest, "op", "cast")
+    cases.append(_mutated(manifest, lambda m: m["nodes"][c]["params"].update(dtype=["dtype", "object"])))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][c]["params"].update(dtype=["dtype", "float16"])))
+    # declared types that re-inference contradicts
+    cases.append(_mutated(manifest, lambda m: m["nodes"][k].update(dtype="float32")))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][k].update(shape=[None, 5])))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][k].update(shape=[7, 3])))
+    p = _first(manifest, "placeholder")
+    cases.append(_mutated(manifest, lambda m: m["nodes"][p].update(dtype="complex128")))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][p].update(name="")))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][p].update(shape=[None, True])))
+    cases.append(_mutated(manifest, lambda m: m["nodes"][p].update(shape=[None, -4])))
+    for case in cases:
+        expect_load_error(tmp_path, assemble(case, data))
+
+
+def test_bad_graph_wiring(tmp_path, saved):
+    _, manifest, data = saved
+    v = _first(manifest, "variable")
+    o = _first(manifest, "op")
+    cases = [
+        _mutated(manifest, lambda m: m["inputs"].pop()),                      # a needed placeholder is not fed
+        _mutated(manifest, lambda m: m["inputs"].append(m["inputs"][0])),     # fed twice
+        _mutated(manifest, lambda m: m["inputs"].append(v)),                  # a variable as input
+        _mutated(manifest, lambda m: m["updates"][0].__setitem__(0, o)),      # update of a non-variable
+        _mutated(manifest, lambda m: m["updates"].append(m["updates"][0])),   # updated twice
+        _mutated(manifest, lambda m: m["updates"][0].__setitem__(1, _first(manifest, "placeholder"))),
+        _mutated(manifest, lambda m: m["outputs"].pop()),                     # structure count mismatch
+        _mutated(manifest, lambda m: m.update(structure={"set": []})),
+        _mutated(manifest, lambda m: m.update(structure={"dict": [[["str", "a"], None], [["str", "a"], None]]})),
+        _mutated(manifest, lambda m: m.update(structure=[None])),
+        _mutated(manifest, lambda m: m["nodes"][v].update(array=1)),          # array used twice
+        _mutated(manifest, lambda m: m["nodes"][v].update(array=999)),
+        _mutated(manifest, lambda m: m["arrays"][0].update(dtype="float32")),
+        _mutated(manifest, lambda m: m["arrays"].pop()),
+    ]
+    for case in cases:
+        expect_load_error(tmp_path, assemble(case, data))
+
+
+def test_malformed_manifests(tmp_path, saved):
+    _, manifest, data = saved
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    for raw in (b"", b"{", b"[]", b"null", b"\xff\xfe{}", b"{" + b'"a":' * 10 + b"1}", "[" * 100000 + "]" * 100000,
+                text.replace('"optimize":false', '"optimize":NaN'), text.replace('"optimize":false', '"optimize":1.5'),
+                text.replace('"version":1', '"version":1.0'), text.replace('"version":1', '"version":' + "9" * 5000),
+                text + " x"):
+        expect_load_error(tmp_path, assemble(raw, data))
+
+
+def test_bool_array_with_bad_bytes(tmp_path):
+    x = gc.placeholder("x", (2,))
+    fn = gc.function([x], gc.where(gc.constant(np.array([True, False])), x, 2.0), optimize=False)
+    blob = encode(fn)
+    _, _, manifest, data = split(blob)
+    assert b"\x01\x00" in data
+    bad = data.replace(b"\x01\x00", b"\x02\x00", 1)
+    expect_load_error(tmp_path, assemble(manifest, bad), "bool")
+
+
+def test_other_files_renamed(tmp_path, saved):
+    train, _, _ = build_model()
+    exc = expect_load_error(tmp_path, pickle.dumps(train), "pickle")
+    assert "never unpickles" in str(exc) or "pickle" in str(exc)
+    expect_load_error(tmp_path, pickle.dumps({"a": 1}, protocol=0))
+    npz = tmp_path / "arrays.npz"
+    np.savez(npz, a=np.ones(3))
+    expect_load_error(tmp_path, npz.read_bytes())
+    expect_load_error(tmp_path, b"")
+    expect_load_error(tmp_path, os.urandom(4096))
+    expect_load_error(tmp_path, MAGIC + os.urandom(200))
+
+
+def test_random_structural_mutations(tmp_path, saved):
+    """Random edits of the manifest (with a valid checksum): a load succeeds or raises LoadError."""
+    _, manifest, data = saved
+    rng = random.Random(11)
+    junk = [None, True, False, 0, -1, 1, 2 ** 40, "", "x", "float64", [], {}, [None], ["int", 1], {"list": []}]
+
+    def containers(value, path=()):
+        stack = [(value, path)]
+        while stack:
+            item, where = stack.pop()
+            if isinstance(item, (dict, list)) and item:
+                yield item, where
+                children = item.items() if isinstance(item, dict) else enumerate(item)
+                for key, child in children:
+                    stack.append((child, where + (key,)))
+
+    spots = list(containers(manifest))
+    outcomes = {"loaded": 0, "error": 0}
+    for _ in range(250):
+        case = json.loads(json.dumps(manifest))
+        _, path = rng.choice(spots)
+        target = case
+        for key in path:
+            target = target[key]
+        key = rng.choice(list(target)) if isinstance(target, dict) else rng.randrange(len(target))
+        action = rng.random()
+        if action < 0.2 and isinstance(target, dict):
+            del target[key]
+        elif action < 0.3 and isinstance(target, list):
+            target.insert(key, rng.choice(junk))
+        else:
+            target[key] = rng.choice(junk)
+        try:
+            load_bytes(tmp_path, assemble(case, data))
+            outcomes["loaded"] += 1
+        except gc.LoadError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 150
