@@ -9,7 +9,8 @@ import numpy as np
 
 from graphc.errors import DTypeError, GradientError, ShapeError
 from graphc.op import Op, apply, as_tensor
-from graphc.ops.shape import broadcast_like, expand_dims, reshape, reshape_like, squeeze, swap_last_axes
+from graphc.ops.elementwise import cast, mul, ones_like
+from graphc.ops.shape import expand_dims, reshape, reshape_like, squeeze, swap_last_axes
 from graphc.tensor import Tensor
 from graphc.types import broadcast_shapes, format_shape
 
@@ -43,7 +44,11 @@ class Matmul(Op):
         a_shape = (1,) + a.shape if a.ndim == 1 else a.shape
         b_shape = b.shape + (1,) if b.ndim == 1 else b.shape
         _unify_size("matmul", a_shape[-1], b_shape[-2], (a.shape, b.shape))
-        batch = broadcast_shapes("matmul", [a_shape[:-2], b_shape[:-2]])
+        try:
+            batch = broadcast_shapes("matmul", [a_shape[:-2], b_shape[:-2]])
+        except ShapeError:
+            raise ShapeError(f"matmul: the batch dimensions of shapes {format_shape(a.shape)} and "
+                             f"{format_shape(b.shape)} cannot be broadcast together") from None
         shape = batch + (a_shape[-2],) * (a.ndim > 1) + (b_shape[-1],) * (b.ndim > 1)
         return shape, _numeric_dtype("matmul", a.dtype, b.dtype)
 
@@ -193,6 +198,7 @@ class Einsum(Op):
 
     name = "einsum"
     subscripts: str = ""
+    view = True  # np.einsum returns views for permutations ("ij->ji") and diagonals ("ii->i")
 
     def parts(self) -> tuple[list[str], str]:
         inputs, output = self.subscripts.split("->")
@@ -233,7 +239,13 @@ class Einsum(Op):
                     grad = expand_dims(grad, position)
             if len(unique) != len(sub):
                 grad = _embed_diagonal(grad, unique, sub, operand)
-            grads.append(broadcast_like(grad, operand))
+            if grad.shape != operand.shape or None in operand.shape:
+                # Size-1 axes (summed letters, or letters of size 1 elsewhere that broadcast against
+                # this operand) are broadcast to the operand's sizes by a product with ones; axes where
+                # this operand has size 1 and the others more stay large, and the grad driver sums them.
+                ones = ones_like(operand)
+                grad = mul(grad, ones if ones.dtype == grad.dtype else cast(ones, grad.dtype))
+            grads.append(grad)
         return grads
 
 

@@ -1,0 +1,227 @@
+"""Linear algebra: matmul (1-D, 2-D, batched), dot (N-D), outer, einsum; table-driven."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.types import format_shape
+
+from .util import (
+    Case,
+    Spec,
+    assert_static_matches,
+    check_gradient,
+    check_second_order,
+    check_unknown_sizes,
+    check_value,
+    run,
+)
+
+FLOATS = [np.float64, np.float32]
+
+MATMUL_SHAPES = [
+    ((3,), (3,)), ((3,), (3, 4)), ((2, 3), (3,)), ((2, 3), (3, 4)), ((2, 2, 3), (3, 4)), ((3,), (2, 3, 4)),
+    ((2, 3, 4), (4,)), ((2, 1, 2, 3), (3, 3, 4)), ((1, 2, 3), (2, 3, 1)), ((4, 3), (2, 1, 3, 2)),
+]
+
+DOT_SHAPES = [
+    ((3,), (3,)), ((2, 3), (3,)), ((3,), (3, 4)), ((2, 3), (3, 4)), ((2, 3), (5, 3, 4)), ((2, 2, 3), (3,)),
+    ((), (2, 3)), ((2, 3), ()), ((2, 3, 4), (3, 4, 2)),
+]
+
+OUTER_SHAPES = [((3,), (4,)), ((2, 2), (3,)), ((), (2,))]
+
+EINSUM = [
+    ("ij,jk->ik", [(2, 3), (3, 4)]),
+    ("ij,jk", [(2, 3), (3, 4)]),
+    ("ij->ji", [(2, 3)]),
+    ("ij", [(2, 3)]),
+    ("ji", [(2, 3)]),
+    ("ii->", [(3, 3)]),
+    ("ii", [(3, 3)]),
+    ("ii->i", [(3, 3)]),
+    ("iij->j", [(2, 2, 3)]),
+    ("iji->ij", [(2, 3, 2)]),
+    ("ij->", [(2, 3)]),
+    ("ij->j", [(2, 3)]),
+    ("i,i->", [(3,), (3,)]),
+    ("i,i", [(3,), (3,)]),
+    ("i,j->ij", [(3,), (4,)]),
+    ("bij,bjk->bik", [(2, 2, 3), (2, 3, 4)]),
+    ("...ij,...jk->...ik", [(2, 1, 2, 3), (3, 3, 4)]),
+    ("...ij,...jk", [(2, 2, 3), (3, 4)]),
+    ("i...,i...->...", [(3, 2), (3, 1)]),
+    ("...i,...i", [(2, 3), (3,)]),
+    ("ij,ij->ij", [(2, 3), (2, 3)]),
+    ("ijk,ik->j", [(2, 3, 4), (2, 4)]),
+    ("i,i,i->", [(3,), (3,), (3,)]),
+    ("ij,jk,kl->il", [(2, 3), (3, 2), (2, 4)]),
+    ("ii,i->i", [(3, 3), (3,)]),
+    ("Ab,bc", [(2, 3), (3, 4)]),
+    ("bA", [(2, 3)]),
+    ("ij,jk->ik (size-1 j)", [(2, 1), (3, 4)]),
+    (" ij , jk -> ki ", [(2, 3), (3, 4)]),
+]
+
+
+def _einsum_case(subscripts, shapes):
+    spec = subscripts.split(" (")[0]
+    return Case(f"einsum('{subscripts}')-{'x'.join(format_shape(s) for s in shapes)}",
+                lambda *ops: gc.einsum(spec, *ops), lambda *ops: np.einsum(spec, *ops), [Spec(s) for s in shapes])
+
+
+CASES = (
+    [Case(f"matmul{format_shape(a)}@{format_shape(b)}", gc.matmul, np.matmul, [Spec(a), Spec(b)])
+     for a, b in MATMUL_SHAPES]
+    + [Case(f"a@b{format_shape(a)}@{format_shape(b)}", lambda x, y: x @ y, lambda x, y: x @ y, [Spec(a), Spec(b)])
+       for a, b in MATMUL_SHAPES[:4]]
+    + [Case(f"dot{format_shape(a)}.{format_shape(b)}", gc.dot, np.dot, [Spec(a), Spec(b)]) for a, b in DOT_SHAPES]
+    + [Case(f"outer{format_shape(a)}x{format_shape(b)}", gc.outer, np.outer, [Spec(a), Spec(b)])
+       for a, b in OUTER_SHAPES]
+    + [_einsum_case(s, shapes) for s, shapes in EINSUM]
+    + [Case("matmul-in-a-chain", lambda a, b: gc.tanh(a @ b) @ gc.transpose(b),
+            lambda a, b: np.tanh(a @ b) @ b.T, [Spec((2, 3)), Spec((3, 4))])]
+)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_value(case, dtype):
+    check_value(case, dtype)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "iij" not in c.id and "iji" not in c.id
+                                  and not c.id.startswith(("einsum('ii", "einsum('outer"))], ids=repr)
+def test_unknown_sizes(case):
+    check_unknown_sizes(case)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_gradient(case, dtype):
+    check_gradient(case, dtype)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id.startswith(("matmul", "dot", "einsum('...",
+                                                                       "einsum('ij,jk->ik"))], ids=repr)
+def test_gradient_unknown_sizes(case):
+    """Batch broadcasting decided at run time: the driver sums back to the fed shapes."""
+    check_gradient(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_second_order(case):
+    check_second_order(case, np.float64)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id.startswith(("matmul(2, 2, 3)", "dot(2, 3).(5",
+                                                                       "einsum('iij"))], ids=repr)
+def test_second_order_float32(case):
+    check_second_order(case, np.float32)
+
+
+# ---- integer operands ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtypes", [("int64", "int64"), ("int32", "float32"), ("bool", "bool"),
+                                    ("int32", "int64")], ids=lambda d: "-".join(d))
+@pytest.mark.parametrize("name,fn,ref", [("matmul", gc.matmul, np.matmul), ("dot", gc.dot, np.dot),
+                                         ("outer", gc.outer, np.outer),
+                                         ("einsum", lambda a, b: gc.einsum("ij,jk", a, b),
+                                          lambda a, b: np.einsum("ij,jk", a, b))], ids=lambda v: v
+                         if isinstance(v, str) else "")
+def test_integer_operands(name, fn, ref, dtypes):
+    av = (np.arange(6).reshape(2, 3) % 3).astype(dtypes[0])
+    bv = (np.arange(12).reshape(3, 4) % 2).astype(dtypes[1])
+    a, b = gc.placeholder("a", (2, 3), dtypes[0]), gc.placeholder("b", (3, None), dtypes[1])
+    out = fn(a, b)
+    got = run(out, {a: av, b: bv})
+    expected = ref(av, bv)
+    assert_static_matches(out, got)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+# ---- special cases ------------------------------------------------------------------------------
+
+def test_einsum_result_is_not_an_alias():
+    """np.einsum returns views for pure permutations and diagonals: outputs must not alias feeds."""
+    x = gc.placeholder("x", (3, 3))
+    values = np.arange(9.0).reshape(3, 3)
+    fn = gc.function([x], [gc.einsum("ij->ji", x), gc.einsum("ii->i", x)], optimize=False)
+    for out in fn(values):
+        assert not np.shares_memory(out, values)
+        out[...] = 0.0  # writable, and writing does not touch the feed
+    np.testing.assert_array_equal(values, np.arange(9.0).reshape(3, 3))
+
+
+def test_einsum_repeated_letter_gradient_is_on_the_diagonal():
+    x = gc.placeholder("x", (3, 3))
+    g = run(gc.grad(gc.einsum("ii->", x), x), {x: np.ones((3, 3))})
+    np.testing.assert_array_equal(g, np.eye(3))
+    w = np.array([1.0, 2.0, 3.0])
+    g = run(gc.grad(gc.sum(gc.einsum("ii->i", x) * w), x), {x: np.ones((3, 3))})
+    np.testing.assert_array_equal(g, np.diag(w))
+
+
+def test_matmul_vector_vector_is_scalar():
+    a, b = gc.placeholder("a", (3,)), gc.placeholder("b", (3,))
+    y = a @ b
+    assert y.shape == () and y.op == "matmul"
+    ga, gb = run(gc.grad(y, [a, b]), {a: np.array([1.0, 2.0, 3.0]), b: np.array([4.0, 5.0, 6.0])})
+    np.testing.assert_array_equal(ga, [4.0, 5.0, 6.0])
+    np.testing.assert_array_equal(gb, [1.0, 2.0, 3.0])
+
+
+def test_jacobian_of_matmul_matches_numpy():
+    a = gc.placeholder("a", (2, 3))
+    bv = np.arange(12.0).reshape(3, 4) / 10
+    y = a @ gc.constant(bv)
+    jac = run(gc.jacobian(y, a), {a: np.ones((2, 3))})
+    expected = np.einsum("ik,jl->ilkj", np.eye(2), bv)  # d y[i,l] / d a[k,j] = delta_ik b[j,l]
+    np.testing.assert_allclose(jac, expected)
+
+
+# ---- construction errors ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fn,sa,sb", [
+    (gc.matmul, (2, 3), (4, 5)), (gc.matmul, (3,), (4,)), (gc.matmul, (2, 2, 3), (3, 3, 4)),
+    (gc.matmul, (None, 3), (4, 2)), (gc.dot, (2, 3), (4,)), (gc.dot, (2, 3), (5, 4, 2)),
+], ids=lambda v: v.__name__ if callable(v) else format_shape(v))
+def test_contraction_shape_errors(fn, sa, sb):
+    a, b = gc.placeholder("a", sa), gc.placeholder("b", sb)
+    with pytest.raises(gc.ShapeError) as info:
+        fn(a, b)
+    message = str(info.value)
+    assert fn.__name__ in message
+    assert format_shape(sa) in message and format_shape(sb) in message
+
+
+def test_matmul_scalar_operand_error():
+    with pytest.raises(gc.ShapeError, match="matmul"):
+        gc.matmul(gc.placeholder("a", ()), gc.placeholder("b", (3,)))
+
+
+@pytest.mark.parametrize("subscripts,shapes", [
+    ("ij,jk->ik", [(2, 3), (4, 5)]),
+    ("ij", [(2, 3, 4)]),
+    ("ij,jk", [(2, 3)]),
+    ("ij->iij", [(2, 3)]),
+    ("ij->k", [(2, 3)]),
+    ("i1->i", [(2, 3)]),
+    ("ii->i", [(2, 3)]),
+])
+def test_einsum_errors(subscripts, shapes):
+    operands = [gc.placeholder(f"x{k}", s) for k, s in enumerate(shapes)]
+    with pytest.raises(gc.ShapeError, match="einsum"):
+        gc.einsum(subscripts, *operands)
+    # NumPy refuses them too
+    with pytest.raises(ValueError):
+        np.einsum(subscripts, *[np.ones(s) for s in shapes])
+
+
+def test_op_names():
+    a, b = gc.placeholder("a", (2, 2)), gc.placeholder("b", (2, 2))
+    assert gc.matmul(a, b).op == "matmul" and (a @ b).op == "matmul" and gc.dot(a, b).op == "dot"
+    assert gc.outer(a, b).op == "outer" and gc.einsum("ij,jk", a, b).op == "einsum"
