@@ -1,16 +1,37 @@
 """Lowering: a graph becomes a Plan, straight-line Python over NumPy calls.
 
-The plan is generated source code with one line per op node, each calling the
-op's own ``impl``. Intermediates are deleted right after their last use, so
-memory is freed as early as a hand-written program would free it. Outputs
-that could alias a feed, a variable, a constant or another output are copied.
+The plan is generated source code with one line per op node. Everything that
+can be decided once is decided here, at compile time, so that a call does
+nothing but the NumPy work:
+
+* **Schedule.** Steps follow a topological order; when the graph updates
+  variables, each update's computation is pulled up right after its gradient
+  is complete (while the arrays are hot in cache), so the gradient dies early.
+* **Liveness.** Every intermediate is deleted right after its last use (views
+  keep the buffer they look into alive).
+* **Buffers.** Element-wise ops whose NumPy ufunc is known, and ``matmul``,
+  write through ``out=``: into an input that dies at this step (in place), or
+  into a dead buffer of the same shape and dtype. Only buffers this call
+  allocated are ever written to: never a feed, a variable's value, a constant,
+  a view of any of them, or a broadcast view.
+* **Lowering peepholes** (exact, value for value): a ReLU mask ``x > 0`` is
+  read from ``relu(x)`` when that exists (so the pre-activation can die early
+  and ReLU can run in place); ``g * cast(mask)`` multiplies by the boolean mask
+  directly when the dtypes agree.
+* **Scalar graphs** (every value 0-d) run on NumPy scalars with Python
+  operators, which is an order of magnitude cheaper per op than ufunc calls on
+  0-d arrays; the results are the same IEEE operations.
+* **Escapes.** Outputs and update values that could alias a feed, a variable,
+  a constant or another output are copied; everything else is returned as is.
+* **Errors.** No per-step bookkeeping: when an op raises, the failing line of
+  the generated code tells which step it was, and an ``ExecutionError`` names
+  the op, its input shapes and the user's source line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -22,7 +43,13 @@ from graphc.types import format_shape
 
 @dataclass
 class Plan:
-    """A compiled graph: what to feed, what to read, and the generated ``run``."""
+    """A compiled graph: what to feed, what to read, and the generated ``run``.
+
+    ``run(feeds, variables)`` takes the validated feed arrays (in ``inputs``
+    order) and the variables' current values (in ``variables`` order) and
+    returns the output values followed by the update values, none of them
+    aliasing its arguments or each other.
+    """
 
     inputs: tuple[Tensor, ...]
     variables: tuple[Variable, ...]
@@ -31,10 +58,19 @@ class Plan:
     steps: tuple[Tensor, ...]
     source: str
     run: Callable = field(repr=False)
+    #: how each step was lowered (for tests and ``explain``): "call", "ufunc", "inplace", "reuse", "scalar", ...
+    kinds: tuple[str, ...] = ()
+    #: True when the plan runs on NumPy scalars (every value 0-d)
+    scalar: bool = False
 
     @property
     def updated_variables(self) -> tuple[Variable, ...]:
         return tuple(v for v, _ in self.updates)
+
+    def explain(self) -> str:
+        """One line per step: its lowering and op (for debugging performance)."""
+        return "\n".join(f"{i:4d} {kind:8s} {node.op} {format_shape(node.shape)} {node.dtype}"
+                         for i, (kind, node) in enumerate(zip(self.kinds, self.steps)))
 
 
 def _as_array(value) -> np.ndarray:
@@ -54,88 +90,512 @@ def _describe_failure(node: Tensor, arrays: Sequence, exc: Exception) -> Executi
                           f"{type(exc).__name__}: {exc}")
 
 
+# ---- op tables (exact classes only: a subclass may compute something else) ---------------
+
+_TABLES: dict[str, dict] = {}
+
+
+def _tables() -> dict[str, dict]:
+    """Ufuncs of element-wise ops, and scalar expressions, keyed by exact op class."""
+    if _TABLES:
+        return _TABLES
+    from graphc.ops import elementwise as ew
+    from graphc.ops import linalg, reduce, shape
+
+    ufuncs = {ew.Add: np.add, ew.Sub: np.subtract, ew.Mul: np.multiply, ew.Div: np.true_divide,
+              ew.Neg: np.negative, ew.Pow: np.power, ew.Exp: np.exp, ew.Log: np.log, ew.Log1p: np.log1p,
+              ew.Expm1: np.expm1, ew.Sqrt: np.sqrt, ew.Square: np.square, ew.Abs: np.absolute,
+              ew.Sign: np.sign, ew.Sin: np.sin, ew.Cos: np.cos, ew.Tanh: np.tanh, ew.Maximum: np.maximum,
+              ew.Minimum: np.minimum, ew.Equal: np.equal, ew.NotEqual: np.not_equal, ew.Greater: np.greater,
+              ew.GreaterEqual: np.greater_equal, ew.Less: np.less, ew.LessEqual: np.less_equal,
+              ew.LogicalAnd: np.logical_and}
+    # on NumPy scalars these operators are the very same IEEE operations as the ufuncs
+    operators = {ew.Add: "{0} + {1}", ew.Sub: "{0} - {1}", ew.Mul: "{0} * {1}", ew.Div: "{0} / {1}",
+                 ew.Neg: "-{0}", ew.Square: "{0} * {0}", ew.Equal: "{0} == {1}", ew.NotEqual: "{0} != {1}",
+                 ew.Greater: "{0} > {1}", ew.GreaterEqual: "{0} >= {1}", ew.Less: "{0} < {1}",
+                 ew.LessEqual: "{0} <= {1}"}
+    # np.maximum/np.minimum return the second operand on ties (signed zeros) and propagate NaN
+    same_dtype_operators = {ew.Maximum: "({0} if {0} > {1} or {0} != {0} else {1})",
+                            ew.Minimum: "({0} if {0} < {1} or {0} != {0} else {1})",
+                            ew.Where: "({1} if {0} else {2})"}
+    identities = (ew.StopGradient, shape.Identity, shape.SumTo, shape.BroadcastLike, shape.ReshapeLike,
+                  shape.Reshape, shape.Transpose, shape.ExpandDims, shape.Squeeze, shape.BroadcastTo,
+                  reduce.Sum, reduce.Mean, reduce.Max, reduce.Min, reduce.Prod)
+    _TABLES.update(ufuncs=ufuncs, operators=operators, same_dtype=same_dtype_operators,
+                   identities={cls: True for cls in identities},
+                   classes={"relu": ew.Relu, "cast": ew.Cast, "greater": ew.Greater, "mul": ew.Mul,
+                            "zeros_like": ew.ZerosLike, "ones_like": ew.OnesLike, "matmul": linalg.Matmul})
+    return _TABLES
+
+
+def _static(node: Tensor) -> bool:
+    """A known, non-empty-rank shape: its buffers can be reused through ``out=``."""
+    return bool(node.shape) and None not in node.shape
+
+
+# ---- scheduling ----------------------------------------------------------------------------
+
+#: the most steps an eager consumer may pull forward with it (its missing ancestors)
+_PULL_LIMIT = 8
+
+
+def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: Sequence[Tensor],
+                    update_values: Sequence[Tensor]) -> list[Tensor]:
+    """Reorder ``steps`` so that update computations run as soon as their inputs exist.
+
+    Nodes needed only by updates are "eager". After any step is emitted, its
+    eager consumers are tried, nearest-to-an-update first: a consumer is
+    emitted at once, with its missing ancestors (a short, bounded walk that
+    must find only eager nodes), and then its own consumers are tried, depth
+    first. So each layer's weight gradient and new value are computed right
+    after the layer's backpropagated error, while the arrays are hot, and the
+    gradient dies at once. Everything else keeps the original order.
+    """
+    index = {id(n): i for i, n in enumerate(steps)}
+    consumers: dict[int, list[Tensor]] = {id(n): [] for n in steps}
+    for node in steps:
+        seen = set()
+        for parent in deps[id(node)]:
+            if id(parent) in consumers and id(parent) not in seen:
+                seen.add(id(parent))
+                consumers[id(parent)].append(node)
+    for_outputs: set[int] = set()
+    stack = [t for t in outputs if id(t) in index]
+    while stack:
+        node = stack.pop()
+        if id(node) in for_outputs:
+            continue
+        for_outputs.add(id(node))
+        stack.extend(p for p in deps[id(node)] if id(p) in index)
+    distance: dict[int, int] = {id(t): 0 for t in update_values if id(t) in index}
+    for node in reversed(steps):
+        best = distance.get(id(node))
+        for consumer in consumers[id(node)]:
+            dc = distance.get(id(consumer))
+            if dc is not None and (best is None or dc + 1 < best):
+                best = dc + 1
+        if best is not None:
+            distance[id(node)] = best
+    eager = {key for key in distance if key not in for_outputs}
+    if not eager:
+        return steps
+
+    emitted: set[int] = set()
+    order: list[Tensor] = []
+
+    def pull(target: Tensor) -> list[Tensor] | None:
+        missing, pending, seen = [], [target], {id(target)}
+        while pending:
+            node = pending.pop()
+            if id(node) not in eager or len(missing) >= _PULL_LIMIT:
+                return None
+            missing.append(node)
+            for parent in deps[id(node)]:
+                key = id(parent)
+                if key in index and key not in emitted and key not in seen:
+                    seen.add(key)
+                    pending.append(parent)
+        missing.sort(key=lambda n: index[id(n)])
+        return missing
+
+    def emit(node: Tensor) -> None:
+        emitted.add(id(node))
+        order.append(node)
+
+    for node in steps:
+        if id(node) in emitted:
+            continue
+        emit(node)
+        # iterative depth-first expansion: a stack of (node, its candidate consumers)
+        frames = [iter(sorted((c for c in consumers[id(node)] if id(c) in eager),
+                              key=lambda c: distance[id(c)]))]
+        while frames:
+            consumer = next(frames[-1], None)
+            if consumer is None:
+                frames.pop()
+                continue
+            if id(consumer) in emitted:
+                continue
+            pulled = pull(consumer)
+            if pulled is None:
+                continue
+            for item in pulled:
+                emit(item)
+            # expand the target's consumers first (top of the stack), then the pulled ancestors'
+            for item in pulled:
+                frames.append(iter(sorted((c for c in consumers[id(item)] if id(c) in eager),
+                                          key=lambda c: distance[id(c)])))
+    return order
+
+
+# ---- lowering peepholes ----------------------------------------------------------------------
+
+def _is_zero_scalar_constant(node: Tensor) -> bool:
+    if not isinstance(node.primitive, Constant) or node.shape != ():
+        return False
+    value = node.primitive.value
+    return value.dtype.kind in "biuf" and bool(value == 0)
+
+
+def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int], tables: dict) -> set[int]:
+    """Exact rewrites of step inputs that save passes or memory; returns the steps to drop."""
+    classes = tables["classes"]
+    relu_cls, greater_cls, cast_cls, mul_cls = classes["relu"], classes["greater"], classes["cast"], classes["mul"]
+    position = {id(n): i for i, n in enumerate(steps)}
+    consumers: dict[int, list[Tensor]] = {}
+    for node in steps:
+        for parent in deps[id(node)]:
+            consumers.setdefault(id(parent), []).append(node)
+    # x > 0 == relu(x) > 0 for every x (NaN included): read the mask from the ReLU output, so the
+    # pre-activation can die at the ReLU (which then runs in place) instead of living until backprop.
+    for node in steps:
+        if type(node.primitive) is not greater_cls:
+            continue
+        x, zero = deps[id(node)]
+        if x.dtype.kind != "f" or not _is_zero_scalar_constant(zero):
+            continue
+        for user in consumers.get(id(x), ()):
+            if (type(user.primitive) is relu_cls and user.dtype == x.dtype and user.shape == x.shape
+                    and position[id(user)] < position[id(node)]):
+                deps[id(node)] = [user, zero]
+                consumers.setdefault(id(user), []).append(node)
+                break
+    # g * cast(mask, g.dtype) == g * mask (NumPy multiplies by True/False as 1/0 in g's dtype)
+    dropped: set[int] = set()
+    for node in steps:
+        if type(node.primitive) is not cast_cls or id(node) in roots:
+            continue
+        (mask,) = deps[id(node)]
+        if mask.dtype != np.dtype(bool) or node.dtype.kind != "f":
+            continue
+        users = consumers.get(id(node), [])
+        fits = bool(users)
+        for user in users:
+            operands = deps[id(user)]
+            others = [p for p in operands if p is not node]
+            if (type(user.primitive) is not mul_cls or len(operands) != 2 or len(others) != 1
+                    or others[0].dtype != node.dtype or user.dtype != node.dtype):
+                fits = False
+                break
+        if fits:
+            for user in users:
+                deps[id(user)] = [mask if p is node else p for p in deps[id(user)]]
+            dropped.add(id(node))
+    return dropped
+
+
+# ---- scalar graphs ---------------------------------------------------------------------------
+
+def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], tables: dict,
+                       namespace: dict, tag: str) -> str | None:
+    """A Python expression computing ``node`` on NumPy scalars, or None."""
+    cls = type(node.primitive)
+    classes = tables["classes"]
+    if cls in tables["operators"]:
+        return tables["operators"][cls].format(*args)
+    if cls in tables["same_dtype"]:
+        operands = inputs[1:] if cls.__name__ == "Where" else inputs
+        if all(p.dtype == node.dtype for p in operands):
+            return tables["same_dtype"][cls].format(*args)
+    if cls in tables["identities"] and len(inputs) >= 1 and inputs[0].dtype == node.dtype:
+        return args[0]
+    if cls is classes["zeros_like"] or cls is classes["ones_like"]:
+        namespace[f"_k{tag}"] = node.dtype.type(0 if cls is classes["zeros_like"] else 1)
+        return f"_k{tag}"
+    if cls is classes["cast"]:
+        if inputs[0].dtype == np.dtype(bool):
+            namespace[f"_one{tag}"], namespace[f"_zero{tag}"] = node.dtype.type(1), node.dtype.type(0)
+            return f"(_one{tag} if {args[0]} else _zero{tag})"
+        if node.dtype.kind == "f" and inputs[0].dtype.kind in "biuf":
+            namespace[f"_t{tag}"] = node.dtype.type
+            return f"_t{tag}({args[0]})"
+        return None
+    if cls in tables["ufuncs"]:
+        namespace[f"_u{tag}"] = tables["ufuncs"][cls]
+        return f"_u{tag}({', '.join(args)})"
+    if cls is classes["relu"]:
+        namespace[f"_u{tag}"], namespace[f"_z{tag}"] = np.maximum, np.zeros((), node.dtype)[()]
+        return f"_u{tag}({args[0]}, _z{tag})"
+    return None
+
+
+def _expand_fused(node: Tensor, alias: dict[int, Tensor], steps: list[Tensor]) -> bool:
+    """Append the steps of a ``fused`` node as ordinary nodes; False if it is not one.
+
+    The executor then lowers every step itself, with buffer reuse across node
+    boundaries (a fused node cannot write into its dying inputs) and without
+    the fused node's per-call bookkeeping. Each step keeps its user source line.
+    """
+    op = node.primitive
+    if op.name != "fused" or not all(hasattr(op, a) for a in ("steps", "n_inputs", "dtypes")):
+        return False
+    values: list[Tensor] = [alias.get(id(p), p) for p in node.inputs]
+    if len(values) != op.n_inputs:
+        return False
+    sites = tuple(getattr(op, "sites", ()) or ())
+    made: list[Tensor] = []
+    for k, (step_op, args) in enumerate(op.steps):
+        operands = [values[a] for a in args]
+        shape, dtype = step_op.infer(*operands)
+        if k < len(op.dtypes) and np.dtype(dtype) != np.dtype(op.dtypes[k]):
+            return False
+        last = k == len(op.steps) - 1
+        site = sites[k] if k < len(sites) and sites[k] else node.site
+        tensor = Tensor(step_op, operands, shape, dtype, name=node.name if last else None, site=site,
+                        is_gradient=node.is_gradient)
+        values.append(tensor)
+        made.append(tensor)
+    if not made or made[-1].shape != node.shape or made[-1].dtype != node.dtype:
+        return False
+    steps.extend(made)
+    alias[id(node)] = made[-1]
+    return True
+
+
+# ---- the plan ----------------------------------------------------------------------------------
+
 def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
-               updates: Sequence[tuple[Variable, Tensor]] = ()) -> Plan:
+               updates: Sequence[tuple[Variable, Tensor]] = (), *, reuse_buffers: bool = True,
+               schedule_updates: bool = True, scalar_mode: bool = True, peepholes: bool = True,
+               expand_fused: bool = True) -> Plan:
     """Lower the graph computing ``outputs`` and the update values to a Plan.
 
     ``inputs`` are the tensors fed at call time, in call order. Every
-    placeholder the graph needs must be among them (else ``FeedError``).
+    placeholder the graph needs must be among them (else ``FeedError``). The
+    keyword switches turn individual executor optimizations off (for tests and
+    measurements); results are the same either way.
     """
     outputs = tuple(outputs)
     updates = tuple(updates)
-    roots = list(outputs) + [new for _, new in updates]
+    inputs = tuple(inputs)
+    update_values = [new for _, new in updates]
+    roots = list(outputs) + update_values
     input_ids = {id(t): k for k, t in enumerate(inputs)}
     order = toposort(roots, stop_at=list(inputs))
     names: dict[int, str] = {}
     defaults: dict[str, object] = {}
     variables: list[Variable] = []
     steps: list[Tensor] = []
+    leaves: list[Tensor] = []
+    alias: dict[int, Tensor] = {}  # a fused node -> the last of the steps it expands to
     for node in order:
         key = id(node)
         if key in input_ids:
             names[key] = f"x{input_ids[key]}"
+            leaves.append(node)
         elif isinstance(node.primitive, Placeholder):
             raise FeedError(f"the graph needs placeholder {node.name!r} ({node.describe()}), "
                             f"which is not among the inputs")
         elif isinstance(node.primitive, VariableLeaf):
             names[key] = f"w{len(variables)}"
             variables.append(node)
+            leaves.append(node)
         elif isinstance(node.primitive, Constant):
             names[key] = f"c{len(defaults)}"
             defaults[names[key]] = node.primitive.value
+            leaves.append(node)
+        elif expand_fused and _expand_fused(node, alias, steps):
+            pass
         else:
-            names[key] = f"v{len(steps)}"
             steps.append(node)
-    # last use of every value, so it can be deleted right after
-    returned = {id(t) for t in roots}
-    last_use: dict[int, int] = {}
+    tables = _tables()
+    roots = [alias.get(id(t), t) for t in roots]
+    outputs_resolved = roots[:len(outputs)]
+    update_values = roots[len(outputs):]
+    root_ids = {id(t) for t in roots}
+    deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
+    if peepholes:
+        dropped = _peepholes(steps, deps, root_ids, tables)
+        steps = [n for n in steps if id(n) not in dropped]
+    if schedule_updates and updates:
+        steps = _schedule_eager(steps, deps, outputs_resolved, update_values)
     for index, node in enumerate(steps):
-        for parent in node.inputs:
-            last_use[id(parent)] = index
-    frees: list[list[str]] = [[] for _ in steps]
-    for key, index in last_use.items():
-        if key not in returned and names[key][0] in "vx":
-            frees[index].append(names[key])
+        names[id(node)] = f"v{index}"
 
-    lines = ["def run(feeds, variables" + "".join(f", {n}={n}" for n in defaults)
-             + "".join(f", f{i}=f{i}" for i in range(len(steps))) + ", _as_array=_as_array, _copy=_copy):"]
-    if inputs:
-        lines.append("    " + "".join(f"x{k}, " for k in range(len(inputs))) + "= feeds")
-    if variables:
-        lines.append("    " + "".join(f"w{k}, " for k in range(len(variables))) + "= variables")
-    lines.append("    step = -1")
-    lines.append("    try:")
-    lines.append("        pass")
-    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, **defaults}
-    for index, node in enumerate(steps):
-        namespace[f"f{index}"] = node.primitive.impl
-        args = ", ".join(names[id(p)] for p in node.inputs)
-        lines.append(f"        step = {index}")
-        lines.append(f"        v{index} = f{index}({args})")
-        for name in sorted(frees[index]):
-            lines.append(f"        del {name}")
-    lines.append("    except Exception as exc:")
-    lines.append("        raise _failure(step, locals(), exc) from exc")
+    scalar = scalar_mode and bool(steps) and all(n.shape == () for n in order)
+    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array}
+    if scalar:
+        lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
+        if lines is None:
+            scalar = False
+    if scalar:
+        for key, value in defaults.items():
+            namespace[key] = value[()]
+    else:
+        namespace.update(defaults)
+        lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
+                                              reuse_buffers)
+
     # outputs and update values escape to the caller: copy whatever could alias
     escaped: list[str] = []
     seen: set[int] = set()
     for tensor in roots:
-        name = names[id(tensor)]
-        producer_is_view = name[0] == "v" and tensor.primitive.view
-        if name[0] != "v" or producer_is_view or id(tensor) in seen:
+        name = names[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
+        if scalar:
+            escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar
+        elif name[0] != "v" or tensor.primitive.view or id(tensor) in seen:
             escaped.append(f"_copy({name})")
+        elif _static(tensor):
+            escaped.append(name)  # a fresh ndarray this call allocated
         else:
-            escaped.append(f"_as_array({name})")
+            escaped.append(f"_as_array({name})")  # fresh, but maybe a NumPy scalar
         seen.add(id(tensor))
-    lines.append(f"    return ({''.join(e + ', ' for e in escaped)})")
-    source = "\n".join(lines) + "\n"
 
-    def failure(step: int, frame_locals: dict, exc: Exception) -> ExecutionError:
+    header = ["def run(feeds, variables" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
+    if inputs:
+        header.append("    " + "".join(f"x{k}, " for k in range(len(inputs))) + "= feeds")
+    if variables:
+        header.append("    " + "".join(f"w{k}, " for k in range(len(variables))) + "= variables")
+    if scalar:
+        for k in range(len(inputs)):
+            header.append(f"    x{k} = x{k}[()]")
+        for k in range(len(variables)):
+            header.append(f"    w{k} = w{k}[()]")
+    header.append("    try:")
+    offset = len(header) + 1  # line numbers start at 1
+    body = [f"        {line}" for line in lines] or ["        pass"]
+    footer = ["    except Exception as exc:",
+              "        raise _failure(exc) from exc",
+              f"    return ({''.join(e + ', ' for e in escaped)})"]
+    source = "\n".join(header + body + footer) + "\n"
+    step_of_line = {offset + line: step for line, step in line_step.items()}
+
+    def failure(exc: Exception) -> ExecutionError:
+        tb = exc.__traceback__
+        step = step_of_line.get(tb.tb_lineno) if tb is not None else None
+        if step is None:  # pragma: no cover - only the op lines can raise
+            return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
         node = steps[step]
-        arrays = [frame_locals.get(names[id(p)]) for p in node.inputs]
+        frame_locals = tb.tb_frame.f_locals
+        arrays = [frame_locals.get(names[id(p)], defaults.get(names[id(p)])) for p in deps[id(node)]]
         return _describe_failure(node, arrays, exc)
 
     namespace["_failure"] = failure
+    header[0] = header[0].replace(", _failure=_failure", "")
     code = compile(source, "<graphc plan>", "exec")
     exec(code, namespace)  # noqa: S102 - our own generated code, from the graph only
-    return Plan(tuple(inputs), tuple(variables), outputs, updates, tuple(steps), source, namespace["run"])
+    return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
+                tuple(kinds), scalar)
+
+
+def _scalar_body(steps, deps, names, tables, namespace):
+    lines: list[str] = []
+    kinds: list[str] = []
+    line_step: dict[int, int] = {}
+    for index, node in enumerate(steps):
+        inputs = deps[id(node)]
+        expression = _scalar_expression(node, [names[id(p)] for p in inputs], inputs, tables, namespace,
+                                        str(index))
+        if expression is None:
+            return None, None, None
+        line_step[len(lines)] = index
+        lines.append(f"v{index} = {expression}")
+        kinds.append("scalar")
+    return lines, kinds, line_step
+
+
+def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buffers):
+    """Straight-line code over arrays, with ``out=`` buffer reuse decided here, once."""
+    ufuncs = tables["ufuncs"]
+    classes = tables["classes"]
+    relu_cls, matmul_cls = classes["relu"], classes["matmul"]
+    position = {id(n): i for i, n in enumerate(steps)}
+    never = len(steps) + 1
+    returned = {id(t) for t in roots}
+    last_use: dict[int, int] = {}
+    for index, node in enumerate(steps):
+        for parent in deps[id(node)]:
+            last_use[id(parent)] = index
+    # which buffers each value may look into; only buffers a step allocated are "owned"
+    buffers: dict[int, tuple[int, ...]] = {id(n): (id(n),) for n in leaves}
+    owned: dict[int, Tensor] = {}
+    for node in steps:
+        if node.primitive.view:
+            buffers[id(node)] = tuple(dict.fromkeys(b for p in deps[id(node)] for b in buffers[id(p)]))
+        else:
+            buffers[id(node)] = (id(node),)
+            if _static(node):
+                owned[id(node)] = node
+    buffer_end: dict[int, int] = {}
+    for node in list(leaves) + steps:
+        end = never if id(node) in returned else last_use.get(id(node), position.get(id(node), -1))
+        for buffer in buffers[id(node)]:
+            if buffer_end.get(buffer, -1) < end:
+                buffer_end[buffer] = end
+    ends_at: dict[int, list[int]] = {}
+    for buffer, end in buffer_end.items():
+        if buffer in owned and end < never:
+            ends_at.setdefault(end, []).append(buffer)
+
+    # decide, step by step, where each out= capable step writes
+    target: dict[int, int] = {}  # step index -> buffer (value id) it writes into
+    kinds: list[str] = []
+    taken_at: dict[int, int] = {}  # buffer -> step that reuses it from the pool
+    pool: dict[tuple, list[int]] = {}
+    for index, node in enumerate(steps):
+        cls = type(node.primitive)
+        kind = "call"
+        if cls in ufuncs or cls is relu_cls:
+            kind = "ufunc"
+        elif cls is matmul_cls:
+            kind = "matmul"
+        if reuse_buffers and kind != "call" and _static(node):
+            choice = None
+            if kind == "ufunc":
+                for parent in deps[id(node)]:
+                    key = id(parent)
+                    if (key in owned and buffer_end[key] == index and key not in taken_at
+                            and parent.shape == node.shape and parent.dtype == node.dtype):
+                        choice = key
+                        kind = "inplace"
+                        break
+            if choice is None:
+                free = pool.get((node.shape, node.dtype))
+                if free:
+                    choice = free.pop()
+                    taken_at[choice] = index
+                    kind = "reuse"
+            if choice is not None:
+                target[index] = choice
+                if kind == "inplace":
+                    taken_at[choice] = index
+        kinds.append(kind)
+        for buffer in ends_at.get(index, ()):
+            if buffer not in taken_at:
+                node_b = owned[buffer]
+                pool.setdefault((node_b.shape, node_b.dtype), []).append(buffer)
+
+    lines: list[str] = []
+    line_step: dict[int, int] = {}
+    frees: dict[int, list[str]] = {}
+    for key, index in last_use.items():
+        name = names[key]
+        if key in returned or name[0] not in "vx":
+            continue
+        if key in taken_at and taken_at[key] > index:
+            frees.setdefault(taken_at[key], []).append(name)  # held for reuse, dropped once reused
+        else:
+            frees.setdefault(index, []).append(name)
+    for index, node in enumerate(steps):
+        cls = type(node.primitive)
+        args = [names[id(p)] for p in deps[id(node)]]
+        kind = kinds[index]
+        out = f", out={names[target[index]]}" if index in target else ""
+        if kind == "call":
+            namespace[f"f{index}"] = node.primitive.impl
+            call = f"f{index}({', '.join(args)})"
+        elif cls is relu_cls:
+            namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
+            call = f"f{index}({args[0]}, z{index}{out})"
+        elif cls is matmul_cls:
+            namespace[f"f{index}"] = np.matmul if out else node.primitive.impl
+            call = f"f{index}({', '.join(args)}{out})"
+        else:
+            namespace[f"f{index}"] = ufuncs[cls]
+            call = f"f{index}({', '.join(args)}{out})"
+        line_step[len(lines)] = index
+        lines.append(f"v{index} = {call}")
+        dead = sorted(frees.get(index, ()))
+        if dead:
+            lines.append("del " + ", ".join(dead))
+    return lines, kinds, line_step

@@ -84,8 +84,62 @@ def check_feed(tensor: Tensor, value) -> np.ndarray:
     return array
 
 
+# Floating-point warnings inside a graph are ignored (like ``np.errstate(all="ignore")``): the
+# graph, not the user, chose e.g. to evaluate both branches of a ``where``. ``np.errstate``
+# costs over a microsecond per call; setting NumPy's context variable directly costs ~0.1 us.
+try:  # pragma: no branch
+    from numpy._core.umath import _extobj_contextvar, _make_extobj
+
+    _IGNORE_ALL = _make_extobj(all="ignore")
+    _errors_ignored = _extobj_contextvar.set
+    _errors_restored = _extobj_contextvar.reset
+except (ImportError, AttributeError, TypeError):  # pragma: no cover - another NumPy layout
+    def _errors_ignored(_unused=None):
+        state = np.errstate(all="ignore")
+        state.__enter__()
+        return state
+
+    def _errors_restored(state):
+        state.__exit__(None, None, None)
+
+    _IGNORE_ALL = None
+
+
+def _feed_checker(inputs: Sequence[Tensor]):
+    """A generated function validating positional feeds: a few identity tests per array.
+
+    Arrays of exactly the declared dtype and shape pass straight through;
+    anything else goes to :func:`check_feed` (conversion, or a FeedError
+    naming the placeholder).
+    """
+    namespace: dict[str, object] = {"_nd": np.ndarray, "_slow": check_feed}
+    lines = []
+    for k, tensor in enumerate(inputs):
+        namespace[f"_t{k}"], namespace[f"_d{k}"] = tensor, tensor.dtype
+        if None in tensor.shape:
+            known = "".join(f" or x{k}.shape[{i}] != {n}" for i, n in enumerate(tensor.shape) if n is not None)
+            shape_test = f"x{k}.ndim != {len(tensor.shape)}{known}"
+        else:
+            namespace[f"_s{k}"] = tensor.shape
+            shape_test = f"x{k}.shape != _s{k}"
+        lines.append(f"    if type(x{k}) is not _nd or x{k}.dtype is not _d{k} or {shape_test}:")
+        lines.append(f"        x{k} = _slow(_t{k}, x{k})")
+    names = "".join(f"x{k}, " for k in range(len(inputs)))
+    params = "".join(f", {n}={n}" for n in sorted(namespace))
+    source = f"def check(args{params}):\n    ({names}) = args\n" + "\n".join(lines) + f"\n    return ({names})\n"
+    exec(compile(source, "<graphc feed check>", "exec"), namespace)  # noqa: S102 - generated here
+    return namespace["check"]
+
+
 class Executable:
-    """Runs a Plan: snapshot variables, compute, install updates atomically."""
+    """Runs a Plan: snapshot variables, compute, install updates atomically.
+
+    Everything that does not depend on the call is prepared here once: the
+    lock order, which update values need a run-time shape check or a cast, and
+    a generated feed check. ``execute`` takes validated feeds; ``execute_args``
+    validates positional values itself (the fast path of ``Function.__call__``).
+    Both return the output values (a sequence, in ``plan.outputs`` order).
+    """
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
@@ -94,34 +148,60 @@ class Executable:
         self._locked = sorted(touched.values(), key=lambda v: v.serial)  # one global order: no deadlock
         self._updated = updated
         self._hold_locks = bool(updated)
+        # a single variable read without updates needs no lock: reading one attribute is atomic
+        self._locks = tuple(v.lock for v in self._locked) if updated or len(self._locked) > 1 else ()
+        self._variables = plan.variables
+        self._run = plan.run
+        self._n = len(plan.outputs)
+        self._installs = tuple(
+            (variable, None in value.shape or value.shape != variable.shape,
+             value.dtype != variable.dtype)
+            for variable, value in plan.updates)
+        self._check = _feed_checker(plan.inputs)
 
-    def execute(self, feeds: tuple) -> list:
-        plan = self.plan
-        locks = [v.lock for v in self._locked]
+    def execute_args(self, args: Sequence) -> Sequence:
+        """Validate positional feeds (fast when they already have the declared dtype and shape), run."""
+        return self.execute(self._check(args))
+
+    def execute(self, feeds: tuple) -> Sequence:
+        token = _errors_ignored(_IGNORE_ALL)
+        try:
+            if self._updated:
+                return self._execute_updating(feeds)
+            locks = self._locks
+            if locks:
+                for lock in locks:
+                    lock.acquire()
+                try:
+                    values = tuple(v._value for v in self._variables)
+                finally:
+                    for lock in reversed(locks):
+                        lock.release()
+                return self._run(feeds, values)
+            return self._run(feeds, tuple(v._value for v in self._variables))
+        finally:
+            _errors_restored(token)
+
+    def _execute_updating(self, feeds: tuple) -> Sequence:
+        locks = self._locks
         for lock in locks:
             lock.acquire()
         try:
-            values = tuple(v._value for v in plan.variables)
-            if not self._hold_locks:
-                for lock in reversed(locks):
-                    lock.release()
-                locks = []
-            with np.errstate(all="ignore"):
-                results = plan.run(feeds, values)
-            n = len(plan.outputs)
-            if self._updated:
-                new_values = []
-                for (variable, _), value in zip(plan.updates, results[n:]):
-                    if value.shape != variable.shape:
-                        raise ExecutionError(f"update of variable {variable.name!r}: new value has shape "
-                                             f"{format_shape(value.shape)}, the variable "
-                                             f"{format_shape(variable.shape)}; no variable was changed")
-                    if value.dtype != variable.dtype:
-                        value = value.astype(variable.dtype)
-                    new_values.append(value)
-                for variable, value in zip(self._updated, new_values):
-                    variable._install(value)
-            return list(results[:n])
+            results = self._run(feeds, tuple(v._value for v in self._variables))
+            n = self._n
+            new_values = list(results[n:])
+            for k, (variable, check_shape, cast) in enumerate(self._installs):
+                value = new_values[k]
+                if check_shape and value.shape != variable.shape:
+                    raise ExecutionError(f"update of variable {variable.name!r}: new value has shape "
+                                         f"{format_shape(value.shape)}, the variable "
+                                         f"{format_shape(variable.shape)}; no variable was changed")
+                if cast:
+                    new_values[k] = value.astype(variable.dtype)
+            # every new value is a fresh array of this call: install them all, or (above) none
+            for (variable, _, _), value in zip(self._installs, new_values):
+                variable._install(value)
+            return results[:n]
         finally:
             for lock in reversed(locks):
                 lock.release()
@@ -171,8 +251,10 @@ class Function:
         return tuple(check_feed(t, v) for t, v in zip(self.inputs, values))
 
     def __call__(self, *args, **kwargs):
-        feeds = self._gather(args, kwargs)
-        return unflatten(self._spec, self._executable.execute(feeds))
+        if kwargs or len(args) != len(self.inputs):
+            return unflatten(self._spec, self._executable.execute(self._gather(args, kwargs)))
+        results = self._executable.execute_args(args)
+        return results[0] if self._spec is None else unflatten(self._spec, results)
 
     # ---- inspection of the optimized graph --------------------------------------------
     def _graph_outputs(self) -> list[Tensor]:
