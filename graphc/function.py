@@ -256,6 +256,11 @@ class Function:
         results = self._executable.execute_args(args)
         return results[0] if self._spec is None else unflatten(self._spec, results)
 
+    def __repr__(self) -> str:  # also what Jupyter shows when Graphviz is absent
+        inputs = [t.name for t in getattr(self, "inputs", ())]
+        updates = len(getattr(self, "_updates", ()) or ())
+        return f"<Function inputs={inputs} updates={updates}>"
+
     # ---- inspection of the optimized graph --------------------------------------------
     def _graph_outputs(self) -> list[Tensor]:
         plan = self.plan
