@@ -4,7 +4,7 @@ The pipeline is an explicit tuple of named passes. ``canonicalize`` runs the
 local passes (stabilize, simplify, fold, cse) in a loop until a whole round
 changes nothing (every pass returns the very same tensors), so the pipeline
 is idempotent: optimizing an optimized graph returns it unchanged. Fusion
-runs last, once, over the canonical graph.
+runs once over the canonical graph, followed by a last merge.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ DEFAULT_PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("prune", prune),
     ("canonicalize", canonicalize),
     ("fuse", fuse),
+    # fused nodes have new keys, which can flip the canonical order of commutative consumers
+    ("cse", cse),
 )
 
 
