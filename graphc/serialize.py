@@ -126,7 +126,7 @@ def _encode_op(primitive, where: str, depth: int = 0) -> dict:
     for field in dataclasses.fields(primitive):
         params[field.name] = _encode_value(getattr(primitive, field.name), f"{where}, parameter {field.name!r}",
                                            depth)
-    return {"op": primitive.name, "params": params}
+    return {"op": type(primitive).name, "params": params}  # the registry name (an instance may rename itself)
 
 
 def _encode_shape(shape) -> list:
@@ -212,7 +212,7 @@ def encode(fn) -> bytes:
                 raise _refuse_op(primitive, node)
             if node.dtype.name not in DTYPES:
                 raise SaveError(f"{node.describe()}: dtype {node.dtype} cannot be saved")
-            encoded = _encode_op(primitive, f"op {primitive.name!r} ({node.describe()})")
+            encoded = _encode_op(primitive, f"op {node.op!r} ({node.describe()})")
             nodes.append({"kind": "op", "op": encoded["op"], "params": encoded["params"],
                           "inputs": [index[id(p)] for p in node.inputs], "shape": _encode_shape(node.shape),
                           "dtype": node.dtype.name, "name": name, "grad": bool(node.is_gradient),

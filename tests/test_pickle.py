@@ -140,7 +140,7 @@ def test_deep_graph_pickles_without_recursion():
     y = x
     for i in range(20000):
         y = gc.sin(y) if i % 2 else y * 1.0001
-    fn = gc.function([x], y)
+    fn = gc.function([x], y, optimize=False)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(300)
     try:

@@ -1,0 +1,587 @@
+"""The SymPy bridge: graphs to SymPy expressions and back, and element-wise ops from formulas.
+
+This is the only module of graphc that imports SymPy.
+
+* :func:`to_sympy` turns an element-wise/scalar graph into a SymPy expression
+  (placeholders become real SymPy symbols named after them).
+* :func:`from_sympy` builds a graph computing a SymPy expression.
+* :func:`elementwise` makes a new element-wise op from a Python function of
+  SymPy symbols. SymPy derives its derivatives; the gradient of the op is
+  another op of the same kind built from the derivative expression, so it can
+  be differentiated to any order. Values are computed by NumPy code generated
+  with ``sympy.lambdify(modules="numpy")``.
+
+An element-wise op stores its formula as a small postfix program over a fixed
+set of functions (``expr``), not as SymPy objects or source text. That makes it
+hashable, comparable, deterministic and savable by ``gc.save``: the loader
+rebuilds the formula from the fixed table below and never evaluates text.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from graphc.ops import elementwise as ew
+from graphc.ops.elementwise import Elementwise
+from graphc.tensor import Tensor, toposort
+
+__all__ = ["SympyElementwise", "elementwise", "from_sympy", "to_sympy"]
+
+MAX_ARITY = 32
+MAX_TOKENS = 200_000
+_INT_TEXT = re.compile(r"-?[0-9]{1,400}")
+
+
+# ======================================================================================
+# formulas as postfix token programs
+# ======================================================================================
+# Tokens: ("x", i) argument i; ("int", "12"); ("rat", "1", "3"); ("float", float.hex());
+# ("const", "pi" | "E"); ("fn", name, n) applies a function to the last n values.
+
+def _heaviside(*args):
+    return sympy.Heaviside(*args)
+
+
+#: function name -> (SymPy constructor, allowed argument counts (None: any >= 2), SymPy class)
+_FUNCTIONS: dict[str, tuple[Callable, tuple[int, ...] | None, type]] = {
+    "add": (sympy.Add, None, sympy.Add),
+    "mul": (sympy.Mul, None, sympy.Mul),
+    "pow": (sympy.Pow, (2,), sympy.Pow),
+    "exp": (sympy.exp, (1,), sympy.exp),
+    "log": (sympy.log, (1,), sympy.log),
+    "sin": (sympy.sin, (1,), sympy.sin),
+    "cos": (sympy.cos, (1,), sympy.cos),
+    "tan": (sympy.tan, (1,), sympy.tan),
+    "asin": (sympy.asin, (1,), sympy.asin),
+    "acos": (sympy.acos, (1,), sympy.acos),
+    "atan": (sympy.atan, (1,), sympy.atan),
+    "sinh": (sympy.sinh, (1,), sympy.sinh),
+    "cosh": (sympy.cosh, (1,), sympy.cosh),
+    "tanh": (sympy.tanh, (1,), sympy.tanh),
+    "asinh": (sympy.asinh, (1,), sympy.asinh),
+    "acosh": (sympy.acosh, (1,), sympy.acosh),
+    "atanh": (sympy.atanh, (1,), sympy.atanh),
+    "abs": (sympy.Abs, (1,), sympy.Abs),
+    "sign": (sympy.sign, (1,), sympy.sign),
+    "erf": (sympy.erf, (1,), sympy.erf),
+    "erfc": (sympy.erfc, (1,), sympy.erfc),
+    "max": (sympy.Max, None, sympy.Max),
+    "min": (sympy.Min, None, sympy.Min),
+    "heaviside": (_heaviside, (1, 2), sympy.Heaviside),
+}
+_NAME_OF_CLASS = {cls: name for name, (_, _, cls) in _FUNCTIONS.items()}
+_CONSTANTS = {"pi": sympy.pi, "E": sympy.E}
+
+
+def _argument_symbols(arity: int) -> list[sympy.Symbol]:
+    return [sympy.Symbol(f"x{i}", real=True) for i in range(arity)]
+
+
+def formula_tokens(expr: sympy.Expr, arity: int) -> tuple:
+    """The postfix program of ``expr`` over the symbols ``x0..x{arity-1}`` (iterative)."""
+    symbols = {s: i for i, s in enumerate(_argument_symbols(arity))}
+    tokens: list[tuple] = []
+    stack: list[tuple[sympy.Basic, bool]] = [(sympy.sympify(expr), False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            tokens.append(("fn", _NAME_OF_CLASS[type(node)], len(node.args)))
+            continue
+        if node in symbols:
+            tokens.append(("x", symbols[node]))
+        elif node.is_Integer:
+            tokens.append(("int", str(int(node))))
+        elif node.is_Rational:
+            tokens.append(("rat", str(int(node.p)), str(int(node.q))))
+        elif node.is_Float:
+            value = float(node)
+            if not math.isfinite(value):
+                raise ValueError(f"the number {node} cannot be part of an element-wise formula")
+            tokens.append(("float", value.hex()))
+        elif node == sympy.pi or node == sympy.E:
+            tokens.append(("const", "pi" if node == sympy.pi else "E"))
+        elif type(node) in _NAME_OF_CLASS:
+            stack.append((node, True))
+            for arg in reversed(node.args):
+                stack.append((arg, False))
+        elif node.is_Symbol:
+            raise ValueError(f"the formula uses the symbol {node}, which is not one of its arguments")
+        else:
+            raise ValueError(f"{type(node).__name__} ({node}) is not supported in element-wise formulas; "
+                             f"supported: numbers, pi, E and {', '.join(sorted(_FUNCTIONS))}")
+        if len(tokens) > MAX_TOKENS:
+            raise ValueError("the formula is too large")
+    return tuple(tokens)
+
+
+def _build_formula(arity, tokens) -> sympy.Expr:
+    """The SymPy expression of a postfix program, checking every token (raises ValueError)."""
+    if type(arity) is not int or not 1 <= arity <= MAX_ARITY:
+        raise ValueError(f"arity must be an int in [1, {MAX_ARITY}]")
+    if not isinstance(tokens, tuple) or not tokens or len(tokens) > MAX_TOKENS:
+        raise ValueError("the formula must be a non-empty tuple of tokens")
+    symbols = _argument_symbols(arity)
+    stack: list = []
+    for token in tokens:
+        if not isinstance(token, tuple) or not token or not isinstance(token[0], str):
+            raise ValueError(f"bad formula token {token!r:.80}")
+        kind = token[0]
+        if kind == "x" and len(token) == 2 and type(token[1]) is int and 0 <= token[1] < arity:
+            stack.append(symbols[token[1]])
+        elif kind == "int" and len(token) == 2 and isinstance(token[1], str) and _INT_TEXT.fullmatch(token[1]):
+            stack.append(sympy.Integer(int(token[1])))
+        elif (kind == "rat" and len(token) == 3 and all(isinstance(t, str) and _INT_TEXT.fullmatch(t)
+                                                          for t in token[1:]) and int(token[2]) != 0):
+            stack.append(sympy.Rational(int(token[1]), int(token[2])))
+        elif kind == "float" and len(token) == 2 and isinstance(token[1], str) and len(token[1]) <= 40:
+            value = float.fromhex(token[1])
+            if not math.isfinite(value):
+                raise ValueError("formula numbers must be finite")
+            stack.append(sympy.Float(value))
+        elif kind == "const" and len(token) == 2 and token[1] in _CONSTANTS:
+            stack.append(_CONSTANTS[token[1]])
+        elif kind == "fn" and len(token) == 3 and token[1] in _FUNCTIONS and type(token[2]) is int:
+            constructor, counts, _ = _FUNCTIONS[token[1]]
+            n = token[2]
+            if (counts is None and not 1 <= n <= MAX_TOKENS) or (counts is not None and n not in counts):
+                raise ValueError(f"{token[1]} cannot take {n} arguments")
+            if n > len(stack):
+                raise ValueError("malformed formula: a function has too few arguments")
+            args = stack[len(stack) - n:]
+            del stack[len(stack) - n:]
+            stack.append(constructor(*args))
+        else:
+            raise ValueError(f"bad formula token {token!r:.80}")
+    if len(stack) != 1:
+        raise ValueError("malformed formula: it does not reduce to one expression")
+    return stack[0]
+
+
+_cache: dict[tuple, tuple] = {}
+_cache_lock = threading.Lock()
+
+
+def _compiled(arity: int, tokens: tuple) -> tuple[sympy.Expr, Callable | None]:
+    """(expression, NumPy function) for a program; the function is made on first use."""
+    key = (arity, tokens)
+    entry = _cache.get(key)
+    if entry is None:
+        entry = (_build_formula(arity, tokens), None)
+        with _cache_lock:
+            _cache.setdefault(key, entry)
+    return _cache[key]
+
+
+def _numpy_function(arity: int, tokens: tuple) -> Callable:
+    expr, fn = _compiled(arity, tokens)
+    if fn is None:
+        fn = sympy.lambdify(_argument_symbols(arity), expr, modules="numpy")
+        with _cache_lock:
+            _cache[(arity, tokens)] = (expr, fn)
+    return fn
+
+
+def _derivative(expr: sympy.Expr, symbol: sympy.Symbol) -> sympy.Expr:
+    """d expr / d symbol, with the derivative of a jump (DiracDelta) taken as 0 (a subgradient)."""
+    result = sympy.diff(expr, symbol)
+    if result.has(sympy.DiracDelta):
+        result = result.replace(lambda e: isinstance(e, sympy.DiracDelta), lambda e: sympy.Integer(0))
+    return result
+
+
+@dataclass(frozen=True)
+class SympyElementwise(Elementwise):
+    """An element-wise op defined by a formula (see :func:`elementwise`).
+
+    ``name`` is the user's name (shown as ``tensor.op``); ``arity`` the number
+    of inputs; ``expr`` the formula as a postfix token program over ``x0, x1, ...``.
+    The registry knows the class as ``"sympy_elementwise"``.
+    """
+
+    name: str = "sympy_elementwise"
+    arity: int = 1
+    expr: tuple = ()
+
+    def __post_init__(self) -> None:
+        if type(self.name) is not str or not 0 < len(self.name) <= 200:
+            raise ValueError("an element-wise op needs a name of 1 to 200 characters")
+        _compiled(self.arity, self.expr)  # validates the formula
+
+    @property
+    def expression(self) -> sympy.Expr:
+        """The formula as a SymPy expression of ``x0, x1, ...`` (real symbols)."""
+        return _compiled(self.arity, self.expr)[0]
+
+    @property
+    def symbols(self) -> list[sympy.Symbol]:
+        return _argument_symbols(self.arity)
+
+    def infer(self, *inputs):
+        if len(inputs) != self.arity:
+            from graphc.errors import ShapeError
+
+            raise ShapeError(f"{self.name}: takes {self.arity} inputs, got {len(inputs)}")
+        return super().infer(*inputs)
+
+    def impl(self, *arrays):
+        arrays = [np.asarray(a) for a in arrays]
+        dtype = self.result_dtype(*(a.dtype for a in arrays))
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        result = np.asarray(_numpy_function(self.arity, self.expr)(*(a.astype(dtype, copy=False) for a in arrays)))
+        if result.shape != shape:
+            result = np.broadcast_to(result, shape)
+        return np.array(result, dtype=dtype, copy=True) if result.dtype != dtype or not result.flags.writeable \
+            or any(np.shares_memory(result, a) for a in arrays) else result
+
+    def vjp(self, node: Tensor, g: Tensor):
+        expr = self.expression
+        grads = []
+        for i, symbol in enumerate(self.symbols):
+            derivative = _derivative(expr, symbol)
+            if derivative == 0:
+                grads.append(None)
+                continue
+            suffix = "'" if self.arity == 1 else f"_d{i}"
+            op = SympyElementwise(self.name + suffix, self.arity, formula_tokens(derivative, self.arity))
+            grads.append(ew.mul(g, op(*node.inputs)))
+        return tuple(grads)
+
+    def params(self) -> dict:
+        """For printing and export: the formula as text (``gc.save`` stores the fields themselves)."""
+        args = ", ".join(str(s) for s in self.symbols)
+        return {"formula": f"({args}) -> {self.expression}"}
+
+    def key_bytes(self, node: Tensor) -> bytes:
+        return f"sympy_elementwise:{self.name}:{self.arity}:{self.expr!r}".encode()
+
+    def __repr__(self) -> str:
+        return f"elementwise({self.name!r}, {self.expression})"
+
+
+def elementwise(name: str, fn: Callable, nargs: int | None = None) -> SympyElementwise:
+    """A new element-wise op from ``fn``, a Python function of SymPy symbols.
+
+    ``fn`` takes one SymPy symbol per input (real symbols) and returns a SymPy
+    expression, e.g. ``lambda x: x * sympy.tanh(sympy.log(1 + sympy.exp(x)))``.
+    The result is an op: call it on tensors (``mish(x)``). Its derivatives are
+    derived by SymPy, to any order; its values are computed with NumPy code
+    from ``sympy.lambdify``. ``nargs`` is needed only when the number of inputs
+    cannot be read from ``fn``'s signature.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError("elementwise: name must be a non-empty str")
+    if not callable(fn):
+        raise TypeError("elementwise: fn must be callable")
+    if nargs is None:
+        try:
+            parameters = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError) as exc:
+            raise TypeError("elementwise: cannot read fn's arguments; pass nargs=") from exc
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+            raise TypeError("elementwise: fn takes *args; pass nargs=")
+        nargs = sum(1 for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                                  p.POSITIONAL_OR_KEYWORD))
+    if not 1 <= nargs <= MAX_ARITY:
+        raise ValueError(f"elementwise: an op takes 1 to {MAX_ARITY} inputs, got {nargs}")
+    symbols = _argument_symbols(nargs)
+    expr = sympy.sympify(fn(*symbols))
+    if not isinstance(expr, sympy.Expr):
+        raise TypeError(f"elementwise: fn must return a SymPy expression, got {type(expr).__name__}")
+    try:
+        tokens = formula_tokens(expr, nargs)
+    except ValueError as exc:
+        raise ValueError(f"elementwise {name!r}: {exc}") from exc
+    return SympyElementwise(name, nargs, tokens)
+
+
+# ======================================================================================
+# graph -> SymPy
+# ======================================================================================
+
+def _piecewise01(condition) -> sympy.Expr:
+    return sympy.Piecewise((sympy.Integer(1), condition), (sympy.Integer(0), True))
+
+
+def _number(value) -> sympy.Expr:
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, (bool, np.bool_)):
+        return sympy.true if value else sympy.false
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 2 ** 53:
+        return sympy.Integer(int(value))
+    return sympy.Float(float(value))
+
+
+def _known_size(shape) -> int | None:
+    total = 1
+    for size in shape:
+        if size is None:
+            return None
+        total *= size
+    return total
+
+
+def _gelu(x, approximate: bool):
+    if approximate:
+        inner = sympy.sqrt(2 / sympy.pi) * (x + sympy.Float(0.044715) * x ** 3)
+        return x * (1 + sympy.tanh(inner)) / 2
+    return x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2
+
+
+def _sympy_rule(op, node, args):
+    """The SymPy expression of one op application, or raise ValueError."""
+    name = type(op).name if isinstance(op, SympyElementwise) else op.name
+    a = args[0] if args else None
+    simple = {
+        "add": lambda: args[0] + args[1], "sub": lambda: args[0] - args[1], "mul": lambda: args[0] * args[1],
+        "div": lambda: args[0] / args[1], "neg": lambda: -a, "pow": lambda: args[0] ** args[1],
+        "exp": lambda: sympy.exp(a), "log": lambda: sympy.log(a), "log1p": lambda: sympy.log(1 + a),
+        "expm1": lambda: sympy.exp(a) - 1, "sqrt": lambda: sympy.sqrt(a), "square": lambda: a ** 2,
+        "abs": lambda: sympy.Abs(a), "sign": lambda: sympy.sign(a), "sin": lambda: sympy.sin(a),
+        "cos": lambda: sympy.cos(a), "tanh": lambda: sympy.tanh(a), "erf": lambda: sympy.erf(a),
+        "sigmoid": lambda: 1 / (1 + sympy.exp(-a)), "softplus": lambda: sympy.log(1 + sympy.exp(a)),
+        "silu": lambda: a / (1 + sympy.exp(-a)),
+        "relu": lambda: sympy.Piecewise((a, a > 0), (0, True)),
+        "step": lambda: _piecewise01(a > 0),
+        "hard_tanh": lambda: sympy.Piecewise((-1, a <= -1), (1, a >= 1), (a, True)),
+        "maximum": lambda: sympy.Max(args[0], args[1]), "minimum": lambda: sympy.Min(args[0], args[1]),
+        "clip": lambda: sympy.Min(sympy.Max(args[0], args[1]), args[2]),
+        "prelu": lambda: sympy.Piecewise((args[0], args[0] > 0), (args[0] * args[1], True)),
+        "equal": lambda: sympy.Eq(args[0], args[1]), "not_equal": lambda: sympy.Ne(args[0], args[1]),
+        "greater": lambda: args[0] > args[1], "greater_equal": lambda: args[0] >= args[1],
+        "less": lambda: args[0] < args[1], "less_equal": lambda: args[0] <= args[1],
+        "logical_and": lambda: sympy.And(args[0], args[1]),
+        "where": lambda: sympy.Piecewise((args[1], args[0]), (args[2], True)),
+        "ones_like": lambda: sympy.Integer(1), "zeros_like": lambda: sympy.Integer(0),
+        "identity": lambda: a, "stop_gradient": lambda: a,
+    }
+    if name in simple:
+        return simple[name]()
+    if name == "leaky_relu":
+        return sympy.Piecewise((a, a > 0), (_number(op.alpha) * a, True))
+    if name == "elu":
+        return sympy.Piecewise((a, a > 0), (_number(op.alpha) * (sympy.exp(a) - 1), True))
+    if name == "gelu":
+        return _gelu(a, op.approximate)
+    if name == "cast":
+        if isinstance(a, sympy.logic.boolalg.Boolean):
+            return _piecewise01(a)
+        if op.dtype.kind == "f":
+            return a
+        raise ValueError(f"cast to {op.dtype} has no element-wise SymPy form")
+    if name == "sympy_elementwise":
+        return op.expression.xreplace(dict(zip(op.symbols, args)))
+    if name in ("sum_to", "broadcast_like", "broadcast_to", "reshape", "reshape_like", "expand_dims", "squeeze"):
+        source, target = _known_size(node.inputs[0].shape), _known_size(node.shape)
+        if name in ("broadcast_like", "broadcast_to") or (source is not None and source == target):
+            return a
+        raise ValueError(f"{name} from shape {node.inputs[0].shape} to {node.shape} is not element-wise")
+    if name in ("sum", "mean", "max", "min", "prod", "logsumexp"):
+        if _known_size(node.inputs[0].shape) == 1:
+            return a
+        raise ValueError(f"the reduction {name} over {node.inputs[0].shape} is not element-wise")
+    if name == "reduced_count":
+        shape = node.inputs[0].shape
+        count = 1
+        for axis in op.axes:
+            if shape[axis] is None:
+                raise ValueError("reduced_count over an unknown size")
+            count *= shape[axis]
+        return sympy.Integer(count)
+    if name == "fused":
+        values = list(args)
+        for step_op, step_args in op.steps:
+            values.append(_sympy_rule(step_op, None, [values[k] for k in step_args]))
+        return values[-1]
+    raise ValueError(f"op {name!r} has no element-wise SymPy form")
+
+
+def to_sympy(tensor: Tensor, symbols: Mapping[Tensor, sympy.Symbol] | None = None) -> sympy.Expr:
+    """A SymPy expression for the element-wise/scalar graph computing ``tensor``.
+
+    Placeholders (and variables) become real SymPy symbols named after them,
+    unless ``symbols`` maps them to symbols of your choice. Constants must hold
+    one value (a scalar, or an array whose entries are all equal). Raises
+    ``ValueError`` for ops that are not element-wise (matmul, reductions over
+    several elements, ...).
+    """
+    from graphc.leaves import Constant
+
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"to_sympy takes a Tensor, got {type(tensor).__name__}")
+    given = {id(t): s for t, s in (symbols or {}).items()}
+    values: dict[int, object] = {}
+    names: dict[str, int] = {}
+    for node in toposort([tensor]):
+        key = id(node)
+        if key in given:
+            values[key] = given[key]
+            continue
+        if not node.inputs and not isinstance(node.primitive, Constant):
+            if node.op not in ("placeholder", "variable"):
+                values[key] = _sympy_rule(node.primitive, node, [])
+                continue
+            label = node.name or f"{node.op}_{len(names)}"
+            if names.setdefault(label, key) != key:
+                raise ValueError(f"two different tensors are named {label!r}; pass symbols= to tell them apart")
+            values[key] = sympy.Symbol(label, real=True)
+            continue
+        if isinstance(node.primitive, Constant):
+            array = np.asarray(node.primitive.value)
+            if array.size == 0 or not np.all(array == array.flat[0]):
+                raise ValueError(f"the constant {node.describe()} holds several different values: "
+                                 f"not an element-wise/scalar graph")
+            values[key] = _number(array.flat[0])
+            continue
+        values[key] = _sympy_rule(node.primitive, node, [values[id(p)] for p in node.inputs])
+    return values[id(tensor)]
+
+
+# ======================================================================================
+# SymPy -> graph
+# ======================================================================================
+
+def _to_number(expr) -> float:
+    return float(expr)
+
+
+def _combine(values, binary):
+    result = values[0]
+    for value in values[1:]:
+        result = binary(result, value)
+    return result
+
+
+def _relational(expr, args):
+    table = {sympy.StrictGreaterThan: ew.greater, sympy.GreaterThan: ew.greater_equal,
+             sympy.StrictLessThan: ew.less, sympy.LessThan: ew.less_equal, sympy.Eq: ew.equal,
+             sympy.Ne: ew.not_equal}
+    return table[type(expr)](args[0], args[1])
+
+
+def _graph_rule(expr, args, built: dict):
+    """The tensor (or Python number) for one SymPy node whose arguments are in ``built``."""
+    kind = type(expr)
+    if isinstance(expr, sympy.Add):
+        result = args[0]
+        for term, value in zip(expr.args[1:], args[1:]):
+            coefficient, rest = term.as_coeff_Mul()
+            if coefficient == -1 and rest in built:  # a - b rather than a + (-1 * b)
+                result = ew.sub(result, built[rest])
+            else:
+                result = ew.add(result, value)
+        return result
+    if isinstance(expr, sympy.Mul):
+        numerator, denominator = [], []
+        for factor, value in zip(expr.args, args):
+            if isinstance(factor, sympy.Pow) and factor.exp == -1:  # a / b rather than a * b**-1
+                denominator.append(built[factor.base])
+            else:
+                numerator.append(value)
+        result = _combine(numerator, ew.mul) if numerator else 1.0
+        for base in denominator:
+            result = ew.div(result, base)
+        return result
+    if isinstance(expr, sympy.Pow):
+        base, exponent = args
+        e = expr.exp
+        if e == 2:
+            return ew.square(base)
+        if e == sympy.Rational(1, 2):
+            return ew.sqrt(base)
+        if e == -1:
+            return ew.div(1.0, base)
+        if e == sympy.Rational(-1, 2):
+            return ew.div(1.0, ew.sqrt(base))
+        if e.is_Integer and e > 0:
+            return ew.pow(base, float(e))
+        return ew.pow(base, exponent)
+    unary = {sympy.exp: ew.exp, sympy.log: ew.log, sympy.sin: ew.sin, sympy.cos: ew.cos, sympy.tanh: ew.tanh,
+             sympy.Abs: ew.abs, sympy.sign: ew.sign, sympy.erf: ew.erf}
+    if kind in unary:
+        return unary[kind](args[0])
+    if kind is sympy.tan:
+        return ew.div(ew.sin(args[0]), ew.cos(args[0]))
+    if kind is sympy.sinh:
+        return ew.mul(ew.sub(ew.exp(args[0]), ew.exp(ew.neg(args[0]))), 0.5)
+    if kind is sympy.cosh:
+        return ew.mul(ew.add(ew.exp(args[0]), ew.exp(ew.neg(args[0]))), 0.5)
+    if kind is sympy.erfc:
+        return ew.sub(1.0, ew.erf(args[0]))
+    if kind is sympy.Max:
+        return _combine(args, ew.maximum)
+    if kind is sympy.Min:
+        return _combine(args, ew.minimum)
+    if kind is sympy.Heaviside:
+        x = args[0]
+        at_zero = 0.5 if len(args) == 1 else args[1]
+        return ew.where(ew.greater(x, 0.0), 1.0, ew.where(ew.less(x, 0.0), 0.0, at_zero))
+    if isinstance(expr, sympy.core.relational.Relational):
+        return _relational(expr, args)
+    if kind is sympy.And:
+        return _combine(args, ew.logical_and)
+    if kind is sympy.functions.elementary.piecewise.ExprCondPair:
+        return ("pair", args[0], args[1])
+    if kind is sympy.Piecewise:
+        result = None
+        for _, value, condition in reversed(args):
+            if condition is True:
+                result = value
+            elif result is None:
+                raise ValueError("a Piecewise without a final True branch has no graph form")
+            else:
+                result = ew.where(condition, value, result)
+        return result
+    raise ValueError(f"from_sympy: {kind.__name__} ({expr}) is not supported")
+
+
+def from_sympy(expr, symbols: Mapping) -> Tensor:
+    """A graph computing the SymPy expression ``expr``.
+
+    ``symbols`` maps the SymPy symbols of ``expr`` to tensors. Numbers become
+    weak Python scalars, so ``float32`` tensors stay ``float32``. Supported:
+    + - * / and powers, exp, log, sin, cos, tan, sinh, cosh, tanh, Abs, sign,
+    erf, erfc, Max, Min, Heaviside, relations, And and Piecewise.
+    """
+    expr = sympy.sympify(expr)
+    mapping = {}
+    for symbol, tensor in symbols.items():
+        if not isinstance(tensor, Tensor):
+            from graphc.op import as_tensor
+
+            tensor = as_tensor(tensor)
+        mapping[sympy.sympify(symbol)] = tensor
+    built: dict = {}
+    stack = [(expr, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node in built:
+            continue
+        if node in mapping:
+            built[node] = mapping[node]
+        elif node is sympy.true:
+            built[node] = True
+        elif getattr(node, "is_Symbol", False):
+            raise ValueError(f"from_sympy: the symbol {node} is not in symbols")
+        elif getattr(node, "is_Number", False) or node in (sympy.pi, sympy.E):
+            built[node] = _to_number(node)
+        elif expanded or not node.args:
+            built[node] = _graph_rule(node, [built[a] for a in node.args], built)
+        else:
+            stack.append((node, True))
+            for arg in reversed(node.args):
+                if arg not in built:
+                    stack.append((arg, False))
+    result = built[expr]
+    if not isinstance(result, Tensor):
+        from graphc.leaves import constant
+
+        result = constant(float(result))
+    return result
