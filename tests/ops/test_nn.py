@@ -1,0 +1,271 @@
+"""Network ops: softmax, log_softmax, the cross-entropies; values, gradients and stability at +-1000."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+from .util import (
+    Case,
+    Spec,
+    assert_static_matches,
+    check_gradient,
+    check_second_order,
+    check_unknown_sizes,
+    check_value,
+    fixed,
+    np_log_softmax,
+    np_sigmoid,
+    np_softmax,
+    run,
+    uniform,
+)
+
+FLOATS = [np.float64, np.float32]
+
+
+def np_sparse_xent(logits, labels, axis=-1):
+    log_probs = np_log_softmax(logits, axis)
+    picked = np.take_along_axis(log_probs, np.expand_dims(labels, axis), axis=axis)
+    return -np.squeeze(picked, axis)
+
+
+def np_dense_xent(logits, labels, axis=-1):
+    return -np.sum(labels * np_log_softmax(logits, axis), axis=axis)
+
+
+def np_sigmoid_xent(logits, targets):
+    s = np_sigmoid(logits)
+    return -targets * np.log(s) - (1 - targets) * np.log(1 - s)
+
+
+def probabilities(rng, shape):
+    """Rows (along the last axis) that sum to 1."""
+    raw = rng.uniform(0.1, 1.0, size=shape)
+    return raw / raw.sum(axis=-1, keepdims=True)
+
+
+def probabilities_axis0(rng, shape):
+    raw = rng.uniform(0.1, 1.0, size=shape)
+    return raw / raw.sum(axis=0, keepdims=True)
+
+
+def _labels(values, dtype="int64"):
+    values = np.asarray(values)
+    return Spec(values.shape, fixed(values), kind=dtype)
+
+
+CASES = [
+    Case("softmax", gc.softmax, np_softmax, [Spec((3, 4), uniform(-3, 3))]),
+    Case("softmax-axis0", lambda x: gc.softmax(x, axis=0), lambda x: np_softmax(x, 0), [Spec((3, 4))]),
+    Case("softmax-axis1-3d", lambda x: gc.softmax(x, 1), lambda x: np_softmax(x, 1), [Spec((2, 3, 4))]),
+    Case("softmax-1d", gc.softmax, np_softmax, [Spec((5,))]),
+    Case("log_softmax", gc.log_softmax, np_log_softmax, [Spec((3, 4), uniform(-3, 3))]),
+    Case("log_softmax-axis0", lambda x: gc.log_softmax(x, axis=0), lambda x: np_log_softmax(x, 0), [Spec((3, 4))]),
+    Case("log_softmax-axis-2-3d", lambda x: gc.log_softmax(x, -2), lambda x: np_log_softmax(x, -2),
+         [Spec((2, 3, 4))]),
+    Case("sce-int-labels", gc.softmax_cross_entropy, np_sparse_xent, [Spec((4, 5)), _labels([0, 4, 2, 2])]),
+    Case("sce-int32-labels-3d", gc.softmax_cross_entropy, np_sparse_xent,
+         [Spec((2, 3, 4)), _labels([[0, 3, 1], [2, 2, 0]], "int32")]),
+    Case("sce-int-labels-axis1", lambda x, y: gc.softmax_cross_entropy(x, y, axis=1),
+         lambda x, y: np_sparse_xent(x, y, 1), [Spec((2, 5, 3)), _labels([[0, 4, 1], [2, 2, 3]])]),
+    Case("sce-int-labels-axis0", lambda x, y: gc.softmax_cross_entropy(x, y, axis=0),
+         lambda x, y: np_sparse_xent(x, y, 0), [Spec((3, 2)), _labels([2, 0], "uint8")]),
+    Case("sce-probabilities", gc.softmax_cross_entropy, np_dense_xent,
+         [Spec((4, 5)), Spec((4, 5), probabilities)]),
+    Case("sce-probabilities-3d", gc.softmax_cross_entropy, np_dense_xent,
+         [Spec((2, 3, 4)), Spec((2, 3, 4), probabilities)]),
+    Case("sce-probabilities-axis0", lambda x, y: gc.softmax_cross_entropy(x, y, axis=0),
+         lambda x, y: np_dense_xent(x, y, 0), [Spec((3, 4)), Spec((3, 4), probabilities_axis0)]),
+    Case("sce-probabilities-broadcast", gc.softmax_cross_entropy, np_dense_xent,
+         [Spec((4, 3)), Spec((1, 3), probabilities)]),
+    Case("sigmoid_cross_entropy", gc.sigmoid_cross_entropy, np_sigmoid_xent,
+         [Spec((3, 4), uniform(-4, 4)), Spec((3, 4), uniform(0, 1))]),
+    Case("sigmoid_cross_entropy-broadcast", gc.sigmoid_cross_entropy, np_sigmoid_xent,
+         [Spec((3, 1), uniform(-4, 4)), Spec((4,), uniform(0, 1))]),
+    Case("sigmoid_cross_entropy-scalar-target", lambda x: gc.sigmoid_cross_entropy(x, 0.25),
+         lambda x: np_sigmoid_xent(x, x.dtype.type(0.25)), [Spec((2, 3), uniform(-4, 4))]),
+    Case("sigmoid_cross_entropy-int-targets", gc.sigmoid_cross_entropy,
+         lambda x, t: np_sigmoid_xent(x, t.astype(x.dtype)), [Spec((2, 3), uniform(-4, 4)),
+                                                               _labels([[0, 1, 1], [1, 0, 0]])]),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_value(case, dtype):
+    check_value(case, dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_unknown_sizes(case):
+    check_unknown_sizes(case)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_gradient(case, dtype):
+    check_gradient(case, dtype)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_gradient_unknown_sizes(case):
+    """Including the class count unknown at build time (the sparse target is made at run time)."""
+    check_gradient(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_second_order(case):
+    check_second_order(case, np.float64)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.id in ("softmax", "log_softmax", "sce-int-labels",
+                                                               "sce-probabilities", "sigmoid_cross_entropy")],
+                         ids=repr)
+def test_second_order_float32(case):
+    check_second_order(case, np.float32)
+
+
+def test_output_dtypes():
+    x32 = gc.placeholder("x", (2, 3), "float32")
+    assert gc.softmax(x32).dtype == np.float32
+    assert gc.log_softmax(x32).dtype == np.float32
+    assert gc.softmax_cross_entropy(x32, gc.placeholder("y", (2,), "int64")).dtype == np.float32
+    assert gc.softmax_cross_entropy(x32, gc.placeholder("p", (2, 3), "float32")).dtype == np.float32
+    assert gc.sigmoid_cross_entropy(x32, 1.0).dtype == np.float32
+    assert gc.sigmoid_cross_entropy(x32, gc.placeholder("t", (2, 3), "int64")).dtype == np.float32
+    assert gc.softmax_cross_entropy(x32, gc.placeholder("y", (2,), "int64")).shape == (2,)
+
+
+def test_sparse_and_dense_agree():
+    logits = np.array([[0.5, -1.0, 2.0], [3.0, 0.0, -2.0]])
+    labels = np.array([2, 0])
+    x = gc.placeholder("x", (2, 3))
+    sparse = gc.softmax_cross_entropy(x, labels)
+    dense = gc.softmax_cross_entropy(x, np.eye(3)[labels])
+    (s, d, gs, gd) = run([sparse, dense, gc.grad(gc.sum(sparse), x), gc.grad(gc.sum(dense), x)], {x: logits})
+    np.testing.assert_allclose(s, d, rtol=1e-14)
+    np.testing.assert_allclose(gs, gd, rtol=1e-14)
+    np.testing.assert_allclose(gs, np_softmax(logits) - np.eye(3)[labels], rtol=1e-12)
+
+
+def test_labels_carry_no_gradient():
+    x = gc.placeholder("x", (2, 3))
+    y = gc.placeholder("y", (2,), "int64")
+    with pytest.raises(gc.DTypeError):
+        gc.grad(gc.sum(gc.softmax_cross_entropy(x, y)), y)
+
+
+# ---- stability at +-1000 -------------------------------------------------------------------------
+
+BIG = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 1000.0], [-1000.0, -1000.0, -1000.0]])
+# by hand: the row maxima are 1000, 1000, -1000; log-sum-exp 1000, 1000 + log 2, -1000 + log 3
+BIG_LOG_SOFTMAX = np.array([[0.0, -2000.0, -1000.0], [-2000.0 - np.log(2), -np.log(2), -np.log(2)],
+                            [-np.log(3)] * 3])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_softmax_log_softmax_extreme_logits(dtype):
+    x = gc.placeholder("x", (3, 3), dtype)
+    w = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0], [1.0, 1.0, -2.0]])
+    s, ls = gc.softmax(x), gc.log_softmax(x)
+    gs = gc.grad(gc.sum(s * w), x)
+    gls = gc.grad(gc.sum(ls * w), x)
+    values = run([s, ls, gs, gls], {x: BIG.astype(dtype)})
+    for v in values:
+        assert v.dtype == np.dtype(dtype) and np.all(np.isfinite(v))
+    probs = np.exp(BIG_LOG_SOFTMAX)
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    np.testing.assert_allclose(values[0], probs, rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(values[1], BIG_LOG_SOFTMAX, rtol=rtol)
+    # J^T w for softmax: p * (w - sum(w p)); for log_softmax: w - p * sum(w)
+    np.testing.assert_allclose(values[2], probs * (w - np.sum(w * probs, axis=1, keepdims=True)), rtol=rtol,
+                               atol=1e-6)
+    np.testing.assert_allclose(values[3], w - probs * w.sum(axis=1, keepdims=True), rtol=rtol, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_softmax_cross_entropy_extreme_logits(dtype):
+    labels = np.array([1, 0, 2])
+    x = gc.placeholder("x", (3, 3), dtype)
+    sparse = gc.softmax_cross_entropy(x, labels)
+    dense = gc.softmax_cross_entropy(x, np.eye(3, dtype=dtype)[labels])
+    soft = np.array([[0.5, 0.25, 0.25], [0.0, 0.5, 0.5], [0.2, 0.3, 0.5]], dtype)
+    smooth = gc.softmax_cross_entropy(x, soft)
+    outputs = [sparse, dense, smooth, gc.grad(gc.sum(sparse), x), gc.grad(gc.sum(dense), x),
+               gc.grad(gc.sum(smooth), x)]
+    values = run(outputs, {x: BIG.astype(dtype)})
+    for v in values:
+        assert v.dtype == np.dtype(dtype) and np.all(np.isfinite(v)), v
+    expected_loss = -BIG_LOG_SOFTMAX[np.arange(3), labels]  # [2000, 2000 + log 2, log 3]
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    np.testing.assert_allclose(values[0], expected_loss, rtol=rtol)
+    np.testing.assert_allclose(values[1], expected_loss, rtol=rtol)
+    np.testing.assert_allclose(values[2], -np.sum(soft * BIG_LOG_SOFTMAX, axis=1), rtol=rtol)
+    probs = np.exp(BIG_LOG_SOFTMAX)
+    np.testing.assert_allclose(values[3], probs - np.eye(3)[labels], rtol=rtol, atol=1e-7)
+    np.testing.assert_allclose(values[4], probs - np.eye(3)[labels], rtol=rtol, atol=1e-7)
+    np.testing.assert_allclose(values[5], probs - soft, rtol=rtol, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sigmoid_cross_entropy_extreme_logits(dtype):
+    logits = np.array([1000.0, 1000.0, -1000.0, -1000.0, 1000.0, 0.0, -30.0])
+    targets = np.array([0.0, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0])
+    x = gc.placeholder("x", (7,), dtype)
+    t = gc.placeholder("t", (7,), dtype)
+    loss = gc.sigmoid_cross_entropy(x, t)
+    gx, gt = gc.grad(gc.sum(loss), [x, t])
+    values = run([loss, gx, gt], {x: logits.astype(dtype), t: targets.astype(dtype)})
+    for v in values:
+        assert v.dtype == np.dtype(dtype) and np.all(np.isfinite(v)), v
+    # by hand: loss = max(x, 0) - x t + log(1 + exp(-|x|)); at 0 that is log 2; at -30, t=1: log1p(e^-30) + 30
+    expected = np.array([1000.0, 0.0, 1000.0, 0.0, 500.0, np.log(2.0), 30.0 + np.log1p(np.exp(-30.0))])
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    np.testing.assert_allclose(values[0], expected, rtol=rtol)
+    sig = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 0.5, np.exp(-30.0) / (1 + np.exp(-30.0))])
+    np.testing.assert_allclose(values[1], sig - targets, rtol=rtol, atol=1e-30)
+    np.testing.assert_allclose(values[2], -logits, rtol=rtol)
+
+
+def test_sigmoid_cross_entropy_tail_accuracy():
+    # t = 0 and x = -40: the loss is log1p(exp(-40)) = 4.2e-18, which a naive 1 - sigmoid would zero
+    x = gc.placeholder("x", ())
+    loss = gc.sigmoid_cross_entropy(x, 0.0)
+    value, slope = run([loss, gc.grad(loss, x)], {x: -40.0})
+    expected = np.log1p(np.exp(-40.0))
+    assert abs(value - expected) <= 1e-12 * expected
+    assert abs(slope - np.exp(-40.0) / (1 + np.exp(-40.0))) <= 1e-12 * expected
+
+
+# ---- construction errors ------------------------------------------------------------------------
+
+def test_errors():
+    x = gc.placeholder("x", (4, 5))
+    with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):
+        gc.softmax_cross_entropy(x, gc.placeholder("y", (5,), "int64"))
+    with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):
+        gc.softmax_cross_entropy(x, gc.placeholder("y", (4, 5), "int64"))
+    with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):
+        gc.softmax_cross_entropy(x, gc.placeholder("p", (4, 6)))
+    with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):
+        gc.softmax_cross_entropy(x, gc.placeholder("p", (2, 4, 5)))
+    with pytest.raises(gc.DTypeError, match="softmax_cross_entropy"):
+        gc.softmax_cross_entropy(x, gc.placeholder("b", (4, 5), "bool"))
+    with pytest.raises(gc.DTypeError, match="softmax"):
+        gc.softmax(gc.placeholder("i", (3,), "int64"))
+    with pytest.raises(gc.DTypeError, match="log_softmax"):
+        gc.log_softmax(gc.placeholder("i", (3,), "int32"))
+    with pytest.raises(gc.ShapeError, match="softmax"):
+        gc.softmax(x, axis=2)
+    with pytest.raises(gc.ShapeError, match="sigmoid_cross_entropy"):
+        gc.sigmoid_cross_entropy(x, gc.placeholder("t", (3,)))
+
+
+def test_op_names():
+    x = gc.placeholder("x", (2, 3))
+    assert gc.softmax(x).op == "softmax" and gc.log_softmax(x).op == "log_softmax"
+    assert gc.softmax_cross_entropy(x, [0, 1]).op == "softmax_cross_entropy"
+    assert gc.sigmoid_cross_entropy(x, x).op == "sigmoid_cross_entropy"
