@@ -414,7 +414,8 @@ class Prelu(Elementwise):
     name = "prelu"
 
     def impl(self, x, alpha):
-        return np.where(x > 0, x, x * alpha)
+        dtype = self.result_dtype(np.asarray(x).dtype, np.asarray(alpha).dtype)
+        return np.where(x > 0, x, x * alpha).astype(dtype, copy=False)
 
     def vjp(self, node, g):
         x, alpha = node.inputs
@@ -494,7 +495,7 @@ class HardTanh(Elementwise):
     name = "hard_tanh"
 
     def result_dtype(self, *dtypes):
-        return dtypes[0]
+        return np.clip(np.zeros(0, dtypes[0]), -1, 1).dtype  # NumPy's (bool gives int64)
 
     def impl(self, x):
         return np.clip(x, -1, 1)

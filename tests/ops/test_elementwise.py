@@ -582,3 +582,44 @@ def test_op_names():
         assert getattr(gc, name)(x).op == name
     assert (x + 1).op == "add" and (x * x).op == "mul" and (x ** 2).op == "pow" and (-x).op == "neg"
     assert gc.swish(x).op == "silu"
+
+
+# ---- every element-wise op over every input dtype: the static dtype is the real one ------------
+
+ALL_DTYPES = ["bool", "int8", "uint8", "int32", "int64", "float32", "float64"]
+UNARY_FUNCTIONS = ["neg", "exp", "log", "log1p", "expm1", "sqrt", "square", "abs", "sign", "sin", "cos", "tanh",
+                   "sigmoid", "softplus", "relu", "leaky_relu", "elu", "gelu", "silu", "hard_tanh", "step",
+                   "stop_gradient", "zeros_like", "ones_like"]
+BINARY_FUNCTIONS = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "prelu", "equal", "not_equal",
+                    "greater", "greater_equal", "less", "less_equal"]
+
+
+def _small_values(dtype):
+    return np.array([1, 0, 2]).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_static_dtype_is_real_dtype_unary(dtype):
+    for name in UNARY_FUNCTIONS:
+        x = gc.placeholder("x", (3,), dtype)
+        try:
+            y = getattr(gc, name)(x)
+        except gc.DTypeError:
+            continue  # refused at build time (e.g. neg of bool), as NumPy refuses it
+        value = run(y, {x: _small_values(dtype)})
+        assert value.dtype == y.dtype, (name, dtype, y.dtype, value.dtype)
+        assert value.shape == y.shape
+
+
+@pytest.mark.parametrize("dtype_a", ALL_DTYPES)
+def test_static_dtype_is_real_dtype_binary(dtype_a):
+    for name in BINARY_FUNCTIONS:
+        for dtype_b in ALL_DTYPES:
+            a, b = gc.placeholder("a", (3,), dtype_a), gc.placeholder("b", (1,), dtype_b)
+            try:
+                y = getattr(gc, name)(a, b)
+            except gc.DTypeError:
+                continue
+            value = run(y, {a: _small_values(dtype_a), b: _small_values(dtype_b)[1:2]})
+            assert value.dtype == y.dtype, (name, dtype_a, dtype_b, y.dtype, value.dtype)
+            assert value.shape == y.shape

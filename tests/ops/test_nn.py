@@ -10,7 +10,6 @@ import graphc as gc
 from .util import (
     Case,
     Spec,
-    assert_static_matches,
     check_gradient,
     check_second_order,
     check_unknown_sizes,
