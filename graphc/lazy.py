@@ -17,11 +17,11 @@ def to_networkx(outputs):
     return implementation(outputs)
 
 
-def to_sympy(tensor):
+def to_sympy(tensor, symbols=None):
     """A SymPy expression of an element-wise/scalar graph (see :mod:`graphc.sympy_bridge`)."""
     from graphc.sympy_bridge import to_sympy as implementation
 
-    return implementation(tensor)
+    return implementation(tensor, symbols)
 
 
 def from_sympy(expr, symbols):
@@ -31,8 +31,8 @@ def from_sympy(expr, symbols):
     return implementation(expr, symbols)
 
 
-def elementwise(name: str, fn):
+def elementwise(name: str, fn, nargs: int | None = None):
     """A new element-wise op from a Python function of SymPy symbols; SymPy derives its gradient."""
     from graphc.sympy_bridge import elementwise as implementation
 
-    return implementation(name, fn)
+    return implementation(name, fn, nargs)
