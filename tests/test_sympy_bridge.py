@@ -87,7 +87,8 @@ def test_to_sympy_names_and_errors():
 
 def test_to_sympy_piecewise_ops():
     x = gc.placeholder("x")
-    for op, fn in [(gc.relu, lambda v: max(v, 0.0)), (lambda a: gc.leaky_relu(a, 0.1), lambda v: v if v > 0 else 0.1 * v),
+    for op, fn in [(gc.relu, lambda v: max(v, 0.0)),
+                   (lambda a: gc.leaky_relu(a, 0.1), lambda v: v if v > 0 else 0.1 * v),
                    (gc.abs, abs), (lambda a: gc.where(a > 1.0, a, -a), lambda v: v if v > 1 else -v),
                    (lambda a: gc.clip(a, -0.5, 0.5), lambda v: min(max(v, -0.5), 0.5)),
                    (lambda a: gc.gelu(a, approximate=True), None), (gc.gelu, None), (gc.elu, None)]:
@@ -213,7 +214,7 @@ def test_elementwise_pickle_save_and_load(tmp_path):
 
 
 def test_elementwise_saved_file_is_deterministic_and_loads_in_a_fresh_process(tmp_path):
-    program = f"""
+    program = """
 import sys, sympy, numpy as np, graphc as gc
 mish = gc.elementwise("mish", lambda x: x * sympy.tanh(sympy.log(1 + sympy.exp(x))))
 x = gc.placeholder("x", (None,))
