@@ -78,7 +78,8 @@ class SoftmaxCrossEntropy(Op):
         dtype = _float_logits(self.name, logits)
         reduced = logits.shape[:self.axis] + logits.shape[self.axis + 1:]
         if self.sparse:
-            if labels.shape != reduced and broadcast_shapes(self.name, [labels.shape, reduced]) != reduced:
+            if labels.ndim != len(reduced) or (labels.shape != reduced and
+                                               broadcast_shapes(self.name, [labels.shape, reduced]) != reduced):
                 raise ShapeError(f"softmax_cross_entropy: integer labels must have shape {format_shape(reduced)} "
                                  f"(logits {format_shape(logits.shape)} without axis {self.axis}), "
                                  f"got {format_shape(labels.shape)}")

@@ -144,7 +144,8 @@ class ProdOthers(Op):
         x = np.asarray(x)
         kept = [a for a in range(x.ndim) if a not in self.axes]
         moved = np.transpose(x, kept + list(self.axes))
-        flat = moved.reshape(moved.shape[:len(kept)] + (-1,))
+        count = int(np.prod([x.shape[a] for a in self.axes], dtype=np.int64))
+        flat = moved.reshape(moved.shape[:len(kept)] + (count,))  # (not -1: ambiguous for empty arrays)
         ones = np.ones(flat.shape[:-1] + (1,), x.dtype)
         before = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)
         after = np.cumprod(np.concatenate([ones, flat[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]

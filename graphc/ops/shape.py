@@ -199,6 +199,9 @@ def reshape(x, shape) -> Tensor:
     """NumPy ``reshape``; one entry may be -1."""
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
+    shape = tuple(shape)
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
+        raise ShapeError(f"reshape: the new shape must hold ints (one may be -1), got {shape!r}")
     shape = tuple(int(s) for s in shape)
     if any(s < -1 for s in shape):
         raise ShapeError(f"reshape: invalid shape {shape}")

@@ -72,6 +72,10 @@ CASES = [
          lambda x, y: np_sparse_xent(x, y, 1), [Spec((2, 5, 3)), _labels([[0, 4, 1], [2, 2, 3]])]),
     Case("sce-int-labels-axis0", lambda x, y: gc.softmax_cross_entropy(x, y, axis=0),
          lambda x, y: np_sparse_xent(x, y, 0), [Spec((3, 2)), _labels([2, 0], "uint8")]),
+    Case("sce-int-labels-broadcast", gc.softmax_cross_entropy,
+         lambda x, y: np_sparse_xent(x, np.broadcast_to(y, x.shape[:-1])), [Spec((4, 5)), _labels([3])]),
+    Case("sce-int-labels-broadcast-axis0", lambda x, y: gc.softmax_cross_entropy(x, y, axis=0),
+         lambda x, y: np_sparse_xent(x, np.broadcast_to(y, x.shape[1:]), 0), [Spec((3, 4)), _labels([1])]),
     Case("sce-probabilities", gc.softmax_cross_entropy, np_dense_xent,
          [Spec((4, 5)), Spec((4, 5), probabilities)]),
     Case("sce-probabilities-3d", gc.softmax_cross_entropy, np_dense_xent,
@@ -247,6 +251,8 @@ def test_errors():
         gc.softmax_cross_entropy(x, gc.placeholder("y", (5,), "int64"))
     with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):
         gc.softmax_cross_entropy(x, gc.placeholder("y", (4, 5), "int64"))
+    with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):
+        gc.softmax_cross_entropy(x, 1)  # one label for every row: say so with the right shape
     with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):
         gc.softmax_cross_entropy(x, gc.placeholder("p", (4, 6)))
     with pytest.raises(gc.ShapeError, match="softmax_cross_entropy"):

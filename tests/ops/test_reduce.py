@@ -182,6 +182,19 @@ def test_prod_gradient_with_zeros_along_axis():
     np.testing.assert_allclose(g, expected)
 
 
+@pytest.mark.parametrize("name,fn,ref", [("sum", gc.sum, np.sum), ("max", gc.max, np.max),
+                                         ("prod", gc.prod, np.prod), ("mean", gc.mean, np.mean)],
+                         ids=["sum", "max", "prod", "mean"])
+def test_empty_inputs(name, fn, ref):
+    """Reducing the non-empty axis of an empty array gives an empty result, and an empty gradient."""
+    x = gc.placeholder("x", (0, 3))
+    y = fn(x, axis=1)
+    values = np.ones((0, 3))
+    got, g = run([y, gc.grad(gc.sum(y), x)], {x: values})
+    np.testing.assert_array_equal(got, ref(values, axis=1))
+    assert got.shape == y.shape == (0,) and g.shape == (0, 3)
+
+
 # ---- logsumexp at extreme inputs ----------------------------------------------------------------
 
 LSE_EXTREMES = [

@@ -138,6 +138,13 @@ INDEX_CASES = [
     _index_case("bool mask", np.array([True, False, True, True])),
     _index_case("bool mask 2d,1", (np.arange(20).reshape(4, 5) % 3 == 0, 1)),
     _index_case("1d-[-1]", [-1], shape=(3,)),
+    _index_case("scalar ...", Ellipsis, shape=()),
+    _index_case("scalar None", None, shape=()),
+    _index_case("empty int array", np.array([], dtype=np.int64)),
+    Case("x[m] fed mask", lambda x, m: x[m], lambda x, m: x[m],
+         [Spec((4, 5, 6)), Spec((4,), fixed([True, False, True, True]), kind="bool")]),
+    Case("x[j] fed 0-d index", lambda x, j: x[:, j], lambda x, j: x[:, j],
+         [Spec((4, 5, 6)), Spec((), fixed(-2), kind="int64")]),
     Case("x[i,:,1] fed", lambda x, i: x[i, :, 1], lambda x, i: x[i, :, 1],
          [Spec((4, 5, 6)), Spec((3,), fixed([3, 0, 3]), kind="int64")]),
     Case("x[i,:,j] fed", lambda x, i, j: x[i, :, j], lambda x, i, j: x[i, :, j],
@@ -303,6 +310,8 @@ def test_shape_errors():
     _assert_shape_error(lambda: gc.reshape(x, (4, 2)), "reshape", format_shape((2, 3)))
     _assert_shape_error(lambda: gc.reshape(x, (-1, -1)), "reshape")
     _assert_shape_error(lambda: gc.reshape(x, (-1, 4)), "reshape")
+    _assert_shape_error(lambda: gc.reshape(x, (None, 3)), "reshape")
+    _assert_shape_error(lambda: gc.reshape(x, (-2, 3)), "reshape")
     _assert_shape_error(lambda: gc.transpose(x, (0, 0)), "transpose")
     _assert_shape_error(lambda: gc.transpose(x, (0, 2)), "transpose")
     _assert_shape_error(lambda: gc.squeeze(x, 0), "squeeze", format_shape((2, 3)))
