@@ -1,0 +1,101 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.cli import EXIT_BAD_FILE, EXIT_RENDER, EXIT_USAGE, main
+from graphc.export import dot as dot_module
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def saved_file(tmp_path):
+    x = gc.placeholder("x", (None, 3))
+    w = gc.variable(np.ones((3, 2)), name="W")
+    loss = gc.mean(gc.square(gc.tanh(gc.matmul(x, w))))
+    g = gc.grad(loss, w)
+    fn = gc.function([x], {"loss": loss}, updates={w: w - 0.1 * g})
+    path = tmp_path / "model.gcf"
+    gc.save(fn, path)
+    return path
+
+
+def test_info(saved_file, capsys):
+    assert main(["info", str(saved_file)]) == 0
+    out = capsys.readouterr().out
+    assert "inputs (1):\n  0: x (?, 3) float64" in out
+    assert "outputs (1):" in out
+    assert "variables (1):\n  W (3, 2) float64" in out
+    assert "updates (1):\n  W <- " in out
+    assert "nodes by op:" in out and "placeholder" in out and "variable" in out
+
+
+def test_dot_and_print(saved_file, capsys):
+    assert main(["dot", str(saved_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('digraph "graphc" {') and out.rstrip().endswith("}")
+    assert out == gc.to_dot(gc.load(saved_file))
+    assert main(["dot", "--no-legend", str(saved_file)]) == 0
+    assert "cluster_legend" not in capsys.readouterr().out
+    assert main(["print", str(saved_file)]) == 0
+    assert "placeholder 'x'" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_render(saved_file, tmp_path, capsys):
+    out = tmp_path / "graph.svg"
+    assert main(["render", str(saved_file), "-o", str(out)]) == 0
+    assert b"<svg" in out.read_bytes()
+    assert main(["render", str(saved_file), "-o", str(tmp_path / "g.bin"), "-f", "png"]) == 0
+    assert (tmp_path / "g.bin").read_bytes().startswith(b"\x89PNG")
+
+
+def test_render_errors(saved_file, tmp_path, capsys, monkeypatch):
+    assert main(["render", str(saved_file), "-o", str(tmp_path / "graph.xyz")]) == EXIT_USAGE
+    assert "unsupported format" in capsys.readouterr().err
+    monkeypatch.setattr(dot_module.shutil, "which", lambda name: None)
+    assert main(["render", str(saved_file), "-o", str(tmp_path / "graph.svg")]) == EXIT_RENDER
+    assert "install Graphviz" in capsys.readouterr().err
+
+
+def test_bad_files(tmp_path, saved_file, capsys):
+    missing = tmp_path / "missing.gcf"
+    assert main(["info", str(missing)]) == EXIT_BAD_FILE
+    assert "cannot read" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.gcf"
+    garbage.write_bytes(b"hello world")
+    for command in ("info", "dot", "print"):
+        assert main([command, str(garbage)]) == EXIT_BAD_FILE
+        assert "not a valid graphc file" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.gcf"
+    truncated.write_bytes(saved_file.read_bytes()[:-10])
+    assert main(["info", str(truncated)]) == EXIT_BAD_FILE
+    assert "truncated" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == EXIT_BAD_FILE
+
+
+def test_usage_errors(capsys):
+    assert main([]) == EXIT_USAGE
+    assert main(["frobnicate"]) == EXIT_USAGE
+    assert main(["render", "x.gcf"]) == EXIT_USAGE  # -o is required
+    assert main(["--help"]) == 0
+    capsys.readouterr()
+
+
+def test_python_dash_m_and_script(saved_file):
+    done = subprocess.run([sys.executable, "-m", "graphc", "info", str(saved_file)], cwd=ROOT,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"nodes by op:" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "graphc", "info", str(saved_file) + ".nope"], cwd=ROOT,
+                          capture_output=True, timeout=120)
+    assert done.returncode == EXIT_BAD_FILE and b"graphc: error" in done.stderr
+    script = shutil.which("graphc")
+    if script is not None:
+        done = subprocess.run([script, "dot", str(saved_file)], capture_output=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.startswith(b"digraph")
