@@ -6,6 +6,6 @@ One module per pass family: ``prune``, ``stabilize``, ``simplify``, ``fold``,
 """
 
 from graphc.passes.core import Report
-from graphc.passes.pipeline import CANONICAL_PASSES, DEFAULT_PIPELINE, optimize, optimize_tensors
+from graphc.passes.pipeline import CANONICAL_PASSES, DEFAULT_PIPELINE, FUSING_PIPELINE, optimize, optimize_tensors
 
-__all__ = ["CANONICAL_PASSES", "DEFAULT_PIPELINE", "Report", "optimize", "optimize_tensors"]
+__all__ = ["CANONICAL_PASSES", "DEFAULT_PIPELINE", "FUSING_PIPELINE", "Report", "optimize", "optimize_tensors"]

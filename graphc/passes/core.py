@@ -174,9 +174,12 @@ def uniform_value(tensor: Tensor):
         return None
     flat = value.reshape(-1)
     first = flat[0]
-    if value.size > 1 and not (np.all(flat == first) and np.array_equal(np.signbit(flat), np.signbit(first))
-                               if value.dtype.kind == "f" else np.all(flat == first)):
-        return None
+    if value.size > 1:
+        same = flat == first
+        if value.dtype.kind == "f":
+            same &= np.signbit(flat) == np.signbit(first)
+        if not np.all(same):
+            return None
     if value.dtype.kind == "f" and np.isnan(first):
         return None
     return first

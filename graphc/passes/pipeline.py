@@ -3,8 +3,8 @@
 The pipeline is an explicit tuple of named passes. ``canonicalize`` runs the
 local passes (stabilize, simplify, fold, cse) in a loop until a whole round
 changes nothing (every pass returns the very same tensors), so the pipeline
-is idempotent: optimizing an optimized graph returns it unchanged. Fusion
-runs once over the canonical graph, followed by a last merge.
+is idempotent: optimizing an optimized graph returns it unchanged.
+``FUSING_PIPELINE`` adds element-wise fusion after it (opt-in; see its comment).
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ def canonicalize(outputs: list[Tensor]) -> list[Tensor]:
 DEFAULT_PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("prune", prune),
     ("canonicalize", canonicalize),
+)
+
+#: the default pipeline plus element-wise fusion (opt-in: ``gc.optimize(y, pipeline=FUSING_PIPELINE)``).
+#: Not the default because it does not pay with this executor: the plan compiler already writes
+#: element-wise steps in place into dying buffers, and expands fused nodes back into steps
+#: (numbers in docs/optimizer.md, from bench/fusion_speed.py).
+FUSING_PIPELINE: tuple[tuple[str, Pass], ...] = DEFAULT_PIPELINE + (
     ("fuse", fuse),
     # fused nodes have new keys, which can flip the canonical order of commutative consumers
     ("cse", cse),

@@ -70,8 +70,8 @@ def test_report_is_a_readable_table():
     assert report.nodes_after == len(toposort([y2, g2]))
     assert report.before["softmax"] == 2 and report.after.get("softmax", 0) <= 1
     assert report.rules["stabilize.log_softmax"] >= 1
-    assert [name for name, _ in DEFAULT_PIPELINE] == ["prune", "canonicalize", "fuse", "cse"]
-    assert set(report.pass_seconds) >= {"prune", "stabilize", "simplify", "fold", "cse", "fuse"}
+    assert [name for name, _ in DEFAULT_PIPELINE] == ["prune", "canonicalize"]
+    assert set(report.pass_seconds) >= {"prune", "stabilize", "simplify", "fold", "cse"}
 
 
 def _mlp_step(optimize=True, naive_loss=False):
@@ -110,7 +110,7 @@ def test_mlp_training_step_has_exactly_the_needed_matmuls(naive_loss):
     assert not any(s.is_gradient and s.shape == x.shape for s in steps)
     unoptimized, _, _ = _mlp_step(optimize=False, naive_loss=naive_loss)
     assert sum(s.op == "matmul" for s in unoptimized.plan.steps) >= 8
-    if naive_loss:  # the hand-written -log(softmax)[rows, labels] became the fused primitive
+    if naive_loss:  # the hand-written -log(softmax)[rows, labels] became the cross-entropy primitive
         assert any(s.op == "softmax_cross_entropy" for s in steps)
 
 
@@ -131,8 +131,8 @@ def test_mlp_training_step_optimized_matches_unoptimized():
 _PROGRAM = textwrap.dedent("""
     import numpy as np
     import graphc as gc
-    x = gc.placeholder("x", (None, 4))
-    y = gc.placeholder("y", (None,), dtype="int64")
+    x = gc.placeholder("x", (2, 4))
+    y = gc.placeholder("y", (2,), dtype="int64")
     w = gc.variable(np.arange(12.0).reshape(4, 3) / 10, name="w")
     b = gc.variable(np.zeros(3), name="b")
     logits = gc.matmul(x, w) + b
@@ -156,7 +156,7 @@ def test_same_optimized_graph_under_any_hash_seed():
         assert done.returncode == 0, done.stderr
         texts.append(done.stdout)
     assert texts[0] == texts[1] == texts[2]
-    assert "fused" in texts[0] or "softmax_cross_entropy" in texts[0]
+    assert "softmax_cross_entropy" in texts[0]
 
 
 def test_deep_graph_does_not_hit_the_recursion_limit():

@@ -1,0 +1,180 @@
+"""Stabilization: every hand-written fragile pattern, its value and its gradient at logits of +-1000."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.passes.stabilize import stabilize
+from tests.passes.util import count, ops_of, run
+
+LOGITS = np.array([[1000.0, -1000.0, 0.0, 3.0], [-1000.0, -999.0, 1000.0, 1000.0]])
+
+
+def _log_softmax(v):
+    shifted = v - v.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _softplus(v):
+    return np.logaddexp(v, 0)
+
+
+def _sigmoid(v):
+    return np.exp(-np.logaddexp(0, -v))
+
+
+# name: (naive builder, stable builder, the op the stable form contains, reference value)
+CASES = {
+    "log_softmax": (lambda x: gc.log(gc.softmax(x)), lambda x: gc.log_softmax(x), "log_softmax", _log_softmax),
+    "log_softmax_by_hand": (lambda x: gc.log(gc.exp(x) / gc.sum(gc.exp(x), axis=-1, keepdims=True)),
+                            lambda x: gc.log_softmax(x), "log_softmax", _log_softmax),
+    "logsumexp": (lambda x: gc.log(gc.sum(gc.exp(x), axis=-1)), lambda x: gc.logsumexp(x, axis=-1), "logsumexp",
+                  lambda v: np.log(np.exp(v - v.max(-1, keepdims=True)).sum(-1)) + v.max(-1)),
+    "log_sigmoid": (lambda x: gc.log(gc.sigmoid(x)), lambda x: -gc.softplus(-x), "softplus",
+                    lambda v: -_softplus(-v)),
+    "log_one_minus_sigmoid": (lambda x: gc.log(1.0 - gc.sigmoid(x)), lambda x: -gc.softplus(x), "softplus",
+                              lambda v: -_softplus(v)),
+    "softplus": (lambda x: gc.log(1.0 + gc.exp(x)), gc.softplus, "softplus", _softplus),
+    "softplus_right": (lambda x: gc.log(gc.exp(x) + 1.0), gc.softplus, "softplus", _softplus),
+    "softplus_log1p": (lambda x: gc.log1p(gc.exp(x)), gc.softplus, "softplus", _softplus),
+    "sigmoid_by_hand": (lambda x: 1.0 / (1.0 + gc.exp(-x)), gc.sigmoid, "sigmoid", _sigmoid),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_stabilized_value_structure_and_gradient_at_1000(name):
+    naive_of, stable_of, stable_op, reference = CASES[name]
+    x = gc.placeholder("x", LOGITS.shape)
+    naive = naive_of(x)
+    w = gc.constant(np.linspace(-1.0, 1.0, naive.size).reshape(naive.shape))
+    cost = gc.sum(naive * w)
+    grad = gc.grad(cost, x)  # the grad driver differentiates the stabilized form
+    (stable,) = stabilize([naive])
+    assert stable_op in ops_of(stable)
+    assert count(stable, "log") == 0 and stable.shape == naive.shape and stable.dtype == naive.dtype
+    expected_grad = run([gc.grad(gc.sum(stable_of(x) * w), x)], {x: LOGITS})[0]
+    for optimize in (False, True):
+        value, g = run([naive, grad], {x: LOGITS}, optimize=optimize)
+        if optimize:
+            np.testing.assert_allclose(value, reference(LOGITS), rtol=1e-12, atol=1e-300)
+        assert np.all(np.isfinite(g)), g
+        np.testing.assert_allclose(g, expected_grad, rtol=1e-12, atol=1e-300)
+
+
+def test_naive_value_is_repaired_only_when_optimized():
+    x = gc.placeholder("x", LOGITS.shape)
+    naive = gc.log(gc.softmax(x))
+    assert np.isinf(run([naive], {x: LOGITS})[0]).any()  # as built: log(0) = -inf
+    assert np.isfinite(run([naive], {x: LOGITS}, optimize=True)[0]).all()
+
+
+def test_log1p_and_expm1_at_tiny_and_huge_inputs():
+    x = gc.placeholder("x", (4,))
+    values = np.array([1e-20, -1e-17, 1000.0, -1000.0])
+    y1, y2 = gc.log(1.0 + x), gc.exp(x) - 1.0
+    z1, z2 = stabilize([y1, y2])
+    assert z1.op == "log1p" and z2.op == "expm1"
+    (z3,) = stabilize([gc.exp(x) + (-1.0)])
+    assert z3.op == "expm1"
+    small = values.copy()
+    small[2:] = [0.5, -0.5]
+    a, b = run([y1, y2], {x: small}, optimize=True)
+    np.testing.assert_allclose(a, np.log1p(small), rtol=1e-15)
+    np.testing.assert_allclose(b, np.expm1(small), rtol=1e-15)
+    g1, g2 = gc.grad(gc.sum(y1), x), gc.grad(gc.sum(y2), x)
+    r1, r2 = run([g1, g2], {x: values})
+    np.testing.assert_allclose(r1[:2], 1 / (1 + values[:2]), rtol=1e-15)
+    assert np.isfinite(r1).all() and r2[3] == 0.0 and np.isinf(r2[2])  # exp(1000) really is inf
+
+
+def test_negative_log_likelihood_by_hand_becomes_cross_entropy():
+    x = gc.placeholder("x", LOGITS.shape)
+    labels = gc.placeholder("labels", (2,), "int64")
+    rows = gc.constant(np.arange(2))
+    naive = gc.mean(-gc.log(gc.softmax(x))[rows, labels])
+    g = gc.grad(naive, x)
+    (stable,) = stabilize([naive])
+    assert "softmax_cross_entropy" in ops_of(stable) and "getitem" not in ops_of(stable)
+    feed = {x: LOGITS, labels: np.array([1, 3])}
+    expected = -_log_softmax(LOGITS)[[0, 1], [1, 3]].mean()
+    probs = np.exp(_log_softmax(LOGITS))
+    onehot = np.eye(4)[[1, 3]]
+    for optimize in (False, True):
+        value, grad = run([naive, g], feed, optimize=optimize)
+        if optimize:
+            np.testing.assert_allclose(value, expected, rtol=1e-12)
+        np.testing.assert_allclose(grad, (probs - onehot) / 2, rtol=1e-12, atol=1e-300)
+
+
+def test_one_hot_cross_entropy_by_hand():
+    x = gc.placeholder("x", LOGITS.shape)
+    labels = gc.placeholder("labels", (2,), "int64")
+    naive = -gc.sum(gc.one_hot(labels, 4) * gc.log(gc.softmax(x)), axis=-1)
+    g = gc.grad(gc.sum(naive), x)
+    (stable,) = stabilize([naive])
+    assert "softmax_cross_entropy" in ops_of(stable)
+    feed = {x: LOGITS, labels: np.array([0, 2])}
+    expected = -_log_softmax(LOGITS)[[0, 1], [0, 2]]
+    value, grad = run([naive, g], feed, optimize=True)
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    assert np.isfinite(run([g], feed)[0]).all()
+    np.testing.assert_allclose(grad, np.exp(_log_softmax(LOGITS)) - np.eye(4)[[0, 2]], atol=1e-300)
+
+
+@pytest.mark.parametrize("branch, point", [
+    (lambda x: gc.sqrt(x), 0.0),
+    (lambda x: gc.log(x), -1.0),
+    (lambda x: 1.0 / x, 0.0),
+    (lambda x: 2.0 * gc.log(x) + 1.0, 0.0),
+    (lambda x: x ** 0.5, 0.0),
+])
+def test_where_unselected_branch_does_not_poison_the_gradient(branch, point):
+    x = gc.placeholder("x", (3,))
+    y = gc.where(x > 0, branch(x), gc.constant(0.0))
+    g = gc.grad(gc.sum(y), x)
+    values = np.array([point, 4.0, -2.0])
+    for optimize in (False, True):
+        value, grad = run([y, g], {x: values}, optimize=optimize)
+        assert value[0] == 0.0 and value[2] == 0.0
+        assert np.all(np.isfinite(grad)) and grad[0] == 0.0 and grad[2] == 0.0
+    expected = run([gc.grad(gc.sum(branch(x)), x)], {x: np.array([1.0, 4.0, 1.0])})[0][1]
+    np.testing.assert_allclose(grad[1], expected, rtol=1e-12)
+
+
+def test_where_overflowing_exp_branch_at_1000():
+    x = gc.placeholder("x", (3,))
+    y = gc.where(x < 100.0, gc.exp(x), x)  # exp(1000) = inf where not selected
+    g = gc.grad(gc.sum(y), x)
+    value, grad = run([y, g], {x: np.array([1000.0, 0.0, -1000.0])})
+    np.testing.assert_allclose(value, [1000.0, 1.0, 0.0])
+    np.testing.assert_allclose(grad, [1.0, 1.0, 0.0])
+
+
+def test_where_with_inf_constant_branch_keeps_value_and_gradient():
+    x = gc.placeholder("x", (3,))
+    y = gc.where(x > 0, x * 2.0, gc.constant(np.inf))
+    g = gc.grad(gc.sum(gc.where(x > 0, y, 0.0)), x)
+    value, grad = run([y, g], {x: np.array([1.0, -1.0, 2.0])}, optimize=True)
+    assert np.isinf(value[1])
+    np.testing.assert_allclose(grad, [2.0, 0.0, 2.0])
+
+
+def test_gradient_with_respect_to_an_intermediate_is_not_rewritten_away():
+    x = gc.placeholder("x", (4,))
+    s = gc.softmax(x)
+    cost = gc.sum(gc.log(s))
+    gs, gx = gc.grad(cost, [s, x])
+    value = np.array([0.1, 0.2, -0.3, 1.0])
+    got_s, got_x = run([gs, gx], {x: value}, optimize=True)
+    p = np.exp(_log_softmax(value))
+    np.testing.assert_allclose(got_s, 1 / p, rtol=1e-12)
+    np.testing.assert_allclose(got_x, 1 - 4 * p, rtol=1e-12, atol=1e-15)
+
+
+def test_stabilize_changes_nothing_without_patterns():
+    x = gc.placeholder("x", (3,))
+    y = gc.log(x) + gc.exp(x) * 2.0
+    (z,) = stabilize([y])
+    assert z is y
