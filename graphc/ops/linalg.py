@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.errors import DTypeError, GradientError, ShapeError
+from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor
 from graphc.ops.elementwise import cast, mul, ones_like
 from graphc.ops.shape import expand_dims, reshape, reshape_like, squeeze, swap_last_axes
@@ -250,24 +250,48 @@ class Einsum(Op):
 
 
 def _embed_diagonal(grad: Tensor, unique: str, sub: str, operand: Tensor) -> Tensor:
-    """Place ``grad`` (over the unique letters) on the diagonals that repeated letters select."""
-    from graphc.leaves import constant
+    """Place ``grad`` (over the unique letters) on the diagonals that repeated letters select.
 
-    spare = iter(c for c in string.ascii_letters if c not in sub)
-    target, factors, factor_subs, seen = [], [], [], set()
-    for letter, size in zip(sub, operand.shape):
-        if letter in seen:
-            if size is None:
-                raise GradientError(f"einsum: the gradient through a repeated index needs its size, "
-                                    f"unknown in {operand.describe()}")
-            fresh = next(spare)
-            factors.append(constant(np.eye(size, dtype=grad.dtype)))
-            factor_subs.append(letter + fresh)
-            target.append(fresh)
-        else:
-            seen.add(letter)
-            target.append(letter)
-    return einsum(",".join([unique] + factor_subs) + "->" + "".join(target), grad, *factors)
+    A size-1 axis is inserted for every repeated occurrence of a letter, and the product with a
+    mask of the operand's shape (1 where the repeated indices agree) spreads ``grad`` onto the
+    diagonal; the mask is built at run time, so unknown sizes are fine.
+    """
+    groups: dict[str, list[int]] = {}
+    for position, letter in enumerate(sub):
+        groups.setdefault(letter, []).append(position)
+    for position, letter in enumerate(sub):
+        if groups[letter][0] != position:
+            grad = expand_dims(grad, position)
+    repeated = tuple(tuple(p) for p in groups.values() if len(p) > 1)
+    return mul(grad, apply(DiagonalMask(repeated, grad.dtype), operand))
+
+
+@dataclass(frozen=True)
+class DiagonalMask(Op):
+    """Ones where, for every group of axes, the indices along the group's axes are equal; else zeros."""
+
+    name = "diagonal_mask"
+    groups: tuple = ()
+    dtype: np.dtype = np.dtype("float64")
+    zero_gradient = True
+
+    def infer(self, x):
+        return x.shape, self.dtype
+
+    def impl(self, x):
+        shape = np.shape(x)
+        mask = np.ones((1,) * len(shape), dtype=bool)
+
+        def index(axis: int) -> np.ndarray:
+            return np.arange(shape[axis]).reshape([-1 if a == axis else 1 for a in range(len(shape))])
+
+        for group in self.groups:
+            for axis in group[1:]:
+                mask = mask & (index(group[0]) == index(axis))
+        return np.broadcast_to(mask, shape).astype(self.dtype)
+
+    def key_bytes(self, node):
+        return f"diagonal_mask{self.groups!r}{self.dtype.str}".encode()
 
 
 def einsum(subscripts: str, *operands) -> Tensor:
