@@ -1,0 +1,89 @@
+"""The rewrite engine and the report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ops import elementwise as ew
+from graphc.passes.core import Report, named, op_counts, producer, recording, rewrite
+from graphc.tensor import toposort
+
+
+def test_rules_fire_bottom_up_to_a_fixed_point_and_are_counted():
+    @named("test.exp_log")
+    def exp_of_log(node):
+        """exp(log(x)) -> x   (a test rule, not exact in general)"""
+        inner = producer(node.inputs[0], "log")
+        return inner.inputs[0] if inner is not None else None
+
+    x = gc.placeholder("x", (2,))
+    y = gc.exp(gc.log(gc.exp(gc.log(x))))
+    report = Report()
+    with recording(report):
+        (z,) = rewrite([y], {"exp": (exp_of_log,)})
+    assert z is x and report.rules == {"test.exp_log": 2}
+
+
+def test_a_rule_that_changes_the_type_is_an_error():
+    def bad(node):
+        return gc.sum(node.inputs[0])
+
+    x = gc.placeholder("x", (2,))
+    with pytest.raises(AssertionError, match="changed"):
+        rewrite([gc.exp(x)], {"exp": (bad,)})
+
+
+def test_new_nodes_carry_the_replaced_nodes_site_and_name():
+    def neg_to_mul(node):
+        return ew.mul(node.inputs[0], -1.0)
+
+    x = gc.placeholder("x", (2,))
+    y = ew.neg(x)
+    named_y = gc.exp(y)
+    (z,) = rewrite([named_y], {"neg": (neg_to_mul,)})
+    new = z.inputs[0]
+    assert new.op == "mul" and new.site == y.site and new.is_gradient == y.is_gradient
+
+
+def test_protected_tensors_are_opaque():
+    def exp_of_log(node):
+        inner = producer(node.inputs[0], "log")
+        return inner.inputs[0] if inner is not None else None
+
+    x = gc.placeholder("x", (2,))
+    middle = gc.log(x)
+    y = gc.exp(middle)
+    (z,) = rewrite([y], {"exp": (exp_of_log,)}, protected=[middle])
+    assert z is y
+
+
+def test_unchanged_graphs_come_back_as_the_same_objects():
+    x = gc.placeholder("x", (2,))
+    y = gc.exp(x).with_name("named")
+    assert rewrite([y], {"exp": ()})[0] is y
+
+
+def test_deep_graphs_use_no_recursion():
+    x = gc.placeholder("x", ())
+    y = x
+    for _ in range(100_000):
+        y = gc.neg(y)
+    z = gc.optimize(y)
+    assert z is x
+    assert gc.optimize(gc.sin(y)).inputs[0] is x
+
+
+def test_report_table_and_counts():
+    x = gc.placeholder("x", (3,))
+    y = gc.exp(x) * 1.0 + gc.exp(x)
+    (out,), report = gc.optimize([y], report=True)
+    assert report.before == op_counts([y]) and report.after == op_counts([out])
+    assert report.before["exp"] == 2 and report.after["exp"] == 1
+    text = str(report)
+    assert "exp" in text and "cse.merge" in text and "simplify.mul_one" in text
+    assert report.seconds > 0 and report.rounds >= 1
+    assert repr(report) == text
+    assert len(toposort([out])) == report.nodes_after
+    np.testing.assert_allclose(gc.Session().run(out, {x: np.zeros(3)}), 2 * np.ones(3))
