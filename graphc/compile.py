@@ -81,6 +81,19 @@ def _copy(value) -> np.ndarray:
     return np.array(value, copy=True)
 
 
+#: arrays at least this large try a spare buffer (see ``Plan.run``) before allocating
+SPARE_MIN_BYTES = 1 << 16
+
+
+def _grab(spare: dict | None, key: tuple) -> np.ndarray | None:
+    """A spare buffer of this (shape, dtype) if the caller gave one, else None (allocate)."""
+    if spare:
+        free = spare.get(key)
+        if free:
+            return free.pop()
+    return None
+
+
 def _describe_failure(node: Tensor, arrays: Sequence, exc: Exception) -> ExecutionError:
     shapes = ", ".join(format_shape(np.shape(a)) + f" {np.asarray(a).dtype}" if a is not None else "?"
                        for a in arrays)
@@ -124,6 +137,8 @@ def _tables() -> dict[str, dict]:
     _TABLES.update(ufuncs=ufuncs, operators=operators, same_dtype=same_dtype_operators,
                    identities={cls: True for cls in identities},
                    classes={"relu": ew.Relu, "cast": ew.Cast, "greater": ew.Greater, "mul": ew.Mul,
+                            "sum": reduce.Sum, "square": ew.Square, "transpose": shape.Transpose,
+                            "sum_to": shape.SumTo, "broadcast_like": shape.BroadcastLike,
                             "zeros_like": ew.ZerosLike, "ones_like": ew.OnesLike, "matmul": linalg.Matmul})
     return _TABLES
 
@@ -237,8 +252,12 @@ def _is_zero_scalar_constant(node: Tensor) -> bool:
     return value.dtype.kind in "biuf" and bool(value == 0)
 
 
-def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int], tables: dict) -> set[int]:
-    """Exact rewrites of step inputs that save passes or memory; returns the steps to drop."""
+def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int], tables: dict,
+               special: dict[int, Callable]) -> set[int]:
+    """Rewrites of step inputs that save passes or memory; returns the steps to drop.
+
+    ``special`` receives steps to be computed by another NumPy function of the new inputs.
+    """
     classes = tables["classes"]
     relu_cls, greater_cls, cast_cls, mul_cls = classes["relu"], classes["greater"], classes["cast"], classes["mul"]
     position = {id(n): i for i, n in enumerate(steps)}
@@ -281,6 +300,33 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
             for user in users:
                 deps[id(user)] = [mask if p is node else p for p in deps[id(user)]]
             dropped.add(id(node))
+    # ufunc(broadcast(s), y) == ufunc(s, y) when y already has the broadcast shape: no view to build
+    ufuncs = tables["ufuncs"]
+    for node in steps:
+        if (type(node.primitive) is not classes["broadcast_like"] or id(node) in roots
+                or not _static(node) or len(deps[id(node)]) != 1):
+            continue
+        users = consumers.get(id(node), [])
+        if users and all(type(u.primitive) in ufuncs and u.shape == node.shape
+                         and any(p is not node and p.shape == node.shape for p in deps[id(u)])
+                         for u in users):
+            source = deps[id(node)][0]
+            for user in users:
+                deps[id(user)] = [source if p is node else p for p in deps[id(user)]]
+                consumers.setdefault(id(source), []).append(user)
+            dropped.add(id(node))
+    # sum(square(x)) over every axis is a dot product of x with itself: one BLAS pass, no temporary
+    # (the same value up to the order of the additions, which np.sum does not promise either)
+    for node in steps:
+        if type(node.primitive) is not classes["sum"] or node.shape != () or id(node) in dropped:
+            continue
+        (square,) = deps[id(node)]
+        if (type(square.primitive) is classes["square"] and id(square) not in roots
+                and square.dtype.kind == "f" and square.dtype == node.dtype and _static(square)
+                and len(consumers.get(id(square), ())) == 1 and deps[id(square)][0].dtype == square.dtype):
+            deps[id(node)] = [deps[id(square)][0]] * 2
+            special[id(node)] = np.vdot
+            dropped.add(id(square))
     return dropped
 
 
@@ -404,8 +450,9 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     update_values = roots[len(outputs):]
     root_ids = {id(t) for t in roots}
     deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
+    special: dict[int, Callable] = {}
     if peepholes:
-        dropped = _peepholes(steps, deps, root_ids, tables)
+        dropped = _peepholes(steps, deps, root_ids, tables, special)
         steps = [n for n in steps if id(n) not in dropped]
     if schedule_updates and updates:
         steps = _schedule_eager(steps, deps, outputs_resolved, update_values)
@@ -413,7 +460,7 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
         names[id(node)] = f"v{index}"
 
     scalar = scalar_mode and bool(steps) and all(n.shape == () for n in order)
-    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array}
+    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab}
     if scalar:
         lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
         if lines is None:
@@ -424,7 +471,7 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     else:
         namespace.update(defaults)
         lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
-                                              reuse_buffers)
+                                              reuse_buffers, special)
 
     # outputs and update values escape to the caller: copy whatever could alias
     escaped: list[str] = []
@@ -441,7 +488,7 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
             escaped.append(f"_as_array({name})")  # fresh, but maybe a NumPy scalar
         seen.add(id(tensor))
 
-    header = ["def run(feeds, variables" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
+    header = ["def run(feeds, variables, _spare=None" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
     if inputs:
         header.append("    " + "".join(f"x{k}, " for k in range(len(inputs))) + "= feeds")
     if variables:
@@ -494,7 +541,7 @@ def _scalar_body(steps, deps, names, tables, namespace):
     return lines, kinds, line_step
 
 
-def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buffers):
+def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buffers, special):
     """Straight-line code over arrays, with ``out=`` buffer reuse decided here, once."""
     ufuncs = tables["ufuncs"]
     classes = tables["classes"]
@@ -535,7 +582,9 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
     for index, node in enumerate(steps):
         cls = type(node.primitive)
         kind = "call"
-        if cls in ufuncs or cls is relu_cls:
+        if id(node) in special:
+            kind = "special"
+        elif cls in ufuncs or cls is relu_cls:
             kind = "ufunc"
         elif cls is matmul_cls:
             kind = "matmul"
@@ -581,7 +630,34 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
         args = [names[id(p)] for p in deps[id(node)]]
         kind = kinds[index]
         out = f", out={names[target[index]]}" if index in target else ""
-        if kind == "call":
+        if (not out and kind in ("ufunc", "matmul") and _static(node)
+                and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
+            out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
+            kinds[index] = kind = kind + "+spare"
+        if kind == "call" and cls is classes["transpose"] and tuple(node.primitive.axes) == tuple(
+                reversed(range(len(node.shape)))):
+            kinds[index] = "T"
+            call = f"{args[0]}.T"
+        elif kind == "call" and cls is classes["sum_to"] and _static(node) and len(args) == 1 \
+                and _static(deps[id(node)][0]) and node.dtype.kind == "f":
+            source = deps[id(node)][0].shape
+            lead = len(source) - len(node.shape)
+            axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(node.shape)
+                                              if size == 1 and source[lead + i] != 1)
+            if not axes:
+                kinds[index] = "reshape"
+                call = f"{args[0]}.reshape({node.shape!r})"
+            else:
+                namespace[f"f{index}"] = np.add.reduce
+                kinds[index] = "reduce"
+                keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
+                call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
+                if keep:
+                    call += f".reshape({node.shape!r})"
+        elif kind == "special":
+            namespace[f"f{index}"] = special[id(node)]
+            call = f"f{index}({', '.join(args)})"
+        elif kind == "call":
             namespace[f"f{index}"] = node.primitive.impl
             call = f"f{index}({', '.join(args)})"
         elif cls is relu_cls:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from graphc.compile import Plan, build_plan
+from graphc.compile import SPARE_MIN_BYTES, Plan, build_plan
 from graphc.errors import DTypeError, ExecutionError, FeedError, ShapeError
 from graphc.graph import clone
 from graphc.leaves import Placeholder
@@ -131,6 +132,23 @@ def _feed_checker(inputs: Sequence[Tensor]):
     return namespace["check"]
 
 
+def _recyclable(arrays: list) -> dict | None:
+    """The arrays of ``arrays`` nothing else refers to, by (shape, dtype), made writeable again.
+
+    An old variable value is referenced by the caller's list and by ``getrefcount``'s argument
+    only when no user, view, snapshot or other variable holds it: then no one can observe it.
+    """
+    spare: dict = {}
+    for k in range(len(arrays)):
+        array = arrays[k]
+        if (type(array) is np.ndarray and array.base is None and array.flags.c_contiguous
+                and array.nbytes >= SPARE_MIN_BYTES and sys.getrefcount(array) <= 3):
+            array.flags.writeable = True
+            spare.setdefault((array.shape, array.dtype.str), []).append(array)
+        del array
+    return spare or None
+
+
 class Executable:
     """Runs a Plan: snapshot variables, compute, install updates atomically.
 
@@ -158,6 +176,9 @@ class Executable:
              value.dtype != variable.dtype)
             for variable, value in plan.updates)
         self._check = _feed_checker(plan.inputs)
+        # old values of the updated variables that nothing else references: the next call writes
+        # new values into them instead of fresh memory (page faults are the cost of fresh memory)
+        self._spare: dict | None = None
 
     def execute_args(self, args: Sequence) -> Sequence:
         """Validate positional feeds (fast when they already have the declared dtype and shape), run."""
@@ -187,7 +208,9 @@ class Executable:
         for lock in locks:
             lock.acquire()
         try:
-            results = self._run(feeds, tuple(v._value for v in self._variables))
+            spare, self._spare = self._spare, None
+            results = self._run(feeds, tuple(v._value for v in self._variables), spare)
+            del spare
             n = self._n
             new_values = list(results[n:])
             for k, (variable, check_shape, cast) in enumerate(self._installs):
@@ -199,8 +222,11 @@ class Executable:
                 if cast:
                     new_values[k] = value.astype(variable.dtype)
             # every new value is a fresh array of this call: install them all, or (above) none
+            old_values = [variable._value for variable, _, _ in self._installs]
             for (variable, _, _), value in zip(self._installs, new_values):
                 variable._install(value)
+            del new_values, value
+            self._spare = _recyclable(old_values)
             return results[:n]
         finally:
             for lock in reversed(locks):

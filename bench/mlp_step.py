@@ -1,0 +1,187 @@
+"""Benchmark: one SGD step of an MLP 784-256-256-10, graphc vs hand-written NumPy.
+
+The step: forward with ReLU, mean softmax cross-entropy against integer
+labels plus L2 weight decay ``wd / 2 * sum(W ** 2)`` (weights only), the
+gradients of every weight and bias, and the SGD update ``p - lr * grad``.
+graphc runs it as one compiled function with ``updates``; the reference is
+``bench/reference_mlp.py``. Both start from the same parameters; after one
+step their losses and new parameters must agree.
+
+    python bench/mlp_step.py [--repeats 200] [--blas-threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import common  # noqa: F401 - sets BLAS threads before NumPy loads
+import numpy as np
+from common import conditions, interleaved, peers, ratios, table
+from reference_mlp import init_params, sgd_step
+
+import graphc as gc
+
+SIZES = [784, 256, 256, 10]
+LR, WD = 0.01, 1e-4
+
+
+def build_graphc_step(sizes: list[int], batch: int, dtype, params: list[np.ndarray], lr: float = LR,
+                      wd: float = WD, optimize: bool = True):
+    """(function, variables): ``function(x, labels)`` returns the loss and applies the SGD update."""
+    x = gc.placeholder("x", (batch, sizes[0]), dtype)
+    labels = gc.placeholder("labels", (batch,), "int64")
+    variables = [gc.variable(p, name=f"{'Wb'[k % 2]}{k // 2 + 1}") for k, p in enumerate(params)]
+    n = len(sizes) - 1
+    h = x
+    for k in range(n):
+        h = h @ variables[2 * k] + variables[2 * k + 1]
+        if k < n - 1:
+            h = gc.relu(h)
+    loss = gc.mean(gc.softmax_cross_entropy(h, labels))
+    for k in range(n):
+        loss = loss + (0.5 * wd) * gc.sum(gc.square(variables[2 * k]))
+    grads = gc.grad(loss, variables)
+    updates = [(v, v - lr * g) for v, g in zip(variables, grads)]
+    return gc.function([x, labels], loss, updates=updates, optimize=optimize), variables
+
+
+def data(batch: int, dtype, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, SIZES[0])).astype(dtype), rng.integers(0, SIZES[-1], batch)
+
+
+def check_equal(batch: int, dtype) -> float:
+    """One step from the same start: graphc's loss and parameters against the reference's."""
+    params = init_params(SIZES, dtype)
+    fn, variables = build_graphc_step(SIZES, batch, dtype, params)
+    x, labels = data(batch, dtype)
+    loss = float(fn(x, labels))
+    ref_loss, ref_params = sgd_step([p.copy() for p in params], x, labels, LR, WD)
+    rtol = 1e-10 if np.dtype(dtype) == np.float64 else 2e-4
+    np.testing.assert_allclose(loss, ref_loss, rtol=rtol)
+    worst = 0.0
+    for v, p in zip(variables, ref_params):
+        np.testing.assert_allclose(v.value, p, rtol=rtol, atol=rtol * 1e-2)
+        worst = max(worst, float(np.max(np.abs(v.value - p))))
+    return worst
+
+
+def peer_steps(batch: int, dtype, x, labels) -> dict:
+    """Steps of any installed peer library (same model), keyed by name."""
+    found = {}
+    available = peers()
+    if "autograd" in available:
+        try:
+            import autograd
+            import autograd.numpy as anp
+
+            def loss_fn(ps):
+                h = x
+                for k in range(3):
+                    h = anp.dot(h, ps[2 * k]) + ps[2 * k + 1]
+                    if k < 2:
+                        h = anp.maximum(h, 0)
+                h = h - anp.max(h, axis=1, keepdims=True)
+                logp = h - anp.log(anp.sum(anp.exp(h), axis=1, keepdims=True))
+                ce = -anp.mean(logp[anp.arange(batch), labels])
+                return ce + 0.5 * WD * sum(anp.sum(ps[2 * k] ** 2) for k in range(3))
+
+            grad_fn = autograd.grad(loss_fn)
+            state = {"p": init_params(SIZES, dtype)}
+
+            def autograd_step():
+                g = grad_fn(state["p"])
+                state["p"] = [p - LR * gp for p, gp in zip(state["p"], g)]
+
+            found["autograd"] = autograd_step
+        except Exception as exc:  # noqa: BLE001 - a peer failing is reported, not fatal
+            print(f"  (autograd skipped: {exc})")
+    if "jax" in available:
+        try:
+            import jax
+            import jax.numpy as jnp
+
+            def jloss(ps, xb, yb):
+                h = xb
+                for k in range(3):
+                    h = h @ ps[2 * k] + ps[2 * k + 1]
+                    if k < 2:
+                        h = jax.nn.relu(h)
+                logp = jax.nn.log_softmax(h)
+                ce = -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+                return ce + 0.5 * WD * sum(jnp.sum(ps[2 * k] ** 2) for k in range(3))
+
+            @jax.jit
+            def jstep(ps, xb, yb):
+                g = jax.grad(jloss)(ps, xb, yb)
+                return [p - LR * gp for p, gp in zip(ps, g)]
+
+            jstate = {"p": [jnp.asarray(p) for p in init_params(SIZES, dtype)]}
+            jx, jy = jnp.asarray(x), jnp.asarray(labels)
+
+            def jax_step():
+                jstate["p"] = jstep(jstate["p"], jx, jy)
+                jstate["p"][0].block_until_ready()
+
+            found["jax (jit)"] = jax_step
+        except Exception as exc:  # noqa: BLE001
+            print(f"  (jax skipped: {exc})")
+    if "pytensor" in available:
+        try:
+            import pytensor
+            import pytensor.tensor as pt
+
+            tx, ty = pt.matrix("x", dtype=str(np.dtype(dtype))), pt.lvector("y")
+            shared = [pytensor.shared(p) for p in init_params(SIZES, dtype)]
+            h = tx
+            for k in range(3):
+                h = pt.dot(h, shared[2 * k]) + shared[2 * k + 1]
+                if k < 2:
+                    h = pt.maximum(h, 0)
+            logp = pt.special.log_softmax(h, axis=1)
+            cost = -pt.mean(logp[pt.arange(batch), ty]) + 0.5 * WD * sum(pt.sum(shared[2 * k] ** 2)
+                                                                           for k in range(3))
+            grads = pytensor.grad(cost, shared)
+            pfn = pytensor.function([tx, ty], cost, updates=[(s, s - LR * g) for s, g in zip(shared, grads)])
+            found["pytensor"] = lambda: pfn(x, labels)
+        except Exception as exc:  # noqa: BLE001
+            print(f"  (pytensor skipped: {exc})")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=200, help="timed rounds per configuration")
+    parser.add_argument("--blas-threads", default=None, help="BLAS threads (read by bench/common.py)")
+    parser.add_argument("--batches", default="32,256")
+    parser.add_argument("--dtypes", default="float64,float32")
+    args = parser.parse_args()
+    print(f"mlp_step: MLP {'-'.join(map(str, SIZES))}, ReLU, mean softmax cross-entropy, L2 {WD}, SGD lr {LR}")
+    print(conditions())
+    summary = []
+    for batch in map(int, args.batches.split(",")):
+        for dtype in args.dtypes.split(","):
+            worst = check_equal(batch, dtype)
+            params = init_params(SIZES, dtype)
+            fn, _ = build_graphc_step(SIZES, batch, dtype, params)
+            ref_params = [p.copy() for p in params]
+            x, labels = data(batch, dtype)
+            candidates = {
+                "graphc": lambda fn=fn, x=x, labels=labels: fn(x, labels),
+                "numpy reference": lambda p=ref_params, x=x, labels=labels: sgd_step(p, x, labels, LR, WD),
+            }
+            candidates.update(peer_steps(batch, dtype, x, labels))
+            inner = 5 if batch <= 32 else 2
+            times = interleaved(candidates, args.repeats, inner=inner)
+            title = (f"batch {batch}, {dtype}  (results equal the reference: max |diff| of new parameters "
+                     f"{worst:.1e}; {args.repeats} rounds x {inner} calls)")
+            for line in table(title, times, "numpy reference"):
+                print(line)
+            summary.append((batch, dtype) + ratios(times, "graphc", "numpy reference"))
+    print("summary, graphc / reference (medians; wall clock, thread CPU time):")
+    for batch, dtype, wall, cpu in summary:
+        print(f"  batch {batch:4d} {dtype:8s} wall {wall:.3f}x  cpu {cpu:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
