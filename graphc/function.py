@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -179,6 +181,20 @@ class Executable:
         # old values of the updated variables that nothing else references: the next call writes
         # new values into them instead of fresh memory (page faults are the cost of fresh memory)
         self._spare: dict | None = None
+        if not self._variables and not updated:  # the common stateless case, with nothing to snapshot
+            self.execute_args = self._stateless(self._run, self._check)
+
+    @staticmethod
+    def _stateless(run, check):
+        def execute_args(args: Sequence) -> Sequence:
+            feeds = check(args)
+            token = _errors_ignored(_IGNORE_ALL)
+            try:
+                return run(feeds, ())
+            finally:
+                _errors_restored(token)
+
+        return execute_args
 
     def execute_args(self, args: Sequence) -> Sequence:
         """Validate positional feeds (fast when they already have the declared dtype and shape), run."""
@@ -280,7 +296,11 @@ class Function:
         if kwargs or len(args) != len(self.inputs):
             return unflatten(self._spec, self._executable.execute(self._gather(args, kwargs)))
         results = self._executable.execute_args(args)
-        return results[0] if self._spec is None else unflatten(self._spec, results)
+        try:
+            rebuild = self._rebuild
+        except AttributeError:
+            rebuild = self._rebuild = _rebuilder(self._spec)
+        return rebuild(results)
 
     def __repr__(self) -> str:  # also what Jupyter shows when Graphviz is absent
         inputs = [t.name for t in getattr(self, "inputs", ())]
@@ -320,6 +340,16 @@ class Function:
 
 
 _MISSING = object()
+
+
+def _rebuilder(spec):
+    """A function putting flat results into the structure ``spec`` describes (fast for flat ones)."""
+    if spec is None:
+        return operator.itemgetter(0)
+    kind, kind_type, children = spec
+    if kind == "seq" and kind_type in (list, tuple) and all(child is None for child in children):
+        return kind_type
+    return functools.partial(unflatten, spec)
 
 
 def _restore_function(state: dict) -> Function:
