@@ -19,10 +19,13 @@ from .util import (
     check_second_order,
     check_unknown_sizes,
     check_value,
+    check_with_check_grad,
+    draw,
     fixed,
     np_erf,
     np_sigmoid,
     np_softplus,
+    numeric_gradient,
     run,
     uniform,
 )
@@ -623,3 +626,31 @@ def test_static_dtype_is_real_dtype_binary(dtype_a):
             value = run(y, {a: _small_values(dtype_a), b: _small_values(dtype_b)[1:2]})
             assert value.dtype == y.dtype, (name, dtype_a, dtype_b, y.dtype, value.dtype)
             assert value.shape == y.shape
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.grad][::3], ids=repr)
+def test_check_grad(case, dtype):
+    """gc.check_grad agrees (a third of the table; float32 with its looser default tolerances)."""
+    assert check_with_check_grad(case, dtype) >= 0.0
+
+
+@pytest.mark.parametrize("name,fn,ref", [b[:3] for b in BINARY if not b[0].endswith("operator")],
+                         ids=[b[0] for b in BINARY if not b[0].endswith("operator")])
+def test_mixed_float_dtypes_gradient(name, fn, ref):
+    """float32 op float64 is float64; each gradient comes back in its own input's dtype."""
+    case = [c for c in BINARY_CASES if c.id == f"{name}[3, 1]x[1, 4]"][0]
+    a_val, b_val = draw(case, np.float64)
+    a_val = a_val.astype(np.float32)
+    a, b = gc.placeholder("a", (3, 1), "float32"), gc.placeholder("b", (1, 4), "float64")
+    out = fn(a, b)
+    assert out.dtype == np.float64 == ref(a_val, b_val).dtype
+    ga, gb = gc.grad(gc.sum(out), [a, b])
+    ga_val, gb_val = run([ga, gb], {a: a_val, b: b_val})
+    assert ga.dtype == ga_val.dtype == np.float32 and gb.dtype == gb_val.dtype == np.float64
+
+    def total(x, y):
+        return float(np.sum(ref(x, y)))
+
+    np.testing.assert_allclose(ga_val, numeric_gradient(total, [a_val.astype(np.float64), b_val], 0), rtol=1e-5)
+    np.testing.assert_allclose(gb_val, numeric_gradient(total, [a_val.astype(np.float64), b_val], 1), rtol=1e-5)

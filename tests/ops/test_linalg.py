@@ -16,6 +16,7 @@ from .util import (
     check_second_order,
     check_unknown_sizes,
     check_value,
+    check_with_check_grad,
     run,
 )
 
@@ -225,3 +226,10 @@ def test_op_names():
     a, b = gc.placeholder("a", (2, 2)), gc.placeholder("b", (2, 2))
     assert gc.matmul(a, b).op == "matmul" and (a @ b).op == "matmul" and gc.dot(a, b).op == "dot"
     assert gc.outer(a, b).op == "outer" and gc.einsum("ij,jk", a, b).op == "einsum"
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", CASES[::3], ids=repr)
+def test_check_grad(case, dtype):
+    """gc.check_grad agrees (a third of the table; float32 with its looser default tolerances)."""
+    assert check_with_check_grad(case, dtype) >= 0.0

@@ -14,6 +14,7 @@ from .util import (
     check_second_order,
     check_unknown_sizes,
     check_value,
+    check_with_check_grad,
     fixed,
     np_log_softmax,
     np_sigmoid,
@@ -274,3 +275,10 @@ def test_op_names():
     assert gc.softmax(x).op == "softmax" and gc.log_softmax(x).op == "log_softmax"
     assert gc.softmax_cross_entropy(x, [0, 1]).op == "softmax_cross_entropy"
     assert gc.sigmoid_cross_entropy(x, x).op == "sigmoid_cross_entropy"
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", CASES[::3], ids=repr)
+def test_check_grad(case, dtype):
+    """gc.check_grad agrees (a third of the table; float32 with its looser default tolerances)."""
+    assert check_with_check_grad(case, dtype) >= 0.0

@@ -15,6 +15,7 @@ from .util import (
     check_second_order,
     check_unknown_sizes,
     check_value,
+    check_with_check_grad,
     run,
     uniform,
 )
@@ -244,3 +245,10 @@ def test_op_names():
     x = gc.placeholder("x", (2,))
     for name in ["sum", "mean", "max", "min", "prod", "logsumexp"]:
         assert getattr(gc, name)(x).op == name
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", ALL[::3], ids=repr)
+def test_check_grad(case, dtype):
+    """gc.check_grad agrees (a third of the table; float32 with its looser default tolerances)."""
+    assert check_with_check_grad(case, dtype) >= 0.0

@@ -16,6 +16,7 @@ from .util import (
     check_second_order,
     check_unknown_sizes,
     check_value,
+    check_with_check_grad,
     fixed,
     run,
 )
@@ -358,3 +359,10 @@ def test_op_names():
     assert gc.concatenate([x, x]).op == "concatenate" and gc.stack([x, x]).op == "stack"
     assert gc.take(x, i).op == "take" and gc.one_hot(i, 3).op == "one_hot" and gc.cast(x, "int32").op == "cast"
     assert gc.zeros_like(x).op == "zeros_like" and gc.ones_like(x).op == "ones_like"
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", DIFF_CASES[::3], ids=repr)
+def test_check_grad(case, dtype):
+    """gc.check_grad agrees (a third of the table; float32 with its looser default tolerances)."""
+    assert check_with_check_grad(case, dtype) >= 0.0

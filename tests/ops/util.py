@@ -270,8 +270,20 @@ def check_second_order(case: Case, float_dtype=np.float64) -> None:
     rtol = 1e-5 if float_dtype == np.float64 else 5e-2
     for k, h, hi, lo in zip(positions, hvp_values, high, low):
         numeric = (np.asarray(hi, np.float64) - np.asarray(lo, np.float64)) / (2 * eps)
+        assert h.dtype == float_dtype, (case.id, k, h.dtype)
         assert np.all(np.isfinite(h)), (case.id, k, h)
         assert_close(h, numeric, rtol=rtol, atol=rtol, what=f"{case.id}: Hv for input {k}")
+
+
+def check_with_check_grad(case: Case, float_dtype) -> float:
+    """The project's own ``gc.check_grad`` (finite differences of graphc's forward graph in float64)."""
+    arrays = draw(case, float_dtype)
+    inputs = placeholders(case, float_dtype)
+    out = case.build(*inputs)
+    w = _weights(np.shape(case.ref(*arrays)))
+    cost = gc.sum(out * gc.constant(w.astype(out.dtype)))
+    wrt = [inputs[k] for k in diff_positions(case)]
+    return gc.check_grad(cost, wrt, dict(zip(inputs, arrays)))
 
 
 def _add_all(terms: list[gc.Tensor]) -> gc.Tensor:
