@@ -150,11 +150,14 @@ def assert_close(actual, expected, rtol: float, atol: float = 0.0, what: str = "
 def check_value(case: Case, float_dtype) -> None:
     """Value, shape and dtype against the NumPy reference."""
     arrays = draw(case, float_dtype)
+    for array in arrays:
+        array.flags.writeable = False  # an op that wrote into its input would fail here
     inputs = placeholders(case, float_dtype)
     out = case.build(*inputs)
     value = run(out, dict(zip(inputs, arrays)))
     expected = np.asarray(case.ref(*arrays))
     assert_static_matches(out, value)
+    assert not any(np.shares_memory(value, a) for a in arrays)  # results never alias a feed
     assert value.shape == expected.shape
     assert value.dtype == expected.dtype, (value.dtype, expected.dtype)
     rtol = case.rtol64 if np.dtype(float_dtype) == np.float64 else case.rtol32
