@@ -118,3 +118,16 @@ def test_ci_runs_the_readme_test_command():
     commands = [line.strip() for line in script.splitlines() if line.strip() and not line.strip().startswith("#")]
     assert README_TEST in commands, "the CI script must run exactly the README's test command"
     assert "graphviz" in script
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_make_figures_draws_every_picture(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", os.path.join(DOCS, "make_figures.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(out=str(tmp_path)) == 0
+    for name in module.figures():
+        assert (tmp_path / name).read_text().lstrip().startswith("<?xml")
+        assert os.path.exists(os.path.join(DOCS, "img", name)), f"docs/img/{name} is not committed"
