@@ -56,6 +56,7 @@ def test_digits_reaches_95_percent(tmp_path):
     assert result["final_loss"] < result["first_loss"]
     assert os.path.getsize(result["saved"]) > 0
     gc.load(result["saved"])  # the saved step is a valid file
+    assert open(result["loss_curve"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     if HAVE_DOT:
         assert open(result["picture"]).read().lstrip().startswith(("<?xml", "<svg"))
     else:
