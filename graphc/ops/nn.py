@@ -30,6 +30,14 @@ def _stable_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
+def _check_labels(labels: np.ndarray, depth: int) -> None:
+    """Class indices must lie in [0, depth): NumPy would wrap negative ones around silently."""
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= depth):
+        bad = labels[(labels < 0) | (labels >= depth)].flat[0]
+        raise IndexError(f"class index {bad} is out of range for {depth} classes")
+
+
 @dataclass(frozen=True)
 class Softmax(Op):
     name = "softmax"
@@ -93,6 +101,7 @@ class SoftmaxCrossEntropy(Op):
     def impl(self, logits, labels):
         log_probs = _stable_log_softmax(logits, self.axis)
         if self.sparse:
+            _check_labels(labels, logits.shape[self.axis])
             picked = np.take_along_axis(log_probs, np.expand_dims(labels, self.axis), axis=self.axis)
             return -np.squeeze(picked, self.axis)
         return -np.sum(labels * log_probs, axis=self.axis)
@@ -132,6 +141,7 @@ class SparseTarget(Op):
         return logits.shape, logits.dtype
 
     def impl(self, labels, logits):
+        _check_labels(labels, logits.shape[self.axis])
         target = np.zeros(logits.shape, logits.dtype)
         np.put_along_axis(target, np.expand_dims(labels, self.axis), 1, axis=self.axis)
         return target

@@ -282,3 +282,12 @@ def test_op_names():
 def test_check_grad(case, dtype):
     """gc.check_grad agrees (a third of the table; float32 with its looser default tolerances)."""
     assert check_with_check_grad(case, dtype) >= 0.0
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_out_of_range_labels_fail_at_run_time(bad):
+    x = gc.placeholder("x", (2, 3))
+    y = gc.placeholder("y", (2,), "int64")
+    loss = gc.softmax_cross_entropy(x, y)
+    with pytest.raises(gc.ExecutionError, match="softmax_cross_entropy"):
+        run(loss, {x: np.zeros((2, 3)), y: np.array([0, bad])})
