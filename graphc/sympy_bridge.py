@@ -37,6 +37,7 @@ __all__ = ["SympyElementwise", "elementwise", "from_sympy", "to_sympy"]
 
 MAX_ARITY = 32
 MAX_TOKENS = 200_000
+MAX_EXACT_EXPONENT = 1000
 _INT_TEXT = re.compile(r"-?[0-9]{1,400}")
 
 
@@ -157,6 +158,10 @@ def _build_formula(arity, tokens) -> sympy.Expr:
                 raise ValueError("malformed formula: a function has too few arguments")
             args = stack[len(stack) - n:]
             del stack[len(stack) - n:]
+            if token[1] == "pow" and args[0].is_Number and args[1].is_Rational and \
+                    max(abs(int(args[1].p)), int(args[1].q)) > MAX_EXACT_EXPONENT:
+                # SymPy would evaluate a number to this power exactly: refuse instead of hanging
+                raise ValueError("a number raised to a huge exact power")
             stack.append(constructor(*args))
         else:
             raise ValueError(f"bad formula token {token!r:.80}")

@@ -138,7 +138,7 @@ def test_custom_op_with_lambda_does_not_pickle():
 def test_deep_graph_pickles_without_recursion():
     x = gc.placeholder("x", (2,))
     y = x
-    for i in range(20000):
+    for i in range(10000):
         y = gc.sin(y) if i % 2 else y * 1.0001
     fn = gc.function([x], y, optimize=False)
     limit = sys.getrecursionlimit()

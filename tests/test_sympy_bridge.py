@@ -252,6 +252,8 @@ gc.save(fn, sys.argv[1])
     (("const", "os"),),
     ("x0",),
     (),
+    (("int", "10"), ("int", "9" * 300), ("fn", "pow", 2)),
+    (("float", "0x1.8p+1"), ("rat", "1", "9" * 300), ("fn", "pow", 2)),
 ])
 def test_saved_formula_programs_are_validated(tmp_path, program):
     import json
