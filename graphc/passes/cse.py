@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 
-from graphc.passes.core import fired
-from graphc.tensor import Tensor, toposort
+from graphc.passes.core import fired, topological
+from graphc.tensor import Tensor
 
 
 def node_key(node: Tensor, input_keys: list[str]) -> str:
@@ -31,7 +31,7 @@ def node_key(node: Tensor, input_keys: list[str]) -> str:
 def structural_keys(outputs: list[Tensor]) -> dict[int, str]:
     """``id(tensor) -> key`` for every node of the graph, in one linear pass."""
     keys: dict[int, str] = {}
-    for node in toposort(outputs):
+    for node in topological(outputs):
         keys[id(node)] = node_key(node, [keys[id(p)] for p in node.inputs])
     return keys
 
@@ -42,7 +42,7 @@ def cse(outputs: list[Tensor]) -> list[Tensor]:
     by_key: dict[str, Tensor] = {}
     memo: dict[int, Tensor] = {}
     merged = reordered = 0
-    for node in toposort(outputs):
+    for node in topological(outputs):
         inputs = tuple(memo[id(p)] for p in node.inputs)
         input_keys = [keys[id(p)] for p in inputs]
         if node.primitive.commutative and len(inputs) == 2 and input_keys[1] < input_keys[0]:

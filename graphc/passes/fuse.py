@@ -27,8 +27,8 @@ import numpy as np
 
 from graphc.op import Op
 from graphc.ops import elementwise as ew
-from graphc.passes.core import fired
-from graphc.tensor import Tensor, consumers, toposort
+from graphc.passes.core import fired, topological
+from graphc.tensor import Tensor, consumers
 
 #: ops whose ``impl`` is exactly this ufunc applied to the inputs (so ``out=`` may be given)
 INPLACE_UFUNCS = {
@@ -204,7 +204,7 @@ def _groups(order: list[Tensor], outputs: Sequence[Tensor]) -> dict[int, int]:
 
 def fuse(outputs: list[Tensor]) -> list[Tensor]:
     """Replace each group of two or more connected element-wise nodes by one ``fused`` node."""
-    order = toposort(outputs)
+    order = topological(outputs)
     group = _groups(order, outputs)
     members: dict[int, list[Tensor]] = {}
     for node in order:  # topological order within each group
