@@ -366,7 +366,7 @@ def _decode_value(value, where: str, depth: int = 0):
         except (ValueError, OverflowError) as exc:
             raise _fail(f"{where}: bad float {text!r}") from exc
     if tag == "str":
-        return _str(payload, where, max_length=1 << 20)
+        return _str(payload, where, max_length=1 << 16)
     if tag == "dtype":
         return _dtype(payload, where)
     if tag == "tuple":
