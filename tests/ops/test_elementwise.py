@@ -17,6 +17,7 @@ from .util import (
     booleans,
     check_gradient,
     check_second_order,
+    check_third_order,
     check_unknown_sizes,
     check_value,
     check_with_check_grad,
@@ -654,3 +655,9 @@ def test_mixed_float_dtypes_gradient(name, fn, ref):
 
     np.testing.assert_allclose(ga_val, numeric_gradient(total, [a_val.astype(np.float64), b_val], 0), rtol=1e-5)
     np.testing.assert_allclose(gb_val, numeric_gradient(total, [a_val.astype(np.float64), b_val], 1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", SMOOTH_CASES[::4], ids=repr)
+def test_third_order(case):
+    """Gradients of gradients of gradients (every fourth case of the table)."""
+    check_third_order(case)

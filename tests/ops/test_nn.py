@@ -12,6 +12,7 @@ from .util import (
     Spec,
     check_gradient,
     check_second_order,
+    check_third_order,
     check_unknown_sizes,
     check_value,
     check_with_check_grad,
@@ -291,3 +292,9 @@ def test_out_of_range_labels_fail_at_run_time(bad):
     loss = gc.softmax_cross_entropy(x, y)
     with pytest.raises(gc.ExecutionError, match="softmax_cross_entropy"):
         run(loss, {x: np.zeros((2, 3)), y: np.array([0, bad])})
+
+
+@pytest.mark.parametrize("case", CASES[::4], ids=repr)
+def test_third_order(case):
+    """Gradients of gradients of gradients (every fourth case of the table)."""
+    check_third_order(case)

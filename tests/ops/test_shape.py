@@ -14,6 +14,7 @@ from .util import (
     Spec,
     check_gradient,
     check_second_order,
+    check_third_order,
     check_unknown_sizes,
     check_value,
     check_with_check_grad,
@@ -366,3 +367,9 @@ def test_op_names():
 def test_check_grad(case, dtype):
     """gc.check_grad agrees (a third of the table; float32 with its looser default tolerances)."""
     assert check_with_check_grad(case, dtype) >= 0.0
+
+
+@pytest.mark.parametrize("case", DIFF_CASES[::4], ids=repr)
+def test_third_order(case):
+    """Gradients of gradients of gradients (every fourth case of the table)."""
+    check_third_order(case)

@@ -278,6 +278,36 @@ def check_second_order(case: Case, float_dtype=np.float64) -> None:
         assert_close(h, numeric, rtol=rtol, atol=rtol, what=f"{case.id}: Hv for input {k}")
 
 
+def check_third_order(case: Case) -> None:
+    """Third directional derivative of ``sum(out**3 * w)`` against differences of the second (float64)."""
+    arrays = draw(case, np.float64)
+    inputs = placeholders(case, np.float64)
+    out = case.build(*inputs)
+    w = _weights(np.shape(case.ref(*arrays)))
+    cost = gc.sum(out * out * out * gc.constant(w))
+    positions = diff_positions(case)
+    xs = [inputs[k] for k in positions]
+    rng = np.random.default_rng(5)
+    directions = [rng.uniform(-1, 1, size=arrays[k].shape) for k in positions]
+
+    def along(tensors):
+        return _add_all([gc.sum(t * gc.constant(v)) for t, v in zip(tensors, directions)])
+
+    second = gc.grad(along(gc.grad(cost, xs)), xs)
+    third = run(gc.grad(along(second), xs), dict(zip(inputs, arrays)))
+    second_fn = gc.function(inputs, second, optimize=False)
+    eps = 1e-5
+
+    def shifted(sign: float) -> list[np.ndarray]:
+        moved = list(arrays)
+        for k, v in zip(positions, directions):
+            moved[k] = arrays[k] + sign * eps * v
+        return second_fn(*moved)
+
+    for k, value, high, low in zip(positions, third, shifted(1.0), shifted(-1.0)):
+        assert_close(value, (high - low) / (2 * eps), rtol=1e-4, atol=1e-4, what=f"{case.id}: third order, {k}")
+
+
 def check_with_check_grad(case: Case, float_dtype) -> float:
     """The project's own ``gc.check_grad`` (finite differences of graphc's forward graph in float64)."""
     arrays = draw(case, float_dtype)
