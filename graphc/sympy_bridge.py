@@ -218,6 +218,11 @@ class SympyElementwise(Elementwise):
     def __post_init__(self) -> None:
         if type(self.name) is not str or not 0 < len(self.name) <= 200:
             raise ValueError("an element-wise op needs a name of 1 to 200 characters")
+        from graphc.op import REGISTRY
+
+        if REGISTRY.get(self.name, SympyElementwise) is not SympyElementwise:
+            # the optimizer recognizes ops by name: an op called "log" must be graphc's log
+            raise ValueError(f"{self.name!r} is the name of a built-in op; choose another name")
         _compiled(self.arity, self.expr)  # validates the formula
 
     @property

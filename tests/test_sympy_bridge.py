@@ -195,6 +195,8 @@ def test_elementwise_special_cases():
         gc.elementwise("g", lambda v: sympy.gamma(v))
     with pytest.raises(ValueError, match="symbol"):
         gc.elementwise("h", lambda v: v + sympy.Symbol("other"))
+    with pytest.raises(ValueError, match="built-in op"):
+        gc.elementwise("log", lambda v: sympy.log(v + 1))
     with pytest.raises(TypeError):
         gc.elementwise("star", lambda *v: v[0])
     assert gc.elementwise("star", lambda *v: v[0] * v[1], nargs=2).arity == 2
