@@ -1,0 +1,499 @@
+"""The executor: every lowering path, and the contract each of them must keep.
+
+Paths (``Plan.kinds``): plain ``call``; ``ufunc`` (direct ufunc call); ``inplace``
+(an input dying at the step is overwritten); ``reuse`` (a dead buffer is
+overwritten); ``matmul`` / ``+spare`` (recycled old variable values);
+``special`` (sum of squares as a dot); ``T`` / ``reduce`` / ``reshape`` (cheap
+view and sum_to lowering); ``scalar`` (0-d graphs on NumPy scalars). Plus
+update scheduling, fused-node expansion, lowering peepholes, output copying,
+error wrapping, the feed check, threads and atomic updates.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.compile import build_plan
+from graphc.function import Executable
+
+HERE = __file__
+
+
+def line_of(marker: str) -> int:
+    """The line number of this file's line containing ``marker``."""
+    with open(HERE) as handle:
+        for number, text in enumerate(handle, 1):
+            if marker in text and "line_of(" not in text:
+                return number
+    raise AssertionError(marker)
+
+
+def run_plan(plan, feeds=(), variables=None):
+    values = tuple(v.value for v in plan.variables) if variables is None else variables
+    return plan.run(tuple(feeds), values)
+
+
+def readonly(array) -> np.ndarray:
+    array = np.array(array)
+    array.flags.writeable = False  # any write into a feed raises
+    return array
+
+
+ALL_OFF = dict(reuse_buffers=False, schedule_updates=False, scalar_mode=False, peepholes=False,
+               expand_fused=False)
+
+
+# ---- buffer reuse: in place and dead buffers ---------------------------------------------------
+
+def test_inplace_and_reuse_paths_are_taken_and_correct(rng):
+    x = gc.placeholder("x", (4, 5))
+    a = gc.exp(x)               # fresh buffer
+    b = a * 2.0                 # a dies here: written in place
+    s = gc.sum(b)               # b dies here: its buffer goes to the pool
+    c = gc.cos(x)               # no owned input: takes b's dead buffer
+    d = c + 1.0                 # in place again
+    plan = build_plan([s, d], [x])
+    kinds = dict(zip([n.op for n in plan.steps], plan.kinds))
+    assert "inplace" in plan.kinds and "reuse" in plan.kinds, plan.explain()
+    assert kinds["cos"] == "reuse"
+    value = readonly(rng.standard_normal((4, 5)))
+    got_s, got_d = run_plan(plan, [value])
+    np.testing.assert_allclose(got_s, np.sum(np.exp(value) * 2.0))
+    np.testing.assert_array_equal(got_d, np.cos(value) + 1.0)
+    plain = build_plan([s, d], [x], **ALL_OFF)
+    assert not {"inplace", "reuse"} & set(plain.kinds)
+    for fast, slow in zip(run_plan(plan, [value]), run_plan(plain, [value])):
+        np.testing.assert_array_equal(fast, slow)
+
+
+def test_never_writes_feeds_variables_constants_or_broadcast_views(rng):
+    x = gc.placeholder("x", (3, 4))
+    w = gc.variable(rng.standard_normal((3, 4)))
+    c = gc.constant(rng.standard_normal((3, 4)))
+    row = gc.placeholder("row", (4,))
+    outs = [gc.exp(x) + 1, (w * 2) - c, gc.broadcast_to(row, (3, 4)) * 3, gc.tanh(gc.transpose(x)) * 2,
+            gc.relu(x), gc.neg(w) + gc.neg(c)]
+    plan = build_plan(outs, [x, row])
+    before = (w.value.copy(), c.primitive.value.copy())
+    xv, rv = readonly(rng.standard_normal((3, 4))), readonly(rng.standard_normal(4))
+    results = run_plan(plan, [xv, rv])
+    np.testing.assert_array_equal(w.value, before[0])
+    np.testing.assert_array_equal(c.primitive.value, before[1])
+    np.testing.assert_allclose(results[2], np.broadcast_to(rv, (3, 4)) * 3)
+    np.testing.assert_allclose(results[3], np.tanh(xv.T) * 2)
+
+
+def test_view_keeps_its_buffer_alive():
+    x = gc.placeholder("x", (2, 3))
+    a = gc.exp(x)
+    t = gc.transpose(a)         # a view of a's buffer, used after a's own last use
+    b = a * 3.0                 # a's last direct use: must NOT be overwritten (t still looks into it)
+    out = gc.sum(b) + gc.sum(t * 1.0)
+    plan = build_plan([out], [x])
+    value = np.arange(6.0).reshape(2, 3) / 10
+    expected = np.sum(np.exp(value) * 3.0) + np.sum(np.exp(value).T)
+    np.testing.assert_allclose(run_plan(plan, [value])[0], expected)
+
+
+def test_matmul_writes_into_a_dead_buffer(rng):
+    x = gc.placeholder("x", (8, 8))
+    a = gc.exp(x)
+    s = gc.sum(a * 1.0)            # a's buffer dies
+    m = x @ x                      # same shape: reuses it
+    plan = build_plan([s, m], [x])
+    assert "reuse" in [k for k, n in zip(plan.kinds, plan.steps) if n.op == "matmul"]
+    value = rng.standard_normal((8, 8))
+    np.testing.assert_allclose(run_plan(plan, [value])[1], value @ value)
+
+
+# ---- outputs never alias --------------------------------------------------------------------------
+
+def test_outputs_never_alias_feeds_variables_constants_or_each_other(rng):
+    x = gc.placeholder("x", (3,))
+    v = gc.variable(rng.standard_normal(3))
+    c = gc.constant([1.0, 2.0, 3.0])
+    y = gc.exp(x)
+    outs = [x, v, c, y, y, gc.reshape(x, (3, 1)), gc.stop_gradient(v), gc.transpose(y), y * 1.0]
+    for optimize in (False, True):
+        fn = gc.function([x], outs, optimize=optimize)
+        feed = readonly(rng.standard_normal(3))
+        results = fn(feed)
+        protected = [feed, v.value, c.primitive.value]
+        for i, r in enumerate(results):
+            assert r.flags.writeable
+            for p in protected:
+                assert not np.shares_memory(r, p), (i, optimize)
+            for j, other in enumerate(results[:i]):
+                assert not np.shares_memory(r, other), (i, j, optimize)
+        before = v.value.copy()
+        for r in results:
+            r[...] = 7.0  # the caller may write into results freely
+        np.testing.assert_array_equal(v.value, before)
+        np.testing.assert_array_equal(fn(feed)[0], feed)
+
+
+def test_update_values_never_alias_outputs(rng):
+    v = gc.variable(np.zeros(3))
+    x = gc.placeholder("x", (3,))
+    new = v + x
+    fn = gc.function([x], [new, x], updates={v: new}, optimize=False)
+    out_new, out_x = fn(readonly(np.ones(3)))
+    assert not np.shares_memory(out_new, v.value)
+    out_new[...] = 100
+    np.testing.assert_array_equal(v.value, np.ones(3))
+    w = gc.variable(np.zeros(3))
+    fn2 = gc.function([x], [], updates={w: x}, optimize=False)  # a feed as the new value: copied
+    feed = np.arange(3.0)
+    fn2(feed)
+    feed[...] = -1
+    np.testing.assert_array_equal(w.value, [0.0, 1.0, 2.0])
+
+
+# ---- update scheduling -------------------------------------------------------------------------------
+
+def mlp(rng, layers=(6, 5, 4, 3), batch=7, dtype="float64"):
+    x = gc.placeholder("x", (batch, layers[0]), dtype)
+    labels = gc.placeholder("labels", (batch,), "int64")
+    params = []
+    h = x
+    for k, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+        w = gc.variable(rng.standard_normal((a, b)).astype(dtype), name=f"W{k}")
+        bias = gc.variable(rng.standard_normal(b).astype(dtype) * 0.1, name=f"b{k}")
+        params += [w, bias]
+        h = h @ w + bias
+        if k < len(layers) - 2:
+            h = gc.relu(h)
+    loss = gc.mean(gc.softmax_cross_entropy(h, labels)) + 1e-3 * sum(gc.sum(gc.square(p)) for p in params[::2])
+    grads = gc.grad(loss, params)
+    updates = [(p, p - 0.1 * g) for p, g in zip(params, grads)]
+    feeds = (rng.standard_normal((batch, layers[0])).astype(dtype), rng.integers(0, layers[-1], batch))
+    return x, labels, params, loss, updates, feeds
+
+
+def test_updates_are_scheduled_right_after_their_gradients(rng):
+    x, labels, params, loss, updates, feeds = mlp(rng, layers=(6, 5, 5, 5, 3))
+    plan = build_plan([loss], [x, labels], updates)
+    position = {id(n): i for i, n in enumerate(plan.steps)}
+    weight_grads = [i for i, n in enumerate(plan.steps) if n.op == "matmul" and n.shape in ((6, 5), (5, 5), (5, 3))]
+    update_positions = sorted(position[id(new)] for _, new in updates)
+    # every weight's new value follows its gradient's matmul within a few steps
+    for grad_position in weight_grads:
+        later = [u for u in update_positions if u > grad_position]
+        assert later and later[0] - grad_position <= 6, plan.explain()
+    # the last layer is updated before the first layer's gradient is computed
+    first_layer_grad = max(weight_grads)
+    assert min(update_positions) < first_layer_grad
+
+
+def test_scheduling_and_every_switch_give_the_same_step(rng):
+    x, labels, params, loss, updates, feeds = mlp(rng)
+    start = [p.value.copy() for p in params]
+    results = []
+    for options in ({}, ALL_OFF, dict(schedule_updates=False), dict(reuse_buffers=False),
+                    dict(peepholes=False)):
+        for p, value in zip(params, start):
+            p.set_value(value)
+        executable = Executable(build_plan([loss], [x, labels], updates, **options))
+        value = executable.execute(feeds)[0]
+        results.append((float(value), [p.value.copy() for p in params]))
+    for value, new in results[1:]:
+        np.testing.assert_allclose(value, results[0][0], rtol=1e-12)
+        for a, b in zip(new, results[0][1]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+# ---- peepholes -------------------------------------------------------------------------------------
+
+def test_relu_mask_and_bool_cast_peepholes(rng):
+    x = gc.placeholder("x", (5, 6))
+    w = gc.variable(rng.standard_normal((6, 6)))
+    h = gc.relu(x @ w)
+    cost = gc.sum(h * h)
+    g = gc.grad(cost, w)
+    plan = build_plan([g], [x])
+    ops = [n.op for n in plan.steps]
+    assert "cast" not in ops  # g * cast(mask) became g * mask
+    greater = next(n for n in plan.steps if n.op == "greater")
+    relu_position = ops.index("relu")
+    assert plan.kinds[relu_position] == "inplace"  # the pre-activation dies at the ReLU
+    del greater
+    value = rng.standard_normal((5, 6))
+    value[0, 0] = 0.0
+    slow = build_plan([g], [x], **ALL_OFF)
+    np.testing.assert_array_equal(run_plan(plan, [value])[0], run_plan(slow, [value])[0])
+
+
+def test_sum_of_squares_is_one_dot(rng):
+    w = gc.variable(rng.standard_normal((30, 20)))
+    s = gc.sum(gc.square(w))
+    plan = build_plan([s], [])
+    assert plan.kinds == ("special",) and plan.steps[0].op == "sum"
+    np.testing.assert_allclose(run_plan(plan)[0], np.sum(w.value ** 2), rtol=1e-13)
+    assert isinstance(run_plan(plan)[0], np.ndarray)
+
+
+def test_cheap_view_and_sum_to_lowerings(rng):
+    x = gc.placeholder("x", (4, 3))
+    b = gc.placeholder("b", (3,))
+    y = gc.transpose(x + b)
+    cost = gc.sum(gc.exp(y))
+    gb = gc.grad(cost, b)
+    plan = build_plan([y, gb], [x, b])
+    kinds = set(plan.kinds)
+    assert "T" in kinds and "reduce" in kinds, plan.explain()
+    xv, bv = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    got_y, got_gb = run_plan(plan, [xv, bv])
+    np.testing.assert_array_equal(got_y, (xv + bv).T)
+    np.testing.assert_allclose(got_gb, np.exp(xv + bv).sum(axis=0))
+
+
+# ---- fused nodes -------------------------------------------------------------------------------------
+
+def test_fused_nodes_are_expanded_with_the_same_results(rng):
+    x = gc.placeholder("x", (50,))
+    y = gc.tanh(x * 2.0 + 1.0) * gc.exp(-x)
+    from graphc.passes import optimize_tensors
+
+    (opt,) = optimize_tensors([y])
+    if opt.op != "fused":
+        pytest.skip("the optimizer did not fuse this chain")
+    expanded = build_plan([opt], [x])
+    assert all(n.op != "fused" for n in expanded.steps)
+    kept = build_plan([opt], [x], expand_fused=False)
+    assert [n.op for n in kept.steps] == ["fused"]
+    value = rng.standard_normal(50)
+    np.testing.assert_allclose(run_plan(expanded, [value])[0], run_plan(kept, [value])[0], rtol=1e-15)
+    assert expanded.outputs[0] is opt  # the plan still names the graph's own tensors
+
+
+# ---- scalar graphs --------------------------------------------------------------------------------------
+
+def test_scalar_mode_matches_array_mode_exactly():
+    x, y, z = (gc.placeholder(n) for n in "xyz")
+    f = (x + y) * gc.maximum(y, z) - gc.minimum(x, z) / (y - 0.5)
+    outs = [f, *gc.grad(f, [x, y, z]), gc.where(x > y, x, z), gc.cast(x > 0, "float64") * y,
+            gc.zeros_like(x) + gc.ones_like(y)]
+    fast = gc.function([x, y, z], outs)
+    assert fast.plan.scalar and set(fast.plan.kinds) == {"scalar"}
+    slow_plan = build_plan(fast.plan.outputs, fast.inputs, scalar_mode=False)  # the same graph, on arrays
+    assert not slow_plan.scalar
+    values = [0.0, -0.0, 1.5, 0.5, -2.0, np.nan, np.inf]
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing may warn: errors are ignored inside graphs
+        for _ in range(200):
+            point = [np.array(v) for v in rng.choice(values, 3)]
+            got = fast(*point)
+            want = Executable(slow_plan).execute(tuple(point))
+            for a, b in zip(got, want):
+                assert type(a) is np.ndarray and a.shape == () and a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+                assert np.signbit(a) == np.signbit(b) or np.isnan(a)
+
+
+def test_scalar_float32_stays_float32():
+    x = gc.placeholder("x", (), "float32")
+    fn = gc.function([x], [x * 3.0 + 1.0, gc.maximum(x, 0.5)])
+    assert fn.plan.scalar
+    a, b = fn(np.float32(0.1))
+    assert a.dtype == np.float32 and a == np.float32(0.1) * np.float32(3.0) + np.float32(1.0)
+    assert b.dtype == np.float32 and b == np.float32(0.5)
+
+
+# ---- errors ----------------------------------------------------------------------------------------------
+
+def test_execution_error_names_op_shapes_and_user_line():
+    a = gc.placeholder("a", (None,))
+    b = gc.placeholder("b", (None,))
+    c = a + b  # MARK-ADD
+    fn = gc.function([a, b], gc.exp(c) * 2.0)
+    with pytest.raises(gc.ExecutionError) as info:
+        fn(np.ones(3), np.ones(4))
+    message = str(info.value)
+    assert "'add'" in message and "(3,)" in message and "(4,)" in message
+    assert f"test_compile.py:{line_of('MARK-ADD')}" in message
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_execution_error_in_a_call_step_and_in_an_expanded_fused_step():
+    a = gc.placeholder("a", (2, None))
+    b = gc.placeholder("b", (None, 2))
+    m = a @ b  # MARK-MATMUL
+    fn = gc.function([a, b], gc.tanh(m) * 3.0 + 1.0, optimize=True)
+    with pytest.raises(gc.ExecutionError) as info:
+        fn(np.ones((2, 3)), np.ones((4, 2)))
+    message = str(info.value)
+    assert "'matmul'" in message and "(2, 3)" in message and "(4, 2)" in message
+    assert f":{line_of('MARK-MATMUL')}" in message
+    x = gc.placeholder("x", (None,))
+    y = gc.placeholder("y", (None,))
+    chained = gc.sqrt(x * 2.0 - y)  # MARK-SUB
+    fn2 = gc.function([x, y], chained * 4.0)
+    with pytest.raises(gc.ExecutionError) as info:
+        fn2(np.ones(2), np.ones(5))
+    assert "'sub'" in str(info.value) and f":{line_of('MARK-SUB')}" in str(info.value)
+
+
+def test_custom_op_error_is_wrapped():
+    def forward(v):
+        raise RuntimeError("boom")
+
+    op = gc.custom_op("explode", forward, lambda inputs, out, g: [g])
+    x = gc.placeholder("x", (3,))
+    fn = gc.function([x], op(x) + 1.0)  # MARK-CUSTOM
+    with pytest.raises(gc.ExecutionError, match="boom") as info:
+        fn(np.ones(3))
+    assert "'explode'" in str(info.value) and "(3,)" in str(info.value)
+
+
+# ---- feeds ------------------------------------------------------------------------------------------------
+
+def test_feed_check_fast_and_slow_paths():
+    x = gc.placeholder("x", (2, None))
+    n = gc.placeholder("n", (), "int64")
+    fn = gc.function([x, n], x * gc.cast(n, "float64"))
+    np.testing.assert_array_equal(fn(np.ones((2, 3)), np.array(2)), np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(fn([[1, 2], [3, 4]], 3), [[3.0, 6.0], [9.0, 12.0]])  # converted
+    np.testing.assert_array_equal(fn(np.ones((2, 1), np.float32), 1), np.ones((2, 1)))  # cast
+    with pytest.raises(gc.FeedError, match="'x'"):
+        fn(np.ones((3, 3)), 1)
+    with pytest.raises(gc.FeedError, match="'x'"):
+        fn(np.ones(2), 1)
+    with pytest.raises(gc.FeedError, match="'n'"):
+        fn(np.ones((2, 2)), 1.5)
+    np.testing.assert_array_equal(fn(x=np.ones((2, 1)), n=4), [[4.0], [4.0]])
+
+
+def test_fed_arrays_are_untouched(rng):
+    x, labels, params, loss, updates, feeds = mlp(rng)
+    fn = gc.function([x, labels], loss, updates=updates)
+    fx, fl = readonly(feeds[0]), readonly(feeds[1])
+    copies = (fx.copy(), fl.copy())
+    for _ in range(3):
+        fn(fx, fl)
+    np.testing.assert_array_equal(fx, copies[0])
+    np.testing.assert_array_equal(fl, copies[1])
+
+
+# ---- recycled variable buffers ---------------------------------------------------------------------------
+
+def test_old_variable_values_are_recycled_only_when_unreferenced():
+    v = gc.variable(np.zeros(20000))  # 160 KB: large enough to be recycled
+    fn = gc.function([], [], updates={v: v * 1.0 + 1.0}, optimize=False)
+    assert any(kind.endswith("+spare") for kind in fn.plan.kinds), fn.plan.explain()
+    held = v.value
+    fn()
+    fn()
+    np.testing.assert_array_equal(held, 0.0)  # a value someone holds is never reused
+    assert not held.flags.writeable
+    for expected in range(3, 8):
+        fn()
+        np.testing.assert_array_equal(v.value, float(expected))
+        assert not v.value.flags.writeable
+    snapshot = v.value
+    view = snapshot[::2]
+    del snapshot
+    fn()
+    fn()
+    np.testing.assert_array_equal(view, 7.0)  # a view keeps its base out of the pool
+
+
+# ---- threads and atomicity --------------------------------------------------------------------------------
+
+def test_eight_threads_call_concurrently(rng):
+    x = gc.placeholder("x", (50, 40))
+    w = gc.variable(rng.standard_normal((40, 30)))
+    y = gc.relu(x @ w) * 2.0 + 1.0
+    fn = gc.function([x], [y, gc.sum(y)])
+    inputs = [rng.standard_normal((50, 40)) for _ in range(8)]
+    expected = [np.maximum(v @ w.value, 0) * 2.0 + 1.0 for v in inputs]
+    errors = []
+
+    def worker(k):
+        try:
+            for _ in range(100):
+                out, total = fn(inputs[k])
+                np.testing.assert_allclose(out, expected[k], rtol=1e-12)
+                np.testing.assert_allclose(total, expected[k].sum(), rtol=1e-10)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("size", [1, 20000])
+def test_concurrent_updates_lose_nothing(size):
+    counter = gc.variable(np.zeros(size))
+    other = gc.variable(np.zeros(size))
+    step = gc.function([], gc.sum(counter), updates={counter: counter + 1.0, other: other - 1.0})
+    reader = gc.function([], [counter - other])  # reads both: must see a consistent pair
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(150):
+                step()
+                (diff,) = reader()
+                assert np.all(diff == diff.flat[0]) and diff.flat[0] % 2 == 0
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert not errors, errors[0]
+    np.testing.assert_array_equal(counter.value, 1200.0)
+    np.testing.assert_array_equal(other.value, -1200.0)
+
+
+def test_failed_call_changes_no_variable():
+    a = gc.variable(np.zeros(3))
+    b = gc.variable(np.zeros(3))
+    x = gc.placeholder("x", (None,))
+    fn = gc.function([x], [], updates={a: a + 1.0, b: b + x})
+    fn(np.ones(3))
+    with pytest.raises(gc.ExecutionError):
+        fn(np.ones(4))
+    np.testing.assert_array_equal(a.value, 1.0)
+    np.testing.assert_array_equal(b.value, 1.0)
+
+
+def test_session_runs_the_same_plans(rng):
+    x, labels, params, loss, updates, feeds = mlp(rng)
+    start = [p.value.copy() for p in params]
+    with gc.Session() as sess:
+        first = sess.run(loss, {x: feeds[0], labels: feeds[1]}, updates=updates)
+        after_session = [p.value.copy() for p in params]
+    for p, value in zip(params, start):
+        p.set_value(value)
+    fn = gc.function([x, labels], loss, updates=updates)
+    np.testing.assert_allclose(fn(*feeds), first, rtol=1e-12)
+    for p, value in zip(params, after_session):
+        np.testing.assert_allclose(p.value, value, rtol=1e-12)
+
+
+def test_errors_inside_graphs_do_not_warn():
+    x = gc.placeholder("x", (3,))
+    fn = gc.function([x], [gc.log(x), x / 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logs, ratios = fn(np.array([0.0, -1.0, 1.0]))
+    assert logs[0] == -np.inf and np.isnan(logs[1]) and np.isnan(ratios[0]) and np.isinf(ratios[2])
