@@ -12,6 +12,24 @@ import graphc as gc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def forbid_optimizing() -> None:
+    """In a fresh process: make every way into the optimizer (and Function.__init__) fail."""
+    import importlib
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("optimized or compiled again while loading")
+
+    # graphc.function is also the name of gc.function: reach the modules through sys.modules
+    passes, pipeline = importlib.import_module("graphc.passes"), importlib.import_module("graphc.passes.pipeline")
+    for module in (passes, pipeline):
+        for name in ("optimize", "optimize_tensors", "run_pipeline", "run_pass", "canonicalize"):
+            if hasattr(module, name):
+                setattr(module, name, refuse)
+    function_module = importlib.import_module("graphc.function")
+    function_module.prepare_graph = refuse
+    function_module.Function.__init__ = refuse
+
+
 def _model(seed=0):
     rng = np.random.default_rng(seed)
     x = gc.placeholder("x", (None, 4))
@@ -74,11 +92,8 @@ def test_fresh_process_without_optimizing_after_training(tmp_path):
     expected = [train(data, targets)["loss"] for _ in range(3)]
     _run_subprocess(f"""
         import pickle, numpy as np
-        import graphc.passes, graphc.function
-        def refuse(*args, **kwargs):
-            raise AssertionError("optimized again while loading")
-        graphc.passes.optimize_tensors = refuse
-        graphc.function.prepare_graph = refuse
+        from tests.test_pickle import forbid_optimizing
+        forbid_optimizing()
         with open({str(tmp_path / "fn.pkl")!r}, "rb") as handle:
             train = pickle.load(handle)
         arrays = np.load({str(tmp_path / "data.npz")!r})
