@@ -19,6 +19,7 @@ from graphc.op import apply
 from graphc.ops import elementwise as ew
 from graphc.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
 from graphc.ops.reduce import Logsumexp
+from graphc.ops.shape import BroadcastTo
 from graphc.passes.core import constant_value, is_uniform, named, producer, rewrite, rule_table, same_type
 from graphc.tensor import Tensor
 
@@ -180,30 +181,70 @@ def cross_entropy(node: Tensor) -> Tensor | None:
     return None
 
 
-@named("stabilize.nll")
-def negative_log_likelihood(node: Tensor) -> Tensor | None:
-    """log_softmax(x)[arange(n), labels] -> -softmax_cross_entropy(x, labels) ;  (-log_softmax(x))[...] -> +"""
-    if node.primitive.index != (("array",), ("array",)) or len(node.inputs) != 3:
-        return None
-    source, rows, labels = node.inputs
+def _negated_log_softmax(t: Tensor) -> tuple[Tensor, int] | None:
+    """(log_softmax node, sign) for ``log_softmax(x)`` (+1) or ``-log_softmax(x)`` (-1), over the last axis."""
     sign = 1
-    negated = producer(source, "neg")
+    negated = producer(t, "neg")
     if negated is not None:
-        source, sign = negated.inputs[0], -1
-    lsm = producer(source, "log_softmax")
-    if lsm is None:
+        t, sign = negated.inputs[0], -1
+    lsm = producer(t, "log_softmax")
+    if lsm is None or lsm.primitive.axis != lsm.ndim - 1:
         return None
-    x = lsm.inputs[0]
-    row_values = constant_value(rows)
-    if x.ndim != 2 or lsm.primitive.axis != 1 or x.shape[0] is None or row_values is None:
+    return lsm, sign
+
+
+def _picked_loss(node: Tensor, x: Tensor, labels: Tensor, sign: int) -> Tensor | None:
+    """``sign * log_softmax(x)`` picked at ``labels`` along the last axis, as ``-+ softmax_cross_entropy``."""
+    if labels.dtype.kind not in "iu":
         return None
-    if row_values.shape != (x.shape[0],) or not np.array_equal(row_values, np.arange(x.shape[0])):
-        return None
-    if labels.dtype.kind not in "iu" or labels.ndim != 1:
-        return None
-    loss = apply(SoftmaxCrossEntropy(1, True), x, labels)
+    loss = apply(SoftmaxCrossEntropy(x.ndim - 1, True), x, labels)
     result = loss if sign < 0 else ew.neg(loss)
     return result if same_type(result, node) else None
+
+
+@named("stabilize.nll")
+def negative_log_likelihood(node: Tensor) -> Tensor | None:
+    """log_softmax(x)[arange(n), labels] -> -softmax_cross_entropy(x, labels)   (and -log_softmax(x)[...] -> +)
+
+    Also ``log_softmax(x)[label]`` for one example (1-D x, 0-d label) and
+    ``log_softmax(x)[..., k]`` for a fixed class ``k`` (static batch shape).
+    """
+    found = _negated_log_softmax(node.inputs[0])
+    if found is None:
+        return None
+    lsm, sign = found
+    x = lsm.inputs[0]
+    index = node.primitive.index
+    arrays = node.inputs[1:]
+    if index == (("array",), ("array",)) and x.ndim == 2 and x.shape[0] is not None:
+        rows, labels = arrays
+        row_values = constant_value(rows)
+        if row_values is None or row_values.shape != (x.shape[0],) \
+                or not np.array_equal(row_values, np.arange(x.shape[0])) or labels.ndim != 1:
+            return None
+        return _picked_loss(node, x, labels, sign)
+    if index == (("array",),) and x.ndim == 1 and arrays[0].ndim == 0:
+        return _picked_loss(node, x, arrays[0], sign)
+    lead = (("slice", None, None, None),) * (x.ndim - 1)
+    if len(index) >= 1 and index[-1][0] == "int" and index[:-1] in (lead, (("ellipsis",),)) and not arrays:
+        classes = x.shape[-1]
+        if None in x.shape or not -classes <= index[-1][1] < classes:
+            return None
+        k = index[-1][1] % classes
+        labels = BroadcastTo(x.shape[:-1])(constant(np.asarray(k, dtype=np.int64)))
+        return _picked_loss(node, x, labels, sign)
+    return None
+
+
+@named("stabilize.nll_take")
+def negative_log_likelihood_take(node: Tensor) -> Tensor | None:
+    """take(log_softmax(x), label) -> -softmax_cross_entropy(x, label)   (1-D x, 0-d integer label)"""
+    found = _negated_log_softmax(node.inputs[0])
+    labels = node.inputs[1]
+    if found is None or node.primitive.axis not in (None, 0) or labels.ndim != 0 or found[0].ndim != 1:
+        return None
+    lsm, sign = found
+    return _picked_loss(node, lsm.inputs[0], labels, sign)
 
 
 # ---- where: keep the unselected branch out of the gradient -----------------------------------
@@ -229,7 +270,9 @@ def _guard(branch: Tensor, cond: Tensor, selected_when: bool, depth: int) -> Ten
         position, safe = guard
         x = inputs[position]
         already = producer(x, "where")
-        if not (already is not None and already.inputs[0] is cond):
+        value = constant_value(x)
+        harmless = value is not None and (node.op != "div" or not np.any(value == 0))
+        if not harmless and not (already is not None and already.inputs[0] is cond):
             safe_t = constant(np.asarray(safe, dtype=x.dtype))
             inputs[position] = ew.where(cond, x, safe_t) if selected_when else ew.where(cond, safe_t, x)
             changed = True
@@ -275,7 +318,7 @@ RULES = rule_table(
     ("sub", expm1), ("add", expm1),
     ("div", softmax_by_hand), ("div", sigmoid_by_hand),
     ("sum", cross_entropy),
-    ("getitem", negative_log_likelihood),
+    ("getitem", negative_log_likelihood), ("take", negative_log_likelihood_take),
     ("where", where_safe_branch),
 )
 

@@ -7,6 +7,7 @@ import pytest
 
 import graphc as gc
 from graphc.passes.stabilize import stabilize
+from graphc.tensor import toposort
 from tests.passes.util import count, ops_of, run
 
 LOGITS = np.array([[1000.0, -1000.0, 0.0, 3.0], [-1000.0, -999.0, 1000.0, 1000.0]])
@@ -178,3 +179,31 @@ def test_stabilize_changes_nothing_without_patterns():
     y = gc.log(x) + gc.exp(x) * 2.0
     (z,) = stabilize([y])
     assert z is y
+
+
+@pytest.mark.parametrize("form", ["ellipsis", "slice_negative", "one_example", "take", "negated_first"])
+def test_picked_log_softmax_forms_become_cross_entropy(form):
+    x2 = gc.placeholder("x2", LOGITS.shape)
+    x1 = gc.placeholder("x1", (4,))
+    label = gc.placeholder("label", (), "int64")
+    rows, labels = gc.constant(np.arange(2)), gc.placeholder("labels", (2,), "int64")
+    build = {
+        "ellipsis": (lambda: -gc.log(gc.softmax(x2))[..., 2], x2, lambda lp: -lp[:, 2]),
+        "slice_negative": (lambda: -gc.log(gc.softmax(x2))[:, -1], x2, lambda lp: -lp[:, -1]),
+        "one_example": (lambda: -gc.log(gc.softmax(x1))[label], x1, lambda lp: -lp[1]),
+        "take": (lambda: -gc.take(gc.log(gc.softmax(x1)), label), x1, lambda lp: -lp[1]),
+        "negated_first": (lambda: (-gc.log(gc.softmax(x2)))[rows, labels], x2, lambda lp: -lp[[0, 1], [3, 0]]),
+    }
+    make, x, reference = build[form]
+    naive = make()
+    feeds = {x2: LOGITS, x1: LOGITS[1], label: 1, labels: np.array([3, 0])}
+    feeds = {k: v for k, v in feeds.items() if k in set(toposort([naive]))}
+    (stable,) = stabilize([naive])
+    assert "softmax_cross_entropy" in ops_of(stable) and "log" not in ops_of(stable)
+    value = run([naive], feeds, optimize=True)[0]
+    value_lp = _log_softmax(feeds[x])
+    np.testing.assert_allclose(value, reference(value_lp), rtol=1e-12)
+    grad = run([gc.grad(gc.sum(naive), x)], feeds)[0]
+    assert np.isfinite(grad).all()
+    expected = run([gc.grad(gc.sum(stable), x)], feeds)[0]
+    np.testing.assert_allclose(grad, expected, rtol=1e-12, atol=1e-300)
