@@ -14,7 +14,8 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.errors import DTypeError
-from graphc.op import Op, apply
+from graphc.leaves import constant
+from graphc.op import Op, apply, weak_constant
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, broadcast_shapes, float_dtype
 
@@ -842,28 +843,45 @@ def clip(x, lo, hi) -> Tensor:
     return apply(Clip(), x, lo, hi)
 
 
+def _compare(op: Comparison, a, b) -> Tensor:
+    """Apply a comparison. As in NumPy 2, a Python int outside an integer tensor's range still
+    compares (``uint8_x > 300`` is all False): it is then held in a wider integer or float dtype,
+    which compares exactly."""
+    operands = [a, b]
+    strong = [t.dtype if isinstance(t, Tensor) else np.asarray(t).dtype for t in operands
+              if isinstance(t, Tensor) or not isinstance(t, (bool, int, float))]
+    for k, value in enumerate(operands):
+        if isinstance(value, int) and not isinstance(value, bool) and strong:
+            try:
+                weak_constant(value, strong)
+            except DTypeError:
+                wide = np.int64 if -2 ** 63 <= value < 2 ** 63 else np.float64
+                operands[k] = constant(np.asarray(value, dtype=wide))
+    return apply(op, *operands)
+
+
 def equal(a, b) -> Tensor:
-    return apply(Equal(), a, b)
+    return _compare(Equal(), a, b)
 
 
 def not_equal(a, b) -> Tensor:
-    return apply(NotEqual(), a, b)
+    return _compare(NotEqual(), a, b)
 
 
 def greater(a, b) -> Tensor:
-    return apply(Greater(), a, b)
+    return _compare(Greater(), a, b)
 
 
 def greater_equal(a, b) -> Tensor:
-    return apply(GreaterEqual(), a, b)
+    return _compare(GreaterEqual(), a, b)
 
 
 def less(a, b) -> Tensor:
-    return apply(Less(), a, b)
+    return _compare(Less(), a, b)
 
 
 def less_equal(a, b) -> Tensor:
-    return apply(LessEqual(), a, b)
+    return _compare(LessEqual(), a, b)
 
 
 def logical_and(a, b) -> Tensor:

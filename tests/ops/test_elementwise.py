@@ -308,7 +308,27 @@ def test_weak_scalars_functions(name, dtype):
 def test_weak_scalar_out_of_range():
     x = gc.placeholder("x", (3,), "uint8")
     with pytest.raises(gc.DTypeError):
-        x + 300
+        x + 300  # NumPy 2 raises OverflowError
+    with pytest.raises(gc.DTypeError):
+        gc.maximum(x, -1)
+
+
+OUT_OF_RANGE_COMPARISONS = [("x>300", lambda x: x > 300), ("x<-5", lambda x: x < -5),
+                            ("equal(x,-1)", lambda x: gc.equal(x, -1) if isinstance(x, gc.Tensor) else x == -1),
+                            ("not_equal(x,256)", lambda x: gc.not_equal(x, 256) if isinstance(x, gc.Tensor)
+                             else x != 256),
+                            ("2**70>x", lambda x: 2 ** 70 > x), ("x>=-2**70", lambda x: x >= -2 ** 70)]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int32"])
+@pytest.mark.parametrize("name,expression", OUT_OF_RANGE_COMPARISONS, ids=[c[0] for c in OUT_OF_RANGE_COMPARISONS])
+def test_comparison_with_out_of_range_python_int(name, expression, dtype):
+    """NumPy 2 compares integers with any Python int, in range or not."""
+    values = np.array([0, 1, 100]).astype(dtype)
+    x = gc.placeholder("x", (3,), dtype)
+    out = expression(x)
+    assert out.dtype == np.bool_
+    np.testing.assert_array_equal(run(out, {x: values}), expression(values))
 
 
 # ---- comparisons, where, cast: values and (no) gradients -----------------------------------------
