@@ -165,6 +165,19 @@ def _array_bytes(array: np.ndarray) -> bytes:
     return array.astype(little, copy=False).tobytes(order="C")
 
 
+def _snapshot(variables: list[Variable]) -> dict[int, np.ndarray]:
+    """The variables' values read together, under their locks (taken in the executor's order),
+    so that a save running beside a training call sees the state before or after it, not a mix."""
+    ordered = sorted(variables, key=lambda v: v.serial)
+    for variable in ordered:
+        variable.lock.acquire()
+    try:
+        return {id(v): v.value for v in ordered}
+    finally:
+        for variable in reversed(ordered):
+            variable.lock.release()
+
+
 def encode(fn) -> bytes:
     """The bytes :func:`save` writes for the compiled Function ``fn``."""
     from graphc import __version__
@@ -191,12 +204,13 @@ def encode(fn) -> bytes:
         offset += len(data)
         return len(arrays) - 1
 
+    values = _snapshot([node for node in order if isinstance(node, Variable)])
     nodes: list[dict] = []
     for node in order:
         primitive = node.primitive
         name = node.name
         if isinstance(node, Variable):
-            nodes.append({"kind": "variable", "name": name, "array": add_array(node.value)})
+            nodes.append({"kind": "variable", "name": name, "array": add_array(values[id(node)])})
         elif id(node) in input_ids or isinstance(primitive, Placeholder):
             if node.dtype.name not in DTYPES:
                 raise SaveError(f"placeholder {name!r} has dtype {node.dtype}, which cannot be saved")

@@ -453,3 +453,28 @@ def test_random_structural_mutations(tmp_path, saved):
         except gc.LoadError:
             outcomes["error"] += 1
     assert outcomes["error"] > 150
+
+
+def test_save_beside_training_sees_a_consistent_state(tmp_path):
+    import threading
+
+    a = gc.variable(np.zeros(50000), name="a")
+    b = gc.variable(np.zeros(50000), name="b")
+    step = gc.function([], [], updates={a: a + 1.0, b: b + 1.0})
+    stop = threading.Event()
+
+    def train():
+        while not stop.is_set():
+            step()
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    try:
+        for k in range(15):
+            gc.save(step, tmp_path / f"s{k}.gcf")
+    finally:
+        stop.set()
+        worker.join()
+    for k in range(15):
+        values = {v.name: v.value for v in gc.load(tmp_path / f"s{k}.gcf").plan.updated_variables}
+        np.testing.assert_array_equal(values["a"], values["b"])
