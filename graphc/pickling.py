@@ -47,11 +47,16 @@ def function_state(fn) -> dict:
     order = toposort(roots, stop_at=list(plan.inputs))
     index = {id(node): k for k, node in enumerate(order)}
     input_ids = {id(t) for t in plan.inputs}
+    from graphc.serialize import _snapshot
+
+    values = _snapshot([node for node in order if isinstance(node, Variable)])
     nodes: list[tuple] = []
     for node in order:
         primitive = node.primitive
         if isinstance(node, Variable):
-            nodes.append(("variable", node))
+            # the Variable itself keeps variables shared within one pickle; the value is the one
+            # read together with the others, under their locks
+            nodes.append(("variable", node, values[id(node)]))
         elif id(node) in input_ids or isinstance(primitive, Placeholder):
             nodes.append(("placeholder", node.name, node.shape, node.dtype))
         elif isinstance(primitive, Constant):
@@ -87,7 +92,12 @@ def restore_function(state: dict):
             append(Tensor(primitive, [tensors[k] for k in inputs], shape, dtype, name=name,
                           site=site if site is not None else ("<unknown>", 0), is_gradient=is_gradient))
         elif kind == "variable":
-            append(entry[1])
+            variable = entry[1]
+            if len(entry) > 2 and entry[2] is not None:
+                value = np.array(entry[2], dtype=variable.dtype, copy=True)
+                with variable.lock:
+                    variable._install(value)
+            append(variable)
         elif kind == "placeholder":
             _, name, shape, dtype = entry
             append(Tensor(Placeholder(), (), shape, dtype, name=name, site=("<unknown>", 0), is_gradient=False))
