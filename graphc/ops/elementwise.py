@@ -15,7 +15,7 @@ import numpy as np
 
 from graphc.errors import DTypeError
 from graphc.leaves import constant
-from graphc.op import Op, apply, weak_constant
+from graphc.op import Op, apply, as_tensor, weak_constant
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, broadcast_shapes, float_dtype
 
@@ -840,6 +840,19 @@ def where(cond, a, b) -> Tensor:
 
 
 def clip(x, lo, hi) -> Tensor:
+    """``minimum(maximum(x, lo), hi)``; either bound (not both) may be None, as in NumPy."""
+    if lo is None or hi is None:
+        if lo is None and hi is None:
+            raise ValueError("clip: lo and hi cannot both be None")
+        x = as_tensor(x)
+        if x.dtype.kind == "f":
+            low, high = -math.inf, math.inf
+        elif x.dtype.kind in "iu":
+            low, high = int(np.iinfo(x.dtype).min), int(np.iinfo(x.dtype).max)
+        else:
+            raise DTypeError(f"clip: a None bound needs an integer or float tensor, got {x.dtype}")
+        lo = low if lo is None else lo
+        hi = high if hi is None else hi
     return apply(Clip(), x, lo, hi)
 
 

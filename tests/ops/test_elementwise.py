@@ -592,6 +592,27 @@ def test_broadcast_shape_error(fn, sa, sb):
     assert format_shape(sa) in message and format_shape(sb) in message
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int32", "uint8"])
+@pytest.mark.parametrize("lo,hi", [(None, 2), (1, None), (None, 1.5), (0.5, None)])
+def test_clip_with_one_bound(lo, hi, dtype):
+    values = np.array([0, 1, 2, 3]).astype(dtype)
+    x = gc.placeholder("x", (4,), dtype)
+    out = gc.clip(x, lo, hi)
+    expected = np.clip(values, lo, hi)
+    got = run(out, {x: values})
+    assert out.op == "clip" and got.dtype == out.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    if dtype.startswith("float"):
+        g = run(gc.grad(gc.sum(out), x), {x: values + 0.25})
+        inside = (values + 0.25 > (-np.inf if lo is None else lo)) & (values + 0.25 < (np.inf if hi is None else hi))
+        np.testing.assert_array_equal(g, inside.astype(dtype))
+
+
+def test_clip_without_bounds_is_an_error():
+    with pytest.raises(ValueError):
+        gc.clip(gc.placeholder("x", (2,)), None, None)
+
+
 def test_where_and_clip_shape_errors():
     c = gc.placeholder("c", (2, 3), "bool")
     with pytest.raises(gc.ShapeError, match="where"):
