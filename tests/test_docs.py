@@ -49,11 +49,13 @@ def code_blocks(text: str) -> list[tuple[str, int, str]]:
             k += 1
             continue
         fence, info, start = opening["fence"], opening["info"].strip(), k + 1
+        indent = len(opening["indent"])  # a fence inside a list item: its lines lose that indent
         body = []
         k += 1
         while k < len(lines) and not (lines[k].strip().startswith(fence[0] * len(fence))
                                       and set(lines[k].strip()) == {fence[0]}):
-            body.append(lines[k])
+            line = lines[k]
+            body.append(line[min(indent, len(line) - len(line.lstrip(" "))):])
             k += 1
         if k == len(lines):
             raise AssertionError(f"an unclosed ``` block starting at line {start}")
@@ -65,6 +67,8 @@ def code_blocks(text: str) -> list[tuple[str, int, str]]:
 def test_fence_parser():
     text = "a\n```python\nx = 1\n```\n\n````text\n```python\n````\n```bash\nls\n```\n"
     assert code_blocks(text) == [("python", 3, "x = 1\n"), ("text", 7, "```python\n"), ("bash", 10, "ls\n")]
+    indented = "- item:\n\n  ```python\n  if True:\n      y = 2\n  ```\n"
+    assert code_blocks(indented) == [("python", 4, "if True:\n    y = 2\n")]
 
 
 @pytest.mark.parametrize("page", PAGES)
