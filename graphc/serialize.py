@@ -121,11 +121,22 @@ def _encode_value(value, where: str, depth: int = 0):
     raise SaveError(f"{where}: a parameter of type {type(value).__name__} cannot be saved safely")
 
 
+def _base_names(sites):
+    """Source-line metadata ``((file, line) | None, ...)`` with only the files' base names."""
+    if not isinstance(sites, tuple):
+        return sites
+    return tuple((os.path.basename(site[0]), site[1])
+                 if isinstance(site, tuple) and len(site) == 2 and isinstance(site[0], str) else site
+                 for site in sites)
+
+
 def _encode_op(primitive, where: str, depth: int = 0) -> dict:
     params = {}
     for field in dataclasses.fields(primitive):
-        params[field.name] = _encode_value(getattr(primitive, field.name), f"{where}, parameter {field.name!r}",
-                                           depth)
+        value = getattr(primitive, field.name)
+        if field.name == "sites":  # user source lines (of a fused op's steps): no absolute paths in files
+            value = _base_names(value)
+        params[field.name] = _encode_value(value, f"{where}, parameter {field.name!r}", depth)
     return {"op": type(primitive).name, "params": params}  # the registry name (an instance may rename itself)
 
 

@@ -478,3 +478,22 @@ def test_save_beside_training_sees_a_consistent_state(tmp_path):
     for k in range(15):
         values = {v.name: v.value for v in gc.load(tmp_path / f"s{k}.gcf").plan.updated_variables}
         np.testing.assert_array_equal(values["a"], values["b"])
+
+
+def test_fused_ops_round_trip_without_absolute_paths(tmp_path):
+    from graphc.passes import FUSING_PIPELINE, optimize_tensors
+
+    x = gc.placeholder("x", (None, 4))
+    y = gc.tanh(x * 2.0 + 1.0) * gc.sigmoid(x) - x
+    (z,) = optimize_tensors([y], FUSING_PIPELINE)
+    assert z.op == "fused"
+    fn = gc.function([x], z, optimize=False)
+    blob = encode(fn)
+    assert b'"fused"' in blob and b'"sites"' in blob
+    assert os.path.dirname(os.path.abspath(__file__)).encode() not in blob
+    path = tmp_path / "fused.gcf"
+    path.write_bytes(blob)
+    loaded = gc.load(path)
+    value = np.random.default_rng(0).normal(size=(3, 4))
+    np.testing.assert_array_equal(loaded(value), fn(value))
+    assert loaded.plan.outputs[0].op == "fused"
