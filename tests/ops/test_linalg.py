@@ -240,3 +240,9 @@ def test_check_grad(case, dtype):
 def test_third_order(case):
     """Gradients of gradients of gradients (every fourth case of the table)."""
     check_third_order(case)
+
+
+@pytest.mark.parametrize("case", CASES[::2], ids=repr)
+def test_second_order_unknown_sizes(case):
+    """Second order where every size is unknown at build time (run-time shape references)."""
+    check_second_order(case, np.float64, unknown=True)

@@ -242,11 +242,11 @@ def check_gradient(case: Case, float_dtype, unknown: bool = False) -> None:
         assert_close(value, numeric, rtol=rtol, atol=atol, what=f"{case.id}: d/d input {k}")
 
 
-def check_second_order(case: Case, float_dtype=np.float64) -> None:
+def check_second_order(case: Case, float_dtype=np.float64, unknown: bool = False) -> None:
     """Hessian-vector product against central differences of graphc's gradient."""
     float_dtype = np.dtype(float_dtype)
     arrays = draw(case, float_dtype)
-    inputs = placeholders(case, float_dtype)
+    inputs = placeholders(case, float_dtype, unknown=unknown)
     out = case.build(*inputs)
     w = _weights(np.shape(case.ref(*arrays)))
     # squared, so that linear ops (indexing, reshapes, matmul) have a non-zero Hessian too: the
