@@ -58,7 +58,7 @@ def test_render(saved_file, tmp_path, capsys):
 def test_render_errors(saved_file, tmp_path, capsys, monkeypatch):
     assert main(["render", str(saved_file), "-o", str(tmp_path / "graph.xyz")]) == EXIT_USAGE
     assert "unsupported format" in capsys.readouterr().err
-    monkeypatch.setattr(dot_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(dot_module, "dot_executable", lambda: None)
     assert main(["render", str(saved_file), "-o", str(tmp_path / "graph.svg")]) == EXIT_RENDER
     assert "install Graphviz" in capsys.readouterr().err
 

@@ -139,7 +139,7 @@ def test_render_rejects_unknown_format(tmp_path):
 
 
 def test_render_without_graphviz_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(dot_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(dot_module, "dot_executable", lambda: None)
     outputs, _ = build()
     with pytest.raises(gc.GraphcError, match="install Graphviz") as info:
         gc.render(outputs, tmp_path / "graph.svg")
