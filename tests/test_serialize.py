@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import struct
 import subprocess
 import sys
@@ -497,3 +498,53 @@ def test_fused_ops_round_trip_without_absolute_paths(tmp_path):
     value = np.random.default_rng(0).normal(size=(3, 4))
     np.testing.assert_array_equal(loaded(value), fn(value))
     assert loaded.plan.outputs[0].op == "fused"
+
+
+def _every_op_function(optimize: bool):
+    rng = np.random.default_rng(3)
+    x = gc.placeholder("x", (None, 4))
+    m = gc.placeholder("m", (4, 4), dtype="float32")
+    idx = gc.placeholder("idx", (None,), dtype="int64")
+    w = gc.variable(rng.normal(size=(4, 3)), name="w")
+    alpha = gc.variable(np.full(4, 0.2), name="alpha")
+    h = gc.matmul(x, w)
+    parts = [
+        gc.sum(x, axis=(0, 1)), gc.mean(x, axis=0, keepdims=True), gc.max(x, axis=1), gc.min(x), gc.prod(x, axis=-1),
+        gc.logsumexp(x, axis=1), gc.transpose(gc.reshape(x, (-1, 2, 2)), (0, 2, 1)), gc.expand_dims(x, 1),
+        gc.squeeze(gc.expand_dims(x, 0), 0), gc.broadcast_to(gc.sum(x, axis=0), (2, 4)),
+        gc.concatenate([x, x * 2.0], axis=1), gc.stack([x, x], axis=2), gc.take(x, gc.constant([3, 0]), axis=1),
+        gc.take(x, gc.constant([1, 2])), gc.one_hot(idx, 4, dtype="float32"), gc.einsum("bi,ij->bj", x, m),
+        gc.dot(gc.sum(x, axis=0), gc.sum(x, axis=0)), gc.outer(gc.sum(x, axis=0), gc.sum(x, axis=1)),
+        gc.softmax(h, axis=0), gc.log_softmax(h), gc.softmax_cross_entropy(h, idx),
+        gc.softmax_cross_entropy(h, gc.softmax(h * 0.5)), gc.sigmoid_cross_entropy(x, gc.sigmoid(x)),
+        gc.clip(x, -0.5, 0.5), gc.where(x > 0.0, x, -x), gc.maximum(x, 0.1), gc.minimum(x, m[0]), gc.elu(x, 0.7),
+        gc.gelu(x), gc.gelu(x, approximate=True), gc.leaky_relu(x, 0.3), gc.prelu(x, alpha), gc.hard_tanh(x),
+        gc.step(x), gc.sign(x), gc.abs(x), gc.pow(gc.abs(x) + 1.0, 1.5), x[::-2, 1:3], x[None, ..., 0],
+        x[-1], x[idx], x[x[:, 0] > 0.0],
+        gc.cast(x > 0.0, "int32"), gc.cast(x, "bool"), gc.stop_gradient(x), gc.zeros_like(x), gc.ones_like(m),
+        gc.equal(x, 0.0), gc.not_equal(x, 0.0), gc.less_equal(x, 1.0), gc.greater_equal(x, 1.0),
+        gc.silu(x), gc.softplus(x), gc.log1p(gc.abs(x)), gc.expm1(x), gc.sqrt(gc.abs(x)), gc.cos(x), gc.sin(x),
+    ]
+    loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
+    loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
+    grads = gc.grad(loss, [w, alpha, x])
+    fn = gc.function([x, m, idx], {"parts": parts, "grads": grads}, updates={w: w - 0.01 * grads[0]},
+                     optimize=optimize)
+    feeds = (rng.normal(size=(5, 4)), rng.normal(size=(4, 4)).astype(np.float32), np.array([0, 2, 1, 2, 1]))
+    return fn, feeds
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_every_op_round_trips_through_save_and_pickle(tmp_path, optimize):
+    fn, feeds = _every_op_function(optimize)
+    gc.save(fn, tmp_path / "all.gcf")
+    copies = [gc.load(tmp_path / "all.gcf"), pickle.loads(pickle.dumps(fn))]
+    expected = fn(*feeds)
+    for copy in copies:
+        got = copy(*feeds)
+        for a, b in zip(got["parts"] + list(got["grads"]), expected["parts"] + list(expected["grads"])):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+    if shutil.which("dot"):
+        done = subprocess.run(["dot", "-Tsvg"], input=fn.to_dot().encode(), capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
