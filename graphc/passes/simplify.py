@@ -34,6 +34,11 @@ def _other_is(node: Tensor, number: float) -> Tensor | None:
     return None
 
 
+def _one_dtype(*tensors: Tensor) -> bool:
+    """All of one dtype (so integer negation wraps the same way on both sides of an identity)."""
+    return len({t.dtype for t in tensors}) == 1
+
+
 @named("simplify.mul_one")
 def mul_one(node: Tensor) -> Tensor | None:
     """x * 1 -> x   (x already has the product's shape and dtype)"""
@@ -104,7 +109,7 @@ def add_neg(node: Tensor) -> Tensor | None:
     a, b = node.inputs
     for x, other in ((a, b), (b, a)):
         inner = producer(other, "neg")
-        if inner is not None:
+        if inner is not None and _one_dtype(x, inner.inputs[0], node):
             return ew.sub(x, inner.inputs[0])
     return None
 
@@ -114,14 +119,14 @@ def sub_neg(node: Tensor) -> Tensor | None:
     """x - (-y) -> x + y"""
     x, other = node.inputs
     inner = producer(other, "neg")
-    return ew.add(x, inner.inputs[0]) if inner is not None else None
+    return ew.add(x, inner.inputs[0]) if inner is not None and _one_dtype(x, inner.inputs[0], node) else None
 
 
 @named("simplify.neg_times_neg")
 def neg_times_neg(node: Tensor) -> Tensor | None:
     """(-x) * (-y) -> x * y ;  (-x) / (-y) -> x / y"""
     a, b = (producer(t, "neg") for t in node.inputs)
-    if a is None or b is None:
+    if a is None or b is None or not _one_dtype(a.inputs[0], b.inputs[0], node):
         return None
     return node.primitive(a.inputs[0], b.inputs[0])
 
@@ -270,9 +275,21 @@ def cast_noop(node: Tensor) -> Tensor | None:
     inner = producer(x, "cast")
     if inner is not None:
         base = inner.inputs[0]
-        if base.dtype == node.dtype and np.can_cast(base.dtype, inner.dtype, "safe"):
+        if base.dtype == node.dtype and _holds_exactly(base.dtype, inner.dtype):
             return base
     return None
+
+
+def _holds_exactly(source: np.dtype, target: np.dtype) -> bool:
+    """Whether every value of ``source`` is exactly representable in ``target``."""
+    if source.kind == "b":
+        return True
+    if target.kind == "f":
+        if source.kind == "f":
+            return target.itemsize >= source.itemsize
+        bits = source.itemsize * 8 - (source.kind == "i")
+        return source.kind in "iu" and bits <= np.finfo(target).nmant + 1
+    return source.kind in "iu" and target.kind in "iu" and np.can_cast(source, target, "safe")
 
 
 @named("simplify.where_same")

@@ -218,3 +218,27 @@ def test_simplify_is_idempotent_and_returns_same_objects_when_nothing_applies():
     y = gc.exp(x) * gc.tanh(x)
     (z,) = simplify([y])
     assert z is y
+
+
+def test_integer_round_trips_through_float_are_kept_when_lossy():
+    big = gc.placeholder("big", (2,), "int64")
+    y = gc.cast(gc.cast(big, "float64"), "int64")  # 2**53 + 1 does not survive
+    (z,) = simplify([y])
+    assert z.op == "cast"
+    values = {big: np.array([2**53 + 1, -3])}
+    assert_same_values(run([y], values), run([z], values))
+    small = gc.placeholder("small", (2,), "int32")
+    (w,) = simplify([gc.cast(gc.cast(small, "float64"), "int32")])
+    assert w is small
+    (v,) = simplify([gc.cast(gc.cast(small, "float32"), "int32")])
+    assert v.op == "cast"
+
+
+def test_negation_identities_with_mixed_integer_dtypes_are_kept():
+    f = gc.placeholder("f", (2,))
+    i = gc.placeholder("i", (2,), "int64")
+    y = f + (-i)  # -(int64 min) wraps before the float addition
+    (z,) = simplify([y])
+    assert z is y
+    values = {f: np.array([0.0, 1.0]), i: np.array([np.iinfo(np.int64).min, 3])}
+    assert_same_values(run([y], values), run([z], values))
