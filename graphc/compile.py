@@ -31,6 +31,7 @@ nothing but the NumPy work:
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -253,11 +254,20 @@ def _is_zero_scalar_constant(node: Tensor) -> bool:
     return value.dtype.kind in "biuf" and bool(value == 0)
 
 
+def _is_exact_scale(node: Tensor) -> bool:
+    """A 0-d float constant +-2**k with k >= 0: multiplying by it only shifts the exponent."""
+    if not isinstance(node.primitive, Constant) or node.shape != () or node.dtype.kind != "f":
+        return False
+    value = abs(float(node.primitive.value))
+    return value >= 1.0 and math.isfinite(value) and math.frexp(value)[0] == 0.5
+
+
 def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int], tables: dict,
-               special: dict[int, Callable]) -> set[int]:
+               special: dict[int, Callable], inserted: dict[int, list[Tensor]]) -> set[int]:
     """Rewrites of step inputs that save passes or memory; returns the steps to drop.
 
-    ``special`` receives steps to be computed by another NumPy function of the new inputs.
+    ``special`` receives steps to be computed by another NumPy function of the new inputs;
+    ``inserted`` new one-element steps to compute right before a step.
     """
     classes = tables["classes"]
     relu_cls, greater_cls, cast_cls, mul_cls = classes["relu"], classes["greater"], classes["cast"], classes["mul"]
@@ -316,6 +326,33 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
                 deps[id(user)] = [source if p is node else p for p in deps[id(user)]]
                 consumers.setdefault(id(source), []).append(user)
             dropped.add(id(node))
+    # (w * c) * s -> w * (s * c) for a one-element s and a constant c = +-2**k, k >= 0: both products are
+    # exact scalings, so the result is the same single rounding of w*s*c (barring overflow to inf).
+    # This is the weight-decay gradient's shape; it saves one pass over the weights.
+    for node in steps:
+        if type(node.primitive) is not mul_cls or not _static(node) or id(node) in dropped:
+            continue
+        operands = deps[id(node)]
+        for k, scaled in enumerate(operands):
+            scale = operands[1 - k]
+            if (type(scaled.primitive) is not mul_cls or id(scaled) in roots or id(scaled) in dropped
+                    or any(d != 1 for d in scale.shape) or len(scale.shape) > len(node.shape)
+                    or scale.dtype != node.dtype or scaled.dtype != node.dtype
+                    or len(consumers.get(id(scaled), ())) != 1 or scaled is scale):
+                continue
+            w, c = deps[id(scaled)]
+            if not _is_exact_scale(c):
+                w, c = c, w
+            if not _is_exact_scale(c) or w.shape != node.shape or w.dtype != node.dtype or c.dtype != node.dtype:
+                continue
+            factor = Tensor(mul_cls(), [scale, c], scale.shape, node.dtype, site=node.site,
+                            is_gradient=node.is_gradient)
+            deps[id(factor)] = [scale, c]
+            deps[id(node)] = [w, factor]
+            inserted.setdefault(id(node), []).append(factor)
+            consumers.setdefault(id(w), []).append(node)
+            dropped.add(id(scaled))
+            break
     # sum(square(x)) over every axis is a dot product of x with itself: one BLAS pass, no temporary
     # (the same value up to the order of the additions, which np.sum does not promise either)
     for node in steps:
@@ -467,8 +504,9 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
     deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
     special: dict[int, Callable] = {}
     if peepholes:
-        dropped = _peepholes(steps, deps, root_ids, tables, special)
-        steps = [n for n in steps if id(n) not in dropped]
+        inserted: dict[int, list[Tensor]] = {}
+        dropped = _peepholes(steps, deps, root_ids, tables, special, inserted)
+        steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
     if schedule_updates and updates:
         steps = _schedule_eager(steps, deps, outputs_resolved, update_values)
     for index, node in enumerate(steps):

@@ -497,3 +497,16 @@ def test_errors_inside_graphs_do_not_warn():
         warnings.simplefilter("error")
         logs, ratios = fn(np.array([0.0, -1.0, 1.0]))
     assert logs[0] == -np.inf and np.isnan(logs[1]) and np.isnan(ratios[0]) and np.isinf(ratios[2])
+
+
+def test_weight_decay_scaling_is_folded_exactly(rng):
+    w = gc.variable(rng.standard_normal((40, 30)))
+    s = gc.placeholder("s", ())
+    y = (w * 2.0) * gc.reshape(s, (1, 1))  # the L2 gradient's shape: one pass over w, not two
+    plan = build_plan([y], [s])
+    assert sum(n.shape == (40, 30) for n in plan.steps) == 1, plan.explain()
+    slow = build_plan([y], [s], **ALL_OFF)
+    for value in (0.3, -1e-4, 7.0):
+        np.testing.assert_array_equal(run_plan(plan, [np.array(value)])[0], run_plan(slow, [np.array(value)])[0])
+    odd = (w * 3.0) * gc.reshape(s, (1, 1))  # 3 is not an exact scaling: left alone
+    assert sum(n.shape == (40, 30) for n in build_plan([odd], [s]).steps) == 2
