@@ -489,6 +489,19 @@ def test_maximum_minimum_ties_split_evenly(fn, ref):
     assert gs == 4 - expected_a.sum()
 
 
+def test_clip_ties_split_evenly():
+    x, lo, hi = gc.placeholder("x", (5,)), gc.placeholder("lo", ()), gc.placeholder("hi", ())
+    values = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    gx, glo, ghi = run(gc.grad(gc.sum(gc.clip(x, lo, hi)), [x, lo, hi]), {x: values, lo: -1.0, hi: 1.0})
+    np.testing.assert_array_equal(gx, [0.0, 0.5, 1.0, 0.5, 0.0])
+    assert glo == 1.5 and ghi == 1.5  # the total is preserved: 5 entries, gradient 5
+    assert gx.sum() + glo + ghi == 5.0
+
+
+def test_hard_tanh_gradient_is_zero_at_the_corners():
+    np.testing.assert_array_equal(_grad_at(gc.hard_tanh, [-2.0, -1.0, 0.0, 1.0, 2.0]), [0.0, 0.0, 1.0, 0.0, 0.0])
+
+
 @pytest.mark.parametrize("y", [0.0, 2.0, 3.0, 1.5, 2.5])
 def test_pow_gradient_wrt_base_at_zero(y):
     """d/dx x**y at x = 0 is 0 for y = 0 and for y > 1 (never NaN)."""

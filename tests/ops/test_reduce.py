@@ -57,8 +57,11 @@ def _case(name, fn, ref, gen, shape, axis, keepdims):
                 lambda x: ref(x, axis=axis, keepdims=keepdims), [Spec(shape, gen)])
 
 
+KEEPDIMS_AXES = [None, 1, (0, 2), ()]
+
 CASES = [_case(name, fn, ref, gen, (2, 3, 4), axis, keepdims)
-         for name, fn, ref, gen in REDUCTIONS for axis in AXES for keepdims in (False, True)]
+         for name, fn, ref, gen in REDUCTIONS for axis in AXES for keepdims in (False, True)
+         if not keepdims or axis in KEEPDIMS_AXES]
 CASES += [_case(name, fn, ref, gen, (), None, False) for name, fn, ref, gen in REDUCTIONS]
 CASES += [_case(name, fn, ref, gen, (5,), 0, False) for name, fn, ref, gen in REDUCTIONS]
 
