@@ -17,11 +17,17 @@ from graphc.passes.core import fired, topological
 from graphc.tensor import Tensor
 
 
+_DTYPE_TEXT: dict = {}
+
+
 def node_key(node: Tensor, input_keys: list[str]) -> str:
     """The structural key of ``node`` given its inputs' keys (``Tensor.key``'s digest)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(node.primitive.key_bytes(node))
-    digest.update(str(node.dtype).encode())
+    text = _DTYPE_TEXT.get(node.dtype)
+    if text is None:
+        text = _DTYPE_TEXT[node.dtype] = str(node.dtype).encode()
+    digest.update(text)
     digest.update(repr(node.shape).encode())
     for key in input_keys:
         digest.update(key.encode())
