@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.passes import DEFAULT_PIPELINE, Report, optimize_tensors
+from graphc.passes import CANONICAL_PASSES, DEFAULT_PIPELINE, Report, optimize_tensors
 from graphc.tensor import toposort
 from tests.passes.util import RandomGraph, assert_same_values, count, keys, run
 
@@ -171,3 +171,15 @@ def test_deep_graph_does_not_hit_the_recursion_limit():
     for _ in range(10000):
         expected = np.tanh(expected)
     np.testing.assert_allclose(value, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:30])
+def test_every_pass_alone_is_idempotent(seed):
+    from graphc.passes.prune import prune
+
+    graph = RandomGraph(seed)
+    fetches = graph.outputs + list(graph.grads)
+    for name, function in (("prune", prune), *CANONICAL_PASSES):
+        once = function(fetches)
+        twice = function(once)
+        assert all(a is b for a, b in zip(once, twice)), name
