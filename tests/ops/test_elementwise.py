@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import graphc as gc
 
@@ -719,3 +721,40 @@ def test_third_order(case):
 def test_second_order_unknown_sizes(case):
     """Second order where every size is unknown at build time (run-time shape references)."""
     check_second_order(case, np.float64, unknown=True)
+
+
+# ---- random broadcasting shapes, sizes known or not --------------------------------------------
+
+@st.composite
+def _broadcastable_pair(draw):
+    rank = draw(st.integers(0, 3))
+    full = [draw(st.integers(1, 3)) for _ in range(rank)]
+    shapes = []
+    for _ in range(2):
+        keep = draw(st.integers(0, rank))
+        shape = [size if draw(st.booleans()) else 1 for size in full[rank - keep:]]
+        unknown = [draw(st.booleans()) for _ in shape]
+        shapes.append((tuple(shape), tuple(None if u else s for u, s in zip(unknown, shape))))
+    return shapes
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pair=_broadcastable_pair(), op=st.sampled_from([b for b in BINARY if not b[0].endswith("operator")]))
+def test_random_broadcasting(pair, op):
+    """Value, static shape and gradient for random broadcastable shapes with random unknown sizes."""
+    name, fn, ref, gen_a, gen_b = op
+    (shape_a, static_a), (shape_b, static_b) = pair
+    rng = np.random.default_rng(0)
+    a_val, b_val = gen_a(rng, shape_a), gen_b(rng, shape_b)
+    a, b = gc.placeholder("a", static_a), gc.placeholder("b", static_b)
+    out = fn(a, b)
+    ga, gb = gc.grad(gc.sum(out), [a, b])
+    value, ga_val, gb_val = run([out, ga, gb], {a: a_val, b: b_val})
+    np.testing.assert_allclose(value, ref(a_val, b_val), rtol=1e-12)
+    assert_static_matches(out, value)
+
+    def total(x, y):
+        return float(np.sum(ref(x, y)))
+
+    np.testing.assert_allclose(ga_val, numeric_gradient(total, [a_val, b_val], 0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gb_val, numeric_gradient(total, [a_val, b_val], 1), rtol=1e-5, atol=1e-7)
