@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import graphc as gc
 from graphc.types import format_shape
@@ -18,6 +20,7 @@ from .util import (
     check_unknown_sizes,
     check_value,
     check_with_check_grad,
+    numeric_gradient,
     run,
 )
 
@@ -246,3 +249,43 @@ def test_third_order(case):
 def test_second_order_unknown_sizes(case):
     """Second order where every size is unknown at build time (run-time shape references)."""
     check_second_order(case, np.float64, unknown=True)
+
+
+@st.composite
+def _matmul_shapes(draw):
+    m, k, n = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    batch = [draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 2)))]
+
+    def operand(core):
+        keep = draw(st.integers(0, len(batch)))
+        lead = [s if draw(st.booleans()) else 1 for s in batch[len(batch) - keep:]]
+        shape = tuple(lead) + core if len(core) == 2 or not lead else core
+        static = tuple(None if draw(st.booleans()) else s for s in shape)
+        return shape, static
+
+    a_core = (m, k) if draw(st.booleans()) else (k,)
+    b_core = (k, n) if draw(st.booleans()) else (k,)
+    return operand(a_core), operand(b_core)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shapes=_matmul_shapes())
+def test_random_matmul(shapes):
+    """matmul over random 1-D/2-D/batched shapes with random unknown sizes: value, type, gradient."""
+    (shape_a, static_a), (shape_b, static_b) = shapes
+    rng = np.random.default_rng(1)
+    a_val, b_val = rng.uniform(-1, 1, shape_a), rng.uniform(-1, 1, shape_b)
+    a, b = gc.placeholder("a", static_a), gc.placeholder("b", static_b)
+    out = a @ b
+    expected = a_val @ b_val
+    w = rng.uniform(0.5, 1.5, np.shape(expected))
+    ga, gb = gc.grad(gc.sum(out * w), [a, b])
+    value, ga_val, gb_val = run([out, ga, gb], {a: a_val, b: b_val})
+    assert_static_matches(out, value)
+    np.testing.assert_allclose(value, expected, rtol=1e-12, atol=1e-14)
+
+    def total(x, y):
+        return float(np.sum((x @ y) * w))
+
+    np.testing.assert_allclose(ga_val, numeric_gradient(total, [a_val, b_val], 0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gb_val, numeric_gradient(total, [a_val, b_val], 1), rtol=1e-6, atol=1e-8)
