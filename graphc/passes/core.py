@@ -184,6 +184,14 @@ def producer(tensor: Tensor, *ops: str) -> Tensor | None:
     return None
 
 
+def pass_cache() -> dict:
+    """A dict that lives as long as the current :func:`rewrite` call (for analyses rules share)."""
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    return cache
+
+
 def constant_value(tensor: Tensor) -> np.ndarray | None:
     """The value of a constant leaf, else None."""
     if isinstance(tensor.primitive, Constant):
@@ -317,6 +325,7 @@ class _Rewriter:
 
     def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
         _local.protected = self.protected_ids
+        _local.cache = {}
         try:
             memo: dict[int, Tensor] = {}
             for node in topological(outputs, self.protected_ids):
@@ -330,6 +339,7 @@ class _Rewriter:
             return [memo[id(t)] for t in outputs]
         finally:
             _local.protected = frozenset()
+            _local.cache = None
 
 
 def rewrite(outputs: Sequence[Tensor], rules: Mapping[str, Sequence[Rule]],

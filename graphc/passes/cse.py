@@ -16,7 +16,6 @@ import hashlib
 from graphc.passes.core import fired, topological
 from graphc.tensor import Tensor
 
-
 _DTYPE_TEXT: dict = {}
 
 

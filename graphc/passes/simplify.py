@@ -17,8 +17,18 @@ import numpy as np
 from graphc.leaves import constant
 from graphc.ops import elementwise as ew
 from graphc.ops.shape import BroadcastTo, Reshape, Transpose
-from graphc.passes.core import named, producer, rewrite, rule_table, same_type, uniform_value
+from graphc.passes.core import (
+    constant_value,
+    named,
+    pass_cache,
+    producer,
+    rewrite,
+    rule_table,
+    same_type,
+    uniform_value,
+)
 from graphc.tensor import Tensor
+from graphc.types import broadcast_shapes
 
 # ---- arithmetic identities -------------------------------------------------------------
 
@@ -216,6 +226,66 @@ def broadcast_chain(node: Tensor) -> Tensor | None:
     return BroadcastTo(node.shape)(inner.inputs[0])
 
 
+def _root_inputs(node: Tensor) -> list[Tensor] | None:
+    """The inputs whose run-time shape ``node``'s equals (all of them agreeing), or None if unknown.
+
+    ``sum_to``/``broadcast_like``/``reshape_like`` with a reference input take
+    its shape. An element-wise node whose inputs either have its static shape
+    or a fully static shape has the run-time shape of the former (the static
+    ones cannot widen it).
+    """
+    if node.op in ("sum_to", "broadcast_like", "reshape_like") and len(node.inputs) == 2:
+        return [node.inputs[1]]
+    if isinstance(node.primitive, ew.Elementwise):
+        same = [t for t in node.inputs if t.shape == node.shape]
+        if same and all(None not in t.shape for t in node.inputs if t.shape != node.shape):
+            return same
+    return None
+
+
+def shape_root(tensor: Tensor) -> Tensor:
+    """A tensor with the same run-time shape as ``tensor``, as far up the graph as it can be traced."""
+    cache = pass_cache()
+    roots = cache.setdefault("shape_root", {})
+
+    def known(t: Tensor):
+        entry = roots.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else None
+
+    stack = [tensor]
+    while stack:
+        node = stack[-1]
+        if known(node) is not None:
+            stack.pop()
+            continue
+        parents = _root_inputs(node) or []
+        missing = [p for p in parents if known(p) is None]
+        if missing:
+            stack.extend(missing)
+            continue
+        found = [known(p) for p in parents]
+        root = found[0] if found and all(r is found[0] for r in found) else node
+        roots[id(node)] = (node, root)
+        stack.pop()
+    return known(tensor)
+
+
+def same_runtime_shape(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` certainly have the same shape when the graph runs."""
+    if a.shape != b.shape:
+        return False
+    return None not in a.shape or shape_root(a) is shape_root(b)
+
+
+@named("simplify.shape_noop")
+def shape_noop(node: Tensor) -> Tensor | None:
+    """sum_to(x, ref) -> x ;  broadcast_like(x, ref) -> x   (x already has ref's run-time shape)"""
+    x = node.inputs[0]
+    if len(node.inputs) != 2 or x.dtype != node.dtype or not same_runtime_shape(x, node):
+        return None
+    return x
+
+
 def _broadcast_axes(x_shape: tuple, full: tuple, axes: tuple) -> int | None:
     """How many copies a sum over ``axes`` adds up, if ``x`` broadcast to ``full`` is constant along them."""
     aligned = (1,) * (len(full) - len(x_shape)) + tuple(x_shape)
@@ -319,6 +389,33 @@ def fill_like(node: Tensor) -> Tensor | None:
     return fill if node.ndim == 0 else BroadcastTo(node.shape)(fill)
 
 
+@named("simplify.scalar_constant")
+def scalar_constant(node: Tensor) -> Tensor | None:
+    """op(x, full(S, c)) -> op(x, c)   (a uniform constant the other inputs already broadcast over)
+
+    A 0-d array of the same dtype promotes exactly like the full array (only
+    Python scalars are weak), so every entry and the dtype stay the same.
+    """
+    inputs = list(node.inputs)
+    changed = False
+    for i, t in enumerate(inputs):
+        value = constant_value(t)
+        if value is None or value.ndim == 0 or value.size == 0:
+            continue
+        others = [u.shape for j, u in enumerate(inputs) if j != i]
+        if not others or broadcast_shapes(node.op, others) != node.shape:
+            continue
+        first = uniform_value(t)
+        if first is None:
+            continue
+        inputs[i] = constant(np.asarray(first, dtype=value.dtype))
+        changed = True
+    if not changed:
+        return None
+    result = node.primitive(*inputs)
+    return result if same_type(result, node) else None
+
+
 @named("simplify.add_self")
 def add_self(node: Tensor) -> Tensor | None:
     """x + x -> x * 2   (exact: doubling never rounds)"""
@@ -341,11 +438,14 @@ RULES = rule_table(
     ("transpose", transpose_identity), ("transpose", transpose_transpose),
     ("broadcast_to", broadcast_noop), ("broadcast_to", broadcast_chain),
     ("broadcast_like", broadcast_noop),
-    ("sum_to", broadcast_noop), ("sum_to", sum_of_broadcast),
+    ("sum_to", broadcast_noop), ("sum_to", sum_of_broadcast), ("sum_to", shape_noop),
+    ("broadcast_like", shape_noop), ("reshape_like", shape_noop),
     ("sum", sum_of_broadcast), ("sum", sum_nothing),
     ("cast", cast_noop),
     ("where", where_same), ("where", where_constant),
     ("zeros_like", fill_like), ("ones_like", fill_like),
+    *((op, scalar_constant) for op in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "where", "clip",
+                                       "equal", "not_equal", "greater", "greater_equal", "less", "less_equal")),
 )
 
 

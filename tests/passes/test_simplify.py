@@ -24,7 +24,7 @@ def _feed(y):
         if p.shape == (9,):
             value = np.roll(EXTREMES, k)
         else:
-            value = np.random.default_rng(k).uniform(-3, 3, size=p.shape)
+            value = np.random.default_rng(k).uniform(-3, 3, size=tuple(3 if s is None else s for s in p.shape))
         with np.errstate(over="ignore"):
             feeds[p] = value.astype(p.dtype)
     return feeds
@@ -242,3 +242,37 @@ def test_negation_identities_with_mixed_integer_dtypes_are_kept():
     assert z is y
     values = {f: np.array([0.0, 1.0]), i: np.array([np.iinfo(np.int64).min, 3])}
     assert_same_values(run([y], values), run([z], values))
+
+
+def test_sum_to_and_broadcast_like_of_a_tensor_already_that_shape_at_run_time():
+    x = gc.placeholder("x", (None, 4))
+    b = gc.placeholder("b", (4,))
+    h = gc.tanh(x + b)  # the run-time shape of x (b cannot widen it)
+    g = gc.exp(h) * 2.0
+    from graphc.ops.shape import broadcast_like, sum_to
+
+    y = sum_to(g, x)
+    z = _check(y, x, removed=["sum_to"])
+    assert z is not y and z.op == "mul"
+    w = _check(broadcast_like(g, h), x, removed=["broadcast_like"])
+    assert w.op == "mul"
+    # a broadcast between two unknown sizes is kept: (?, 1) * (?, 4) may be wider than either
+    c = gc.placeholder("c", (None, 1))
+    kept = sum_to(c * x, x)
+    (k,) = simplify([kept])
+    assert k.op == "sum_to"
+
+
+def test_uniform_constant_arrays_become_scalars():
+    x = _x((3, 4))
+    y = x * gc.constant(np.full((3, 4), 0.5)) + gc.constant(np.full((4,), 2.0, dtype="float32"))
+    z = _check(y, x)
+    assert all(t.ndim == 0 for t in toposort([z]) if t.op == "constant")
+    assert z.dtype == np.float64
+    f = _x((3, 4), "float32")
+    w = _check(f * gc.constant(np.full((3, 4), 0.5)), f)  # float32 * float64 array -> float64, kept
+    assert w.dtype == np.float64
+    # a constant that sets the output's shape is kept
+    v = _x((4,))
+    (u,) = simplify([v * gc.constant(np.full((3, 4), 0.5))])
+    assert u.shape == (3, 4) and any(t.ndim == 2 for t in toposort([u]) if t.op == "constant")
