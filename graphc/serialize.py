@@ -133,6 +133,8 @@ def _base_names(sites):
 def _encode_op(primitive, where: str, depth: int = 0) -> dict:
     params = {}
     for field in dataclasses.fields(primitive):
+        if not field.init:  # derived in __post_init__: rebuilt by the constructor on load
+            continue
         value = getattr(primitive, field.name)
         if field.name == "sites":  # user source lines (of a fused op's steps): no absolute paths in files
             value = _base_names(value)
