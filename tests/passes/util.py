@@ -62,10 +62,11 @@ class RandomGraph:
     by zero bring NaN and inf in.
     """
 
-    def __init__(self, seed: int, n_ops: int = 14) -> None:
+    def __init__(self, seed: int, n_ops: int = 14, unknown_sizes: bool = False) -> None:
         self.rng = rng = np.random.default_rng(seed)
-        self.placeholders = [gc.placeholder(f"p{i}", SHAPES[i]) for i in range(3)]
-        self.feeds = {p: rng.uniform(-2, 2, size=p.shape) for p in self.placeholders}
+        declared = [(None, 4), (4,), (None, 1)] if unknown_sizes else SHAPES[:3]
+        self.placeholders = [gc.placeholder(f"p{i}", declared[i]) for i in range(3)]
+        self.feeds = {p: rng.uniform(-2, 2, size=SHAPES[i]) for i, p in enumerate(self.placeholders)}
         pool: list[Tensor] = list(self.placeholders)
         for _ in range(n_ops):
             pool.append(self.random_op(pool))
@@ -137,7 +138,8 @@ class RandomGraph:
         if kind == 14:
             return a.T if a.ndim == 2 else gc.abs(a)
         if kind == 15:
-            return gc.reshape(gc.reshape(a, (-1,)), a.shape) if a.ndim else a * 1.0
+            return gc.reshape(gc.reshape(a, (-1,)), tuple(-1 if s is None else s for s in a.shape)) \
+                if a.ndim and a.shape.count(None) <= 1 else a * 1.0
         if kind == 16:
             return gc.cast(gc.cast(a, "float32"), "float64") if rng.random() < 0.5 else gc.cast(a, "float64")
         if kind == 17:  # a twin of an existing node, built separately
