@@ -577,8 +577,10 @@ def _index_result_shape(shape: tuple, entries: tuple, arrays) -> tuple:
     # expand the ellipsis (or an implied one at the end) into full slices
     fill = [("slice", None, None, None)] * (len(shape) - consumed)
     if ("ellipsis",) in entries:
+        # the ellipsis stays as a marker: even when it stands for no axis at all, NumPy treats it as
+        # separating the advanced indices on its two sides (x[:, i, ..., 0] moves the block first)
         at = entries.index(("ellipsis",))
-        entries = entries[:at] + tuple(fill) + entries[at + 1:]
+        entries = entries[:at] + tuple(fill) + (("ellipsis",),) + entries[at + 1:]
     else:
         entries = entries + tuple(fill)
     has_array = bool(arrays)
@@ -589,6 +591,8 @@ def _index_result_shape(shape: tuple, entries: tuple, arrays) -> tuple:
     array_iter = iter(arrays)
     for position, entry in enumerate(entries):
         kind = entry[0]
+        if kind == "ellipsis":
+            continue
         if kind == "newaxis":
             result.append(1)
         elif kind == "slice":

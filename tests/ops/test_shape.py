@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import graphc as gc
 from graphc.types import format_shape
@@ -12,6 +14,7 @@ from graphc.types import format_shape
 from .util import (
     Case,
     Spec,
+    assert_static_matches,
     check_gradient,
     check_second_order,
     check_third_order,
@@ -19,6 +22,7 @@ from .util import (
     check_value,
     check_with_check_grad,
     fixed,
+    numeric_gradient,
     run,
 )
 
@@ -145,6 +149,8 @@ INDEX_CASES = [
     _index_case(":,mask5,0", (slice(None), np.array([True, False, True, False, True]), 0)),
     _index_case("mask2d,[...]", (np.arange(20).reshape(4, 5) % 3 == 0, [0, 1, 2, 3, 4, 5, 0])),
     _index_case("[1],...,[2]", ([1], Ellipsis, [2])),
+    _index_case(":,[0,0],...,0", (slice(None), [0, 3], Ellipsis, 0)),  # an empty ... still separates
+    _index_case("None,[[0],[2]],...,1,:", (None, [[0], [2]], Ellipsis, 1, slice(None))),
     _index_case("-1,None,[0,2],None", (-1, None, [0, 2], None)),
     _index_case("[[0]],[[1],[2]],[[3,4]]", ([[0]], [[1], [2]], [[3, 4]])),
     _index_case("None,[0,1],1:3,[2,3]", (None, [0, 1], slice(1, 3), [2, 3])),
@@ -389,3 +395,57 @@ def test_third_order(case):
 def test_second_order_unknown_sizes(case):
     """Second order where every size is unknown at build time (run-time shape references)."""
     check_second_order(case, np.float64, unknown=True)
+
+
+# ---- random indexing keys ------------------------------------------------------------------------
+
+@st.composite
+def _index_and_shape(draw):
+    shape = tuple(draw(st.integers(1, 4)) for _ in range(draw(st.integers(1, 3))))
+    key: list = []
+    dims = list(shape)
+    used = draw(st.integers(0, len(dims)))
+    array_shape = (draw(st.integers(1, 3)),) if draw(st.booleans()) else (2, 1)
+    for size in dims[:used]:
+        kind = draw(st.sampled_from(["slice", "int", "array", "none"]))
+        if kind == "none":
+            key.append(None)
+        if kind in ("slice", "none"):
+            bound = st.one_of(st.none(), st.integers(-size - 1, size + 1))
+            step = st.one_of(st.none(), st.sampled_from([-2, -1, 1, 2, 3]))
+            key.append(slice(draw(bound), draw(bound), draw(step)))
+        elif kind == "int":
+            key.append(draw(st.integers(-size, size - 1)))
+        else:
+            values = draw(st.lists(st.integers(-size, size - 1), min_size=int(np.prod(array_shape)),
+                                   max_size=int(np.prod(array_shape))))
+            key.append(np.array(values, dtype=np.int64).reshape(array_shape))
+    if draw(st.booleans()):
+        key.insert(draw(st.integers(0, len(key))), Ellipsis)
+    if draw(st.booleans()):
+        key.insert(draw(st.integers(0, len(key))), None)
+    unknown = tuple(None if draw(st.booleans()) else s for s in shape)
+    return shape, unknown, tuple(key)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_index_and_shape())
+def test_random_indexing(spec):
+    """x[key] for random keys: value and static shape like NumPy's, gradient like finite differences."""
+    shape, static, key = spec
+    rng = np.random.default_rng(2)
+    values = rng.uniform(-1, 1, shape)
+    try:
+        expected = values[key]
+    except IndexError:  # an Ellipsis moved an int or an array onto a shorter axis
+        assume(False)
+    w = rng.uniform(0.5, 1.5, expected.shape)
+    for declared in (shape, static):
+        x = gc.placeholder("x", declared)
+        out = x[key]
+        g = gc.grad(gc.sum(out * w), x)
+        got, g_val = run([out, g], {x: values})
+        assert_static_matches(out, got)
+        np.testing.assert_array_equal(got, expected)
+        numeric = numeric_gradient(lambda v: float(np.sum(v[key] * w)), [values], 0)
+        np.testing.assert_allclose(g_val, numeric, rtol=1e-7, atol=1e-9)
