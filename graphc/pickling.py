@@ -15,28 +15,16 @@ pickle a variable shared by several functions stays shared
 
 from __future__ import annotations
 
-import copyreg
 from collections.abc import Sequence
 
 import numpy as np
 
-from graphc.leaves import Constant, Placeholder, VariableLeaf
+from graphc.leaves import Constant, Placeholder
 from graphc.tensor import Tensor, Variable, toposort
 
 __all__ = ["STATE_VERSION", "function_state", "rebuild_function", "restore_function"]
 
 STATE_VERSION = 1
-
-
-def _restore_variable(value: np.ndarray, name: str | None) -> Variable:
-    return Variable(VariableLeaf(), np.asarray(value), name)
-
-
-def _reduce_variable(variable: Variable):
-    return _restore_variable, (variable.value, variable.name)
-
-
-copyreg.pickle(Variable, _reduce_variable)
 
 
 def function_state(fn) -> dict:

@@ -283,10 +283,22 @@ class Variable(Tensor):
         with self.lock:
             object.__setattr__(self, "_value", new)
 
+    def __reduce__(self):
+        # A variable pickles as its current value and name (tensors in general do not pickle alone).
+        with self.lock:
+            value = self._value
+        return _restore_variable, (value, self.name)
+
     def _install(self, value: np.ndarray) -> None:
         """Install an already-checked array owned by graphc (caller holds ``lock``)."""
         value.flags.writeable = False
         object.__setattr__(self, "_value", value)
+
+
+def _restore_variable(value: np.ndarray, name: str | None) -> Variable:
+    from graphc.leaves import VariableLeaf
+
+    return Variable(VariableLeaf(), np.asarray(value), name)
 
 
 def _checked_variable_value(variable: Variable, value) -> np.ndarray:
