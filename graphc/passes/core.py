@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphc.leaves import Constant, Leaf
+from graphc.leaves import Constant
 from graphc.tensor import Tensor
 from graphc.types import format_shape
 
@@ -358,7 +358,3 @@ def rule_table(*rules: tuple[str, Rule]) -> dict[str, tuple[Rule, ...]]:
     for op, rule in rules:
         table.setdefault(op, []).append(rule)
     return {op: tuple(found) for op, found in table.items()}
-
-
-def is_leaf(tensor: Tensor) -> bool:
-    return isinstance(tensor.primitive, Leaf)

@@ -254,13 +254,18 @@ _GUARDED = {"log": (0, 1.0), "log1p": (0, 0.0), "sqrt": (0, 1.0), "exp": (0, 0.0
             "div": (1, 1.0), "pow": (0, 1.0)}
 
 
+#: the element-wise ops the guard descends through
+_EW_OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "expm1", "sqrt", "square", "abs",
+           "sin", "cos", "tanh", "sigmoid", "softplus", "maximum", "minimum")
+
+
 def _guard(branch: Tensor, cond: Tensor, selected_when: bool, depth: int) -> Tensor | None:
     """``branch`` with the domain-limited inputs replaced by safe values where it is not selected.
 
     Descends through element-wise ops only, at most ``depth`` levels (a bound
     on pattern size, not on graph size).
     """
-    node = producer(branch, *ew_ops())
+    node = producer(branch, *_EW_OPS)
     if node is None or depth == 0:
         return None
     inputs = list(node.inputs)
@@ -284,14 +289,6 @@ def _guard(branch: Tensor, cond: Tensor, selected_when: bool, depth: int) -> Ten
             inputs[i] = guarded
             changed = True
     return node.primitive(*inputs) if changed else None
-
-
-def ew_ops() -> tuple[str, ...]:
-    return _EW_OPS
-
-
-_EW_OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "expm1", "sqrt", "square", "abs",
-           "sin", "cos", "tanh", "sigmoid", "softplus", "maximum", "minimum")
 
 
 @named("stabilize.where_safe_branch")
