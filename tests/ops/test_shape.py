@@ -407,7 +407,10 @@ def _index_and_shape(draw):
     used = draw(st.integers(0, len(dims)))
     array_shape = (draw(st.integers(1, 3)),) if draw(st.booleans()) else (2, 1)
     for size in dims[:used]:
-        kind = draw(st.sampled_from(["slice", "int", "array", "none"]))
+        kind = draw(st.sampled_from(["slice", "int", "array", "none", "mask"]))
+        if kind == "mask":
+            key.append(np.array(draw(st.lists(st.booleans(), min_size=size, max_size=size))))
+            continue
         if kind == "none":
             key.append(None)
         if kind in ("slice", "none"):
@@ -440,11 +443,14 @@ def test_random_indexing(spec):
     except IndexError:  # an Ellipsis moved an int or an array onto a shorter axis
         assume(False)
     w = rng.uniform(0.5, 1.5, expected.shape)
-    for declared in (shape, static):
+    fed = [gc.placeholder(f"i{k}", item.shape, item.dtype) if isinstance(item, np.ndarray) else item
+           for k, item in enumerate(key)]
+    feeds = {f: item for f, item in zip(fed, key) if isinstance(f, gc.Tensor)}
+    for declared, graph_key in ((shape, key), (static, tuple(fed))):  # constant, then fed index arrays
         x = gc.placeholder("x", declared)
-        out = x[key]
+        out = x[graph_key]
         g = gc.grad(gc.sum(out * w), x)
-        got, g_val = run([out, g], {x: values})
+        got, g_val = run([out, g], {x: values, **feeds})
         assert_static_matches(out, got)
         np.testing.assert_array_equal(got, expected)
         numeric = numeric_gradient(lambda v: float(np.sum(v[key] * w)), [values], 0)
