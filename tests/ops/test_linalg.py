@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
@@ -289,3 +289,54 @@ def test_random_matmul(shapes):
 
     np.testing.assert_allclose(ga_val, numeric_gradient(total, [a_val, b_val], 0), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(gb_val, numeric_gradient(total, [a_val, b_val], 1), rtol=1e-6, atol=1e-8)
+
+
+@st.composite
+def _einsum_spec(draw):
+    sizes = {c: draw(st.integers(1, 3)) for c in "abcd"}
+    n_operands = draw(st.integers(1, 3))
+    subs = ["".join(draw(st.lists(st.sampled_from("abcd"), min_size=0, max_size=3))) for _ in range(n_operands)]
+    use_ellipsis = draw(st.booleans())
+    batch = tuple(draw(st.integers(1, 2)) for _ in range(draw(st.integers(0, 2)))) if use_ellipsis else ()
+    shapes = []
+    for k, sub in enumerate(subs):
+        shape = tuple(sizes[c] for c in sub)
+        if use_ellipsis and draw(st.booleans()):
+            lead = batch[len(batch) - draw(st.integers(0, len(batch))):]
+            subs[k] = "..." + sub
+            shape = lead + shape
+        shapes.append(shape)
+    letters = sorted(set("".join(subs)) - set("."))
+    if draw(st.booleans()):
+        output = "".join(draw(st.permutations(letters))[:draw(st.integers(0, len(letters)))])
+        if use_ellipsis and any("..." in s for s in subs) and draw(st.booleans()):
+            output = "..." + output
+        subscripts = ",".join(subs) + "->" + output
+    else:
+        subscripts = ",".join(subs)
+    unknown = [tuple(None if draw(st.booleans()) else s for s in shape) for shape in shapes]
+    return subscripts, shapes, unknown
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_einsum_spec())
+def test_random_einsum(spec):
+    """einsum over random subscripts (repeated letters, implicit outputs, '...'): value, type, gradient."""
+    subscripts, shapes, unknown = spec
+    rng = np.random.default_rng(3)
+    arrays = [rng.uniform(-1, 1, s) for s in shapes]
+    try:
+        expected = np.einsum(subscripts, *arrays)
+    except ValueError:  # e.g. '...' in the output only
+        assume(False)
+    w = rng.uniform(0.5, 1.5, np.shape(expected))
+    for declared in (shapes, unknown):
+        inputs = [gc.placeholder(f"x{k}", s) for k, s in enumerate(declared)]
+        out = gc.einsum(subscripts, *inputs)
+        grads = gc.grad(gc.sum(out * w), inputs)
+        got, *grad_values = run([out, *grads], dict(zip(inputs, arrays)))
+        assert_static_matches(out, got)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+        for k, g in enumerate(grad_values):
+            numeric = numeric_gradient(lambda *xs: float(np.sum(np.einsum(subscripts, *xs) * w)), arrays, k)
+            np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
