@@ -628,10 +628,12 @@ def test_clip_without_bounds_is_an_error():
 
 def test_where_and_clip_shape_errors():
     c = gc.placeholder("c", (2, 3), "bool")
-    with pytest.raises(gc.ShapeError, match="where"):
+    with pytest.raises(gc.ShapeError, match="where") as info:
         gc.where(c, gc.placeholder("a", (4,)), 0.0)
-    with pytest.raises(gc.ShapeError, match="clip"):
+    assert "(2, 3)" in str(info.value) and "(4,)" in str(info.value)
+    with pytest.raises(gc.ShapeError, match="clip") as info:
         gc.clip(gc.placeholder("x", (3,)), gc.placeholder("lo", (2,)), 1.0)
+    assert "(3,)" in str(info.value) and "(2,)" in str(info.value)
 
 
 def test_op_names():
