@@ -18,6 +18,7 @@ from .util import (
     away_from,
     booleans,
     check_gradient,
+    check_jvp,
     check_second_order,
     check_third_order,
     check_unknown_sizes,
@@ -760,3 +761,10 @@ def test_random_broadcasting(pair, op):
 
     np.testing.assert_allclose(ga_val, numeric_gradient(total, [a_val, b_val], 0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(gb_val, numeric_gradient(total, [a_val, b_val], 1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("unknown", [False, True], ids=["known", "unknown"])
+@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.grad][::2], ids=repr)
+def test_jvp(case, unknown):
+    """Forward mode through the op (half of the table, sizes known and unknown)."""
+    check_jvp(case, unknown)

@@ -15,6 +15,7 @@ from .util import (
     Spec,
     assert_static_matches,
     check_gradient,
+    check_jvp,
     check_second_order,
     check_third_order,
     check_unknown_sizes,
@@ -342,3 +343,10 @@ def test_random_einsum(spec):
         for k, g in enumerate(grad_values):
             numeric = numeric_gradient(lambda *xs: float(np.sum(np.einsum(subscripts, *xs) * w)), arrays, k)
             np.testing.assert_allclose(g, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("unknown", [False, True], ids=["known", "unknown"])
+@pytest.mark.parametrize("case", CASES[::2], ids=repr)
+def test_jvp(case, unknown):
+    """Forward mode through the op (half of the table, sizes known and unknown)."""
+    check_jvp(case, unknown)

@@ -12,6 +12,7 @@ from .util import (
     Spec,
     assert_static_matches,
     check_gradient,
+    check_jvp,
     check_second_order,
     check_third_order,
     check_unknown_sizes,
@@ -268,3 +269,10 @@ def test_third_order(case):
 def test_second_order_unknown_sizes(case):
     """Second order where every size is unknown at build time (run-time shape references)."""
     check_second_order(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("unknown", [False, True], ids=["known", "unknown"])
+@pytest.mark.parametrize("case", ALL[::2], ids=repr)
+def test_jvp(case, unknown):
+    """Forward mode through the op (half of the table, sizes known and unknown)."""
+    check_jvp(case, unknown)

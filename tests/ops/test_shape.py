@@ -16,6 +16,7 @@ from .util import (
     Spec,
     assert_static_matches,
     check_gradient,
+    check_jvp,
     check_second_order,
     check_third_order,
     check_unknown_sizes,
@@ -455,3 +456,10 @@ def test_random_indexing(spec):
         np.testing.assert_array_equal(got, expected)
         numeric = numeric_gradient(lambda v: float(np.sum(v[key] * w)), [values], 0)
         np.testing.assert_allclose(g_val, numeric, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("unknown", [False, True], ids=["known", "unknown"])
+@pytest.mark.parametrize("case", DIFF_CASES[::2], ids=repr)
+def test_jvp(case, unknown):
+    """Forward mode through the op (half of the table, sizes known and unknown)."""
+    check_jvp(case, unknown)

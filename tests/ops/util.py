@@ -308,6 +308,28 @@ def check_third_order(case: Case) -> None:
         assert_close(value, (high - low) / (2 * eps), rtol=1e-4, atol=1e-4, what=f"{case.id}: third order, {k}")
 
 
+def check_jvp(case: Case, unknown: bool = False) -> None:
+    """Forward mode (gc.jvp, which differentiates the VJP rules with respect to their cotangent)
+    against central differences of the NumPy reference along the tangent."""
+    arrays = draw(case, np.float64)
+    inputs = placeholders(case, np.float64, unknown=unknown)
+    out = case.build(*inputs)
+    positions = diff_positions(case)
+    rng = np.random.default_rng(4)
+    tangents = [rng.uniform(-1, 1, size=arrays[k].shape) for k in positions]
+    product = gc.jvp(out, [inputs[k] for k in positions], [gc.constant(t) for t in tangents])
+    value = run(product, dict(zip(inputs, arrays)))
+    eps = 1e-6
+
+    def shifted(sign: float) -> np.ndarray:
+        moved = list(arrays)
+        for k, t in zip(positions, tangents):
+            moved[k] = arrays[k] + sign * eps * t
+        return np.asarray(case.ref(*moved), dtype=np.float64)
+
+    assert_close(value, (shifted(1.0) - shifted(-1.0)) / (2 * eps), rtol=1e-5, atol=1e-6, what=f"{case.id}: jvp")
+
+
 def check_with_check_grad(case: Case, float_dtype) -> float:
     """The project's own ``gc.check_grad`` (finite differences of graphc's forward graph in float64)."""
     arrays = draw(case, float_dtype)
