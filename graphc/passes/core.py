@@ -259,6 +259,7 @@ class _Rewriter:
     def __init__(self, rules: Mapping[str, Sequence[Rule]], protected: Sequence[Tensor]) -> None:
         self.rules = rules
         self.any_rules = tuple(rules.get("*", ()))
+        self.table: dict[str, tuple[Rule, ...]] = {}
         self.protected_ids = frozenset(id(t) for t in protected)
         # id -> tensor for every tensor in final (rewritten) form; holds them alive
         self.settled: dict[int, Tensor] = {}
@@ -271,14 +272,21 @@ class _Rewriter:
         return Tensor(node.primitive, inputs, node.shape, node.dtype, name=name, site=origin.site,
                       is_gradient=origin.is_gradient)
 
+    def rules_for(self, op: str) -> tuple[Rule, ...]:
+        found = self.table.get(op)
+        if found is None:
+            found = self.table[op] = (*self.rules.get(op, ()), *self.any_rules)
+        return found
+
     def simplify_node(self, node: Tensor) -> Tensor:
         """Apply rules to a node whose inputs are settled, until none applies."""
         if not node.inputs or id(node) in self.protected_ids:
             return node
         current = node
         for _ in range(MAX_FIRINGS_PER_NODE):
+            rules = self.rules_for(current.primitive.name)
             result = None
-            for rule in (*self.rules.get(current.op, ()), *self.any_rules):
+            for rule in rules:
                 result = rule(current)
                 if result is not None and result is not current:
                     break
@@ -328,14 +336,21 @@ class _Rewriter:
         _local.cache = {}
         try:
             memo: dict[int, Tensor] = {}
-            for node in topological(outputs, self.protected_ids):
-                if not node.inputs or id(node) in self.protected_ids:
-                    final = node
+            settled = self.settled
+            protected = self.protected_ids
+            for original in topological(outputs, protected):
+                parents = original.inputs
+                if not parents or id(original) in protected:
+                    final = original
                 else:
-                    inputs = tuple(memo[id(p)] for p in node.inputs)
-                    final = self.simplify_node(self.rebuild(node, inputs, node, node.name))
-                memo[id(node)] = final
-                self.settled[id(final)] = final
+                    node = original
+                    inputs = tuple([memo[id(p)] for p in parents])
+                    if any(a is not b for a, b in zip(inputs, parents)):
+                        node = Tensor(node.primitive, inputs, node.shape, node.dtype, name=node.name,
+                                      site=node.site, is_gradient=node.is_gradient)
+                    final = self.simplify_node(node) if self.rules_for(node.primitive.name) else node
+                memo[id(original)] = final
+                settled[id(final)] = final
             return [memo[id(t)] for t in outputs]
         finally:
             _local.protected = frozenset()
