@@ -255,6 +255,9 @@ WEAK_EXPRESSIONS = [
     ("x**3", lambda x: x ** 3), ("x**0.5", lambda x: x ** 0.5),
     ("x>0.5", lambda x: x > 0.5), ("x<=1", lambda x: x <= 1), ("x*f64(2)", lambda x: x * np.float64(2)),
     ("x*array(2.0)", lambda x: x * np.array(2.0)), ("x+ones32", lambda x: x + np.ones(3, np.float32)),
+    # NumPy values on the left defer to the tensor
+    ("ones32+x", lambda x: np.ones(3, np.float32) + x), ("f64(2)*x", lambda x: np.float64(2) * x),
+    ("f32(2)*x", lambda x: np.float32(2) * x), ("array(2.0)-x", lambda x: np.array(2.0) - x),
 ]
 
 
