@@ -12,7 +12,12 @@ kind, how to draw test points). The generic checks below run a case through
   NumPy reference (in float64, whatever the dtype of the graph);
 * a Hessian-vector product of ``sum(out * out * w)`` (grad of ``sum(grad * v)``)
   with central differences of graphc's own first-order gradient, which is
-  itself checked against NumPy.
+  itself checked against NumPy; likewise a third directional derivative;
+* forward mode (``gc.jvp``) with central differences of the NumPy reference;
+* ``gc.check_grad``, the project's own finite-difference check.
+
+Feeds are read-only (an op writing into its input fails) and results must not
+alias them.
 """
 
 from __future__ import annotations
@@ -47,11 +52,6 @@ def away_from(*kinks: float, low: float = -2.0, high: float = 2.0, margin: float
         return values
 
     return draw
-
-
-def integers(low: int, high: int) -> Gen:
-    """Integers in [low, high) (int64)."""
-    return lambda rng, shape: rng.integers(low, high, size=shape)
 
 
 def booleans() -> Gen:
@@ -90,7 +90,7 @@ class Case:
     grad: bool = True
     #: check second order (Hessian-vector products)
     second: bool = True
-    #: the reference's dtype for float32 inputs may differ from NumPy's (None: trust NumPy)
+    #: value tolerances (relative, and the same absolute) for float64 and float32 inputs
     rtol64: float = 1e-10
     rtol32: float = 2e-5
     #: gradient tolerances: float64 (vs FD in float64) and float32
@@ -99,10 +99,6 @@ class Case:
 
     def __repr__(self) -> str:  # shown by pytest for failing parametrizations
         return self.id
-
-
-def case_ids(cases: Sequence[Case]) -> list[str]:
-    return [c.id for c in cases]
 
 
 # ---- running ----------------------------------------------------------------------------------
