@@ -164,7 +164,10 @@ class SigmoidCrossEntropy(Op):
     def vjp(self, node, g):
         logits, targets = node.inputs
         grad_targets = neg(mul(g, logits)) if targets.dtype.kind == "f" else None
-        return mul(g, sub(sigmoid(logits), targets)), grad_targets
+        # sigmoid(x) - t, written as sigmoid(x) (1 - t) - t sigmoid(-x): for a confident right answer
+        # (x = 30, t = 1) the naive difference cancels to a few digits; this is exactly -sigmoid(-x)
+        slope = sub(mul(sigmoid(logits), sub(1, targets)), mul(targets, sigmoid(neg(logits))))
+        return mul(g, slope), grad_targets
 
 
 def softmax(x, axis: int = -1) -> Tensor:

@@ -236,6 +236,17 @@ def test_sigmoid_cross_entropy_extreme_logits(dtype):
     np.testing.assert_allclose(values[2], -logits, rtol=rtol)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sigmoid_cross_entropy_gradient_of_confident_answers(dtype):
+    # t = 1 at x = 30 (and t = 0 at x = -30): the gradient is -sigmoid(-30) (sigmoid(-30)), 9.4e-14,
+    # to full relative precision, not the remains of 1 - 0.99999999999990641
+    x = gc.placeholder("x", (2,), dtype)
+    t = gc.placeholder("t", (2,), dtype)
+    g = run(gc.grad(gc.sum(gc.sigmoid_cross_entropy(x, t)), x), {x: np.array([30.0, -30.0]), t: np.array([1.0, 0.0])})
+    tail = np.exp(-30.0) / (1 + np.exp(-30.0))
+    np.testing.assert_allclose(g, [-tail, tail], rtol=1e-12 if dtype == "float64" else 1e-6)
+
+
 def test_sigmoid_cross_entropy_tail_accuracy():
     # t = 0 and x = -40: the loss is log1p(exp(-40)) = 4.2e-18, which a naive 1 - sigmoid would zero
     x = gc.placeholder("x", ())
