@@ -122,11 +122,28 @@ def softplus(node: Tensor) -> Tensor | None:
 
 @named("stabilize.log1p")
 def log1p(node: Tensor) -> Tensor | None:
-    """log(1 + x) -> log1p(x)"""
+    """log(1 + x) -> log1p(x) ;  log(1 - x) -> log1p(-x)"""
     x = _plus_one(node.inputs[0])
+    if x is not None:
+        result = ew.log1p(x)
+    else:
+        difference = producer(node.inputs[0], "sub")
+        if difference is None or not is_uniform(difference.inputs[0], 1):
+            return None
+        x = difference.inputs[1]
+        if not same_type(x, difference) or x.dtype.kind != "f":
+            return None
+        result = ew.log1p(ew.neg(x))
+    return result if same_type(result, node) else None
+
+
+@named("stabilize.one_minus_sigmoid")
+def one_minus_sigmoid(node: Tensor) -> Tensor | None:
+    """1 - sigmoid(x) -> sigmoid(-x)   (1 - s loses every digit once s rounds to 1)"""
+    x = _one_minus_sigmoid(node)
     if x is None:
         return None
-    result = ew.log1p(x)
+    result = ew.sigmoid(ew.neg(x))
     return result if same_type(result, node) else None
 
 
@@ -312,7 +329,7 @@ RULES = rule_table(
     ("log", log_softmax), ("log", logsumexp), ("log", log_sigmoid), ("log", log_one_minus_sigmoid),
     ("log", softplus), ("log", log1p),
     ("log1p", softplus), ("log1p", log_one_minus_sigmoid),
-    ("sub", expm1), ("add", expm1),
+    ("sub", expm1), ("sub", one_minus_sigmoid), ("add", expm1),
     ("div", softmax_by_hand), ("div", sigmoid_by_hand),
     ("sum", cross_entropy),
     ("getitem", negative_log_likelihood), ("take", negative_log_likelihood_take),

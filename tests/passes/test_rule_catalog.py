@@ -27,6 +27,7 @@ EXAMPLES = {
     "stabilize.log_one_minus_sigmoid": lambda: gc.log1p(-gc.sigmoid(x)),
     "stabilize.softplus": lambda: gc.log(1.0 + gc.exp(x)),
     "stabilize.log1p": lambda: gc.log(x * x + 1.0),
+    "stabilize.one_minus_sigmoid": lambda: 1.0 - gc.sigmoid(x),
     "stabilize.expm1": lambda: gc.exp(x) - 1.0,
     "stabilize.sigmoid": lambda: 1.0 / (1.0 + gc.exp(-x)),
     "stabilize.cross_entropy": lambda: gc.sum(gc.one_hot(labels, 4) * gc.log_softmax(x), axis=1),

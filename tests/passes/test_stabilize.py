@@ -37,6 +37,14 @@ CASES = {
                     lambda v: -_softplus(-v)),
     "log_one_minus_sigmoid": (lambda x: gc.log(1.0 - gc.sigmoid(x)), lambda x: -gc.softplus(x), "softplus",
                               lambda v: -_softplus(v)),
+    "log1p_one_minus_sigmoid": (lambda x: gc.log1p(-gc.sigmoid(x)), lambda x: -gc.softplus(x), "softplus",
+                                lambda v: -_softplus(v)),
+    "one_minus_sigmoid_times_x": (lambda x: (1.0 - gc.sigmoid(x)) * x, lambda x: gc.sigmoid(-x) * x, "sigmoid",
+                                  lambda v: _sigmoid(-v) * v),
+    "sigmoid_cross_entropy_by_hand": (
+        lambda x: -(0.3 * gc.log(gc.sigmoid(x)) + 0.7 * gc.log(1.0 - gc.sigmoid(x))),
+        lambda x: gc.sigmoid_cross_entropy(x, gc.constant(np.full(LOGITS.shape, 0.3))), "softplus",
+        lambda v: 0.3 * _softplus(-v) + 0.7 * _softplus(v)),
     "softplus": (lambda x: gc.log(1.0 + gc.exp(x)), gc.softplus, "softplus", _softplus),
     "softplus_right": (lambda x: gc.log(gc.exp(x) + 1.0), gc.softplus, "softplus", _softplus),
     "softplus_log1p": (lambda x: gc.log1p(gc.exp(x)), gc.softplus, "softplus", _softplus),
@@ -79,6 +87,10 @@ def test_log1p_and_expm1_at_tiny_and_huge_inputs():
     assert z1.op == "log1p" and z2.op == "expm1"
     (z3,) = stabilize([gc.exp(x) + (-1.0)])
     assert z3.op == "expm1"
+    (z4,) = stabilize([gc.log(1.0 - x)])
+    assert z4.op == "log1p" and z4.inputs[0].op == "neg"
+    tiny = {x: np.array([1e-20, -1e-17, 0.5, -0.5])}
+    np.testing.assert_allclose(run([z4], tiny)[0], np.log1p(-tiny[x]), rtol=1e-15)
     small = values.copy()
     small[2:] = [0.5, -0.5]
     a, b = run([y1, y2], {x: small}, optimize=True)
