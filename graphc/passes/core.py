@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from graphc.errors import GraphcError
 from graphc.leaves import Constant
 from graphc.tensor import Tensor
 from graphc.types import format_shape
@@ -287,7 +288,10 @@ class _Rewriter:
             rules = self.rules_for(current.primitive.name)
             result = None
             for rule in rules:
-                result = rule(current)
+                try:
+                    result = rule(current)
+                except GraphcError:  # the replacement could not be built (e.g. a shape it cannot take)
+                    result = None
                 if result is not None and result is not current:
                     break
             else:

@@ -87,3 +87,12 @@ def test_report_table_and_counts():
     assert repr(report) == text
     assert len(toposort([out])) == report.nodes_after
     np.testing.assert_allclose(gc.Session().run(out, {x: np.zeros(3)}), 2 * np.ones(3))
+
+
+def test_a_rule_whose_replacement_cannot_be_built_does_not_apply():
+    def impossible(node):
+        return gc.reshape(node.inputs[0], (7,))  # ShapeError while building
+
+    x = gc.placeholder("x", (2,))
+    y = gc.exp(x)
+    assert rewrite([y], {"exp": (impossible,)})[0] is y
