@@ -529,11 +529,12 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
     # outputs and update values escape to the caller: copy whatever could alias
     escaped: list[str] = []
     seen: set[int] = set()
+    step_ids = {id(n) for n in steps}
     for tensor in roots:
         name = names[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
         if scalar:
             escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar
-        elif name[0] != "v" or tensor.primitive.view or id(tensor) in seen:
+        elif id(tensor) not in step_ids or tensor.primitive.view or id(tensor) in seen:
             escaped.append(f"_copy({name})")
         elif _static(tensor):
             escaped.append(name)  # a fresh ndarray this call allocated

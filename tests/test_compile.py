@@ -510,3 +510,11 @@ def test_weight_decay_scaling_is_folded_exactly(rng):
         np.testing.assert_array_equal(run_plan(plan, [np.array(value)])[0], run_plan(slow, [np.array(value)])[0])
     odd = (w * 3.0) * gc.reshape(s, (1, 1))  # 3 is not an exact scaling: left alone
     assert sum(n.shape == (40, 30) for n in build_plan([odd], [s]).steps) == 2
+
+
+def test_fresh_outputs_are_returned_without_a_copy():
+    x = gc.placeholder("x", (3,))
+    v = gc.variable(np.ones(3))
+    plan = build_plan([gc.exp(x), x, v, gc.sum(x)], [x], [(v, v * 2.0)])
+    returned = plan.source.strip().splitlines()[-1]
+    assert returned.count("_copy(") == 2, returned  # the feed and the variable; not exp, sum or v * 2
