@@ -115,7 +115,7 @@ def _tables() -> dict[str, dict]:
     if _TABLES:
         return _TABLES
     from graphc.ops import elementwise as ew
-    from graphc.ops import linalg, reduce, shape
+    from graphc.ops import linalg, nn, reduce, shape
 
     ufuncs = {ew.Add: np.add, ew.Sub: np.subtract, ew.Mul: np.multiply, ew.Div: np.true_divide,
               ew.Neg: np.negative, ew.Pow: np.power, ew.Exp: np.exp, ew.Log: np.log, ew.Log1p: np.log1p,
@@ -141,6 +141,8 @@ def _tables() -> dict[str, dict]:
                    classes={"relu": ew.Relu, "cast": ew.Cast, "greater": ew.Greater, "mul": ew.Mul,
                             "sum": reduce.Sum, "square": ew.Square, "transpose": shape.Transpose,
                             "sum_to": shape.SumTo, "broadcast_like": shape.BroadcastLike,
+                            "one_hot": shape.OneHot, "sub": ew.Sub, "softmax": nn.Softmax,
+                            "sparse_ce": nn.SoftmaxCrossEntropy,
                             "zeros_like": ew.ZerosLike, "ones_like": ew.OnesLike, "matmul": linalg.Matmul})
     return _TABLES
 
@@ -254,6 +256,26 @@ def _is_zero_scalar_constant(node: Tensor) -> bool:
     return value.dtype.kind in "biuf" and bool(value == 0)
 
 
+def _softmax_minus_one_hot(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``softmax(logits, 1) - one_hot(labels)``, the very same operations, in one buffer."""
+    probs = np.exp(logits - np.max(logits, axis=1, keepdims=True))
+    probs /= np.sum(probs, axis=1, keepdims=True)
+    rows = np.arange(probs.shape[0])
+    valid = (labels >= 0) & (labels < probs.shape[1])  # one_hot gives a zero row elsewhere
+    if valid.all():
+        probs[rows, labels] -= 1
+    else:
+        probs[rows[valid], labels[valid]] -= 1
+    return probs
+
+
+def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the op's value, picking before subtracting."""
+    shifted = logits - np.max(logits, axis=1, keepdims=True)
+    picked = shifted[np.arange(shifted.shape[0]), labels]
+    return np.log(np.sum(np.exp(shifted), axis=1)) - picked
+
+
 def _is_exact_scale(node: Tensor) -> bool:
     """A 0-d float constant +-2**k with k >= 0: multiplying by it only shifts the exponent."""
     if not isinstance(node.primitive, Constant) or node.shape != () or node.dtype.kind != "f":
@@ -353,6 +375,31 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
             consumers.setdefault(id(w), []).append(node)
             dropped.add(id(scaled))
             break
+    # softmax(z) - one_hot(labels) (the sparse cross-entropy's gradient) in one buffer, as by hand;
+    # the sparse cross-entropy itself without materializing every log-probability
+    for node in steps:
+        cls = type(node.primitive)
+        if cls is classes["sparse_ce"] and node.primitive.sparse and len(deps[id(node)]) == 2:
+            logits, labels = deps[id(node)]
+            if (logits.ndim == 2 and node.primitive.axis == 1 and logits.dtype.kind == "f"
+                    and labels.ndim == 1 and node.dtype == logits.dtype):
+                special[id(node)] = _sparse_cross_entropy
+            continue
+        if cls is not classes["sub"] or id(node) in dropped or node.ndim != 2:
+            continue
+        probs, target = deps[id(node)]
+        if (type(probs.primitive) is not classes["softmax"] or type(target.primitive) is not classes["one_hot"]
+                or id(probs) in roots or id(target) in roots or id(probs) in dropped
+                or len(consumers.get(id(probs), ())) != 1 or len(consumers.get(id(target), ())) != 1):
+            continue
+        (logits,) = deps[id(probs)]
+        (labels,) = deps[id(target)]
+        if (probs.primitive.axis in (1, -1) and logits.ndim == 2 and logits.dtype.kind == "f"
+                and target.primitive.depth == logits.shape[1] and target.dtype == logits.dtype
+                and node.dtype == logits.dtype and labels.ndim == 1):
+            deps[id(node)] = [logits, labels]
+            special[id(node)] = _softmax_minus_one_hot
+            dropped.update((id(probs), id(target)))
     # sum(square(x)) over every axis is a dot product of x with itself: one BLAS pass, no temporary
     # (the same value up to the order of the additions, which np.sum does not promise either)
     for node in steps:

@@ -518,3 +518,23 @@ def test_fresh_outputs_are_returned_without_a_copy():
     plan = build_plan([gc.exp(x), x, v, gc.sum(x)], [x], [(v, v * 2.0)])
     returned = plan.source.strip().splitlines()[-1]
     assert returned.count("_copy(") == 2, returned  # the feed and the variable; not exp, sum or v * 2
+
+
+def test_cross_entropy_lowerings_are_exact(rng):
+    z = gc.placeholder("z", (6, 4))
+    labels = gc.placeholder("labels", (6,), "int64")
+    loss = gc.softmax_cross_entropy(z, labels)
+    direct = gc.softmax(z) - gc.one_hot(labels, 4)
+    plan = build_plan([loss, direct * 2.0], [z, labels])
+    ops = [n.op for n in plan.steps]
+    assert "one_hot" not in ops and "softmax" not in ops, plan.explain()
+    assert plan.kinds[ops.index("softmax_cross_entropy")] == "special"
+    slow = build_plan([loss, direct * 2.0], [z, labels], **ALL_OFF)
+    values = rng.standard_normal((6, 4)) * 30
+    for ids in (rng.integers(0, 4, 6), np.array([0, 3, 3, 1, 2, 0])):
+        for fast, plain in zip(run_plan(plan, [values, ids]), run_plan(slow, [values, ids])):
+            np.testing.assert_array_equal(fast, plain)
+    odd = build_plan([direct], [z, labels])  # labels outside [0, depth): one_hot's zero rows
+    ids = np.array([-1, 4, 2, 0, 7, 3])
+    np.testing.assert_array_equal(run_plan(odd, [values, ids])[0],
+                                  run_plan(build_plan([direct], [z, labels], **ALL_OFF), [values, ids])[0])
