@@ -437,6 +437,15 @@ def test_stop_gradient():
     np.testing.assert_allclose(run(g, {x: values}), values ** 2)  # only the outer factor is differentiated
 
 
+@pytest.mark.parametrize("fn", [gc.zeros_like, gc.ones_like, gc.stop_gradient], ids=lambda f: f.__name__)
+def test_zero_gradient_ops(fn):
+    x = gc.placeholder("x", (3,))
+    cost = gc.sum(fn(x) * 3.0)
+    np.testing.assert_array_equal(run(gc.grad(cost, x), {x: np.array([1.0, -2.0, 0.5])}), np.zeros(3))
+    with pytest.raises(gc.GradientError):
+        gc.grad(cost, x, disconnected="raise")
+
+
 # ---- gradient conventions, one by one ----------------------------------------------------------
 
 def _grad_at(build, values, dtype="float64"):
