@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import graphc as gc
 
@@ -18,6 +20,7 @@ from .util import (
     check_unknown_sizes,
     check_value,
     check_with_check_grad,
+    numeric_gradient,
     run,
     uniform,
 )
@@ -276,3 +279,36 @@ def test_second_order_unknown_sizes(case):
 def test_jvp(case, unknown):
     """Forward mode through the op (half of the table, sizes known and unknown)."""
     check_jvp(case, unknown)
+
+
+@st.composite
+def _reduction_spec(draw):
+    shape = tuple(draw(st.integers(1, 3)) for _ in range(draw(st.integers(0, 3))))
+    if draw(st.booleans()) or not shape:
+        axis = None
+    else:
+        axes = draw(st.lists(st.integers(-len(shape), len(shape) - 1), min_size=1, max_size=len(shape),
+                             unique_by=lambda a: a % len(shape)))
+        axis = axes[0] if len(axes) == 1 and draw(st.booleans()) else tuple(axes)
+    unknown = tuple(None if draw(st.booleans()) else s for s in shape)
+    return shape, unknown, axis, draw(st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_reduction_spec(), reduction=st.sampled_from(REDUCTIONS))
+def test_random_reductions(spec, reduction):
+    """Random shapes, axes (negative, unordered) and keepdims, sizes known or not."""
+    shape, unknown, axis, keepdims = spec
+    name, fn, ref, gen = reduction
+    values = gen(np.random.default_rng(6), shape)
+    expected = np.asarray(ref(values, axis=axis, keepdims=keepdims))
+    w = np.random.default_rng(7).uniform(0.5, 1.5, expected.shape)
+    for declared in (shape, unknown):
+        x = gc.placeholder("x", declared)
+        out = fn(x, axis=axis, keepdims=keepdims)
+        g = gc.grad(gc.sum(out * w), x)
+        got, g_val = run([out, g], {x: values})
+        assert_static_matches(out, got)
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+        numeric = numeric_gradient(lambda v: float(np.sum(ref(v, axis=axis, keepdims=keepdims) * w)), [values], 0)
+        np.testing.assert_allclose(g_val, numeric, rtol=1e-6, atol=1e-8)
