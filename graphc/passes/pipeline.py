@@ -87,7 +87,9 @@ def optimize(outputs, report: bool = False, pipeline: Sequence[tuple[str, Pass]]
 
     With ``report=True``, ``(outputs, report)``: ``str(report)`` is a table of
     node counts (total and per op) before and after, how many times each rule
-    fired, and the time each pass took.
+    fired, and the time each pass took. ``pipeline`` is a sequence of
+    ``(name, pass)`` pairs (default ``DEFAULT_PIPELINE``; ``FUSING_PIPELINE``
+    adds element-wise fusion).
     """
     flat, spec = flatten(outputs)
     result = Report()
