@@ -271,6 +271,9 @@ def _softmax_minus_one_hot(logits: np.ndarray, labels: np.ndarray) -> np.ndarray
 
 def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the op's value, picking before subtracting."""
+    from graphc.ops.nn import _check_labels
+
+    _check_labels(labels, logits.shape[1])  # as the op's impl: negative labels would wrap around
     shifted = logits - np.max(logits, axis=1, keepdims=True)
     picked = shifted[np.arange(shifted.shape[0]), labels]
     return np.log(np.sum(np.exp(shifted), axis=1)) - picked
@@ -689,7 +692,7 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             kind = "ufunc"
         elif cls is matmul_cls:
             kind = "matmul"
-        if reuse_buffers and kind != "call" and _static(node):
+        if reuse_buffers and kind not in ("call", "special") and _static(node):  # a special kernel has no out=
             choice = None
             if kind == "ufunc":
                 for parent in deps[id(node)]:
