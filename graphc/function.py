@@ -181,6 +181,9 @@ class Executable:
         # old values of the updated variables that nothing else references: the next call writes
         # new values into them instead of fresh memory (page faults are the cost of fresh memory)
         self._spare: dict | None = None
+        self._checked = any(check or cast for _, check, cast in self._installs)
+        # the updated variables big enough for their old values to be worth recycling
+        self._large = tuple(v for v in updated if v._value.nbytes >= SPARE_MIN_BYTES)
         if not self._variables and not updated:  # the common stateless case, with nothing to snapshot
             self.execute_args = self._stateless(self._run, self._check)
 
@@ -225,24 +228,26 @@ class Executable:
             lock.acquire()
         try:
             spare, self._spare = self._spare, None
-            results = self._run(feeds, tuple(v._value for v in self._variables), spare)
+            results = self._run(feeds, tuple([v._value for v in self._variables]), spare)
             del spare
             n = self._n
-            new_values = list(results[n:])
-            for k, (variable, check_shape, cast) in enumerate(self._installs):
-                value = new_values[k]
-                if check_shape and value.shape != variable.shape:
-                    raise ExecutionError(f"update of variable {variable.name!r}: new value has shape "
-                                         f"{format_shape(value.shape)}, the variable "
-                                         f"{format_shape(variable.shape)}; no variable was changed")
-                if cast:
-                    new_values[k] = value.astype(variable.dtype)
+            new_values = results[n:]
+            if self._checked:
+                new_values = list(new_values)
+                for k, (variable, check_shape, cast) in enumerate(self._installs):
+                    value = new_values[k]
+                    if check_shape and value.shape != variable.shape:
+                        raise ExecutionError(f"update of variable {variable.name!r}: new value has shape "
+                                             f"{format_shape(value.shape)}, the variable "
+                                             f"{format_shape(variable.shape)}; no variable was changed")
+                    if cast:
+                        new_values[k] = value.astype(variable.dtype)
             # every new value is a fresh array of this call: install them all, or (above) none
-            old_values = [variable._value for variable, _, _ in self._installs]
-            for (variable, _, _), value in zip(self._installs, new_values):
+            old_values = [variable._value for variable in self._large]
+            for variable, value in zip(self._updated, new_values):
                 variable._install(value)
             del new_values, value
-            self._spare = _recyclable(old_values)
+            self._spare = _recyclable(old_values) if old_values else None
             return results[:n]
         finally:
             for lock in reversed(locks):
