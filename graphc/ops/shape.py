@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
+from graphc.leaves import Constant
 from graphc.op import Op, apply, as_tensor
 from graphc.tensor import Tensor
 from graphc.types import (
@@ -612,7 +613,10 @@ def _index_result_shape(shape: tuple, entries: tuple, arrays) -> tuple:
             if array.dtype.kind == "b":
                 mask_dims = shape[dim:dim + array.ndim]
                 unify_shapes("getitem (bool mask)", [array.shape, mask_dims])
-                advanced_shapes.append((None,))
+                # how many entries a mask selects is known only for a constant mask
+                count = (int(np.count_nonzero(array.primitive.value)) if isinstance(array.primitive, Constant)
+                         else None)
+                advanced_shapes.append((count,))
                 dim += array.ndim
             else:
                 advanced_shapes.append(array.shape)

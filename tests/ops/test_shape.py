@@ -161,7 +161,7 @@ INDEX_CASES = [
     _index_case("scalar None", None, shape=()),
     _index_case("empty int array", np.array([], dtype=np.int64)),
     Case("x[m] fed mask", lambda x, m: x[m], lambda x, m: x[m],
-         [Spec((4, 5, 6)), Spec((4,), fixed([True, False, True, True]), kind="bool")]),
+         [Spec((4, 5, 6)), Spec((4,), fixed([True, False, True, True]), kind="bool")], dynamic_shape=True),
     Case("x[j] fed 0-d index", lambda x, j: x[:, j], lambda x, j: x[:, j],
          [Spec((4, 5, 6)), Spec((), fixed(-2), kind="int64")]),
     Case("x[i,:,1] fed", lambda x, i: x[i, :, 1], lambda x, i: x[i, :, 1],

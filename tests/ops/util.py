@@ -90,6 +90,8 @@ class Case:
     grad: bool = True
     #: check second order (Hessian-vector products)
     second: bool = True
+    #: the result's size depends on input values (a fed bool mask): the static shape may hold None
+    dynamic_shape: bool = False
     #: value tolerances (relative, and the same absolute) for float64 and float32 inputs
     rtol64: float = 1e-10
     rtol32: float = 2e-5
@@ -153,6 +155,8 @@ def check_value(case: Case, float_dtype) -> None:
     value = run(out, dict(zip(inputs, arrays)))
     expected = np.asarray(case.ref(*arrays))
     assert_static_matches(out, value)
+    if not case.dynamic_shape:  # every input size is known, so the result's is too
+        assert out.shape == value.shape, (case.id, out.shape, value.shape)
     assert not any(np.shares_memory(value, a) for a in arrays)  # results never alias a feed
     assert value.shape == expected.shape
     assert value.dtype == expected.dtype, (value.dtype, expected.dtype)
