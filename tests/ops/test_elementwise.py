@@ -108,7 +108,8 @@ UNARY_CASES += [Case(f"{name}{list(shape)}", fn, ref, [Spec(shape, gen)], second
                 for name, fn, ref, gen, second in UNARY for shape in UNARY_SHAPES[1:]
                 if name in ("exp", "sigmoid", "softplus", "relu", "gelu", "abs")]
 
-BROADCAST_PAIRS = [((3, 1), (1, 4)), ((), (2, 3)), ((2, 1, 3), (4, 1)), ((2, 3), (2, 3)), ((3,), (2, 1))]
+# ()x(): an all-0-d graph, which the executor runs on NumPy scalars
+BROADCAST_PAIRS = [((3, 1), (1, 4)), ((), (2, 3)), ((2, 1, 3), (4, 1)), ((2, 3), (2, 3)), ((3,), (2, 1)), ((), ())]
 
 # (id, graphc function, NumPy reference, points for a, points for b)
 BINARY = [
