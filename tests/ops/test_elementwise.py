@@ -142,6 +142,8 @@ TERNARY_CASES = [
           Spec((2, 1), fixed([[0.8], [0.8]]))]),
     Case("clip_scalars", lambda x: gc.clip(x, -0.5, 0.5), lambda x: np.clip(x, -0.5, 0.5),
          [Spec((3, 4), away_from(-0.5, 0.5, margin=0.05))]),
+    Case("where-0d", gc.where, np.where, [Spec((), booleans(), kind="bool"), Spec(()), Spec(())]),
+    Case("clip-0d", gc.clip, np.clip, [Spec((), away_from(-1.0, 1.0)), Spec((), fixed(-1.0)), Spec((), fixed(1.0))]),
 ]
 
 ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES
