@@ -135,3 +135,20 @@ def test_make_figures_draws_every_picture(tmp_path):
     for name in module.figures():
         assert (tmp_path / name).read_text().lstrip().startswith("<?xml")
         assert os.path.exists(os.path.join(DOCS, "img", name)), f"docs/img/{name} is not committed"
+
+
+def test_ops_page_names_every_registered_op():
+    """docs/ops.md mentions every op graphc can build (checked in a fresh interpreter, so ops that
+    other tests register for themselves do not count)."""
+    import subprocess
+    import sys
+
+    code = ("import graphc, graphc.sympy_bridge, graphc.passes.fuse\n"
+            "from graphc.op import REGISTRY\n"
+            "print(' '.join(sorted(REGISTRY)))")
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=ROOT).stdout.split()
+    assert len(names) > 50
+    page = read(os.path.join("docs", "ops.md"))
+    missing = [name for name in names if not re.search(rf"`{name}[`(]", page)]
+    assert not missing, f"docs/ops.md does not describe: {', '.join(missing)}"
