@@ -538,3 +538,65 @@ def test_cross_entropy_lowerings_are_exact(rng):
     ids = np.array([-1, 4, 2, 0, 7, 3])
     np.testing.assert_array_equal(run_plan(odd, [values, ids])[0],
                                   run_plan(build_plan([direct], [z, labels], **ALL_OFF), [values, ids])[0])
+
+
+# ---- differential: random graphs, every executor optimization on vs all off ------------------------
+
+def random_graph(seed: int):
+    """A random graph of element-wise ops, broadcasts, views, reductions and matmuls."""
+    r = np.random.default_rng(seed)
+    x = gc.placeholder("x", (4, 3))
+    y = gc.placeholder("y", (3,))
+    v = gc.variable(r.standard_normal((4, 3)), name="v")
+    pool = [x, y, v, gc.constant(r.standard_normal((1, 3)))]
+    unary = [gc.exp, gc.tanh, gc.relu, gc.square, gc.sin, gc.neg, gc.abs,
+             lambda a: gc.transpose(a) if a.ndim == 2 else a, lambda a: gc.sum(a, axis=0, keepdims=True),
+             lambda a: a * 2.0, lambda a: gc.cast(a > 0, "float64") * a]
+    binary = [gc.add, gc.sub, gc.mul, gc.maximum, gc.minimum]
+    for _ in range(int(r.integers(4, 14))):
+        if r.random() < 0.6:
+            a = pool[int(r.integers(len(pool)))]
+            pool.append(unary[int(r.integers(len(unary)))](a))
+        else:
+            a, b = (pool[int(r.integers(len(pool)))] for _ in range(2))
+            try:
+                pool.append(binary[int(r.integers(len(binary)))](a, b))
+            except gc.ShapeError:
+                if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[1]:
+                    pool.append(a @ gc.transpose(b))
+    outputs = [pool[int(k)] for k in r.choice(len(pool), size=min(4, len(pool)), replace=False)]
+    loss = gc.sum(gc.square(pool[-1])) + gc.sum(v * v)
+    return x, y, v, outputs + [loss], [(v, v - 0.1 * gc.grad(loss, v))]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_graphs_agree_with_the_plain_plan(seed):
+    x, y, v, outputs, updates = random_graph(seed)
+    r = np.random.default_rng(seed + 1000)
+    feeds = (readonly(r.standard_normal((4, 3))), readonly(r.standard_normal(3)))
+    start = v.value
+    plain = run_plan(build_plan(outputs, [x, y], updates, **ALL_OFF), feeds, (start,))
+    fast = run_plan(build_plan(outputs, [x, y], updates), feeds, (start,))
+    for a, b in zip(fast, plain):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
+    for i, a in enumerate(fast):
+        for p in (feeds[0], feeds[1], start):
+            assert not np.shares_memory(a, p)
+        for b in fast[:i]:
+            assert not np.shares_memory(a, b)
+
+
+@pytest.mark.parametrize("seed", range(40, 60))
+def test_random_graphs_optimized_and_compiled_agree_with_the_plain_plan(seed):
+    x, y, v, outputs, updates = random_graph(seed)
+    r = np.random.default_rng(seed + 1000)
+    feeds = (readonly(r.standard_normal((4, 3))), readonly(r.standard_normal(3)))
+    start = v.value
+    plain = run_plan(build_plan(outputs, [x, y], updates, **ALL_OFF), feeds, (start,))
+    fn = gc.function([x, y], outputs, updates=updates)
+    got = fn(*feeds)
+    for a, b in zip(got, plain[:len(outputs)]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(v.value, plain[-1], rtol=1e-10, atol=1e-12)
+    assert not np.shares_memory(v.value, start)
