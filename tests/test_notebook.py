@@ -94,3 +94,15 @@ def test_big_graphs_are_not_drawn_inline(monkeypatch):
         y = gc.sin(y)
     monkeypatch.setattr(dot_module, "REPR_SVG_LIMIT", 10)
     assert y._repr_svg_() is None
+
+
+@needs_dot
+def test_loaded_and_unpickled_functions_display_too(tmp_path):
+    import pickle
+
+    x, w, loss, grad_w = small_graph()
+    fn = gc.function([x], loss, updates={w: w - 0.1 * grad_w})
+    gc.save(fn, str(tmp_path / "fn.gcf"))
+    for copy in (gc.load(str(tmp_path / "fn.gcf")), pickle.loads(pickle.dumps(fn))):
+        assert "<svg" in copy._repr_svg_()
+        assert repr(copy) == repr(fn)
