@@ -1,26 +1,33 @@
 """Lowering: a graph becomes a Plan, straight-line Python over NumPy calls.
 
-The plan is generated source code with one line per op node. Everything that
+The plan is generated source code with one line per step. Everything that
 can be decided once is decided here, at compile time, so that a call does
-nothing but the NumPy work:
+nothing but the NumPy work (measurements: docs/performance.md):
 
 * **Schedule.** Steps follow a topological order; when the graph updates
   variables, each update's computation is pulled up right after its gradient
   is complete (while the arrays are hot in cache), so the gradient dies early.
-* **Liveness.** Every intermediate is deleted right after its last use (views
-  keep the buffer they look into alive).
+* **Liveness.** Every intermediate is dropped right after its last use (views
+  keep the buffer they look into alive). Values live in recycled local names:
+  a result takes the name of an input that dies at its step.
 * **Buffers.** Element-wise ops whose NumPy ufunc is known, and ``matmul``,
   write through ``out=``: into an input that dies at this step (in place), or
-  into a dead buffer of the same shape and dtype. Only buffers this call
-  allocated are ever written to: never a feed, a variable's value, a constant,
-  a view of any of them, or a broadcast view.
-* **Lowering peepholes** (exact, value for value): a ReLU mask ``x > 0`` is
-  read from ``relu(x)`` when that exists (so the pre-activation can die early
-  and ReLU can run in place); ``g * cast(mask)`` multiplies by the boolean mask
-  directly when the dtypes agree.
+  into a dead buffer of the same shape and dtype, or (large arrays) into a
+  spare buffer the caller passes (old variable values nobody references).
+  Only buffers this call allocated, or spares, are ever written to: never a
+  feed, a variable's value, a constant, a view of any of them, or a broadcast.
+* **Lowering peepholes.** Exact, value for value: a ReLU mask ``x > 0`` is
+  read from ``relu(x)`` (so the pre-activation dies at the ReLU, which then
+  runs in place); ``g * cast(mask)`` multiplies by the boolean mask; a
+  broadcast of one element feeding a ufunc is dropped; ``(w * 2**k) * s``
+  becomes ``w * (s * 2**k)``; ``softmax - one_hot`` and the sparse
+  cross-entropy run as one kernel each. ``sum(square(x))`` over all axes is a
+  dot product (the same value up to the order of the additions).
+* **Fused nodes** from the optimizer's opt-in fusion are expanded back into
+  their steps, which then share the plan's buffer reuse.
 * **Scalar graphs** (every value 0-d) run on NumPy scalars with Python
-  operators, which is an order of magnitude cheaper per op than ufunc calls on
-  0-d arrays; the results are the same IEEE operations.
+  operators, an order of magnitude cheaper per op than ufunc calls on 0-d
+  arrays; the results are the same IEEE operations.
 * **Escapes.** Outputs and update values that could alias a feed, a variable,
   a constant or another output are copied; everything else is returned as is.
 * **Errors.** No per-step bookkeeping: when an op raises, the failing line of
