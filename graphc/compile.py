@@ -149,7 +149,7 @@ def _tables() -> dict[str, dict]:
                             "sum": reduce.Sum, "square": ew.Square, "transpose": shape.Transpose,
                             "sum_to": shape.SumTo, "broadcast_like": shape.BroadcastLike,
                             "one_hot": shape.OneHot, "sub": ew.Sub, "softmax": nn.Softmax,
-                            "sparse_ce": nn.SoftmaxCrossEntropy,
+                            "sparse_ce": nn.SoftmaxCrossEntropy, "mean": reduce.Mean,
                             "zeros_like": ew.ZerosLike, "ones_like": ew.OnesLike, "matmul": linalg.Matmul})
     return _TABLES
 
@@ -781,6 +781,16 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
                 call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
                 if keep:
                     call += f".reshape({node.shape!r})"
+        elif kind == "call" and cls is classes["mean"] and node.dtype.kind == "f" and len(args) == 1 \
+                and deps[id(node)][0].dtype == node.dtype and None not in deps[id(node)][0].shape:
+            # np.mean's own arithmetic (a sum, then a true division by the count) without its
+            # Python-level wrapper
+            source = deps[id(node)][0].shape
+            count = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
+            namespace[f"f{index}"] = np.add.reduce
+            kinds[index] = "reduce"
+            call = (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
+                    f"keepdims={bool(node.primitive.keepdims)}) / {count}")
         elif kind == "special":
             namespace[f"f{index}"] = special[id(node)]
             call = f"f{index}({', '.join(args)})"
@@ -791,7 +801,7 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
             call = f"f{index}({args[0]}, z{index}{out})"
         elif cls is matmul_cls:
-            namespace[f"f{index}"] = np.matmul if out else node.primitive.impl
+            namespace[f"f{index}"] = np.matmul  # Matmul.impl is exactly np.matmul
             call = f"f{index}({', '.join(args)}{out})"
         else:
             namespace[f"f{index}"] = ufuncs[cls]

@@ -600,3 +600,16 @@ def test_random_graphs_optimized_and_compiled_agree_with_the_plain_plan(seed):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(v.value, plain[-1], rtol=1e-10, atol=1e-12)
     assert not np.shares_memory(v.value, start)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mean_lowering_is_np_mean_exactly(rng, dtype):
+    x = gc.placeholder("x", (7, 5, 3), dtype)
+    outs = [gc.mean(x), gc.mean(x, axis=1), gc.mean(x, axis=(0, 2), keepdims=True)]
+    plan = build_plan(outs, [x])
+    assert [k for k, n in zip(plan.kinds, plan.steps) if n.op == "mean"] == ["reduce"] * 3
+    value = (rng.standard_normal((7, 5, 3)) * 100).astype(dtype)
+    for got, want in zip(run_plan(plan, [value]), [np.mean(value), np.mean(value, axis=1),
+                                                   np.mean(value, axis=(0, 2), keepdims=True)]):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
