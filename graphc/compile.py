@@ -740,7 +740,7 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
     # compile, the same lifetimes). `names` ends up mapping each value to its name while it lives.
     register: dict[int, str] = {}
     free_registers: list[str] = []
-    count = 0
+    registers_made = 0
     for index, node in enumerate(steps):
         cls = type(node.primitive)
         args = [names[id(p)] for p in deps[id(node)]]
@@ -753,8 +753,8 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             name = next((register[k] for k in dying if k in register), None)
             if name is None:
                 if not free_registers:
-                    free_registers.append(f"r{count}")
-                    count += 1
+                    free_registers.append(f"r{registers_made}")
+                    registers_made += 1
                 name = free_registers.pop()
         out = f", out={names[target[index]]}" if index in target else ""
         if (not out and kind in ("ufunc", "matmul") and _static(node)
@@ -786,11 +786,11 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             # np.mean's own arithmetic (a sum, then a true division by the count) without its
             # Python-level wrapper
             source = deps[id(node)][0].shape
-            count = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
+            items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
             namespace[f"f{index}"] = np.add.reduce
             kinds[index] = "reduce"
             call = (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
-                    f"keepdims={bool(node.primitive.keepdims)}) / {count}")
+                    f"keepdims={bool(node.primitive.keepdims)}) / {items}")
         elif kind == "special":
             namespace[f"f{index}"] = special[id(node)]
             call = f"f{index}({', '.join(args)})"
