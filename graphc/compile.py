@@ -741,6 +741,7 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
     register: dict[int, str] = {}
     free_registers: list[str] = []
     registers_made = 0
+    live: dict[str, int] = {}  # name -> the value it holds
     for index, node in enumerate(steps):
         cls = type(node.primitive)
         args = [names[id(p)] for p in deps[id(node)]]
@@ -815,7 +816,13 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
                 dead.append(old)
                 if key in register:
                     free_registers.append(old)
+        # invariant: a name is rebound only when the value it held has died here
+        if name in live and live[name] not in dying:
+            raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
+        for key in dying:
+            live.pop(names[key], None)
         register[id(node)] = names[id(node)] = name
+        live[name] = id(node)
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
     return lines, kinds, line_step
