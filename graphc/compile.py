@@ -264,26 +264,31 @@ def _is_zero_scalar_constant(node: Tensor) -> bool:
 
 
 def _softmax_minus_one_hot(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``softmax(logits, 1) - one_hot(labels)``, the very same operations, in one buffer."""
-    probs = np.exp(logits - np.max(logits, axis=1, keepdims=True))
-    probs /= np.sum(probs, axis=1, keepdims=True)
-    rows = np.arange(probs.shape[0])
-    valid = (labels >= 0) & (labels < probs.shape[1])  # one_hot gives a zero row elsewhere
-    if valid.all():
-        probs[rows, labels] -= 1
-    else:
-        probs[rows[valid], labels[valid]] -= 1
+    """``softmax(logits, 1) - one_hot(labels)``: the very same operations, in one buffer.
+
+    (``np.maximum.reduce`` and ``np.add.reduce`` are what ``np.max`` and ``np.sum`` call.)
+    """
+    probs = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
+    np.exp(probs, out=probs)
+    probs /= np.add.reduce(probs, axis=1, keepdims=True)
+    rows, depth = probs.shape
+    if rows and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= depth):
+        valid = (labels >= 0) & (labels < depth)  # one_hot gives a zero row elsewhere
+        probs[np.arange(rows)[valid], labels[valid]] -= 1
+    elif rows:
+        probs[np.arange(rows), labels] -= 1
     return probs
 
 
 def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the op's value, picking before subtracting."""
-    from graphc.ops.nn import _check_labels
-
-    _check_labels(labels, logits.shape[1])  # as the op's impl: negative labels would wrap around
-    shifted = logits - np.max(logits, axis=1, keepdims=True)
+    shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
     picked = shifted[np.arange(shifted.shape[0]), labels]
-    return np.log(np.sum(np.exp(shifted), axis=1)) - picked
+    np.exp(shifted, out=shifted)
+    total = np.add.reduce(shifted, axis=1)
+    np.log(total, out=total)
+    total -= picked
+    return total
 
 
 def _is_exact_scale(node: Tensor) -> bool:
