@@ -91,7 +91,7 @@ def _copy(value) -> np.ndarray:
 
 
 #: arrays at least this large try a spare buffer (see ``Plan.run``) before allocating
-SPARE_MIN_BYTES = 1 << 16
+SPARE_MIN_BYTES = 1 << 20
 
 
 def _grab(spare: dict | None, key: tuple) -> np.ndarray | None:

@@ -384,7 +384,7 @@ def test_fed_arrays_are_untouched(rng):
 # ---- recycled variable buffers ---------------------------------------------------------------------------
 
 def test_old_variable_values_are_recycled_only_when_unreferenced():
-    v = gc.variable(np.zeros(20000))  # 160 KB: large enough to be recycled
+    v = gc.variable(np.zeros(200000))  # 1.6 MB: large enough to be recycled
     fn = gc.function([], [], updates={v: v * 1.0 + 1.0}, optimize=False)
     assert any(kind.endswith("+spare") for kind in fn.plan.kinds), fn.plan.explain()
     held = v.value
@@ -432,7 +432,7 @@ def test_eight_threads_call_concurrently(rng):
     assert not errors, errors[0]
 
 
-@pytest.mark.parametrize("size", [1, 20000])
+@pytest.mark.parametrize("size", [1, 200000])
 def test_concurrent_updates_lose_nothing(size):
     counter = gc.variable(np.zeros(size))
     other = gc.variable(np.zeros(size))
