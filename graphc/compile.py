@@ -37,6 +37,7 @@ nothing but the NumPy work (measurements: docs/performance.md):
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 from collections.abc import Callable, Sequence
@@ -143,7 +144,8 @@ def _tables() -> dict[str, dict]:
     identities = (ew.StopGradient, shape.Identity, shape.SumTo, shape.BroadcastLike, shape.ReshapeLike,
                   shape.Reshape, shape.Transpose, shape.ExpandDims, shape.Squeeze, shape.BroadcastTo,
                   reduce.Sum, reduce.Mean, reduce.Max, reduce.Min, reduce.Prod)
-    _TABLES.update(ufuncs=ufuncs, operators=operators, same_dtype=same_dtype_operators,
+    _TABLES.update(check_labels=getattr(nn, "_check_labels", None),  # the op's own label validation
+                   ufuncs=ufuncs, operators=operators, same_dtype=same_dtype_operators,
                    identities={cls: True for cls in identities},
                    classes={"relu": ew.Relu, "cast": ew.Cast, "greater": ew.Greater, "mul": ew.Mul,
                             "sum": reduce.Sum, "square": ew.Square, "transpose": shape.Transpose,
@@ -280,8 +282,15 @@ def _softmax_minus_one_hot(logits: np.ndarray, labels: np.ndarray) -> np.ndarray
     return probs
 
 
-def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the op's value, picking before subtracting."""
+def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray, check=None) -> np.ndarray:
+    """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the op's value, picking before subtracting.
+
+    ``check`` is the op's own label validation (out-of-range labels raise, as in the op).
+    """
+    if check is not None:
+        check(labels, logits.shape[1])
+    elif labels.size and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= logits.shape[1]):
+        raise IndexError(f"class indices must lie in [0, {logits.shape[1]})")
     shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
     picked = shifted[np.arange(shifted.shape[0]), labels]
     np.exp(shifted, out=shifted)
@@ -398,7 +407,7 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
             logits, labels = deps[id(node)]
             if (logits.ndim == 2 and node.primitive.axis == 1 and logits.dtype.kind == "f"
                     and labels.ndim == 1 and node.dtype == logits.dtype):
-                special[id(node)] = _sparse_cross_entropy
+                special[id(node)] = functools.partial(_sparse_cross_entropy, check=tables["check_labels"])
             continue
         if cls is not classes["sub"] or id(node) in dropped or node.ndim != 2:
             continue

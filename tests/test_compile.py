@@ -613,3 +613,13 @@ def test_mean_lowering_is_np_mean_exactly(rng, dtype):
                                                    np.mean(value, axis=(0, 2), keepdims=True)]):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_lowered_cross_entropy_rejects_out_of_range_labels_like_the_op(bad):
+    z = gc.placeholder("z", (2, 4))
+    labels = gc.placeholder("labels", (2,), "int64")
+    fn = gc.function([z, labels], gc.mean(gc.softmax_cross_entropy(z, labels)))
+    assert "special" in fn.plan.kinds
+    with pytest.raises(gc.ExecutionError, match="softmax_cross_entropy"):
+        fn(np.zeros((2, 4)), np.array([0, bad]))
