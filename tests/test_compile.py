@@ -623,3 +623,15 @@ def test_lowered_cross_entropy_rejects_out_of_range_labels_like_the_op(bad):
     assert "special" in fn.plan.kinds
     with pytest.raises(gc.ExecutionError, match="softmax_cross_entropy"):
         fn(np.zeros((2, 4)), np.array([0, bad]))
+
+
+def test_special_kernels_never_take_a_dead_buffer(rng):
+    z = gc.placeholder("z", (6, 4))
+    labels = gc.placeholder("labels", (6,), "int64")
+    warm = gc.sum(gc.exp(z) * 1.0)              # leaves a dead (6, 4) buffer in the pool
+    direct = gc.softmax(z) - gc.one_hot(labels, 4)   # lowered to one kernel, which has no out=
+    plan = build_plan([warm, direct], [z, labels])
+    assert "special" in plan.kinds and "reuse" not in [k for k, n in zip(plan.kinds, plan.steps) if n.op == "sub"]
+    values, ids = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
+    slow = build_plan([warm, direct], [z, labels], **ALL_OFF)
+    np.testing.assert_array_equal(run_plan(plan, [values, ids])[1], run_plan(slow, [values, ids])[1])
