@@ -81,6 +81,12 @@ METHODS = [
     Case("sum(a*b,axis=0)", lambda a, b: gc.sum(a * b, axis=0), lambda a, b: np.sum(a * b, axis=0),
          [Spec((3, 1)), Spec((1, 4))]),
     Case("mean(a-b)", lambda a, b: gc.mean(a - b), lambda a, b: np.mean(a - b), [Spec((3, 1)), Spec((4,))]),
+    # shapes the executor lowers specially (a dot product, an L2 penalty, a squared error)
+    Case("sum(square(x))", lambda x: gc.sum(gc.square(x)), lambda x: np.sum(np.square(x)), [Spec((3, 4))]),
+    Case("0.5*sum(x*x)*0.01", lambda x: 0.5 * gc.sum(x * x) * 0.01, lambda x: 0.5 * np.sum(x * x) * 0.01,
+         [Spec((3, 4))]),
+    Case("mean(square(a-b),axis=1)", lambda a, b: gc.mean(gc.square(a - b), axis=1),
+         lambda a, b: np.mean(np.square(a - b), axis=1), [Spec((3, 4)), Spec((3, 4))]),
 ]
 
 ALL = CASES + METHODS
