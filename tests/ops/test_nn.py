@@ -87,6 +87,12 @@ CASES = [
          lambda x, y: np_dense_xent(x, y, 0), [Spec((3, 4)), Spec((3, 4), probabilities_axis0)]),
     Case("sce-probabilities-broadcast", gc.softmax_cross_entropy, np_dense_xent,
          [Spec((4, 3)), Spec((1, 3), probabilities)]),
+    # a small classifier: the executor's relu-mask and cross-entropy kernels inside a real gradient
+    Case("mlp-relu-sce", lambda x, w, b, y: gc.softmax_cross_entropy(gc.relu(x @ w + b), y),
+         lambda x, w, b, y: np_sparse_xent(np.maximum(x @ w + b, 0), y),
+         [Spec((4, 3)), Spec((3, 5)), Spec((5,)), _labels([0, 4, 2, 2])]),
+    Case("mlp-tanh-sce-probabilities", lambda x, w, p: gc.softmax_cross_entropy(gc.tanh(x @ w), p),
+         lambda x, w, p: np_dense_xent(np.tanh(x @ w), p), [Spec((4, 3)), Spec((3, 5)), Spec((4, 5), probabilities)]),
     Case("sigmoid_cross_entropy", gc.sigmoid_cross_entropy, np_sigmoid_xent,
          [Spec((3, 4), uniform(-4, 4)), Spec((3, 4), uniform(0, 1))]),
     Case("sigmoid_cross_entropy-broadcast", gc.sigmoid_cross_entropy, np_sigmoid_xent,
