@@ -59,6 +59,14 @@ class Plan:
     order) and the variables' current values (in ``variables`` order) and
     returns the output values followed by the update values, none of them
     aliasing its arguments or each other.
+
+    An ``inplace`` plan is ``run(feeds, variables, targets)``: ``targets`` has
+    one entry per update, the writeable array the new value is written into
+    (normally the variable's own storage, also passed in ``variables``) or
+    None (the new value then goes into a fresh array). It returns the outputs
+    followed by the arrays holding the new values (the targets, or the fresh
+    arrays). When it fails, the ``ExecutionError`` lists the variables already
+    written and carries ``_graphc_written`` ({update index: array}).
     """
 
     inputs: tuple[Tensor, ...]
@@ -72,6 +80,8 @@ class Plan:
     kinds: tuple[str, ...] = ()
     #: True when the plan runs on NumPy scalars (every value 0-d)
     scalar: bool = False
+    #: True when the plan writes new values into the variables' storage (see ``build_plan``)
+    inplace: bool = False
 
     @property
     def updated_variables(self) -> tuple[Variable, ...]:
@@ -507,18 +517,206 @@ def _expand_fused(node: Tensor, alias: dict[int, Tensor], steps: list[Tensor]) -
     return True
 
 
+# ---- in-place updates -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CopyStep:
+    """A pseudo-step: a fresh copy of a value that looks into an updated variable's storage,
+    taken before that storage is overwritten (an output, or a new value such as a swap's)."""
+
+    name = "copy"
+    view = False
+
+    def impl(self, array):  # pragma: no cover - lowered to ``_copy`` directly
+        return _copy(array)
+
+
+@dataclass(frozen=True)
+class _WriteStep:
+    """A pseudo-step: copy update ``index``'s new value into the variable's storage."""
+
+    index: int
+    variable: str
+    name = "update"
+    view = False
+
+
+def _write(shape: tuple, dtype: np.dtype, variable: str, target, value) -> np.ndarray:
+    """Write ``value`` into ``target`` (a variable's storage), or into a fresh array if None."""
+    value = _as_array(value)
+    if value.shape != shape:
+        raise ValueError(f"the new value of variable {variable!r} has shape {format_shape(value.shape)}, "
+                         f"the variable {format_shape(shape)}")
+    if target is None:
+        return np.array(value, dtype=dtype, order="C", copy=True)
+    np.copyto(target, value, casting="unsafe")  # the dtype was checked (same_kind) when the function was built
+    return target
+
+
+def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
+                       updates: Sequence[tuple[Variable, Tensor]]) -> tuple[list[Tensor], dict]:
+    """Dependencies that make each update's last step follow every reader of the variable's old value.
+
+    Returns the steps in a topological order of the extended dependencies and the
+    extended dependencies (for scheduling only; the steps still compute from ``deps``).
+    An update whose extra edges would close a cycle (a reader of the old value that
+    needs the new value, or two updates reading each other's variable: a swap) gets
+    none; its new value is then computed into a buffer of its own and copied in later.
+    """
+    looks = _looks_into(steps, deps, updates)
+    index = {id(n): i for i, n in enumerate(steps)}
+    extended = {key: list(parents) for key, parents in deps.items()}
+    consumers: dict[int, list[int]] = {}
+    for node in steps:
+        for parent in deps[id(node)]:
+            if id(parent) in index:
+                consumers.setdefault(id(parent), []).append(id(node))
+    for variable, value in updates:
+        if id(value) not in index:
+            continue
+        readers = [n for n in steps if n is not value and (id(variable) in looks.get(id(n), ()) or any(
+            id(variable) in looks.get(id(p), ()) for p in deps[id(n)]))]
+        if not readers:
+            continue
+        # would an edge reader -> value close a cycle? (value reaches a reader)
+        targets = {id(r) for r in readers}
+        seen, stack, cycle = {id(value)}, [id(value)], False
+        while stack and not cycle:
+            for nxt in consumers.get(stack.pop(), ()):
+                if nxt in targets:
+                    cycle = True
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        if cycle:
+            continue
+        extended[id(value)] = extended[id(value)] + readers
+        for reader in readers:
+            consumers.setdefault(id(reader), []).append(id(value))
+    # a stable topological order (by original position) of the extended graph
+    import heapq
+
+    waiting = {id(n): sum(1 for p in extended[id(n)] if id(p) in index) for n in steps}
+    ready = [index[key] for key, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order: list[Tensor] = []
+    while ready:
+        node = steps[heapq.heappop(ready)]
+        order.append(node)
+        for key in consumers.get(id(node), ()):
+            waiting[key] -= 1
+            if waiting[key] == 0:
+                heapq.heappush(ready, index[key])
+    if len(order) != len(steps):  # pragma: no cover - the edges added above never close a cycle
+        raise AssertionError("plan compiler: a cycle in the in-place update order")
+    return order, extended
+
+
+def _looks_into(steps, deps, updates) -> dict[int, frozenset]:
+    """For each value, the updated variables whose storage it may look into (itself or a view)."""
+    looks: dict[int, frozenset] = {id(v): frozenset((id(v),)) for v, _ in updates}
+    for node in steps:
+        if node.primitive.view:
+            seen = frozenset().union(*(looks.get(id(p), frozenset()) for p in deps[id(node)]))
+            if seen:
+                looks[id(node)] = seen
+    return looks
+
+
+def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: list[Tensor],
+                   updates: Sequence[tuple[Variable, Tensor]], tables: dict,
+                   special: dict) -> tuple[list[Tensor], list[Tensor], dict[int, int], dict[int, int]]:
+    """Insert the copies and writes of in-place updates into the schedule.
+
+    Each new value is written into its variable's storage at the earliest point
+    where every reader of the old value (views included) has run: by the step
+    computing it (``out=`` the storage) when that step is the last reader and a
+    ufunc or matmul of the variable's shape and dtype, else by a write step right
+    after the last reader. Outputs and new values that look into an updated
+    variable's storage are copied first, as soon as they exist.
+
+    Returns the new steps, the outputs (copies substituted), the steps writing
+    straight into a variable (id -> update index) and the write steps (id -> index).
+    """
+    position = {id(n): i for i, n in enumerate(steps)}
+    looks = _looks_into(steps, deps, updates)
+    last_read: dict[int, int] = {}
+    for i, node in enumerate(steps):
+        for key in looks.get(id(node), ()):
+            last_read[key] = i
+        for parent in deps[id(node)]:
+            for key in looks.get(id(parent), ()):
+                last_read[key] = i
+    copies_at: dict[int, list[Tensor]] = {}
+    copies: dict[int, Tensor] = {}
+
+    def copy_of(node: Tensor) -> Tensor:
+        made = copies.get(id(node))
+        if made is None:
+            made = copies[id(node)] = Tensor(_CopyStep(), [node], node.shape, node.dtype, site=node.site,
+                                             is_gradient=False)
+            deps[id(made)] = [node]
+            at = position.get(id(node), -1)
+            position[id(made)] = at
+            copies_at.setdefault(at, []).append(made)
+            for key in looks[id(node)]:
+                last_read[key] = max(last_read.get(key, -1), at)
+        return made
+
+    outputs = [copy_of(t) if looks.get(id(t)) else t for t in outputs]
+    values = [copy_of(value) if looks.get(id(value)) else value for _, value in updates]
+    used = {id(p) for n in steps for p in deps[id(n)]}
+    returned = {id(t) for t in outputs}
+    counts: dict[int, int] = {}
+    for value in values:
+        counts[id(value)] = counts.get(id(value), 0) + 1
+    ufuncs, relu_cls, matmul_cls = tables["ufuncs"], tables["classes"]["relu"], tables["classes"]["matmul"]
+    fused: dict[int, int] = {}
+    writes: dict[int, int] = {}
+    writes_at: dict[int, list[Tensor]] = {}
+    for k, ((variable, _), value) in enumerate(zip(updates, values)):
+        at = position.get(id(value), -1)
+        cls = type(value.primitive)
+        if (not isinstance(value.primitive, _CopyStep) and at >= 0 and id(value) not in used
+                and id(value) not in returned and counts[id(value)] == 1
+                and id(value) not in special and not value.primitive.view and _static(value)
+                and value.shape == variable.shape and value.dtype == variable.dtype
+                and last_read.get(id(variable), -1) <= at
+                and (cls in ufuncs or cls is relu_cls or (cls is matmul_cls and not any(
+                    id(variable) in looks.get(id(p), ()) for p in deps[id(value)])))):
+            fused[id(value)] = k
+            continue
+        write = Tensor(_WriteStep(k, variable.name or f"<variable {k}>"), [value], variable.shape,
+                       variable.dtype, site=value.site if value.site else variable.site, is_gradient=False)
+        deps[id(write)] = [value]
+        writes[id(write)] = k
+        writes_at.setdefault(max(at, last_read.get(id(variable), -1)), []).append(write)
+    staged = copies_at.get(-1, []) + writes_at.get(-1, [])
+    for i, node in enumerate(steps):
+        staged.append(node)
+        staged.extend(copies_at.get(i, ()))
+        staged.extend(writes_at.get(i, ()))
+    return staged, outputs, fused, writes
+
+
 # ---- the plan ----------------------------------------------------------------------------------
 
 def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
                updates: Sequence[tuple[Variable, Tensor]] = (), *, reuse_buffers: bool = True,
                schedule_updates: bool = True, scalar_mode: bool = True, peepholes: bool = True,
-               expand_fused: bool = True) -> Plan:
+               expand_fused: bool = True, inplace_updates: bool = False) -> Plan:
     """Lower the graph computing ``outputs`` and the update values to a Plan.
 
     ``inputs`` are the tensors fed at call time, in call order. Every
     placeholder the graph needs must be among them (else ``FeedError``). The
     keyword switches turn individual executor optimizations off (for tests and
     measurements); results are the same either way.
+
+    ``inplace_updates=True`` (with updates) makes an in-place plan (see
+    :class:`Plan`): each new value is written into its variable's storage as
+    soon as every reader of the old value has run, and the update of a
+    variable is scheduled after those readers where that is possible.
     """
     # Lowering allocates many small, long-lived objects; the cyclic collector would rescan the
     # whole graph again and again (measured: 40% of the time at 35,000 steps). Pause it.
@@ -526,16 +724,17 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     gc.disable()
     try:
         return _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scalar_mode, peepholes,
-                           expand_fused)
+                           expand_fused, inplace_updates)
     finally:
         if collecting:
             gc.enable()
 
 
 def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scalar_mode, peepholes,
-                expand_fused) -> Plan:
+                expand_fused, inplace_updates=False) -> Plan:
     outputs = tuple(outputs)
     updates = tuple(updates)
+    inplace = bool(inplace_updates and updates)
     inputs = tuple(inputs)
     update_values = [new for _, new in updates]
     roots = list(outputs) + update_values
@@ -578,12 +777,23 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
         inserted: dict[int, list[Tensor]] = {}
         dropped = _peepholes(steps, deps, root_ids, tables, special, inserted)
         steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
+    resolved_updates = [(var, value) for (var, _), value in zip(updates, update_values)]
+    order_deps = deps
+    if inplace:
+        steps, order_deps = _order_for_inplace(steps, deps, resolved_updates)
     if schedule_updates and updates:
-        steps = _schedule_eager(steps, deps, outputs_resolved, update_values)
+        steps = _schedule_eager(steps, order_deps, outputs_resolved, update_values)
+    fused: dict[int, int] = {}
+    writes: dict[int, int] = {}
+    if inplace:
+        steps, staged_outputs, fused, writes = _stage_inplace(steps, deps, list(outputs_resolved),
+                                                              resolved_updates, tables, special)
+        step_ids = {id(n) for n in steps}
+        roots = staged_outputs + [n for n in steps if id(n) in fused]
     for index, node in enumerate(steps):
         names[id(node)] = f"v{index}"
 
-    scalar = scalar_mode and bool(steps) and all(n.shape == () for n in order)
+    scalar = not inplace and scalar_mode and bool(steps) and all(n.shape == () for n in order)
     namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab}
     if scalar:
         lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
@@ -595,13 +805,13 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
     else:
         namespace.update(defaults)
         lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
-                                              reuse_buffers, special)
+                                              reuse_buffers, special, fused, writes)
 
     # outputs and update values escape to the caller: copy whatever could alias
     escaped: list[str] = []
     seen: set[int] = set()
     step_ids = {id(n) for n in steps}
-    for tensor in roots:
+    for tensor in (roots[:len(outputs)] if inplace else roots):
         name = names[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
         if scalar:
             escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar
@@ -612,12 +822,17 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
         else:
             escaped.append(f"_as_array({name})")  # fresh, but maybe a NumPy scalar
         seen.add(id(tensor))
+    if inplace:
+        escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
 
-    header = ["def run(feeds, variables, _spare=None" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
+    params = "feeds, variables, targets, _spare=None" if inplace else "feeds, variables, _spare=None"
+    header = [f"def run({params}" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
     if inputs:
         header.append("    " + "".join(f"x{k}, " for k in range(len(inputs))) + "= feeds")
     if variables:
         header.append("    " + "".join(f"w{k}, " for k in range(len(variables))) + "= variables")
+    if inplace:
+        header.append("    " + "".join(f"t{k}, " for k in range(len(updates))) + "= targets")
     if scalar:
         for k in range(len(inputs)):
             header.append(f"    x{k} = x{k}[()]")
@@ -631,6 +846,11 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
               f"    return ({''.join(e + ', ' for e in escaped)})"]
     source = "\n".join(header + body + footer) + "\n"
     step_of_line = {offset + line: step for line, step in line_step.items()}
+    # in-place plans: the line writing each update (a write step, or a step computing into the storage)
+    write_lines = sorted((line, fused.get(id(steps[step]), writes.get(id(steps[step]))))
+                         for line, step in step_of_line.items()
+                         if id(steps[step]) in fused or id(steps[step]) in writes)
+    update_names = [var.name or f"<variable {k}>" for k, (var, _) in enumerate(updates)]
 
     def failure(exc: Exception) -> ExecutionError:
         tb = exc.__traceback__
@@ -640,14 +860,43 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
         node = steps[step]
         frame_locals = tb.tb_frame.f_locals
         arrays = [frame_locals.get(names[id(p)], defaults.get(names[id(p)])) for p in deps[id(node)]]
-        return _describe_failure(node, arrays, exc)
+        if id(node) in writes:
+            error = ExecutionError(f"update of variable {update_names[writes[id(node)]]!r} failed: {exc}")
+        else:
+            error = _describe_failure(node, arrays, exc)
+        if inplace:
+            _report_written(error, tb.tb_lineno, write_lines, fused.get(id(node)), frame_locals, update_names)
+        return error
 
     namespace["_failure"] = failure
     header[0] = header[0].replace(", _failure=_failure", "")
     code = compile(source, "<graphc plan>", "exec")
     exec(code, namespace)  # noqa: S102 - our own generated code, from the graph only
     return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
-                tuple(kinds), scalar)
+                tuple(kinds), scalar, inplace)
+
+
+def _report_written(error: ExecutionError, line: int, write_lines: list, partial: int | None,
+                    frame_locals: dict, update_names: list[str]) -> None:
+    """Say in ``error`` which variables an in-place plan had already written when it failed."""
+    written: dict[int, np.ndarray] = {}
+    for write_line, k in write_lines:
+        if write_line < line:
+            written[k] = frame_locals.get(f"t{k}")
+    changed = [update_names[k] for k in sorted(written)]
+    maybe = None
+    if partial is not None and frame_locals.get(f"t{partial}") is not None:
+        written[partial] = frame_locals[f"t{partial}"]  # the storage itself, perhaps partly written
+        maybe = update_names[partial]
+    note = ("in-place updates: variables already updated by this call: " + ", ".join(map(repr, changed))
+            if changed else "in-place updates: no variable had been updated yet")
+    if maybe is not None:
+        note += f"; variable {maybe!r} may be partly updated"
+    unchanged = [name for k, name in enumerate(update_names) if k not in written]
+    if unchanged:
+        note += "; unchanged: " + ", ".join(map(repr, unchanged))
+    error.args = (f"{error.args[0]} [{note}]",) if error.args else (note,)
+    error._graphc_written = {k: a for k, a in written.items() if a is not None}
 
 
 def _scalar_body(steps, deps, names, tables, namespace):
@@ -666,8 +915,15 @@ def _scalar_body(steps, deps, names, tables, namespace):
     return lines, kinds, line_step
 
 
-def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buffers, special):
-    """Straight-line code over arrays, with ``out=`` buffer reuse decided here, once."""
+def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buffers, special, fused=None,
+                writes=None):
+    """Straight-line code over arrays, with ``out=`` buffer reuse decided here, once.
+
+    ``fused`` (step id -> update index) are steps writing straight into target ``t{k}``;
+    ``writes`` (step id -> update index) are in-place write steps (see ``_stage_inplace``).
+    """
+    fused = fused or {}
+    writes = writes or {}
     ufuncs = tables["ufuncs"]
     classes = tables["classes"]
     relu_cls, matmul_cls = classes["relu"], classes["matmul"]
@@ -686,7 +942,7 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             buffers[id(node)] = tuple(dict.fromkeys(b for p in deps[id(node)] for b in buffers[id(p)]))
         else:
             buffers[id(node)] = (id(node),)
-            if _static(node):
+            if _static(node) and id(node) not in writes and id(node) not in fused:  # never the storage
                 owned[id(node)] = node
     buffer_end: dict[int, int] = {}
     for node in list(leaves) + steps:
@@ -707,13 +963,19 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
     for index, node in enumerate(steps):
         cls = type(node.primitive)
         kind = "call"
-        if id(node) in special:
+        if id(node) in writes:
+            kind = "write"
+        elif cls is _CopyStep:
+            kind = "copy"
+        elif id(node) in special:
             kind = "special"
         elif cls in ufuncs or cls is relu_cls:
             kind = "ufunc"
         elif cls is matmul_cls:
             kind = "matmul"
-        if reuse_buffers and kind not in ("call", "special") and _static(node):  # a special kernel has no out=
+        if id(node) in fused:
+            kind = "to-var"  # computed straight into the variable's storage (out=)
+        elif reuse_buffers and kind in ("ufunc", "matmul") and _static(node):  # a special kernel has no out=
             choice = None
             if kind == "ufunc":
                 for parent in deps[id(node)]:
@@ -762,7 +1024,9 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
         kind = kinds[index]
         dying = frees.get(index, ())
         mine = target.get(index)
-        if mine is not None and mine in register and mine in dying:
+        if id(node) in fused or id(node) in writes:
+            name = f"t{fused.get(id(node), writes.get(id(node)))}"
+        elif mine is not None and mine in register and mine in dying:
             name = register[mine]
         else:
             name = next((register[k] for k in dying if k in register), None)
@@ -772,6 +1036,8 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
                     registers_made += 1
                 name = free_registers.pop()
         out = f", out={names[target[index]]}" if index in target else ""
+        if id(node) in fused:
+            out = f", out={name}"
         if (not out and kind in ("ufunc", "matmul") and _static(node)
                 and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
             out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
@@ -806,6 +1072,12 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             kinds[index] = "reduce"
             call = (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
                     f"keepdims={bool(node.primitive.keepdims)}) / {items}")
+        elif kind == "write":
+            var_shape, var_dtype = node.shape, node.dtype
+            namespace[f"f{index}"] = functools.partial(_write, var_shape, var_dtype, node.primitive.variable)
+            call = f"f{index}({name}, {args[0]})"
+        elif kind == "copy":
+            call = f"_copy({args[0]})"
         elif kind == "special":
             namespace[f"f{index}"] = special[id(node)]
             call = f"f{index}({', '.join(args)})"

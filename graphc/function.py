@@ -47,7 +47,8 @@ def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
 
 
 def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
-                  updates: Sequence[tuple[Variable, Tensor]], optimize: bool) -> Plan:
+                  updates: Sequence[tuple[Variable, Tensor]], optimize: bool,
+                  inplace_updates: bool = False) -> Plan:
     """Cut fed non-placeholder tensors, optimize if asked, and lower to a Plan."""
     replace = {}
     for tensor in inputs:
@@ -65,7 +66,7 @@ def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     plan_inputs = [replace.get(t, t) for t in inputs]
     n = len(outputs)
     new_updates = [(var, value) for (var, _), value in zip(updates, values[n:])]
-    return build_plan(values[:n], plan_inputs, new_updates)
+    return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates)
 
 
 def check_feed(tensor: Tensor, value) -> np.ndarray:
@@ -134,6 +135,27 @@ def _feed_checker(inputs: Sequence[Tensor]):
     return namespace["check"]
 
 
+def _claim(arrays: list) -> list:
+    """For each old value: the array itself, made writeable, if nothing but this call refers to it.
+
+    The caller has already taken the arrays out of their variables, so the only references
+    left are ``arrays``, the local name and ``getrefcount``'s argument; anything more (a user's
+    ``v.value`` or a view of it, another call's snapshot) means someone may read the array,
+    which must then never change: the new value goes into a fresh array instead (None).
+    """
+    targets: list = []
+    for k in range(len(arrays)):
+        array = arrays[k]
+        if (type(array) is np.ndarray and array.base is None and array.flags.owndata
+                and sys.getrefcount(array) <= 3):
+            array.flags.writeable = True
+            targets.append(array)
+        else:
+            targets.append(None)
+        del array
+    return targets
+
+
 def _recyclable(arrays: list) -> dict | None:
     """The arrays of ``arrays`` nothing else refers to, by (shape, dtype), made writeable again.
 
@@ -183,7 +205,13 @@ class Executable:
         self._spare: dict | None = None
         self._checked = any(check or cast for _, check, cast in self._installs)
         # the updated variables big enough for their old values to be worth recycling
-        self._large = tuple(v for v in updated if v._value.nbytes >= SPARE_MIN_BYTES)
+        self._large = tuple(v for v in updated
+                            if int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize >= SPARE_MIN_BYTES)
+        self._inplace = bool(plan.inplace and updated)
+        if self._inplace:
+            self._large = ()
+            where = {id(v): j for j, v in enumerate(updated)}
+            self._reads = tuple((v, where.get(id(v), -1)) for v in plan.variables)
         if not self._variables and not updated:  # the common stateless case, with nothing to snapshot
             self.execute_args = self._stateless(self._run, self._check)
 
@@ -207,6 +235,8 @@ class Executable:
         token = _errors_ignored(_IGNORE_ALL)
         try:
             if self._updated:
+                if self._inplace:
+                    return self._execute_inplace(feeds)
                 return self._execute_updating(feeds)
             locks = self._locks
             if locks:
@@ -218,9 +248,48 @@ class Executable:
                     for lock in reversed(locks):
                         lock.release()
                 return self._run(feeds, values)
-            return self._run(feeds, tuple(v._value for v in self._variables))
+            values = tuple(v._value for v in self._variables)
+            if values and values[0] is None:  # an in-place call is writing it: wait for it (the lock)
+                values = (self._variables[0].value,)
+            return self._run(feeds, values)
         finally:
             _errors_restored(token)
+
+    def _execute_inplace(self, feeds: tuple) -> Sequence:
+        """Run an in-place plan: new values are written into the variables' storage.
+
+        The locks are held for the whole call. While it runs, each updated variable's
+        ``_value`` is None, so that nobody can take a new reference to storage being
+        written (``Variable.value`` waits for the lock); storage someone else refers to
+        is never written (``_claim``). On failure, variables already written keep their
+        new values (the ``ExecutionError`` names them), the others their old ones.
+        """
+        locks = self._locks
+        for lock in locks:
+            lock.acquire()
+        try:
+            updated = self._updated
+            olds = [v._value for v in updated]
+            for variable in updated:
+                object.__setattr__(variable, "_value", None)
+            try:
+                targets = tuple(_claim(olds))
+                values = tuple([olds[j] if j >= 0 else v._value for v, j in self._reads])
+                results = self._run(feeds, values, targets)
+            except BaseException as exc:
+                written = getattr(exc, "_graphc_written", None) or {}
+                if isinstance(exc, ExecutionError) and written:
+                    exc.changed_variables = tuple(updated[k] for k in sorted(written))
+                for k, variable in enumerate(updated):
+                    variable._install(written.get(k, olds[k]))
+                raise
+            n = self._n
+            for variable, value in zip(updated, results[n:]):
+                variable._install(value)
+            return results[:n]
+        finally:
+            for lock in reversed(locks):
+                lock.release()
 
     def _execute_updating(self, feeds: tuple) -> Sequence:
         locks = self._locks
@@ -257,7 +326,8 @@ class Executable:
 class Function:
     """A compiled graph: ``fn(*values)`` or ``fn(**{placeholder_name: value})``."""
 
-    def __init__(self, inputs, outputs, updates=None, optimize: bool = True) -> None:
+    def __init__(self, inputs, outputs, updates=None, optimize: bool = True, *,
+                 inplace_updates: bool = False) -> None:
         if isinstance(inputs, Tensor):
             inputs = [inputs]
         self.inputs: list[Tensor] = list(inputs)
@@ -270,7 +340,9 @@ class Function:
         flat, self._spec = flatten(outputs)
         self._updates = normalize_updates(updates)
         self.optimize = optimize
-        self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize))
+        self.inplace_updates = bool(inplace_updates)
+        self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize,
+                                                    self.inplace_updates))
         self._positions: dict[str, int] = {}
         for position, tensor in enumerate(self.inputs):
             if tensor.name is not None:
@@ -364,6 +436,18 @@ def _restore_function(state: dict) -> Function:
     return restore_function(state)
 
 
-def function(inputs, outputs, updates=None, optimize: bool = True) -> Function:
-    """Compile ``outputs`` (a tensor or a nested structure) as a function of ``inputs``."""
-    return Function(inputs, outputs, updates=updates, optimize=optimize)
+def function(inputs, outputs, updates=None, optimize: bool = True, *, inplace_updates: bool = False) -> Function:
+    """Compile ``outputs`` (a tensor or a nested structure) as a function of ``inputs``.
+
+    ``inplace_updates=True`` (opt-in, for large models) writes each variable's new
+    value into the variable's own storage as soon as nothing needs the old value,
+    so a training step needs no second copy of the parameters. Outputs and new
+    values are still computed from the values at the start of the call, returned
+    arrays never alias a variable, concurrent calls are serialized, and arrays
+    obtained from ``v.value`` never change (storage someone refers to is not
+    written: that variable's new value goes into a fresh array). Given up:
+    atomicity on failure. If a call fails, variables already written keep their
+    new values; the ``ExecutionError`` names them (and ``changed_variables``
+    holds them). See docs/running.md.
+    """
+    return Function(inputs, outputs, updates=updates, optimize=optimize, inplace_updates=inplace_updates)

@@ -60,21 +60,26 @@ class Session:
             resolved[key] = value
         return resolved
 
-    def run(self, fetches, feed_dict=None, updates=None):
-        """Values of ``fetches`` (a tensor or nested list/tuple/dict), then apply ``updates``."""
+    def run(self, fetches, feed_dict=None, updates=None, *, inplace_updates: bool = False):
+        """Values of ``fetches`` (a tensor or nested list/tuple/dict), then apply ``updates``.
+
+        ``inplace_updates=True`` writes the new values into the variables' storage,
+        as :func:`graphc.function` does with the same keyword.
+        """
         if self._closed:
             raise RuntimeError("this Session is closed")
         flat, spec = flatten(fetches)
         pairs = normalize_updates(updates)
         feeds = self._resolve_feeds(feed_dict, flat + [new for _, new in pairs])
         fed = sorted(feeds, key=lambda t: t.serial)
-        signature = (tuple(flat), tuple(fed), tuple(pairs))
+        signature = (tuple(flat), tuple(fed), tuple(pairs), bool(inplace_updates and pairs))
         executable = self._cache.get(signature)
         if executable is None:
             with self._lock:
                 executable = self._cache.get(signature)
                 if executable is None:
-                    executable = Executable(prepare_graph(flat, fed, pairs, self.optimize))
+                    executable = Executable(prepare_graph(flat, fed, pairs, self.optimize,
+                                                            bool(inplace_updates)))
                     self._cache[signature] = executable
         values = tuple(check_feed(t, feeds[t]) for t in fed)
         return unflatten(spec, executable.execute(values))

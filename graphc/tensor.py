@@ -275,7 +275,11 @@ class Variable(Tensor):
     @property
     def value(self) -> np.ndarray:
         """The current value, as a read-only array (never changed in place)."""
-        return self._value
+        value = self._value
+        if value is None:  # a call with in-place updates is writing it: wait until it is done
+            with self.lock:
+                value = self._value
+        return value
 
     def set_value(self, value) -> None:
         """Replace the value; it must have the same shape and a ``same_kind``-castable dtype."""
