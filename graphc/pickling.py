@@ -60,6 +60,8 @@ def function_state(fn) -> dict:
         "updates": [(index[id(var)], index[id(value)]) for var, value in plan.updates],
         "spec": fn._spec,
         "optimize": fn.optimize,
+        # an execution option, kept: the loaded Function behaves as the pickled one did
+        "inplace_updates": bool(getattr(fn, "inplace_updates", False)),
     }
 
 
@@ -100,11 +102,13 @@ def restore_function(state: dict):
     inputs = [tensors[k] for k in state["inputs"]]
     outputs = [tensors[k] for k in state["outputs"]]
     updates = [(tensors[v], tensors[k]) for v, k in state["updates"]]
-    return rebuild_function(inputs, outputs, state["spec"], updates, state["optimize"])
+    return rebuild_function(inputs, outputs, state["spec"], updates, state["optimize"],
+                            inplace_updates=bool(state.get("inplace_updates", False)))
 
 
 def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
-                     updates: Sequence[tuple[Variable, Tensor]], optimize: bool = True):
+                     updates: Sequence[tuple[Variable, Tensor]], optimize: bool = True, *,
+                     inplace_updates: bool = False):
     """A Function over an already optimized graph: lowered with ``build_plan``, never optimized.
 
     Sets the same attributes as ``Function.__init__`` (a test checks they agree).
@@ -119,7 +123,9 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
     fn._spec = spec
     fn._updates = list(updates)
     fn.optimize = optimize
-    fn._executable = Executable(build_plan(list(outputs), list(inputs), list(updates)))
+    fn.inplace_updates = bool(inplace_updates)
+    fn._executable = Executable(build_plan(list(outputs), list(inputs), list(updates),
+                                           inplace_updates=fn.inplace_updates))
     fn._positions = {}
     for position, tensor in enumerate(fn.inputs):
         if tensor.name is not None:
