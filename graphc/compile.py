@@ -681,7 +681,7 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
         if (not isinstance(value.primitive, _CopyStep) and at >= 0 and id(value) not in used
                 and id(value) not in returned and counts[id(value)] == 1
                 and id(value) not in special and not value.primitive.view and _static(value)
-                and value.shape == variable.shape and value.dtype == variable.dtype
+                and value.shape == variable.shape and value.dtype == variable.dtype and value.dtype.kind == "f"
                 and last_read.get(id(variable), -1) <= at
                 and (cls in ufuncs or cls is relu_cls or (cls is matmul_cls and not any(
                     id(variable) in looks.get(id(p), ()) for p in deps[id(value)])))):
@@ -884,14 +884,11 @@ def _report_written(error: ExecutionError, line: int, write_lines: list, partial
         if write_line < line:
             written[k] = frame_locals.get(f"t{k}")
     changed = [update_names[k] for k in sorted(written)]
-    maybe = None
-    if partial is not None and frame_locals.get(f"t{partial}") is not None:
-        written[partial] = frame_locals[f"t{partial}"]  # the storage itself, perhaps partly written
-        maybe = update_names[partial]
+    # ``partial``: the failing step computes straight into a variable's storage. It is a float ufunc or
+    # matmul, and NumPy checks shapes and casting before writing anything (float loops do not raise
+    # with errors ignored), so it wrote nothing: that variable is unchanged.
     note = ("in-place updates: variables already updated by this call: " + ", ".join(map(repr, changed))
             if changed else "in-place updates: no variable had been updated yet")
-    if maybe is not None:
-        note += f"; variable {maybe!r} may be partly updated"
     unchanged = [name for k, name in enumerate(update_names) if k not in written]
     if unchanged:
         note += "; unchanged: " + ", ".join(map(repr, unchanged))
