@@ -8,9 +8,11 @@ step (imports, parameters and data in place), so the table shows both the
 whole-process peak and what the step itself adds on top.
 
 Candidates: graphc (atomic updates: every new value goes into its own buffer
-and all are installed when the step succeeds), the hand-written NumPy
-reference updating in place, and the same reference returning new arrays
-(the semantics graphc's updates have).
+and all are installed when the step succeeds), graphc with the opt-in
+``inplace_updates=True`` (each new value written into the variable's storage
+once nothing needs the old value), the hand-written NumPy reference updating
+in place, and the same reference returning new arrays (the semantics graphc's
+default updates have).
 
     python bench/peak_memory.py [--repeats 3]
 """
@@ -49,7 +51,7 @@ def child(kind: str) -> dict:
         w = (rng.standard_normal((fan_in, fan_out), dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in)))
         return w, np.zeros(fan_out, np.float32)
 
-    if kind == "graphc":
+    if kind in ("graphc", "graphc in place"):
         import graphc as gc
 
         variables = []
@@ -68,7 +70,8 @@ def child(kind: str) -> dict:
         for k in range(DEPTH):
             loss = loss + 0.5e-4 * gc.sum(gc.square(variables[2 * k]))
         grads = gc.grad(loss, variables)
-        fn = gc.function([xp, lp], loss, updates=[(v, v - 0.01 * g) for v, g in zip(variables, grads)])
+        fn = gc.function([xp, lp], loss, updates=[(v, v - 0.01 * g) for v, g in zip(variables, grads)],
+                         inplace_updates=(kind == "graphc in place"))
         before = _maxrss_mib()
         value = float(fn(x, labels))
     else:
@@ -105,7 +108,7 @@ def main() -> None:
     print(f"peak_memory: MLP depth {DEPTH}, width {WIDTH}, batch {BATCH}, float32, one SGD step "
           f"(parameters {weights:.1f} MiB); one fresh process per measurement")
     print(conditions())
-    kinds = ["graphc", "numpy in place", "numpy functional"]
+    kinds = ["graphc", "graphc in place", "numpy in place", "numpy functional"]
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     for _ in range(args.repeats):
         for kind in kinds:

@@ -178,7 +178,8 @@ _PULL_LIMIT = 8
 
 
 def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: Sequence[Tensor],
-                    update_values: Sequence[Tensor]) -> list[Tensor]:
+                    update_values: Sequence[Tensor], pull_deps: dict[int, list[Tensor]] | None = None
+                    ) -> list[Tensor]:
     """Reorder ``steps`` so that update computations run as soon as their inputs exist.
 
     Nodes needed only by updates are "eager". After any step is emitted, its
@@ -188,7 +189,12 @@ def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs:
     first. So each layer's weight gradient and new value are computed right
     after the layer's backpropagated error, while the arrays are hot, and the
     gradient dies at once. Everything else keeps the original order.
+
+    ``pull_deps`` (default ``deps``) are the dependencies a step waits for when it is pulled
+    forward: in-place updates add "after every reader of the old value" there, without
+    changing the distances that order the candidates.
     """
+    pull_deps = deps if pull_deps is None else pull_deps
     index = {id(n): i for i, n in enumerate(steps)}
     consumers: dict[int, list[Tensor]] = {id(n): [] for n in steps}
     for node in steps:
@@ -228,7 +234,7 @@ def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs:
             if id(node) not in eager or len(missing) >= _PULL_LIMIT:
                 return None
             missing.append(node)
-            for parent in deps[id(node)]:
+            for parent in pull_deps[id(node)]:
                 key = id(parent)
                 if key in index and key not in emitted and key not in seen:
                     seen.add(key)
@@ -594,20 +600,26 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
         extended[id(value)] = extended[id(value)] + readers
         for reader in readers:
             consumers.setdefault(id(reader), []).append(id(value))
-    # a stable topological order (by original position) of the extended graph
+    # a topological order of the extended graph: the original order, except that the readers of an
+    # updated variable run as soon as their inputs exist (an L2 term sum(W**2), which the loss needs
+    # only at the end, would otherwise hold W's update, and W's gradient, until then)
     import heapq
 
+    def rank(node: Tensor) -> tuple[int, int]:
+        reads = any(looks.get(id(p)) for p in deps[id(node)]) and not node.primitive.view
+        return (0 if reads else 1, index[id(node)])
+
     waiting = {id(n): sum(1 for p in extended[id(n)] if id(p) in index) for n in steps}
-    ready = [index[key] for key, count in waiting.items() if count == 0]
+    ready = [rank(steps[index[key]]) for key, count in waiting.items() if count == 0]
     heapq.heapify(ready)
     order: list[Tensor] = []
     while ready:
-        node = steps[heapq.heappop(ready)]
+        node = steps[heapq.heappop(ready)[1]]
         order.append(node)
         for key in consumers.get(id(node), ()):
             waiting[key] -= 1
             if waiting[key] == 0:
-                heapq.heappush(ready, index[key])
+                heapq.heappush(ready, rank(steps[index[key]]))
     if len(order) != len(steps):  # pragma: no cover - the edges added above never close a cycle
         raise AssertionError("plan compiler: a cycle in the in-place update order")
     return order, extended
@@ -622,6 +634,66 @@ def _looks_into(steps, deps, updates) -> dict[int, frozenset]:
             if seen:
                 looks[id(node)] = seen
     return looks
+
+
+def _nbytes(node: Tensor) -> int:
+    return int(np.prod(node.shape, dtype=np.int64)) * node.dtype.itemsize
+
+
+def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int],
+          updates: Sequence[tuple[Variable, Tensor]] = ()) -> list[Tensor]:
+    """Move each step down to just before its first consumer when that holds less memory.
+
+    The eager schedule computes e.g. a ReLU mask right after the forward ReLU, and the mask then
+    lives until the backward pass; computed right before its use, it lives one step. A step moves
+    when the bytes x steps it stops holding exceed what its inputs are held longer (the ReLU's
+    output, a few steps past the weight gradient that read it last). Used for in-place updates,
+    whose purpose is a small peak. A step reading an updated variable stays: moving it down would
+    hold back that variable's update (and keep its gradient alive).
+    """
+    looks = _looks_into(steps, deps, updates)
+    position = {id(n): i for i, n in enumerate(steps)}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, node in enumerate(steps):
+        for parent in deps[id(node)]:
+            first.setdefault(id(parent), i)
+            last[id(parent)] = i
+    # a view keeps the buffer it looks into alive: a value lives as long as its views do
+    for node in reversed(steps):
+        if node.primitive.view:
+            end = len(steps) if id(node) in root_ids else last.get(id(node), position[id(node)])
+            for parent in deps[id(node)]:
+                if id(parent) in position and last.get(id(parent), -1) < end:
+                    last[id(parent)] = end
+    moved: dict[int, list[Tensor]] = {}
+    sunk: set[int] = set()  # (a moved step's inputs stay where they are: they are not moved)
+    for i, node in enumerate(steps):
+        target = first.get(id(node))
+        if (target is None or target <= i + 1 or id(node) in root_ids or node.primitive.view
+                or not _static(node) or any(id(p) in sunk or id(p) in looks for p in deps[id(node)])):
+            continue
+        # bytes x steps: what the moved value no longer holds, against inputs held longer
+        saved = _nbytes(node) * (target - i - 1)
+        cost = 0
+        for parent in deps[id(node)]:
+            if id(parent) in position and last[id(parent)] < target:
+                cost += _nbytes(parent) * (target - last[id(parent)]) if _static(parent) else saved
+        if cost >= saved:
+            continue
+        for parent in deps[id(node)]:
+            if id(parent) in position and last[id(parent)] < target:
+                last[id(parent)] = target
+        sunk.add(id(node))
+        moved.setdefault(target, []).append(node)
+    if not sunk:
+        return steps
+    order: list[Tensor] = []
+    for i, node in enumerate(steps):
+        order.extend(moved.get(i, ()))
+        if id(node) not in sunk:
+            order.append(node)
+    return order
 
 
 def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: list[Tensor],
@@ -782,10 +854,11 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
     if inplace:
         steps, order_deps = _order_for_inplace(steps, deps, resolved_updates)
     if schedule_updates and updates:
-        steps = _schedule_eager(steps, order_deps, outputs_resolved, update_values)
+        steps = _schedule_eager(steps, deps, outputs_resolved, update_values, order_deps)
     fused: dict[int, int] = {}
     writes: dict[int, int] = {}
     if inplace:
+        steps = _sink(steps, deps, root_ids, resolved_updates)
         steps, staged_outputs, fused, writes = _stage_inplace(steps, deps, list(outputs_resolved),
                                                               resolved_updates, tables, special)
         step_ids = {id(n) for n in steps}
