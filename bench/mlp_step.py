@@ -3,7 +3,8 @@
 The step: forward with ReLU, mean softmax cross-entropy against integer
 labels plus L2 weight decay ``wd / 2 * sum(W ** 2)`` (weights only), the
 gradients of every weight and bias, and the SGD update ``p - lr * grad``.
-graphc runs it as one compiled function with ``updates``; the reference is
+graphc runs it as one compiled function with ``updates`` (atomic, the default;
+and "graphc in place", ``inplace_updates=True``); the reference is
 ``bench/reference_mlp.py``. Both start from the same parameters; after one
 step their losses and new parameters must agree.
 
@@ -26,7 +27,7 @@ LR, WD = 0.01, 1e-4
 
 
 def build_graphc_step(sizes: list[int], batch: int, dtype, params: list[np.ndarray], lr: float = LR,
-                      wd: float = WD, optimize: bool = True):
+                      wd: float = WD, optimize: bool = True, inplace_updates: bool = False):
     """(function, variables): ``function(x, labels)`` returns the loss and applies the SGD update."""
     x = gc.placeholder("x", (batch, sizes[0]), dtype)
     labels = gc.placeholder("labels", (batch,), "int64")
@@ -42,7 +43,8 @@ def build_graphc_step(sizes: list[int], batch: int, dtype, params: list[np.ndarr
         loss = loss + (0.5 * wd) * gc.sum(gc.square(variables[2 * k]))
     grads = gc.grad(loss, variables)
     updates = [(v, v - lr * g) for v, g in zip(variables, grads)]
-    return gc.function([x, labels], loss, updates=updates, optimize=optimize), variables
+    return gc.function([x, labels], loss, updates=updates, optimize=optimize,
+                       inplace_updates=inplace_updates), variables
 
 
 def data(batch: int, dtype, seed: int = 1):
@@ -50,10 +52,10 @@ def data(batch: int, dtype, seed: int = 1):
     return rng.standard_normal((batch, SIZES[0])).astype(dtype), rng.integers(0, SIZES[-1], batch)
 
 
-def check_equal(batch: int, dtype) -> float:
+def check_equal(batch: int, dtype, inplace_updates: bool = False) -> float:
     """One step from the same start: graphc's loss and parameters against the reference's."""
     params = init_params(SIZES, dtype)
-    fn, variables = build_graphc_step(SIZES, batch, dtype, params)
+    fn, variables = build_graphc_step(SIZES, batch, dtype, params, inplace_updates=inplace_updates)
     x, labels = data(batch, dtype)
     loss = float(fn(x, labels))
     ref_loss, ref_params = sgd_step([p.copy() for p in params], x, labels, LR, WD)
@@ -161,13 +163,15 @@ def main() -> None:
     summary = []
     for batch in map(int, args.batches.split(",")):
         for dtype in args.dtypes.split(","):
-            worst = check_equal(batch, dtype)
+            worst = max(check_equal(batch, dtype), check_equal(batch, dtype, inplace_updates=True))
             params = init_params(SIZES, dtype)
             fn, _ = build_graphc_step(SIZES, batch, dtype, params)
+            fn_inplace, _ = build_graphc_step(SIZES, batch, dtype, params, inplace_updates=True)
             ref_params = [p.copy() for p in params]
             x, labels = data(batch, dtype)
             candidates = {
                 "graphc": lambda fn=fn, x=x, labels=labels: fn(x, labels),
+                "graphc in place": lambda fn=fn_inplace, x=x, labels=labels: fn(x, labels),
                 "numpy reference": lambda p=ref_params, x=x, labels=labels: sgd_step(p, x, labels, LR, WD),
             }
             candidates.update(peer_steps(batch, dtype, x, labels))
@@ -177,10 +181,12 @@ def main() -> None:
                      f"{worst:.1e}; {args.repeats} rounds x {inner} calls)")
             for line in table(title, times, "numpy reference"):
                 print(line)
-            summary.append((batch, dtype) + ratios(times, "graphc", "numpy reference"))
+            summary.append((batch, dtype) + ratios(times, "graphc", "numpy reference")
+                           + ratios(times, "graphc in place", "numpy reference"))
     print("summary, graphc / reference (medians; wall clock, thread CPU time):")
-    for batch, dtype, wall, cpu in summary:
-        print(f"  batch {batch:4d} {dtype:8s} wall {wall:.3f}x  cpu {cpu:.3f}x")
+    for batch, dtype, wall, cpu, wall_inplace, cpu_inplace in summary:
+        print(f"  batch {batch:4d} {dtype:8s} wall {wall:.3f}x  cpu {cpu:.3f}x   "
+              f"in place: wall {wall_inplace:.3f}x  cpu {cpu_inplace:.3f}x")
 
 
 if __name__ == "__main__":
