@@ -278,7 +278,7 @@ class Executable:
                 results = self._run(feeds, values, targets)
             except BaseException as exc:
                 written = getattr(exc, "_graphc_written", None) or {}
-                if isinstance(exc, ExecutionError) and written:
+                if isinstance(exc, ExecutionError):
                     exc.changed_variables = tuple(updated[k] for k in sorted(written))
                 for k, variable in enumerate(updated):
                     variable._install(written.get(k, olds[k]))

@@ -212,6 +212,22 @@ def test_feeds_are_never_written_even_when_they_become_a_variable():
     assert storage(w) == address
 
 
+def test_overlapping_reads_of_the_variable_being_written():
+    m = gc.variable(np.arange(16.0).reshape(4, 4), name="m")
+    i = gc.variable(np.arange(6, dtype=np.int64), name="i")
+    fn = gc.function([], [m, m @ m], updates={m: m - gc.transpose(m), i: i * 2 + 1}, inplace_updates=True)
+    kinds = fn.plan.kinds
+    assert "copy" in kinds  # the fetched m, before it is overwritten
+    assert "write" in kinds  # the integer update is copied in, not computed into the storage
+    start = np.arange(16.0).reshape(4, 4)
+    old_m, product = fn()
+    np.testing.assert_array_equal(old_m, start)
+    np.testing.assert_array_equal(product, start @ start)
+    np.testing.assert_array_equal(m.value, start - start.T)  # NumPy handles the overlap of m.T and m
+    np.testing.assert_array_equal(i.value, np.arange(6) * 2 + 1)
+    assert i.value.dtype == np.int64
+
+
 # ---- the storage, and what v.value hands out -------------------------------------------------
 
 def test_held_values_never_change_and_in_place_resumes_when_dropped():
@@ -371,6 +387,7 @@ def test_failure_before_any_write_changes_nothing():
     with pytest.raises(gc.ExecutionError) as info:
         fn(np.ones(4))
     assert "no variable had been updated" in str(info.value) and "unchanged: 'a'" in str(info.value)
+    assert info.value.changed_variables == ()
     np.testing.assert_array_equal(a.value, 0.0)
 
 
