@@ -30,6 +30,11 @@ nothing but the NumPy work (measurements: docs/performance.md):
   arrays; the results are the same IEEE operations.
 * **Escapes.** Outputs and update values that could alias a feed, a variable,
   a constant or another output are copied; everything else is returned as is.
+* **In-place updates** (opt-in, ``inplace_updates=True``): each new value is
+  written into its variable's storage (``out=`` it, or a copy step) right after
+  the last reader of the old value; readers of updated variables are scheduled
+  early, updates wait for them, and late-used steps sink to their use, so the
+  peak is that of a hand-written ``W -= lr * dW`` step (see ``_stage_inplace``).
 * **Errors.** No per-step bookkeeping: when an op raises, the failing line of
   the generated code tells which step it was, and an ``ExecutionError`` names
   the op, its input shapes and the user's source line.
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -603,8 +609,6 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
     # a topological order of the extended graph: the original order, except that the readers of an
     # updated variable run as soon as their inputs exist (an L2 term sum(W**2), which the loss needs
     # only at the end, would otherwise hold W's update, and W's gradient, until then)
-    import heapq
-
     def rank(node: Tensor) -> tuple[int, int]:
         reads = any(looks.get(id(p)) for p in deps[id(node)]) and not node.primitive.view
         return (0 if reads else 1, index[id(node)])
