@@ -6,20 +6,79 @@ gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
-from graphc.errors import (DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError,
-                           ShapeError)
+from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
 from graphc.export.dot import render, to_dot
 from graphc.function import Function, function
 from graphc.gradcheck import check_grad
 from graphc.lazy import elementwise, from_sympy, to_networkx, to_sympy
 from graphc.leaves import constant, placeholder, variable
-from graphc.ops import (abs, add, broadcast_to, cast, clip, concatenate, cos, div, dot, einsum, elu, equal, exp,
-                        expand_dims, expm1, gelu, greater, greater_equal, hard_tanh, leaky_relu, less, less_equal,
-                        log, log1p, log_softmax, logsumexp, matmul, max, maximum, mean, min, minimum, mul, neg,
-                        not_equal, one_hot, ones_like, outer, pow, prelu, prod, relu, reshape, sigmoid,
-                        sigmoid_cross_entropy, sign, silu, sin, softmax, softmax_cross_entropy, softplus, sqrt,
-                        square, squeeze, stack, step, stop_gradient, sub, sum, swish, take, tanh, transpose, where,
-                        zeros_like)
+from graphc.ops import (
+                           abs,
+                           add,
+                           broadcast_to,
+                           cast,
+                           clip,
+                           concatenate,
+                           cos,
+                           div,
+                           dot,
+                           einsum,
+                           elu,
+                           equal,
+                           exp,
+                           expand_dims,
+                           expm1,
+                           gelu,
+                           greater,
+                           greater_equal,
+                           hard_tanh,
+                           leaky_relu,
+                           less,
+                           less_equal,
+                           log,
+                           log1p,
+                           log_softmax,
+                           logsumexp,
+                           matmul,
+                           max,
+                           maximum,
+                           mean,
+                           min,
+                           minimum,
+                           mul,
+                           neg,
+                           not_equal,
+                           one_hot,
+                           ones_like,
+                           outer,
+                           pow,
+                           prelu,
+                           prod,
+                           relu,
+                           reshape,
+                           sigmoid,
+                           sigmoid_cross_entropy,
+                           sign,
+                           silu,
+                           sin,
+                           softmax,
+                           softmax_cross_entropy,
+                           softplus,
+                           sqrt,
+                           square,
+                           squeeze,
+                           stack,
+                           step,
+                           stop_gradient,
+                           sub,
+                           sum,
+                           swish,
+                           take,
+                           tanh,
+                           transpose,
+                           where,
+                           zeros_like,
+)
 from graphc.passes import optimize
 from graphc.printing import debugprint
 from graphc.serialize import load, save
