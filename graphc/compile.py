@@ -828,8 +828,8 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
             names[key] = f"x{input_ids[key]}"
             leaves.append(node)
         elif isinstance(node.primitive, Placeholder):
-            raise FeedError(f"the graph needs placeholder {node.name!r} ({node.describe()}), "
-                            f"which is not among the inputs")
+            raise FeedError(f"missing feed: the graph needs placeholder {node.name!r} ({node.describe()}), "
+                            f"which is not fed (not in the feed_dict, or not among the function's inputs)")
         elif isinstance(node.primitive, VariableLeaf):
             names[key] = f"w{len(variables)}"
             variables.append(node)
