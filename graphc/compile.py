@@ -93,6 +93,12 @@ class Plan:
     def updated_variables(self) -> tuple[Variable, ...]:
         return tuple(v for v, _ in self.updates)
 
+    def graph_order(self) -> list[Tensor]:
+        """Every node of the plan's graph, inputs before consumers (the order pickles and saved files use)."""
+        roots = (list(self.inputs) + list(self.outputs) + [value for _, value in self.updates]
+                 + list(self.updated_variables))
+        return toposort(roots, stop_at=list(self.inputs))
+
     def explain(self) -> str:
         """One line per step: its lowering and op (for debugging performance)."""
         return "\n".join(f"{i:4d} {kind:8s} {node.op} {format_shape(node.shape)} {node.dtype}"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphc.leaves import Constant, Placeholder
-from graphc.tensor import Tensor, Variable, toposort
+from graphc.tensor import Tensor, Variable
 
 __all__ = ["STATE_VERSION", "function_state", "rebuild_function", "restore_function"]
 
@@ -30,9 +30,7 @@ STATE_VERSION = 1
 def function_state(fn) -> dict:
     """A flat, picklable description of ``fn``'s optimized graph and its variables."""
     plan = fn.plan
-    update_vars = [var for var, _ in plan.updates]
-    roots = list(plan.inputs) + list(plan.outputs) + [value for _, value in plan.updates] + update_vars
-    order = toposort(roots, stop_at=list(plan.inputs))
+    order = plan.graph_order()
     index = {id(node): k for k, node in enumerate(order)}
     input_ids = {id(t) for t in plan.inputs}
     from graphc.serialize import _snapshot

@@ -32,7 +32,7 @@ import numpy as np
 from graphc.errors import GraphcError, LoadError
 from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
 from graphc.op import REGISTRY, Op
-from graphc.tensor import Tensor, Variable, toposort
+from graphc.tensor import Tensor, Variable
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "SaveError", "load", "save"]
 
@@ -199,9 +199,7 @@ def encode(fn) -> bytes:
     if not isinstance(fn, Function):
         raise TypeError(f"gc.save takes a compiled Function (gc.function(...)), got {type(fn).__name__}")
     plan = fn.plan
-    update_vars = [var for var, _ in plan.updates]
-    roots = list(plan.inputs) + list(plan.outputs) + [value for _, value in plan.updates] + update_vars
-    order = toposort(roots, stop_at=list(plan.inputs))
+    order = plan.graph_order()
     index = {id(node): k for k, node in enumerate(order)}
     input_ids = {id(t) for t in plan.inputs}
     arrays: list[dict] = []
