@@ -87,13 +87,17 @@ from graphc.tensor import Tensor, Variable
 
 __version__ = "0.1.0"
 
+#: infinity and NaN as Python floats, so they are weak scalars: ``gc.where(mask, x32, -gc.inf)`` stays float32
+inf = float("inf")
+nan = float("nan")
+
 __all__ = [
     "DTypeError", "ExecutionError", "FeedError", "Function", "GradientError", "GraphcError", "LoadError",
     "Session", "ShapeError", "Tensor", "Variable",
     "abs", "add", "broadcast_to", "cast", "check_grad", "clip", "concatenate", "constant", "cos", "custom_op",
     "div", "dot", "einsum", "elu", "equal", "exp", "expand_dims", "expm1", "function", "gelu", "grad",
-    "greater", "greater_equal", "hard_tanh", "hessian", "jacobian", "jvp", "leaky_relu", "less", "less_equal",
-    "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum", "mul",
+    "greater", "greater_equal", "hard_tanh", "hessian", "inf", "jacobian", "jvp", "leaky_relu", "less", "less_equal",
+    "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "nan",
     "neg", "not_equal", "one_hot", "ones_like", "optimize", "outer", "placeholder", "pow", "prelu", "prod",
     "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",

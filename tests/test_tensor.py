@@ -158,3 +158,11 @@ def test_structural_keys_identify_equal_computations():
     c = gc.exp(x) + 2.0
     assert a is not b and a.key == b.key and a.key != c.key
     assert gc.placeholder("x", (3,)).key != x.key  # placeholders are never merged
+
+
+def test_inf_and_nan_are_weak_scalars():
+    x = gc.placeholder("x", (3,), dtype="float32")
+    masked = gc.where(x > 0, x, -gc.inf)
+    assert masked.dtype == np.float32
+    out = gc.Session().run([masked, x * gc.nan], {x: np.array([1.0, -1.0, 2.0])})
+    assert out[0].tolist() == [1.0, -np.inf, 2.0] and np.isnan(out[1]).all()
