@@ -343,10 +343,7 @@ class Function:
         self.inplace_updates = bool(inplace_updates)
         self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize,
                                                     self.inplace_updates))
-        self._positions: dict[str, int] = {}
-        for position, tensor in enumerate(self.inputs):
-            if tensor.name is not None:
-                self._positions.setdefault(tensor.name, position)
+        self._positions = input_positions(self.inputs)
 
     @property
     def plan(self) -> Plan:
@@ -361,6 +358,10 @@ class Function:
             if position is None:
                 raise FeedError(f"unknown input {name!r}; the inputs are "
                                 f"{[t.name for t in self.inputs]}")
+            if position is _AMBIGUOUS:
+                count = sum(t.name == name for t in self.inputs)
+                raise FeedError(f"input name {name!r} is ambiguous: {count} inputs are named {name!r}; "
+                                "pass their values positionally")
             if values[position] is not _MISSING:
                 raise FeedError(f"input {name!r} is given twice")
             values[position] = value
@@ -417,6 +418,16 @@ class Function:
 
 
 _MISSING = object()
+_AMBIGUOUS = -1
+
+
+def input_positions(inputs: list[Tensor]) -> dict[str, int]:
+    """Keyword name -> input position; a name shared by several inputs maps to ``_AMBIGUOUS``."""
+    positions: dict[str, int] = {}
+    for position, tensor in enumerate(inputs):
+        if tensor.name is not None:
+            positions[tensor.name] = _AMBIGUOUS if tensor.name in positions else position
+    return positions
 
 
 def _rebuilder(spec):

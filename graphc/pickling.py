@@ -112,7 +112,7 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
     Sets the same attributes as ``Function.__init__`` (a test checks they agree).
     """
     from graphc.compile import build_plan
-    from graphc.function import Executable, Function
+    from graphc.function import Executable, Function, input_positions
     from graphc.structure import unflatten
 
     fn = Function.__new__(Function)
@@ -124,8 +124,5 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
     fn.inplace_updates = bool(inplace_updates)
     fn._executable = Executable(build_plan(list(outputs), list(inputs), list(updates),
                                            inplace_updates=fn.inplace_updates))
-    fn._positions = {}
-    for position, tensor in enumerate(fn.inputs):
-        if tensor.name is not None:
-            fn._positions.setdefault(tensor.name, position)
+    fn._positions = input_positions(fn.inputs)
     return fn

@@ -1,5 +1,6 @@
 """gc.function: calls, updates, threads, aliasing, untouched feeds, errors."""
 
+import pickle
 import threading
 
 import numpy as np
@@ -172,3 +173,13 @@ def test_execution_error_in_function_names_user_line():
     assert fn(2) == 2.0
     with pytest.raises(gc.ExecutionError, match=rf"take.*test_function.py:{picked.site[1]}"):
         fn(10)
+
+
+def test_keyword_call_with_a_name_shared_by_two_inputs_is_ambiguous():
+    a, b = gc.placeholder("p", (2,)), gc.placeholder("p", (2,))
+    fn = gc.function([a, b], a - 2 * b)
+    with pytest.raises(gc.FeedError, match="'p' is ambiguous: 2 inputs"):
+        fn(p=np.ones(2))
+    assert fn(np.ones(2), np.zeros(2)).tolist() == [1.0, 1.0]
+    with pytest.raises(gc.FeedError, match="ambiguous"):
+        pickle.loads(pickle.dumps(fn))(p=np.ones(2))
