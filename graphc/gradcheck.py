@@ -30,11 +30,11 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
     largest relative error; raises ``GradientError`` naming the tensor and the
     worst entry when an entry is over ``atol + rtol * |numeric|``.
     """
-    from graphc.session import Session
+    from graphc.session import Session, resolve_feeds
 
     items = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
-    feeds = dict(feed_dict or {})
     symbolic = grad(cost, items)
+    feeds = resolve_feeds(feed_dict, [cost, *items])
     with Session(optimize=False) as session:
         analytic = session.run(symbolic, feeds)
         # the point: fed values, variables' values, and the values of intermediate wrt tensors
@@ -71,35 +71,40 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
 
     worst = 0.0
     for tensor, symbolic_value in zip(items, analytic):
-        position = leaves.index(tensor)
-        values = list(base)
-        center = np.array(base[position], dtype=np.float64)
-        numeric = np.zeros(center.shape)
-        for index in np.ndindex(center.shape):
-            step = eps * max(1.0, abs(float(center[index])))
-            plus, minus = center.copy(), center.copy()
-            plus[index] += step
-            minus[index] -= step
-            values[position] = plus
-            high = float(evaluate(*values))
-            values[position] = minus
-            low = float(evaluate(*values))
-            numeric[index] = (high - low) / (2 * step)
         symbolic_value = np.asarray(symbolic_value, dtype=np.float64)
-        difference = np.abs(symbolic_value - numeric)
-        same = (symbolic_value == numeric) | (np.isnan(symbolic_value) & np.isnan(numeric))
-        difference = np.where(same, 0.0, difference)
-        scale = np.maximum(np.maximum(np.abs(symbolic_value), np.abs(numeric)), atol)
-        relative = np.where(same, 0.0, difference / scale)
-        relative = np.where(np.isnan(relative), np.inf, relative)
-        if relative.size:
-            worst = max(worst, float(np.max(relative)))
-        over = ~same & ~(difference <= atol + rtol * np.abs(numeric))
-        if np.any(over):
-            entry = np.unravel_index(int(np.argmax(np.where(over, relative, -1.0))), center.shape)
-            entry = tuple(int(i) for i in entry)
-            raise GradientError(
-                f"check_grad: gradient with respect to {tensor.describe()} is wrong at entry {entry}: "
-                f"symbolic {symbolic_value[entry]!r}, numeric {numeric[entry]!r} "
-                f"(relative error {relative[entry]:.3g}; rtol={rtol}, atol={atol})")
+        numeric = np.zeros(symbolic_value.shape)  # stays 0 when the cost does not depend on it
+        if tensor in replace:
+            position = leaves.index(tensor)
+            values = list(base)
+            center = np.array(base[position], dtype=np.float64)
+            for index in np.ndindex(center.shape):
+                step = eps * max(1.0, abs(float(center[index])))
+                plus, minus = center.copy(), center.copy()
+                plus[index] += step
+                minus[index] -= step
+                values[position] = plus
+                high = float(evaluate(*values))
+                values[position] = minus
+                low = float(evaluate(*values))
+                numeric[index] = (high - low) / (2 * step)
+        worst = max(worst, _compare(tensor, symbolic_value, numeric, rtol, atol))
     return worst
+
+
+def _compare(tensor: Tensor, symbolic_value: np.ndarray, numeric: np.ndarray, rtol: float, atol: float) -> float:
+    """The largest relative error of ``symbolic_value`` against ``numeric``; raise if over tolerance."""
+    difference = np.abs(symbolic_value - numeric)
+    same = (symbolic_value == numeric) | (np.isnan(symbolic_value) & np.isnan(numeric))
+    difference = np.where(same, 0.0, difference)
+    scale = np.maximum(np.maximum(np.abs(symbolic_value), np.abs(numeric)), atol)
+    relative = np.where(same, 0.0, difference / scale)
+    relative = np.where(np.isnan(relative), np.inf, relative)
+    over = ~same & ~(difference <= atol + rtol * np.abs(numeric))
+    if np.any(over):
+        entry = np.unravel_index(int(np.argmax(np.where(over, relative, -1.0))), numeric.shape)
+        entry = tuple(int(i) for i in entry)
+        raise GradientError(
+            f"check_grad: gradient with respect to {tensor.describe()} is wrong at entry {entry}: "
+            f"symbolic {symbolic_value[entry]!r}, numeric {numeric[entry]!r} "
+            f"(relative error {relative[entry]:.3g}; rtol={rtol}, atol={atol})")
+    return float(np.max(relative)) if relative.size else 0.0

@@ -11,6 +11,32 @@ from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, toposort
 
 
+def resolve_feeds(feed_dict, fetched: list[Tensor]) -> dict[Tensor, object]:
+    """``feed_dict`` keyed by placeholders: names are looked up among the placeholders of ``fetched``."""
+    if not feed_dict:
+        return {}
+    resolved: dict[Tensor, object] = {}
+    by_name = None
+    for key, value in feed_dict.items():
+        if isinstance(key, str):
+            if by_name is None:
+                by_name = {}
+                for node in toposort(fetched):
+                    if isinstance(node.primitive, Placeholder):
+                        by_name.setdefault(node.name, []).append(node)
+            matches = by_name.get(key, [])
+            if len(matches) != 1:
+                reason = "no placeholder" if not matches else f"{len(matches)} placeholders"
+                raise FeedError(f"unknown feed key {key!r}: {reason} of that name in the fetched graph")
+            key = matches[0]
+        elif not isinstance(key, Tensor):
+            raise FeedError(f"unknown feed key {key!r}: keys must be placeholders (Tensors) or their names")
+        if key in resolved:
+            raise FeedError(f"placeholder {key.name!r} is fed twice")
+        resolved[key] = value
+    return resolved
+
+
 class Session:
     """Runs graphs: ``sess.run(fetches, feed_dict, updates)``. A context manager."""
 
@@ -36,30 +62,6 @@ class Session:
         """How many fetch/feed/update signatures have been compiled."""
         return len(self._cache)
 
-    def _resolve_feeds(self, feed_dict, fetched: list[Tensor]) -> dict[Tensor, object]:
-        if not feed_dict:
-            return {}
-        resolved: dict[Tensor, object] = {}
-        by_name = None
-        for key, value in feed_dict.items():
-            if isinstance(key, str):
-                if by_name is None:
-                    by_name = {}
-                    for node in toposort(fetched):
-                        if isinstance(node.primitive, Placeholder):
-                            by_name.setdefault(node.name, []).append(node)
-                matches = by_name.get(key, [])
-                if len(matches) != 1:
-                    reason = "no placeholder" if not matches else f"{len(matches)} placeholders"
-                    raise FeedError(f"unknown feed key {key!r}: {reason} of that name in the fetched graph")
-                key = matches[0]
-            elif not isinstance(key, Tensor):
-                raise FeedError(f"unknown feed key {key!r}: keys must be placeholders (Tensors) or their names")
-            if key in resolved:
-                raise FeedError(f"placeholder {key.name!r} is fed twice")
-            resolved[key] = value
-        return resolved
-
     def run(self, fetches, feed_dict=None, updates=None, *, inplace_updates: bool = False):
         """Values of ``fetches`` (a tensor or nested list/tuple/dict), then apply ``updates``.
 
@@ -70,7 +72,7 @@ class Session:
             raise RuntimeError("this Session is closed")
         flat, spec = flatten(fetches)
         pairs = normalize_updates(updates)
-        feeds = self._resolve_feeds(feed_dict, flat + [new for _, new in pairs])
+        feeds = resolve_feeds(feed_dict, flat + [new for _, new in pairs])
         fed = sorted(feeds, key=lambda t: t.serial)
         signature = (tuple(flat), tuple(fed), tuple(pairs), bool(inplace_updates and pairs))
         executable = self._cache.get(signature)

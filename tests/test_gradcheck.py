@@ -58,3 +58,15 @@ def test_returns_the_worst_relative_error():
     x = gc.placeholder("x", (2,))
     error = gc.check_grad(gc.sum(gc.square(x)), x, {x: np.array([1.0, 2.0])})
     assert error < 1e-8  # central differences are exact for quadratics up to rounding
+
+
+def test_feed_dict_keyed_by_placeholder_names():
+    x = gc.placeholder("x", (3,))
+    assert gc.check_grad(gc.sum(gc.sin(x) * x), x, {"x": np.array([0.5, -1.0, 2.0])}) < 1e-6
+
+
+def test_a_wrt_the_cost_does_not_depend_on_checks_against_zero():
+    x, w = gc.placeholder("x", (3,)), gc.placeholder("w", (3, 2))
+    at = {x: np.array([0.5, -1.0, 2.0])}
+    assert gc.check_grad(gc.sum(x * x), [x, w], at) < 1e-6
+    assert gc.check_grad(gc.sum(x * x), w, at) == 0.0
