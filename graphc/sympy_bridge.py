@@ -381,7 +381,7 @@ def _sympy_rule(op, node, args):
     if name == "gelu":
         return _gelu(a, op.approximate)
     if name == "cast":
-        if isinstance(a, sympy.logic.boolalg.Boolean):
+        if node.inputs[0].dtype == np.bool_:  # (not isinstance(a, Boolean): a Symbol is one too)
             return _piecewise01(a)
         if op.dtype.kind == "f":
             return a

@@ -282,3 +282,10 @@ def test_saved_formula_programs_are_validated(tmp_path, program):
         path = tmp_path / "bad.gcf"
         path.write_bytes(assemble(manifest, data))
         gc.load(path)
+
+
+def test_cast_between_float_dtypes_is_the_identity():
+    # a SymPy Symbol is also a sympy Boolean: the cast must look at the input's dtype
+    x = gc.placeholder("x", (3,))
+    assert gc.to_sympy(gc.cast(x, "float32")) == sympy.Symbol("x", real=True)
+    assert gc.to_sympy(gc.cast(x > 0, "float64")) == sympy.Piecewise((1, sympy.Symbol("x", real=True) > 0), (0, True))
