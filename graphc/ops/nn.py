@@ -93,9 +93,15 @@ class SoftmaxCrossEntropy(Op):
                                  f"got {format_shape(labels.shape)}")
             return reduced, dtype
         shape = broadcast_shapes(self.name, [logits.shape, labels.shape])
-        if len(shape) != logits.ndim:
+        lead = logits.ndim - labels.ndim
+        depth, label_depth = logits.shape[self.axis], labels.shape[self.axis - lead] if self.axis >= lead else 1
+        # other axes broadcast, the class axis does not: the loss and its gradient rule need one
+        # probability per class (a single logit or label broadcast over the classes means something else)
+        if (len(shape) != logits.ndim or self.axis < lead
+                or (depth != label_depth and None not in (depth, label_depth))):
             raise ShapeError(f"softmax_cross_entropy: labels of shape {format_shape(labels.shape)} do not "
-                             f"match logits of shape {format_shape(logits.shape)}")
+                             f"match logits of shape {format_shape(logits.shape)}"
+                             f" along the class axis {self.axis}")
         return shape[:self.axis] + shape[self.axis + 1:], np.result_type(dtype, labels.dtype)
 
     def impl(self, logits, labels):
@@ -104,6 +110,10 @@ class SoftmaxCrossEntropy(Op):
             _check_labels(labels, logits.shape[self.axis])
             picked = np.take_along_axis(log_probs, np.expand_dims(labels, self.axis), axis=self.axis)
             return -np.squeeze(picked, self.axis)
+        lead = logits.ndim - labels.ndim
+        if self.axis < lead or labels.shape[self.axis - lead] != logits.shape[self.axis]:  # (sizes unknown before)
+            raise ValueError(f"softmax_cross_entropy: labels of shape {labels.shape} do not match logits of "
+                             f"shape {logits.shape} along the class axis {self.axis}")
         return -np.sum(labels * log_probs, axis=self.axis)
 
     def vjp(self, node, g):

@@ -179,7 +179,7 @@ def sigmoid_by_hand(node: Tensor) -> Tensor | None:
 
 @named("stabilize.cross_entropy")
 def cross_entropy(node: Tensor) -> Tensor | None:
-    """sum(p * log_softmax(x), axis) -> -softmax_cross_entropy(x, p)   (p of x's rank)"""
+    """sum(p * log_softmax(x), axis) -> -softmax_cross_entropy(x, p)   (p of x's rank and size along axis)"""
     product = producer(node.inputs[0], "mul")
     if product is None or node.primitive.keepdims or len(node.primitive.axes) != 1:
         return None
@@ -190,8 +190,8 @@ def cross_entropy(node: Tensor) -> Tensor | None:
         if lsm is None or lsm.primitive.axis != axis:
             continue
         x = lsm.inputs[0]
-        if p.dtype.kind != "f" or p.ndim != x.ndim:
-            continue  # (the primitive broadcasts p against the log-probabilities exactly as mul does)
+        if p.dtype.kind != "f" or p.ndim != x.ndim or p.shape[axis] != x.shape[axis] or p.shape[axis] is None:
+            continue  # (the primitive broadcasts p against the log-probabilities as mul does, except along axis)
         result = ew.neg(apply(SoftmaxCrossEntropy(axis, False), x, p))
         if same_type(result, node):
             return result

@@ -170,6 +170,25 @@ def test_labels_carry_no_gradient():
         gc.grad(gc.sum(gc.softmax_cross_entropy(x, y)), y)
 
 
+
+@pytest.mark.parametrize(("logits", "labels", "axis"), [((3, 1), (3, 4), -1), ((3, 4), (3, 1), -1),
+                                                         ((3, 4), (4,), 0)])
+def test_probability_labels_never_broadcast_along_the_class_axis(logits, labels, axis):
+    # other axes broadcast; along the class axis the gradient rules (softmax * sum(labels) - labels,
+    # -log_softmax) would be wrong or of the wrong shape
+    with pytest.raises(gc.ShapeError, match="class axis"):
+        gc.softmax_cross_entropy(gc.placeholder("x", logits), gc.placeholder("p", labels), axis=axis)
+    x = gc.placeholder("x", tuple(None if i == axis % 2 else n for i, n in enumerate(logits)))
+    p = gc.placeholder("p", labels)
+    if len(labels) < len(logits):  # no class axis at all: known to be wrong already
+        with pytest.raises(gc.ShapeError, match="class axis"):
+            gc.softmax_cross_entropy(x, p, axis=axis)
+        return
+    loss = gc.softmax_cross_entropy(x, p, axis=axis)  # an unknown class count is checked at run time
+    with pytest.raises(gc.ExecutionError, match="class axis"):
+        gc.Session().run(loss, {x: np.zeros(logits), p: np.full(labels, 0.25)})
+
+
 # ---- stability at +-1000 -------------------------------------------------------------------------
 
 BIG = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 1000.0], [-1000.0, -1000.0, -1000.0]])

@@ -121,6 +121,34 @@ def test_negative_log_likelihood_by_hand_becomes_cross_entropy():
         np.testing.assert_allclose(grad, (probs - onehot) / 2, rtol=1e-12, atol=1e-300)
 
 
+
+@pytest.mark.parametrize(("logits", "probs"), [((2, 1), (2, 4)), ((2, 4), (2, 1)), ((2, None), (2, 4))])
+def test_cross_entropy_by_hand_broadcast_along_the_classes_keeps_its_gradient(logits, probs):
+    # sum(p * log_softmax(x)) with p or x broadcast along the class axis is not a cross-entropy
+    # primitive (whose labels match the logits along that axis): left as it is, values and gradients agree
+    x = gc.placeholder("x", logits)
+    p = gc.placeholder("p", probs)
+    cost = -gc.sum(gc.sum(p * gc.log_softmax(x), axis=1))
+    (stable,) = stabilize([cost])
+    if logits != probs:
+        assert "softmax_cross_entropy" not in ops_of(stable)
+    r = np.random.default_rng(0)
+    xv = r.standard_normal((2, logits[1] or 4))
+    pv = r.random((2, probs[1]))
+    lsm = _log_softmax(xv)
+    expected_gp = -np.broadcast_to(lsm, np.broadcast_shapes(lsm.shape, pv.shape)).sum(1, keepdims=True) \
+        if probs[1] == 1 else -np.broadcast_to(lsm, pv.shape)
+    full = np.broadcast_to(pv, np.broadcast_shapes(xv.shape, pv.shape))
+    expected_gx = -(full - full.sum(1, keepdims=True) * np.exp(lsm))
+    if logits[1] == 1:  # log_softmax over one class is 0 whatever x is
+        expected_gx = np.zeros_like(xv)
+    gx, gp = gc.grad(cost, [x, p])
+    for optimize in (False, True):
+        got_gx, got_gp = run([gx, gp], {x: xv, p: pv}, optimize=optimize)
+        np.testing.assert_allclose(got_gp, expected_gp, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(got_gx, expected_gx, rtol=1e-12, atol=1e-15)
+
+
 def test_one_hot_cross_entropy_by_hand():
     x = gc.placeholder("x", LOGITS.shape)
     labels = gc.placeholder("labels", (2,), "int64")
