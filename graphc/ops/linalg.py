@@ -208,8 +208,12 @@ class Einsum(Op):
         inputs, output = self.parts()
         seen: dict[str, list] = {}
         for sub, operand in zip(inputs, operands):
+            within: dict[str, int] = {}  # a letter repeated in one operand (a diagonal) never broadcasts
             for letter, size in zip(sub, operand.shape):
                 seen.setdefault(letter, []).append(size)
+                if size is not None and within.setdefault(letter, size) != size:
+                    raise ShapeError(f"einsum {self.subscripts!r}: letter {letter!r} repeated in one operand has "
+                                     f"sizes {within[letter]} and {size} (shape {format_shape(operand.shape)})")
         sizes: dict[str, int | None] = {}
         for letter, options in seen.items():
             known = {s for s in options if s not in (None, 1)}

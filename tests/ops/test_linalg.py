@@ -217,6 +217,8 @@ def test_matmul_scalar_operand_error():
     ("ij->k", [(2, 3)]),
     ("i1->i", [(2, 3)]),
     ("ii->i", [(2, 3)]),
+    ("ii->i", [(3, 1)]),  # a diagonal's letter does not broadcast, unlike the same letter in two operands
+    ("ii,i->i", [(1, 3), (3,)]),
 ])
 def test_einsum_errors(subscripts, shapes):
     operands = [gc.placeholder(f"x{k}", s) for k, s in enumerate(shapes)]
