@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from graphc.errors import DTypeError, GradientError
+from graphc.errors import DTypeError, GradientError, ShapeError
 from graphc.op import as_tensor
 from graphc.ops.elementwise import add, cast, ones_like, zeros_like
 from graphc.ops.shape import broadcast_to, getitem, reshape, stack, sum_to
 from graphc.tensor import Tensor, building_gradient, toposort
-from graphc.types import format_shape
+from graphc.types import broadcast_to_shape, format_shape
 
 
 def _as_list(value) -> tuple[list, bool]:
@@ -58,6 +58,16 @@ def _seed_for(seed: Tensor, output: Tensor) -> Tensor:
     if seed.shape != output.shape or None in seed.shape:
         seed = broadcast_like(seed, output)
     return seed if seed.dtype == output.dtype else cast(seed, output.dtype)
+
+
+def _check_seeds(function: str, kind: str, seeds: list[Tensor], targets: list[Tensor]) -> None:
+    """Each seed must broadcast (one way) to its target's shape: it is never summed down."""
+    for seed, target in zip(seeds, targets):
+        try:
+            broadcast_to_shape(function, seed.shape, target.shape)
+        except ShapeError:
+            raise ShapeError(f"{function}: a {kind} of shape {format_shape(seed.shape)} does not broadcast "
+                             f"to the shape {format_shape(target.shape)} of {target.describe()}") from None
 
 
 def zeros_for(tensor: Tensor) -> Tensor:
@@ -163,6 +173,7 @@ def vjp(outputs, wrt, cotangents):
     _check_wrt(wrt_items)
     with building_gradient():
         seeds = [as_tensor(s) for s in seed_items]
+        _check_seeds("vjp", "cotangent", seeds, out_items)
         results = backprop(out_items, seeds, wrt_items)
         final = [r if r is not None else zeros_for(t) for r, t in zip(results, wrt_items)]
     return _restore(final, was_sequence, wrt)
@@ -186,7 +197,9 @@ def jvp(outputs, wrt, tangents):
     with building_gradient():
         dummies = [zeros_like(y) for y in out_items]  # any value works: the result does not depend on it
         pullbacks = backprop(out_items, dummies, wrt_items)
-        pairs = [(p, as_tensor(t)) for p, t in zip(pullbacks, tangent_items) if p is not None]
+        tangent_items = [as_tensor(t) for t in tangent_items]
+        _check_seeds("jvp", "tangent", tangent_items, wrt_items)
+        pairs = [(p, t) for p, t in zip(pullbacks, tangent_items) if p is not None]
         if pairs:
             results = backprop([p for p, _ in pairs], [t for _, t in pairs], dummies)
         else:

@@ -91,6 +91,19 @@ def broadcast_shapes(op: str, shapes: Sequence[Shape]) -> Shape:
     return tuple(result)
 
 
+def broadcast_to_shape(op: str, shape: Shape, target: Shape) -> Shape:
+    """The static shape of ``shape`` broadcast one way to ``target`` (``np.broadcast_to``).
+
+    Unlike :func:`broadcast_shapes`, ``target`` never grows: ``shape`` must not have more
+    dimensions, and each of its known sizes other than 1 must match a known ``target`` size.
+    An unknown ``target`` size takes ``shape``'s known size.
+    """
+    result = broadcast_shapes(op, [shape, target]) if len(shape) <= len(target) else None
+    if result is None or any(t is not None and r is not None and r != t for r, t in zip(result, target)):
+        raise ShapeError(f"{op}: cannot broadcast {format_shape(shape)} to {format_shape(target)}")
+    return tuple(r if t is None else t for r, t in zip(result, target))
+
+
 def normalize_axis(op: str, axis: int, ndim: int) -> int:
     if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
         raise ShapeError(f"{op}: axis must be an int, got {axis!r}")

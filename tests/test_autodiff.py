@@ -270,3 +270,18 @@ def test_hessian_of_a_quadratic_form_is_exact():
     x = gc.placeholder("x", (2,))
     cost = 0.5 * gc.sum(x * gc.matmul(gc.constant(A), x))
     np.testing.assert_allclose(run(gc.hessian(cost, x), {x: np.array([0.3, 0.7])}), A)
+
+
+def test_vjp_and_jvp_seeds_broadcast_one_way_only():
+    x = gc.placeholder("x", (3,))
+    at = {x: np.array([1.0, -2.0, 3.0])}
+    with gc.Session() as sess:  # a scalar seed still broadcasts
+        np.testing.assert_allclose(sess.run(gc.jvp(x ** 2, x, 1.0), at), [2.0, -4.0, 6.0])
+        np.testing.assert_allclose(sess.run(gc.vjp(x ** 2, x, 1.0), at), [2.0, -4.0, 6.0])
+    # a bigger tangent used to be summed down silently: J u came out doubled
+    with pytest.raises(gc.ShapeError, match=r"jvp: a tangent of shape \(2, 3\) does not broadcast to the shape \(3,\)"):
+        gc.jvp(x ** 2, x, np.ones((2, 3)))
+    with pytest.raises(gc.ShapeError, match=r"vjp: a cotangent of shape \(1, 3\)"):
+        gc.vjp(x ** 2, x, np.ones((1, 3)))
+    with pytest.raises(gc.ShapeError, match=r"broadcast_to: cannot broadcast \(2, 3\) to \(3,\)"):
+        gc.broadcast_to(gc.placeholder("y", (2, 3)), (3,))

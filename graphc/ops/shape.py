@@ -19,6 +19,7 @@ from graphc.tensor import Tensor
 from graphc.types import (
     as_dtype,
     broadcast_shapes,
+    broadcast_to_shape,
     format_shape,
     known_size,
     normalize_axes,
@@ -92,7 +93,7 @@ class BroadcastLike(Op):
     nondiff_inputs = (1,)
 
     def infer(self, x, *ref):
-        return broadcast_shapes(self.name, [x.shape, self.shape]), x.dtype
+        return broadcast_to_shape(self.name, x.shape, self.shape), x.dtype
 
     def impl(self, x, *ref):
         return np.broadcast_to(x, _target_shape(self, ref))
@@ -307,10 +308,7 @@ class BroadcastTo(Op):
     view = True
 
     def infer(self, x):
-        result = broadcast_shapes(self.name, [x.shape, self.shape])
-        if len(x.shape) > len(self.shape) or result != self.shape:
-            raise ShapeError(f"broadcast_to: cannot broadcast {format_shape(x.shape)} to {format_shape(self.shape)}")
-        return self.shape, x.dtype
+        return broadcast_to_shape(self.name, x.shape, self.shape), x.dtype
 
     def impl(self, x):
         return np.broadcast_to(x, self.shape)
