@@ -184,7 +184,8 @@ class Maximum(Elementwise):
 
     name = "maximum"
     ufunc = np.maximum
-    commutative = True
+    # not ``commutative``: on ties of signed zeros np.maximum returns its second operand (maximum(-0.0, 0.0) is
+    # 0.0, maximum(0.0, -0.0) is -0.0), so swapping the operands is not exact
 
     def impl(self, a, b):
         return np.maximum(a, b)
@@ -201,7 +202,8 @@ class Minimum(Elementwise):
 
     name = "minimum"
     ufunc = np.minimum
-    commutative = True
+    # not ``commutative``: on ties of signed zeros np.minimum returns its second operand (minimum(-0.0, 0.0) is
+    # 0.0, minimum(0.0, -0.0) is -0.0), so swapping the operands is not exact
 
     def impl(self, a, b):
         return np.minimum(a, b)

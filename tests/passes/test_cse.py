@@ -22,8 +22,22 @@ def test_separately_built_twins_become_one_node():
 
 def test_commutative_operands_in_canonical_order():
     x, y = gc.placeholder("x", (2,)), gc.placeholder("y", (2,))
-    outs = cse([x + y, y + x, x * y, y * x, gc.maximum(x, y), gc.maximum(y, x)])
-    assert outs[0] is outs[1] and outs[2] is outs[3] and outs[4] is outs[5]
+    outs = cse([x + y, y + x, x * y, y * x])
+    assert outs[0] is outs[1] and outs[2] is outs[3]
+
+
+def test_maximum_and_minimum_keep_their_operand_order():
+    # on a tie of signed zeros np.maximum/np.minimum return the second operand: swapping is not exact
+    x = gc.placeholder("x", (2,))
+    zero = gc.constant(0.0)
+    for op in (gc.maximum, gc.minimum):
+        outs = [op(x * 0.0, zero), op(zero, x * 0.0)]
+        merged = cse(outs)
+        assert merged[0] is not merged[1]
+        feeds = {x: np.array([-1.0, 1.0])}
+        for optimize in (False, True):
+            first, second = run(outs, feeds, optimize=optimize)
+            assert not np.signbit(first).any() and np.signbit(second).tolist() == [True, False]
 
 
 def test_non_commutative_operands_keep_their_order():
