@@ -285,3 +285,15 @@ def test_vjp_and_jvp_seeds_broadcast_one_way_only():
         gc.vjp(x ** 2, x, np.ones((1, 3)))
     with pytest.raises(gc.ShapeError, match=r"broadcast_to: cannot broadcast \(2, 3\) to \(3,\)"):
         gc.broadcast_to(gc.placeholder("y", (2, 3)), (3,))
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_gradient_where_unknown_sizes_broadcast_at_run_time(optimize):
+    # the seed's ones are broadcast to q * r's run-time shape (3, 2); `x * 1 -> x` must not drop that
+    # broadcast when x (here r, run-time (1, 2)) has the same static shape (?, ?) but a smaller run-time one
+    # (graphc/passes/simplify.py; its own tests live in tests/passes)
+    q, r = gc.placeholder("q", (None, None)), gc.placeholder("r", (None, None))
+    at = {q: np.ones((3, 1)), r: np.array([[2.0, 5.0]])}
+    np.testing.assert_allclose(run(gc.grad(gc.sum(q * r), q), at, optimize=optimize), [[7.0]] * 3)
+    assert run(gc.where(True, r, q) + 0.0, at, optimize=optimize).shape == (3, 2)
+    assert run(r * gc.ones_like(q * r), at, optimize=optimize).shape == (3, 2)

@@ -235,6 +235,24 @@ def same_type(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype
 
 
+def _cannot_grow(x: Tensor, other: Tensor) -> bool:
+    """Whether broadcasting ``other`` against ``x`` surely keeps ``x``'s run-time shape.
+
+    Per aligned dimension: ``other``'s size is 1, or ``x``'s size is known (and not 1)
+    and ``other``'s is the same or unknown (then it is 1 or that size, else an error).
+    """
+    if other.ndim > x.ndim:
+        return False
+    return all(b == 1 or (a is not None and a != 1 and b in (None, a))
+               for a, b in zip(x.shape[x.ndim - other.ndim:], other.shape))
+
+
+def replaces(x: Tensor, node: Tensor) -> bool:
+    """Whether ``x``, one of ``node``'s inputs, can stand for ``node``: same static type, and no
+    other input broadcasts it to a bigger shape at run time (``None`` sizes may differ then)."""
+    return same_type(x, node) and all(_cannot_grow(x, other) for other in node.inputs if other is not x)
+
+
 def check_type(rule: str, before: Tensor, after: Tensor) -> None:
     """Every rule must keep the tensor's shape and dtype."""
     if before.shape != after.shape or before.dtype != after.dtype:

@@ -22,6 +22,7 @@ from graphc.passes.core import (
     named,
     pass_cache,
     producer,
+    replaces,
     rewrite,
     rule_table,
     same_type,
@@ -37,7 +38,7 @@ def _other_is(node: Tensor, number: float) -> Tensor | None:
     """For a binary commutative node ``x op c``/``c op x`` with a uniform constant ``c == number``: x."""
     a, b = node.inputs
     for x, other in ((a, b), (b, a)):
-        if same_type(x, node):
+        if replaces(x, node):
             value = uniform_value(other)
             if value is not None and value == number:
                 return x
@@ -73,7 +74,7 @@ def sub_zero(node: Tensor) -> Tensor | None:
     """x - 0 -> x"""
     x, zero = node.inputs
     value = uniform_value(zero)
-    return x if value is not None and value == 0 and same_type(x, node) else None
+    return x if value is not None and value == 0 and replaces(x, node) else None
 
 
 @named("simplify.div_one")
@@ -81,7 +82,7 @@ def div_one(node: Tensor) -> Tensor | None:
     """x / 1 -> x ;  x / -1 -> -x"""
     x, one = node.inputs
     value = uniform_value(one)
-    if value is None or not same_type(x, node):
+    if value is None or not replaces(x, node):
         return None
     if value == 1:
         return x
@@ -95,7 +96,7 @@ def pow_small(node: Tensor) -> Tensor | None:
     """x ** 1 -> x ;  x ** 2 -> square(x)"""
     x, y = node.inputs
     value = uniform_value(y)
-    if value is None or not same_type(x, node):
+    if value is None or not replaces(x, node):
         return None
     if value == 1:
         return x
@@ -366,7 +367,7 @@ def _holds_exactly(source: np.dtype, target: np.dtype) -> bool:
 def where_same(node: Tensor) -> Tensor | None:
     """where(c, x, x) -> x"""
     _, a, b = node.inputs
-    return a if a is b and same_type(a, node) else None
+    return a if a is b and replaces(a, node) else None
 
 
 @named("simplify.where_constant")
@@ -377,7 +378,7 @@ def where_constant(node: Tensor) -> Tensor | None:
     if value is None:
         return None
     chosen = a if bool(value) else b
-    return chosen if same_type(chosen, node) else None
+    return chosen if replaces(chosen, node) else None
 
 
 @named("simplify.fill_like")
