@@ -474,7 +474,8 @@ def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], tabl
     """A Python expression computing ``node`` on NumPy scalars, or None."""
     cls = type(node.primitive)
     classes = tables["classes"]
-    if cls in tables["operators"]:
+    # (np.square of a bool is int8, while bool * bool stays bool: the ufunc below keeps the node's dtype)
+    if cls in tables["operators"] and not (cls is classes["square"] and inputs[0].dtype != node.dtype):
         return tables["operators"][cls].format(*args)
     if cls in tables["same_dtype"]:
         operands = inputs[1:] if cls.__name__ == "Where" else inputs

@@ -306,6 +306,20 @@ def test_scalar_float32_stays_float32():
     assert b.dtype == np.float32 and b == np.float32(0.5)
 
 
+
+def test_scalar_mode_keeps_every_dtype():
+    # square of a bool is int8 (np.square), not bool (bool * bool); its consumers must see int8
+    b = gc.placeholder("b", (), "bool")
+    sq = gc.square(b)
+    fn = gc.function([b], [sq, -sq, sq + b])
+    assert fn.plan.scalar
+    for value in (True, False):
+        got = fn(np.array(value))
+        want = [np.square(np.array(value)), -np.square(np.array(value)), np.square(np.array(value)) + value]
+        for a, w in zip(got, want):
+            assert a.dtype == w.dtype == np.int8 and a == w
+
+
 # ---- errors ----------------------------------------------------------------------------------------------
 
 def test_execution_error_names_op_shapes_and_user_line():
