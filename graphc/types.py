@@ -116,8 +116,8 @@ def normalize_axes(op: str, axis, ndim: int) -> tuple[int, ...]:
     """``None`` means every axis; an int or a tuple of ints is normalized and sorted."""
     if axis is None:
         return tuple(range(ndim))
-    if isinstance(axis, (int, np.integer)):
-        axis = (axis,)
+    if not isinstance(axis, (tuple, list)):
+        axis = (axis,)  # an int, or something normalize_axis reports as not an int
     axes = tuple(normalize_axis(op, a, ndim) for a in axis)
     if len(set(axes)) != len(axes):
         raise ShapeError(f"{op}: repeated axis in {axis!r}")
