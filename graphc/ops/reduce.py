@@ -145,6 +145,8 @@ class ProdOthers(Op):
         kept = [a for a in range(x.ndim) if a not in self.axes]
         moved = np.transpose(x, kept + list(self.axes))
         count = int(np.prod([x.shape[a] for a in self.axes], dtype=np.int64))
+        if count == 0:  # no entries (the shifted concatenations below would make one)
+            return np.ones(x.shape, x.dtype)
         flat = moved.reshape(moved.shape[:len(kept)] + (count,))  # (not -1: ambiguous for empty arrays)
         ones = np.ones(flat.shape[:-1] + (1,), x.dtype)
         before = np.cumprod(np.concatenate([ones, flat[..., :-1]], axis=-1), axis=-1)

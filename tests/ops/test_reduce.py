@@ -210,6 +210,19 @@ def test_empty_inputs(name, fn, ref):
     assert got.shape == y.shape == (0,) and g.shape == (0, 3)
 
 
+
+@pytest.mark.parametrize("shape,axis", [((2, 0), 1), ((2, 0), None), ((0,), None), ((3, 0, 2), (1, 2))])
+def test_prod_over_an_empty_axis(shape, axis):
+    """prod of nothing is 1; its gradient is empty (the exclusive products have no entries)."""
+    x = gc.placeholder("x", shape)
+    y = gc.prod(x, axis=axis)
+    values = np.ones(shape)
+    for optimize in (False, True):
+        got, g = gc.Session(optimize=optimize).run([y, gc.grad(gc.sum(y), x)], {x: values})
+        np.testing.assert_array_equal(got, np.prod(values, axis=axis))
+        assert g.shape == shape
+
+
 # ---- logsumexp at extreme inputs ----------------------------------------------------------------
 
 LSE_EXTREMES = [
