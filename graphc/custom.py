@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -11,13 +12,18 @@ from graphc.op import Op
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, format_shape, normalize_shape, shapes_match
 
+_SERIALS = itertools.count()
+
 
 class CustomOp(Op):
     """An op made by :func:`custom_op`; it pickles when its callables are importable."""
 
     def __init__(self, name: str, forward: Callable, grad: Callable | None, infer: Callable | None,
-                 out_type: tuple | None = None) -> None:
+                 out_type: tuple | None = None, serial: int | None = None) -> None:
         self.name = name
+        # which custom_op() call made it: ops from one factory share a name and a forward's
+        # qualified name (closures, partials), yet compute different things
+        self.serial = next(_SERIALS) if serial is None else serial
         self.forward = forward
         self.grad = grad
         self.infer_fn = infer
@@ -28,7 +34,7 @@ class CustomOp(Op):
 
         tensors = as_inputs(self, inputs)
         shape, dtype = self.infer(*tensors)
-        bound = CustomOp(self.name, self.forward, self.grad, self.infer_fn, (shape, dtype))
+        bound = CustomOp(self.name, self.forward, self.grad, self.infer_fn, (shape, dtype), self.serial)
         return apply(bound, *tensors, name=name)
 
     def infer(self, *inputs: Tensor):
@@ -62,8 +68,8 @@ class CustomOp(Op):
         return result
 
     def key_bytes(self, node: Tensor) -> bytes:
-        forward = f"{getattr(self.forward, '__module__', '')}.{getattr(self.forward, '__qualname__', '')}"
-        return f"custom:{self.name}:{forward}:{id(self) if forward == '.' else ''}".encode()
+        # keyed by creation order, like placeholders: no id(), so keys are the same in every process
+        return f"custom:{self.name}#{self.serial}".encode()
 
     def __repr__(self) -> str:
         return f"custom_op({self.name!r})"

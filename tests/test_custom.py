@@ -80,3 +80,16 @@ def test_function_with_custom_op_pickles():
     restored = pickle.loads(pickle.dumps(fn))
     xv = np.array([0.1, 0.2, 0.3])
     np.testing.assert_allclose(restored(xv), fn(xv))
+
+
+def test_ops_from_one_factory_are_never_merged_by_cse():
+    # same name, same forward qualname (a closure): still different ops
+    def scaled(k):
+        return gc.custom_op("scale", lambda a: a * k, lambda inputs, output, g: [g * k])
+
+    x = gc.placeholder("x", (3,))
+    two, three = scaled(2.0), scaled(3.0)
+    for optimize in (False, True):
+        fn = gc.function([x], [two(x), three(x), gc.grad(gc.sum(two(x) + three(x)), x)], optimize=optimize)
+        assert [out.tolist() for out in fn(np.ones(3))] == [[2.0] * 3, [3.0] * 3, [5.0] * 3]
+    assert two(x).key == two(x).key != three(x).key  # one op applied twice still merges
