@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphc.errors import GradientError, ShapeError
+from graphc.errors import DTypeError, GradientError, ShapeError
 from graphc.op import Op
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, format_shape, normalize_shape, shapes_match
@@ -42,7 +42,10 @@ class CustomOp(Op):
             if not inputs:
                 raise ShapeError(f"custom op {self.name!r}: give infer= for an op without inputs")
             return inputs[0].shape, inputs[0].dtype
-        shape, dtype = self.infer_fn(*inputs)
+        result = self.infer_fn(*inputs)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise TypeError(f"custom op {self.name!r}: infer must return (shape, dtype), got {result!r}")
+        shape, dtype = result
         return normalize_shape(shape, f"custom op {self.name!r} shape"), as_dtype(dtype)
 
     def impl(self, *arrays):
@@ -53,7 +56,12 @@ class CustomOp(Op):
         if not shapes_match(shape, result.shape):
             raise ShapeError(f"custom op {self.name!r}: forward returned shape {format_shape(result.shape)}, "
                              f"expected {format_shape(shape)}")
-        return result if result.dtype == dtype else result.astype(dtype)
+        if result.dtype == dtype:
+            return result
+        if not np.can_cast(result.dtype, dtype, "same_kind"):
+            raise DTypeError(f"custom op {self.name!r}: forward returned dtype {result.dtype}, which cannot be "
+                             f"cast safely (same_kind) to the expected {dtype}")
+        return result.astype(dtype)
 
     def vjp(self, node: Tensor, g: Tensor):
         if self.grad is None:

@@ -93,3 +93,18 @@ def test_ops_from_one_factory_are_never_merged_by_cse():
         fn = gc.function([x], [two(x), three(x), gc.grad(gc.sum(two(x) + three(x)), x)], optimize=optimize)
         assert [out.tolist() for out in fn(np.ones(3))] == [[2.0] * 3, [3.0] * 3, [5.0] * 3]
     assert two(x).key == two(x).key != three(x).key  # one op applied twice still merges
+
+
+def test_infer_must_return_a_shape_and_a_dtype():
+    op = gc.custom_op("junk", lambda a: a, None, infer=lambda a: "junk")
+    with pytest.raises(TypeError, match=r"custom op 'junk': infer must return \(shape, dtype\), got 'junk'"):
+        op(gc.placeholder("x", (3,)))
+
+
+def test_forward_dtype_must_cast_safely_to_the_inferred_one():
+    x = gc.placeholder("x", (3,))
+    widened = gc.custom_op("count", lambda a: np.arange(3), None)(x)  # int -> float64 is fine
+    assert gc.function([x], widened)(np.ones(3)).dtype == np.float64
+    lossy = gc.custom_op("complexify", lambda a: a + 1j, None)(x)  # used to drop the imaginary part
+    with pytest.raises(gc.ExecutionError, match="forward returned dtype complex128.*float64"):
+        gc.function([x], lossy)(np.ones(3))
