@@ -15,6 +15,12 @@ from graphc.types import as_dtype, format_shape, normalize_shape, shapes_match
 _SERIALS = itertools.count()
 
 
+def _read_only(array) -> np.ndarray:
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
 class CustomOp(Op):
     """An op made by :func:`custom_op`; it pickles when its callables are importable."""
 
@@ -49,7 +55,8 @@ class CustomOp(Op):
         return normalize_shape(shape, f"custom op {self.name!r} shape"), as_dtype(dtype)
 
     def impl(self, *arrays):
-        result = np.array(self.forward(*arrays), copy=True)  # the forward may return its input
+        # the forward sees read-only views: it must not write into a feed, or a buffer other steps read
+        result = np.array(self.forward(*map(_read_only, arrays)), copy=True)  # it may return its input
         if self.out_type is None:
             return result
         shape, dtype = self.out_type

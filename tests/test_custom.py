@@ -108,3 +108,15 @@ def test_forward_dtype_must_cast_safely_to_the_inferred_one():
     lossy = gc.custom_op("complexify", lambda a: a + 1j, None)(x)  # used to drop the imaginary part
     with pytest.raises(gc.ExecutionError, match="forward returned dtype complex128.*float64"):
         gc.function([x], lossy)(np.ones(3))
+
+
+def test_forward_gets_read_only_arrays_so_feeds_stay_untouched():
+    def scribble(a):
+        a[0] = 42.0
+        return a * 1.0
+
+    x = gc.placeholder("x", (3,))
+    fed = np.ones(3)
+    with pytest.raises(gc.ExecutionError, match="read-only"):
+        gc.function([x], gc.custom_op("scribble", scribble, None)(x))(fed)
+    assert fed.tolist() == [1.0, 1.0, 1.0]
