@@ -579,7 +579,11 @@ def from_sympy(expr, symbols: Mapping) -> Tensor:
         elif node is sympy.true:
             built[node] = True
         elif getattr(node, "is_Symbol", False):
-            raise ValueError(f"from_sympy: the symbol {node} is not in symbols")
+            namesakes = [s for s in mapping if getattr(s, "name", None) == node.name]
+            hint = (f"; symbols has another symbol named {node.name!r}, with other assumptions (SymPy tells "
+                    f"them apart; to_sympy makes real symbols: sympy.Symbol({node.name!r}, real=True))"
+                    if namesakes else "")
+            raise ValueError(f"from_sympy: the symbol {node} is not in symbols{hint}")
         elif getattr(node, "is_Number", False) or node in (sympy.pi, sympy.E):
             built[node] = _to_number(node)
         elif expanded or not node.args:

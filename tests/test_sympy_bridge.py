@@ -289,3 +289,11 @@ def test_cast_between_float_dtypes_is_the_identity():
     x = gc.placeholder("x", (3,))
     assert gc.to_sympy(gc.cast(x, "float32")) == sympy.Symbol("x", real=True)
     assert gc.to_sympy(gc.cast(x > 0, "float64")) == sympy.Piecewise((1, sympy.Symbol("x", real=True) > 0), (0, True))
+
+
+def test_from_sympy_explains_a_namesake_symbol_with_other_assumptions():
+    x = gc.placeholder("x", (3,))
+    expr = gc.to_sympy(gc.exp(x))  # a real symbol x
+    with pytest.raises(ValueError, match=r"another symbol named 'x'.*sympy.Symbol\('x', real=True\)"):
+        gc.from_sympy(expr, {sympy.Symbol("x"): x})
+    assert gc.from_sympy(expr, {sympy.Symbol("x", real=True): x}).op == "exp"
