@@ -208,8 +208,15 @@ def jvp(outputs, wrt, tangents):
     return _restore(final, out_sequence, outputs)
 
 
+def _check_single(function: str, **arguments) -> None:
+    for label, value in arguments.items():
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{function}: {label} must be one Tensor, got {type(value).__name__}")
+
+
 def jacobian(y: Tensor, x: Tensor) -> Tensor:
     """The Jacobian ``d y / d x``, of shape ``y.shape + x.shape`` (one VJP per element of y)."""
+    _check_single("jacobian", y=y, x=x)
     if None in y.shape or None in x.shape:
         raise GradientError(f"jacobian: needs fully known shapes, got y {format_shape(y.shape)} "
                             f"and x {format_shape(x.shape)}")
@@ -228,4 +235,5 @@ def jacobian(y: Tensor, x: Tensor) -> Tensor:
 
 def hessian(cost: Tensor, x: Tensor) -> Tensor:
     """The Hessian of a 0-d ``cost``: ``jacobian(grad(cost, x), x)``, shape ``x.shape + x.shape``."""
+    _check_single("hessian", cost=cost, x=x)
     return jacobian(grad(cost, x), x)

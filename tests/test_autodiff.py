@@ -297,3 +297,11 @@ def test_gradient_where_unknown_sizes_broadcast_at_run_time(optimize):
     np.testing.assert_allclose(run(gc.grad(gc.sum(q * r), q), at, optimize=optimize), [[7.0]] * 3)
     assert run(gc.where(True, r, q) + 0.0, at, optimize=optimize).shape == (3, 2)
     assert run(r * gc.ones_like(q * r), at, optimize=optimize).shape == (3, 2)
+
+
+def test_jacobian_and_hessian_take_one_tensor_each():
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(TypeError, match="jacobian: x must be one Tensor, got list"):
+        gc.jacobian(x * 2.0, [x])
+    with pytest.raises(TypeError, match="hessian: x must be one Tensor, got list"):
+        gc.hessian(gc.sum(x * x), [x])
