@@ -166,3 +166,10 @@ def test_inf_and_nan_are_weak_scalars():
     assert masked.dtype == np.float32
     out = gc.Session().run([masked, x * gc.nan], {x: np.array([1.0, -1.0, 2.0])})
     assert out[0].tolist() == [1.0, -np.inf, 2.0] and np.isnan(out[1]).all()
+
+
+@pytest.mark.parametrize("index", ["a", 1.5, [[0, 1], [2]], object()])
+def test_an_index_of_an_unsupported_kind_says_so(index):
+    x = gc.placeholder("x", (4, 3))
+    with pytest.raises(gc.DTypeError, match="getitem: indices must be ints, slices"):
+        x[index]

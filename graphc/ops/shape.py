@@ -552,9 +552,14 @@ def _normalize_index(key) -> tuple[tuple, list[Tensor]]:
         elif isinstance(item, (int, np.integer)):
             entries.append(("int", int(item)))
         else:
-            tensor = as_tensor(item)
-            if tensor.dtype.kind not in "iub":
-                raise DTypeError(f"getitem: index arrays must be integer or bool, got dtype {tensor.dtype}")
+            try:
+                tensor = as_tensor(item)
+            except (TypeError, ValueError):  # DTypeError for strings, NumPy's errors for ragged lists
+                tensor = None
+            if tensor is None or tensor.dtype.kind not in "iub":
+                got = f"dtype {tensor.dtype}" if tensor is not None else repr(item)
+                raise DTypeError(f"getitem: indices must be ints, slices, None, ..., or integer or bool "
+                                 f"arrays, got {got}")
             if tensor.dtype.kind == "b" and tensor.ndim == 0:
                 raise TypeError("getitem: a 0-d bool index is not supported")
             entries.append(("array",))
