@@ -65,6 +65,8 @@ class Tensor:
     def __init__(self, primitive, inputs: Sequence[Tensor], shape: tuple, dtype: np.dtype,
                  name: str | None = None, site: tuple[str, int] | None = None,
                  is_gradient: bool | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{getattr(primitive, 'name', 'tensor')}: name must be a str or None, got {name!r}")
         setattr_ = object.__setattr__
         setattr_(self, "primitive", primitive)
         setattr_(self, "inputs", tuple(inputs))

@@ -173,3 +173,10 @@ def test_an_index_of_an_unsupported_kind_says_so(index):
     x = gc.placeholder("x", (4, 3))
     with pytest.raises(gc.DTypeError, match="getitem: indices must be ints, slices"):
         x[index]
+
+
+@pytest.mark.parametrize("make", [lambda name: gc.variable(1.0, name=name), lambda name: gc.constant(1.0, name=name)])
+def test_a_leaf_name_must_be_a_str_or_none(make):
+    with pytest.raises(TypeError, match="name must be a str or None, got 3"):
+        make(3)
+    assert make(None).name is None and make("ok").name == "ok"
