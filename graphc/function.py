@@ -55,7 +55,7 @@ def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
         if not isinstance(tensor.primitive, Placeholder):
             from graphc.leaves import placeholder
 
-            replace[tensor] = placeholder(tensor.name or "fed", tensor.shape, tensor.dtype)
+            replace[tensor] = placeholder(tensor.name or f"fed {tensor.op}", tensor.shape, tensor.dtype)
     values = list(outputs) + [new for _, new in updates]
     if replace:
         values = clone(values, replace)
@@ -71,19 +71,19 @@ def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
 
 def check_feed(tensor: Tensor, value) -> np.ndarray:
     """The fed value as an array of the placeholder's dtype, or a FeedError naming it."""
-    label = tensor.name or "<unnamed>"
+    label = f"placeholder {tensor.name!r}" if isinstance(tensor.primitive, Placeholder) else tensor.describe()
     try:
         array = np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - anything NumPy cannot turn into an array
-        raise FeedError(f"feed for placeholder {label!r}: cannot convert {type(value).__name__} "
+        raise FeedError(f"feed for {label}: cannot convert {type(value).__name__} "
                         f"to an array ({exc})") from exc
     if array.dtype != tensor.dtype:
         if array.dtype.kind not in "biuf" or not np.can_cast(array.dtype, tensor.dtype, casting="same_kind"):
-            raise FeedError(f"feed for placeholder {label!r}: dtype {array.dtype} cannot be cast safely "
+            raise FeedError(f"feed for {label}: dtype {array.dtype} cannot be cast safely "
                             f"(same_kind) to the declared {tensor.dtype}")
         array = array.astype(tensor.dtype)
     if not shapes_match(tensor.shape, array.shape):
-        raise FeedError(f"feed for placeholder {label!r}: shape {format_shape(array.shape)} does not match "
+        raise FeedError(f"feed for {label}: shape {format_shape(array.shape)} does not match "
                         f"the declared {format_shape(tensor.shape)}")
     return array
 

@@ -183,3 +183,10 @@ def test_keyword_call_with_a_name_shared_by_two_inputs_is_ambiguous():
     assert fn(np.ones(2), np.zeros(2)).tolist() == [1.0, 1.0]
     with pytest.raises(gc.FeedError, match="ambiguous"):
         pickle.loads(pickle.dumps(fn))(p=np.ones(2))
+
+
+def test_a_bad_positional_feed_for_an_intermediate_input_names_its_op():
+    x = gc.placeholder("x", (2,))
+    e = gc.exp(x)
+    with pytest.raises(gc.FeedError, match=r"'fed exp': shape \(3,\)"):
+        gc.function([e], e * 2.0)(np.ones(3))

@@ -147,3 +147,14 @@ def test_closed_session_refuses_to_run():
     sess.close()
     with pytest.raises(RuntimeError):
         sess.run(gc.constant(1.0))
+
+
+def test_a_bad_feed_for_an_intermediate_tensor_describes_that_tensor():
+    x = gc.placeholder("x", (2,))
+    e = gc.exp(x)
+    with gc.Session() as sess:
+        described = r"feed for tensor \(exp, shape \(2,\), float64\) created at .*: shape \(3,\)"
+        with pytest.raises(gc.FeedError, match=described):
+            sess.run(e * 2.0, {e: np.ones(3)})
+        with pytest.raises(gc.FeedError, match=r"feed for placeholder 'x': shape \(3,\)"):
+            sess.run(e * 2.0, {x: np.ones(3)})
