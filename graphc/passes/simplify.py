@@ -65,7 +65,18 @@ def mul_minus_one(node: Tensor) -> Tensor | None:
 
 @named("simplify.add_zero")
 def add_zero(node: Tensor) -> Tensor | None:
-    """x + 0 -> x   (x already has the sum's shape and dtype)"""
+    """x + (-0.0) -> x ;  x + 0 -> x for integers   (x already has the sum's shape and dtype)
+
+    For floats only a negative zero is neutral: ``-0.0 + 0.0`` is ``+0.0``, so ``x + 0.0 -> x``
+    would turn the sign of a zero around.
+    """
+    if node.dtype.kind == "f":
+        a, b = node.inputs
+        for x, other in ((a, b), (b, a)):
+            value = uniform_value(other)
+            if value is not None and value == 0 and np.signbit(value) and replaces(x, node):
+                return x
+        return None
     return _other_is(node, 0)
 
 

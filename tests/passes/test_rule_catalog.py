@@ -38,7 +38,7 @@ EXAMPLES = {
     "simplify.mul_minus_one": lambda: x * -1.0,
     "simplify.neg_times_neg": lambda: (-x) / (-gc.exp(x)),
     "simplify.div_one": lambda: x / 1.0,
-    "simplify.add_zero": lambda: x + 0.0,
+    "simplify.add_zero": lambda: x + (-0.0),
     "simplify.add_neg": lambda: x + (-v),
     "simplify.add_self": lambda: gc.exp(x) + gc.exp(x) * 1.0,
     "simplify.sub_zero": lambda: x - 0.0,

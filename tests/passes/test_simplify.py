@@ -79,9 +79,19 @@ def test_mul_minus_one_and_div():
 
 def test_add_and_sub_zero():
     x = _x()
-    _check(x + 0.0, x, same_node=x)
-    _check(0.0 + x, x, same_node=x)
+    _check(x + (-0.0), x, same_node=x)
+    _check(-0.0 + x, x, same_node=x)
     _check(x - 0.0, x, same_node=x)
+    _check(gc.cast(x, "int64") + 0, gc.cast(x, "int64"))
+
+
+def test_adding_positive_zero_is_kept_for_floats():
+    # -0.0 + 0.0 is +0.0: dropping the addition would turn the sign of a zero around
+    x = _x()
+    (z,) = simplify([x + 0.0])
+    assert z.op == "add"
+    out = run([z], {x: np.full(x.shape, -0.0)})[0]
+    assert not np.signbit(out).any()
     y = x + gc.constant(np.zeros((2, 9)))
     assert _check(y, x, kept=["add"]).shape == (2, 9)
 
@@ -208,7 +218,7 @@ def test_x_plus_x_doubles():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_rules_keep_float32(dtype):
     x = _x((9,), dtype)
-    y = gc.reshape(gc.reshape(gc.neg(-(x * 1.0 + 0.0)), (3, 3)), (9,)) / 1.0
+    y = gc.reshape(gc.reshape(gc.neg(-(x * 1.0 - 0.0)), (3, 3)), (9,)) / 1.0
     (z,) = simplify([y])
     assert z is x and z.dtype == np.dtype(dtype)
 
