@@ -60,14 +60,21 @@ def _seed_for(seed: Tensor, output: Tensor) -> Tensor:
     return seed if seed.dtype == output.dtype else cast(seed, output.dtype)
 
 
-def _check_seeds(function: str, kind: str, seeds: list[Tensor], targets: list[Tensor]) -> None:
-    """Each seed must broadcast (one way) to its target's shape: it is never summed down."""
-    for seed, target in zip(seeds, targets):
+def _seeds(function: str, kind: str, items: list, targets: list[Tensor]) -> list[Tensor]:
+    """The seeds as tensors; each must broadcast (one way) to its target's shape, never summed down."""
+    seeds = []
+    for k, (item, target) in enumerate(zip(items, targets)):
+        if item is None:
+            raise TypeError(f"{function}: {kind} {k} is None; give an array or a tensor (zeros where "
+                            f"{target.describe()} should not contribute)")
+        seed = as_tensor(item)
         try:
             broadcast_to_shape(function, seed.shape, target.shape)
         except ShapeError:
             raise ShapeError(f"{function}: a {kind} of shape {format_shape(seed.shape)} does not broadcast "
                              f"to the shape {format_shape(target.shape)} of {target.describe()}") from None
+        seeds.append(seed)
+    return seeds
 
 
 def zeros_for(tensor: Tensor) -> Tensor:
@@ -172,8 +179,7 @@ def vjp(outputs, wrt, cotangents):
         raise ValueError(f"vjp: {len(out_items)} outputs but {len(seed_items)} cotangents")
     _check_wrt(wrt_items)
     with building_gradient():
-        seeds = [as_tensor(s) for s in seed_items]
-        _check_seeds("vjp", "cotangent", seeds, out_items)
+        seeds = _seeds("vjp", "cotangent", seed_items, out_items)
         results = backprop(out_items, seeds, wrt_items)
         final = [r if r is not None else zeros_for(t) for r, t in zip(results, wrt_items)]
     return _restore(final, was_sequence, wrt)
@@ -197,8 +203,7 @@ def jvp(outputs, wrt, tangents):
     with building_gradient():
         dummies = [zeros_like(y) for y in out_items]  # any value works: the result does not depend on it
         pullbacks = backprop(out_items, dummies, wrt_items)
-        tangent_items = [as_tensor(t) for t in tangent_items]
-        _check_seeds("jvp", "tangent", tangent_items, wrt_items)
+        tangent_items = _seeds("jvp", "tangent", tangent_items, wrt_items)
         pairs = [(p, t) for p, t in zip(pullbacks, tangent_items) if p is not None]
         if pairs:
             results = backprop([p for p, _ in pairs], [t for _, t in pairs], dummies)

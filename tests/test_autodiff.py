@@ -305,3 +305,11 @@ def test_jacobian_and_hessian_take_one_tensor_each():
         gc.jacobian(x * 2.0, [x])
     with pytest.raises(TypeError, match="hessian: x must be one Tensor, got list"):
         gc.hessian(gc.sum(x * x), [x])
+
+
+def test_a_none_cotangent_or_tangent_is_a_clear_type_error():
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(TypeError, match="vjp: cotangent 1 is None"):
+        gc.vjp([x * 2.0, x * 3.0], x, [np.ones(3), None])
+    with pytest.raises(TypeError, match="jvp: tangent 0 is None"):
+        gc.jvp(x * 2.0, x, None)
