@@ -313,3 +313,14 @@ def test_a_none_cotangent_or_tangent_is_a_clear_type_error():
         gc.vjp([x * 2.0, x * 3.0], x, [np.ones(3), None])
     with pytest.raises(TypeError, match="jvp: tangent 0 is None"):
         gc.jvp(x * 2.0, x, None)
+
+
+@pytest.mark.parametrize("batch", [2, None])
+def test_cross_entropy_gradient_with_probability_labels_broadcast_over_the_batch(batch):
+    # labels of shape (3,) for logits (batch, 3): the logits' rule summed the labels over the logits'
+    # class axis number (1), which a 1-d labels tensor does not have (graphc/ops/nn.py; tests/ops is
+    # another reviewer's)
+    x, a = gc.placeholder("x", (batch, 3)), gc.placeholder("a", (3,))
+    loss = gc.sum(gc.softmax_cross_entropy(x, gc.softmax(a)))
+    assert gc.check_grad(loss, [x, a], {x: np.array([[0.0, 2.0, -3.0], [1.0, 1.0, 0.5]]),
+                                        a: np.array([0.2, 1.0, 0.0])}) < 1e-6

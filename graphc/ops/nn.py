@@ -134,7 +134,8 @@ class SoftmaxCrossEntropy(Op):
                     target = transpose(target, tuple(axes))
             return mul(g, sub(probs, target)), None
         # d/dlogits = softmax * sum(labels) - labels (sum(labels) is 1 for distributions)
-        total = Sum((self.axis,), True)(labels)
+        # labels may lack leading (broadcast) axes: their class axis counts from the right like the logits'
+        total = Sum((self.axis - logits.ndim + labels.ndim,), True)(labels)
         log_probs = apply(LogSoftmax(self.axis), logits)
         return mul(g, sub(mul(probs, total), labels)), neg(mul(g, log_probs))
 
