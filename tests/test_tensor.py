@@ -180,3 +180,13 @@ def test_a_leaf_name_must_be_a_str_or_none(make):
     with pytest.raises(TypeError, match="name must be a str or None, got 3"):
         make(3)
     assert make(None).name is None and make("ok").name == "ok"
+
+
+def test_a_tensor_slope_for_leaky_relu_points_to_prelu():
+    # graphc/ops/elementwise.py (tests/ops is another reviewer's)
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(TypeError, match="leaky_relu: alpha must be a number, got Tensor; gc.prelu"):
+        gc.leaky_relu(x, alpha=x)
+    with pytest.raises(TypeError, match="elu: alpha must be a number, got str"):
+        gc.elu(x, alpha="1")
+    assert gc.leaky_relu(x, np.float32(0.2)).shape == gc.elu(x, 2).shape == (3,)

@@ -796,8 +796,15 @@ def relu(x) -> Tensor:
     return apply(Relu(), x)
 
 
+def _number(op: str, name: str, value, hint: str = "") -> float:
+    """A float parameter fixed when the node is built (a Tensor there is a TypeError, not float()'s)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a number, got {type(value).__name__}{hint}")
+    return float(value)
+
+
 def leaky_relu(x, alpha: float = 0.01) -> Tensor:
-    return apply(LeakyRelu(float(alpha)), x)
+    return apply(LeakyRelu(_number("leaky_relu", "alpha", alpha, "; gc.prelu takes a tensor slope")), x)
 
 
 def prelu(x, alpha) -> Tensor:
@@ -806,7 +813,7 @@ def prelu(x, alpha) -> Tensor:
 
 
 def elu(x, alpha: float = 1.0) -> Tensor:
-    return apply(Elu(float(alpha)), x)
+    return apply(Elu(_number("elu", "alpha", alpha)), x)
 
 
 def gelu(x, approximate: bool = False) -> Tensor:
