@@ -11,8 +11,6 @@ error wrapping, the feed check, threads and atomic updates.
 
 from __future__ import annotations
 
-import sys
-import threading
 import warnings
 
 import numpy as np
@@ -21,6 +19,7 @@ import pytest
 import graphc as gc
 from graphc.compile import build_plan
 from graphc.function import Executable
+from tests.threads import run_concurrently
 
 HERE = __file__
 
@@ -427,23 +426,14 @@ def test_eight_threads_call_concurrently(rng):
     fn = gc.function([x], [y, gc.sum(y)])
     inputs = [rng.standard_normal((50, 40)) for _ in range(8)]
     expected = [np.maximum(v @ w.value, 0) * 2.0 + 1.0 for v in inputs]
-    errors = []
 
     def worker(k):
-        try:
-            for _ in range(100):
-                out, total = fn(inputs[k])
-                np.testing.assert_allclose(out, expected[k], rtol=1e-12)
-                np.testing.assert_allclose(total, expected[k].sum(), rtol=1e-10)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        for _ in range(100):
+            out, total = fn(inputs[k])
+            np.testing.assert_allclose(out, expected[k], rtol=1e-12)
+            np.testing.assert_allclose(total, expected[k].sum(), rtol=1e-10)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_concurrently(worker, 8)
 
 
 @pytest.mark.parametrize("size", [1, 200000])
@@ -452,28 +442,14 @@ def test_concurrent_updates_lose_nothing(size):
     other = gc.variable(np.zeros(size))
     step = gc.function([], gc.sum(counter), updates={counter: counter + 1.0, other: other - 1.0})
     reader = gc.function([], [counter - other])  # reads both: must see a consistent pair
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    errors = []
 
-    def work():
-        try:
-            for _ in range(150):
-                step()
-                (diff,) = reader()
-                assert np.all(diff == diff.flat[0]) and diff.flat[0] % 2 == 0
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+    def work(k):
+        for _ in range(150):
+            step()
+            (diff,) = reader()
+            assert np.all(diff == diff.flat[0]) and diff.flat[0] % 2 == 0
 
-    try:
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(previous)
-    assert not errors, errors[0]
+    run_concurrently(work, 8)
     np.testing.assert_array_equal(counter.value, 1200.0)
     np.testing.assert_array_equal(other.value, -1200.0)
 

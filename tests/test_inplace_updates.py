@@ -12,14 +12,13 @@ failure, with the changed variables named).
 from __future__ import annotations
 
 import pickle
-import sys
-import threading
 
 import numpy as np
 import pytest
 
 import graphc as gc
 from graphc.compile import build_plan
+from tests.threads import run_concurrently
 
 from .test_compile import mlp, readonly
 
@@ -258,31 +257,19 @@ def test_readers_of_other_functions_see_consistent_values(rng):
     v = gc.variable(np.zeros((300, 300)), name="v")
     step = gc.function([], [], updates={v: v + 1.0}, inplace_updates=True)
     read = gc.function([], [gc.min(v), gc.max(v)])
-    errors = []
 
-    def reader():
-        try:
-            for _ in range(200):
-                low, high = read()
-                assert low == high, (low, high)
-                value = v.value
-                assert value.min() == value.max()
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+    def reader(k):
+        for _ in range(200):
+            low, high = read()
+            assert low == high, (low, high)
+            value = v.value
+            assert value.min() == value.max()
 
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=reader) for _ in range(3)]
-        for t in threads:
-            t.start()
+    def steps():
         for _ in range(200):
             step()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(previous)
-    assert not errors, errors[0]
+
+    run_concurrently(reader, 3, main=steps)
     np.testing.assert_array_equal(v.value, 200.0)
 
 
@@ -293,28 +280,14 @@ def test_eight_threads_lose_no_update(size):
     step = gc.function([], gc.sum(counter), updates={counter: counter + 1.0, other: other - 1.0},
                        inplace_updates=True)
     reader = gc.function([], [counter - other])
-    errors = []
 
-    def work():
-        try:
-            for _ in range(100):
-                step()
-                (diff,) = reader()
-                assert np.all(diff == diff.flat[0]) and diff.flat[0] % 2 == 0
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+    def work(k):
+        for _ in range(100):
+            step()
+            (diff,) = reader()
+            assert np.all(diff == diff.flat[0]) and diff.flat[0] % 2 == 0
 
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(previous)
-    assert not errors, errors[0]
+    run_concurrently(work, 8)
     np.testing.assert_array_equal(counter.value, 800.0)
     np.testing.assert_array_equal(other.value, -800.0)
 
