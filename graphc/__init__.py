@@ -81,6 +81,7 @@ from graphc.ops import (
 )
 from graphc.passes import optimize
 from graphc.printing import debugprint
+from graphc.scan import foldl, map, scan
 from graphc.serialize import load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
@@ -102,5 +103,6 @@ __all__ = [
     "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
+    "foldl", "map", "scan",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
 ]

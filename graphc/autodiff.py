@@ -106,7 +106,9 @@ def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[T
     # tensors through which a gradient can reach some wrt: float, not piecewise constant
     reaches: set[int] = set(wrt_ids)
     for node in order:
-        if id(node) in reaches or node.dtype.kind != "f" or node.primitive.zero_gradient:
+        if id(node) in reaches or node.primitive.zero_gradient:
+            continue
+        if node.dtype.kind != "f" and not node.primitive.multi_output:
             continue
         skip = node.primitive.nondiff_inputs
         if any(id(parent) in reaches for i, parent in enumerate(node.inputs) if i not in skip):
@@ -116,12 +118,25 @@ def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[T
         if id(output) in reaches:
             pending.setdefault(id(output), []).append(_seed_for(seed, output))
     totals: dict[int, Tensor] = {}
+    # several outputs: id(multi-output node) -> {output index: cotangent terms}, filled by its projections
+    by_output: dict[int, dict[int, list[Tensor]]] = {}
     for node in reversed(order):
-        terms = pending.pop(id(node), None)
-        if terms is None:
-            continue
-        total = _sum_all(terms)
-        totals[id(node)] = total
+        primitive = node.primitive
+        if primitive.multi_output:
+            slots = by_output.pop(id(node), None)
+            if slots is None:
+                continue
+            count = len(primitive.output_types(*node.inputs))
+            total = [_sum_all(slots[k]) if k in slots else None for k in range(count)]
+        else:
+            terms = pending.pop(id(node), None)
+            if terms is None:
+                continue
+            total = _sum_all(terms)
+            totals[id(node)] = total
+            if primitive.projection:  # the cotangent of one output of a multi-output node: to its producer
+                by_output.setdefault(id(node.inputs[0]), {}).setdefault(primitive.index, []).append(total)
+                continue
         skip = node.primitive.nondiff_inputs
         targets = [i for i, parent in enumerate(node.inputs) if id(parent) in reaches and i not in skip]
         if not targets:

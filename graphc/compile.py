@@ -960,6 +960,12 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
                 tuple(kinds), scalar, inplace)
 
 
+def _compile_inner(graph) -> Callable:
+    """An inner graph (a loop's body) compiled once into its own plan: ``run(arrays) -> tuple``."""
+    plan = build_plan(list(graph.outputs), list(graph.inputs))
+    return functools.partial(plan.run, variables=())
+
+
 def _report_written(error: ExecutionError, line: int, write_lines: list, partial: int | None,
                     frame_locals: dict, update_names: list[str]) -> None:
     """Say in ``error`` which variables an in-place plan had already written when it failed."""
@@ -1163,7 +1169,8 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             namespace[f"f{index}"] = special[id(node)]
             call = f"f{index}({', '.join(args)})"
         elif kind == "call":
-            namespace[f"f{index}"] = node.primitive.impl
+            compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
+            namespace[f"f{index}"] = compiled(_compile_inner) if compiled is not None else node.primitive.impl
             call = f"f{index}({', '.join(args)})"
         elif cls is relu_cls:
             namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)

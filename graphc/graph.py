@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 
 from graphc.tensor import Tensor, toposort
@@ -25,3 +26,143 @@ def clone(outputs: Sequence[Tensor], replace: Mapping[Tensor, Tensor]) -> list[T
         mapping[id(node)] = Tensor(node.primitive, new_inputs, shape, dtype, name=node.name,
                                    site=node.site, is_gradient=node.is_gradient)
     return [mapping.get(id(t), t) for t in outputs]
+
+
+class InnerGraph:
+    """A closed graph an op runs as part of its computation (a loop's body).
+
+    ``inputs`` are distinct placeholders (the values the op binds on each run, by position),
+    ``outputs`` the tensors it computes. Closed: every leaf it reaches is one of ``inputs`` or a
+    constant (no variable, no outer placeholder), so it can be optimized, compiled, saved and
+    loaded on its own. Immutable; equality and hashing go by ``key``, a structural digest in
+    which each input counts by its position (so two traces of the same function are equal).
+    Iterative everywhere: deep bodies need no recursion limit; nesting (a scan inside a body)
+    recurses once per level.
+    """
+
+    __slots__ = ("inputs", "outputs", "key", "size", "__weakref__")
+
+    def __init__(self, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:
+        from graphc.errors import GraphcError
+        from graphc.leaves import Constant, Placeholder
+
+        inputs, outputs = tuple(inputs), tuple(outputs)
+        position = {id(t): k for k, t in enumerate(inputs)}
+        if len(position) != len(inputs):
+            raise GraphcError("inner graph: an input is listed twice")
+        for tensor in inputs:
+            if not isinstance(tensor, Tensor) or not isinstance(tensor.primitive, Placeholder):
+                raise GraphcError(f"inner graph: inputs must be placeholders, got {tensor!r}")
+        if not outputs:
+            raise GraphcError("inner graph: needs at least one output")
+        keys: dict[int, str] = {}
+        order = toposort(outputs, stop_at=inputs)
+        for node in order:
+            if id(node) in position:
+                keys[id(node)] = f"input{position[id(node)]}:{node.dtype}:{node.shape!r}"
+                continue
+            if not node.inputs and not isinstance(node.primitive, Constant):
+                raise GraphcError(f"inner graph: {node.describe()} is neither an input nor a constant "
+                                  f"(an inner graph is closed: outer tensors must be passed as inputs)")
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(node.primitive.key_bytes(node))
+            digest.update(str(node.dtype).encode())
+            digest.update(repr(node.shape).encode())
+            for parent in node.inputs:
+                digest.update(keys[id(parent)].encode())
+            keys[id(node)] = digest.hexdigest()
+        total = hashlib.blake2b(digest_size=16)
+        total.update(f"graph{len(inputs)}:".encode())
+        for tensor in inputs:
+            total.update(keys.get(id(tensor), f"input:{tensor.dtype}:{tensor.shape!r}").encode())
+        for tensor in outputs:
+            total.update(keys[id(tensor)].encode())
+        setattr_ = object.__setattr__
+        setattr_(self, "inputs", inputs)
+        setattr_(self, "outputs", outputs)
+        setattr_(self, "key", total.hexdigest())
+        setattr_(self, "size", len(order))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("InnerGraph is immutable")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, InnerGraph) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"graph(inputs={len(self.inputs)}, outputs={len(self.outputs)}, nodes={self.size})"
+
+    def nodes(self) -> list[Tensor]:
+        """Every node, inputs before consumers (the body's own placeholders included)."""
+        return toposort(self.outputs, stop_at=self.inputs)
+
+    def evaluate(self, arrays: Sequence) -> tuple:
+        """The outputs' values for the inputs' ``arrays``, node by node with each op's ``impl``.
+
+        The reference interpreter (the compiler's plans are what runs normally): every value
+        computed, nothing reused, outputs copied so they never alias an input or each other.
+        """
+        import numpy as np
+
+        values: dict[int, object] = {id(t): a for t, a in zip(self.inputs, arrays)}
+        for node in self.nodes():
+            if id(node) in values:
+                continue
+            if not node.inputs:
+                values[id(node)] = node.primitive.impl()
+                continue
+            values[id(node)] = node.primitive.impl(*[values[id(p)] for p in node.inputs])
+        return tuple(np.array(values[id(t)], copy=True) for t in self.outputs)
+
+    def __reduce__(self):
+        # the graph flattened into one node list (tensors do not pickle alone); ops pickle as themselves
+        order = self.nodes()
+        index = {id(node): k for k, node in enumerate(order)}
+        position = {id(t): k for k, t in enumerate(self.inputs)}
+        nodes = []
+        for node in order:
+            if id(node) in position:
+                nodes.append(("input", node.name, node.shape, node.dtype))
+            elif not node.inputs:
+                nodes.append(("constant", node.primitive.value, node.name, node.is_gradient))
+            else:
+                nodes.append(("op", node.primitive, tuple(index[id(p)] for p in node.inputs), node.shape,
+                              node.dtype, node.name, node.is_gradient, node.site))
+        # inputs the outputs do not reach are kept too (they fix the positions)
+        missing = [(k, t.name, t.shape, t.dtype) for k, t in enumerate(self.inputs) if id(t) not in index]
+        return _restore_inner_graph, (nodes, [index.get(id(t), -1) for t in self.inputs],
+                                      [index[id(t)] for t in self.outputs], missing)
+
+
+def _restore_inner_graph(nodes, inputs, outputs, missing) -> InnerGraph:
+    import numpy as np
+
+    from graphc.leaves import Constant, Placeholder
+
+    tensors: list[Tensor] = []
+    for entry in nodes:
+        kind = entry[0]
+        if kind == "input":
+            _, name, shape, dtype = entry
+            tensors.append(Tensor(Placeholder(), (), shape, dtype, name=name, is_gradient=False,
+                                  site=("<inner graph>", 0)))
+        elif kind == "constant":
+            _, value, name, is_gradient = entry
+            value = np.array(value, copy=True)
+            value.flags.writeable = False
+            tensors.append(Tensor(Constant(value), (), value.shape, value.dtype, name=name,
+                                  is_gradient=is_gradient, site=("<inner graph>", 0)))
+        elif kind == "op":
+            _, primitive, parents, shape, dtype, name, is_gradient, site = entry
+            tensors.append(Tensor(primitive, [tensors[k] for k in parents], shape, dtype, name=name,
+                                  site=site if site is not None else ("<inner graph>", 0),
+                                  is_gradient=is_gradient))
+        else:
+            raise ValueError(f"unknown node kind {kind!r} in a pickled inner graph")
+    extra = {k: Tensor(Placeholder(), (), shape, dtype, name=name, is_gradient=False, site=("<inner graph>", 0))
+             for k, name, shape, dtype in missing}
+    graph_inputs = [tensors[i] if i >= 0 else extra[k] for k, i in enumerate(inputs)]
+    return InnerGraph(graph_inputs, [tensors[k] for k in outputs])

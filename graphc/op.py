@@ -9,7 +9,7 @@ differentiate it (``vjp``, which returns graph tensors: symbol to symbol).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -39,6 +39,12 @@ class Op:
     nondiff_inputs: ClassVar[tuple[int, ...]] = ()
     #: Python scalars given to this op are weak (take the other inputs' dtype)
     weak_scalars: ClassVar[bool] = False
+    #: the node stands for several values (a loop's outputs); consumers read them through ``Output``
+    #: projections. ``infer`` returns ``MULTI_TYPE``, ``output_types`` the real types, ``impl`` a tuple,
+    #: and ``vjp(node, gs)`` takes one cotangent (or None) per output. See docs/architecture.md.
+    multi_output: ClassVar[bool] = False
+    #: the node is a projection ``Output`` of a multi-output node (``Tensor.op`` reports the producer's name)
+    projection: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -62,6 +68,19 @@ class Op:
         """
         raise GradientError(f"op {self.name!r} has no gradient rule ({node.describe()})")
 
+    def compiled_impl(self, compile_graph: Callable) -> Callable:
+        """The function the executor calls for a node of this op: ``impl``.
+
+        An op that runs inner graphs (a loop's body) overrides it: the compiler passes
+        ``compile_graph(inner_graph)``, which returns a compiled callable ``run(arrays) -> tuple``,
+        so the ops layer never imports the compiler.
+        """
+        return self.impl
+
+    def inner_graphs(self) -> tuple:
+        """The inner graphs (:class:`graphc.graph.InnerGraph`) this op runs; none for plain ops."""
+        return ()
+
     # -- parameters -----------------------------------------------------------------------
     def params(self) -> dict:
         """The op's parameters by field name."""
@@ -74,6 +93,48 @@ class Op:
 
     def __call__(self, *inputs, name: str | None = None) -> Tensor:
         return apply(self, *inputs, name=name)
+
+
+#: the static type of a multi-output node itself (its values are read through ``Output`` projections)
+MULTI_TYPE: tuple[tuple, np.dtype] = ((), np.dtype("V1"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Output(Op):
+    """Output ``index`` of a multi-output node: the one way consumers read such a node's values.
+
+    A cheap projection (it picks one entry of the tuple the node computes). Its ``Tensor.op``
+    is the producer's name (``gc.scan(...)`` results say ``"scan"``). The gradient driver routes
+    a projection's cotangent to its producer's ``vjp`` (one cotangent per output), so passes,
+    the compiler and the exporters need no special case for several outputs.
+    """
+
+    name = "output"
+    projection = True
+    #: a projection may share memory with its producer's other outputs: never written in place
+    view = True
+    index: int = 0
+
+    def infer(self, node):
+        if not node.primitive.multi_output:
+            raise TypeError(f"output: {node.describe()} is not a multi-output node")
+        types = node.primitive.output_types(*node.inputs)
+        if not 0 <= self.index < len(types):
+            raise ValueError(f"output: index {self.index} is out of range for {node.op!r} "
+                             f"with {len(types)} outputs")
+        return types[self.index]
+
+    def impl(self, values):
+        return values[self.index]
+
+    def vjp(self, node, g):  # pragma: no cover - the gradient driver routes projections itself
+        raise GradientError("output projections are differentiated by the gradient driver")
+
+
+def outputs_of(node: Tensor, count: int | None = None) -> list[Tensor]:
+    """One ``Output`` projection per output of the multi-output ``node``."""
+    total = len(node.primitive.output_types(*node.inputs)) if count is None else count
+    return [apply(Output(k), node) for k in range(total)]
 
 
 def _is_python_scalar(value) -> bool:

@@ -104,8 +104,14 @@ class Tensor:
 
     @property
     def op(self) -> str:
-        """The name of the public function that made this tensor (e.g. ``"matmul"``)."""
-        return self.primitive.name
+        """The name of the public function that made this tensor (e.g. ``"matmul"``).
+
+        An output of a multi-output node (a projection) reports its producer's name (``"scan"``).
+        """
+        primitive = self.primitive
+        if getattr(primitive, "projection", False):
+            return self.inputs[0].primitive.name
+        return primitive.name
 
     @property
     def ndim(self) -> int:
