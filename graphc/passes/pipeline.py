@@ -17,6 +17,7 @@ from graphc.passes.cse import cse
 from graphc.passes.fold import fold_constants
 from graphc.passes.fuse import fuse
 from graphc.passes.prune import prune
+from graphc.passes.scan import optimize_scans
 from graphc.passes.simplify import simplify
 from graphc.passes.stabilize import stabilize
 from graphc.structure import flatten, unflatten
@@ -28,6 +29,7 @@ CANONICAL_PASSES: tuple[tuple[str, Pass], ...] = (
     ("simplify", simplify),
     ("fold", fold_constants),
     ("cse", cse),
+    ("scan", optimize_scans),  # loops: their bodies (this pipeline again), hoisting, unused outputs/inputs
 )
 
 #: a bound on canonicalization rounds (each round is linear in the graph size; 2-3 are typical)
