@@ -26,12 +26,14 @@ import json
 import os
 import struct
 import tempfile
+import threading
 
 import numpy as np
 
 from graphc.errors import GraphcError, LoadError
+from graphc.graph import InnerGraph
 from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
-from graphc.op import REGISTRY, Op
+from graphc.op import MULTI_TYPE, REGISTRY, Op
 from graphc.tensor import Tensor, Variable
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "SaveError", "load", "save"]
@@ -55,6 +57,12 @@ MAX_STRUCTURE_DEPTH = 64
 #: dtypes a file may hold (names as in ``np.dtype(...).name``)
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64")
+
+#: the dtype written for a multi-output node itself (a loop; its values are read through ``output`` nodes)
+MULTI_DTYPE = "outputs"
+
+#: the state of the save or load in progress (the array table inner graphs share with the outer graph)
+_local = threading.local()
 
 #: built-in ops that are registered only when their (fixed, built-in) module is imported
 _LAZY_OP_MODULES = {"sympy_elementwise": "graphc.sympy_bridge"}
@@ -118,6 +126,8 @@ def _encode_value(value, where: str, depth: int = 0):
         if not _is_builtin_op_class(type(value)):
             raise _refuse_op(value, None)
         return ["op", _encode_op(value, where, depth + 1)]
+    if isinstance(value, InnerGraph):
+        return ["graph", _encode_graph(value, where, depth + 1)]
     raise SaveError(f"{where}: a parameter of type {type(value).__name__} cannot be saved safely")
 
 
@@ -191,6 +201,59 @@ def _snapshot(variables: list[Variable]) -> dict[int, np.ndarray]:
             variable.lock.release()
 
 
+def _dtype_name(node: Tensor) -> str:
+    """A node's dtype as the file writes it (``MULTI_DTYPE`` for a multi-output node itself)."""
+    if node.primitive.multi_output and (node.shape, node.dtype) == MULTI_TYPE:
+        return MULTI_DTYPE
+    if node.dtype.name not in DTYPES:
+        raise SaveError(f"{node.describe()}: dtype {node.dtype} cannot be saved")
+    return node.dtype.name
+
+
+def _encode_nodes(order, index, input_ids, values, add_array, depth: int = 0) -> list[dict]:
+    """The manifest entries of ``order`` (a graph's nodes, inputs before consumers)."""
+    nodes: list[dict] = []
+    for node in order:
+        primitive = node.primitive
+        name = node.name
+        if isinstance(node, Variable):
+            nodes.append({"kind": "variable", "name": name, "array": add_array(values[id(node)])})
+        elif id(node) in input_ids or isinstance(primitive, Placeholder):
+            if node.dtype.name not in DTYPES:
+                raise SaveError(f"placeholder {name!r} has dtype {node.dtype}, which cannot be saved")
+            nodes.append({"kind": "placeholder", "name": name if name else "input",
+                          "shape": _encode_shape(node.shape), "dtype": node.dtype.name})
+        elif isinstance(primitive, Constant):
+            nodes.append({"kind": "constant", "name": name, "array": add_array(np.asarray(primitive.value)),
+                          "grad": bool(node.is_gradient)})
+        elif isinstance(primitive, VariableLeaf):  # pragma: no cover - variables are Variable tensors
+            raise SaveError(f"variable node without a value ({node.describe()})")
+        else:
+            if not _is_builtin_op_class(type(primitive)):
+                raise _refuse_op(primitive, node)
+            dtype = _dtype_name(node)
+            encoded = _encode_op(primitive, f"op {node.op!r} ({node.describe()})", depth)
+            nodes.append({"kind": "op", "op": encoded["op"], "params": encoded["params"],
+                          "inputs": [index[id(p)] for p in node.inputs], "shape": _encode_shape(node.shape),
+                          "dtype": dtype, "name": name, "grad": bool(node.is_gradient),
+                          "site": _site(node)})
+    return nodes
+
+
+def _encode_graph(graph: InnerGraph, where: str, depth: int) -> dict:
+    """An inner graph (a loop's body) as ``{"nodes", "inputs", "outputs"}``; its constants' arrays
+    go to the file's one array table, like the outer graph's."""
+    add_array = getattr(_local, "add_array", None)
+    if add_array is None:  # pragma: no cover - only encode() encodes ops
+        raise SaveError(f"{where}: an inner graph can only be saved as part of a function")
+    inputs = list(graph.inputs)
+    input_ids = {id(t) for t in inputs}
+    order = inputs + [node for node in graph.nodes() if id(node) not in input_ids]
+    index = {id(node): k for k, node in enumerate(order)}
+    return {"nodes": _encode_nodes(order, index, input_ids, {}, add_array, depth + 1),
+            "inputs": [index[id(t)] for t in inputs], "outputs": [index[id(t)] for t in graph.outputs]}
+
+
 def encode(fn) -> bytes:
     """The bytes :func:`save` writes for the compiled Function ``fn``."""
     from graphc import __version__
@@ -216,32 +279,11 @@ def encode(fn) -> bytes:
         return len(arrays) - 1
 
     values = _snapshot([node for node in order if isinstance(node, Variable)])
-    nodes: list[dict] = []
-    for node in order:
-        primitive = node.primitive
-        name = node.name
-        if isinstance(node, Variable):
-            nodes.append({"kind": "variable", "name": name, "array": add_array(values[id(node)])})
-        elif id(node) in input_ids or isinstance(primitive, Placeholder):
-            if node.dtype.name not in DTYPES:
-                raise SaveError(f"placeholder {name!r} has dtype {node.dtype}, which cannot be saved")
-            nodes.append({"kind": "placeholder", "name": name if name else "input",
-                          "shape": _encode_shape(node.shape), "dtype": node.dtype.name})
-        elif isinstance(primitive, Constant):
-            nodes.append({"kind": "constant", "name": name, "array": add_array(np.asarray(primitive.value)),
-                          "grad": bool(node.is_gradient)})
-        elif isinstance(primitive, VariableLeaf):  # pragma: no cover - variables are Variable tensors
-            raise SaveError(f"variable node without a value ({node.describe()})")
-        else:
-            if not _is_builtin_op_class(type(primitive)):
-                raise _refuse_op(primitive, node)
-            if node.dtype.name not in DTYPES:
-                raise SaveError(f"{node.describe()}: dtype {node.dtype} cannot be saved")
-            encoded = _encode_op(primitive, f"op {node.op!r} ({node.describe()})")
-            nodes.append({"kind": "op", "op": encoded["op"], "params": encoded["params"],
-                          "inputs": [index[id(p)] for p in node.inputs], "shape": _encode_shape(node.shape),
-                          "dtype": node.dtype.name, "name": name, "grad": bool(node.is_gradient),
-                          "site": _site(node)})
+    _local.add_array = add_array
+    try:
+        nodes = _encode_nodes(order, index, input_ids, values, add_array)
+    finally:
+        _local.add_array = None
     manifest = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -403,6 +445,8 @@ def _decode_value(value, where: str, depth: int = 0):
     if tag == "op":
         entry = _obj(payload, {"op", "params"}, where)
         return _build_op(entry["op"], entry["params"], where, depth + 1)
+    if tag == "graph":
+        return _decode_graph(payload, where, depth + 1)
     raise _fail(f"{where}: unknown value tag {tag!r}")
 
 
@@ -581,28 +625,22 @@ def _load_arrays(entries, data: bytes) -> list[np.ndarray]:
     return arrays
 
 
-def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
-    from graphc.function import normalize_updates
-    from graphc.pickling import rebuild_function
-
-    if manifest["format"] != FORMAT_NAME:
-        raise _fail(f"manifest.format: expected {FORMAT_NAME!r}, got {str(manifest['format'])[:60]!r}")
-    if manifest["version"] != FORMAT_VERSION or type(manifest["version"]) is not int:
-        raise _fail(f"manifest.version: unsupported version {str(manifest['version'])[:20]} (this graphc reads "
-                    f"version {FORMAT_VERSION})")
-    _str(manifest["graphc_version"], "manifest.graphc_version", max_length=64)
-    optimize = _bool(manifest["optimize"], "manifest.optimize")
-    inplace_updates = _bool(manifest.get("inplace_updates", False), "manifest.inplace_updates")
-    entries = _list(manifest["nodes"], "nodes", MAX_NODES)
+def _decode_nodes(entries: list, prefix: str, allow_variables: bool, depth: int) -> tuple[list[Tensor], list[str]]:
+    """The tensors of a node list (the outer graph's, or an inner graph's), every node checked:
+    known kinds and keys, arrays used once, ops from the registry, inputs only earlier nodes, and
+    every re-inferred type equal to the one the file declares."""
+    state = _local.load
+    arrays, used_arrays, label = state["arrays"], state["used"], state["label"]
     tensors: list[Tensor] = []
     kinds: list[str] = []
-    used_arrays: set[int] = set()
-    label = os.path.basename(os.fspath(path))
     for k, entry in enumerate(entries):
-        where = f"nodes[{k}]"
+        where = f"{prefix}[{k}]"
+        origin = (f"<{label} node {k}>" if prefix == "nodes" else f"<{label} {where}>", 0)
         if not isinstance(entry, dict) or entry.get("kind") not in _NODE_KEYS:
             raise _fail(f"{where}: expected an object whose kind is one of {sorted(_NODE_KEYS)}")
         kind = entry["kind"]
+        if kind == "variable" and not allow_variables:
+            raise _fail(f"{where}: an inner graph cannot hold a variable (its outer tensors are inputs)")
         _obj(entry, _NODE_KEYS[kind], where)
         name = _str(entry["name"], f"{where}.name", allow_none=kind != "placeholder")
         if kind in ("constant", "variable"):
@@ -614,7 +652,7 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
             if kind == "constant":
                 grad = _bool(entry["grad"], f"{where}.grad")
                 tensor = Tensor(Constant(value), (), value.shape, value.dtype, name=name,
-                                site=(f"<{label} node {k}>", 0), is_gradient=grad)
+                                site=origin, is_gradient=grad)
             else:
                 tensor = Variable(VariableLeaf(), value, name)
         elif kind == "placeholder":
@@ -622,11 +660,11 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
                 raise _fail(f"{where}.name: a placeholder needs a non-empty name")
             shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
             dtype = _dtype(entry["dtype"], f"{where}.dtype")
-            tensor = Tensor(Placeholder(), (), shape, dtype, name=name, site=(f"<{label} node {k}>", 0),
-                            is_gradient=False)
+            tensor = Tensor(Placeholder(), (), shape, dtype, name=name, site=origin, is_gradient=False)
         else:
             shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
-            dtype = _dtype(entry["dtype"], f"{where}.dtype")
+            multi = entry["dtype"] == MULTI_DTYPE
+            dtype = MULTI_TYPE[1] if multi else _dtype(entry["dtype"], f"{where}.dtype")
             grad = _bool(entry["grad"], f"{where}.grad")
             inputs = []
             for position, parent in enumerate(_list(entry["inputs"], f"{where}.inputs", MAX_INPUTS_PER_NODE)):
@@ -640,7 +678,9 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
                 if len(site) != 2:
                     raise _fail(f"{where}.site: expected [file, line]")
                 site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, 1 << 31))
-            primitive = _build_op(entry["op"], entry["params"], where)
+            primitive = _build_op(entry["op"], entry["params"], where, depth)
+            if multi != bool(primitive.multi_output):
+                raise _fail(f"{where}: dtype {entry['dtype']!r} does not fit op {entry['op']!r}")
             try:
                 inferred_shape, inferred_dtype = primitive.infer(*inputs)
             except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent
@@ -649,10 +689,61 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
                 raise _fail(f"{where}: op {entry['op']!r} declares shape {list(shape)} {dtype}, but its inputs "
                             f"give {list(inferred_shape)} {np.dtype(inferred_dtype)}")
             tensor = Tensor(primitive, inputs, shape, dtype, name=name,
-                            site=site if site is not None else (f"<{label} node {k}>", 0), is_gradient=grad)
+                            site=site if site is not None else origin, is_gradient=grad)
         tensors.append(tensor)
         kinds.append(kind)
+    return tensors, kinds
 
+
+_GRAPH_KEYS = {"nodes", "inputs", "outputs"}
+
+
+def _decode_graph(payload, where: str, depth: int) -> InnerGraph:
+    """An inner graph: its node list checked like the outer graph's, within the same limits."""
+    state = getattr(_local, "load", None)
+    if state is None:  # pragma: no cover - only the loader decodes ops
+        raise _fail(f"{where}: an inner graph outside a file")
+    payload = _obj(payload, _GRAPH_KEYS, where)
+    entries = _list(payload["nodes"], f"{where}.nodes", MAX_NODES)
+    state["nodes"] += len(entries)
+    if state["nodes"] > MAX_NODES:
+        raise _fail(f"{where}: more than {MAX_NODES} nodes in the file's graphs")
+    tensors, kinds = _decode_nodes(entries, f"{where}.nodes", allow_variables=False, depth=depth + 1)
+    inputs = []
+    for position, value in enumerate(_list(payload["inputs"], f"{where}.inputs", MAX_NODES)):
+        if type(value) is not int or not 0 <= value < len(tensors) or kinds[value] != "placeholder":
+            raise _fail(f"{where}.inputs[{position}]: {str(value)[:20]} is not a placeholder of this graph")
+        inputs.append(tensors[value])
+    outputs = []
+    for position, value in enumerate(_list(payload["outputs"], f"{where}.outputs", MAX_NODES)):
+        if type(value) is not int or not 0 <= value < len(tensors):
+            raise _fail(f"{where}.outputs[{position}]: {str(value)[:20]} is not a node of this graph")
+        outputs.append(tensors[value])
+    try:
+        return InnerGraph(inputs, outputs)
+    except GraphcError as exc:  # an input listed twice, a placeholder that is not an input, no outputs
+        raise _fail(f"{where}: {exc}") from exc
+
+
+def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
+    from graphc.function import normalize_updates
+    from graphc.pickling import rebuild_function
+
+    if manifest["format"] != FORMAT_NAME:
+        raise _fail(f"manifest.format: expected {FORMAT_NAME!r}, got {str(manifest['format'])[:60]!r}")
+    if manifest["version"] != FORMAT_VERSION or type(manifest["version"]) is not int:
+        raise _fail(f"manifest.version: unsupported version {str(manifest['version'])[:20]} (this graphc reads "
+                    f"version {FORMAT_VERSION})")
+    _str(manifest["graphc_version"], "manifest.graphc_version", max_length=64)
+    optimize = _bool(manifest["optimize"], "manifest.optimize")
+    inplace_updates = _bool(manifest.get("inplace_updates", False), "manifest.inplace_updates")
+    entries = _list(manifest["nodes"], "nodes", MAX_NODES)
+    label = os.path.basename(os.fspath(path))
+    _local.load = {"arrays": arrays, "used": set(), "label": label, "nodes": len(entries)}
+    try:
+        tensors, kinds = _decode_nodes(entries, "nodes", allow_variables=True, depth=0)
+    finally:
+        _local.load = None
     def node_ref(value, where: str) -> int:
         if type(value) is not int or not 0 <= value < len(tensors):
             raise _fail(f"{where}: {str(value)[:20]} is not a node index")
