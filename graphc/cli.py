@@ -62,6 +62,16 @@ def info_text(fn, path: str = "") -> str:
     lines.append(f"nodes: {len(order)} ({kinds['op']} ops, {kinds['placeholder']} placeholders, "
                  f"{kinds['constant']} constants, {kinds['variable']} variables; "
                  f"{sum(1 for n in order if n.is_gradient)} gradient nodes)")
+    loops = [node for node in order if node.inputs and node.primitive.inner_graphs()]
+    if loops:
+        lines.append(f"loops ({len(loops)}):")
+        for node in loops:
+            for graph in node.primitive.inner_graphs():
+                ops = Counter(n.op for n in graph.nodes() if n.inputs)
+                listed = ", ".join(f"{name} {ops[name]}" for name in sorted(ops))
+                label = f" {node.name}" if node.name else ""
+                lines.append(f"  {node.op}{label}: body of {graph.size} nodes "
+                             f"({len(graph.inputs)} inputs, {len(graph.outputs)} outputs; {listed})")
     lines.append("nodes by op:")
     width = max((len(name) for name in counts), default=0)
     for name in sorted(counts):

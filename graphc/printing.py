@@ -39,8 +39,12 @@ def _describe(node, ident: str) -> str:
     if node.name:
         head += f" {node.name!r}"
     head += f" [id {ident}]"
-    shape = "(" + ", ".join("?" if s is None else str(s) for s in node.shape) + ("," if len(node.shape) == 1 else "")
-    head += f" {shape}) {node.dtype}"
+    if node.primitive.multi_output:  # a loop: its outputs are the projections below it
+        head += f" ({len(node.primitive.output_types(*node.inputs))} outputs)"
+    else:
+        shape = "(" + ", ".join("?" if s is None else str(s) for s in node.shape) + (
+            "," if len(node.shape) == 1 else "")
+        head += f" {shape}) {node.dtype}"
     value = constant_text(node)
     if value is not None:
         head += f" = {value}"
@@ -49,21 +53,18 @@ def _describe(node, ident: str) -> str:
     return head
 
 
-def debugprint(outputs, file: TextIO | None = None, max_depth: int = MAX_DEPTH) -> str:
-    """The graph computing ``outputs`` as a text tree; also written to ``file`` if given.
+def _inner_graph_nodes(roots) -> list:
+    """The nodes of the graph that run inner graphs (loops), in topological order."""
+    from graphc.tensor import toposort
 
-    ``outputs`` is a Tensor, a nested list/tuple/dict of Tensors, or a compiled
-    Function (its optimized graph: outputs, then update values). Pass
-    ``file=sys.stdout`` to print it.
-    """
-    if max_depth < 1:
-        raise ValueError("debugprint: max_depth must be at least 1")
-    roots = flat_outputs(outputs)
-    ids: dict[int, str] = {}
+    return [node for node in toposort(roots) if node.inputs and node.primitive.inner_graphs()]
+
+
+def _tree(roots, ids: dict[int, str], lines: list[str], max_depth: int) -> None:
+    """Append the text tree of the graph computing ``roots`` to ``lines`` (ids shared through ``ids``)."""
     expanded: set[int] = set()
     deferred: set[int] = set()
     blocks: list = list(roots)
-    lines: list[str] = []
 
     def ident(node) -> str:
         key = id(node)
@@ -104,6 +105,45 @@ def debugprint(outputs, file: TextIO | None = None, max_depth: int = MAX_DEPTH) 
             for position in range(count - 1, -1, -1):
                 connector = "`-- " if position == count - 1 else "|-- "
                 stack.append((node.inputs[position], child_prefix, connector, depth + 1, False))
+
+
+def debugprint(outputs, file: TextIO | None = None, max_depth: int = MAX_DEPTH) -> str:
+    """The graph computing ``outputs`` as a text tree; also written to ``file`` if given.
+
+    ``outputs`` is a Tensor, a nested list/tuple/dict of Tensors, or a compiled
+    Function (its optimized graph: outputs, then update values). Pass
+    ``file=sys.stdout`` to print it.
+    """
+    if max_depth < 1:
+        raise ValueError("debugprint: max_depth must be at least 1")
+    roots = flat_outputs(outputs)
+    ids: dict[int, str] = {}
+    lines: list[str] = []
+    _tree(roots, ids, lines, max_depth)
+    # loops: each body once, after the graph that uses it (nested bodies after theirs)
+    shown: set[int] = set()
+    graphs = _inner_graph_nodes(roots)
+    position = 0
+    while position < len(graphs):
+        node = graphs[position]
+        position += 1
+        for k, graph in enumerate(node.primitive.inner_graphs()):
+            if id(graph) in shown:
+                continue
+            shown.add(id(graph))
+            if not shown - {id(graph)}:
+                lines.append("")
+                lines.append("Inner graphs:")
+            lines.append("")
+            ident = ids.get(id(node), "?")
+            lines.append(f"{node.op} [id {ident}] inner graph {k} ({len(graph.inputs)} inputs, "
+                         f"{len(graph.outputs)} outputs):")
+            inputs = ", ".join(f"{t.name!r}" for t in graph.inputs)
+            lines.append(f" inputs: {inputs}")
+            body: list[str] = []
+            _tree(list(graph.outputs), ids, body, max_depth)
+            lines.extend(" > " + line for line in body)
+            graphs.extend(n for n in _inner_graph_nodes(list(graph.outputs)) if n not in graphs)
     text = "\n".join(lines) + ("\n" if lines else "")
     if file is not None:
         file.write(text)

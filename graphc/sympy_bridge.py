@@ -450,6 +450,9 @@ def to_sympy(tensor: Tensor, symbols: Mapping[Tensor, sympy.Symbol] | None = Non
                                  f"not an element-wise/scalar graph")
             values[key] = _number(array.flat[0])
             continue
+        if node.primitive.inner_graphs() or node.primitive.multi_output:
+            raise ValueError(f"to_sympy: {node.describe()} is a loop (gc.scan, gc.map or gc.foldl), which has no "
+                             f"closed SymPy form; convert the step's own graph instead")
         values[key] = _sympy_rule(node.primitive, node, [values[id(p)] for p in node.inputs])
     return values[id(tensor)]
 

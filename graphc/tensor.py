@@ -135,7 +135,10 @@ class Tensor:
     def describe(self) -> str:
         """A one-line description used in error messages."""
         label = f"'{self.name}' " if self.name else ""
-        text = f"tensor {label}({self.op}, shape {format_shape(self.shape)}, {self.dtype})"
+        if getattr(self.primitive, "multi_output", False):
+            text = f"node {label}({self.op}, several outputs)"
+        else:
+            text = f"tensor {label}({self.op}, shape {format_shape(self.shape)}, {self.dtype})"
         if self.site is not None:
             text += f" created at {self.site[0]}:{self.site[1]}"
         return text

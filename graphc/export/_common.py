@@ -49,7 +49,9 @@ def node_kind(node: Tensor) -> str:
 
 
 def type_text(node: Tensor) -> str:
-    """``(?, 3) float64``."""
+    """``(?, 3) float64`` (``2 outputs`` for a multi-output node such as a loop)."""
+    if node.primitive.multi_output:
+        return f"{len(node.primitive.output_types(*node.inputs))} outputs"
     return f"{format_shape(node.shape)} {node.dtype}"
 
 

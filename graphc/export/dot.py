@@ -124,6 +124,7 @@ def to_dot(outputs, legend: bool = True, name: str = "graphc") -> str:
             if node.is_gradient:
                 attrs.append('color="#c62828"')
             lines.append(edge + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
+    lines.extend(_body_clusters(order, index))
     if legend:
         lines.append("  subgraph cluster_legend {")
         lines.append('    label="legend"; fontsize=9; style=dashed; color="#999999";')
@@ -134,6 +135,39 @@ def to_dot(outputs, legend: bool = True, name: str = "graphc") -> str:
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _body_clusters(order, index) -> list[str]:
+    """Loops: each body drawn once as a dashed cluster, its outputs joined to the loop's node by dashed
+    edges (nested bodies get clusters of their own, joined to their loop inside the outer body)."""
+    from graphc.tensor import toposort
+
+    lines: list[str] = []
+    pending = [(node, f"n{index[id(node)]}") for node in order if node.inputs and node.primitive.inner_graphs()]
+    drawn = 0
+    while pending:
+        node, owner = pending.pop(0)
+        for graph in node.primitive.inner_graphs():
+            prefix = f"b{drawn}_"
+            drawn += 1
+            body = toposort(list(graph.outputs), stop_at=list(graph.inputs))
+            inner = {id(n): k for k, n in enumerate(body)}
+            lines.append(f"  subgraph cluster_body{drawn - 1} {{")
+            lines.append(f'    label={_quote(node.op + " body")}; style=dashed; color="#1565c0"; fontsize=9;')
+            for k, item in enumerate(body):
+                lines.append(f"    {prefix}n{k} [label={_quote(_label(item))}, {_style(item)}];")
+            for k, item in enumerate(body):
+                several = len(item.inputs) > 1
+                for position, parent in enumerate(item.inputs):
+                    attrs = f' [label="{position}"]' if several else ""
+                    lines.append(f"    {prefix}n{inner[id(parent)]} -> {prefix}n{k}{attrs};")
+            lines.append("  }")
+            for j, out in enumerate(graph.outputs):
+                lines.append(f'  {prefix}n{inner[id(out)]} -> {owner} [style=dashed, color="#1565c0", '
+                             f'label="body {j}"];')
+            pending.extend((item, f"{prefix}n{inner[id(item)]}") for item in body
+                           if item.inputs and item.primitive.inner_graphs())
+    return lines
 
 
 def dot_executable() -> str | None:

@@ -17,7 +17,8 @@ def to_networkx(outputs) -> networkx.DiGraph:
     (str), ``is_gradient``, ``kind`` (placeholder/constant/variable/op),
     ``params`` (the op's parameters as text), ``label`` (a one-line summary),
     ``outputs`` (the positions of this node among the outputs, empty if none),
-    ``value`` (small constants only).
+    ``value`` (small constants only). A loop's node (``gc.scan``) also has ``loop=True`` and
+    ``bodies``: a tuple holding its body as a ``DiGraph`` of the same form.
     Edges go from an input to its consumer with ``position`` (the first input
     position) and ``positions`` (every position, e.g. ``(0, 1)`` for ``x * x``).
     """
@@ -41,6 +42,10 @@ def to_networkx(outputs) -> networkx.DiGraph:
         value = constant_text(node)
         if value is not None:
             attrs["value"] = value
+        inner = node.primitive.inner_graphs() if node.inputs else ()
+        if inner:  # a loop: marked, with its body as a graph of its own
+            attrs["loop"] = True
+            attrs["bodies"] = tuple(to_networkx(list(body.outputs)) for body in inner)
         graph.add_node(k, **attrs)
     for k, node in enumerate(order):
         for position, parent in enumerate(node.inputs):
