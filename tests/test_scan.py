@@ -363,3 +363,192 @@ def test_random_bodies_equal_the_unrolled_loop(ops, n, go_backwards, optimize):
     np.testing.assert_allclose(session.run(cost_loop, feed), REFERENCE.run(cost_ref, feed), **TOL)
     for a, b in zip(session.run(gc.grad(cost_loop, leaves), feed), REFERENCE.run(gc.grad(cost_ref, leaves), feed)):
         np.testing.assert_allclose(a, b, **TOL)
+
+
+# ---- the optimizer -------------------------------------------------------------------------------
+
+def _all_nodes(outputs):
+    from graphc.tensor import toposort
+
+    return toposort(outputs if isinstance(outputs, list) else [outputs])
+
+
+def test_optimizer_hoists_drops_and_keeps_only_the_last_state():
+    from graphc.scan import Scan
+
+    x = gc.placeholder("x", (None, 3))
+    h0 = gc.placeholder("h0", (3,))
+    W = gc.placeholder("W", (3, 3))
+    unused = gc.placeholder("unused", (3,))
+    hs, ys, zs = gc.scan(lambda xt, h, W, u: (gc.tanh(xt + h @ gc.exp(W)), gc.sum(h), u * 2.0),
+                         sequences=x, outputs_info=[h0, None, None], non_sequences=[W, unused])
+    last = hs[-1]
+    optimized, report = gc.optimize([last, ys], report=True)
+    assert report.rules["scan.hoist"] == 1            # exp(W) depends on a non-sequence only
+    assert report.rules["scan.last_state"] == 1        # hs is read as hs[-1] only
+    assert report.rules["scan.drop_output"] >= 2       # zs and the prev trace nobody reads
+    assert report.rules["scan.drop_input"] == 2        # `unused` (read by zs only), W (read by exp(W) only)
+    (node,) = [n for n in _all_nodes(optimized) if isinstance(n.primitive, Scan)]
+    op = node.primitive
+    assert sorted(op.emits) == [(0, "last"), (1, "trace")]
+    assert unused not in node.inputs and W not in node.inputs and any(t.op == "exp" for t in node.inputs)
+    assert not any(n.op == "exp" for n in op.body.nodes())
+    feed = {x: np.random.default_rng(0).uniform(-1, 1, (5, 3)), h0: np.ones(3), W: np.eye(3) * 0.1, unused: np.ones(3)}
+    for a, b in zip(gc.Session(optimize=False).run([last, ys], feed), REFERENCE.run(optimized, feed)):
+        np.testing.assert_allclose(a, b, **TOL)
+    again, second = gc.optimize(optimized, report=True)  # a fixed point
+    assert all(a is b for a, b in zip(again, optimized))
+    assert not any(rule.startswith("scan.") for rule in second.rules)
+
+
+def test_optimizer_optimizes_bodies_and_gradient_scans():
+    from graphc.scan import Scan
+
+    x = gc.placeholder("x", (6, 2))
+    w = gc.placeholder("w", (2,))
+    hs = gc.scan(lambda xt, h, w: gc.log(gc.softmax(h * w + xt * 1.0)), sequences=x,
+                 outputs_info=gc.constant(np.zeros(2)), non_sequences=w)
+    cost = gc.sum(hs)
+    grads = gc.grad(cost, [w])
+    optimized, report = gc.optimize([cost] + grads, report=True)
+    assert report.rules.get("stabilize.log_softmax", 0) + report.rules.get("simplify.mul_one", 0) >= 1
+    loops = [n for n in _all_nodes(optimized) if isinstance(n.primitive, Scan)]
+    assert len(loops) == 2  # the forward loop (shared) and its gradient loop
+    bodies = [n.primitive.body for n in loops]
+    assert not any(n.op == "softmax" for body in bodies for n in body.nodes())
+    feed = {x: np.random.default_rng(2).uniform(-1, 1, (6, 2)), w: np.array([0.5, -1.5])}
+    for a, b in zip(REFERENCE.run([cost] + grads, feed), REFERENCE.run(optimized, feed)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ---- saving, printing, exporting -----------------------------------------------------------------
+
+def _rnn_function(optimize=True):
+    x = gc.placeholder("x", (None, 3))
+    h0 = gc.placeholder("h0", (3,))
+    W = gc.variable(np.random.default_rng(0).uniform(-0.5, 0.5, (3, 3)), name="W")
+
+    def outer(xt, h):
+        inner = gc.scan(lambda a, c: gc.tanh(c + a * gc.sum(h)), sequences=xt, outputs_info=gc.constant(0.0))
+        return gc.tanh(h @ W + gc.sum(inner))
+
+    hs = gc.scan(outer, sequences=x, outputs_info=h0, name="rnn")
+    cost = gc.sum(hs * hs)
+    fn = gc.function([x, h0], [cost, gc.grad(cost, W)], updates={W: W - 0.1 * gc.grad(cost, W)}, optimize=optimize)
+    return fn, np.random.default_rng(1).uniform(-1, 1, (4, 3)), np.full(3, 0.2)
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_pickle_and_save_load_round_trips(tmp_path, optimize):
+    import pickle
+
+    fn, xs, h = _rnn_function(optimize)
+    twin = pickle.loads(pickle.dumps(fn))
+    path = tmp_path / "rnn.gcf"
+    gc.save(fn, path)
+    loaded = gc.load(path)
+    expected = fn(xs, h)  # (trains W once)
+    for other in (twin, loaded):
+        for a, b in zip(other(xs, h), expected):
+            np.testing.assert_array_equal(a, b)
+    gc.save(fn, tmp_path / "again.gcf")
+    gc.save(gc.load(tmp_path / "again.gcf"), tmp_path / "third.gcf")
+    assert (tmp_path / "again.gcf").read_bytes() == (tmp_path / "third.gcf").read_bytes()
+
+
+def test_printing_and_exports_show_the_body():
+    fn, _, _ = _rnn_function()
+    text = fn.debugprint()
+    assert "Inner graphs:" in text and text.count("inner graph 0") >= 3  # forward, nested, gradient loops
+    dot = fn.to_dot()
+    assert "subgraph cluster_body0" in dot and 'label="body 0"' in dot
+    graph = fn.to_networkx()
+    loops = [data for _, data in graph.nodes(data=True) if data.get("loop")]
+    assert loops and all(len(data["bodies"]) == 1 and data["bodies"][0].number_of_nodes() > 1 for data in loops)
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(ValueError, match="is a loop"):
+        gc.to_sympy(gc.sum(gc.map(gc.exp, x)))
+
+
+def test_cli_info_lists_loops(tmp_path):
+    from graphc.cli import info_text
+
+    fn, _, _ = _rnn_function()
+    gc.save(fn, tmp_path / "f.gcf")
+    text = info_text(gc.load(tmp_path / "f.gcf"))
+    assert "loops (" in text and "scan rnn: body of" in text
+
+
+def test_loader_fuzz_covers_inner_graphs(tmp_path):
+    """Edits inside saved loop bodies (valid checksum): a load succeeds or raises LoadError, never more."""
+    import json
+    import random
+
+    from graphc.serialize import encode
+    from tests.test_serialize import assemble, load_bytes, split
+
+    fn, xs, h = _rnn_function(optimize=False)
+    _, _, manifest, data = split(encode(fn))
+    manifest = json.loads(manifest)
+
+    def graphs(value, path=()):
+        stack = [(value, path)]
+        while stack:
+            item, where = stack.pop()
+            if isinstance(item, list) and len(item) == 2 and item[0] == "graph":
+                yield where + (1,)
+            children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+            for key, child in children:
+                stack.append((child, where + (key,)))
+
+    def at(root, path):
+        for key in path:
+            root = root[key]
+        return root
+
+    inner = list(graphs(manifest))
+    assert len(inner) >= 3
+    spots = []
+    for path in inner:
+        stack = [path]
+        while stack:
+            where = stack.pop()
+            item = at(manifest, where)
+            if isinstance(item, (dict, list)) and item:
+                spots.append(where)
+                for key in (item if isinstance(item, dict) else range(len(item))):
+                    stack.append(where + (key,))
+    rng = random.Random(5)
+    junk = [None, True, 0, -1, 1, 7, 2 ** 40, "", "x", "float64", "outputs", "variable", [], {}, ["int", 1],
+            ["graph", {}], ["graph", {"nodes": [], "inputs": [], "outputs": []}]]
+    outcomes = {"loaded": 0, "error": 0}
+    for _ in range(200):
+        case = json.loads(json.dumps(manifest))
+        target = at(case, rng.choice(spots))
+        key = rng.choice(list(target)) if isinstance(target, dict) else rng.randrange(len(target))
+        action = rng.random()
+        if action < 0.2 and isinstance(target, dict):
+            del target[key]
+        elif action < 0.3 and isinstance(target, list):
+            target.insert(key, rng.choice(junk))
+        elif action < 0.4 and isinstance(target, list) and len(target) > 1:
+            target[key], target[-1] = target[-1], target[key]
+        else:
+            target[key] = rng.choice(junk)
+        try:
+            load_bytes(tmp_path, assemble(case, data))
+            outcomes["loaded"] += 1
+        except gc.LoadError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 120
+    # a body that reaches a placeholder it does not declare as an input, and one holding a variable
+    case = json.loads(json.dumps(manifest))
+    body = at(case, inner[0])
+    body["inputs"] = body["inputs"][:-1]
+    with pytest.raises(gc.LoadError):
+        load_bytes(tmp_path, assemble(case, data))
+    case = json.loads(json.dumps(manifest))
+    body = at(case, inner[0])
+    body["nodes"][0] = {"kind": "variable", "name": "v", "array": 0}
+    with pytest.raises(gc.LoadError, match="variable"):
+        load_bytes(tmp_path, assemble(case, data))

@@ -108,10 +108,7 @@ class _ScanRewrite:
         inits = inputs[first + ns:first + ns + nst]
         nonseqs = inputs[first + ns + nst:]
         hints = list(op.empty_like)
-        # loop invariants out
-        before = len(body_inputs)
-        body_inputs, body_outputs, nonseqs = _hoist(op, body_inputs, body_outputs, list(nonseqs))
-        changed |= len(body_inputs) != before
+        nonseqs = list(nonseqs)
         # which outputs are read, and how
         projections = [c for c in consumers.get(id(node), ()) if isinstance(c.primitive, Output)]
         used_modes: dict[int, set[str]] = {}
@@ -175,8 +172,11 @@ class _ScanRewrite:
         changed |= bool(dropped_emits) or bool(switch) or len(emits) != len(op.emits)
         changed |= [op.emits[i] for i in sorted(self.emit_map)] != [emits[self.emit_map[i]]
                                                                      for i in sorted(self.emit_map)]
-        # the new body: kept states, kept outputs; inputs the outputs still read
+        # the new body: kept states, kept outputs, loop invariants out; inputs the outputs still read
         new_outputs = [body_outputs[j] for j in kept_states + kept_others]
+        before = len(body_inputs)
+        body_inputs, new_outputs, nonseqs = _hoist(op, body_inputs, new_outputs, nonseqs)
+        changed |= len(body_inputs) != before
         reached_any = set().union(*_reached_inputs(new_outputs, body_inputs)) if new_outputs else set()
         hinted = {hints[j] for j in kept_others if hints[j] >= 0}
         keep_seqs = [i for i in range(ns) if i in reached_any or first + i in hinted]
