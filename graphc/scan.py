@@ -301,16 +301,50 @@ class Scan(Op):
         return tuple(0 if s is None else s for s in self.body.outputs[j].shape)
 
     # ---- the gradient: another scan -------------------------------------------------------------
-    def _prev_traces(self, node: Tensor) -> list[Tensor]:
-        """For every state, the trace of its values before each step (an output of ``node``)."""
+    def _traces(self, node: Tensor, wanted: list[tuple[int, str]]) -> list[Tensor]:
+        """The outputs ``wanted`` (``(body output, mode)`` pairs) of ``node``, kept by the forward loop."""
         position = {entry: k for k, entry in enumerate(self.emits)}
-        missing = [(j, "prev") for j in range(self.n_states) if (j, "prev") not in position]
+        missing = [entry for entry in wanted if entry not in position]
         source = node
         if missing:  # (a scan built without them, e.g. by hand): a twin node that also emits them
             op = dataclasses.replace(self, emits=self.emits + tuple(missing))
             source = apply(op, *node.inputs)
             position = {entry: k for k, entry in enumerate(op.emits)}
-        return [apply(Output(position[(j, "prev")]), source) for j in range(self.n_states)]
+        return [apply(Output(position[entry]), source) for entry in wanted]
+
+    def _values_for_gradient(self, wx, float_states, ww, kept: set[int]) -> list[Tensor]:
+        """The body nodes whose values the step's gradient rules read, other than the outputs kept anyway.
+
+        Found by differentiating a probe copy of the body once: the nodes of the forward copy that a
+        gradient node reads directly and that change from step to step (they depend on a sequence or
+        a state). Loop invariants and constants are recomputed (the optimizer hoists them).
+        """
+        from graphc.autodiff import backprop
+
+        body = self.body
+        ns, nst = self.n_sequences, self.n_states
+        probes = [placeholder("probe", t.shape, t.dtype) for t in body.inputs]
+        outs, copies = _cloned(body, dict(zip(body.inputs, probes)))
+        heads = [o for j, o in enumerate(outs) if o.dtype.kind == "f"]
+        cotangents = [placeholder("cotangent", o.shape, o.dtype) for o in heads]
+        wrt = [probes[i] for i in wx] + [probes[ns + j] for j in float_states] + [probes[ns + nst + i] for i in ww]
+        grads = [g for g in backprop(heads, cotangents, wrt) if g is not None]
+        original = {id(copy): node for node, copy in ((n, copies.get(id(n))) for n in body.nodes()) if copy is not None}
+        outputs = {id(body.outputs[j]) for j in kept}
+        variant_args = {id(t) for t in body.inputs[:ns + nst]}
+        variant: dict[int, bool] = {}
+        for item in body.nodes():
+            variant[id(item)] = id(item) in variant_args or any(variant[id(p)] for p in item.inputs)
+        found: dict[int, Tensor] = {}
+        for item in toposort(grads, stop_at=probes + cotangents):
+            if id(item) in original:
+                continue  # a node of the forward copy
+            for parent in item.inputs:
+                source = original.get(id(parent))
+                if (source is not None and source.inputs and variant[id(source)] and id(source) not in outputs
+                        and not source.primitive.multi_output):
+                    found.setdefault(id(source), source)
+        return list(found.values())
 
     def vjp(self, node: Tensor, gs: Sequence[Tensor | None]) -> list[Tensor | None]:
         from graphc.autodiff import backprop, zeros_for
@@ -334,10 +368,28 @@ class Scan(Op):
             return [None] * len(node.inputs)
         # sequences in step order (row t is what step t read)
         xs = [s[_REVERSED] if self.go_backwards else s for s in sequences]
-        prevs = self._prev_traces(node) if nst else []
+        # what the forward loop kept: the states before each step, and the outputs' values (the states after
+        # each step, and the traces it emits of the other outputs), so the backward loop recomputes only the
+        # body's intermediate values the gradient rules need, never its outputs
+        kept = [j for j in range(nst)] + [j for j in range(nst, n_out) if (j, "trace") in self.emits]
+        # and the body's intermediate values the gradient rules read (tanh's rule reads its input): a twin
+        # of the forward loop emits their traces too; the optimizer merges it with the forward loop
+        # (scan.merge), so the forward runs once and the backward recomputes none of them
+        stored = self._values_for_gradient(wx, float_states, ww, set(kept))
+        source, source_op = node, self
+        if stored:
+            source_op = dataclasses.replace(
+                self, body=InnerGraph(body.inputs, list(body.outputs) + stored),
+                emits=self.emits + tuple((n_out + k, "trace") for k in range(len(stored))),
+                empty_like=self.empty_like + (-1,) * len(stored))
+            source = apply(source_op, *node.inputs)
+        found = source_op._traces(source, [(j, "prev") for j in range(nst)] + [(j, "trace") for j in kept]
+                                  + [(n_out + k, "trace") for k in range(len(stored))])
+        prevs, values = found[:nst], found[nst:]
         trace_keys, prev_keys = sorted(trace_g), sorted(k for k in prev_g if k in float_states)
         q_keys = [j for j in sorted(last_g) if j >= nst]
-        back_sequences = xs + prevs + [trace_g[j] for j in trace_keys] + [prev_g[j] for j in prev_keys]
+        back_sequences = (xs + prevs + [trace_g[j] for j in trace_keys] + [prev_g[j] for j in prev_keys]
+                          + values)
         infos = ([None] * len(wx)
                  + [last_g[j] if j in last_g else zeros_for(inits[j]) for j in float_states]
                  + [last_g[j] for j in q_keys]
@@ -351,6 +403,8 @@ class Scan(Op):
             tg = dict(zip(trace_keys, args[offset:offset + len(trace_keys)]))
             offset += len(trace_keys)
             pg = dict(zip(prev_keys, args[offset:offset + len(prev_keys)]))
+            offset += len(prev_keys)
+            saved = args[offset:offset + len(kept) + len(stored)]
             offset = n_seq_args
             carries = dict(zip(float_states, args[offset:offset + len(float_states)]))
             offset += len(float_states)
@@ -359,7 +413,7 @@ class Scan(Op):
             sums = args[offset:offset + len(ww)]
             w = args[offset + len(ww):]
             replace = dict(zip(body.inputs, list(x) + list(s_prev) + list(w)))
-            outs = clone(list(body.outputs), replace)
+            outs, copies = _cloned(body, replace)
             heads, cots = [], []
             for j in range(n_out):
                 terms = [t for t in (carries.get(j), tg.get(j), qs.get(j)) if t is not None]
@@ -379,7 +433,10 @@ class Scan(Op):
                 new.append(add(carry, pg[j]) if j in pg else carry)
             new += [zeros_like(qs[j]) for j in q_keys]
             new += [add(total, d) if d is not None else total for total, d in zip(sums, dw)]
-            return new
+            # the rules read the outputs' values (tanh's rule reads tanh(x)): from what the forward kept
+            substitute = {outs[j]: value for j, value in zip(kept, saved) if outs[j] is not value}
+            substitute.update((copies[id(r)], value) for r, value in zip(stored, saved[len(kept):]))
+            return clone(new, substitute)
 
         n_steps = node.inputs[0] if self.steps_input else self.n_steps
         modes = (["trace"] * len(wx) + ["final"] * len(float_states) + [None] * len(q_keys)
@@ -397,6 +454,23 @@ class Scan(Op):
         for k, i in enumerate(ww):
             rules[self.first + ns + nst + i] = results[base + k]
         return rules
+
+
+def _cloned(body: InnerGraph, replace: dict) -> tuple[list[Tensor], dict[int, Tensor]]:
+    """``clone`` of the body's outputs, and ``id(body node) -> its copy`` for every node it copied."""
+    mapping: dict[int, Tensor] = {id(old): new for old, new in replace.items()}
+    copies: dict[int, Tensor] = {}
+    for item in toposort(list(body.outputs), stop_at=list(replace)):
+        if id(item) in mapping:
+            continue
+        inputs = tuple(mapping.get(id(p), p) for p in item.inputs)
+        if all(a is b for a, b in zip(inputs, item.inputs)):
+            mapping[id(item)] = item
+            continue
+        shape, dtype = item.primitive.infer(*inputs)
+        mapping[id(item)] = copies[id(item)] = Tensor(item.primitive, inputs, shape, dtype, name=item.name,
+                                                      site=item.site, is_gradient=item.is_gradient)
+    return [mapping.get(id(t), t) for t in body.outputs], copies
 
 
 def _check_type(what: str, shape: tuple, dtype: np.dtype, arg: Tensor) -> None:
@@ -550,7 +624,10 @@ def _build(fn: Callable, sequences: list[Tensor], infos: list | None, nonseqs: l
         if modes[k] is not None:
             returned[k] = len(emits)
             emits.append((body_index, modes[k]))
+    # every state's prev trace (and its trace, which shares the buffer) is emitted for the gradient; the
+    # optimizer drops what nothing reads
     emits += [(j, "prev") for j in range(len(state_positions))]
+    emits += [(j, "trace") for j in range(len(state_positions)) if (j, "trace") not in emits]
     op = Scan(body=body, n_sequences=len(sequences), n_states=len(state_positions), n_steps=static_steps,
               steps_input=steps_tensor is not None, go_backwards=bool(go_backwards), emits=tuple(emits),
               empty_like=tuple(hints))

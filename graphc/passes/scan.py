@@ -2,6 +2,8 @@
 
 For every :class:`graphc.scan.Scan` node of the graph, in topological order:
 
+* ``scan.merge``: a loop and its twin (the same loop emitting more of its values, which a
+  gradient builds to keep the intermediate values its rules read) become one loop.
 * ``scan.body``: the body is optimized with the default pipeline (nested loops included);
   the rules that fire inside are counted under their own names.
 * ``scan.hoist``: loop-invariant work, a body node that depends on non-sequences (and
@@ -203,11 +205,91 @@ class _ScanRewrite:
                            is_gradient=node.is_gradient)
 
 
+def _extends(small: Scan, big: Scan) -> bool:
+    """Whether ``big`` is ``small`` with more outputs appended (the twin a gradient builds)."""
+    if small is big or len(big.body.outputs) <= len(small.body.outputs):
+        return False
+    if (small.n_sequences, small.n_states, small.n_steps, small.steps_input, small.go_backwards) != (
+            big.n_sequences, big.n_states, big.n_steps, big.steps_input, big.go_backwards):
+        return False
+    if len(small.body.inputs) != len(big.body.inputs) or big.empty_like[:len(small.empty_like)] != small.empty_like:
+        return False
+    prefix = InnerGraph(big.body.inputs, big.body.outputs[:len(small.body.outputs)])
+    return prefix.key == small.body.key
+
+
+def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
+    """scan(...) and a twin emitting more of the same loop's values, on the same inputs -> one loop."""
+    groups: dict[tuple, list[Tensor]] = {}
+    for node in order:
+        if isinstance(node.primitive, Scan):
+            groups.setdefault(tuple(id(p) for p in node.inputs), []).append(node)
+    into: dict[int, Tensor] = {}  # id(merged node) -> the node it merges into
+    for nodes in groups.values():
+        if len(nodes) < 2:
+            continue
+        nodes = sorted(nodes, key=lambda n: -len(n.primitive.body.outputs))
+        for small in nodes[1:]:
+            big = next((b for b in nodes if _extends(small.primitive, b.primitive)), None)
+            if big is not None and id(big) not in into:
+                into[id(small)] = big
+    if not into:
+        return outputs
+    # the merged node: the big one, emitting what the small ones emitted too
+    merged: dict[int, Tensor] = {}
+    index_of: dict[int, dict[int, int]] = {}  # id(old node) -> {old output index: new output index}
+    smalls: dict[int, list[Tensor]] = {}
+    for node in order:
+        if id(node) in into:
+            smalls.setdefault(id(into[id(node)]), []).append(node)
+    fired("scan.merge", len(into))
+    memo: dict[int, Tensor] = {}
+    for node in order:
+        inputs = [memo[id(p)] for p in node.inputs]
+        primitive = node.primitive
+        if id(node) in smalls or id(node) in into:
+            big = node if id(node) in smalls else into[id(node)]
+            if id(big) not in merged:
+                emits = list(big.primitive.emits)
+                maps: dict[int, dict[int, int]] = {id(big): {k: k for k in range(len(emits))}}
+                for small in smalls[id(big)]:
+                    table = {}
+                    for k, entry in enumerate(small.primitive.emits):
+                        if entry not in emits:
+                            emits.append(entry)
+                        table[k] = emits.index(entry)
+                    maps[id(small)] = table
+                op = dataclasses.replace(big.primitive, emits=tuple(emits))
+                big_inputs = [memo[id(p)] for p in big.inputs]
+                # named and placed like the user's loop (the twin was built by a gradient)
+                first = smalls[id(big)][0]
+                name = next((n.name for n in smalls[id(big)] + [big] if n.name), None)
+                merged[id(big)] = Tensor(op, big_inputs, *op.infer(*big_inputs), name=name, site=first.site,
+                                         is_gradient=big.is_gradient and all(s.is_gradient for s in smalls[id(big)]))
+                index_of.update(maps)
+            memo[id(node)] = merged[id(big)]
+            continue
+        if isinstance(primitive, Output) and id(node.inputs[0]) in index_of:
+            memo[id(node)] = Tensor(Output(index_of[id(node.inputs[0])][primitive.index]), inputs, node.shape,
+                                    node.dtype, name=node.name, site=node.site, is_gradient=node.is_gradient)
+            continue
+        if all(a is b for a, b in zip(inputs, node.inputs)):
+            memo[id(node)] = node
+        else:
+            memo[id(node)] = Tensor(primitive, inputs, node.shape, node.dtype, name=node.name, site=node.site,
+                                    is_gradient=node.is_gradient)
+    return [memo[id(t)] for t in outputs]
+
+
 def optimize_scans(outputs: list[Tensor]) -> list[Tensor]:
     """Optimize every scan node's body and loop (see the module docstring)."""
     order = topological(outputs)
     if not any(isinstance(node.primitive, Scan) for node in order):
         return outputs
+    merged = _merge_twins(outputs, order)
+    if any(a is not b for a, b in zip(merged, outputs)):
+        outputs = merged
+        order = topological(outputs)
     consumers: dict[int, list[Tensor]] = {}
     for node in order:
         for parent in node.inputs:
