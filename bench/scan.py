@@ -4,7 +4,8 @@
    10,010 steps minus that of 10 steps, per step; next to the same loop in plain Python/NumPy.
 2. A 100-step tanh RNN (hidden 128, batch 32, inputs 64): the loss and the gradients of its three
    weights through the scan (backpropagation through time, itself a scan), against the scan's
-   forward alone and against the same network unrolled in Python (graph of 100 steps).
+   forward alone and against the same network unrolled in Python (graph of 100 steps); and the
+   same with ReLU (whose gradient rule is a mask, where tanh's is two stable sigmoids).
 3. Compile time (build, grad, optimize, lower) of that RNN and its gradient with 100 and 10,000
    steps (static shapes): the graph does not grow with the length.
 
@@ -47,7 +48,7 @@ def per_step(repeats: int) -> list[str]:
     return lines
 
 
-def rnn(steps: int, unrolled: bool = False):
+def rnn(steps: int, unrolled: bool = False, activation=gc.tanh):
     """Placeholders, the loss and the gradients of the RNN (scan, or unrolled in Python)."""
     rng = np.random.default_rng(0)
     xs = gc.placeholder("xs", (steps, BATCH, INPUTS))
@@ -58,27 +59,28 @@ def rnn(steps: int, unrolled: bool = False):
     if unrolled:
         h, trace = h0, []
         for t in range(steps):
-            h = gc.tanh(xs[t] @ W + h @ U + b)
+            h = activation(xs[t] @ W + h @ U + b)
             trace.append(h)
         hs = gc.stack(trace, 0)
     else:
-        hs = gc.scan(lambda x, h: gc.tanh(x @ W + h @ U + b), sequences=xs, outputs_info=h0)
+        hs = gc.scan(lambda x, h: activation(x @ W + h @ U + b), sequences=xs, outputs_info=h0)
     loss = gc.mean(gc.square(hs))
     return xs, loss, gc.grad(loss, [W, U, b])
 
 
-def gradient(repeats: int) -> list[str]:
-    xs, loss, grads = rnn(100)
+def gradient(repeats: int, activation=gc.tanh) -> list[str]:
+    xs, loss, grads = rnn(100, activation=activation)
     forward = gc.function([xs], loss)
     backward = gc.function([xs], [loss, *grads])
-    uxs, uloss, ugrads = rnn(100, unrolled=True)
+    uxs, uloss, ugrads = rnn(100, unrolled=True, activation=activation)
     unrolled = gc.function([uxs], [uloss, *ugrads])
     value = np.random.default_rng(1).normal(0, 1, (100, BATCH, INPUTS))
     for a, b in zip(backward(value), unrolled(value)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     times = interleaved({"scan forward": lambda: forward(value), "scan loss + gradients": lambda: backward(value),
                          "unrolled loss + gradients": lambda: unrolled(value)}, repeats=repeats)
-    lines = table("100-step RNN, hidden 128, batch 32 (float64)", times, "scan forward")
+    name = activation.__name__
+    lines = table(f"100-step {name} RNN, hidden 128, batch 32 (float64)", times, "scan forward")
     wall, cpu = ratios(times, "scan loss + gradients", "scan forward")
     lines.append(f"  => gradient / forward: {wall:.2f}x wall, {cpu:.2f}x cpu (target <= 3x)")
     wall, cpu = ratios(times, "scan loss + gradients", "unrolled loss + gradients")
@@ -113,7 +115,8 @@ def main() -> None:
     parser.add_argument("--blas-threads", default=None, help="(read by common.py)")
     args = parser.parse_args()
     print(conditions())
-    for part in (per_step(args.repeats), gradient(args.repeats), compile_time(args.repeats)):
+    for part in (per_step(args.repeats), gradient(args.repeats), gradient(args.repeats, gc.relu),
+                 compile_time(args.repeats)):
         print("\n".join(part))
         print()
 

@@ -34,6 +34,15 @@ def small_model():
     return x, t, W, b, loss
 
 
+def small_loop():
+    """The loop docs/scan.md shows: a tanh recurrence over a sequence, and the gradient of its sum."""
+    xs = gc.placeholder("xs", shape=(None, 2))
+    W = gc.variable(np.full((2, 2), 0.5), name="W")
+    hs = gc.scan(lambda x, h: gc.tanh(x + h @ W), sequences=xs, outputs_info=gc.constant(np.zeros(2)), name="hs")
+    cost = gc.sum(hs)
+    return hs, cost, gc.grad(cost, W)
+
+
 def figures() -> dict[str, object]:
     """file name -> what to draw (tensors or a compiled Function)."""
     x, t, W, b, loss = small_model()
@@ -48,6 +57,8 @@ def figures() -> dict[str, object]:
         "graph_optimized.svg": optimized,                # after gc.optimize
         "max_gate_grad.svg": [gate, *gc.grad(gate, [gate_x, gate_y, gate_z])],
         "train_step.svg": step,                          # a compiled Function: its optimized graph
+        "scan_forward.svg": small_loop()[0],             # a loop: one node, its body as a cluster
+        "scan_grad.svg": gc.optimize(list(small_loop()[1:])),  # and its gradient: another loop
     }
 
 
