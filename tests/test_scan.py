@@ -552,3 +552,59 @@ def test_loader_fuzz_covers_inner_graphs(tmp_path):
     body["nodes"][0] = {"kind": "variable", "name": "v", "array": 0}
     with pytest.raises(gc.LoadError, match="variable"):
         load_bytes(tmp_path, assemble(case, data))
+
+
+# ---- more dtypes, forward mode, threads, constant loops --------------------------------------------
+
+def test_integer_states_bool_sequences_and_float32():
+    mask = gc.placeholder("mask", (None,), "bool")
+    values = gc.placeholder("values", (None,), "float32")
+    zero32 = gc.constant(0.0, "float32")
+
+    def step(m, v, c, s):
+        return c + gc.cast(m, "int64"), s + gc.where(m, v, zero32)
+
+    count, total = gc.scan(step, sequences=[mask, values], outputs_info=[gc.constant(0, "int64"), zero32])
+    assert count.dtype == np.int64 and total.dtype == np.float32
+    gv = gc.grad(gc.sum(total), values)
+    assert gv.dtype == np.float32
+    m, v = np.array([True, False, True]), np.array([1.5, 2.0, -3.0], np.float32)
+    c, t, g = gc.Session().run([count, total, gv], {mask: m, values: v})
+    assert list(c) == [1, 1, 2] and t.dtype == np.float32 and list(t) == [1.5, 1.5, -1.5]
+    np.testing.assert_array_equal(g, np.array([3.0, 0.0, 1.0], np.float32))  # entry t counts 3 - t sums
+
+
+def test_jacobian_through_a_scan():
+    x = gc.placeholder("x", (3,))
+    ys = gc.scan(lambda h, x: gc.sin(h) * x, outputs_info=gc.constant(np.ones(3)), non_sequences=x, n_steps=3)
+    jac = gc.jacobian(ys[-1], x)
+    unrolled = gc.constant(np.ones(3))
+    for _ in range(3):
+        unrolled = gc.sin(unrolled) * x
+    point = {x: np.array([0.3, -0.8, 1.1])}
+    np.testing.assert_allclose(REFERENCE.run(jac, point), REFERENCE.run(gc.jacobian(unrolled, x), point), **TOL)
+
+
+def test_a_loop_of_constants_is_not_folded_but_runs():
+    powers = gc.scan(lambda h: h * 2.0, outputs_info=gc.constant(1.0), n_steps=10)
+    optimized, report = gc.optimize(powers, report=True)
+    assert optimized.op == "scan"
+    np.testing.assert_array_equal(gc.Session().run(powers), 2.0 ** np.arange(1, 11))
+
+
+def test_concurrent_calls_share_the_compiled_body():
+    from tests.threads import run_concurrently
+
+    x = gc.placeholder("x", (None, 2))
+    hs = gc.scan(lambda xt, h: gc.tanh(xt + h), sequences=x, outputs_info=gc.constant(np.zeros(2)))
+    fn = gc.function([x], [hs, gc.grad(gc.sum(hs), x)])
+    inputs = [np.full((k + 1, 2), 0.1 * k) for k in range(6)]
+    expected = [fn(v) for v in inputs]
+
+    def work(k: int) -> None:
+        for _ in range(20):
+            for value, want in zip(inputs, expected):
+                for a, b in zip(fn(value), want):
+                    np.testing.assert_array_equal(a, b)
+
+    run_concurrently(work, count=4)

@@ -29,6 +29,8 @@ def foldable(node: Tensor) -> bool:
         return False
     if getattr(op, "random", False) or getattr(op, "stateful", False):
         return False
+    if op.multi_output:  # a loop: its values are several arrays (and running it may take long)
+        return False
     if not all(isinstance(t.primitive, Constant) for t in node.inputs):
         return False
     size = node.size
