@@ -107,6 +107,8 @@ class InnerGraph:
         """
         import numpy as np
 
+        from graphc.errors import ExecutionError
+
         values: dict[int, object] = {id(t): a for t, a in zip(self.inputs, arrays)}
         for node in self.nodes():
             if id(node) in values:
@@ -114,7 +116,12 @@ class InnerGraph:
             if not node.inputs:
                 values[id(node)] = node.primitive.impl()
                 continue
-            values[id(node)] = node.primitive.impl(*[values[id(p)] for p in node.inputs])
+            try:
+                values[id(node)] = node.primitive.impl(*[values[id(p)] for p in node.inputs])
+            except ExecutionError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - named like the executor names a failing node
+                raise ExecutionError(f"op {node.op!r} ({node.describe()}) failed: {type(exc).__name__}: {exc}") from exc
         return tuple(np.array(values[id(t)], copy=True) for t in self.outputs)
 
     def __reduce__(self):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphc.autodiff import backprop, zeros_for
 from graphc.errors import DTypeError, ExecutionError, GraphcError, ShapeError
 from graphc.graph import InnerGraph, clone
 from graphc.leaves import Constant, Placeholder, VariableLeaf, placeholder
@@ -319,8 +320,6 @@ class Scan(Op):
         gradient node reads directly and that change from step to step (they depend on a sequence or
         a state). Loop invariants and constants are recomputed (the optimizer hoists them).
         """
-        from graphc.autodiff import backprop
-
         body = self.body
         ns, nst = self.n_sequences, self.n_states
         probes = [placeholder("probe", t.shape, t.dtype) for t in body.inputs]
@@ -347,8 +346,12 @@ class Scan(Op):
         return list(found.values())
 
     def vjp(self, node: Tensor, gs: Sequence[Tensor | None]) -> list[Tensor | None]:
-        from graphc.autodiff import backprop, zeros_for
+        """Backpropagation through time: one cotangent per input, computed by another (backward) scan.
 
+        ``gs`` has one cotangent (or None) per output of ``node``. The body is differentiated
+        once with the ordinary driver; the backward loop walks the steps in reverse, carrying
+        the states' cotangents and summing the non-sequences' gradients (see docs/scan.md).
+        """
         body = self.body
         ns, nst = self.n_sequences, self.n_states
         sequences, inits, nonseqs = self.split(node.inputs)

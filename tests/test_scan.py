@@ -608,3 +608,20 @@ def test_concurrent_calls_share_the_compiled_body():
                     np.testing.assert_array_equal(a, b)
 
     run_concurrently(work, count=4)
+
+
+def test_the_reference_interpreter_agrees_with_the_compiled_body():
+    x = gc.placeholder("x", (None, 2))
+    hs, ys = gc.scan(lambda xt, h: (gc.tanh(xt * h + 1.0), gc.sum(xt)), sequences=x,
+                     outputs_info=[gc.constant(np.full(2, 0.5)), None], go_backwards=True)
+    node = hs.inputs[0]
+    values = np.random.default_rng(0).uniform(-1, 1, (5, 2))
+    inputs = [values if t is x else t.primitive.value for t in node.inputs]
+    interpreted = node.primitive.impl(*inputs)
+    compiled = gc.Session(optimize=False).run([gc.op.Output(k)(node) for k in range(len(interpreted))], {x: values})
+    for a, b in zip(interpreted, compiled):
+        np.testing.assert_array_equal(a, b)
+    idx = gc.placeholder("idx", (None,), "int64")
+    picked = gc.scan(lambda i: gc.take(gc.constant(np.zeros((3, 2))), i, axis=0), sequences=idx)
+    with pytest.raises(gc.ExecutionError, match="scan step 1 .*'take'"):
+        picked.inputs[0].primitive.impl(np.array([0, 9]))

@@ -1,7 +1,7 @@
 """The default optimization pipeline and ``gc.optimize``.
 
 The pipeline is an explicit tuple of named passes. ``canonicalize`` runs the
-local passes (stabilize, simplify, fold, cse) in a loop until a whole round
+local passes (stabilize, simplify, fold, cse, scan) in a loop until a whole round
 changes nothing (every pass returns the very same tensors), so the pipeline
 is idempotent: optimizing an optimized graph returns it unchanged.
 ``FUSING_PIPELINE`` adds element-wise fusion after it (opt-in; see its comment).
