@@ -488,9 +488,24 @@ def _check_type(what: str, shape: tuple, dtype: np.dtype, arg: Tensor) -> None:
 def _tensor_list(function: str, label: str, values) -> list[Tensor]:
     if values is None:
         return []
-    if isinstance(values, (list, tuple)):
-        return [as_tensor(v) for v in values]
-    return [as_tensor(values)]
+    items = list(values) if isinstance(values, (list, tuple)) else [values]
+    for item in items:
+        if isinstance(item, dict):
+            raise TypeError(f"{function}: {label} entries must be tensors or arrays; Theano's dicts with taps "
+                            f"(several slices per step) are not supported: pass the shifted sequences instead")
+    return [as_tensor(v) for v in items]
+
+
+def _initial(function: str, k: int, info):
+    """An outputs_info entry: None, a value, or Theano's ``{"initial": value}`` (taps ``[-1]`` only)."""
+    if isinstance(info, dict):
+        unknown = set(info) - {"initial", "taps"}
+        taps = list(info.get("taps", [-1]) or [])
+        if unknown or taps != [-1]:
+            raise ValueError(f"{function}: outputs_info[{k}] = {info!r}: only {{'initial': value}} (taps [-1]) is "
+                             f"supported; several taps are not")
+        info = info.get("initial")
+    return None if info is None else as_tensor(info)
 
 
 def _lift(outputs: list[Tensor], args: list[Tensor]) -> list[Tensor]:
@@ -559,10 +574,7 @@ def _build(fn: Callable, sequences: list[Tensor], infos: list | None, nonseqs: l
             raise ShapeError(f"{function}: n_steps must be 0-d, got {n_steps.describe()}")
         if n_steps.dtype.kind not in "iu":
             raise DTypeError(f"{function}: n_steps must be an integer tensor, got {n_steps.describe()}")
-        if isinstance(n_steps.primitive, Constant):
-            static_steps = int(n_steps.primitive.value)
-        else:
-            steps_tensor = n_steps
+        steps_tensor = n_steps  # (the contract: a tensor count gives the outputs an unknown first size)
     elif isinstance(n_steps, (int, np.integer)) and not isinstance(n_steps, (bool, np.bool_)):
         static_steps = int(n_steps)
     else:
@@ -577,7 +589,7 @@ def _build(fn: Callable, sequences: list[Tensor], infos: list | None, nonseqs: l
         extra = f" and n_steps={static_steps}" if static_steps is not None else ""
         raise ShapeError(f"{function}: the sequences must have one length (the number of steps): {listed}{extra}")
 
-    inits = [] if infos is None else [None if info is None else as_tensor(info) for info in infos]
+    inits = [] if infos is None else [_initial(function, k, info) for k, info in enumerate(infos)]
     seq_args = [placeholder(f"{_label(s, f'sequence{k}')}[t]", s.shape[1:], s.dtype) for k, s in enumerate(sequences)]
     state_inits = [(k, init) for k, init in enumerate(inits) if init is not None]
     state_args = [placeholder(f"{_label(init, f'state{k}')}[t-1]", init.shape, init.dtype) for k, init in state_inits]

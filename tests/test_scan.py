@@ -625,3 +625,17 @@ def test_the_reference_interpreter_agrees_with_the_compiled_body():
     picked = gc.scan(lambda i: gc.take(gc.constant(np.zeros((3, 2))), i, axis=0), sequences=idx)
     with pytest.raises(gc.ExecutionError, match="scan step 1 .*'take'"):
         picked.inputs[0].primitive.impl(np.array([0, 9]))
+
+
+def test_theano_spellings():
+    x = gc.placeholder("x", (3,))
+    ys = gc.scan(lambda xt, h: h + xt, sequences=x, outputs_info=[{"initial": gc.constant(1.0), "taps": [-1]}])
+    np.testing.assert_array_equal(gc.Session().run(ys, {x: np.array([1.0, 2.0, 3.0])}), [2.0, 4.0, 7.0])
+    with pytest.raises(ValueError, match="taps"):
+        gc.scan(lambda xt, a, b: a + b, sequences=x,
+                outputs_info=[{"initial": gc.constant(np.zeros(2)), "taps": [-2, -1]}])
+    with pytest.raises(TypeError, match="taps"):
+        gc.scan(lambda a, b: a + b, sequences=[{"input": x, "taps": [0, 1]}])
+    counted = gc.scan(lambda h: h * 2.0, outputs_info=gc.constant(1.0), n_steps=gc.constant(3))
+    assert counted.shape == (None,)  # a tensor n_steps: the first size is unknown until run time
+    np.testing.assert_array_equal(gc.Session().run(counted), [2.0, 4.0, 8.0])
