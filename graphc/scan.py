@@ -258,6 +258,7 @@ class Scan(Op):
                 buffer = np.empty((n + 1,) + shapes[j], body_outputs[j].dtype)
                 buffer[0] = states[j]
                 buffers[j] = buffer
+        varying = [j for j in wanted if j >= n_states and None in body_outputs[j].shape]
         last = None
         rest = list(nonseqs)
         for t in range(n):
@@ -273,6 +274,11 @@ class Scan(Op):
                 for j in wanted:
                     if j >= n_states:
                         buffers[j] = np.empty((n,) + np.shape(last[j]), body_outputs[j].dtype)
+            else:
+                for j in varying:  # a trace row must not broadcast a value of another shape silently
+                    if np.shape(last[j]) != buffers[j].shape[1:]:
+                        raise ValueError(f"scan step {t}: output {j} has shape {np.shape(last[j])}, but it had "
+                                         f"{buffers[j].shape[1:]} at step 0 (every step's value must have one shape)")
             for j in wanted:
                 buffers[j][t + 1 if j < n_states else t] = last[j]
             states = list(last[:n_states])

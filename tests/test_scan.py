@@ -639,3 +639,13 @@ def test_theano_spellings():
     counted = gc.scan(lambda h: h * 2.0, outputs_info=gc.constant(1.0), n_steps=gc.constant(3))
     assert counted.shape == (None,)  # a tensor n_steps: the first size is unknown until run time
     np.testing.assert_array_equal(gc.Session().run(counted), [2.0, 4.0, 8.0])
+
+
+def test_a_trace_of_values_of_different_shapes_is_an_error():
+    x = gc.placeholder("x", (2, 3))
+    selected = gc.map(lambda row: row[row > 0.0], x)  # how many entries survive depends on the row
+    assert selected.shape == (2, None)
+    with pytest.raises(gc.ExecutionError, match="every step's value must have one shape"):
+        gc.Session().run(selected, {x: np.array([[1.0, 2.0, -1.0], [1.0, -1.0, -1.0]])})
+    np.testing.assert_array_equal(gc.Session().run(selected, {x: np.array([[1.0, -2.0, 3.0], [-1.0, 4.0, 5.0]])}),
+                                  [[1.0, 3.0], [4.0, 5.0]])
