@@ -113,6 +113,8 @@ class _ScanRewrite:
         nonseqs = list(nonseqs)
         # which outputs are read, and how
         projections = [c for c in consumers.get(id(node), ()) if isinstance(c.primitive, Output)]
+        if id(node) in output_ids or not projections:  # the loop node itself is an output: keep its outputs
+            projections = [apply(Output(k), node) for k in range(len(op.emits))]
         used_modes: dict[int, set[str]] = {}
         for projection in projections:
             j, mode = op.emits[projection.primitive.index]
@@ -225,7 +227,9 @@ def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
         if isinstance(node.primitive, Scan):
             groups.setdefault(tuple(id(p) for p in node.inputs), []).append(node)
     into: dict[int, Tensor] = {}  # id(merged node) -> the node it merges into
+    roots = {id(t) for t in outputs}
     for nodes in groups.values():
+        nodes = [n for n in nodes if id(n) not in roots]
         if len(nodes) < 2:
             continue
         nodes = sorted(nodes, key=lambda n: -len(n.primitive.body.outputs))
