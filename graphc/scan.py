@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -210,11 +211,31 @@ class Scan(Op):
     # ---- running ------------------------------------------------------------------------------
     def impl(self, *arrays):
         """The loop over the reference interpreter of the body (the compiler uses ``compiled_impl``)."""
-        return self._run(self.body.evaluate, *arrays)
+        return self._run(self.body.evaluate, None, *arrays)
 
     def compiled_impl(self, compile_graph: Callable) -> Callable:
-        """The loop over the body compiled once into a plan (``compile_graph(body)``)."""
-        return functools.partial(self._run, compile_graph(self.body))
+        """The loop over the body compiled once into a plan (``compile_graph(body)``).
+
+        The compiled loop keeps its last trace buffers: a later call whose traces have the same
+        shapes reuses one that nothing refers to any more (every view of it is gone), instead of
+        writing into fresh memory (whose page faults cost more than the loop's own overhead).
+        """
+        return functools.partial(self._run, compile_graph(self.body), {})
+
+    @staticmethod
+    def _buffer(spare: dict | None, j: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        """A trace buffer: the last call's, if nothing refers to it, else a fresh one."""
+        if spare is not None:
+            old = spare.pop(j, None)  # (atomic: two concurrent calls never take the same buffer)
+            # referenced only by `old` and getrefcount's argument: no result, view or call holds it
+            if old is not None and old.shape == shape and old.dtype == dtype and sys.getrefcount(old) <= 2:
+                spare[j] = old
+                return old
+            del old
+            buffer = np.empty(shape, dtype)
+            spare[j] = buffer
+            return buffer
+        return np.empty(shape, dtype)
 
     def _count(self, arrays: Sequence, sequences: Sequence[np.ndarray]) -> int:
         if self.steps_input:
@@ -235,7 +256,7 @@ class Scan(Op):
                                  f"has {sequence.shape[0]}; lengths {lengths})")
         return n
 
-    def _run(self, step: Callable, *arrays) -> tuple:
+    def _run(self, step: Callable, spare: dict | None, *arrays) -> tuple:
         n_states = self.n_states
         sequences, inits, nonseqs = self.split(arrays)
         n = self._count(arrays, sequences)
@@ -255,7 +276,7 @@ class Scan(Op):
                   or None in body_outputs[j].shape]
         for j in wanted:
             if j < n_states:
-                buffer = np.empty((n + 1,) + shapes[j], body_outputs[j].dtype)
+                buffer = self._buffer(spare, j, (n + 1,) + shapes[j], body_outputs[j].dtype)
                 buffer[0] = states[j]
                 buffers[j] = buffer
         varying = [j for j in wanted if j >= n_states and None in body_outputs[j].shape]
@@ -273,7 +294,7 @@ class Scan(Op):
             if t == 0:
                 for j in wanted:
                     if j >= n_states:
-                        buffers[j] = np.empty((n,) + np.shape(last[j]), body_outputs[j].dtype)
+                        buffers[j] = self._buffer(spare, j, (n,) + np.shape(last[j]), body_outputs[j].dtype)
             else:
                 for j in varying:  # a trace row must not broadcast a value of another shape silently
                     if np.shape(last[j]) != buffers[j].shape[1:]:

@@ -649,3 +649,23 @@ def test_a_trace_of_values_of_different_shapes_is_an_error():
         gc.Session().run(selected, {x: np.array([[1.0, 2.0, -1.0], [1.0, -1.0, -1.0]])})
     np.testing.assert_array_equal(gc.Session().run(selected, {x: np.array([[1.0, -2.0, 3.0], [-1.0, 4.0, 5.0]])}),
                                   [[1.0, 3.0], [4.0, 5.0]])
+
+
+def test_reused_trace_buffers_never_change_earlier_results():
+    x = gc.placeholder("x", (4, 2))
+    hs = gc.scan(lambda xt, h: h + xt, sequences=x, outputs_info=gc.constant(np.zeros(2)))
+    fn = gc.function([x], [hs, hs * 2.0, gc.grad(gc.sum(hs * hs), x)])
+    first_in, second_in = np.ones((4, 2)), np.full((4, 2), 3.0)
+    first = fn(first_in)
+    kept = [np.array(a, copy=True) for a in first]
+    for _ in range(3):
+        second = fn(second_in)
+    for a, b in zip(first, kept):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(second[0], np.cumsum(second_in, axis=0))
+    node = hs.inputs[0]
+    impl = node.primitive.compiled_impl(lambda graph: (lambda args: graph.evaluate(args)))
+    held = impl(first_in, np.zeros(2))[0]      # a view of the loop's buffer, still referenced ...
+    again = impl(second_in, np.zeros(2))[0]    # ... so the next call writes into a fresh one
+    np.testing.assert_array_equal(held, np.cumsum(first_in, axis=0))
+    np.testing.assert_array_equal(again, np.cumsum(second_in, axis=0))
