@@ -14,9 +14,9 @@ import numpy as np
 
 from graphc.errors import ShapeError
 from graphc.op import Op, apply, as_tensor
-from graphc.ops.shape import _slice_length, _target_inputs, _target_shape, expand_dims, reshape
+from graphc.ops.shape import _slice_length, _target_inputs, _target_shape, expand_dims, reshape, unify_shapes
 from graphc.tensor import Tensor
-from graphc.types import check_axes, format_shape, normalize_axes, normalize_axis
+from graphc.types import broadcast_to_shape, check_axes, format_shape, normalize_axes, normalize_axis
 
 
 def _is_int(value) -> bool:
@@ -51,10 +51,13 @@ class Tile(Op):
     name = "tile"
     reps: tuple = ()
 
+    def tiled(self, shape: tuple) -> tuple:
+        if len(self.reps) != len(shape) or not all(_is_int(r) and r >= 0 for r in self.reps):
+            raise ShapeError(f"{self.name}: reps {self.reps!r} do not fit shape {format_shape(shape)}")
+        return tuple(0 if r == 0 else None if s is None else s * r for s, r in zip(shape, self.reps))
+
     def infer(self, x):
-        if len(self.reps) != x.ndim or not all(_is_int(r) and r >= 0 for r in self.reps):
-            raise ShapeError(f"{self.name}: reps {self.reps!r} do not fit shape {format_shape(x.shape)}")
-        return tuple(0 if r == 0 else None if s is None else s * r for s, r in zip(x.shape, self.reps)), x.dtype
+        return self.tiled(x.shape), x.dtype
 
     def impl(self, x):
         return np.tile(x, self.reps)
@@ -74,6 +77,7 @@ class TileGrad(Op):
     nondiff_inputs = (1,)
 
     def infer(self, g, *ref):
+        unify_shapes(self.name, [g.shape, Tile(self.reps).tiled(self.shape)])
         return self.shape, g.dtype
 
     def impl(self, g, *ref):
@@ -105,13 +109,16 @@ class Repeat(Op):
     repeats: int = 1
     axis: int = 0
 
-    def infer(self, x):
-        _check_axis(self.name, self.axis, x.ndim)
+    def repeated(self, shape: tuple) -> tuple:
+        _check_axis(self.name, self.axis, len(shape))
         if not _is_int(self.repeats) or self.repeats < 0:
             raise ShapeError(f"{self.name}: repeats must be a non-negative int, got {self.repeats!r}")
-        size = x.shape[self.axis]
+        size = shape[self.axis]
         size = 0 if self.repeats == 0 else None if size is None else size * self.repeats
-        return x.shape[:self.axis] + (size,) + x.shape[self.axis + 1:], x.dtype
+        return shape[:self.axis] + (size,) + shape[self.axis + 1:]
+
+    def infer(self, x):
+        return self.repeated(x.shape), x.dtype
 
     def impl(self, x):
         return np.repeat(x, self.repeats, self.axis)
@@ -132,6 +139,7 @@ class RepeatGrad(Op):
     nondiff_inputs = (1,)
 
     def infer(self, g, *ref):
+        unify_shapes(self.name, [g.shape, Repeat(self.repeats, self.axis).repeated(self.shape)])
         return self.shape, g.dtype
 
     def impl(self, g, *ref):
@@ -263,14 +271,17 @@ class Split(Op):
         edges = (None,) + self.indices + (None,)
         return edges[self.index], edges[self.index + 1]
 
-    def infer(self, x):
-        self.check(x.shape)
-        size = x.shape[self.axis]
+    def piece(self, shape: tuple) -> tuple:
+        self.check(shape)
+        size = shape[self.axis]
         if self.sections:
             length = None if size is None else size // self.sections
         else:
             length = _slice_length(size, *self.bounds(0), None)
-        return x.shape[:self.axis] + (length,) + x.shape[self.axis + 1:], x.dtype
+        return shape[:self.axis] + (length,) + shape[self.axis + 1:]
+
+    def infer(self, x):
+        return self.piece(x.shape), x.dtype
 
     def impl(self, x):
         self.check(np.shape(x))  # a size unknown when the graph was built may not divide
@@ -292,7 +303,7 @@ class SplitGrad(Split):
     nondiff_inputs = (1,)
 
     def infer(self, g, *ref):
-        self.check(self.shape)
+        unify_shapes(self.name, [g.shape, self.piece(self.shape)])
         return self.shape, g.dtype
 
     def impl(self, g, *ref):
@@ -424,7 +435,7 @@ class DiagonalGrad(Diagonal):
     nondiff_inputs = (1,)
 
     def infer(self, g, *ref):
-        self.diagonal_shape(self.shape)
+        broadcast_to_shape(self.name, g.shape, self.diagonal_shape(self.shape))
         return self.shape, g.dtype
 
     def impl(self, g, *ref):

@@ -121,6 +121,9 @@ class TakeAlongAxisGrad(Op):
 
     def infer(self, g, indices, *ref):
         _check_axis(self.name, self.axis, len(self.shape))
+        unify_shapes(self.name, [g.shape, indices.shape])
+        rest = [tuple(s for i, s in enumerate(shape) if i != self.axis) for shape in (self.shape, indices.shape)]
+        unify_shapes(self.name, rest)
         return self.shape, g.dtype
 
     def impl(self, g, indices, *ref):
