@@ -98,7 +98,8 @@ class Shift(Op):
 @dataclass(frozen=True)
 class LinearScan(Op):
     """``s_k = a_k * s_{k-1} + b_k`` along ``axis`` with ``s_{-1} = 0``; ``reverse`` runs from the end
-    (``s_k = a_k * s_{k+1} + b_k``). Evaluated by recursive doubling: log2(n) vectorized steps."""
+    (``s_k = a_k * s_{k+1} + b_k``). Evaluated by recursive doubling (log2(n) vectorized steps) when the
+    other axes are small, else step by step along the axis (O(n) work in n vectorized steps)."""
 
     name = "linear_scan"
     axis: int = 0
@@ -111,20 +112,24 @@ class LinearScan(Op):
 
     def impl(self, a, b):
         dtype = np.result_type(a, b)
-        coef = np.moveaxis(np.asarray(a, dtype), self.axis, 0)
-        total = np.moveaxis(np.array(b, dtype), self.axis, 0)  # a copy: updated below
-        if self.reverse:
-            coef, total = coef[::-1], total[::-1]
-        coef = coef.copy()
-        # invariant for span d: s_k = coef_k * s_{k-d} + total_k for k >= d, and total_k = s_k below d
-        size, span = len(total), 1
-        while span < size:
-            total[span:] = total[span:] + coef[span:] * total[:-span]
-            coef[2 * span:] = coef[2 * span:] * coef[span:size - span]  # only coefficients still needed
-            span *= 2
-        if self.reverse:
-            total = total[::-1]
-        return np.ascontiguousarray(np.moveaxis(total, 0, self.axis))
+        order = slice(None, None, -1 if self.reverse else 1)
+        # scanned axis first, contiguous, in scan order: every step below reads whole blocks
+        coef = np.array(np.moveaxis(np.asarray(a), self.axis, 0)[order], dtype, order="C")
+        total = np.array(np.moveaxis(np.asarray(b), self.axis, 0)[order], dtype, order="C")
+        size = len(total)
+        if size and total[0].size * size.bit_length() > 1000:
+            # wide: n vectorized steps do O(n * batch) work, log2(n) times less than doubling
+            for k in range(1, size):
+                total[k] += coef[k] * total[k - 1]
+        else:
+            # recursive doubling, log2(n) steps; invariant for span d: s_k = coef_k * s_{k-d} + total_k
+            # for k >= d, and total_k = s_k below d
+            span = 1
+            while span < size:
+                total[span:] = total[span:] + coef[span:] * total[:-span]
+                coef[2 * span:] = coef[2 * span:] * coef[span:size - span]  # only coefficients still needed
+                span *= 2
+        return np.ascontiguousarray(np.moveaxis(total[order], 0, self.axis))
 
     def vjp(self, node, g):
         a, _ = node.inputs

@@ -525,6 +525,32 @@ def test_cumprod_second_order_at_zeros():
     np.testing.assert_array_equal(hess, expected)
 
 
+@pytest.mark.parametrize("shape,axis", [((7,), 0), ((300, 9), 1), ((9, 300), 0), ((3, 5, 4), 1), ((2, 0), 1)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_scan_both_evaluation_orders(shape, axis, reverse):
+    """linear_scan (cumprod's gradient) doubles on narrow inputs and steps along wide ones: both
+    give the recurrence s_k = a_k s_{k-1} + b_k, and so does its gradient."""
+    from graphc.ops.cumulative import LinearScan
+
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(-1.2, 1.2, shape), rng.normal(size=shape)
+    expected = np.zeros(shape)
+    state = np.zeros(np.delete(shape, axis))
+    steps = range(shape[axis])
+    for k in (reversed(steps) if reverse else steps):
+        state = np.take(a, k, axis) * state + np.take(b, k, axis)
+        expected[(slice(None),) * axis + (k,)] = state
+    op = LinearScan(axis, reverse)
+    np.testing.assert_allclose(op.impl(a, b), expected, rtol=1e-10, atol=1e-12)
+    if 0 not in shape and shape[axis] < 20:
+        ta, tb = gc.placeholder("a", shape), gc.placeholder("b", shape)
+        w = rng.uniform(0.5, 1.5, shape)
+        ga, gb = run(gc.grad(gc.sum(op(ta, tb) * w), [ta, tb]), {ta: a, tb: b})
+        ref = lambda u, v: float(np.sum(LinearScan(axis, reverse).impl(u, v) * w))  # noqa: E731
+        np.testing.assert_allclose(ga, numeric_gradient(ref, [a, b], 0), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(gb, numeric_gradient(ref, [a, b], 1), rtol=1e-6, atol=1e-8)
+
+
 def test_cumulative_empty_and_large_axes():
     x = gc.placeholder("x", (2, 0))
     y = gc.cumprod(x, 1)
