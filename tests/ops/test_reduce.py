@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
@@ -607,3 +607,39 @@ def test_more_errors():
     assert gc.norm(x, None).primitive == gc.norm(x, 2.0).primitive
     assert [gc.argmax(x).dtype, gc.any(x).dtype, gc.var(gc.cast(x, "int32")).dtype] == \
         [np.int64, np.bool_, np.float64]
+
+
+MORE_REDUCTIONS = [
+    ("var", lambda x, axis, keepdims: gc.var(x, axis, 0, keepdims), lambda x, axis, keepdims: np.var(
+        x, axis, keepdims=keepdims)),
+    ("std-ddof1", lambda x, axis, keepdims: gc.std(x, axis, 1, keepdims), lambda x, axis, keepdims: np.std(
+        x, axis, ddof=1, keepdims=keepdims)),
+    ("norm2", lambda x, axis, keepdims: gc.norm(x, 2, axis, keepdims), lambda x, axis, keepdims: np_norm(
+        x, 2, axis, keepdims)),
+    ("norm1", lambda x, axis, keepdims: gc.norm(x, 1, axis, keepdims), lambda x, axis, keepdims: np_norm(
+        x, 1, axis, keepdims)),
+    ("norm-inf", lambda x, axis, keepdims: gc.norm(x, np.inf, axis, keepdims), lambda x, axis, keepdims: np_norm(
+        x, np.inf, axis, keepdims)),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")  # std with ddof=1 of one entry: NaN, as in NumPy
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_reduction_spec(), reduction=st.sampled_from(MORE_REDUCTIONS))
+def test_random_more_reductions(spec, reduction):
+    """var, std and norm over random shapes, axes (negative, unordered) and keepdims, sizes known or not."""
+    shape, unknown, axis, keepdims = spec
+    name, fn, ref = reduction
+    values = away_from(0.0, margin=0.2)(np.random.default_rng(6), shape)
+    with np.errstate(all="ignore"):
+        expected = np.asarray(ref(values, axis, keepdims))
+    assume(np.all(np.isfinite(expected)))
+    w = np.random.default_rng(7).uniform(0.5, 1.5, expected.shape)
+    for declared in (shape, unknown):
+        x = gc.placeholder("x", declared)
+        out = fn(x, axis, keepdims)
+        got, g_val = run([out, gc.grad(gc.sum(out * w), x)], {x: values})
+        assert_static_matches(out, got)
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+        numeric = numeric_gradient(lambda v: float(np.sum(ref(v, axis, keepdims) * w)), [values], 0)
+        np.testing.assert_allclose(g_val, numeric, rtol=1e-6, atol=1e-8)

@@ -631,3 +631,61 @@ def test_more_op_names():
     names = [gc.tile(x, 2), gc.repeat(x, 2), gc.flip(x), gc.roll(x, 1), gc.split(x, 2)[0], gc.tril(x),
              gc.triu(x), gc.diagonal(x), gc.trace(x)]
     assert [t.op for t in names] == ["tile", "repeat", "flip", "roll", "split", "tril", "triu", "diagonal", "trace"]
+
+
+@st.composite
+def _rearrangement(draw):
+    """A random section 15 shape op with random (valid) parameters, as (graphc fn, NumPy fn, shape)."""
+    shape = tuple(draw(st.integers(0, 4)) for _ in range(draw(st.integers(1, 3))))
+    ndim = len(shape)
+    axis = draw(st.integers(-ndim, ndim - 1))
+    kind = draw(st.sampled_from(["tile", "repeat", "flip", "roll", "split", "tri", "diagonal", "trace"]))
+    if kind == "tile":
+        reps = tuple(draw(st.lists(st.integers(0, 3), min_size=1, max_size=4)))
+        return (lambda x: gc.tile(x, reps)), (lambda x: np.tile(x, reps)), shape
+    if kind == "repeat":
+        count, flat = draw(st.integers(0, 3)), draw(st.booleans())
+        a = None if flat else axis
+        return (lambda x: gc.repeat(x, count, a)), (lambda x: np.repeat(x, count, a)), shape
+    if kind == "flip":
+        a = draw(st.one_of(st.none(), st.just(axis)))
+        return (lambda x: gc.flip(x, a)), (lambda x: np.flip(x, a)), shape
+    if kind == "roll":
+        shift, a = draw(st.integers(-6, 6)), draw(st.one_of(st.none(), st.just(axis)))
+        return (lambda x: gc.roll(x, shift, a)), (lambda x: np.roll(x, shift, a)), shape
+    if kind == "split":
+        cuts = draw(st.lists(st.integers(-5, 5), max_size=3))
+        if draw(st.booleans()):
+            cuts = draw(st.sampled_from([s for s in range(1, 5) if shape[axis] % s == 0]))
+        return ((lambda x: gc.concatenate(gc.split(x, cuts, axis)[::-1], axis)),
+                (lambda x: np.concatenate(np.split(x, cuts, axis)[::-1], axis)), shape)
+    if ndim < 2:
+        shape = shape + (draw(st.integers(0, 4)),)
+        ndim = 2
+    k = draw(st.integers(-4, 4))
+    if kind == "tri":
+        fn, ref = (gc.tril, np.tril) if draw(st.booleans()) else (gc.triu, np.triu)
+        return (lambda x: fn(x, k)), (lambda x: ref(x, k)), shape
+    a1, a2 = draw(st.lists(st.integers(0, ndim - 1), min_size=2, max_size=2, unique=True))
+    fn, ref = (gc.diagonal, np.diagonal) if kind == "diagonal" else (gc.trace, np.trace)
+    return (lambda x: fn(x, k, a1, a2)), (lambda x: ref(x, k, a1, a2)), shape
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_rearrangement(), unknown=st.booleans())
+def test_random_rearrangements(spec, unknown):
+    """Random shapes (empty axes too) and parameters: value and static shape like NumPy's, gradient
+    like finite differences, with sizes known or unknown at build time."""
+    build, ref, shape = spec
+    values = np.random.default_rng(8).uniform(-1, 1, shape)
+    expected = np.asarray(ref(values))
+    w = np.random.default_rng(9).uniform(0.5, 1.5, expected.shape)
+    x = gc.placeholder("x", (None,) * len(shape) if unknown else shape)
+    out = build(x)
+    got, g = run([out, gc.grad(gc.sum(out * w), x)], {x: values})
+    assert_static_matches(out, got)
+    if not unknown:
+        assert out.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    numeric = numeric_gradient(lambda v: float(np.sum(ref(v) * w)), [values], 0)
+    np.testing.assert_allclose(g, numeric, rtol=1e-7, atol=1e-9)
