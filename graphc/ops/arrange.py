@@ -403,8 +403,10 @@ class Diagonal(Op):
         ndim = len(shape)
         _check_axis(self.name, self.axis1, ndim)
         _check_axis(self.name, self.axis2, ndim)
-        if self.axis1 == self.axis2 or not _is_int(self.offset):
+        if self.axis1 == self.axis2:
             raise ShapeError(f"{self.name}: axis1 and axis2 must differ, got {self.axis1} and {self.axis2}")
+        if not _is_int(self.offset):
+            raise ShapeError(f"{self.name}: offset must be an int, got {self.offset!r}")
         rest = tuple(s for i, s in enumerate(shape) if i not in (self.axis1, self.axis2))
         return rest + (self.length(shape),)
 
