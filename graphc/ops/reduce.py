@@ -10,7 +10,7 @@ import numpy as np
 from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor
 from graphc.ops.elementwise import abs as abs_
-from graphc.ops.elementwise import cast, div, equal, greater, mul, sign, sub, where
+from graphc.ops.elementwise import cast, div, equal, mul, not_equal, sign, sub, where
 from graphc.ops.shape import broadcast_like, expand_dims
 from graphc.tensor import Tensor
 from graphc.types import check_axes, float_dtype, format_shape, normalize_axes, normalize_axis, reduced_shape
@@ -255,10 +255,10 @@ def _float_result(name: str, dtype: np.dtype) -> np.dtype:
 
 
 def ratio_or_zero(num: Tensor, den: Tensor) -> Tensor:
-    """``num / den`` where ``den > 0``, else exactly 0; never 0/0, also in its own gradients (the
-    divisor is replaced by 1 where it is not positive, so no branch ever divides by zero)."""
-    positive = greater(den, 0)
-    return where(positive, div(num, where(positive, den, 1)), 0)
+    """``num / den``, but exactly 0 where ``den == 0``; never 0/0, also in its own gradients (the
+    divisor is replaced by 1 there, so no branch divides by zero). A NaN ``den`` still gives NaN."""
+    nonzero = not_equal(den, 0)
+    return where(nonzero, div(num, where(nonzero, den, 1)), 0)
 
 
 @dataclass(frozen=True)

@@ -492,7 +492,10 @@ def test_norm_extremes_and_ties():
     tiny = np.array([3e-200, 4e-200])
     np.testing.assert_allclose(run(y, {x: tiny}), 5e-200, rtol=1e-15)  # and underflows to 0 here
     np.testing.assert_array_equal(run(gc.norm(x), {x: np.array([np.inf, 1.0])}), np.inf)
-    assert np.isnan(run(gc.norm(x), {x: np.array([np.nan, 1.0])}))
+    for order in (1, 2, np.inf):  # NaN is kept in the value and in the gradient (the zero guard does not hide it)
+        value, grad = run([gc.norm(x, order), gc.grad(gc.norm(x, order), x)], {x: np.array([np.nan, 1.0])})
+        assert np.isnan(value) and np.isnan(grad[0])
+    assert np.all(np.isnan(run(gc.grad(gc.std(x), x), {x: np.array([np.nan, 1.0])})))
     ties = np.array([-2.0, 1.0, 2.0, 2.0])
     np.testing.assert_array_equal(run(gc.grad(gc.norm(x, np.inf), x), {x: ties}), [-1 / 3, 0.0, 1 / 3, 1 / 3])
     np.testing.assert_array_equal(run(gc.grad(gc.norm(x, 1), x), {x: np.array([-2.0, 0.0, 3.0])}), [-1, 0, 1])
