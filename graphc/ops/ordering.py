@@ -74,12 +74,31 @@ class TopK(Op):
 
     def impl(self, x):
         x = np.asarray(x)
-        if self.k > x.shape[-1]:
-            raise ValueError(f"top_k: k={self.k} is larger than the last size of shape {x.shape}")
-        # a stable ascending order of the reversed entries, read backwards, is descending with
-        # ties in input order (and without negating: exact for unsigned ints and bools)
-        order = np.argsort(x[..., ::-1], axis=-1, kind="stable")[..., ::-1]
-        return (x.shape[-1] - 1 - order[..., :self.k]).astype(np.int64)
+        size, k = x.shape[-1], self.k
+        if k > size:
+            raise ValueError(f"top_k: k={k} is larger than the last size of shape {x.shape}")
+        if k == 0:
+            return np.zeros(x.shape[:-1] + (0,), np.int64)
+        # O(n) selection, then an order of the k chosen only: the k-th largest value splits the
+        # entries into those above it (all chosen) and those tied with it (the first ones chosen)
+        kth = np.partition(x, size - k, axis=-1)[..., size - k:size - k + 1]  # NaN sorts last: largest
+        if x.dtype.kind == "f":
+            nan, kth_nan = np.isnan(x), np.isnan(kth)
+            above, tied = (x > kth) | (nan & ~kth_nan), (x == kth) | (nan & kth_nan)
+        else:
+            above, tied = x > kth, x == kth
+        needed = k - np.sum(above, axis=-1, keepdims=True)
+        chosen = above | (tied & (np.cumsum(tied, axis=-1) <= needed))  # exactly k per row
+        picked = np.nonzero(chosen)[-1].reshape(x.shape[:-1] + (k,))  # in index order
+        return np.take_along_axis(picked, _descending(np.take_along_axis(x, picked, -1)), -1)
+
+
+def _descending(x: np.ndarray) -> np.ndarray:
+    """Indices (int64) sorting the last axis from largest to smallest, ties in input order, NaN first:
+    a stable ascending order of the reversed entries, read backwards (no negation, so exact for
+    unsigned ints and bools)."""
+    order = np.argsort(x[..., ::-1], axis=-1, kind="stable")[..., ::-1]
+    return (x.shape[-1] - 1 - order).astype(np.int64)
 
 
 @dataclass(frozen=True)

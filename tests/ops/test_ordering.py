@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import graphc as gc
 
@@ -151,3 +153,21 @@ def test_static_types_and_errors():
     np.testing.assert_array_equal(run(gc.grad(gc.sum(order * x), x), {x: data}), [[1, 0], [0, 1], [0, 1]])
     chosen = gc.cast(gc.top_k(x, 2)[1], "float64")
     np.testing.assert_array_equal(run(gc.grad(gc.sum(chosen * x), x), {x: data}), [[0, 1], [1, 0], [0, 1]])
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(st.integers(0, 3), max_size=2), size=st.integers(0, 9), data=st.data(),
+       dtype=st.sampled_from(["float64", "float32", "int16", "uint8", "bool"]))
+def test_random_top_k_matches_a_stable_sort(batch, size, data, dtype):
+    """top_k selects in O(n) (a partition) and orders only the k chosen: the same indices as a full
+    stable descending sort, with many ties, NaN, and empty batches or rows."""
+    k = data.draw(st.integers(0, size))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    values = rng.integers(0, 4, size=(*batch, size)).astype(dtype)
+    if dtype.startswith("float"):
+        values[rng.random(values.shape) < 0.2] = np.nan
+    x = gc.placeholder("x", (None,) * len(batch) + (None,), dtype)
+    got_values, got_indices = run(list(gc.top_k(x, k)), {x: values})
+    expected_values, expected_indices = np_top_k(values.astype(np.float64), k)
+    np.testing.assert_array_equal(got_indices, expected_indices)
+    np.testing.assert_array_equal(got_values, expected_values.astype(dtype))
