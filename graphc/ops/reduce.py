@@ -317,8 +317,9 @@ _NORM_ORDERS = (1.0, 2.0, np.inf)
 class Norm(Reduction):
     """Vector norm of order 1, 2 or inf over ``axes`` (``np.linalg.vector_norm``).
 
-    The 2-norm is computed scaled by the largest magnitude, so it neither overflows (``[1e200,
-    1e200]`` gives 1.41e200, not inf) nor underflows. Gradients: ``sign(x)`` (1), ``x / norm`` (2),
+    The 2-norm is recomputed scaled by the largest magnitude where the plain sum of squares would
+    overflow or underflow, so ``[3e200, 4e200]`` gives 5e200 (not inf) and ``[3e-200, 4e-200]``
+    gives 5e-200 (not 0). Gradients: ``sign(x)`` (1), ``x / norm`` (2),
     ``sign(x)`` on the entries of largest magnitude, ties split evenly (inf); all exactly 0 at 0.
     """
 
@@ -337,11 +338,16 @@ class Norm(Reduction):
         magnitude = np.abs(x if x.dtype.kind == "f" else x.astype(np.float64))
         if self.ord == 1.0:
             return np.sum(magnitude, axis=self.axes, keepdims=self.keepdims)
-        peak = np.max(magnitude, axis=self.axes, keepdims=True, initial=0)  # 0 for no entries
         if self.ord == np.inf:
-            return peak if self.keepdims else np.squeeze(peak, self.axes)
-        scale = np.where((peak > 0) & np.isfinite(peak), peak, 1)  # inf and NaN go through unscaled
-        result = scale * np.sqrt(np.sum(np.square(magnitude / scale), axis=self.axes, keepdims=True))
+            return np.max(magnitude, axis=self.axes, keepdims=self.keepdims, initial=0)  # 0 for no entries
+        result = np.sqrt(np.sum(np.square(magnitude), axis=self.axes, keepdims=True))
+        info = np.finfo(result.dtype)
+        if not np.all((result >= np.sqrt(info.tiny / info.eps)) & (result <= np.sqrt(info.max))):
+            # the squares may have overflowed or lost digits to underflow (or x is 0, inf or NaN):
+            # again, scaled by the largest magnitude
+            peak = np.max(magnitude, axis=self.axes, keepdims=True, initial=0)
+            scale = np.where((peak > 0) & np.isfinite(peak), peak, 1)  # inf and NaN go through unscaled
+            result = scale * np.sqrt(np.sum(np.square(magnitude / scale), axis=self.axes, keepdims=True))
         return result if self.keepdims else np.squeeze(result, self.axes)
 
     def vjp(self, node, g):

@@ -491,6 +491,11 @@ def test_norm_extremes_and_ties():
     np.testing.assert_allclose(g, [0.6, -0.8], rtol=1e-15)
     tiny = np.array([3e-200, 4e-200])
     np.testing.assert_allclose(run(y, {x: tiny}), 5e-200, rtol=1e-15)  # and underflows to 0 here
+    f = gc.placeholder("f", (2, 2), "float32")
+    rows = np.array([[3e30, -4e30], [3e-30, 4e-30]], np.float32)
+    got = run(gc.norm(f, axis=1), {f: rows})
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [5e30, 5e-30], rtol=1e-6)
     np.testing.assert_array_equal(run(gc.norm(x), {x: np.array([np.inf, 1.0])}), np.inf)
     for order in (1, 2, np.inf):  # NaN is kept in the value and in the gradient (the zero guard does not hide it)
         value, grad = run([gc.norm(x, order), gc.grad(gc.norm(x, order), x)], {x: np.array([np.nan, 1.0])})
