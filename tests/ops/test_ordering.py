@@ -171,3 +171,12 @@ def test_random_top_k_matches_a_stable_sort(batch, size, data, dtype):
     expected_values, expected_indices = np_top_k(values.astype(np.float64), k)
     np.testing.assert_array_equal(got_indices, expected_indices)
     np.testing.assert_array_equal(got_values, expected_values.astype(dtype))
+
+
+def test_empty_axes():
+    x = gc.placeholder("x", (2, None))
+    values = np.zeros((2, 0))
+    y, order, (top, chosen) = gc.sort(x), gc.argsort(x, 0), gc.top_k(x, 0)
+    got = run([y, order, top, chosen, gc.grad(gc.sum(gc.sort(x) * 2.0), x)], {x: values})
+    assert [a.shape for a in got] == [(2, 0)] * 5
+    assert got[1].dtype == got[3].dtype == np.int64
