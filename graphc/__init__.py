@@ -12,7 +12,7 @@ from graphc.function import Function, function
 from graphc.gradcheck import check_grad
 from graphc.lazy import elementwise, from_sympy, to_networkx, to_sympy
 from graphc.leaves import constant, placeholder, variable
-from graphc.ops import (  # section 15 of the API contract ("More of NumPy"), non-element-wise
+from graphc.ops import (
                            abs,
                            add,
                            all,
@@ -125,7 +125,7 @@ __all__ = [
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
 ]
-__all__ += [
+__all__ += [  # section 15 of the API contract ("More of NumPy"), non-element-wise
     "all", "any", "argmax", "argmin", "argsort", "cumprod", "cumsum", "diagonal", "flip", "norm", "repeat", "roll",
     "sort", "split", "std", "tile", "top_k", "trace", "tril", "triu", "var",
 ]
