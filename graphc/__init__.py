@@ -4,6 +4,7 @@ Declare a graph (placeholders, variables, constants, ops), append its
 gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 """
 
+from graphc import data, init, optim
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
 from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
@@ -123,6 +124,7 @@ __all__ = [
     "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
+    "data", "init", "optim",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
 ]
 __all__ += [  # section 15 of the API contract ("More of NumPy"), non-element-wise

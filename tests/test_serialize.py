@@ -639,3 +639,132 @@ def test_section15_tampered_parameters(tmp_path):
         cases.append(_mutated(manifest, change))
     for case in cases:
         expect_load_error(tmp_path, assemble(case, data))
+# ---- model files: a dict of functions sharing variables (format version 2) ---------------------
+
+def build_train_predict(seed: int = 0):
+    """A training step (Adam, with its state variables) and a prediction function sharing W and b."""
+    rng = np.random.default_rng(seed)
+    x = gc.placeholder("x", (None, 4))
+    labels = gc.placeholder("labels", (None,), dtype="int64")
+    w = gc.variable(gc.init.glorot_uniform((4, 3), seed=seed), name="W")
+    b = gc.variable(gc.init.zeros(3), name="b")
+    logits = gc.matmul(x, w) + b
+    loss = gc.mean(gc.softmax_cross_entropy(logits, labels)).with_name("loss")
+    train = gc.function([x, labels], loss, updates=gc.optim.adam(loss, [w, b], lr=0.05))
+    predict = gc.function([x], {"logits": logits})
+    feeds = (rng.normal(size=(6, 4)), np.array([0, 1, 2, 1, 0, 2]))
+    return {"train": train, "predict": predict}, (w, b), feeds
+
+
+def test_model_file_round_trip_restores_the_sharing(tmp_path):
+    model, (w, b), feeds = build_train_predict()
+    model["train"](*feeds)
+    gc.save(model, tmp_path / "model.gcf")
+    loaded = gc.load(tmp_path / "model.gcf")
+    assert list(loaded) == ["train", "predict"]
+    train, predict = loaded["train"], loaded["predict"]
+    np.testing.assert_array_equal(predict(feeds[0])["logits"], model["predict"](feeds[0])["logits"])
+    # the two loaded functions hold the very same variables
+    shared = {v.name: v for v in predict.plan.variables}
+    assert {v.name: v for v in train.plan.updated_variables}["W"] is shared["W"]
+    before = predict(feeds[0])["logits"]
+    for _ in range(3):
+        assert train(*feeds) == model["train"](*feeds)  # the Adam state came along: same trajectory
+    after = predict(feeds[0])["logits"]
+    assert not np.allclose(after, before)               # training after loading changes the prediction
+    np.testing.assert_array_equal(after, model["predict"](feeds[0])["logits"])
+    np.testing.assert_array_equal(shared["W"].value, w.value)
+    assert shared["W"] is not w                          # loading makes new variables
+
+
+def test_model_file_stores_each_shared_variable_once(tmp_path):
+    model, _, _ = build_train_predict()
+    _, _, raw, _ = split(encode(model))
+    manifest = json.loads(raw)
+    assert manifest["format"] == "graphc-model" and manifest["version"] == 2
+    names = [node["name"] for node in manifest["nodes"] if node["kind"] == "variable"]
+    assert sorted(names) == sorted(["W", "b", "adam/step", "W/adam_m", "W/adam_v", "b/adam_m", "b/adam_v"])
+    assert [f["name"] for f in manifest["functions"]] == ["train", "predict"]
+    # the header says version 2; a single function is still written as version 1, readable by older graphc
+    assert split(encode(model))[0] == 2
+    assert split(encode(model["predict"]))[0] == 1
+
+
+def test_model_file_is_deterministic_and_keeps_the_order(tmp_path):
+    model, _, _ = build_train_predict()
+    assert encode(model) == encode(dict(model))
+    reordered = encode({"predict": model["predict"], "train": model["train"]})
+    gc.save({"predict": model["predict"], "train": model["train"]}, tmp_path / "r.gcf")
+    assert list(gc.load(tmp_path / "r.gcf")) == ["predict", "train"]
+    assert reordered != encode(model)
+
+
+def test_a_dict_of_one_function_comes_back_as_a_dict(tmp_path):
+    model, _, feeds = build_train_predict()
+    gc.save({"predict": model["predict"]}, tmp_path / "p.gcf")
+    loaded = gc.load(tmp_path / "p.gcf")
+    assert isinstance(loaded, dict) and list(loaded) == ["predict"]
+    np.testing.assert_array_equal(loaded["predict"](feeds[0])["logits"], model["predict"](feeds[0])["logits"])
+
+
+def test_saving_bad_dicts_is_refused(tmp_path):
+    model, _, _ = build_train_predict()
+    with pytest.raises(ValueError, match="empty"):
+        gc.save({}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="names must be non-empty strings"):
+        gc.save({1: model["train"]}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="names must be non-empty strings"):
+        gc.save({"": model["train"]}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="'predict' is a list, not a compiled Function"):
+        gc.save({"train": model["train"], "predict": [model["predict"]]}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="or a dict of them"):
+        gc.save([model["train"]], tmp_path / "e.gcf")
+    assert not os.path.exists(tmp_path / "e.gcf")
+
+
+@pytest.fixture(scope="module")
+def saved_model():
+    model, _, _ = build_train_predict()
+    blob = encode(model)
+    _, _, manifest, data = split(blob)
+    return blob, json.loads(manifest), data
+
+
+def test_model_files_are_validated(tmp_path, saved_model):
+    blob, manifest, data = saved_model
+    load_bytes(tmp_path, assemble(manifest, data, version=2))  # reassembled as it was: loads
+    expect_load_error(tmp_path, assemble(manifest, data, version=1), "expected 'graphc-function' in a version 1 file")
+    expect_load_error(tmp_path, assemble(dict(manifest, version=1), data, version=2),
+                      "1 does not match the header's format version 2")
+    expect_load_error(tmp_path, assemble(manifest, data, version=3), "unsupported format version 3")
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=[]), data, version=2), "holds no function")
+    expect_load_error(tmp_path, assemble(dict(manifest, functions={}), data, version=2), "expected a list")
+    twice = [manifest["functions"][0], dict(manifest["functions"][1], name="train")]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=twice), data, version=2), "used twice")
+    unnamed = [dict(manifest["functions"][0], name="")] + manifest["functions"][1:]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=unnamed), data, version=2), "non-empty name")
+    extra = [dict(manifest["functions"][0], colour="red")] + manifest["functions"][1:]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=extra), data, version=2), "unexpected keys")
+    missing = dict(manifest["functions"][1])
+    del missing["updates"]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=[manifest["functions"][0], missing]), data,
+                                         version=2), "functions[1]: missing keys ['updates']")
+    bad_ref = [manifest["functions"][0], dict(manifest["functions"][1], outputs=[10 ** 6])]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=bad_ref), data, version=2),
+                      "functions[1].outputs[0]")
+    single_keys = dict(manifest, inputs=[], outputs=[], structure=None, updates=[], optimize=True)
+    expect_load_error(tmp_path, assemble(single_keys, data, version=2), "unexpected keys")
+    expect_load_error(tmp_path, assemble(dict(manifest, format="graphc-function"), data, version=2), "missing keys")
+    expect_load_error(tmp_path, assemble(dict(manifest, format="other"), data, version=2), "missing keys")
+
+
+def test_model_file_byte_flips_and_truncations(tmp_path, saved_model):
+    blob = saved_model[0]
+    rng = random.Random(7)
+    for _ in range(40):
+        position = rng.randrange(len(blob))
+        flipped = bytearray(blob)
+        flipped[position] ^= 1 << rng.randrange(8)
+        expect_load_error(tmp_path, bytes(flipped))
+    for cut in (1, 33, len(blob) // 2, len(blob) - 1):
+        expect_load_error(tmp_path, blob[:cut])
