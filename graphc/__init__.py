@@ -4,6 +4,7 @@ Declare a graph (placeholders, variables, constants, ops), append its
 gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 """
 
+from graphc import random  # the module ``gc.random`` (importing it registers its ops for gc.load)
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
 from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
@@ -81,6 +82,7 @@ from graphc.ops import (
 )
 from graphc.passes import optimize
 from graphc.printing import debugprint
+from graphc.random import dropout
 from graphc.serialize import load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
@@ -103,4 +105,5 @@ __all__ = [
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
+    "dropout", "random",
 ]

@@ -14,7 +14,7 @@ from graphc.errors import DTypeError, ExecutionError, FeedError, ShapeError
 from graphc.graph import clone
 from graphc.leaves import Placeholder
 from graphc.structure import flatten, unflatten
-from graphc.tensor import Tensor, Variable
+from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import format_shape, shapes_match
 
 
@@ -44,6 +44,31 @@ def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
                              f"which cannot be cast safely to the variable's {variable.dtype}")
         result.append((variable, new))
     return result
+
+
+def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
+                   updates: Sequence[tuple[Variable, Tensor]]) -> list[tuple[Variable, Tensor]]:
+    """The implicit updates ``state -> state + 1`` of every generator whose draws the call computes.
+
+    A draw is a node whose op is marked ``random`` (graphc/random.py); its first input
+    is its generator's state variable. Nothing is added for draws behind a fed tensor
+    (they are not computed) or whose state is fed. A user update of such a state is an
+    error: the call advances it itself.
+    """
+    roots = list(outputs) + [new for _, new in updates]
+    states: dict[int, Variable] = {}
+    for node in toposort(roots, stop_at=list(inputs)):
+        if getattr(node.primitive, "random", False) and node.inputs and isinstance(node.inputs[0], Variable):
+            states.setdefault(id(node.inputs[0]), node.inputs[0])
+    if not states:
+        return []
+    for variable, _ in updates:
+        if id(variable) in states:
+            raise ValueError(f"updates: variable {variable.name!r} is the state of a random generator whose "
+                             f"draws this call computes; the call advances it by itself (remove this update)")
+    from graphc.ops import add
+
+    return [(state, add(state, np.int64(1))) for state in states.values()]
 
 
 def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
@@ -339,6 +364,7 @@ class Function:
         self.outputs = outputs
         flat, self._spec = flatten(outputs)
         self._updates = normalize_updates(updates)
+        self._updates += random_updates(flat, self.inputs, self._updates)
         self.optimize = optimize
         self.inplace_updates = bool(inplace_updates)
         self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize,

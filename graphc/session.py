@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from graphc.errors import FeedError
-from graphc.function import Executable, check_feed, normalize_updates, prepare_graph
+from graphc.function import Executable, check_feed, normalize_updates, prepare_graph, random_updates
 from graphc.leaves import Placeholder
 from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, toposort
@@ -80,6 +80,7 @@ class Session:
             with self._lock:
                 executable = self._cache.get(signature)
                 if executable is None:
+                    pairs = pairs + random_updates(flat, fed, pairs)
                     executable = Executable(prepare_graph(flat, fed, pairs, self.optimize,
                                                             bool(inplace_updates)))
                     self._cache[signature] = executable
