@@ -257,6 +257,8 @@ def encode(fn) -> bytes:
     if getattr(fn, "inplace_updates", False):
         # an execution option, written only when set: files of other functions stay as they were
         manifest["inplace_updates"] = True
+    if getattr(fn, "check_numerics", False):
+        manifest["check_numerics"] = True  # likewise
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     manifest_bytes = text.encode("ascii")
     data = b"".join(chunks)
@@ -542,8 +544,9 @@ def _parse_manifest(raw: bytes, path) -> dict:
         raise
     except (ValueError, RecursionError) as exc:
         raise _fail(f"{path}: manifest is not valid JSON: {exc}") from exc
-    if isinstance(manifest, dict) and "inplace_updates" in manifest:
-        return _obj(manifest, _MANIFEST_KEYS | {"inplace_updates"}, "manifest")
+    if isinstance(manifest, dict):  # the execution options, present only when set
+        optional = {key for key in ("inplace_updates", "check_numerics") if key in manifest}
+        return _obj(manifest, _MANIFEST_KEYS | optional, "manifest")
     return _obj(manifest, _MANIFEST_KEYS, "manifest")
 
 
@@ -593,6 +596,7 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
     _str(manifest["graphc_version"], "manifest.graphc_version", max_length=64)
     optimize = _bool(manifest["optimize"], "manifest.optimize")
     inplace_updates = _bool(manifest.get("inplace_updates", False), "manifest.inplace_updates")
+    check_numerics = _bool(manifest.get("check_numerics", False), "manifest.check_numerics")
     entries = _list(manifest["nodes"], "nodes", MAX_NODES)
     tensors: list[Tensor] = []
     kinds: list[str] = []
@@ -685,7 +689,8 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
     except Exception as exc:  # noqa: BLE001 - an update the function constructor would refuse
         raise _fail(f"updates: {exc}") from exc
     try:
-        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates)
+        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates,
+                                check_numerics=check_numerics)
     except Exception as exc:  # noqa: BLE001 - e.g. a placeholder the graph needs is not an input
         raise _fail(f"{path}: the graph cannot be compiled: {type(exc).__name__}: {exc}") from exc
 
