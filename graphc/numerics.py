@@ -15,6 +15,7 @@ The error is raised before the call installs any update, so no variable changes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,7 +39,13 @@ class NumericsError(ExecutionError):
 
 
 def _finite(value) -> bool:
-    return bool(np.isfinite(value).all())
+    """No NaN and no infinity in ``value`` (an array, a NumPy scalar of a scalar plan, a number)."""
+    if type(value) is np.ndarray and value.ndim:
+        return value.dtype.kind != "f" or bool(np.isfinite(value).all())
+    try:
+        return math.isfinite(value)  # ~40 ns for a scalar, against ~1 us for np.isfinite
+    except TypeError:  # pragma: no cover - not a number Python can convert
+        return bool(np.isfinite(value).all())
 
 
 def _what(value) -> str:
@@ -64,7 +71,7 @@ def _step_check(node: Tensor, inputs: Sequence[Tensor]):
     def check(value, *arrays):
         if _finite(value):
             return value
-        if not all(_finite(a) for a in arrays if np.asarray(a).dtype.kind in "fc"):
+        if not all(_finite(a) for a in arrays):
             return value  # a non-finite input: the origin is upstream (a constant, say)
         shapes = ", ".join(f"{format_shape(np.shape(a))} {np.asarray(a).dtype}" for a in arrays)
         label = f" {node.name!r}" if node.name else ""
@@ -78,8 +85,8 @@ def _step_check(node: Tensor, inputs: Sequence[Tensor]):
 
 def _leaf_check(inputs: Sequence[Tensor], variables: Sequence[Tensor]):
     """Checks the feeds and the variables' values before any step runs."""
-    fed = [(k, t) for k, t in enumerate(inputs) if t.dtype.kind in "fc"]
-    held = [(k, t) for k, t in enumerate(variables) if t.dtype.kind in "fc"]
+    fed = [(k, t) for k, t in enumerate(inputs) if t.dtype.kind == "f"]
+    held = [(k, t) for k, t in enumerate(variables) if t.dtype.kind == "f"]
 
     def check(feeds, values):
         for k, tensor in fed:
@@ -107,7 +114,7 @@ def instrument(lines: list[str], line_step: dict[int, int], steps: Sequence[Tens
     """
     for line, step in line_step.items():
         node = steps[step]
-        if node.dtype.kind not in "fc" or getattr(node.primitive, "view", False):
+        if node.dtype.kind != "f" or getattr(node.primitive, "view", False):
             continue  # integers and booleans cannot hold NaN; a view holds its input's values
         target, expression = lines[line].split(" = ", 1)
         operands = "".join(f", {names[id(p)]}" for p in deps[id(node)])
