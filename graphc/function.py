@@ -12,7 +12,7 @@ import numpy as np
 from graphc.compile import SPARE_MIN_BYTES, Plan, build_plan
 from graphc.errors import DTypeError, ExecutionError, FeedError, ShapeError
 from graphc.graph import clone
-from graphc.leaves import Placeholder
+from graphc.leaves import Constant, Placeholder
 from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import format_shape, shapes_match
@@ -244,6 +244,10 @@ class Executable:
             self._reads = tuple((v, where.get(id(v), -1)) for v in plan.variables)
         if not self._variables and not updated:  # the common stateless case, with nothing to snapshot
             self.execute_args = self._stateless(self._run, self._check)
+        # calls whose only updates advance random generators reserve their counters when they
+        # start and then run without the locks, so that concurrent calls overlap (each reads its
+        # own counter); see _execute_reserving
+        self._reserved = _counter_updates(plan) if updated and not self._inplace else None
 
     @staticmethod
     def _stateless(run, check):
@@ -267,6 +271,8 @@ class Executable:
             if self._updated:
                 if self._inplace:
                     return self._execute_inplace(feeds)
+                if self._reserved:
+                    return self._execute_reserving(feeds)
                 return self._execute_updating(feeds)
             locks = self._locks
             if locks:
@@ -284,6 +290,39 @@ class Executable:
             return self._run(feeds, values)
         finally:
             _errors_restored(token)
+
+    def _execute_reserving(self, feeds: tuple) -> Sequence:
+        """Run a plan whose only updates are random generators' ``state -> state + 1``.
+
+        Under the locks: read every variable, and install each state's next value at once
+        (the call reserves its counter). Then run without the locks: a concurrent call reads
+        the next counter, so no two calls draw the same numbers, and they overlap. If the run
+        fails, each state goes back to its old value unless another call has advanced it
+        since (then the counter stays used: giving it back would let a later call repeat it).
+        """
+        locks = self._locks
+        for lock in locks:
+            lock.acquire()
+        try:
+            values = tuple([v._value for v in self._variables])
+            reserved = []
+            for state in self._reserved:
+                old = state._value
+                new = np.array(old + 1, dtype=state.dtype)
+                state._install(new)
+                reserved.append((state, old, new))
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        try:
+            results = self._run(feeds, values)
+        except BaseException:
+            for state, old, new in reserved:
+                with state.lock:
+                    if state._value is new:
+                        state._install(old)
+            raise
+        return results[:self._n]
 
     def _execute_inplace(self, feeds: tuple) -> Sequence:
         """Run an in-place plan: new values are written into the variables' storage.
@@ -351,6 +390,24 @@ class Executable:
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+
+def _counter_updates(plan: Plan) -> tuple[Variable, ...] | None:
+    """The updated variables if every update is a random state's ``state + 1`` (as ``random_updates``
+    makes them), else None. The state must feed a draw of the plan (whose op is ``random``)."""
+    drawn = {id(step.inputs[0]) for step in plan.steps
+             if getattr(step.primitive, "random", False) and step.inputs}
+    states = []
+    for variable, value in plan.updates:
+        if (value.op != "add" or len(value.inputs) != 2 or id(variable) not in drawn
+                or variable.dtype != np.int64 or variable.shape != () or value.dtype != np.int64):
+            return None
+        one = value.inputs[1] if value.inputs[0] is variable else value.inputs[0]
+        if (variable not in value.inputs or not isinstance(one.primitive, Constant) or one.shape != ()
+                or one.primitive.value != 1):
+            return None
+        states.append(variable)
+    return tuple(states)
 
 
 class Function:

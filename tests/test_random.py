@@ -219,16 +219,21 @@ def test_draws_with_other_updates_in_place_and_in_scalar_graphs():
     assert values[0] != values[1] and all(1.0 <= v < 3.0 for v in values)
 
 
-def test_concurrent_calls_never_draw_the_same_numbers():
+@pytest.mark.parametrize("other_updates", [False, True], ids=["draws only", "with another update"])
+def test_concurrent_calls_never_draw_the_same_numbers(other_updates):
+    # draws only: each call reserves its counter and runs unlocked; with another update the call
+    # holds every lock throughout (both paths of the executor)
     gen = gc.random.Generator(21)
     u = gen.uniform((4,))
-    draw = gc.function([], u)
+    calls = gc.variable(0, name="calls")
+    draw = gc.function([], u, updates={calls: calls + 1} if other_updates else None)
+    assert (draw._executable._reserved is None) == other_updates
     rows: list[list] = [[] for _ in range(8)]
 
     run_concurrently(lambda k: rows[k].extend(draw() for _ in range(200)), 8)
     drawn = np.array([row for per_thread in rows for row in per_thread])
     assert drawn.shape == (1600, 4)
-    assert int(gen.state.value) == 1600
+    assert int(gen.state.value) == 1600 and int(calls.value) == (1600 if other_updates else 0)
     assert len({row.tobytes() for row in drawn}) == 1600
     # exactly the counters 0..1599, each once: the same rows as drawn with the state fed
     at = gc.function([gen.state], u)
@@ -390,3 +395,55 @@ def test_draws_of_different_calls_and_salts_are_uncorrelated():
     vc, _ = draw()
     for x, y in ((va, vb), (va, vc)):
         _within_5_sigma(float(np.mean(x * y)), 0.0, math.sqrt(1 / N))
+
+
+def test_calls_that_only_draw_reserve_their_counter_and_overlap():
+    # A call whose only update is its generator's advance takes its counter when it starts and
+    # then runs without the lock: a second call can run while the first is still inside.
+    import threading
+
+    entered, released = threading.Event(), threading.Event()
+
+    def forward(value):
+        if not entered.is_set():
+            entered.set()
+            assert released.wait(30), "the second call could not start while the first ran"
+        return value
+
+    gate = gc.custom_op("gate", forward, None)
+    gen = gc.random.Generator(3)
+    draw = gc.function([], gate(gen.uniform((3,))))
+    assert draw._executable._reserved == (gen.state,)
+    results: dict[int, np.ndarray] = {}
+
+    def first():
+        results[0] = draw()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert entered.wait(30)
+    results[1] = draw()  # runs while the first call waits inside its op
+    released.set()
+    thread.join()
+    assert int(gen.state.value) == 2
+    replay = gc.function([gen.state], draw.outputs)  # the same draw, at a counter of our choosing
+    entered.set()  # (the gate lets everything through from now on)
+    np.testing.assert_array_equal(results[0], replay(0))  # the first call reserved counter 0
+    np.testing.assert_array_equal(results[1], replay(1))
+
+
+def test_a_failed_call_gives_its_counter_back():
+    gen = gc.random.Generator(4)
+    x = gc.placeholder("x", (None,))
+    fn = gc.function([x], gc.reshape(x, (2, -1)) + gen.uniform((2, 1)))
+    assert fn._executable._reserved == (gen.state,)
+    fn(np.ones(4))
+    with pytest.raises(gc.ExecutionError, match="reshape"):
+        fn(np.ones(3))
+    assert int(gen.state.value) == 1  # not advanced by the failed call
+    with_update = gc.function([x], gc.reshape(x, (2, -1)) + gen.uniform((2, 1)),
+                              updates={gc.variable(0.0, name="v"): gc.sum(x)})
+    assert with_update._executable._reserved is None  # other updates: the call holds the locks throughout
+    with pytest.raises(gc.ExecutionError):
+        with_update(np.ones(3))
+    assert int(gen.state.value) == 1
