@@ -17,8 +17,9 @@ function of (seed, salt, counter, shape, parameters):
 * a call of a Function or ``Session.run`` computing a draw advances the state
   by one as part of the call's atomic updates (``graphc.function`` adds the
   update ``state -> state + 1`` itself), so the next call draws new values;
-  calls updating the same variable hold its lock for the whole call, so two
-  concurrent calls never read the same counter.
+  two concurrent calls never read the same counter (a call whose only updates
+  are such advances reserves its counters under the locks when it starts, then
+  runs unlocked; other updating calls hold the locks throughout).
 
 Random tensors have no gradient with respect to their parameters (the ops are
 ``zero_gradient``); gradients flow through what is built from them.
