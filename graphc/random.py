@@ -36,7 +36,8 @@ import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
 from graphc.leaves import constant, variable
-from graphc.op import Op, apply
+from graphc.op import Op, apply, as_tensor
+from graphc.ops import div, mul, where
 from graphc.tensor import Tensor, Variable
 from graphc.types import as_dtype, broadcast_shapes, broadcast_to_shape, format_shape, normalize_shape
 
@@ -205,10 +206,10 @@ class RandomBernoulli(RandomOp):
 
     def draw(self, generator, shape, p):
         p = np.asarray(p, dtype=np.float64)
-        if p.size and not (np.all(p >= 0) and np.all(p <= 1)):  # (NaN fails both)
-            raise ValueError(f"bernoulli: probabilities must lie in [0, 1], got values in "
-                             f"[{np.nanmin(p) if not np.all(np.isnan(p)) else np.nan}, "
-                             f"{np.nanmax(p) if not np.all(np.isnan(p)) else np.nan}] (or NaN)")
+        outside = ~((p >= 0) & (p <= 1))  # (NaN is outside)
+        if outside.any():
+            raise ValueError(f"probabilities must lie in [0, 1]; got {float(p[outside].ravel()[0])} at "
+                             f"{int(np.count_nonzero(outside))} of {p.size} entries")
         return (generator.random(shape) < p).astype(self.dtype)
 
 
@@ -389,9 +390,6 @@ def dropout(x, rate, gen: Generator, training=True) -> Tensor:
     in [0, 1] (1 drops everything). The gradient with respect to ``x`` is
     ``mask / (1 - rate)``, with the forward pass's mask.
     """
-    from graphc.op import as_tensor
-    from graphc.ops import div, mul, where
-
     if not isinstance(gen, Generator):
         raise TypeError(f"dropout: gen must be a gc.random.Generator, got {type(gen).__name__}")
     if isinstance(rate, Tensor) or isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)):
