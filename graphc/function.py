@@ -55,6 +55,10 @@ def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     (they are not computed) or whose state is fed. A user update of such a state is an
     error: the call advances it itself.
     """
+    from graphc.random import draws_exist
+
+    if not draws_exist():  # no draw was ever made: nothing to look for
+        return []
     roots = list(outputs) + [new for _, new in updates]
     fed = {id(t) for t in inputs}
     states: dict[int, Variable] = {}

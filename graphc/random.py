@@ -48,6 +48,16 @@ SEED_LIMIT = 1 << 62
 _WORD = (1 << 64) - 1
 
 
+#: whether any draw op was ever made in this process: until one is, compiling a function need not
+#: look for draws (``graphc.function.random_updates``), so graphs without randomness pay nothing
+_drawn = [False]
+
+
+def draws_exist() -> bool:
+    """Whether this process has made any draw op (so a graph may hold one)."""
+    return _drawn[0]
+
+
 def _bit_generator(seed: int, salt: int, counter) -> np.random.Generator:
     """NumPy's Philox keyed by (seed, salt), its counter at the call counter: this draw's stream."""
     count = int(counter) & _WORD
@@ -92,6 +102,11 @@ class RandomOp(Op):
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
         if self.shape is not None:
             object.__setattr__(self, "shape", normalize_shape(self.shape, f"{self.name} shape"))
+        _drawn[0] = True
+
+    def __reduce__(self):
+        # unpickled through the constructor, so that ``draws_exist`` knows of it
+        return type(self), (self.seed, self.salt, self.shape, self.like, self.dtype)
 
     def infer(self, *inputs):
         expected = 1 + self.n_params + (1 if self.like else 0)

@@ -447,3 +447,41 @@ def test_a_failed_call_gives_its_counter_back():
     with pytest.raises(gc.ExecutionError):
         with_update(np.ones(3))
     assert int(gen.state.value) == 1
+
+
+def test_a_draw_is_philox_keyed_by_seed_and_salt_at_the_counter():
+    # the documented design, pinned: value = f(seed, salt, counter, shape) through NumPy's Philox
+    gen = gc.random.Generator(12345)
+    gen.uniform((2,))  # salt 0
+    u = gen.uniform((3, 2))  # salt 1
+    z = gen.normal((4,), mean=1.0, std=2.0)  # salt 2
+    draw = gc.function([], [u, z])
+    for counter in range(3):
+        value_u, value_z = draw()
+
+        def stream(salt):
+            bits = np.random.Philox(key=np.array([12345, salt], np.uint64),
+                                    counter=np.array([0, counter, 0, 0], np.uint64))
+            return np.random.Generator(bits)
+
+        np.testing.assert_array_equal(value_u, stream(1).random((3, 2)))
+        np.testing.assert_array_equal(value_z, 1.0 + 2.0 * stream(2).standard_normal(4))
+
+
+def test_an_unpickled_draw_still_advances_in_a_new_function(tmp_path):
+    # a fresh process has made no draw op until it unpickles one: functions built from the
+    # unpickled tensors must still find the draws and advance their state
+    gen = gc.random.Generator(3)
+    (tmp_path / "fn.pickle").write_bytes(pickle.dumps(gc.function([], gen.uniform((2,)))))
+    there = _run_script(f"""
+        import pickle
+        import graphc as gc
+        from graphc.random import draws_exist
+        assert not draws_exist()
+        with open({str(tmp_path / "fn.pickle")!r}, "rb") as stream:
+            fn = pickle.load(stream)
+        again = gc.function([], fn.outputs)
+        first, second = again(), again()
+        print(int((first != second).all()), int(fn.plan.updates[0][0].value))
+    """)
+    assert there.split() == ["1", "2"]
