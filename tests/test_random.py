@@ -459,13 +459,13 @@ def test_a_draw_is_philox_keyed_by_seed_and_salt_at_the_counter():
     for counter in range(3):
         value_u, value_z = draw()
 
-        def stream(salt):
-            bits = np.random.Philox(key=np.array([12345, salt], np.uint64),
-                                    counter=np.array([0, counter, 0, 0], np.uint64))
-            return np.random.Generator(bits)
+        np.testing.assert_array_equal(value_u, _stream(12345, 1, counter).random((3, 2)))
+        np.testing.assert_array_equal(value_z, 1.0 + 2.0 * _stream(12345, 2, counter).standard_normal(4))
 
-        np.testing.assert_array_equal(value_u, stream(1).random((3, 2)))
-        np.testing.assert_array_equal(value_z, 1.0 + 2.0 * stream(2).standard_normal(4))
+
+def _stream(seed: int, salt: int, counter: int) -> np.random.Generator:
+    bits = np.random.Philox(key=np.array([seed, salt], np.uint64), counter=np.array([0, counter, 0, 0], np.uint64))
+    return np.random.Generator(bits)
 
 
 def test_an_unpickled_draw_still_advances_in_a_new_function(tmp_path):
