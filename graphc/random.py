@@ -237,7 +237,7 @@ class RandomBernoulli(RandomOp):
         if outside.any():
             raise ValueError(f"probabilities must lie in [0, 1]; got {float(p[outside].ravel()[0])} at "
                              f"{int(np.count_nonzero(outside))} of {p.size} entries")
-        return (generator.random(shape) < p).astype(self.dtype)
+        return (generator.random(shape) < p).astype(self.dtype, copy=False)
 
 
 @dataclass(frozen=True)
@@ -439,7 +439,8 @@ def dropout(x, rate, gen: Generator, training=True) -> Tensor:
         raise TypeError(f"dropout: training must be a Python bool or a 0-d bool tensor, got {training!r}")
     if rate == 0.0:
         return x
-    mask = gen.bernoulli(1.0 - rate, dtype=x.dtype, like=x)
+    # a bool mask: multiplying by True/False is multiplying by 1/0 in x's dtype, one byte an entry
+    mask = gen.bernoulli(1.0 - rate, dtype=bool, like=x)
     dropped = mul(x, mask) if rate == 1.0 else div(mul(x, mask), constant(np.asarray(1.0 - rate, x.dtype)))
     if isinstance(training, Tensor):
         return where(training, dropped, x)
