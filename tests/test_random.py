@@ -485,3 +485,19 @@ def test_an_unpickled_draw_still_advances_in_a_new_function(tmp_path):
         print(int((first != second).all()), int(fn.plan.updates[0][0].value))
     """)
     assert there.split() == ["1", "2"]
+
+
+def test_optimized_and_unoptimized_graphs_draw_the_same_values():
+    # a draw is a pure function of (seed, salt, counter, shape): rewriting the graph around it
+    # (stabilizing clones, CSE, folding its neighbours) changes nothing
+    def run(optimize):
+        gen = gc.random.Generator(6)
+        x = gc.variable(np.linspace(-1.0, 1.0, 8).reshape(2, 4), name="x")
+        hidden = gc.dropout(gc.tanh(x) * 1.0 + 0.0, 0.3, gen)
+        loss = gc.sum(gc.log(gc.softmax(hidden + 0.1 * gen.normal(like=hidden))))
+        step = gc.function([], [hidden, loss, gc.grad(loss, x)], optimize=optimize)
+        return [step() for _ in range(3)]
+
+    for plain, optimized in zip(run(False), run(True)):
+        for a, b in zip(plain, optimized):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
