@@ -386,7 +386,9 @@ class Generator:
                 if array.dtype.kind not in "iu":
                     raise DTypeError(f"integers: {what} must be an integer, got {value!r}")
                 info = np.iinfo(dtype)
-                if np.any(array < info.min) or np.any(array > info.max + (what == "high")):
+                # (the bounds are carried as int64 constants)
+                top = min(info.max + (what == "high"), np.iinfo(np.int64).max)
+                if np.any(array < info.min) or np.any(array > top):
                     raise ValueError(f"integers: {what}={value!r} is out of range for {dtype}")
                 params.append(constant(array.astype(np.int64)))
         return self._make(RandomIntegers, params, shape, like, dtype, "integers")

@@ -89,6 +89,10 @@ def test_bad_arguments():
         gc.random.Generator(1.5)
     with pytest.raises(TypeError, match="like="):
         gen.uniform(x)
+    with pytest.raises(ValueError, match="out of range"):
+        gen.integers(0, 129, (2,), dtype="int8")
+    with pytest.raises(ValueError, match="out of range"):
+        gen.integers(0, 2**63, (2,))
 
 
 def test_bad_probability_tensor_fails_at_run_time_naming_the_op():
