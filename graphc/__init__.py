@@ -5,6 +5,7 @@ gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 """
 
 from graphc import data, init, optim
+from graphc import random  # the module ``gc.random`` (importing it registers its ops for gc.load)
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
 from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
@@ -103,6 +104,7 @@ from graphc.ops import (
 )
 from graphc.passes import optimize
 from graphc.printing import debugprint
+from graphc.random import dropout
 from graphc.serialize import load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
@@ -126,6 +128,7 @@ __all__ = [
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
     "data", "init", "optim",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
+    "dropout", "random",
 ]
 __all__ += [  # section 15 of the API contract ("More of NumPy"), non-element-wise
     "all", "any", "argmax", "argmin", "argsort", "cumprod", "cumsum", "diagonal", "flip", "norm", "repeat", "roll",

@@ -525,6 +525,9 @@ def _every_op_function(optimize: bool):
         gc.equal(x, 0.0), gc.not_equal(x, 0.0), gc.less_equal(x, 1.0), gc.greater_equal(x, 1.0),
         gc.silu(x), gc.softplus(x), gc.log1p(gc.abs(x)), gc.expm1(x), gc.sqrt(gc.abs(x)), gc.cos(x), gc.sin(x),
     ]
+    gen = gc.random.Generator(8)  # draws: the copies, saved before the first call, draw what it draws
+    parts += [gen.uniform(like=x, low=-1.0, high=1.0), gen.normal((3,), dtype="float32"),
+              gen.bernoulli(0.3, like=x), gen.integers(0, 5, (2,)), gc.dropout(x, 0.5, gen)]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
     grads = gc.grad(loss, [w, alpha, x])
