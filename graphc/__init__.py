@@ -79,6 +79,8 @@ from graphc.ops import (
                            where,
                            zeros_like,
 )
+from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
+from graphc.ops.nn import batch_norm, layer_norm
 from graphc.passes import optimize
 from graphc.printing import debugprint
 from graphc.serialize import load, save
@@ -102,5 +104,6 @@ __all__ = [
     "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
+    "avg_pool2d", "batch_norm", "conv2d", "conv2d_transpose", "layer_norm", "max_pool2d", "pad",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
 ]

@@ -1,5 +1,6 @@
 """Every public op function, by family. One op is one class in its family's module."""
 
+from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
 from graphc.ops.elementwise import (
     abs,
     add,
@@ -47,7 +48,14 @@ from graphc.ops.elementwise import (
     zeros_like,
 )
 from graphc.ops.linalg import dot, einsum, matmul, outer
-from graphc.ops.nn import log_softmax, sigmoid_cross_entropy, softmax, softmax_cross_entropy
+from graphc.ops.nn import (
+    batch_norm,
+    layer_norm,
+    log_softmax,
+    sigmoid_cross_entropy,
+    softmax,
+    softmax_cross_entropy,
+)
 from graphc.ops.reduce import logsumexp, max, mean, min, prod, sum
 from graphc.ops.shape import (
     broadcast_to,
@@ -71,4 +79,6 @@ __all__ = [
     "pow", "prelu", "prod", "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin",
     "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "squeeze", "stack", "step",
     "stop_gradient", "sub", "sum", "swish", "take", "tanh", "transpose", "where", "zeros_like",
+    # convolutional networks
+    "avg_pool2d", "batch_norm", "conv2d", "conv2d_transpose", "layer_norm", "max_pool2d", "pad",
 ]
