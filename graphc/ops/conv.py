@@ -325,6 +325,15 @@ class _ConvParams(Op):
             if k is not None and k < 1:
                 raise ShapeError(f"{self.name}: the kernel {axis} must be at least 1: {shapes}")
 
+    def check_windows(self, x: Tensor, w: Tensor, g: Tensor, shapes: str) -> None:
+        """The correlation of ``x`` with ``w`` has ``g``'s spatial size (the gradient ops' invariant)."""
+        for a in (0, 1):
+            count = _window_count(self.name, x.shape[2 + a], w.shape[2 + a], self.stride[a], self.dilation[a],
+                                  shapes, ("height", "width")[a])
+            if None not in (count, g.shape[2 + a]) and count != g.shape[2 + a]:
+                raise ShapeError(f"{self.name}: the input gives {count} windows along {('height', 'width')[a]}, "
+                                 f"the gradient has {g.shape[2 + a]}: {shapes}")
+
     def conv(self, x, w):
         return apply(Conv2d(self.stride, self.dilation, self.groups), x, w)
 
@@ -378,6 +387,7 @@ class Conv2dInputGrad(_ConvParams):
         if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
             raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
                              f"outputs: {shapes}")
+        self.check_windows(x, w, g, shapes)
         channels = x.shape[1] if x.shape[1] is not None else (
             None if w.shape[1] is None else w.shape[1] * self.groups)
         return (g.shape[0], channels) + x.shape[2:], dtype
@@ -409,11 +419,7 @@ class Conv2dWeightGrad(_ConvParams):
         if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
             raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
                              f"outputs: {shapes}")
-        for a in (0, 1):
-            size, k, out = x.shape[2 + a], w.shape[2 + a], g.shape[2 + a]
-            if None not in (size, k, out) and self.dilation[a] * (k - 1) + self.stride[a] * (out - 1) + 1 > size:
-                raise ShapeError(f"{self.name}: {out} windows do not fit in the input along "
-                                 f"{('height', 'width')[a]}: {shapes}")
+        self.check_windows(x, w, g, shapes)
         return w.shape, dtype
 
     def impl(self, x, g, w):
@@ -469,10 +475,10 @@ class Conv2dTranspose(_ConvParams):
         x, w = node.inputs
         # rows past (H-1)*s + d*(k-1) + 1 receive nothing from x; once they make another window fit
         # (output_padding >= stride), the correlation would see one window too many: drop them
-        crop = tuple(slice(None, -p) if p >= s else slice(None) for p, s in zip(self.output_padding, self.stride))
-        h_in = getitem(h, (slice(None), slice(None)) + crop) if any(p >= s for p, s in
-                                                                  zip(self.output_padding, self.stride)) else h
-        return self.conv(h_in, w), self.weight_grad(h, x, w)
+        if any(p >= s for p, s in zip(self.output_padding, self.stride)):
+            crop = tuple(slice(None, -p) if p >= s else slice(None) for p, s in zip(self.output_padding, self.stride))
+            h = getitem(h, (slice(None), slice(None)) + crop)
+        return self.conv(h, w), self.weight_grad(h, x, w)
 
 
 def _conv_padding(padding, kernel, stride, dilation) -> tuple[tuple[int, int], tuple[int, int]]:
