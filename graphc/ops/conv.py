@@ -17,12 +17,13 @@ How they compute (all NumPy, no im2col copy of the input):
 The op set is closed under differentiation, so gradients of every order are graph tensors::
 
     conv2d(x, w)            -> d/dx conv2d_input_grad(g, w; x)    d/dw conv2d_weight_grad(x, g; w)
-    conv2d_input_grad(g, w) -> d/dg conv2d(h, w)                   d/dw conv2d_weight_grad(h, g; w)
+    conv2d_input_grad(g, w) -> d/dg conv2d(pad(h), w)              d/dw conv2d_weight_grad(pad(h), g; w)
     conv2d_weight_grad(x, g)-> d/dx conv2d_input_grad(g, h; x)    d/dg conv2d(x, h)
     conv2d_transpose(x, w)  -> d/dx conv2d(h, w)                   d/dw conv2d_weight_grad(h, x; w)
     max_pool2d(x)           -> max_pool2d_grad(x, y, g)   -> max_pool2d_gather(x, y, h) -> max_pool2d_grad ...
     avg_pool2d(x)           -> avg_pool2d_grad(g; x)      -> avg_pool2d(h)
-    pad(x)                  -> a slice of g (getitem)
+    pad(x)                  -> a slice of g (getitem); under a convolution, conv2d_input_grad with
+                               that padding, which overlap-adds straight into x's shape
 
 (``; ref`` marks a non-differentiable input that only gives the result's shape at run time,
 so unknown sizes work.) Padding of a convolution is a separate ``pad`` node: the weight
@@ -128,18 +129,35 @@ def _out_hw(op: str, padded_hw, kernel, stride, dilation) -> tuple[int, int]:
     return result[0], result[1]
 
 
-def _overlap_add(parts, shape, kernel, stride, dilation, dtype) -> np.ndarray:
-    """Zeros of ``shape`` (N, C, Hp, Wp) plus, for every kernel offset (i, j), ``parts(i, j)``
-    (N, C, H', W') added at rows ``i*d + s*k`` and columns ``j*d + s*l``: the adjoint of the window view."""
+def _clip(base: int, stride: int, count: int, size: int):
+    """Of the positions ``base + stride * o`` (o < count), those in [0, size): (o_start, o_stop, first) or None."""
+    first_o = 0 if base >= 0 else (-base + stride - 1) // stride
+    last_o = min(count - 1, (size - 1 - base) // stride)
+    if first_o > last_o:
+        return None
+    return first_o, last_o + 1, base + stride * first_o
+
+
+def _overlap_add(parts, shape, kernel, stride, dilation, dtype, offset=(0, 0)) -> np.ndarray:
+    """The adjoint of the window view: zeros of ``shape`` (N, C, H, W) plus, for every kernel offset
+    (i, j), ``parts(i, j)`` (N, C, H', W') added at rows ``i*d + s*k - offset[0]`` and columns
+    ``j*d + s*l - offset[1]``. ``offset`` is the padding the windows were taken over: entries that
+    fall into it are dropped, so no padded buffer is made and cropped."""
     out = np.zeros(shape, dtype)
-    first = parts(0, 0)
-    ho, wo = first.shape[-2:]
+    height, width = shape[2:]
+    ho = wo = None
     for i in range(kernel[0]):
         for j in range(kernel[1]):
-            part = first if i == j == 0 else parts(i, j)
-            top, left = i * dilation[0], j * dilation[1]
-            out[:, :, top:top + stride[0] * (ho - 1) + 1:stride[0], left:left + stride[1] * (wo - 1) + 1:stride[1]] \
-                += part
+            part = parts(i, j)
+            if ho is None:
+                ho, wo = part.shape[-2:]
+            rows = _clip(i * dilation[0] - offset[0], stride[0], ho, height)
+            cols = _clip(j * dilation[1] - offset[1], stride[1], wo, width)
+            if rows is None or cols is None:
+                continue
+            (r0, r1, top), (c0, c1, left) = rows, cols
+            out[:, :, top:top + stride[0] * (r1 - r0 - 1) + 1:stride[0],
+                left:left + stride[1] * (c1 - c0 - 1) + 1:stride[1]] += part[..., r0:r1, c0:c1]
     return out
 
 
@@ -164,8 +182,9 @@ def _correlate(xp, w, stride, dilation, groups):
     return out.reshape(xp.shape[0], o, *out_hw).astype(dtype, copy=False)
 
 
-def _correlate_transpose(g, w, stride, dilation, groups, padded_hw):
-    """The adjoint of ``_correlate`` in its input: (N, O, H', W') -> (N, C, Hp, Wp)."""
+def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 0, 0, 0)):
+    """The adjoint of ``_correlate`` in its input: (N, O, H', W') -> (N, C, Hp, Wp), or with ``padding``
+    (top, bottom, left, right) straight into (N, C, Hp - top - bottom, Wp - left - right)."""
     o, cg = w.shape[:2]
     if g.shape[1] != o or o % groups:
         raise ValueError(f"conv2d_transpose: input with {g.shape[1]} channels does not match weights of shape "
@@ -184,8 +203,9 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw):
         cols = np.einsum("ngohw,gocij->ijngchw", g.reshape(n, groups, o // groups, ho, wo),
                          w.reshape(groups, o // groups, cg, *kernel), optimize=True)
         cols = cols.reshape(kernel[0], kernel[1], n, groups * cg, ho, wo)
-    return _overlap_add(lambda i, j: cols[i, j], (n, groups * cg) + tuple(padded_hw), kernel, stride, dilation,
-                        dtype)
+    top, bottom, left, right = padding
+    shape = (n, groups * cg, padded_hw[0] - top - bottom, padded_hw[1] - left - right)
+    return _overlap_add(lambda i, j: cols[i, j], shape, kernel, stride, dilation, dtype, (top, left))
 
 
 def _weight_grad(xp, g, kernel, stride, dilation, groups):
@@ -246,6 +266,15 @@ class Pad(Op):
         return np.pad(x, self.pad_width, mode="constant", constant_values=self.value)
 
     def vjp(self, node, g):
+        (x,) = node.inputs
+        inner = g.primitive
+        if (isinstance(inner, Conv2dInputGrad) and inner.padding == (0, 0, 0, 0) and len(self.pad_width) == 4
+                and self.pad_width[:2] == ((0, 0), (0, 0))):
+            # the padded input of a convolution: its input gradient is overlap-added straight into x's
+            # shape, instead of into the padded shape and then sliced (and copied)
+            (top, bottom), (left, right) = self.pad_width[2:]
+            grad, weights, _ = g.inputs
+            return (inner.input_grad(grad, weights, x, (top, bottom, left, right)),)
         index = tuple(slice(b, -a if a else None) for b, a in self.pad_width)
         return (getitem(g, index),)
 
@@ -325,10 +354,13 @@ class _ConvParams(Op):
             if k is not None and k < 1:
                 raise ShapeError(f"{self.name}: the kernel {axis} must be at least 1: {shapes}")
 
-    def check_windows(self, x: Tensor, w: Tensor, g: Tensor, shapes: str) -> None:
-        """The correlation of ``x`` with ``w`` has ``g``'s spatial size (the gradient ops' invariant)."""
+    def check_windows(self, x: Tensor, w: Tensor, g: Tensor, shapes: str, padding=(0, 0, 0, 0)) -> None:
+        """The correlation of ``x`` (padded by ``padding``) with ``w`` has ``g``'s spatial size (the gradient
+        ops' invariant)."""
         for a in (0, 1):
-            count = _window_count(self.name, x.shape[2 + a], w.shape[2 + a], self.stride[a], self.dilation[a],
+            size = x.shape[2 + a]
+            size = None if size is None else size + padding[2 * a] + padding[2 * a + 1]
+            count = _window_count(self.name, size, w.shape[2 + a], self.stride[a], self.dilation[a],
                                   shapes, ("height", "width")[a])
             if None not in (count, g.shape[2 + a]) and count != g.shape[2 + a]:
                 raise ShapeError(f"{self.name}: the input gives {count} windows along {('height', 'width')[a]}, "
@@ -337,8 +369,8 @@ class _ConvParams(Op):
     def conv(self, x, w):
         return apply(Conv2d(self.stride, self.dilation, self.groups), x, w)
 
-    def input_grad(self, g, w, x):
-        return apply(Conv2dInputGrad(self.stride, self.dilation, self.groups), g, w, x)
+    def input_grad(self, g, w, x, padding=(0, 0, 0, 0)):
+        return apply(Conv2dInputGrad(self.stride, self.dilation, self.groups, padding), g, w, x)
 
     def weight_grad(self, x, g, w):
         return apply(Conv2dWeightGrad(self.stride, self.dilation, self.groups), x, g, w)
@@ -375,6 +407,16 @@ class Conv2dInputGrad(_ConvParams):
 
     name = "conv2d_input_grad"
     nondiff_inputs = (2,)
+    #: (top, bottom, left, right): ``x`` is the input before this padding, and the gradient of the
+    #: padded entries is never formed (pad's gradient folds its slice into this op)
+    padding: tuple = (0, 0, 0, 0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (isinstance(self.padding, tuple) and len(self.padding) == 4 and all(_is_int(v) for v in self.padding)):
+            raise TypeError(f"{self.name}: padding must be 4 ints (top, bottom, left, right), got {self.padding!r}")
+        if min(self.padding) < 0:
+            raise ShapeError(f"{self.name}: padding must be non-negative, got {self.padding!r}")
 
     def infer(self, g, w, x):
         shapes = (f"gradient {format_shape(g.shape)}, weights {format_shape(w.shape)}, input {format_shape(x.shape)}"
@@ -387,16 +429,21 @@ class Conv2dInputGrad(_ConvParams):
         if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
             raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
                              f"outputs: {shapes}")
-        self.check_windows(x, w, g, shapes)
+        self.check_windows(x, w, g, shapes, self.padding)
         channels = x.shape[1] if x.shape[1] is not None else (
             None if w.shape[1] is None else w.shape[1] * self.groups)
         return (g.shape[0], channels) + x.shape[2:], dtype
 
     def impl(self, g, w, x):
-        return _correlate_transpose(g, w, self.stride, self.dilation, self.groups, x.shape[2:])
+        top, bottom, left, right = self.padding
+        padded = (x.shape[2] + top + bottom, x.shape[3] + left + right)
+        return _correlate_transpose(g, w, self.stride, self.dilation, self.groups, padded, self.padding)
 
     def vjp(self, node, h):
         g, w, x = node.inputs
+        if self.padding != (0, 0, 0, 0):
+            top, bottom, left, right = self.padding
+            h = apply(Pad(((0, 0), (0, 0), (top, bottom), (left, right)), 0.0), h)
         return self.conv(h, w), self.weight_grad(h, g, w), None
 
 
@@ -602,11 +649,8 @@ class _PoolParams(Op):
         return _windows(xp, self.kernel_size, self.stride, (1, 1), out_hw)
 
     def scatter(self, parts, x_shape, dtype) -> np.ndarray:
-        """Overlap-add window contributions into the padded input's shape, then crop the padding."""
-        (ph, pw) = self.padding
-        shape = (x_shape[0], x_shape[1], x_shape[2] + 2 * ph, x_shape[3] + 2 * pw)
-        out = _overlap_add(parts, shape, self.kernel_size, self.stride, (1, 1), dtype)
-        return out[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]] if (ph or pw) else out
+        """Overlap-add window contributions into the input's shape (those on padding are dropped)."""
+        return _overlap_add(parts, tuple(x_shape), self.kernel_size, self.stride, (1, 1), dtype, self.padding)
 
     def params_tuple(self):
         return self.kernel_size, self.stride, self.padding

@@ -720,3 +720,16 @@ def test_printing_and_dot_show_the_ops():
     for name in ("conv2d", "pad", "max_pool2d"):
         assert name in text
     assert "conv2d" in gc.to_dot(y)
+
+
+def test_padded_convolution_gradient_is_formed_in_the_input_shape():
+    """pad's gradient under a convolution is one conv2d_input_grad with the padding, not a padded
+    gradient sliced (and copied) back."""
+    x = gc.placeholder("x", (None, 3, 6, 6))
+    w = gc.placeholder("w", (4, 3, 3, 3))
+    dx = gc.grad(gc.sum(gc.conv2d(x, w, padding=(1, 2))), x)
+    assert dx.op == "conv2d_input_grad" and dx.primitive.padding == (1, 1, 2, 2) and dx.shape == (None, 3, 6, 6)
+    ops = {node.op for node in gc.optimize([dx])[0].inputs}
+    assert "getitem" not in ops
+    # without a convolution under it, pad's gradient is the slice
+    assert gc.grad(gc.sum(gc.square(gc.pad(x, 1))), x).op == "getitem"
