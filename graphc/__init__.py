@@ -4,8 +4,12 @@ Declare a graph (placeholders, variables, constants, ops), append its
 gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 """
 
-from graphc import data, init, optim
-from graphc import random  # the module ``gc.random`` (importing it registers its ops for gc.load)
+from graphc import (
+                           data,
+                           init,
+                           optim,
+                           random,  # the module ``gc.random`` (importing it registers its ops for gc.load)
+)
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
 from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
@@ -102,6 +106,8 @@ from graphc.ops import (
                            where,
                            zeros_like,
 )
+from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
+from graphc.ops.nn import batch_norm, layer_norm
 from graphc.passes import optimize
 from graphc.printing import debugprint
 from graphc.random import dropout
@@ -127,6 +133,7 @@ __all__ = [
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
     "data", "init", "optim",
+    "avg_pool2d", "batch_norm", "conv2d", "conv2d_transpose", "layer_norm", "max_pool2d", "pad",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
     "dropout", "random",
 ]
