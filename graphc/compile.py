@@ -982,7 +982,7 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
                 tuple(kinds), scalar, inplace, bool(check_numerics))
 
 
-def _compile_inner(graph) -> Callable:
+def compile_inner(graph) -> Callable:
     """An inner graph (a loop's body) compiled once into its own plan: ``run(arrays) -> tuple``."""
     plan = build_plan(list(graph.outputs), list(graph.inputs))
     return functools.partial(plan.run, variables=())
@@ -1192,7 +1192,7 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             call = f"f{index}({', '.join(args)})"
         elif kind == "call":
             compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
-            namespace[f"f{index}"] = compiled(_compile_inner) if compiled is not None else node.primitive.impl
+            namespace[f"f{index}"] = compiled(compile_inner) if compiled is not None else node.primitive.impl
             call = f"f{index}({', '.join(args)})"
         elif cls is relu_cls:
             namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)

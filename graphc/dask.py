@@ -14,7 +14,9 @@ op is registered here by op class (subclasses inherit their base's rule):
 * ops that couple the elements along some axes (softmax and its family, ``logsumexp``, the
   cross-entropies, exclusive products) rechunk those axes to one chunk and run ``impl`` per block;
 * scatter-like gradient ops (``take_grad``, ``getitem_grad`` with index arrays) gather their
-  operands into one block: correct for any chunking, but not parallel.
+  operands into one block: correct for any chunking, but not parallel;
+* a loop (``gc.scan``) runs whole in one task (its compiled body, step after step), and its
+  ``output`` nodes pick its values.
 
 An op without a rule is an error naming it.
 
@@ -33,14 +35,17 @@ import numpy as np
 
 from graphc import random as graphc_random
 from graphc.autodiff import grad
+from graphc.compile import compile_inner
 from graphc.custom import CustomOp
 from graphc.errors import FeedError, GraphcError, ShapeError
 from graphc.function import check_feed, function
 from graphc.graph import clone
 from graphc.leaves import Constant, Placeholder, VariableLeaf, placeholder
+from graphc.op import Output
 from graphc.ops import arrange, conv, cumulative, elementwise, linalg, nn, ordering, reduce, shape
 from graphc.passes import optimize_tensors
 from graphc.passes.fuse import Fused
+from graphc.scan import Scan
 from graphc.session import resolve_feeds
 from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, Variable, consumers, toposort
@@ -335,6 +340,32 @@ def _whole(node, args, out_shape=None):
         out_shape = tuple(math.nan if s is None else s for s in out_shape)
     task = dask.delayed(node.primitive.impl, pure=True)(*[_one_block(a) for a in args])
     return da.from_delayed(task, shape=tuple(out_shape), dtype=node.dtype, meta=_meta(node))
+
+
+@lowers(Scan)
+def _loop(node, args):
+    """A loop runs whole, in one task: each step needs the one before (every operand in one block).
+
+    Its result is the tuple of the loop's outputs (a Dask ``Delayed``); ``output`` nodes pick them.
+    The body is compiled once, here, as the executor compiles it.
+    """
+    import dask
+
+    op = node.primitive
+    run = op.compiled_impl(compile_inner)
+    # the outputs' shapes from the operands' (Dask knows a fed sequence's length)
+    stand_ins = [placeholder("operand", tuple(None if math.isnan(n) else n for n in a.shape), a.dtype)
+                 for a in args]
+    shapes = [shape for shape, _ in op.output_types(*stand_ins)]
+    return dask.delayed(run, pure=True, nout=len(op.emits))(*[_one_block(a) for a in args]), shapes
+
+
+@lowers(Output)
+def _output(node, args):
+    """Output ``index`` of a multi-output node (a loop), as one block."""
+    ((values, shapes),) = args
+    shape = tuple(math.nan if s is None else s for s in shapes[node.primitive.index])
+    return da.from_delayed(values[node.primitive.index], shape=shape, dtype=node.dtype, meta=_meta(node))
 
 
 @lowers(shape.TakeGrad)

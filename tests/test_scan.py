@@ -669,3 +669,23 @@ def test_reused_trace_buffers_never_change_earlier_results():
     again = impl(second_in, np.zeros(2))[0]    # ... so the next call writes into a fresh one
     np.testing.assert_array_equal(held, np.cumsum(first_in, axis=0))
     np.testing.assert_array_equal(again, np.cumsum(second_in, axis=0))
+
+
+def test_to_dask_runs_a_loop_and_its_gradient():
+    pytest.importorskip("dask")
+    import dask.array as da
+
+    from graphc.dask import to_dask
+
+    x = gc.placeholder("x", (None, 3))
+    w = gc.placeholder("w", (3,))
+    hs = gc.scan(lambda xt, h, w: gc.tanh(xt * w + h), sequences=x, outputs_info=gc.constant(np.zeros(3)),
+                 non_sequences=w)
+    cost = gc.sum(hs * hs)
+    outputs = [hs, cost, gc.grad(cost, w)]
+    values = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+    feed = {x: values, w: np.array([0.5, -0.2, 0.9])}
+    expected = gc.Session().run(outputs, feed)
+    lazy = to_dask(outputs, {x: da.from_array(values, chunks=(2, 3)), w: feed[w]})
+    for a, b in zip(lazy, expected):
+        np.testing.assert_allclose(np.asarray(a.compute()), b, rtol=1e-12, atol=1e-12)
