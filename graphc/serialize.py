@@ -77,7 +77,15 @@ _MANIFEST_KEYS = {"format", "version", "graphc_version", "arrays", "nodes", "inp
                   "updates", "optimize"}
 _FUNCTION_KEYS = {"name", "inputs", "outputs", "structure", "updates", "optimize"}
 _MODEL_KEYS = {"format", "version", "graphc_version", "arrays", "nodes", "functions"}
+#: execution options of a function, written only when set
+_OPTION_KEYS = ("inplace_updates", "check_numerics")
+
+
 _ARRAY_KEYS = {"dtype", "shape", "offset", "nbytes"}
+
+
+def _present_options(entry: dict) -> set:
+    return {key for key in _OPTION_KEYS if key in entry}
 
 
 class SaveError(GraphcError, TypeError):
@@ -240,6 +248,8 @@ def _encode_function(fn, index: dict[int, int]) -> dict:
     if getattr(fn, "inplace_updates", False):
         # an execution option, written only when set: files of other functions stay as they were
         entry["inplace_updates"] = True
+    if getattr(fn, "check_numerics", False):
+        entry["check_numerics"] = True  # likewise
     return entry
 
 
@@ -599,8 +609,8 @@ def _parse_manifest(raw: bytes, path) -> dict:
         raise _fail(f"{path}: manifest is not valid JSON: {exc}") from exc
     if isinstance(manifest, dict) and manifest.get("format") == MODEL_FORMAT_NAME:
         return _obj(manifest, _MODEL_KEYS, "manifest")
-    if isinstance(manifest, dict) and "inplace_updates" in manifest:
-        return _obj(manifest, _MANIFEST_KEYS | {"inplace_updates"}, "manifest")
+    if isinstance(manifest, dict):  # the execution options, present only when set
+        return _obj(manifest, _MANIFEST_KEYS | _present_options(manifest), "manifest")
     return _obj(manifest, _MANIFEST_KEYS, "manifest")
 
 
@@ -657,8 +667,7 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path, version: int = 
         raise _fail("functions: the file holds no function")
     for k, entry in enumerate(entries):
         where = f"functions[{k}]"
-        keys = _FUNCTION_KEYS | ({"inplace_updates"} if isinstance(entry, dict) and "inplace_updates" in entry
-                                 else set())
+        keys = _FUNCTION_KEYS | (_present_options(entry) if isinstance(entry, dict) else set())
         entry = _obj(entry, keys, where)
         name = _str(entry["name"], f"{where}.name")
         if not name:
@@ -740,6 +749,7 @@ def _build_function(manifest: dict, tensors: list[Tensor], kinds: list[str], pat
 
     optimize = _bool(manifest["optimize"], f"{prefix or 'manifest.'}optimize")
     inplace_updates = _bool(manifest.get("inplace_updates", False), f"{prefix or 'manifest.'}inplace_updates")
+    check_numerics = _bool(manifest.get("check_numerics", False), f"{prefix or 'manifest.'}check_numerics")
 
     def node_ref(value, where: str) -> int:
         if type(value) is not int or not 0 <= value < len(tensors):
@@ -773,7 +783,8 @@ def _build_function(manifest: dict, tensors: list[Tensor], kinds: list[str], pat
     except Exception as exc:  # noqa: BLE001 - an update the function constructor would refuse
         raise _fail(f"{prefix}updates: {exc}") from exc
     try:
-        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates)
+        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates,
+                                check_numerics=check_numerics)
     except Exception as exc:  # noqa: BLE001 - e.g. a placeholder the graph needs is not an input
         what = f"function {manifest['name']!r}" if prefix else "the graph"
         raise _fail(f"{path}: {what} cannot be compiled: {type(exc).__name__}: {exc}") from exc

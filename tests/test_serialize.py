@@ -525,6 +525,9 @@ def _every_op_function(optimize: bool):
         gc.equal(x, 0.0), gc.not_equal(x, 0.0), gc.less_equal(x, 1.0), gc.greater_equal(x, 1.0),
         gc.silu(x), gc.softplus(x), gc.log1p(gc.abs(x)), gc.expm1(x), gc.sqrt(gc.abs(x)), gc.cos(x), gc.sin(x),
     ]
+    gen = gc.random.Generator(8)  # draws: the copies, saved before the first call, draw what it draws
+    parts += [gen.uniform(like=x, low=-1.0, high=1.0), gen.normal((3,), dtype="float32"),
+              gen.bernoulli(0.3, like=x), gen.integers(0, 5, (2,)), gc.dropout(x, 0.5, gen)]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
     grads = gc.grad(loss, [w, alpha, x])
@@ -550,6 +553,95 @@ def test_every_op_round_trips_through_save_and_pickle(tmp_path, optimize):
         assert done.returncode == 0, done.stderr.decode()
 
 
+# ---- section 15's non-element-wise ops ------------------------------------------------------------
+
+def _section15_function(optimize: bool):
+    """Every op of section 15 (reductions, scans, ordering, shape) and their gradients, sizes unknown."""
+    x = gc.placeholder("x", (None, 4))
+    sq = gc.placeholder("sq", (3, None, 3))
+    values, indices = gc.top_k(x, 2)
+    parts = [
+        gc.var(x, axis=0, ddof=1), gc.std(x, axis=(0, 1), keepdims=True), gc.norm(x, 1, axis=1),
+        gc.norm(x, np.inf), gc.norm(x, 2, axis=0, keepdims=True), gc.any(x > 0.0, axis=1), gc.all(x < 2.0),
+        gc.argmax(x, axis=1), gc.argmin(x), gc.cumsum(x, 1), gc.cumprod(x), gc.sort(x, 0), gc.argsort(x),
+        values, indices, gc.tile(x, (2, 1, 3)), gc.repeat(x, 3, -1), gc.flip(x, 1), gc.roll(x, (1, -2), (0, 1)),
+        gc.roll(x, 3), *gc.split(x, 2, axis=1), *gc.split(x, [1, 3], 1), gc.tril(sq, -1), gc.triu(sq, 1),
+        gc.diagonal(sq, 1, 0, 2), gc.trace(sq, 0, 2, 0),
+    ]
+    loss = gc.sum(gc.square(parts[0])) + gc.sum(parts[1] * parts[2][0])
+    loss = sum((gc.sum(p * p) for p in parts if p.dtype == np.float64), loss)
+    grads = gc.grad(loss, [x, sq])
+    second = gc.grad(gc.sum(grads[0] * grads[0]) + gc.sum(grads[1]), [x, sq])
+    fn = gc.function([x, sq], {"parts": parts, "grads": list(grads) + list(second)}, optimize=optimize)
+    rng = np.random.default_rng(15)
+    return fn, (rng.normal(size=(6, 4)), rng.normal(size=(3, 5, 3)))
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_section15_ops_round_trip_through_save_and_pickle(tmp_path, optimize):
+    fn, feeds = _section15_function(optimize)
+    gc.save(fn, tmp_path / "s15.gcf")
+    expected = fn(*feeds)
+    reference = _section15_function(not optimize)[0](*feeds)  # optimizing changes no value
+    for copy in (gc.load(tmp_path / "s15.gcf"), pickle.loads(pickle.dumps(fn))):
+        got = copy(*feeds)
+        for a, b, c in zip(got["parts"] + got["grads"], expected["parts"] + expected["grads"],
+                           reference["parts"] + reference["grads"]):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+            assert np.all(np.isfinite(a))
+
+
+def test_section15_tampered_parameters(tmp_path):
+    """Parameters of the new ops are typed and validated on load: wrong types, out-of-range axes,
+    inconsistent pieces and orders are a LoadError, never an exception from NumPy or a wrong graph."""
+    fn, _ = _section15_function(optimize=False)
+    _, _, raw, data = split(encode(fn))
+    manifest = json.loads(raw)
+    bad_values = {
+        "var": [("ddof", ["float", "0x1p+0"]), ("axes", ["tuple", [["int", 5]]]), ("axes", ["int", 0])],
+        "norm": [("ord", ["float", "0x1.8p+1"]), ("ord", ["str", "fro"]), ("keepdims", ["int", 0])],
+        "argmax": [("axis", ["int", 2]), ("axis", ["bool", True]), ("keepdims", ["none"])],
+        "cumprod": [("axis", ["int", -1]), ("axis", ["int", 1])],
+        "sort": [("axis", ["int", 7])],
+        "top_k": [("k", ["int", -1]), ("k", ["int", 99999]), ("k", ["float", "0x1p+1"])],
+        "take_along_axis": [("axis", ["int", 3])],
+        "tile": [("reps", ["tuple", [["int", 2]]]), ("reps", ["tuple", [["int", -1], ["int", 1]]]),
+                 ("reps", ["tuple", [["str", "a"], ["int", 1], ["int", 1]]])],
+        "repeat": [("repeats", ["int", -3]), ("axis", ["int", 4])],
+        "flip": [("axes", ["tuple", [["int", 1], ["int", 1]]]), ("axes", ["tuple", [["int", 9]]])],
+        "roll": [("shifts", ["tuple", []]), ("axes", ["tuple", [["int", 3], ["int", 0]]]),
+                 ("shifts", ["tuple", [["float", "0x1p+0"], ["int", 1]]])],
+        "split": [("index", ["int", 7]), ("sections", ["int", 3]), ("indices", ["tuple", [["str", "1"]]]),
+                  ("sections", ["int", -2])],
+        "tril": [("k", ["float", "0x1p+0"])],
+        "diagonal": [("axis1", ["int", 2]), ("axis2", ["int", 5]), ("offset", ["none"])],
+        "trace": [("axis1", ["int", 0])],
+    }
+    cases = []
+    for op, changes in bad_values.items():
+        k = _first(manifest, "op", op)
+        for key, value in changes:
+            cases.append(_mutated(manifest, lambda m, k=k, key=key, value=value: m["nodes"][k]["params"].update(
+                {key: value})))
+    for op in ("linear_scan", "shift", "take_along_axis_grad", "split_grad", "repeat_grad"):
+        k = _first(manifest, "op", op)
+        cases.append(_mutated(manifest, lambda m, k=k: m["nodes"][k]["params"].update(axis=["int", 11])))
+    # a scatter whose target shape does not fit its cotangent (declared consistently, so infer decides)
+    for op in ("tile_grad", "repeat_grad", "split_grad", "diagonal_grad", "take_along_axis_grad"):
+        k = _first(manifest, "op", op)
+        shape = manifest["nodes"][k]["shape"]
+        wrong = [7 if size is None else size + 1 for size in shape]
+
+        def change(m, k=k, wrong=wrong, kept=2 if op == "take_along_axis_grad" else 1):
+            m["nodes"][k]["params"]["shape"] = ["tuple", [["int", size] for size in wrong]]
+            m["nodes"][k]["shape"] = wrong
+            m["nodes"][k]["inputs"] = m["nodes"][k]["inputs"][:kept]  # no run-time shape reference
+
+        cases.append(_mutated(manifest, change))
+    for case in cases:
+        expect_load_error(tmp_path, assemble(case, data))
 # ---- model files: a dict of functions sharing variables (format version 2) ---------------------
 
 def build_train_predict(seed: int = 0):
