@@ -88,3 +88,22 @@ class Session:
                     self._cache[signature] = executable
         values = tuple(check_feed(t, feeds[t]) for t in fed)
         return unflatten(spec, executable.execute(values))
+
+
+def _tensor_eval(self: Tensor, feed_dict=None):
+    """The tensor's value: ``gc.Session().run(tensor, feed_dict)``.
+
+    ``feed_dict`` maps the placeholders the tensor needs (tensors or their names)
+    to values; variables enter with their current values. Each call compiles the
+    graph in a fresh session (nothing is cached), so for repeated evaluation
+    compile once with ``gc.function``.
+    """
+    with Session() as session:
+        return session.run(self, feed_dict)
+
+
+# ``Tensor.eval`` is installed here, where Session is defined: tensor.py is part of the core
+# and must not import the session layer above it (not even inside a function).
+_tensor_eval.__name__ = "eval"
+_tensor_eval.__qualname__ = "Tensor.eval"
+Tensor.eval = _tensor_eval
