@@ -289,6 +289,20 @@ def test_save_and_load_continue_the_sequence(tmp_path):
     assert (tmp_path / "again.graphc").read_bytes() != first  # the state moved on by two calls
 
 
+def test_a_model_file_keeps_one_generator_state_for_its_functions(tmp_path):
+    gen = gc.random.Generator(18)
+    x = gc.placeholder("x", (None, 3))
+    masked = gc.function([x], gc.dropout(x, 0.5, gen))
+    noisy = gc.function([x], x + gen.normal(like=x))
+    gc.save({"masked": masked, "noisy": noisy}, tmp_path / "model.graphc")
+    loaded = gc.load(tmp_path / "model.graphc")
+    states = {id(v) for fn in loaded.values() for v, _ in fn.plan.updates}
+    assert len(states) == 1  # shared again: a call of either advances the other's counter
+    for name in ("masked", "noisy", "noisy", "masked"):
+        np.testing.assert_array_equal(loaded[name](np.ones((2, 3))), {"masked": masked, "noisy": noisy}[name](
+            np.ones((2, 3))))
+
+
 def _run_script(source: str) -> str:
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(source)], cwd=ROOT, capture_output=True,
                           timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
