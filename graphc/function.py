@@ -60,12 +60,7 @@ def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     if not draws_exist():  # no draw was ever made: nothing to look for
         return []
     roots = list(outputs) + [new for _, new in updates]
-    fed = {id(t) for t in inputs}
-    states: dict[int, Variable] = {}
-    for node in toposort(roots, stop_at=list(inputs)):
-        if (getattr(node.primitive, "random", False) and id(node) not in fed and node.inputs
-                and isinstance(node.inputs[0], Variable) and id(node.inputs[0]) not in fed):
-            states.setdefault(id(node.inputs[0]), node.inputs[0])
+    states = drawn_states(roots, inputs)
     if not states:
         return []
     for variable, _ in updates:
@@ -75,6 +70,44 @@ def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     from graphc.ops import add
 
     return [(state, add(state, np.int64(1))) for state in states.values()]
+
+
+def drawn_states(roots: Sequence[Tensor], inputs: Sequence[Tensor] = ()) -> dict[int, Variable]:
+    """The state variables of the draws computing ``roots`` (by id), in order of discovery.
+
+    A draw's first input is its generator's state. Draws inside the graphs an op runs
+    (a loop's body: an op with ``inner_graphs()``, whose body inputs are the node's last
+    inputs, in order) count too: their state input is a body input bound, maybe through
+    several nested bodies, to the outer state variable. Fed tensors (``inputs``) are not
+    computed: nothing behind them counts, nor a fed state.
+    """
+    fed = {id(t) for t in inputs}
+    states: dict[int, Variable] = {}
+    # work: (roots, where to stop, body input id -> the outer Variable it is bound to)
+    work: list[tuple[list, list, dict]] = [(list(roots), list(inputs), {})]
+    while work:
+        graph_roots, stop, binding = work.pop()
+        for node in toposort(graph_roots, stop_at=stop):
+            if id(node) in fed:
+                continue
+            if getattr(node.primitive, "random", False) and node.inputs:
+                state = node.inputs[0]
+                state = binding.get(id(state), state) if not isinstance(state, Variable) else state
+                if isinstance(state, Variable) and id(state) not in fed:
+                    states.setdefault(id(state), state)
+            inner = getattr(node.primitive, "inner_graphs", None)
+            if callable(inner):
+                for body in inner():
+                    offset = len(node.inputs) - len(body.inputs)
+                    bound = {}
+                    for k, arg in enumerate(body.inputs):
+                        outer = node.inputs[offset + k] if offset + k >= 0 else None
+                        outer = binding.get(id(outer), outer) if outer is not None else None
+                        if isinstance(outer, Variable) and id(outer) not in fed:
+                            bound[id(arg)] = outer
+                    if bound:
+                        work.append((list(body.outputs), list(body.inputs), bound))
+    return states
 
 
 def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
@@ -399,8 +432,11 @@ class Executable:
 def _counter_updates(plan: Plan) -> tuple[Variable, ...] | None:
     """The updated variables if every update is a random state's ``state + 1`` (as ``random_updates``
     makes them), else None. The state must feed a draw of the plan (whose op is ``random``)."""
-    drawn = {id(step.inputs[0]) for step in plan.steps
-             if getattr(step.primitive, "random", False) and step.inputs}
+    from graphc.random import draws_exist
+
+    if not draws_exist():
+        return None
+    drawn = drawn_states(list(plan.outputs) + [value for _, value in plan.updates], plan.inputs)
     states = []
     for variable, value in plan.updates:
         if (value.op != "add" or len(value.inputs) != 2 or id(variable) not in drawn

@@ -527,7 +527,8 @@ def _every_op_function(optimize: bool):
     ]
     gen = gc.random.Generator(8)  # draws: the copies, saved before the first call, draw what it draws
     parts += [gen.uniform(like=x, low=-1.0, high=1.0), gen.normal((3,), dtype="float32"),
-              gen.bernoulli(0.3, like=x), gen.integers(0, 5, (2,)), gc.dropout(x, 0.5, gen)]
+              gen.bernoulli(0.3, like=x), gen.integers(0, 5, (2,)), gc.dropout(x, 0.5, gen),
+              gc.random.StepKeys(from_count=False)(x)]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
     grads = gc.grad(loss, [w, alpha, x])
