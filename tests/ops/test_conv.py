@@ -644,10 +644,10 @@ def _saved_cnn():
 def _assemble(manifest, data: bytes) -> bytes:
     import hashlib
 
-    from graphc.serialize import _HEADER, FORMAT_VERSION, MAGIC
+    from graphc.serialize import _HEADER, MAGIC
 
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    body = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(text), len(data)) + text + data
+    body = _HEADER.pack(MAGIC, manifest["version"], 0, len(text), len(data)) + text + data
     return body + hashlib.sha256(body).digest()
 
 
