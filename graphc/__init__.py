@@ -81,7 +81,7 @@ from graphc.ops import (
 )
 from graphc.passes import optimize
 from graphc.printing import debugprint
-from graphc.serialize import load, save
+from graphc.serialize import SaveError, load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
 
@@ -93,7 +93,7 @@ nan = float("nan")
 
 __all__ = [
     "DTypeError", "ExecutionError", "FeedError", "Function", "GradientError", "GraphcError", "LoadError",
-    "Session", "ShapeError", "Tensor", "Variable",
+    "SaveError", "Session", "ShapeError", "Tensor", "Variable",
     "abs", "add", "broadcast_to", "cast", "check_grad", "clip", "concatenate", "constant", "cos", "custom_op",
     "div", "dot", "einsum", "elu", "equal", "exp", "expand_dims", "expm1", "function", "gelu", "grad",
     "greater", "greater_equal", "hard_tanh", "hessian", "inf", "jacobian", "jvp", "leaky_relu", "less", "less_equal",

@@ -43,14 +43,23 @@ FORMAT_NAME = "graphc-function"
 _HEADER = struct.Struct("<8sIIQQ")
 _DIGEST_SIZE = 32  # SHA-256
 
+# Every limit the loader enforces is checked by the saver too (SaveError before anything is
+# written), so that what gc.save accepts, gc.load accepts.
 MAX_MANIFEST_BYTES = 1 << 30
 MAX_NODES = 10_000_000
 MAX_RANK = 64
 MAX_DIM = 1 << 62
-MAX_INPUTS_PER_NODE = 1 << 16
+#: inputs of one node (stack/concatenate of many tensors): bounded only by the node limit
+MAX_INPUTS_PER_NODE = MAX_NODES
 MAX_NAME_LENGTH = 4096
 MAX_PARAM_DEPTH = 16
 MAX_STRUCTURE_DEPTH = 64
+#: int parameters: the int64 range (slice bounds such as sys.maxsize or -2**63 included)
+MIN_INT_PARAM = -(1 << 63)
+MAX_INT_PARAM = (1 << 63) - 1
+MAX_STR_PARAM = 1 << 16  # characters of a str parameter or an output dict key
+MAX_TUPLE_PARAM = 1 << 20  # items of a tuple parameter
+MAX_SITE_LINE = 1 << 31
 
 #: dtypes a file may hold (names as in ``np.dtype(...).name``)
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -70,8 +79,15 @@ _MANIFEST_KEYS = {"format", "version", "graphc_version", "arrays", "nodes", "inp
 _ARRAY_KEYS = {"dtype", "shape", "offset", "nbytes"}
 
 
-class SaveError(GraphcError, TypeError):
-    """A function that the safe format cannot represent (for example one holding a custom op)."""
+class SaveError(GraphcError, TypeError, ValueError):
+    """A function that the safe format cannot represent, raised by ``gc.save`` before anything is written.
+
+    For example one holding a custom op (pickle it instead), or one over a limit
+    the loader enforces (a name longer than 4096 characters, an output dict key
+    longer than 65,536 characters, outputs nested more than 64 levels deep, an
+    integer parameter outside the int64 range): what ``gc.save`` writes,
+    ``gc.load`` reads. A ``TypeError`` and a ``ValueError`` as well.
+    """
 
 
 # ======================================================================================
@@ -103,16 +119,25 @@ def _encode_value(value, where: str, depth: int = 0):
     if isinstance(value, (bool, np.bool_)):
         return ["bool", bool(value)]
     if isinstance(value, (int, np.integer)):
+        if not MIN_INT_PARAM <= int(value) <= MAX_INT_PARAM:
+            raise SaveError(f"{where}: the integer {int(value)} is outside the int64 range that gc.load accepts "
+                            f"[-2**63, 2**63 - 1]; use a smaller value (a slice bound of sys.maxsize is fine)")
         return ["int", int(value)]
     if isinstance(value, (float, np.floating)):
         return ["float", float(value).hex()]
     if isinstance(value, str):
+        if len(value) > MAX_STR_PARAM:
+            raise SaveError(f"{where}: a string parameter of {len(value)} characters is over gc.load's limit of "
+                            f"{MAX_STR_PARAM}")
         return ["str", value]
     if isinstance(value, np.dtype):
         if value.name not in DTYPES:
             raise SaveError(f"{where}: dtype {value} cannot be saved")
         return ["dtype", value.name]
     if isinstance(value, tuple):
+        if len(value) > MAX_TUPLE_PARAM:
+            raise SaveError(f"{where}: a tuple parameter of {len(value)} items is over gc.load's limit of "
+                            f"{MAX_TUPLE_PARAM}")
         return ["tuple", [_encode_value(item, where, depth + 1) for item in value]]
     if isinstance(value, Op):
         if not _is_builtin_op_class(type(value)):
@@ -142,8 +167,39 @@ def _encode_op(primitive, where: str, depth: int = 0) -> dict:
     return {"op": type(primitive).name, "params": params}  # the registry name (an instance may rename itself)
 
 
-def _encode_shape(shape) -> list:
+def _encode_shape(shape, where: str = "shape") -> list:
+    if len(shape) > MAX_RANK:
+        raise SaveError(f"{where}: rank {len(shape)} is over gc.load's limit of {MAX_RANK}")
+    for size in shape:
+        if size is not None and not 0 <= int(size) <= MAX_DIM:
+            raise SaveError(f"{where}: size {size} is outside the range gc.load accepts [0, 2**62]")
     return [None if s is None else int(s) for s in shape]
+
+
+def _shorten(text, limit: int = 60):
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_name(name, where: str):
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise SaveError(f"{where}: a name of {len(name)} characters is over gc.load's limit of {MAX_NAME_LENGTH}; "
+                        f"give the tensor a shorter name")
+    return name
+
+
+def _structure_depth(spec) -> int:
+    """How deeply the fetch structure nests (iterative: a deep structure must not overflow the stack)."""
+    deepest = 0
+    stack = [(spec, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)  # a leaf counts at its own depth, as the loader counts it
+        if item is None:
+            continue
+        kind, _, children = item
+        stack.extend((child if kind != "dict" else child[1], depth + 1) for child in children)
+    return deepest
 
 
 def _encode_structure(spec, where: str = "outputs"):
@@ -156,6 +212,12 @@ def _encode_structure(spec, where: str = "outputs"):
         for key, child in children:
             if isinstance(key, bool) or not isinstance(key, (str, int)):
                 raise SaveError(f"{where}: dict keys must be str or int to be saved, got {key!r}")
+            if isinstance(key, str) and len(key) > MAX_STR_PARAM:
+                raise SaveError(f"{where}: an output dict key of {len(key)} characters is over gc.load's limit "
+                                f"of {MAX_STR_PARAM}; use a shorter key")
+            if not isinstance(key, str) and not MIN_INT_PARAM <= int(key) <= MAX_INT_PARAM:
+                raise SaveError(f"{where}: the output dict key {int(key)} is outside the int64 range that gc.load "
+                                f"accepts")
             items.append([["str", key] if isinstance(key, str) else ["int", int(key)],
                           _encode_structure(child, where)])
         return {"dict": items}
@@ -167,7 +229,7 @@ def _site(node: Tensor):
     if node.site is None:
         return None
     file, line = node.site
-    return [os.path.basename(str(file))[:MAX_NAME_LENGTH], int(line)]
+    return [os.path.basename(str(file))[:MAX_NAME_LENGTH], min(max(int(line), 0), MAX_SITE_LINE)]
 
 
 def _array_bytes(array: np.ndarray) -> bytes:
@@ -200,6 +262,12 @@ def encode(fn) -> bytes:
         raise TypeError(f"gc.save takes a compiled Function (gc.function(...)), got {type(fn).__name__}")
     plan = fn.plan
     order = plan.graph_order()
+    if len(order) > MAX_NODES:
+        raise SaveError(f"gc.save: the graph has {len(order)} nodes, over gc.load's limit of {MAX_NODES}")
+    depth = _structure_depth(fn._spec)
+    if depth > MAX_STRUCTURE_DEPTH:
+        raise SaveError(f"gc.save: the outputs are nested {depth} levels deep, over gc.load's limit of "
+                        f"{MAX_STRUCTURE_DEPTH}; return a flatter structure (a dict of lists, say)")
     index = {id(node): k for k, node in enumerate(order)}
     input_ids = {id(t) for t in plan.inputs}
     arrays: list[dict] = []
@@ -219,14 +287,15 @@ def encode(fn) -> bytes:
     nodes: list[dict] = []
     for node in order:
         primitive = node.primitive
-        name = node.name
+        name = _check_name(node.name, f"gc.save: the {node.op} node named {_shorten(node.name)!r}")
         if isinstance(node, Variable):
             nodes.append({"kind": "variable", "name": name, "array": add_array(values[id(node)])})
         elif id(node) in input_ids or isinstance(primitive, Placeholder):
             if node.dtype.name not in DTYPES:
                 raise SaveError(f"placeholder {name!r} has dtype {node.dtype}, which cannot be saved")
             nodes.append({"kind": "placeholder", "name": name if name else "input",
-                          "shape": _encode_shape(node.shape), "dtype": node.dtype.name})
+                          "shape": _encode_shape(node.shape, f"gc.save: placeholder {name!r}"),
+                          "dtype": node.dtype.name})
         elif isinstance(primitive, Constant):
             nodes.append({"kind": "constant", "name": name, "array": add_array(np.asarray(primitive.value)),
                           "grad": bool(node.is_gradient)})
@@ -239,7 +308,8 @@ def encode(fn) -> bytes:
                 raise SaveError(f"{node.describe()}: dtype {node.dtype} cannot be saved")
             encoded = _encode_op(primitive, f"op {node.op!r} ({node.describe()})")
             nodes.append({"kind": "op", "op": encoded["op"], "params": encoded["params"],
-                          "inputs": [index[id(p)] for p in node.inputs], "shape": _encode_shape(node.shape),
+                          "inputs": [index[id(p)] for p in node.inputs],
+                          "shape": _encode_shape(node.shape, f"gc.save: {node.describe()}"),
                           "dtype": node.dtype.name, "name": name, "grad": bool(node.is_gradient),
                           "site": _site(node)})
     manifest = {
@@ -259,6 +329,9 @@ def encode(fn) -> bytes:
         manifest["inplace_updates"] = True
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     manifest_bytes = text.encode("ascii")
+    if len(manifest_bytes) > MAX_MANIFEST_BYTES:
+        raise SaveError(f"gc.save: the manifest would be {len(manifest_bytes)} bytes, over gc.load's limit of "
+                        f"{MAX_MANIFEST_BYTES}")
     data = b"".join(chunks)
     body = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(manifest_bytes), len(data)) + manifest_bytes + data
     return body + hashlib.sha256(body).digest()
@@ -386,7 +459,7 @@ def _decode_value(value, where: str, depth: int = 0):
     if tag == "bool":
         return _bool(payload, where)
     if tag == "int":
-        return _int(payload, where, -MAX_DIM, MAX_DIM)
+        return _int(payload, where, MIN_INT_PARAM, MAX_INT_PARAM)
     if tag == "float":
         text = _str(payload, where, max_length=64)
         try:
@@ -394,11 +467,11 @@ def _decode_value(value, where: str, depth: int = 0):
         except (ValueError, OverflowError) as exc:
             raise _fail(f"{where}: bad float {text!r}") from exc
     if tag == "str":
-        return _str(payload, where, max_length=1 << 16)
+        return _str(payload, where, max_length=MAX_STR_PARAM)
     if tag == "dtype":
         return _dtype(payload, where)
     if tag == "tuple":
-        items = _list(payload, where, 1 << 20)
+        items = _list(payload, where, MAX_TUPLE_PARAM)
         return tuple(_decode_value(item, f"{where}[{k}]", depth + 1) for k, item in enumerate(items))
     if tag == "op":
         entry = _obj(payload, {"op", "params"}, where)
@@ -639,7 +712,7 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
                 site = _list(site, f"{where}.site")
                 if len(site) != 2:
                     raise _fail(f"{where}.site: expected [file, line]")
-                site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, 1 << 31))
+                site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, MAX_SITE_LINE))
             primitive = _build_op(entry["op"], entry["params"], where)
             try:
                 inferred_shape, inferred_dtype = primitive.infer(*inputs)

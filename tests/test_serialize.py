@@ -548,3 +548,82 @@ def test_every_op_round_trips_through_save_and_pickle(tmp_path, optimize):
     if shutil.which("dot"):
         done = subprocess.run(["dot", "-Tsvg"], input=fn.to_dot().encode(), capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
+
+
+# ---- every loader limit is checked by save (issue 15, point 1) ------------------------------------
+
+def _save_then_load(tmp_path, fn, name="limit.gcf"):
+    path = tmp_path / name
+    gc.save(fn, path)
+    return gc.load(path)
+
+
+def _refused_before_writing(tmp_path, fn, match):
+    path = tmp_path / "refused.gcf"
+    with pytest.raises(SaveError, match=match) as info:
+        gc.save(fn, path)
+    assert isinstance(info.value, gc.GraphcError) and isinstance(info.value, ValueError)
+    assert not path.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".graphc-")]
+
+
+def test_slice_bounds_at_the_int64_limits_save_and_load(tmp_path):
+    x = gc.placeholder("x", (None,))
+    fn = gc.function([x], [x[:sys.maxsize], x[-2**63:], x[-2**63:sys.maxsize:2]], optimize=False)
+    loaded = _save_then_load(tmp_path, fn)
+    data = np.arange(5.0)
+    for got, want in zip(loaded(data), fn(data)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_names_at_the_limit_save_and_longer_ones_are_refused(tmp_path):
+    from graphc.serialize import MAX_NAME_LENGTH
+
+    x = gc.placeholder("p" * MAX_NAME_LENGTH, (2,))
+    loaded = _save_then_load(tmp_path, gc.function([x], x * 2.0))
+    assert loaded.plan.inputs[0].name == "p" * MAX_NAME_LENGTH
+    y = gc.placeholder("q" * (MAX_NAME_LENGTH + 1), (2,))
+    _refused_before_writing(tmp_path, gc.function([y], y * 2.0), "4097 characters is over gc.load's limit of 4096")
+
+
+def test_stack_and_concatenate_of_more_than_65536_tensors(tmp_path):
+    s = gc.placeholder("s", ())
+    v = gc.placeholder("v", (1,))
+    n = (1 << 16) + 3
+    fn = gc.function([s, v], [gc.stack([s] * n), gc.concatenate([v] * n)], optimize=False)
+    stacked, joined = _save_then_load(tmp_path, fn)(2.0, np.ones(1))
+    assert stacked.shape == (n,) and joined.shape == (n,) and stacked[-1] == 2.0
+
+
+def test_output_keys_at_the_limit_save_and_longer_ones_are_refused(tmp_path):
+    from graphc.serialize import MAX_STR_PARAM
+
+    x = gc.placeholder("x", (2,))
+    key = "k" * MAX_STR_PARAM
+    loaded = _save_then_load(tmp_path, gc.function([x], {key: x * 2.0, 2**63 - 1: x}))
+    assert set(loaded(np.ones(2))) == {key, 2**63 - 1}
+    _refused_before_writing(tmp_path, gc.function([x], {key + "k": x * 2.0}), "65537 characters")
+    _refused_before_writing(tmp_path, gc.function([x], {2**63: x * 2.0}), "int64")
+
+
+def test_outputs_nested_at_the_limit_save_and_deeper_ones_are_refused(tmp_path):
+    from graphc.serialize import MAX_STRUCTURE_DEPTH
+
+    x = gc.placeholder("x", (2,))
+
+    def nested(levels):
+        out = x * 2.0
+        for k in range(levels):
+            out = [out] if k % 2 else {"a": out}
+        return out
+
+    loaded = _save_then_load(tmp_path, gc.function([x], nested(MAX_STRUCTURE_DEPTH)))
+    value = loaded(np.ones(2))
+    for k in reversed(range(MAX_STRUCTURE_DEPTH)):
+        value = value[0] if k % 2 else value["a"]
+    np.testing.assert_array_equal(value, [2.0, 2.0])
+    _refused_before_writing(tmp_path, gc.function([x], nested(MAX_STRUCTURE_DEPTH + 1)), "nested 65 levels")
+
+
+def test_integer_parameters_outside_int64_are_refused_by_save(tmp_path):
+    x = gc.placeholder("x", (None,))
+    _refused_before_writing(tmp_path, gc.function([x], x[:2**63], optimize=False), "int64 range")
