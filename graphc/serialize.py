@@ -529,6 +529,80 @@ def _build_op(name, params, where: str, depth: int = 0) -> Op:
         raise _fail(f"{where}: invalid parameters: {type(exc).__name__}: {exc}") from exc
 
 
+class _StepStub:
+    """Stands in for a fused step's node when asking the fuser whether its op may be fused."""
+
+    __slots__ = ("primitive", "inputs")
+
+    def __init__(self, primitive, arity: int) -> None:
+        self.primitive = primitive
+        self.inputs = (None,) * arity
+
+
+def _positional_arity(primitive) -> tuple[int, int]:
+    """(fewest, most) positional arguments ``primitive.impl`` takes."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(primitive.impl).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - built-in ops have Python impls
+        return 0, MAX_INPUTS_PER_NODE
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return sum(p.default is p.empty for p in positional), MAX_INPUTS_PER_NODE
+    return sum(p.default is p.empty for p in positional), len(positional)
+
+
+def _check_fused(primitive, inputs: list, where: str) -> None:
+    """A fused op's program must be one the fuser could have written, checked in full.
+
+    A program that is empty, refers to a later or negative value, applies a view op
+    (``stop_gradient`` returns its input) or declares dtypes its steps do not have
+    would make the node return an array it did not compute (a feed, say), which the
+    executor could then overwrite.
+    """
+    from graphc.passes.fuse import Fused, _Stub, fusable
+
+    if not isinstance(primitive, Fused):
+        return
+    steps, n = primitive.steps, primitive.n_inputs
+    if n != len(inputs):
+        raise _fail(f"{where}: the fused program declares {n} inputs, the node has {len(inputs)}")
+    if not steps:
+        raise _fail(f"{where}: a fused op with an empty program")
+    if len(primitive.dtypes) != len(steps):
+        raise _fail(f"{where}: a fused op with {len(steps)} steps declares {len(primitive.dtypes)} dtypes")
+    if primitive.sites and len(primitive.sites) != len(steps):
+        raise _fail(f"{where}: a fused op with {len(steps)} steps has {len(primitive.sites)} source lines")
+    for site in primitive.sites:
+        if site is not None and not (isinstance(site, tuple) and len(site) == 2 and isinstance(site[0], str)
+                                     and type(site[1]) is int):
+            raise _fail(f"{where}: a fused step's source line must be (file, line) or none")
+    types = [(t.shape, t.dtype) for t in inputs]
+    for k, step in enumerate(steps):
+        here = f"{where} fused step {k}"
+        if not (isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], Op)
+                and isinstance(step[1], tuple)):
+            raise _fail(f"{here}: expected (op, argument indices)")
+        op, args = step
+        if not args or any(type(a) is not int or not 0 <= a < n + k for a in args):
+            raise _fail(f"{here}: arguments must be indices of the inputs or of earlier steps (below {n + k})")
+        if isinstance(op, Fused) or not fusable(_StepStub(op, len(args))):
+            raise _fail(f"{here}: op {op.name!r} cannot be a step of a fused op (only element-wise ops that "
+                        f"compute a fresh array)")
+        low, high = _positional_arity(op)
+        if not low <= len(args) <= high:
+            raise _fail(f"{here}: op {op.name!r} takes {low}..{high} arguments, the program gives {len(args)}")
+        try:
+            shape, dtype = op.infer(*(_Stub(*types[a]) for a in args))
+        except Exception as exc:  # noqa: BLE001 - the step rejects its arguments
+            raise _fail(f"{here}: op {op.name!r} rejects its arguments: {type(exc).__name__}: {exc}") from exc
+        declared = primitive.dtypes[k]
+        if not isinstance(declared, np.dtype) or declared != np.dtype(dtype):
+            raise _fail(f"{here}: declares dtype {declared}, but op {op.name!r} gives {np.dtype(dtype)}")
+        types.append((tuple(shape), np.dtype(dtype)))
+
+
 def _decode_structure(value, where: str, depth: int = 0):
     if depth > MAX_STRUCTURE_DEPTH:
         raise _fail(f"{where}: nested too deeply")
@@ -714,6 +788,7 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
                     raise _fail(f"{where}.site: expected [file, line]")
                 site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, MAX_SITE_LINE))
             primitive = _build_op(entry["op"], entry["params"], where)
+            _check_fused(primitive, inputs, where)
             try:
                 inferred_shape, inferred_dtype = primitive.infer(*inputs)
             except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent

@@ -627,3 +627,62 @@ def test_outputs_nested_at_the_limit_save_and_deeper_ones_are_refused(tmp_path):
 def test_integer_parameters_outside_int64_are_refused_by_save(tmp_path):
     x = gc.placeholder("x", (None,))
     _refused_before_writing(tmp_path, gc.function([x], x[:2**63], optimize=False), "int64 range")
+
+
+# ---- tampered fused programs (issue 15, point 2) --------------------------------------------------
+
+def _fused_file():
+    """A saved fused node (x (3,) float64 -> fused -> mul -> exp), its manifest and data."""
+    from graphc.passes import FUSING_PIPELINE, optimize_tensors
+
+    x = gc.placeholder("x", (3,))
+    (z,) = optimize_tensors([gc.tanh(x * 2.0 + 1.0)], FUSING_PIPELINE)
+    assert z.op == "fused"
+    fn = gc.function([x], gc.exp(z * 2.0), optimize=False)
+    _, _, manifest, data = split(encode(fn))
+    manifest = json.loads(manifest)
+    (index,) = [k for k, n in enumerate(manifest["nodes"]) if n.get("op") == "fused"]
+    return manifest, data, index
+
+
+def _step(op, *args, params=None):
+    return ["tuple", [["op", {"op": op, "params": params or {}}], ["tuple", [["int", a] for a in args]]]]
+
+
+_F64 = ["dtype", "float64"]
+_TAMPERED_PROGRAMS = {
+    "empty program": dict(steps=[], dtypes=[]),
+    "stop_gradient step, mismatched dtype": dict(steps=[_step("stop_gradient", 0)], dtypes=[["dtype", "float32"]]),
+    "stop_gradient step": dict(steps=[_step("stop_gradient", 0)], dtypes=[_F64]),
+    "a view op": dict(steps=[_step("broadcast_to", 0, params={"shape": ["tuple", [["int", 3]]]})], dtypes=[_F64]),
+    "mismatched dtype": dict(steps=[_step("exp", 0)], dtypes=[["dtype", "float32"]]),
+    "fewer dtypes": dict(steps=[_step("exp", 0), _step("exp", 1)], dtypes=[_F64]),
+    "a later value": dict(steps=[_step("exp", 1)], dtypes=[_F64]),
+    "a negative index": dict(steps=[_step("exp", -1)], dtypes=[_F64]),
+    "no arguments": dict(steps=[_step("exp")], dtypes=[_F64]),
+    "too many arguments": dict(steps=[_step("exp", 0, 0)], dtypes=[_F64]),
+    "wrong input count": dict(steps=[_step("exp", 0)], dtypes=[_F64], n_inputs=2),
+    "a nested fused op": dict(steps=[["tuple", [["op", {"op": "fused", "params": {
+        "steps": ["tuple", []], "n_inputs": ["int", 1], "dtypes": ["tuple", []], "sites": ["tuple", []]}}],
+        ["tuple", [["int", 0]]]]]], dtypes=[_F64]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_TAMPERED_PROGRAMS))
+def test_tampered_fused_programs_do_not_load(tmp_path, case):
+    manifest, data, index = _fused_file()
+    program = _TAMPERED_PROGRAMS[case]
+    node = manifest["nodes"][index]
+    node["inputs"] = [[k for k, n in enumerate(manifest["nodes"]) if n["kind"] == "placeholder"][0]]
+    node["params"] = {"steps": ["tuple", program["steps"]], "n_inputs": ["int", program.get("n_inputs", 1)],
+                      "dtypes": ["tuple", program["dtypes"]], "sites": ["tuple", []]}
+    node["shape"], node["dtype"] = [3], "float64"
+    expect_load_error(tmp_path, assemble(manifest, data))
+
+
+def test_a_valid_fused_program_still_loads(tmp_path):
+    manifest, data, _ = _fused_file()
+    loaded = load_bytes(tmp_path, assemble(manifest, data))
+    feed = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(loaded(feed), np.exp(np.tanh(feed * 2.0 + 1.0) * 2.0))
+    np.testing.assert_array_equal(feed, [0.5, -1.0, 2.0])
