@@ -686,3 +686,72 @@ def test_a_valid_fused_program_still_loads(tmp_path):
     feed = np.array([0.5, -1.0, 2.0])
     np.testing.assert_allclose(loaded(feed), np.exp(np.tanh(feed * 2.0 + 1.0) * 2.0))
     np.testing.assert_array_equal(feed, [0.5, -1.0, 2.0])
+
+
+# ---- SymPy formulas cannot ask for unbounded work (issue 15, point 3) ----------------------------
+
+def _formula_file(program):
+    """A saved gc.elementwise op whose formula is replaced by ``program`` (a list of token tuples)."""
+    import sympy
+
+    op = gc.elementwise("formula_dos", lambda v: v * sympy.tanh(v))
+    x = gc.placeholder("x", (3,))
+    _, _, manifest, data = split(encode(gc.function([x], op(x))))
+    manifest = json.loads(manifest)
+    (node,) = [n for n in manifest["nodes"] if n.get("op") == "sympy_elementwise"]
+
+    def typed(item):
+        return ["str", item] if isinstance(item, str) else ["int", item]
+
+    node["params"]["expr"] = ["tuple", [["tuple", [typed(item) for item in token]] for token in program]]
+    return assemble(manifest, data)
+
+
+def _tower(levels):  # x0 * (((2 ** 999) ** 999) ** 999 ...)
+    program = [("x", 0), ("int", "2")]
+    for _ in range(levels):
+        program += [("int", "999"), ("fn", "pow", 2)]
+    return program + [("fn", "mul", 2)]
+
+
+_BIG = "9" * 400
+_EXPENSIVE_FORMULAS = {
+    "exponent tower": _tower(3),
+    "exponent tower through a product": [("x", 0), ("int", "2"), ("fn", "mul", 2), ("int", "999"),
+                                         ("fn", "pow", 2), ("int", "999"), ("fn", "pow", 2)],
+    "max of thousands of integers": [("x", 0)] + [("int", str(k)) for k in range(3000)] + [("fn", "max", 3001)],
+    "max flattened from small ones": [("x", 0)] + [tok for k in range(100) for tok in (
+        ("int", str(2 * k)), ("int", str(2 * k + 1)), ("fn", "max", 2))] + [("fn", "max", 101)],
+    "product of thousands of 400-digit integers": [("x", 0)] + [("int", _BIG)] * 2000 + [("fn", "mul", 2001)],
+    "nested past the depth limit": [("x", 0)] + [("fn", "sin", 1)] * 500,
+}
+
+
+@pytest.mark.parametrize("case", sorted(_EXPENSIVE_FORMULAS))
+def test_formulas_asking_for_unbounded_work_do_not_load(tmp_path, case):
+    exc = expect_load_error(tmp_path, _formula_file(_EXPENSIVE_FORMULAS[case]))
+    assert "sympy_elementwise" in str(exc)
+
+
+def test_formulas_within_the_bounds_still_load(tmp_path):
+    from graphc.sympy_bridge import MAX_FORMULA_DEPTH, MAX_MINMAX_ARGS
+
+    program = [("x", 0)] + [("fn", "tanh", 1)] * (MAX_FORMULA_DEPTH - 1) + [
+        ("int", "3")] + [("int", str(k)) for k in range(MAX_MINMAX_ARGS - 2)] + [("fn", "max", MAX_MINMAX_ARGS)]
+    loaded = load_bytes(tmp_path, _formula_file(program))
+    value = loaded(np.array([0.5, -1.0, 200.0]))
+    np.testing.assert_allclose(value, [MAX_MINMAX_ARGS - 3] * 3)
+    loaded = load_bytes(tmp_path, _formula_file(_tower(1)), "tower.gcf")  # x0 * 2**999 is fine
+    np.testing.assert_allclose(loaded(np.array([0.0, 1.0, -1.0]) * 2.0 ** -990), [0.0, 2.0 ** 9, -2.0 ** 9])
+
+
+def test_elementwise_refuses_formulas_the_loader_would_refuse():
+    import sympy
+
+    def deep(v):
+        for _ in range(100):
+            v = sympy.sin(v)
+        return v
+
+    with pytest.raises(ValueError, match="nested more than 64"):
+        gc.elementwise("too_deep", deep)
