@@ -603,6 +603,77 @@ def _check_fused(primitive, inputs: list, where: str) -> None:
         types.append((tuple(shape), np.dtype(dtype)))
 
 
+def _compatible(a: tuple, b: tuple) -> bool:
+    """Same rank, and equal sizes wherever both are known."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _check_shape_params(primitive, inputs: list, where: str) -> None:
+    """Ops that take their output shape as a parameter must have the one their inputs imply.
+
+    ``sum_to``, ``broadcast_like``, ``reshape_like``, ``take_grad`` and ``getitem_grad``
+    return ``shape`` as their type without looking at it; a file could declare any shape
+    (``reshape_like`` to a shape its reference does not have, a ``getitem_grad`` scattering
+    into 10**12 zeros for a gradient of three entries). Their shape is inferred again from
+    what the op computes and compared.
+    """
+    from graphc.ops import shape as ops
+    from graphc.passes.fuse import _Stub
+    from graphc.types import format_shape, known_size
+
+    cls = type(primitive)
+    fixed = {ops.SumTo: 1, ops.BroadcastLike: 1, ops.ReshapeLike: 1, ops.TakeGrad: 2}.get(cls)
+    if cls is ops.GetitemGrad:
+        if not 0 <= primitive.num_arrays <= len(inputs) - 1:
+            raise _fail(f"{where}: getitem_grad declares {primitive.num_arrays} index arrays, it has "
+                        f"{len(inputs) - 1} inputs besides the gradient")
+        fixed = 1 + primitive.num_arrays
+    if fixed is None:
+        return
+    shape = tuple(primitive.shape)
+    name = primitive.name
+    if any(size is not None and (type(size) is not int or not 0 <= size <= MAX_DIM) for size in shape) \
+            or len(shape) > MAX_RANK:
+        raise _fail(f"{where}: {name} has an invalid shape {shape!r:.80}")
+    refs = inputs[fixed:]
+    if len(refs) > 1:
+        raise _fail(f"{where}: {name} takes at most one shape reference input, got {len(refs)}")
+    if refs and not _compatible(tuple(refs[0].shape), shape):
+        raise _fail(f"{where}: {name} declares shape {format_shape(shape)}, but its reference input has "
+                    f"{format_shape(refs[0].shape)}")
+    if not refs and None in shape:
+        raise _fail(f"{where}: {name} declares shape {format_shape(shape)} with unknown sizes and no reference "
+                    f"input to take them from at run time")
+    source = inputs[0]
+    if cls is ops.ReshapeLike:
+        total, wanted = known_size(tuple(source.shape)), known_size(shape)
+        if total is not None and wanted is not None and total != wanted:
+            raise _fail(f"{where}: reshape_like of {format_shape(source.shape)} ({total} elements) to "
+                        f"{format_shape(shape)} ({wanted} elements)")
+    elif cls is ops.SumTo:
+        if len(shape) > len(source.shape) or not all(
+                t == 1 or t is None or s is None or s == t
+                for s, t in zip(tuple(source.shape)[len(source.shape) - len(shape):], shape)):
+            raise _fail(f"{where}: sum_to cannot sum {format_shape(source.shape)} down to {format_shape(shape)}")
+    elif cls is ops.BroadcastLike:
+        pass  # infer checks that the input broadcasts to the shape
+    else:  # a scatter's target: indexing (or taking from) that shape must give the gradient's shape
+        if cls is ops.TakeGrad:
+            if primitive.axis is not None and not 0 <= primitive.axis < len(shape):
+                raise _fail(f"{where}: take_grad axis {primitive.axis} is out of range for {format_shape(shape)}")
+            forward, args = ops.Take(primitive.axis), [inputs[1]]
+        else:
+            forward, args = ops.Getitem(primitive.index), inputs[1:fixed]
+        try:
+            implied, _ = forward.infer(_Stub(shape, source.dtype), *args)
+        except Exception as exc:  # noqa: BLE001 - the index does not fit the declared shape
+            raise _fail(f"{where}: {name}: its index does not fit shape {format_shape(shape)}: "
+                        f"{type(exc).__name__}: {exc}") from exc
+        if not _compatible(tuple(implied), tuple(source.shape)):
+            raise _fail(f"{where}: {name} declares shape {format_shape(shape)}, whose {forward.name} has shape "
+                        f"{format_shape(implied)}, but the gradient has {format_shape(source.shape)}")
+
+
 def _decode_structure(value, where: str, depth: int = 0):
     if depth > MAX_STRUCTURE_DEPTH:
         raise _fail(f"{where}: nested too deeply")
@@ -789,6 +860,7 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
                 site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, MAX_SITE_LINE))
             primitive = _build_op(entry["op"], entry["params"], where)
             _check_fused(primitive, inputs, where)
+            _check_shape_params(primitive, inputs, where)
             try:
                 inferred_shape, inferred_dtype = primitive.infer(*inputs)
             except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent

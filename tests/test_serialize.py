@@ -755,3 +755,132 @@ def test_elementwise_refuses_formulas_the_loader_would_refuse():
 
     with pytest.raises(ValueError, match="nested more than 64"):
         gc.elementwise("too_deep", deep)
+
+
+# ---- shapes the loader re-infers instead of trusting (issue 15, point 4) -------------------------
+
+def _shape_op_file():
+    """Unoptimized: reshape_like and broadcast_like with a reference input, getitem_grad and take_grad."""
+    from graphc.ops.shape import broadcast_like, reshape_like
+
+    x = gc.placeholder("x", (None, 2))
+    v = gc.placeholder("v", (10,))
+    flat = gc.reshape(x, (-1,))
+    twice = x * 2.0
+    loss = gc.sum(v[2:5] ** 2) + gc.sum(gc.take(v, gc.constant(np.array([1, 1, 4])), axis=0))
+    outputs = [reshape_like(flat, twice), broadcast_like(gc.constant(np.ones(1)), twice), gc.grad(loss, v)]
+    fn = gc.function([x, v], outputs, optimize=False)
+    _, _, manifest, data = split(encode(fn))
+    return json.loads(manifest), data, fn
+
+
+def _op_nodes(manifest, op):
+    return [n for n in manifest["nodes"] if n.get("op") == op]
+
+
+_TAMPERED_SHAPES = {
+    "reshape_like to a shape its reference does not have": ("reshape_like", [None, 3]),
+    "broadcast_like to a shape its reference does not have": ("broadcast_like", [None, 5]),
+    "getitem_grad into 10**12 zeros": ("getitem_grad", [10**12]),
+    "getitem_grad of another rank": ("getitem_grad", [10, 1]),
+    "take_grad into 10**12 zeros": ("take_grad", [10**12, 3]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_TAMPERED_SHAPES))
+def test_declared_shapes_are_inferred_again(tmp_path, case):
+    manifest, data, _ = _shape_op_file()
+    op, shape = _TAMPERED_SHAPES[case]
+    for node in _op_nodes(manifest, op):
+        node["params"]["shape"] = ["tuple", [["none"] if s is None else ["int", s] for s in shape]]
+        node["shape"] = shape
+    if op == "getitem_grad":  # a whole-array index: the scatter's target is the gradient's shape
+        for node in _op_nodes(manifest, op):
+            node["params"]["index"] = ["tuple", [["tuple", [["str", "slice"], ["none"], ["none"], ["none"]]]]]
+    exc = expect_load_error(tmp_path, assemble(manifest, data))
+    assert op in str(exc) and "declares shape" in str(exc)
+
+
+def test_a_reference_input_may_not_be_dropped_or_doubled(tmp_path):
+    manifest, data, _ = _shape_op_file()
+    (node,) = _op_nodes(manifest, "reshape_like")
+    node["inputs"] = node["inputs"][:1]
+    expect_load_error(tmp_path, assemble(manifest, data), "no reference input")
+    manifest, data, _ = _shape_op_file()
+    (node,) = _op_nodes(manifest, "reshape_like")
+    node["inputs"] = node["inputs"] + node["inputs"][1:]
+    expect_load_error(tmp_path, assemble(manifest, data), "at most one shape reference")
+
+
+def test_untampered_shape_ops_load_and_agree(tmp_path):
+    manifest, data, fn = _shape_op_file()
+    assert all(_op_nodes(manifest, op) for op in ("reshape_like", "broadcast_like", "getitem_grad", "take_grad"))
+    loaded = load_bytes(tmp_path, assemble(manifest, data))
+    feeds = (np.arange(6.0).reshape(3, 2), np.arange(10.0))
+    for got, want in zip(loaded(*feeds), fn(*feeds)):
+        np.testing.assert_array_equal(got, want)
+
+
+def _mutate_typed(value, rng):
+    """A random edit of one leaf, or of one list, inside a typed parameter value (in place)."""
+    paths = []
+
+    def walk(item, parent, key):
+        if isinstance(item, dict):
+            for k, child in item.items():
+                walk(child, item, k)
+        elif isinstance(item, list):
+            paths.append((parent, key, item))
+            for k, child in enumerate(item):
+                walk(child, item, k)
+
+    walk(value, None, None)
+    parent, key, item = paths[rng.randrange(len(paths))]
+    choice = rng.randrange(4)
+    if choice == 0 and item:
+        del item[rng.randrange(len(item))]
+    elif choice == 1 and item:
+        item.insert(rng.randrange(len(item) + 1), json.loads(json.dumps(item[rng.randrange(len(item))])))
+    elif item and item[0] == "int":
+        item[1] = rng.choice([-(2**63), -2, -1, 0, 1, 2, 3, 5, 10**12, 2**62])
+    elif item and item[0] == "str":
+        item[1] = rng.choice(["x", "int", "fn", "pow", "max", "mul", "stop_gradient", "exp", "slice", "999"])
+    elif item and item[0] == "dtype":
+        item[1] = rng.choice(["float32", "int64", "bool"])
+    elif parent is not None:
+        parent[key] = ["none"]
+
+
+def test_fuzz_tampered_fused_formula_and_shape_parameters(tmp_path):
+    """Points 2-4 of issue 15 under random checksum-valid edits: nothing but LoadError escapes the
+    loader, and what loads never writes into the caller's arrays."""
+    rng = random.Random(15)
+    fused_manifest, fused_data, _ = _fused_file()
+    shape_manifest, shape_data, _ = _shape_op_file()
+    formula_blob = _formula_file(_tower(1))
+    _, _, formula_manifest, formula_data = split(formula_blob)
+    sources = [(fused_manifest, fused_data, {"fused"}, [np.array([0.5, -1.0, 2.0])]),
+               (shape_manifest, shape_data, {"reshape_like", "broadcast_like", "getitem_grad", "take_grad"},
+                [np.arange(6.0).reshape(3, 2), np.arange(10.0)]),
+               (json.loads(formula_manifest), formula_data, {"sympy_elementwise"}, [np.array([0.0, 1.0, -1.0])])]
+    loaded = 0
+    for trial in range(90):
+        manifest, data, ops, feeds = sources[trial % len(sources)]
+        manifest = json.loads(json.dumps(manifest))
+        targets = [n for n in manifest["nodes"] if n.get("op") in ops]
+        for _ in range(rng.randrange(1, 4)):
+            node = rng.choice(targets)
+            _mutate_typed(node["params"], rng)
+        try:
+            fn = load_bytes(tmp_path, assemble(manifest, data))
+        except gc.LoadError:
+            continue
+        loaded += 1
+        copies = [feed.copy() for feed in feeds]
+        try:
+            fn(*copies)
+        except (gc.GraphcError, ValueError, TypeError):
+            pass
+        for feed, copy in zip(feeds, copies):
+            np.testing.assert_array_equal(copy, feed)
+    assert loaded < 90
