@@ -333,6 +333,11 @@ def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray, check=None) ->
         check(labels, logits.shape[1])
     elif labels.size and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= logits.shape[1]):
         raise IndexError(f"class indices must lie in [0, {logits.shape[1]})")
+    if labels.shape[0] != logits.shape[0]:  # broadcasting one way or the other, or batches that differ
+        from graphc.ops.nn import _check_label_shape
+
+        _check_label_shape(logits, labels, 1)
+        logits = np.broadcast_to(logits, (labels.shape[0], logits.shape[1])) if logits.shape[0] == 1 else logits
     shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
     picked = shifted[np.arange(shifted.shape[0]), labels]
     np.exp(shifted, out=shifted)

@@ -38,6 +38,17 @@ def _check_labels(labels: np.ndarray, depth: int) -> None:
         raise IndexError(f"class index {bad} is out of range for {depth} classes")
 
 
+def _check_label_shape(logits: np.ndarray, labels: np.ndarray, axis: int) -> None:
+    """Class indices broadcast against the logits without their class axis (batches fed separately can differ)."""
+    reduced = logits.shape[:axis] + logits.shape[axis + 1:]
+    try:
+        np.broadcast_shapes(np.shape(labels), reduced)
+    except ValueError:
+        raise ValueError(f"softmax_cross_entropy: labels of shape {np.shape(labels)} for logits of shape "
+                         f"{logits.shape}: give one class index per row (shape {reduced}); were the labels and "
+                         f"the logits fed from batches of different sizes?") from None
+
+
 @dataclass(frozen=True)
 class Softmax(Op):
     name = "softmax"
@@ -86,12 +97,18 @@ class SoftmaxCrossEntropy(Op):
         dtype = _float_logits(self.name, logits)
         reduced = logits.shape[:self.axis] + logits.shape[self.axis + 1:]
         if self.sparse:
-            if labels.ndim != len(reduced) or (labels.shape != reduced and
-                                               broadcast_shapes(self.name, [labels.shape, reduced]) != reduced):
+            unified = None
+            if labels.ndim == len(reduced):
+                try:
+                    unified = broadcast_shapes(self.name, [labels.shape, reduced])
+                except ShapeError:
+                    unified = None
+            # labels may fill in a size the logits leave unknown (checked at run time), never grow a known one
+            if unified is None or any(r is not None and u != r for u, r in zip(unified, reduced)):
                 raise ShapeError(f"softmax_cross_entropy: integer labels must have shape {format_shape(reduced)} "
                                  f"(logits {format_shape(logits.shape)} without axis {self.axis}), "
                                  f"got {format_shape(labels.shape)}")
-            return reduced, dtype
+            return unified, dtype
         if labels.ndim != logits.ndim:
             _rank_lower_labels(logits, labels, self.axis)
         shape = broadcast_shapes(self.name, [logits.shape, labels.shape])
@@ -109,6 +126,7 @@ class SoftmaxCrossEntropy(Op):
     def impl(self, logits, labels):
         log_probs = _stable_log_softmax(logits, self.axis)
         if self.sparse:
+            _check_label_shape(logits, labels, self.axis)
             _check_labels(labels, logits.shape[self.axis])
             picked = np.take_along_axis(log_probs, np.expand_dims(labels, self.axis), axis=self.axis)
             return -np.squeeze(picked, self.axis)

@@ -289,12 +289,44 @@ class Squeeze(Op):
         return (expand_dims(g, self.axes),)
 
 
+@dataclass(frozen=True)
+class SqueezeCheck(Op):
+    """``x`` itself, after checking at run time that the ``axes`` (unknown when the graph was
+    built) are not of size 1: ``squeeze(x)`` keeps them, where NumPy would remove them."""
+
+    name = "squeeze_check"
+    axes: tuple = ()
+    view = True
+
+    def infer(self, x):
+        return x.shape, x.dtype
+
+    def impl(self, x):
+        ones = [a for a in self.axes if x.shape[a] == 1]
+        if ones:
+            raise ValueError(f"squeeze: axis {ones[0]} of shape {x.shape} has size 1 at run time, but its size was "
+                             f"unknown when the graph was built, so squeeze() without axis kept it (NumPy would "
+                             f"remove it and change the rank); pass axis= to say which axes to remove")
+        return x
+
+    def vjp(self, node, g):
+        return (g,)
+
+
 def squeeze(x, axis=None) -> Tensor:
-    """Remove size-1 axes (all of them when ``axis`` is None)."""
+    """Remove size-1 axes (all of them when ``axis`` is None), as ``np.squeeze``.
+
+    The rank of a graphc tensor is known when the graph is built, so without ``axis`` the
+    axes of size 1 are those *known* to be 1; an axis of unknown size is kept, and is checked
+    at run time: if it is 1 there (where NumPy would remove it), the call raises an
+    ``ExecutionError`` that says to pass ``axis``. With ``axis``, an axis of unknown size is
+    removed and must be 1 at run time. Raises ``ShapeError`` for an axis known not to be 1.
+    """
     x = as_tensor(x)
     if axis is None:
-        if None in x.shape:
-            raise ShapeError(f"squeeze: shape {format_shape(x.shape)} has unknown sizes; pass axis explicitly")
+        unknown = tuple(i for i, s in enumerate(x.shape) if s is None)
+        if unknown:
+            x = apply(SqueezeCheck(unknown), x)
         axes = tuple(i for i, s in enumerate(x.shape) if s == 1)
     else:
         axes = normalize_axes("squeeze", axis, x.ndim)

@@ -380,3 +380,29 @@ def test_probability_labels_with_logits_whose_spread_overflows(dtype):
     shifted = logits[2] - logits[2].max()
     reference = -np.sum(labels[2] * (shifted - np.log(np.sum(np.exp(shifted)))))
     np.testing.assert_allclose(value[2], reference, rtol=1e-6)
+
+
+def test_integer_labels_of_a_known_batch_unify_with_unknown_logits():
+    # issue 15.6: labels of static shape (3,) with logits (None, 4) were refused at build time
+    x, y = gc.placeholder("x", (None, 4)), gc.placeholder("y", (3,), "int64")
+    loss = gc.softmax_cross_entropy(x, y)
+    assert loss.shape == (3,)
+    slope = gc.grad(gc.sum(loss), x)
+    logits = np.arange(12.0).reshape(3, 4) / 7
+    for optimize in (True, False):
+        fn = gc.function([x, y], [loss, slope], optimize=optimize)
+        value, grad = fn(logits, np.array([0, 3, 1]))
+        np.testing.assert_allclose(value, np_sparse_xent(logits, np.array([0, 3, 1])), rtol=1e-12)
+        assert grad.shape == (3, 4)
+        with pytest.raises(gc.ExecutionError, match=r"labels of shape \(3,\) for logits of shape \(5, 4\)"):
+            fn(np.zeros((5, 4)), np.array([0, 1, 2]))
+    with pytest.raises(gc.ShapeError, match="integer labels must have shape"):
+        gc.softmax_cross_entropy(gc.placeholder("x", (2, 4)), y)
+
+
+def test_batches_of_different_sizes_are_a_clear_execution_error():
+    # issue 15.7: NumPy's "shape mismatch: indexing arrays could not be broadcast" leaked
+    x, y = gc.placeholder("x", (None, 4)), gc.placeholder("y", (None,), "int64")
+    fn = gc.function([x, y], gc.softmax_cross_entropy(x, y))
+    with pytest.raises(gc.ExecutionError, match="fed from batches of different sizes"):
+        fn(np.zeros((5, 4)), np.array([0, 1, 2]))
