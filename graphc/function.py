@@ -24,6 +24,9 @@ def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
 
     if updates is None:
         return []
+    if not isinstance(updates, (Mapping, list, tuple)):
+        raise TypeError(f"updates must be a dict {{variable: new_value}} or a list of (variable, new_value) pairs, "
+                        f"got {type(updates).__name__}")
     pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
     result, seen = [], set()
     for pair in pairs:
@@ -330,6 +333,9 @@ class Function:
                  inplace_updates: bool = False) -> None:
         if isinstance(inputs, Tensor):
             inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"function: inputs must be a placeholder or a list of placeholders (the values the "
+                            f"function is called with, in order), got {type(inputs).__name__}")
         self.inputs: list[Tensor] = list(inputs)
         for tensor in self.inputs:
             if not isinstance(tensor, Tensor):

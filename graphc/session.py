@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 from graphc.errors import FeedError
 from graphc.function import Executable, check_feed, normalize_updates, prepare_graph
@@ -13,6 +14,11 @@ from graphc.tensor import Tensor, toposort
 
 def resolve_feeds(feed_dict, fetched: list[Tensor]) -> dict[Tensor, object]:
     """``feed_dict`` keyed by placeholders: names are looked up among the placeholders of ``fetched``."""
+    if feed_dict is None:
+        return {}
+    if not isinstance(feed_dict, Mapping):
+        raise TypeError(f"feed_dict must be a dict {{placeholder or its name: value}}, got "
+                        f"{type(feed_dict).__name__}")
     if not feed_dict:
         return {}
     resolved: dict[Tensor, object] = {}

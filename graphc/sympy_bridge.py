@@ -464,7 +464,15 @@ def to_sympy(tensor: Tensor, symbols: Mapping[Tensor, sympy.Symbol] | None = Non
 
     if not isinstance(tensor, Tensor):
         raise TypeError(f"to_sympy takes a Tensor, got {type(tensor).__name__}")
-    given = {id(t): s for t, s in (symbols or {}).items()}
+    if symbols is not None and not isinstance(symbols, Mapping):
+        raise TypeError(f"to_sympy: symbols must map tensors to SymPy symbols ({{x: sympy.Symbol('x')}}), got "
+                        f"{type(symbols).__name__}")
+    given = {}
+    for t, s in (symbols or {}).items():
+        if not isinstance(t, Tensor) or not isinstance(s, sympy.Symbol):
+            raise TypeError(f"to_sympy: symbols must map tensors to SymPy symbols, got a {type(t).__name__} key "
+                            f"with a {type(s).__name__} value")
+        given[id(t)] = s
     values: dict[int, object] = {}
     names: dict[str, int] = {}
     for node in toposort([tensor]):
@@ -598,14 +606,29 @@ def from_sympy(expr, symbols: Mapping) -> Tensor:
     + - * / and powers, exp, log, sin, cos, tan, sinh, cosh, tanh, Abs, sign,
     erf, erfc, Max, Min, Heaviside, relations, And and Piecewise.
     """
-    expr = sympy.sympify(expr)
+    if isinstance(expr, Tensor):
+        raise TypeError("from_sympy: expr must be a SymPy expression (or a number), got a Tensor; gc.to_sympy "
+                        "goes the other way")
+    if not isinstance(symbols, Mapping):
+        raise TypeError(f"from_sympy: symbols must map the SymPy symbols of expr to tensors "
+                        f"({{sympy.Symbol('x'): x}}), got {type(symbols).__name__}")
+    try:
+        expr = sympy.sympify(expr)
+    except (sympy.SympifyError, TypeError, ValueError) as exc:
+        raise TypeError(f"from_sympy: expr must be a SymPy expression or a number, got {type(expr).__name__}") \
+            from exc
     mapping = {}
     for symbol, tensor in symbols.items():
         if not isinstance(tensor, Tensor):
             from graphc.op import as_tensor
 
             tensor = as_tensor(tensor)
-        mapping[sympy.sympify(symbol)] = tensor
+        try:
+            key = sympy.sympify(symbol)
+        except (sympy.SympifyError, TypeError, ValueError) as exc:
+            raise TypeError(f"from_sympy: the keys of symbols must be SymPy symbols, got {type(symbol).__name__}") \
+                from exc
+        mapping[key] = tensor
     built: dict = {}
     stack = [(expr, False)]
     while stack:

@@ -100,6 +100,8 @@ def to_dot(outputs, legend: bool = True, name: str = "graphc") -> str:
     ``outputs`` is a Tensor, a nested list/tuple/dict of Tensors, or a compiled
     Function (its optimized graph). The text is the same in every process.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"to_dot: name (the DOT graph's name) must be a str, got {type(name).__name__}")
     order, flat, index = graph_nodes(outputs)
     output_positions: dict[int, list[int]] = {}
     for position, tensor in enumerate(flat):

@@ -198,9 +198,15 @@ class Reshape(Op):
 
 
 def reshape(x, shape) -> Tensor:
-    """NumPy ``reshape``; one entry may be -1."""
-    if isinstance(shape, (int, np.integer)):
+    """NumPy ``reshape``; one entry may be -1.
+
+    ``shape`` is an int or a tuple/list of ints; raises ``ShapeError`` when the sizes do not fit.
+    """
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"reshape: the new shape must be an int or a tuple of ints (one may be -1), got "
+                        f"{type(shape).__name__}")
     shape = tuple(shape)
     if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
         raise ShapeError(f"reshape: the new shape must hold ints (one may be -1), got {shape!r}")
@@ -229,10 +235,16 @@ class Transpose(Op):
 
 
 def transpose(x, axes=None) -> Tensor:
-    """Permute the axes (reverse them when ``axes`` is None)."""
+    """Permute the axes (reverse them when ``axes`` is None); ``axes`` is a permutation of
+    ``range(x.ndim)`` (a tuple or list; negative entries count from the end)."""
     x = as_tensor(x)
     if axes is None:
         axes = tuple(reversed(range(x.ndim)))
+    elif isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        axes = (axes,)  # as np.transpose: a single int names the one axis of a 1-d array
+    elif not isinstance(axes, (tuple, list)):
+        raise TypeError(f"transpose: axes must be None or a tuple of ints (a permutation of range({x.ndim})), "
+                        f"got {type(axes).__name__}")
     axes = tuple(normalize_axis("transpose", a, x.ndim) for a in axes) if x.ndim else tuple(axes)
     return apply(Transpose(axes), x)
 
@@ -266,6 +278,9 @@ class ExpandDims(Op):
 def expand_dims(x, axis) -> Tensor:
     """Insert size-1 axes at the positions ``axis`` (an int or a tuple) of the result."""
     x = as_tensor(x)
+    if not isinstance(axis, (int, np.integer, tuple, list)) or isinstance(axis, bool):
+        raise TypeError(f"expand_dims: axis must be an int or a tuple of ints (positions in the result), got "
+                        f"{type(axis).__name__}")
     axes = normalize_axes("expand_dims", axis, x.ndim + (1 if isinstance(axis, (int, np.integer)) else len(axis)))
     return apply(ExpandDims(axes), x)
 
@@ -430,8 +445,16 @@ def zeros_like_cast(x: Tensor, dtype) -> Tensor:
     return zeros if zeros.dtype == dtype else cast(zeros, dtype)
 
 
+def _tensor_list(op: str, xs) -> list[Tensor]:
+    if isinstance(xs, (Tensor, np.ndarray, str, bytes)) or not hasattr(xs, "__iter__"):
+        raise TypeError(f"{op}: takes a list or tuple of tensors (gc.{op}([a, b], axis=0)), got "
+                        f"{type(xs).__name__}")
+    return [as_tensor(x) for x in xs]
+
+
 def concatenate(xs, axis: int = 0) -> Tensor:
-    xs = [as_tensor(x) for x in xs]
+    """Join the tensors ``xs`` (a list or tuple) along an existing ``axis``, as ``np.concatenate``."""
+    xs = _tensor_list("concatenate", xs)
     if not xs:
         raise ShapeError("concatenate: needs at least one tensor")
     axis = normalize_axis("concatenate", axis, max(xs[0].ndim, 1))
@@ -457,7 +480,8 @@ class Stack(Op):
 
 
 def stack(xs, axis: int = 0) -> Tensor:
-    xs = [as_tensor(x) for x in xs]
+    """Join the tensors ``xs`` (a list or tuple, all of one shape) along a new ``axis``, as ``np.stack``."""
+    xs = _tensor_list("stack", xs)
     if not xs:
         raise ShapeError("stack: needs at least one tensor")
     axis = normalize_axis("stack", axis, xs[0].ndim + 1)

@@ -91,6 +91,11 @@ def optimize(outputs, report: bool = False, pipeline: Sequence[tuple[str, Pass]]
     ``(name, pass)`` pairs (default ``DEFAULT_PIPELINE``; ``FUSING_PIPELINE``
     adds element-wise fusion).
     """
+    if isinstance(pipeline, (str, bytes)) or not isinstance(pipeline, (list, tuple)) or not all(
+            isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], str) and callable(step[1])
+            for step in pipeline):
+        raise TypeError("optimize: pipeline must be a sequence of (name, pass) pairs, such as "
+                        "graphc.passes.DEFAULT_PIPELINE or FUSING_PIPELINE")
     flat, spec = flatten(outputs)
     result = Report()
     start = time.perf_counter()
