@@ -2,6 +2,9 @@
 
 Declare a graph (placeholders, variables, constants, ops), append its
 gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
+``gc.inf`` and ``gc.nan`` are infinity and NaN as Python floats (weak scalars:
+``gc.where(mask, x32, -gc.inf)`` stays float32). ``help(gc.<name>)`` states each
+public name's contract; ``docs/`` is the full reference.
 """
 
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
@@ -104,3 +107,34 @@ __all__ = [
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
 ]
+
+
+def _tidy_namespace() -> None:
+    """``gc.gradcheck(...)`` checks gradients (an alias of ``gc.check_grad``) and ``gc.compile(...)``
+    says to use ``gc.function``: both names are also submodules, which would otherwise sit on the
+    namespace as uncallable modules."""
+    import sys
+    import types
+
+    class _GradcheckModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            """``gc.gradcheck(cost, wrt, feed_dict, ...)`` is ``gc.check_grad``."""
+            return check_grad(*args, **kwargs)
+
+    class _CompileModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            raise TypeError("graphc.compile is the module that lowers graphs to plans; to compile a function "
+                            "call gc.function(inputs, outputs, updates=None)")
+
+    sys.modules["graphc.gradcheck"].__class__ = _GradcheckModule
+    import graphc.compile  # noqa: F401 - loaded by graphc.function already
+
+    sys.modules["graphc.compile"].__class__ = _CompileModule
+
+
+_tidy_namespace()
+
+
+def __dir__() -> list[str]:
+    """The public names (``__all__``) and the version: submodules stay out of tab completion."""
+    return sorted(set(__all__) | {"__version__"})

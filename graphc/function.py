@@ -326,6 +326,11 @@ class Executable:
                 lock.release()
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 input``, ``2 inputs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class Function:
     """A compiled graph: ``fn(*values)`` or ``fn(**{placeholder_name: value})``."""
 
@@ -357,7 +362,8 @@ class Function:
 
     def _gather(self, args: tuple, kwargs: dict) -> tuple:
         if len(args) > len(self.inputs):
-            raise FeedError(f"function takes {len(self.inputs)} inputs, got {len(args)} positional values")
+            raise FeedError(f"the function takes {_count(len(self.inputs), 'input')} ({self._input_names()}), got "
+                            f"{_count(len(args), 'positional value')}")
         values: list = list(args) + [_MISSING] * (len(self.inputs) - len(args))
         for name, value in kwargs.items():
             position = self._positions.get(name)
@@ -373,10 +379,21 @@ class Function:
             values[position] = value
         for tensor, value in zip(self.inputs, values):
             if value is _MISSING:
-                raise FeedError(f"missing a value for placeholder {tensor.name!r}")
+                raise FeedError(f"missing a value for placeholder {tensor.name!r}; the function takes "
+                                f"{_count(len(self.inputs), 'input')} ({self._input_names()}), positionally or "
+                                f"by name")
         return tuple(check_feed(t, v) for t, v in zip(self.inputs, values))
 
+    def _input_names(self) -> str:
+        return ", ".join(repr(t.name) for t in self.inputs) or "none"
+
     def __call__(self, *args, **kwargs):
+        """The outputs for the given input values: ``fn(*values)`` in the order of ``inputs``, or
+        ``fn(**{placeholder_name: value})``; see :func:`function`."""
+        if any(type(a) is dict for a in args):
+            raise FeedError(f"a Function takes its input values positionally (fn(value, ...), in the order "
+                            f"{self._input_names()}) or by name (fn(name=value)), not a feed dict; "
+                            f"Session.run(fetches, feed_dict) is the one that takes {{placeholder: value}}")
         if kwargs or len(args) != len(self.inputs):
             return unflatten(self._spec, self._executable.execute(self._gather(args, kwargs)))
         results = self._executable.execute_args(args)

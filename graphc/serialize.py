@@ -24,8 +24,8 @@ import hashlib
 import importlib
 import json
 import os
+import secrets
 import struct
-import tempfile
 
 import numpy as np
 
@@ -347,7 +347,19 @@ def save(fn, path) -> None:
     data = encode(fn)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".graphc-", suffix=".tmp", dir=directory)
+    # written to a temporary file, then renamed over ``path`` (a reader never sees half a file);
+    # created with mode 0o666 so that the user's umask decides, as for any file they write
+    # (mkstemp's 0600 made shared model files unreadable to the group)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".graphc-{secrets.token_hex(8)}.tmp")
+        try:
+            handle = os.open(temporary, flags, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+    else:  # pragma: no cover
+        raise FileExistsError(f"gc.save: could not create a temporary file in {directory}")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

@@ -63,6 +63,26 @@ class Session:
         self._cache.clear()
         self._closed = True
 
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Session optimize={self.optimize} compiled_plans={len(self._cache)} {state}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the session's state and, for each compiled plan, what it fetches, feeds and updates."""
+        import html
+
+        rows = []
+        for executable in list(self._cache.values()):
+            plan = executable.plan
+            outputs = ", ".join(f"{t.op}{' ' + repr(t.name) if t.name else ''}" for t in plan.outputs)
+            feeds = ", ".join(str(t.name) for t in plan.inputs) or "-"
+            updates = ", ".join(str(v.name) for v, _ in plan.updates) or "-"
+            rows.append(f"<tr><td>{html.escape(outputs)}</td><td>{html.escape(feeds)}</td>"
+                        f"<td>{html.escape(updates)}</td><td>{len(plan.steps)}</td></tr>")
+        table = ("<table><tr><th>fetches</th><th>feeds</th><th>updates</th><th>steps</th></tr>"
+                 + "".join(rows) + "</table>") if rows else ""
+        return f"<p><b>graphc Session</b> {html.escape(repr(self)[1:-1])}</p>{table}"
+
     @property
     def cache_size(self) -> int:
         """How many fetch/feed/update signatures have been compiled."""

@@ -72,3 +72,7 @@ __all__ = [
     "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "squeeze", "stack", "step",
     "stop_gradient", "sub", "sum", "swish", "take", "tanh", "transpose", "where", "zeros_like",
 ]
+
+from graphc.ops.docstrings import apply_docstrings as _apply_docstrings  # noqa: E402 - after the imports it documents
+
+_apply_docstrings(globals())
