@@ -171,15 +171,16 @@ def _format_for(path: str, format: str | None) -> str:  # noqa: A002 - the contr
     return format
 
 
-def render(outputs, path, format: str | None = None) -> str:  # noqa: A002 - the contract's name
+def render(outputs, path, format: str | None = None, legend: bool = True) -> str:  # noqa: A002 - the contract's name
     """Draw the graph computing ``outputs`` into ``path`` through Graphviz's ``dot``.
 
     The format (svg, png, pdf, ...) comes from ``path``'s extension unless
-    ``format`` is given. Raises :class:`GraphvizNotFoundError` (a ``GraphcError``)
+    ``format`` is given (``ValueError`` for an unknown one); ``legend=False``
+    leaves the legend out. Raises :class:`GraphvizNotFoundError` (a ``GraphcError``)
     saying how to install Graphviz when ``dot`` is missing. Returns ``path``.
     """
     fmt = _format_for(path, format)
-    data = _run_dot(to_dot(outputs), fmt)
+    data = _run_dot(to_dot(outputs, legend=legend), fmt)
     with open(path, "wb") as handle:
         handle.write(data)
     return os.fspath(path)
