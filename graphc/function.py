@@ -413,10 +413,11 @@ class Function:
         plan = self.plan
         return list(plan.outputs) + [value for _, value in plan.updates]
 
-    def to_dot(self) -> str:
+    def to_dot(self, legend: bool = True) -> str:
+        """Graphviz DOT of the optimized graph: outputs named, updates drawn to their variables."""
         from graphc.export.dot import to_dot
 
-        return to_dot(self._graph_outputs())
+        return to_dot(self, legend=legend)
 
     def to_networkx(self):
         from graphc.export.nx import to_networkx
@@ -431,7 +432,7 @@ class Function:
     def _repr_svg_(self):
         from graphc.export.dot import repr_svg
 
-        return repr_svg(self._graph_outputs())
+        return repr_svg(self)
 
     # ---- pickling: the optimized graph, rebuilt without optimizing (graphc/pickling.py) ----
     def __reduce__(self):
