@@ -135,6 +135,19 @@ def _tidy_namespace() -> None:
 _tidy_namespace()
 
 
+def _register_display() -> None:
+    """In IPython/Jupyter, lists of tensors display as one graph (see register_ipython_display)."""
+    from graphc.export.dot import register_ipython_display
+
+    try:
+        register_ipython_display()
+    except Exception:  # noqa: BLE001 - a display nicety must never break `import graphc`
+        pass
+
+
+_register_display()
+
+
 def __dir__() -> list[str]:
     """The public names (``__all__``) and the version: submodules stay out of tab completion."""
     return sorted(set(__all__) | {"__version__"})

@@ -257,3 +257,31 @@ def repr_svg(outputs) -> str | None:
         return _run_dot(to_dot(outputs), "svg", timeout=30).decode("utf-8")
     except GraphcError:
         return None
+
+
+def _sequence_svg(value) -> str | None:
+    """SVG for a list or tuple of tensors (at most 64 of them), else None (IPython falls back)."""
+    from graphc.tensor import Tensor
+
+    if not value or len(value) > 64 or not all(isinstance(item, Tensor) for item in value):
+        return None
+    return repr_svg(list(value))
+
+
+def register_ipython_display(shell=None) -> bool:
+    """Let IPython/Jupyter draw a list or tuple of tensors as one picture, as it draws a tensor.
+
+    Called by ``import graphc`` when IPython is already running (nothing is imported for
+    it); other lists and tuples display as before. Returns whether a shell was found.
+    """
+    import sys
+
+    if shell is None:
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is None:
+        return False
+    formatter = shell.display_formatter.formatters["image/svg+xml"]
+    for kind in (list, tuple):
+        formatter.for_type(kind, _sequence_svg)
+    return True
