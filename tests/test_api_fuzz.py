@@ -145,3 +145,22 @@ def test_the_issues_reproducers_say_what_is_wrong():
         with pytest.raises(error, match=message):
             call()
     assert gc.transpose(x, -1).shape == (3,)  # as np.transpose(np.ones(3), -1)
+
+
+def test_tensor_function_and_session_methods_with_malformed_arguments():
+    """The methods users call on what gc.__all__ returns: every value of the pool as the argument."""
+    x = gc.placeholder("fuzz_m", (2, 3))
+    v = gc.variable(np.ones(2), name="fuzz_w")
+    fn = gc.function([x], gc.sum(x))
+    session = gc.Session()
+    methods = {"Tensor.sum": x.sum, "Tensor.mean": x.mean, "Tensor.max": x.max, "Tensor.min": x.min,
+               "Tensor.reshape": x.reshape, "Tensor.transpose": x.transpose, "Tensor.astype": x.astype,
+               "Tensor.__getitem__": x.__getitem__, "Tensor.__add__": x.__add__, "Tensor.__matmul__": x.__matmul__,
+               "Tensor.__pow__": x.__pow__, "Tensor.__lt__": x.__lt__, "Variable.set_value": v.set_value,
+               "Function.__call__": fn, "Session.run": session.run}
+    for name, method in methods.items():
+        for value in POOL:
+            try:
+                method(value)
+            except Exception as exc:  # noqa: BLE001 - the property under test
+                _check(name, exc)
