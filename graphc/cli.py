@@ -7,6 +7,11 @@
     graphc run FILE -i NAME=VALUE call the function: values from .npy files or literals
     graphc --version
 
+A model file (``gc.save({"train": ..., "predict": ...}, path)``) holds several
+functions: ``info`` describes each one and the variables they share; ``dot``,
+``render`` and ``print`` show all of them (shared nodes once) or, with
+``--function NAME``, one; ``run`` needs ``--function NAME``.
+
 Files are read with the safe loader (``gc.load``): nothing in them is run but the graph
 itself (and only by ``run``). Exit codes: 0 success, 1 the file cannot be read or is not a
 valid graphc file, 2 bad command line (or bad input values for ``run``), 3 rendering failed
@@ -67,6 +72,11 @@ def info_text(fn, path: str = "") -> str:
     lines.append(f"updates ({len(plan.updates)}):")
     for variable, value in plan.updates:
         lines.append(f"  {variable.name or '<unnamed>'} <- {value.op} {_shape(value.shape)} {value.dtype}")
+    named = [node for node in order if node.is_gradient and node.name]
+    if named:  # gradients gc.grad named d(cost)/d(wrt)
+        lines.append(f"named gradients ({len(named)}):")
+        for node in named:
+            lines.append(f"  {node.name} {node.op} {_shape(node.shape)} {node.dtype}")
     counts = Counter(node.op for node in order)
     kinds = Counter(node_kind(node) for node in order)
     lines.append(f"nodes: {len(order)} ({kinds['op']} ops, {kinds['placeholder']} placeholders, "
@@ -104,6 +114,43 @@ def info_json(fn, path: str = "") -> dict:
     }
 
 
+def model_info_text(fns: dict, path: str = "") -> str:
+    """The text ``graphc info`` prints for a model file: every function, then the shared variables."""
+    lines = [f"file: {path}"] if path else []
+    lines.append(f"functions ({len(fns)}): {', '.join(fns)}")
+    users: dict[int, list[str]] = {}
+    variables: dict[int, object] = {}
+    for name, fn in fns.items():
+        plan = fn.plan
+        for variable in plan.variables + plan.updated_variables:
+            if name not in users.setdefault(id(variable), []):
+                users[id(variable)].append(name)
+            variables[id(variable)] = variable
+        lines.append("")
+        lines.append(f"function {name!r}:")
+        lines.extend("  " + line for line in info_text(fn).splitlines())
+    shared = [(variables[key], names) for key, names in users.items() if len(names) > 1]
+    lines.append("")
+    lines.append(f"shared variables ({len(shared)}):")
+    for variable, names in shared:
+        lines.append(f"  {variable.name or '<unnamed>'} {_shape(variable.shape)} {variable.dtype}: "
+                     f"{', '.join(names)}")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(loaded, name: str | None):
+    """What dot/render/print show: one Function, or every function's graph (a dict of output lists)."""
+    if not isinstance(loaded, dict):
+        if name is not None:
+            raise LookupError("--function: this file holds a single function, not a model of named functions")
+        return loaded
+    if name is not None:
+        if name not in loaded:
+            raise LookupError(f"--function: no function {name!r} in this file; it holds {', '.join(loaded)}")
+        return loaded[name]
+    return {key: fn._graph_outputs() for key, fn in loaded.items()}
+
+
 def _parser() -> argparse.ArgumentParser:
     from graphc import __version__
 
@@ -117,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     dot = commands.add_parser("dot", help="print the graph as Graphviz DOT")
     dot.add_argument("file")
     dot.add_argument("--no-legend", action="store_true", help="leave out the legend")
+    dot.add_argument("--function", default=None, help="in a model file, only this function")
     render = commands.add_parser("render", help="draw the graph with Graphviz (svg, png, pdf)")
     render.add_argument("file")
     render.add_argument("-o", "--output", default=None,
@@ -124,8 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--format", default=None,
                         help="svg, png, pdf, ... (default: from the output's extension, else svg)")
     render.add_argument("--no-legend", action="store_true", help="leave out the legend")
+    render.add_argument("--function", default=None, help="in a model file, only this function")
     text = commands.add_parser("print", help="print the graph as a text tree (debugprint)")
     text.add_argument("file")
+    text.add_argument("--function", default=None, help="in a model file, only this function")
     run = commands.add_parser("run", help="call the function on input values and print its outputs",
                               description="Call the saved function. Each input is NAME=VALUE: VALUE is a .npy "
                                           "file (read without pickle) or a Python literal (3, 2.5, [[1, 2]], "
@@ -137,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--save", metavar="DIR", default=None,
                      help="also write each output to DIR/output_<k>.npy")
     run.add_argument("--json", action="store_true", help="print the outputs as JSON (nested lists)")
+    run.add_argument("--function", default=None, help="in a model file, the function to run")
     return parser
 
 
@@ -263,21 +314,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = EXIT_OK
     if args.command == "info":
         if args.json:
-            json.dump(info_json(fn, args.file), sys.stdout, indent=2)
+            described = ({name: info_json(f) for name, f in fn.items()} if isinstance(fn, dict)
+                         else info_json(fn, args.file))
+            json.dump(described, sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            sys.stdout.write(info_text(fn, args.file))
-    elif args.command == "dot":
+            sys.stdout.write(model_info_text(fn, args.file) if isinstance(fn, dict) else info_text(fn, args.file))
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        shown = _shown(fn, args.function)
+    except LookupError as exc:
+        print(f"graphc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "run" and isinstance(shown, dict):
+        print(f"graphc: error: this file holds several functions ({', '.join(shown)}): choose one with "
+              f"--function NAME", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "dot":
         from graphc.export.dot import to_dot
 
-        sys.stdout.write(to_dot(fn, legend=not args.no_legend))
+        sys.stdout.write(to_dot(shown, legend=not args.no_legend))
     elif args.command == "print":
         from graphc.printing import debugprint
 
-        sys.stdout.write(debugprint(fn))
+        if isinstance(shown, dict):
+            for name, outputs in shown.items():
+                sys.stdout.write(f"function {name!r}:\n{debugprint(outputs)}")
+        else:
+            sys.stdout.write(debugprint(shown))
     elif args.command == "run":
-        code = _run(fn, args)
+        code = _run(shown, args)
     else:
-        code = _render(fn, args)
+        code = _render(shown, args)
     sys.stdout.flush()
     return code
