@@ -214,3 +214,22 @@ def test_dot_and_print_of_a_model_file(model_file, capsys):
 def test_function_option_on_a_single_function_file(saved_file, capsys):
     assert main(["print", "--function", "train", str(saved_file)]) == EXIT_USAGE
     assert "holds a single function" in capsys.readouterr().err
+
+
+def test_run_and_info_json_on_a_model_file(tmp_path, capsys):
+    import json
+
+    x = gc.placeholder("x", (None, 2))
+    w = gc.variable(np.ones(2), name="w")
+    prediction = x @ w
+    loss = gc.mean(gc.square(prediction))
+    model = {"train": gc.function([x], loss, updates={w: w - 0.1 * gc.grad(loss, w)}),
+             "predict": gc.function([x], prediction)}
+    path = tmp_path / "model.gcf"
+    gc.save(model, path)
+    assert main(["run", str(path), "-i", "x=[[1.0, 2.0]]"]) == EXIT_USAGE
+    assert "--function NAME" in capsys.readouterr().err
+    assert main(["run", str(path), "--function", "predict", "-i", "x=[[1.0, 2.0]]", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [[3.0]]
+    assert main(["info", "--json", str(path)]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"train", "predict"}
