@@ -222,6 +222,31 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     return apply(LogSoftmax(normalize_axis("log_softmax", axis, x.ndim)), x)
 
 
+@dataclass(frozen=True)
+class ShapeCheck(Op):
+    """Input 0 itself, after checking at run time that it has exactly the shape of input 1.
+
+    ``softmax_cross_entropy`` puts it before probability labels whose batch size is unknown
+    when the graph is built: a batch of one row would otherwise broadcast over the logits'."""
+
+    name = "shape_check"
+    view = True
+    nondiff_inputs = (1,)
+
+    def infer(self, x, like):
+        return x.shape, x.dtype
+
+    def impl(self, x, like):
+        if np.shape(x) != np.shape(like):
+            raise ValueError(f"softmax_cross_entropy: probability labels of shape {np.shape(x)} for logits of "
+                             f"shape {np.shape(like)}: they must have the logits' shape (no broadcasting over "
+                             f"the batch); were they fed from batches of different sizes?")
+        return x
+
+    def vjp(self, node, g):
+        return g, None
+
+
 def _rank_lower_labels(logits, labels, axis: int):
     """Float labels that are not of the logits' rank: refused, saying what was probably meant."""
     wanted = format_shape(logits.shape)
@@ -257,6 +282,8 @@ def softmax_cross_entropy(logits, labels, axis: int = -1) -> Tensor:
     if labels.ndim != logits.ndim or any((a is not None and b is not None and a != b) or (a == 1 and b is None)
                                          for a, b in zip(labels.shape, logits.shape)):
         _rank_lower_labels(logits, labels, axis)
+    if None in labels.shape or None in logits.shape:  # sizes the run time must still compare
+        labels = apply(ShapeCheck(), labels, logits)
     return apply(SoftmaxCrossEntropy(axis, False), logits, labels)
 
 

@@ -184,8 +184,20 @@ def test_an_unknown_class_count_is_checked_at_run_time(logits, labels):
     x = gc.placeholder("x", (logits[0], None))
     p = gc.placeholder("p", (labels[0], None))
     loss = gc.softmax_cross_entropy(x, p)
-    with pytest.raises(gc.ExecutionError, match="class axis"):
+    with pytest.raises(gc.ExecutionError, match="must have the logits' shape"):
         gc.Session().run(loss, {x: np.zeros(logits), p: np.full(labels, 0.25)})
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_probability_labels_of_unknown_batch_are_not_broadcast_at_run_time(optimize):
+    # issue 15.5a at run time: labels (None, 3) fed one row for logits of four rows broadcast silently
+    x, p = gc.placeholder("x", (None, 3)), gc.placeholder("p", (None, 3))
+    loss = gc.softmax_cross_entropy(x, p)
+    fn = gc.function([x, p], [loss, gc.grad(gc.sum(loss), x)], optimize=optimize)
+    with pytest.raises(gc.ExecutionError, match="no broadcasting over the batch"):
+        fn(np.zeros((4, 3)), np.full((1, 3), 1 / 3))
+    value, _ = fn(np.zeros((2, 3)), np.full((2, 3), 1 / 3))
+    np.testing.assert_allclose(value, [np.log(3.0)] * 2)
 
 
 @pytest.mark.parametrize("batch", [3, None])
