@@ -10,7 +10,7 @@ import numpy as np
 from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor
 from graphc.ops.elementwise import abs as abs_
-from graphc.ops.elementwise import cast, div, equal, mul, not_equal, sign, sub, where
+from graphc.ops.elementwise import cast, div, equal, maximum, mul, not_equal, sign, sub, where
 from graphc.ops.shape import broadcast_like, expand_dims
 from graphc.tensor import Tensor
 from graphc.types import (
@@ -343,9 +343,12 @@ class Var(Reduction):
         return np.var(x, axis=self.axes, ddof=self.ddof, keepdims=self.keepdims)
 
     def dof(self, x: Tensor):
-        """``n - ddof`` (an int, or a run-time scalar when a reduced size is unknown)."""
+        """``max(n - ddof, 0)``, the divisor NumPy uses (an int, or a run-time scalar when a
+        reduced size is unknown)."""
         n = reduced_count(self.axes, x)
-        return n - self.ddof if isinstance(n, int) else sub(n, self.ddof)
+        if isinstance(n, int):
+            return n - self.ddof if n > self.ddof else 0
+        return maximum(sub(n, self.ddof), 0.0)
 
     def centered(self, x: Tensor) -> Tensor:
         return sub(x, Mean(self.axes, True)(x))

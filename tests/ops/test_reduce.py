@@ -686,3 +686,14 @@ def test_random_more_reductions(spec, reduction):
         np.testing.assert_allclose(got, expected, rtol=1e-12)
         numeric = numeric_gradient(lambda v: float(np.sum(ref(v, axis, keepdims) * w)), [values], 0)
         np.testing.assert_allclose(g_val, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")
+@pytest.mark.parametrize("sizes", ["static", "run time"])
+def test_var_and_std_with_ddof_past_the_count_divide_by_zero_as_numpy_does(sizes):
+    # np.var clamps n - ddof at 0, so the value is inf; the gradient must not be finite either
+    x = gc.placeholder("x", (3,) if sizes == "static" else (None,))
+    feeds = {x: np.arange(3.0)}
+    assert gc.var(x, ddof=5).eval(feeds) == np.inf
+    grads = gc.Session().run([gc.grad(gc.var(x, ddof=5), x), gc.grad(gc.std(x, ddof=4), x)], feeds)
+    assert not np.isfinite(grads[0]).any() and not np.isfinite(grads[1]).any()
