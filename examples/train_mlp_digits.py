@@ -5,6 +5,8 @@ so nothing is downloaded. The script
 
 1. declares the model once as a graph (placeholders for a batch, variables for
    the weights, initialized with ``gc.init.he_uniform`` / ``glorot_uniform``),
+   with dropout on the hidden layer in training (``gc.dropout``, a fresh mask
+   from a ``gc.random.Generator`` at every step) and switched off for prediction,
 2. builds ONE training step with ``gc.optim.adam``: forward pass, ``gc.grad``,
    and the Adam update of every weight and of Adam's own moments, all in a
    single compiled call (``gc.function(..., updates=...)``); the learning rate
@@ -77,8 +79,12 @@ def load_data(seed: int):
 
 
 def build_model(n_in: int, n_hidden: int, n_classes: int, weight_decay: float, lr: float, seed: int,
-                pixel_mean: np.ndarray, pixel_scale: np.ndarray):
-    """The graph: a batch goes in, logits and the mean loss come out; Adam updates the weights."""
+                pixel_mean: np.ndarray, pixel_scale: np.ndarray, dropout: float = 0.0):
+    """The graph: a batch goes in, logits and the mean loss come out; Adam updates the weights.
+
+    Training sees the hidden layer through dropout (a fresh mask at every step, from a
+    generator whose state the step advances by itself); prediction has dropout switched off.
+    """
     x = gc.placeholder("x", shape=(None, n_in))                        # a batch of images
     # standardized inside the graph (constants from the training set), so the saved predict takes raw pixels
     standardized = (x - gc.constant(pixel_mean)) / gc.constant(pixel_scale)
@@ -89,11 +95,10 @@ def build_model(n_in: int, n_hidden: int, n_classes: int, weight_decay: float, l
     b2 = gc.variable(gc.init.zeros(n_classes), name="b2")
 
     hidden = gc.relu(standardized @ w1 + b1)
-    # Dropout goes here once gc.dropout exists (issue 12, branch `random`):
-    #     hidden = gc.dropout(hidden, rate, generator, training=training)
-    # with `training` a 0-d bool placeholder fed True by the step and False by predict.
-    logits = hidden @ w2 + b2
-    data_loss = gc.mean(gc.softmax_cross_entropy(logits, y)).with_name("loss")
+    generator = gc.random.Generator(seed)
+    train_logits = gc.dropout(hidden, dropout, generator, training=True) @ w2 + b2
+    logits = gc.dropout(hidden, dropout, generator, training=False) @ w2 + b2   # evaluation: no dropout
+    data_loss = gc.mean(gc.softmax_cross_entropy(train_logits, y)).with_name("loss")
     penalty = weight_decay * (gc.sum(gc.square(w1)) + gc.sum(gc.square(w2)))
     loss = (data_loss + penalty).with_name("cost")
 
@@ -109,8 +114,8 @@ def accuracy(predict, images, labels) -> float:
 
 
 def main(epochs: int = 30, batch_size: int = 32, hidden: int = 512, lr: float = 4e-3,
-         weight_decay: float = 3e-4, seed: int = 0, out: str | None = None, progress: bool = True,
-         picture: bool = True) -> dict:
+         weight_decay: float = 3e-4, dropout: float = 0.2, seed: int = 0, out: str | None = None,
+         progress: bool = True, picture: bool = True) -> dict:
     """Train, evaluate, save, reload and draw; returns the numbers (accuracy, losses, timings, written files)."""
     from tqdm import tqdm
 
@@ -120,7 +125,7 @@ def main(epochs: int = 30, batch_size: int = 32, hidden: int = 512, lr: float = 
 
     # pixels that are always 0 in training keep scale 0.1, not 0: standardizing never divides by zero
     m = build_model(x_train.shape[1], hidden, 10, weight_decay, lr, seed,
-                    pixel_mean=x_train.mean(axis=0), pixel_scale=x_train.std(axis=0) + 0.1)
+                    pixel_mean=x_train.mean(axis=0), pixel_scale=x_train.std(axis=0) + 0.1, dropout=dropout)
     compile_started = time.perf_counter()
     # ONE compiled function: forward, backward and the Adam update of every weight in a single call.
     step = gc.function([m["x"], m["y"]], m["loss"], updates=m["updates"])
@@ -202,6 +207,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=512, help="hidden units")
     parser.add_argument("--lr", type=float, default=4e-3, help="Adam's learning rate")
+    parser.add_argument("--dropout", type=float, default=0.2, help="dropout rate of the hidden layer in training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="directory for the saved step and the picture "
                                                     "(default examples/output)")
@@ -212,6 +218,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse_args()
     result = main(epochs=20 if args.fast else args.epochs, batch_size=args.batch_size, hidden=args.hidden,
-                  lr=args.lr, seed=args.seed, out=args.out, progress=not args.no_progress)
+                  lr=args.lr, dropout=args.dropout, seed=args.seed, out=args.out, progress=not args.no_progress)
     print(f"done in {result['seconds']:.1f} s")
     assert result["test_accuracy"] >= 0.975, f"test accuracy {result['test_accuracy']:.2%} is below 97.5 %"
