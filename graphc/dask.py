@@ -420,6 +420,10 @@ def _reference_shape(node, args):
     stand_ins = [placeholder("operand", a.shape, a.dtype) for a in args]
     out_shape, _ = node.primitive.infer(*stand_ins)
     if None in out_shape and hasattr(node.primitive, "shape") and len(args) > 1:
+        op = node.primitive
+        if isinstance(op, graphc_random.RandomOp):  # the like= input, or the last parameter (a loop's
+            at = 1 + op.n_params if op.like else len(args) - 1 - op.stepped  # step key comes last)
+            return args[at].shape
         out_shape = args[-1].shape  # the run-time reference input
     return out_shape
 
