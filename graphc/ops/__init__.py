@@ -90,3 +90,7 @@ __all__ += [
     "all", "any", "argmax", "argmin", "argsort", "cumprod", "cumsum", "diagonal", "flip", "norm", "repeat", "roll",
     "sort", "split", "std", "tile", "top_k", "trace", "tril", "triu", "var",
 ]
+
+from graphc.ops.docstrings import apply_docstrings as _apply_docstrings  # noqa: E402 - after the imports it documents
+
+_apply_docstrings(globals())
