@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphc import random as graphc_random
 from graphc.autodiff import backprop, zeros_for
 from graphc.errors import DTypeError, ExecutionError, GraphcError, ShapeError
 from graphc.graph import InnerGraph, clone
@@ -621,11 +622,21 @@ def _build(fn: Callable, sequences: list[Tensor], infos: list | None, nonseqs: l
     state_inits = [(k, init) for k, init in enumerate(inits) if init is not None]
     state_args = [placeholder(f"{_label(init, f'state{k}')}[t-1]", init.shape, init.dtype) for k, init in state_inits]
     nonseq_args = [placeholder(_label(v, f"non_sequence{k}"), v.shape, v.dtype) for k, v in enumerate(nonseqs)]
-    result = fn(*seq_args, *state_args, *nonseq_args)
-    if isinstance(result, dict):
-        raise TypeError(f"{function}: the step function returned a dict; return the new outputs (a tensor or a "
-                        f"list/tuple of tensors; graphc loops have no updates)")
-    outs = [as_tensor(o) for o in (result if isinstance(result, (list, tuple)) else [result])]
+    # random draws made by the step function are keyed by the step (graphc/random.py): each step draws anew
+    key = graphc_random.begin_step_function()
+    try:
+        result = fn(*seq_args, *state_args, *nonseq_args)
+        if isinstance(result, dict):
+            raise TypeError(f"{function}: the step function returned a dict; return the new outputs (a tensor or "
+                            f"a list/tuple of tensors; graphc loops have no updates)")
+        outs = [as_tensor(o) for o in (result if isinstance(result, (list, tuple)) else [result])]
+        outs, keyed = graphc_random.step_draws(outs, key)
+    finally:
+        graphc_random.end_step_function(key)
+    if keyed:  # the steps' keys are one more sequence of the loop (so its gradient sees the same draws)
+        sequences = sequences + [graphc_random.step_keys(
+            steps_tensor if steps_tensor is not None else static_steps, sequences[0] if sequences else None)]
+        seq_args = seq_args + [key]
     if infos is None:
         inits = [None] * len(outs)
     if isinstance(modes, str):
