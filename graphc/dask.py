@@ -152,6 +152,24 @@ def _same_shape_along(node, args):
     return da.map_blocks(node.primitive.impl, x, dtype=node.dtype, meta=_meta(node))
 
 
+@lowers(reduce.ProdOthersGrad)
+def _prod_others_grad(node, args):
+    """Like prod_others: whole lines along the axes in one chunk, for both operands."""
+    axes = node.primitive.axes
+    x, g = da.broadcast_arrays(*args)
+    x, g = _one_chunk_along(x, axes), _one_chunk_along(g, axes).rechunk(_one_chunk_along(x, axes).chunks)
+    return da.map_blocks(node.primitive.impl, x, g, dtype=node.dtype, meta=_meta(node))
+
+
+@lowers(shape.SqueezeCheck, nn.ShapeCheck)
+def _run_time_check(node, args):
+    """Checks of sizes unknown when the graph was built: the Dask array's whole shape is known here."""
+    shapes = [a.shape for a in args]
+    if not any(math.isnan(size) for shape_ in shapes for size in shape_):
+        node.primitive.impl(*(np.empty(s, dtype=np.bool_) for s in shapes))  # raises as the op does
+    return args[0]
+
+
 def _letters(n: int, skip: str = "") -> str:
     return "".join(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in skip)[:n]
 
@@ -561,6 +579,28 @@ def _batch_along(node, statuses):
     if axis in tuple(a % node.ndim for a in _coupled_axes(node)):
         raise _NotBatchParallel
     return axis
+
+
+@batch_rule(reduce.ProdOthersGrad)
+def _batch_prod_others_grad(node, statuses):
+    position = _aligned(node, statuses)
+    if position in tuple(a % node.ndim for a in node.primitive.axes):
+        raise _NotBatchParallel
+    return position
+
+
+@batch_rule(shape.SqueezeCheck)
+def _batch_squeeze_check(node, statuses):
+    if statuses[0] in node.primitive.axes:  # a chunk of one example is not a batch of one
+        raise _NotBatchParallel
+    return statuses[0]
+
+
+@batch_rule(nn.ShapeCheck)
+def _batch_shape_check(node, statuses):
+    if not isinstance(statuses[0], int) or statuses[0] != statuses[1]:
+        raise _NotBatchParallel
+    return statuses[0]
 
 
 @batch_rule(nn.SoftmaxCrossEntropy)
