@@ -161,15 +161,6 @@ def _prod_others_grad(node, args):
     return da.map_blocks(node.primitive.impl, x, g, dtype=node.dtype, meta=_meta(node))
 
 
-@lowers(shape.SqueezeCheck, nn.ShapeCheck)
-def _run_time_check(node, args):
-    """Checks of sizes unknown when the graph was built: the Dask array's whole shape is known here."""
-    shapes = [a.shape for a in args]
-    if not any(math.isnan(size) for shape_ in shapes for size in shape_):
-        node.primitive.impl(*(np.empty(s, dtype=np.bool_) for s in shapes))  # raises as the op does
-    return args[0]
-
-
 def _letters(n: int, skip: str = "") -> str:
     return "".join(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in skip)[:n]
 
@@ -457,12 +448,6 @@ def _checked_at_lowering(node, args):
         raise ShapeError(f"to_dask: squeeze() kept an axis of size 1 whose size was unknown when the graph was "
                          f"built ({node.describe()}); pass axis= to say which axes to remove")
     return x
-
-
-@lowers(reduce.ProdOthersGrad)
-def _prod_others_grad(node, args):
-    operands = da.broadcast_arrays(*(_one_chunk_along(a, node.primitive.axes) for a in args))
-    return da.map_blocks(node.primitive.impl, *operands, dtype=node.dtype, meta=_meta(node))
 
 
 #: for each convolution op, the positions of its inputs whose axis 0 is the examples
@@ -795,15 +780,6 @@ def _batch_per_example(node, statuses):
                                                          if i not in carriers):
         return 0
     raise _NotBatchParallel
-
-
-@batch_rule(nn.ShapeCheck, shape.SqueezeCheck)
-def _batch_check(node, statuses):
-    if isinstance(node.primitive, shape.SqueezeCheck) and statuses[0] in node.primitive.axes:
-        raise _NotBatchParallel
-    if len(statuses) > 1 and statuses[1] != statuses[0]:
-        raise _NotBatchParallel
-    return statuses[0]
 
 
 @batch_rule(conv.Conv2dWeightGrad)
