@@ -18,6 +18,13 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
+from graphc.errors import GraphcError, LoadError
+from graphc.export._common import graph_nodes, node_kind
+from graphc.export.dot import render, to_dot
+from graphc.printing import debugprint
+from graphc.serialize import load
+from graphc.types import format_shape
+
 EXIT_OK = 0
 EXIT_BAD_FILE = 1
 EXIT_USAGE = 2
@@ -25,21 +32,11 @@ EXIT_RENDER = 3
 
 
 def _shape(shape) -> str:
-    from graphc.types import format_shape
-
     return format_shape(shape)
-
-
-def _load(path: str):
-    from graphc import load
-
-    return load(path)
 
 
 def info_text(fn, path: str = "") -> str:
     """The text ``graphc info`` prints for a loaded Function."""
-    from graphc.export._common import graph_nodes, node_kind
-
     plan = fn.plan
     order, flat, _ = graph_nodes(fn)
     lines = [f"file: {path}"] if path else []
@@ -89,15 +86,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``graphc`` command line; returns the exit code."""
-    from graphc.errors import GraphcError, LoadError
-
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        fn = _load(args.file)
+        fn = load(args.file)
     except LoadError as exc:
         print(f"graphc: error: not a valid graphc file: {exc}", file=sys.stderr)
         return EXIT_BAD_FILE
@@ -107,16 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "info":
         sys.stdout.write(info_text(fn, args.file))
     elif args.command == "dot":
-        from graphc.export.dot import to_dot
-
         sys.stdout.write(to_dot(fn, legend=not args.no_legend))
     elif args.command == "print":
-        from graphc.printing import debugprint
-
         sys.stdout.write(debugprint(fn))
     else:
-        from graphc.export.dot import render
-
         try:
             render(fn, args.output, format=args.format)
         except ValueError as exc:

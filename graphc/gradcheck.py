@@ -6,8 +6,10 @@ import numpy as np
 
 from graphc.autodiff import grad
 from graphc.errors import GradientError
+from graphc.function import function
 from graphc.graph import clone
 from graphc.leaves import Constant, Placeholder, VariableLeaf, constant, placeholder
+from graphc.session import Session, resolve_feeds
 from graphc.tensor import Tensor, toposort
 
 _DEFAULT_TOLERANCES = {  # (rtol, atol) by the lowest float precision involved
@@ -30,8 +32,6 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
     largest relative error; raises ``GradientError`` naming the tensor and the
     worst entry when an entry is over ``atol + rtol * |numeric|``.
     """
-    from graphc.session import Session, resolve_feeds
-
     items = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
     symbolic = grad(cost, items)
     feeds = resolve_feeds(feed_dict, [cost, *items])
@@ -58,8 +58,6 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
     missing = [t for t in leaves if t not in point]
     if missing:
         raise GradientError(f"check_grad: no value for {missing[0].describe()}; put it in feed_dict")
-    from graphc.function import function
-
     evaluate = function([replace[t] for t in leaves], cost64, optimize=False)
     base = [_float64(point[t]) for t in leaves]
 

@@ -29,10 +29,14 @@ import tempfile
 
 import numpy as np
 
+from graphc.custom import CustomOp
 from graphc.errors import GraphcError, LoadError
+from graphc.function import Function, normalize_updates
 from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
 from graphc.op import REGISTRY, Op
+from graphc.pickling import rebuild_function, snapshot
 from graphc.tensor import Tensor, Variable
+from graphc.version import __version__
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "SaveError", "load", "save"]
 
@@ -56,8 +60,9 @@ MAX_STRUCTURE_DEPTH = 64
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64")
 
-#: built-in ops that are registered only when their (fixed, built-in) module is imported
-_LAZY_OP_MODULES = {"sympy_elementwise": "graphc.sympy_bridge"}
+#: built-in ops registered only when their (fixed, built-in) module is imported: op name -> module.
+#: Filled by the layer above that defines such an op (graphc.lazy, for the SymPy bridge's op).
+LAZY_OP_MODULES: dict[str, str] = {}
 
 _NODE_KEYS = {
     "placeholder": {"kind", "name", "shape", "dtype"},
@@ -85,8 +90,6 @@ def _is_builtin_op_class(cls: type) -> bool:
 
 def _refuse_op(primitive, node: Tensor | None) -> SaveError:
     where = f" ({node.describe()})" if node is not None else ""
-    from graphc.custom import CustomOp
-
     if isinstance(primitive, CustomOp):
         return SaveError(f"gc.save cannot store the custom op {primitive.name!r}{where}: custom Python ops run "
                          f"user code, which the safe format never loads. Pickle the function instead "
@@ -178,24 +181,8 @@ def _array_bytes(array: np.ndarray) -> bytes:
     return array.astype(little, copy=False).tobytes(order="C")
 
 
-def _snapshot(variables: list[Variable]) -> dict[int, np.ndarray]:
-    """The variables' values read together, under their locks (taken in the executor's order),
-    so that a save running beside a training call sees the state before or after it, not a mix."""
-    ordered = sorted(variables, key=lambda v: v.serial)
-    for variable in ordered:
-        variable.lock.acquire()
-    try:
-        return {id(v): v.value for v in ordered}
-    finally:
-        for variable in reversed(ordered):
-            variable.lock.release()
-
-
 def encode(fn) -> bytes:
     """The bytes :func:`save` writes for the compiled Function ``fn``."""
-    from graphc import __version__
-    from graphc.function import Function
-
     if not isinstance(fn, Function):
         raise TypeError(f"gc.save takes a compiled Function (gc.function(...)), got {type(fn).__name__}")
     plan = fn.plan
@@ -215,7 +202,7 @@ def encode(fn) -> bytes:
         offset += len(data)
         return len(arrays) - 1
 
-    values = _snapshot([node for node in order if isinstance(node, Variable)])
+    values = snapshot([node for node in order if isinstance(node, Variable)])
     nodes: list[dict] = []
     for node in order:
         primitive = node.primitive
@@ -432,8 +419,8 @@ def _check_annotation(annotation, value, where: str) -> None:
 def _op_class(name, where: str) -> type:
     if type(name) is not str:
         raise _fail(f"{where}: op name must be a string")
-    if name not in REGISTRY and name in _LAZY_OP_MODULES:
-        importlib.import_module(_LAZY_OP_MODULES[name])  # a fixed built-in module, never a name from the file
+    if name not in REGISTRY and name in LAZY_OP_MODULES:
+        importlib.import_module(LAZY_OP_MODULES[name])  # a fixed built-in module, never a name from the file
     cls = REGISTRY.get(name)
     if cls is None or not _is_builtin_op_class(cls):
         raise _fail(f"{where}: unknown op {name[:100]!r} (only graphc's built-in ops can be loaded)")
@@ -582,9 +569,6 @@ def _load_arrays(entries, data: bytes) -> list[np.ndarray]:
 
 
 def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
-    from graphc.function import normalize_updates
-    from graphc.pickling import rebuild_function
-
     if manifest["format"] != FORMAT_NAME:
         raise _fail(f"manifest.format: expected {FORMAT_NAME!r}, got {str(manifest['format'])[:60]!r}")
     if manifest["version"] != FORMAT_VERSION or type(manifest["version"]) is not int:

@@ -19,11 +19,19 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from graphc.errors import DTypeError, ShapeError
+from graphc.hooks import Hook
 from graphc.types import format_shape
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _serials = itertools.count()
 _local = threading.local()
+
+#: the ops behind Tensor's operators and methods (``x + y``, ``x.sum()``, ``x[i]``, ``with_name``):
+#: ops are built on Tensor, so they sit a layer above it and ``graphc.ops`` provides them at import
+OPERATORS = Hook("Tensor's operators and methods", "graphc.ops")
+#: ``Tensor._repr_svg_`` (Jupyter display), provided by ``graphc.export``
+SVG = Hook("Tensor._repr_svg_", "graphc.export")
 
 
 def user_site() -> tuple[str, int] | None:
@@ -122,9 +130,7 @@ class Tensor:
 
     def with_name(self, name: str) -> Tensor:
         """A tensor computing the same value under a new name (an identity node)."""
-        from graphc.ops.shape import identity
-
-        return identity(self, name=name)
+        return OPERATORS.identity(self, name=name)
 
     def describe(self) -> str:
         """A one-line description used in error messages."""
@@ -159,107 +165,99 @@ class Tensor:
 
     # ---- operators (NumPy semantics) -------------------------------------------------
     def __add__(self, other):
-        return _ops().add(self, other)
+        return OPERATORS.add(self, other)
 
     def __radd__(self, other):
-        return _ops().add(other, self)
+        return OPERATORS.add(other, self)
 
     def __sub__(self, other):
-        return _ops().sub(self, other)
+        return OPERATORS.sub(self, other)
 
     def __rsub__(self, other):
-        return _ops().sub(other, self)
+        return OPERATORS.sub(other, self)
 
     def __mul__(self, other):
-        return _ops().mul(self, other)
+        return OPERATORS.mul(self, other)
 
     def __rmul__(self, other):
-        return _ops().mul(other, self)
+        return OPERATORS.mul(other, self)
 
     def __truediv__(self, other):
-        return _ops().div(self, other)
+        return OPERATORS.div(self, other)
 
     def __rtruediv__(self, other):
-        return _ops().div(other, self)
+        return OPERATORS.div(other, self)
 
     def __pow__(self, other):
-        return _ops().pow(self, other)
+        return OPERATORS.pow(self, other)
 
     def __rpow__(self, other):
-        return _ops().pow(other, self)
+        return OPERATORS.pow(other, self)
 
     def __matmul__(self, other):
-        return _ops().matmul(self, other)
+        return OPERATORS.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _ops().matmul(other, self)
+        return OPERATORS.matmul(other, self)
 
     def __neg__(self):
-        return _ops().neg(self)
+        return OPERATORS.neg(self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _ops().abs(self)
+        return OPERATORS.abs(self)
 
     def __lt__(self, other):
-        return _ops().less(self, other)
+        return OPERATORS.less(self, other)
 
     def __le__(self, other):
-        return _ops().less_equal(self, other)
+        return OPERATORS.less_equal(self, other)
 
     def __gt__(self, other):
-        return _ops().greater(self, other)
+        return OPERATORS.greater(self, other)
 
     def __ge__(self, other):
-        return _ops().greater_equal(self, other)
+        return OPERATORS.greater_equal(self, other)
 
     def __getitem__(self, key):
-        return _ops().getitem(self, key)
+        return OPERATORS.getitem(self, key)
 
     @property
     def T(self) -> Tensor:
-        return _ops().transpose(self)
+        return OPERATORS.transpose(self)
 
     def sum(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().sum(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.sum(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().mean(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.mean(self, axis=axis, keepdims=keepdims)
 
     def max(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().max(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.max(self, axis=axis, keepdims=keepdims)
 
     def min(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().min(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.min(self, axis=axis, keepdims=keepdims)
 
     def prod(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().prod(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.prod(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape) -> Tensor:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
-        return _ops().reshape(self, shape)
+        return OPERATORS.reshape(self, shape)
 
     def transpose(self, *axes) -> Tensor:
         if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
             axes = axes[0]
-        return _ops().transpose(self, axes if axes else None)
+        return OPERATORS.transpose(self, axes if axes else None)
 
     def astype(self, dtype) -> Tensor:
-        return _ops().cast(self, dtype)
+        return OPERATORS.cast(self, dtype)
 
     def _repr_svg_(self):  # Jupyter display
-        from graphc.export.dot import repr_svg
-
-        return repr_svg([self])
-
-
-def _ops():
-    import graphc.ops as ops
-
-    return ops
+        return SVG([self])
 
 
 class Variable(Tensor):
@@ -293,7 +291,7 @@ class Variable(Tensor):
         # A variable pickles as its current value and name (tensors in general do not pickle alone).
         with self.lock:
             value = self._value
-        return _restore_variable, (value, self.name)
+        return Variable, (self.primitive, value, self.name)
 
     def _install(self, value: np.ndarray) -> None:
         """Install an already-checked array owned by graphc (caller holds ``lock``)."""
@@ -301,15 +299,7 @@ class Variable(Tensor):
         object.__setattr__(self, "_value", value)
 
 
-def _restore_variable(value: np.ndarray, name: str | None) -> Variable:
-    from graphc.leaves import VariableLeaf
-
-    return Variable(VariableLeaf(), np.asarray(value), name)
-
-
 def _checked_variable_value(variable: Variable, value) -> np.ndarray:
-    from graphc.errors import DTypeError, ShapeError
-
     array = np.asarray(value)
     if array.shape != variable.shape:
         raise ShapeError(f"set_value: variable {variable.name or '<unnamed>'!r} has shape "

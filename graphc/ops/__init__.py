@@ -1,4 +1,10 @@
-"""Every public op function, by family. One op is one class in its family's module."""
+"""Every public op function, by family. One op is one class in its family's module.
+
+Importing this package provides Tensor's operators and methods (``x + y``, ``x.sum()``, ...)
+through the hook ``graphc.tensor.OPERATORS``: tensors sit a layer below the ops.
+"""
+
+import sys
 
 from graphc.ops.elementwise import (
     abs,
@@ -62,6 +68,7 @@ from graphc.ops.shape import (
     take,
     transpose,
 )
+from graphc.tensor import OPERATORS
 
 __all__ = [
     "abs", "add", "broadcast_to", "cast", "clip", "concatenate", "cos", "div", "dot", "einsum", "elu", "equal",
@@ -72,3 +79,5 @@ __all__ = [
     "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "squeeze", "stack", "step",
     "stop_gradient", "sub", "sum", "swish", "take", "tanh", "transpose", "where", "zeros_like",
 ]
+
+OPERATORS.provide(sys.modules[__name__])
