@@ -192,7 +192,6 @@ class Executable:
         touched = {id(v): v for v in plan.variables + updated}
         self._locked = sorted(touched.values(), key=lambda v: v.serial)  # one global order: no deadlock
         self._updated = updated
-        self._hold_locks = bool(updated)
         # a single variable read without updates needs no lock: reading one attribute is atomic
         self._locks = tuple(v.lock for v in self._locked) if updated or len(self._locked) > 1 else ()
         self._variables = plan.variables

@@ -15,7 +15,7 @@ import itertools
 import os
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -56,6 +56,21 @@ class building_gradient:
 
 def _in_gradient() -> bool:
     return getattr(_local, "gradient_depth", 0) > 0
+
+
+_KEEP = object()  # with_inputs: keep this metadata as it is
+_DTYPE_TEXT: dict[np.dtype, bytes] = {}
+
+
+def _dtype_text(dtype: np.dtype) -> bytes:
+    text = _DTYPE_TEXT.get(dtype)
+    if text is None:
+        text = _DTYPE_TEXT[dtype] = str(dtype).encode()
+    return text
+
+
+def _has_key(node: Tensor) -> bool:
+    return node._key is not None
 
 
 class Tensor:
@@ -152,16 +167,34 @@ class Tensor:
         Stable across processes: it uses no ``id()`` or ``hash()``.
         """
         if self._key is None:
-            for node in toposort([self]):
-                if node._key is None:
-                    digest = hashlib.blake2b(digest_size=16)
-                    digest.update(node.primitive.key_bytes(node))
-                    digest.update(str(node.dtype).encode())
-                    digest.update(repr(node.shape).encode())
-                    for parent in node.inputs:
-                        digest.update(parent._key.encode())
-                    object.__setattr__(node, "_key", digest.hexdigest())
+            # only the ancestors without a key yet are visited: keying a graph node by node is linear
+            for node in toposort([self], skip=_has_key):
+                digest = hashlib.blake2b(node.primitive.key_bytes(node), digest_size=16)
+                digest.update(_dtype_text(node.dtype))
+                digest.update(repr(node.shape).encode())
+                for parent in node.inputs:
+                    digest.update(parent._key.encode())
+                object.__setattr__(node, "_key", digest.hexdigest())
         return self._key
+
+    # ---- rebuilding -----------------------------------------------------------------
+    def with_inputs(self, inputs: Sequence[Tensor], *, name=_KEEP, site=_KEEP, is_gradient=_KEEP,
+                    retype: bool = False) -> Tensor:
+        """This node's op over ``inputs``, keeping its name, user site and gradient mark unless given.
+
+        Returns ``self`` when nothing would change. The shape and dtype are kept too, or
+        inferred again with ``retype=True`` (when an input's type may have changed, e.g. a
+        more specific shape). Every pass and clone rebuilds nodes with this method.
+        """
+        inputs = tuple(inputs)
+        name = self.name if name is _KEEP else name
+        site = self.site if site is _KEEP else site
+        is_gradient = self.is_gradient if is_gradient is _KEEP else is_gradient
+        if (name == self.name and site == self.site and is_gradient == self.is_gradient
+                and len(inputs) == len(self.inputs) and all(a is b for a, b in zip(inputs, self.inputs))):
+            return self
+        shape, dtype = self.primitive.infer(*inputs) if retype else (self.shape, self.dtype)
+        return Tensor(self.primitive, inputs, shape, dtype, name=name, site=site, is_gradient=is_gradient)
 
     # ---- operators (NumPy semantics) -------------------------------------------------
     def __add__(self, other):
@@ -314,33 +347,33 @@ def _checked_variable_value(variable: Variable, value) -> np.ndarray:
 
 # ---- traversal ----------------------------------------------------------------------
 
-def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = ()) -> list[Tensor]:
-    """Every ancestor of ``outputs`` (inclusive), inputs before consumers.
+def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = (),
+             skip: Callable[[Tensor], bool] | None = None) -> list[Tensor]:
+    """Every ancestor of ``outputs`` (inclusive), inputs before consumers: graphc's one traversal.
 
     Iterative (deep graphs do not hit the recursion limit) and deterministic:
-    the order depends only on the graph, visiting inputs in argument order.
-    Tensors in ``stop_at`` are included but their inputs are not visited.
+    depth first, visiting inputs in argument order, so the order depends only on
+    the graph. Tensors in ``stop_at`` are included but their inputs are not
+    visited; tensors for which ``skip`` is true are neither included nor visited
+    (e.g. the part of a graph an earlier sweep already handled).
     """
     stop = {id(t) for t in stop_at}
     order: list[Tensor] = []
-    state: dict[int, int] = {}  # 1 = on the stack, 2 = emitted
+    seen: set[int] = set()
     for root in outputs:
-        if state.get(id(root)) == 2:
+        if id(root) in seen or (skip is not None and skip(root)):
             continue
-        stack = [(root, 0)]
-        state[id(root)] = 1
+        seen.add(id(root))
+        stack = [(root, iter(() if id(root) in stop else root.inputs))]
         while stack:
-            node, index = stack[-1]
-            parents = () if id(node) in stop else node.inputs
-            if index < len(parents):
-                stack[-1] = (node, index + 1)
-                parent = parents[index]
-                if id(parent) not in state:
-                    state[id(parent)] = 1
-                    stack.append((parent, 0))
+            node, parents = stack[-1]
+            for parent in parents:
+                if id(parent) not in seen and (skip is None or not skip(parent)):
+                    seen.add(id(parent))
+                    stack.append((parent, iter(() if id(parent) in stop else parent.inputs)))
+                    break
             else:
                 stack.pop()
-                state[id(node)] = 2
                 order.append(node)
     return order
 
