@@ -589,54 +589,75 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
         kind = entry["kind"]
         _obj(entry, _NODE_KEYS[kind], where)
         name = _str(entry["name"], f"{where}.name", allow_none=kind != "placeholder")
+        stand_in_site = (f"<{label} node {k}>", 0)
         if kind in ("constant", "variable"):
-            array_index = _int(entry["array"], f"{where}.array", 0, len(arrays) - 1)
-            if array_index in used_arrays:
-                raise _fail(f"{where}.array: array {array_index} is used twice")
-            used_arrays.add(array_index)
-            value = arrays[array_index]
-            if kind == "constant":
-                grad = _bool(entry["grad"], f"{where}.grad")
-                tensor = Tensor(Constant(value), (), value.shape, value.dtype, name=name,
-                                site=(f"<{label} node {k}>", 0), is_gradient=grad)
-            else:
-                tensor = Variable(VariableLeaf(), value, name)
+            tensor = _decode_state(entry, kind, name, where, arrays, used_arrays, stand_in_site)
         elif kind == "placeholder":
             if not name:
                 raise _fail(f"{where}.name: a placeholder needs a non-empty name")
             shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
             dtype = _dtype(entry["dtype"], f"{where}.dtype")
-            tensor = Tensor(Placeholder(), (), shape, dtype, name=name, site=(f"<{label} node {k}>", 0),
-                            is_gradient=False)
+            tensor = Tensor(Placeholder(), (), shape, dtype, name=name, site=stand_in_site, is_gradient=False)
         else:
-            shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
-            dtype = _dtype(entry["dtype"], f"{where}.dtype")
-            grad = _bool(entry["grad"], f"{where}.grad")
-            inputs = []
-            for position, parent in enumerate(_list(entry["inputs"], f"{where}.inputs", MAX_INPUTS_PER_NODE)):
-                if type(parent) is not int or not 0 <= parent < k:
-                    raise _fail(f"{where}.inputs[{position}]: {str(parent)[:20]} does not refer to an earlier "
-                                f"node (inputs must come before their consumers; no cycles)")
-                inputs.append(tensors[parent])
-            site = entry["site"]
-            if site is not None:
-                site = _list(site, f"{where}.site")
-                if len(site) != 2:
-                    raise _fail(f"{where}.site: expected [file, line]")
-                site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, 1 << 31))
-            primitive = _build_op(entry["op"], entry["params"], where)
-            try:
-                inferred_shape, inferred_dtype = primitive.infer(*inputs)
-            except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent
-                raise _fail(f"{where}: op {entry['op']!r} rejects its inputs: {type(exc).__name__}: {exc}") from exc
-            if tuple(inferred_shape) != shape or np.dtype(inferred_dtype) != dtype:
-                raise _fail(f"{where}: op {entry['op']!r} declares shape {list(shape)} {dtype}, but its inputs "
-                            f"give {list(inferred_shape)} {np.dtype(inferred_dtype)}")
-            tensor = Tensor(primitive, inputs, shape, dtype, name=name,
-                            site=site if site is not None else (f"<{label} node {k}>", 0), is_gradient=grad)
+            tensor = _decode_op_node(entry, name, where, tensors, stand_in_site)
         tensors.append(tensor)
         kinds.append(kind)
+    inputs, outputs, spec, pairs = _decode_interface(manifest, tensors, kinds)
+    try:
+        updates = normalize_updates(pairs)
+    except Exception as exc:  # noqa: BLE001 - an update the function constructor would refuse
+        raise _fail(f"updates: {exc}") from exc
+    try:
+        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates)
+    except Exception as exc:  # noqa: BLE001 - e.g. a placeholder the graph needs is not an input
+        raise _fail(f"{path}: the graph cannot be compiled: {type(exc).__name__}: {exc}") from exc
 
+
+def _decode_state(entry: dict, kind: str, name, where: str, arrays: list[np.ndarray], used_arrays: set[int],
+                  site: tuple) -> Tensor:
+    """A constant or variable node: its array, used by no other node."""
+    array_index = _int(entry["array"], f"{where}.array", 0, len(arrays) - 1)
+    if array_index in used_arrays:
+        raise _fail(f"{where}.array: array {array_index} is used twice")
+    used_arrays.add(array_index)
+    value = arrays[array_index]
+    if kind == "variable":
+        return Variable(VariableLeaf(), value, name)
+    grad = _bool(entry["grad"], f"{where}.grad")
+    return Tensor(Constant(value), (), value.shape, value.dtype, name=name, site=site, is_gradient=grad)
+
+
+def _decode_op_node(entry: dict, name, where: str, tensors: list[Tensor], stand_in_site: tuple) -> Tensor:
+    """An op node over earlier nodes; its declared type must be what its op infers from its inputs."""
+    shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
+    dtype = _dtype(entry["dtype"], f"{where}.dtype")
+    grad = _bool(entry["grad"], f"{where}.grad")
+    inputs = []
+    for position, parent in enumerate(_list(entry["inputs"], f"{where}.inputs", MAX_INPUTS_PER_NODE)):
+        if type(parent) is not int or not 0 <= parent < len(tensors):
+            raise _fail(f"{where}.inputs[{position}]: {str(parent)[:20]} does not refer to an earlier "
+                        f"node (inputs must come before their consumers; no cycles)")
+        inputs.append(tensors[parent])
+    site = entry["site"]
+    if site is not None:
+        site = _list(site, f"{where}.site")
+        if len(site) != 2:
+            raise _fail(f"{where}.site: expected [file, line]")
+        site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, 1 << 31))
+    primitive = _build_op(entry["op"], entry["params"], where)
+    try:
+        inferred_shape, inferred_dtype = primitive.infer(*inputs)
+    except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent
+        raise _fail(f"{where}: op {entry['op']!r} rejects its inputs: {type(exc).__name__}: {exc}") from exc
+    if tuple(inferred_shape) != shape or np.dtype(inferred_dtype) != dtype:
+        raise _fail(f"{where}: op {entry['op']!r} declares shape {list(shape)} {dtype}, but its inputs "
+                    f"give {list(inferred_shape)} {np.dtype(inferred_dtype)}")
+    return Tensor(primitive, inputs, shape, dtype, name=name, site=site if site is not None else stand_in_site,
+                  is_gradient=grad)
+
+
+def _decode_interface(manifest: dict, tensors: list[Tensor], kinds: list[str]):
+    """(inputs, outputs, structure spec, update pairs), every reference checked."""
     def node_ref(value, where: str) -> int:
         if type(value) is not int or not 0 <= value < len(tensors):
             raise _fail(f"{where}: {str(value)[:20]} is not a node index")
@@ -664,14 +685,7 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
         if kinds[variable] != "variable":
             raise _fail(f"updates[{position}]: node {variable} is not a variable")
         pairs.append((tensors[variable], tensors[node_ref(pair[1], f"updates[{position}][1]")]))
-    try:
-        updates = normalize_updates(pairs)
-    except Exception as exc:  # noqa: BLE001 - an update the function constructor would refuse
-        raise _fail(f"updates: {exc}") from exc
-    try:
-        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates)
-    except Exception as exc:  # noqa: BLE001 - e.g. a placeholder the graph needs is not an input
-        raise _fail(f"{path}: the graph cannot be compiled: {type(exc).__name__}: {exc}") from exc
+    return inputs, outputs, spec, pairs
 
 
 def load(path):
