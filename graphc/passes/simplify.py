@@ -82,10 +82,16 @@ def add_zero(node: Tensor) -> Tensor | None:
 
 @named("simplify.sub_zero")
 def sub_zero(node: Tensor) -> Tensor | None:
-    """x - 0 -> x"""
+    """x - 0.0 -> x ;  x - 0 -> x for integers
+
+    For floats only a positive zero is neutral: ``-0.0 - (-0.0)`` is ``+0.0``, so
+    ``x - (-0.0) -> x`` would turn the sign of a zero around.
+    """
     x, zero = node.inputs
     value = uniform_value(zero)
-    return x if value is not None and value == 0 and replaces(x, node) else None
+    if value is None or value != 0 or (node.dtype.kind == "f" and np.signbit(value)):
+        return None
+    return x if replaces(x, node) else None
 
 
 @named("simplify.div_one")
