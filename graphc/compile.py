@@ -1002,20 +1002,41 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
 
     ``fused`` (step id -> update index) are steps writing straight into target ``t{k}``;
     ``writes`` (step id -> update index) are in-place write steps (see ``_stage_inplace``).
+    Three stages: buffer lifetimes, where each step writes (``_choose_targets``), and the
+    code itself, a line per step (``_emit_lines``).
     """
     fused = fused or {}
     writes = writes or {}
-    ufuncs = tables["ufuncs"]
-    classes = tables["classes"]
-    relu_cls, matmul_cls = classes["relu"], classes["matmul"]
-    position = {id(n): i for i, n in enumerate(steps)}
-    never = len(steps) + 1
     returned = {id(t) for t in roots}
     last_use: dict[int, int] = {}
     for index, node in enumerate(steps):
         for parent in deps[id(node)]:
             last_use[id(parent)] = index
-    # which buffers each value may look into; only buffers a step allocated are "owned"
+    owned, buffer_end, ends_at = _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes)
+    kinds = [_step_kind(node, tables, special, fused, writes) for node in steps]
+    target, taken_at = ({}, {}) if not reuse_buffers else _choose_targets(steps, deps, kinds, owned, buffer_end,
+                                                                         ends_at)
+    frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
+    for key, index in last_use.items():
+        if key in returned or names[key][0] not in "vx":
+            continue
+        if key in taken_at and taken_at[key] > index:
+            frees.setdefault(taken_at[key], []).append(key)  # held for reuse, dropped once reused
+        else:
+            frees.setdefault(index, []).append(key)
+    lines, line_step = _emit_lines(steps, deps, names, kinds, target, frees, tables, namespace, special, fused,
+                                   writes)
+    return lines, kinds, line_step
+
+
+def _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes):
+    """(owned buffers, the step after which each buffer is dead, buffers by the step they die at).
+
+    A value may look into the buffers of its inputs (views); only buffers a step allocated are
+    "owned", never a variable's storage; a returned buffer never dies.
+    """
+    position = {id(n): i for i, n in enumerate(steps)}
+    never = len(steps) + 1
     buffers: dict[int, tuple[int, ...]] = {id(n): (id(n),) for n in leaves}
     owned: dict[int, Tensor] = {}
     for node in steps:
@@ -1035,74 +1056,73 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
     for buffer, end in buffer_end.items():
         if buffer in owned and end < never:
             ends_at.setdefault(end, []).append(buffer)
+    return owned, buffer_end, ends_at
 
-    # decide, step by step, where each out= capable step writes
-    target: dict[int, int] = {}  # step index -> buffer (value id) it writes into
-    kinds: list[str] = []
-    taken_at: dict[int, int] = {}  # buffer -> step that reuses it from the pool
+
+def _step_kind(node, tables, special, fused, writes) -> str:
+    """How a step is lowered before buffers are chosen: "write", "copy", "special", "ufunc", ..."""
+    cls = type(node.primitive)
+    if id(node) in fused:
+        return "to-var"  # computed straight into the variable's storage (out=)
+    if id(node) in writes:
+        return "write"
+    if cls is _CopyStep:
+        return "copy"
+    if id(node) in special:
+        return "special"
+    if cls in tables["ufuncs"] or cls is tables["classes"]["relu"]:
+        return "ufunc"
+    if cls is tables["classes"]["matmul"]:
+        return "matmul"
+    return "call"
+
+
+def _choose_targets(steps, deps, kinds, owned, buffer_end, ends_at):
+    """Where each ``out=`` capable step writes: (step index -> buffer, buffer -> step taking it).
+
+    An input dying at the step (in place, ufuncs only), else a dead buffer of the same shape and
+    dtype from the pool. Updates ``kinds`` with "inplace" / "reuse".
+    """
+    target: dict[int, int] = {}
+    taken_at: dict[int, int] = {}
     pool: dict[tuple, list[int]] = {}
     for index, node in enumerate(steps):
-        cls = type(node.primitive)
-        kind = "call"
-        if id(node) in writes:
-            kind = "write"
-        elif cls is _CopyStep:
-            kind = "copy"
-        elif id(node) in special:
-            kind = "special"
-        elif cls in ufuncs or cls is relu_cls:
-            kind = "ufunc"
-        elif cls is matmul_cls:
-            kind = "matmul"
-        if id(node) in fused:
-            kind = "to-var"  # computed straight into the variable's storage (out=)
-        elif reuse_buffers and kind in ("ufunc", "matmul") and _static(node):  # a special kernel has no out=
+        kind = kinds[index]
+        if kind in ("ufunc", "matmul") and _static(node):  # a special kernel has no out=
             choice = None
             if kind == "ufunc":
-                for parent in deps[id(node)]:
-                    key = id(parent)
-                    if (key in owned and buffer_end[key] == index and key not in taken_at
-                            and parent.shape == node.shape and parent.dtype == node.dtype):
-                        choice = key
-                        kind = "inplace"
-                        break
-            if choice is None:
-                free = pool.get((node.shape, node.dtype))
-                if free:
-                    choice = free.pop()
-                    taken_at[choice] = index
-                    kind = "reuse"
+                choice = next((id(p) for p in deps[id(node)]
+                               if id(p) in owned and buffer_end[id(p)] == index and id(p) not in taken_at
+                               and p.shape == node.shape and p.dtype == node.dtype), None)
+                if choice is not None:
+                    kinds[index] = "inplace"
+            if choice is None and pool.get((node.shape, node.dtype)):
+                choice = pool[(node.shape, node.dtype)].pop()
+                kinds[index] = "reuse"
             if choice is not None:
                 target[index] = choice
-                if kind == "inplace":
-                    taken_at[choice] = index
-        kinds.append(kind)
+                taken_at[choice] = index
         for buffer in ends_at.get(index, ()):
             if buffer not in taken_at:
-                node_b = owned[buffer]
-                pool.setdefault((node_b.shape, node_b.dtype), []).append(buffer)
+                dead = owned[buffer]
+                pool.setdefault((dead.shape, dead.dtype), []).append(buffer)
+    return target, taken_at
 
+
+def _emit_lines(steps, deps, names, kinds, target, frees, tables, namespace, special, fused, writes):
+    """One line per step (plus ``del`` lines), values living in recycled local names.
+
+    A step's result takes the name ("register") of an input that dies there, so rebinding
+    drops the old value with no ``del`` line (fewer lines to compile, the same lifetimes).
+    ``names`` ends up mapping each value to its name while it lives.
+    """
     lines: list[str] = []
     line_step: dict[int, int] = {}
-    frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
-    for key, index in last_use.items():
-        if key in returned or names[key][0] not in "vx":
-            continue
-        if key in taken_at and taken_at[key] > index:
-            frees.setdefault(taken_at[key], []).append(key)  # held for reuse, dropped once reused
-        else:
-            frees.setdefault(index, []).append(key)
-    # Step values live in recycled local names ("registers"): a step's result takes the name of an
-    # input that dies there, so rebinding drops the old value with no `del` line (fewer lines to
-    # compile, the same lifetimes). `names` ends up mapping each value to its name while it lives.
     register: dict[int, str] = {}
     free_registers: list[str] = []
     registers_made = 0
     live: dict[str, int] = {}  # name -> the value it holds
     for index, node in enumerate(steps):
-        cls = type(node.primitive)
-        args = [names[id(p)] for p in deps[id(node)]]
-        kind = kinds[index]
         dying = frees.get(index, ())
         mine = target.get(index)
         if id(node) in fused or id(node) in writes:
@@ -1119,63 +1139,8 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
         out = f", out={names[target[index]]}" if index in target else ""
         if id(node) in fused:
             out = f", out={name}"
-        if (not out and kind in ("ufunc", "matmul") and _static(node)
-                and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
-            out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
-            kinds[index] = kind = kind + "+spare"
-        if kind == "call" and cls is classes["transpose"] and tuple(node.primitive.axes) == tuple(
-                reversed(range(len(node.shape)))):
-            kinds[index] = "T"
-            call = f"{args[0]}.T"
-        elif kind == "call" and cls is classes["sum_to"] and _static(node) and len(args) == 1 \
-                and _static(deps[id(node)][0]) and node.dtype.kind == "f":
-            source = deps[id(node)][0].shape
-            lead = len(source) - len(node.shape)
-            axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(node.shape)
-                                              if size == 1 and source[lead + i] != 1)
-            if not axes:
-                kinds[index] = "reshape"
-                call = f"{args[0]}.reshape({node.shape!r})"
-            else:
-                namespace[f"f{index}"] = np.add.reduce
-                kinds[index] = "reduce"
-                keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
-                call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
-                if keep:
-                    call += f".reshape({node.shape!r})"
-        elif kind == "call" and cls is classes["mean"] and node.dtype.kind == "f" and len(args) == 1 \
-                and deps[id(node)][0].dtype == node.dtype and None not in deps[id(node)][0].shape:
-            # np.mean's own arithmetic (a sum, then a true division by the count) without its
-            # Python-level wrapper
-            source = deps[id(node)][0].shape
-            items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
-            namespace[f"f{index}"] = np.add.reduce
-            kinds[index] = "reduce"
-            call = (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
-                    f"keepdims={bool(node.primitive.keepdims)}) / {items}")
-        elif kind == "write":
-            var_shape, var_dtype = node.shape, node.dtype
-            namespace[f"f{index}"] = functools.partial(_write, var_shape, var_dtype, node.primitive.variable)
-            call = f"f{index}({name}, {args[0]})"
-        elif kind == "copy":
-            call = f"_copy({args[0]})"
-        elif kind == "special":
-            namespace[f"f{index}"] = special[id(node)]
-            call = f"f{index}({', '.join(args)})"
-        elif kind == "call":
-            namespace[f"f{index}"] = node.primitive.impl
-            call = f"f{index}({', '.join(args)})"
-        elif cls is relu_cls:
-            namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
-            call = f"f{index}({args[0]}, z{index}{out})"
-        elif cls is matmul_cls:
-            namespace[f"f{index}"] = np.matmul  # Matmul.impl is exactly np.matmul
-            call = f"f{index}({', '.join(args)}{out})"
-        else:
-            namespace[f"f{index}"] = ufuncs[cls]
-            call = f"f{index}({', '.join(args)}{out})"
         line_step[len(lines)] = index
-        lines.append(f"{name} = {call}")
+        lines.append(f"{name} = {_step_call(index, node, deps, names, kinds, out, name, tables, namespace, special)}")
         dead = []
         for key in dying:
             old = names[key]
@@ -1192,4 +1157,65 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
         live[name] = id(node)
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
-    return lines, kinds, line_step
+    return lines, line_step
+
+
+def _step_call(index, node, deps, names, kinds, out, name, tables, namespace, special) -> str:
+    """The expression computing step ``index`` (its callables go into ``namespace``)."""
+    cls = type(node.primitive)
+    classes = tables["classes"]
+    args = [names[id(p)] for p in deps[id(node)]]
+    kind = kinds[index]
+    if (not out and kind in ("ufunc", "matmul") and _static(node)
+            and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
+        out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
+        kinds[index] = kind + "+spare"
+    if kind == "call":
+        return _cheap_call(index, node, deps, args, kinds, classes, namespace)
+    if kind == "write":
+        namespace[f"f{index}"] = functools.partial(_write, node.shape, node.dtype, node.primitive.variable)
+        return f"f{index}({name}, {args[0]})"
+    if kind == "copy":
+        return f"_copy({args[0]})"
+    if kind == "special":
+        namespace[f"f{index}"] = special[id(node)]
+        return f"f{index}({', '.join(args)})"
+    if cls is classes["relu"]:
+        namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
+        return f"f{index}({args[0]}, z{index}{out})"
+    # Matmul.impl is exactly np.matmul
+    namespace[f"f{index}"] = np.matmul if cls is classes["matmul"] else tables["ufuncs"][cls]
+    return f"f{index}({', '.join(args)}{out})"
+
+
+def _cheap_call(index, node, deps, args, kinds, classes, namespace) -> str:
+    """A step without ``out=``: ``x.T``, ``sum_to`` and ``mean`` as one reduction, else the op's impl."""
+    cls = type(node.primitive)
+    source = deps[id(node)][0].shape if deps[id(node)] else ()
+    if cls is classes["transpose"] and tuple(node.primitive.axes) == tuple(reversed(range(len(node.shape)))):
+        kinds[index] = "T"
+        return f"{args[0]}.T"
+    if (cls is classes["sum_to"] and _static(node) and len(args) == 1 and _static(deps[id(node)][0])
+            and node.dtype.kind == "f"):
+        lead = len(source) - len(node.shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(node.shape)
+                                          if size == 1 and source[lead + i] != 1)
+        if not axes:
+            kinds[index] = "reshape"
+            return f"{args[0]}.reshape({node.shape!r})"
+        namespace[f"f{index}"] = np.add.reduce
+        kinds[index] = "reduce"
+        keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
+        call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
+        return call + f".reshape({node.shape!r})" if keep else call
+    if (cls is classes["mean"] and node.dtype.kind == "f" and len(args) == 1
+            and deps[id(node)][0].dtype == node.dtype and None not in source):
+        # np.mean's own arithmetic (a sum, then a true division by the count) without its
+        # Python-level wrapper
+        items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
+        namespace[f"f{index}"] = np.add.reduce
+        kinds[index] = "reduce"
+        return (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
+                f"keepdims={bool(node.primitive.keepdims)}) / {items}")
+    namespace[f"f{index}"] = node.primitive.impl
+    return f"f{index}({', '.join(args)})"
