@@ -821,8 +821,72 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
     inputs = tuple(inputs)
     update_values = [new for _, new in updates]
     roots = list(outputs) + update_values
-    input_ids = {id(t): k for k, t in enumerate(inputs)}
     order = toposort(roots, stop_at=list(inputs))
+    names, defaults, variables, steps, leaves, alias = _collect(order, inputs, expand_fused)
+    tables = _tables()
+    roots = [alias.get(id(t), t) for t in roots]
+    update_values = roots[len(outputs):]
+    root_ids = {id(t) for t in roots}
+    deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
+    special: dict[int, Callable] = {}
+    if peepholes:
+        inserted: dict[int, list[Tensor]] = {}
+        dropped = _peepholes(steps, deps, root_ids, tables, special, inserted)
+        steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
+    resolved_updates = [(var, value) for (var, _), value in zip(updates, update_values)]
+    steps, roots, fused, writes = _schedule(steps, deps, roots, len(outputs), resolved_updates, inplace,
+                                            schedule_updates, tables, special)
+    for index, node in enumerate(steps):
+        names[id(node)] = f"v{index}"
+    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab}
+    scalar = not inplace and scalar_mode and bool(steps) and all(n.shape == () for n in order)
+    if scalar:
+        lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
+        scalar = lines is not None
+    if scalar:
+        namespace.update((key, value[()]) for key, value in defaults.items())
+    else:
+        namespace.update(defaults)
+        lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
+                                              reuse_buffers, special, fused, writes)
+    escaped = _escapes(roots[:len(outputs)] if inplace else roots, names, steps, scalar)
+    if inplace:
+        escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
+    source, offset = _source(len(inputs), len(variables), len(updates), namespace, lines, escaped, scalar,
+                             inplace)
+    step_of_line = {offset + line: step for line, step in line_step.items()}
+    namespace["_failure"] = _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates,
+                                             inplace)
+    exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
+    return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
+                tuple(kinds), scalar, inplace)
+
+
+def _schedule(steps, deps, roots, n_outputs, updates, inplace, schedule_updates, tables, special):
+    """The steps in run order, the roots (outputs, then what each update returns), and for in-place
+    plans the steps writing into a variable's storage (``fused``) and the write steps (``writes``)."""
+    fused: dict[int, int] = {}
+    writes: dict[int, int] = {}
+    order_deps = deps
+    if inplace:
+        steps, order_deps = _order_for_inplace(steps, deps, updates)
+    if schedule_updates and updates:
+        steps = _schedule_eager(steps, deps, roots[:n_outputs], roots[n_outputs:], order_deps)
+    if inplace:
+        steps = _sink(steps, deps, {id(t) for t in roots}, updates)
+        steps, staged_outputs, fused, writes = _stage_inplace(steps, deps, list(roots[:n_outputs]), updates,
+                                                              tables, special)
+        roots = staged_outputs + [n for n in steps if id(n) in fused]
+    return steps, roots, fused, writes
+
+
+def _collect(order: list[Tensor], inputs: tuple, expand_fused: bool):
+    """(names, constants' values by name, variables, steps, leaves, fused node -> its last step).
+
+    Leaves get their names (``x`` feeds, ``w`` variables, ``c`` constants); a placeholder that is
+    not fed is a FeedError before anything runs; fused nodes are expanded into steps if asked.
+    """
+    input_ids = {id(t): k for k, t in enumerate(inputs)}
     names: dict[int, str] = {}
     defaults: dict[str, object] = {}
     variables: list[Variable] = []
@@ -845,57 +909,18 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
             names[key] = f"c{len(defaults)}"
             defaults[names[key]] = node.primitive.value
             leaves.append(node)
-        elif expand_fused and _expand_fused(node, alias, steps):
-            pass
-        else:
+        elif not (expand_fused and _expand_fused(node, alias, steps)):
             steps.append(node)
-    tables = _tables()
-    roots = [alias.get(id(t), t) for t in roots]
-    outputs_resolved = roots[:len(outputs)]
-    update_values = roots[len(outputs):]
-    root_ids = {id(t) for t in roots}
-    deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
-    special: dict[int, Callable] = {}
-    if peepholes:
-        inserted: dict[int, list[Tensor]] = {}
-        dropped = _peepholes(steps, deps, root_ids, tables, special, inserted)
-        steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
-    resolved_updates = [(var, value) for (var, _), value in zip(updates, update_values)]
-    order_deps = deps
-    if inplace:
-        steps, order_deps = _order_for_inplace(steps, deps, resolved_updates)
-    if schedule_updates and updates:
-        steps = _schedule_eager(steps, deps, outputs_resolved, update_values, order_deps)
-    fused: dict[int, int] = {}
-    writes: dict[int, int] = {}
-    if inplace:
-        steps = _sink(steps, deps, root_ids, resolved_updates)
-        steps, staged_outputs, fused, writes = _stage_inplace(steps, deps, list(outputs_resolved),
-                                                              resolved_updates, tables, special)
-        step_ids = {id(n) for n in steps}
-        roots = staged_outputs + [n for n in steps if id(n) in fused]
-    for index, node in enumerate(steps):
-        names[id(node)] = f"v{index}"
+    return names, defaults, variables, steps, leaves, alias
 
-    scalar = not inplace and scalar_mode and bool(steps) and all(n.shape == () for n in order)
-    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab}
-    if scalar:
-        lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
-        if lines is None:
-            scalar = False
-    if scalar:
-        for key, value in defaults.items():
-            namespace[key] = value[()]
-    else:
-        namespace.update(defaults)
-        lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
-                                              reuse_buffers, special, fused, writes)
 
-    # outputs and update values escape to the caller: copy whatever could alias
+def _escapes(escaping: list[Tensor], names: dict[int, str], steps: list[Tensor], scalar: bool) -> list[str]:
+    """The returned expressions: outputs and update values escape to the caller, so whatever could
+    alias a feed, a variable, a constant, a view or another output is copied."""
     escaped: list[str] = []
     seen: set[int] = set()
     step_ids = {id(n) for n in steps}
-    for tensor in (roots[:len(outputs)] if inplace else roots):
+    for tensor in escaping:
         name = names[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
         if scalar:
             escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar
@@ -906,30 +931,33 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
         else:
             escaped.append(f"_as_array({name})")  # fresh, but maybe a NumPy scalar
         seen.add(id(tensor))
-    if inplace:
-        escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
+    return escaped
 
+
+def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, lines: list[str],
+            escaped: list[str], scalar: bool, inplace: bool) -> tuple[str, int]:
+    """The ``run`` function's source, and the line number of its first body line minus one."""
     params = "feeds, variables, targets, _spare=None" if inplace else "feeds, variables, _spare=None"
     header = [f"def run({params}" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
-    if inputs:
-        header.append("    " + "".join(f"x{k}, " for k in range(len(inputs))) + "= feeds")
-    if variables:
-        header.append("    " + "".join(f"w{k}, " for k in range(len(variables))) + "= variables")
+    if n_inputs:
+        header.append("    " + "".join(f"x{k}, " for k in range(n_inputs)) + "= feeds")
+    if n_variables:
+        header.append("    " + "".join(f"w{k}, " for k in range(n_variables)) + "= variables")
     if inplace:
-        header.append("    " + "".join(f"t{k}, " for k in range(len(updates))) + "= targets")
+        header.append("    " + "".join(f"t{k}, " for k in range(n_updates)) + "= targets")
     if scalar:
-        for k in range(len(inputs)):
-            header.append(f"    x{k} = x{k}[()]")
-        for k in range(len(variables)):
-            header.append(f"    w{k} = w{k}[()]")
+        header.extend(f"    x{k} = x{k}[()]" for k in range(n_inputs))
+        header.extend(f"    w{k} = w{k}[()]" for k in range(n_variables))
     header.append("    try:")
-    offset = len(header) + 1  # line numbers start at 1
     body = [f"        {line}" for line in lines] or ["        pass"]
     footer = ["    except Exception as exc:",
               "        raise _failure(exc) from exc",
               f"    return ({''.join(e + ', ' for e in escaped)})"]
-    source = "\n".join(header + body + footer) + "\n"
-    step_of_line = {offset + line: step for line, step in line_step.items()}
+    return "\n".join(header + body + footer) + "\n", len(header) + 1  # line numbers start at 1
+
+
+def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates, inplace):
+    """The plan's ``_failure``: the ExecutionError for an exception raised at a line of ``run``."""
     # in-place plans: the line writing each update (a write step, or a step computing into the storage)
     write_lines = sorted((line, fused.get(id(steps[step]), writes.get(id(steps[step]))))
                          for line, step in step_of_line.items()
@@ -952,12 +980,7 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
             _report_written(error, tb.tb_lineno, write_lines, fused.get(id(node)), frame_locals, update_names)
         return error
 
-    namespace["_failure"] = failure
-    header[0] = header[0].replace(", _failure=_failure", "")
-    code = compile(source, "<graphc plan>", "exec")
-    exec(code, namespace)  # noqa: S102 - our own generated code, from the graph only
-    return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
-                tuple(kinds), scalar, inplace)
+    return failure
 
 
 def _report_written(error: ExecutionError, line: int, write_lines: list, partial: int | None,
