@@ -210,11 +210,17 @@ def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs:
     index = {id(n): i for i, n in enumerate(steps)}
     consumers: dict[int, list[Tensor]] = {id(n): [] for n in steps}
     for node in steps:
-        seen = set()
-        for parent in deps[id(node)]:
-            if id(parent) in consumers and id(parent) not in seen:
-                seen.add(id(parent))
+        for parent in dict.fromkeys(deps[id(node)]):
+            if id(parent) in consumers:
                 consumers[id(parent)].append(node)
+    distance, eager = _eager_distances(steps, deps, consumers, outputs, update_values, index)
+    if not eager:
+        return steps
+    return _emit_eagerly(steps, consumers, distance, eager, pull_deps, index)
+
+
+def _eager_distances(steps, deps, consumers, outputs, update_values, index) -> tuple[dict[int, int], set[int]]:
+    """(steps from each node to the nearest update value, the nodes only updates need)."""
     for_outputs: set[int] = set()
     stack = [t for t in outputs if id(t) in index]
     while stack:
@@ -232,10 +238,11 @@ def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs:
                 best = dc + 1
         if best is not None:
             distance[id(node)] = best
-    eager = {key for key in distance if key not in for_outputs}
-    if not eager:
-        return steps
+    return distance, {key for key in distance if key not in for_outputs}
 
+
+def _emit_eagerly(steps, consumers, distance, eager, pull_deps, index) -> list[Tensor]:
+    """``steps`` in order, each followed at once by the eager consumers it completes (see above)."""
     emitted: set[int] = set()
     order: list[Tensor] = []
 
@@ -595,20 +602,8 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
             continue
         readers = [n for n in steps if n is not value and (id(variable) in looks.get(id(n), ()) or any(
             id(variable) in looks.get(id(p), ()) for p in deps[id(n)]))]
-        if not readers:
-            continue
-        # would an edge reader -> value close a cycle? (value reaches a reader)
-        targets = {id(r) for r in readers}
-        seen, stack, cycle = {id(value)}, [id(value)], False
-        while stack and not cycle:
-            for nxt in consumers.get(stack.pop(), ()):
-                if nxt in targets:
-                    cycle = True
-                    break
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        if cycle:
+        # an edge reader -> value would close a cycle if the value reaches a reader
+        if not readers or _reaches(id(value), {id(r) for r in readers}, consumers):
             continue
         extended[id(value)] = extended[id(value)] + readers
         for reader in readers:
@@ -620,6 +615,24 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
         reads = any(looks.get(id(p)) for p in deps[id(node)]) and not node.primitive.view
         return (0 if reads else 1, index[id(node)])
 
+    return _by_rank(steps, extended, consumers, index, rank), extended
+
+
+def _reaches(start: int, targets: set[int], consumers: dict[int, list[int]]) -> bool:
+    """Whether a path of consumers leads from ``start`` to one of ``targets`` (ids)."""
+    seen, stack = {start}, [start]
+    while stack:
+        for nxt in consumers.get(stack.pop(), ()):
+            if nxt in targets:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def _by_rank(steps, extended, consumers, index, rank) -> list[Tensor]:
+    """A topological order of ``extended`` taking, among the ready steps, the lowest ``rank`` first."""
     waiting = {id(n): sum(1 for p in extended[id(n)] if id(p) in index) for n in steps}
     ready = [rank(steps[index[key]]) for key, count in waiting.items() if count == 0]
     heapq.heapify(ready)
@@ -633,7 +646,7 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
                 heapq.heappush(ready, rank(steps[index[key]]))
     if len(order) != len(steps):  # pragma: no cover - the edges added above never close a cycle
         raise AssertionError("plan compiler: a cycle in the in-place update order")
-    return order, extended
+    return order
 
 
 def _looks_into(steps, deps, updates) -> dict[int, frozenset]:
@@ -651,6 +664,25 @@ def _nbytes(node: Tensor) -> int:
     return int(np.prod(node.shape, dtype=np.int64)) * node.dtype.itemsize
 
 
+def _uses(steps, deps, root_ids) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """(position of each step, the first and the last step using each value); a view keeps the
+    buffer it looks into alive, so a value lives as long as its views do."""
+    position = {id(n): i for i, n in enumerate(steps)}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, node in enumerate(steps):
+        for parent in deps[id(node)]:
+            first.setdefault(id(parent), i)
+            last[id(parent)] = i
+    for node in reversed(steps):
+        if node.primitive.view:
+            end = len(steps) if id(node) in root_ids else last.get(id(node), position[id(node)])
+            for parent in deps[id(node)]:
+                if id(parent) in position and last.get(id(parent), -1) < end:
+                    last[id(parent)] = end
+    return position, first, last
+
+
 def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int],
           updates: Sequence[tuple[Variable, Tensor]] = ()) -> list[Tensor]:
     """Move each step down to just before its first consumer when that holds less memory.
@@ -663,20 +695,7 @@ def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int]
     hold back that variable's update (and keep its gradient alive).
     """
     looks = _looks_into(steps, deps, updates)
-    position = {id(n): i for i, n in enumerate(steps)}
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for i, node in enumerate(steps):
-        for parent in deps[id(node)]:
-            first.setdefault(id(parent), i)
-            last[id(parent)] = i
-    # a view keeps the buffer it looks into alive: a value lives as long as its views do
-    for node in reversed(steps):
-        if node.primitive.view:
-            end = len(steps) if id(node) in root_ids else last.get(id(node), position[id(node)])
-            for parent in deps[id(node)]:
-                if id(parent) in position and last.get(id(parent), -1) < end:
-                    last[id(parent)] = end
+    position, first, last = _uses(steps, deps, root_ids)
     moved: dict[int, list[Tensor]] = {}
     sunk: set[int] = set()  # (a moved step's inputs stay where they are: they are not moved)
     for i, node in enumerate(steps):
@@ -686,10 +705,8 @@ def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int]
             continue
         # bytes x steps: what the moved value no longer holds, against inputs held longer
         saved = _nbytes(node) * (target - i - 1)
-        cost = 0
-        for parent in deps[id(node)]:
-            if id(parent) in position and last[id(parent)] < target:
-                cost += _nbytes(parent) * (target - last[id(parent)]) if _static(parent) else saved
+        cost = sum(_nbytes(parent) * (target - last[id(parent)]) if _static(parent) else saved
+                   for parent in deps[id(node)] if id(parent) in position and last[id(parent)] < target)
         if cost >= saved:
             continue
         for parent in deps[id(node)]:
@@ -705,6 +722,18 @@ def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int]
         if id(node) not in sunk:
             order.append(node)
     return order
+
+
+def _computes_into(value: Tensor, variable: Variable, deps, looks, tables) -> bool:
+    """Whether the step computing ``value`` can write it with ``out=`` the variable's storage: a float
+    ufunc or matmul (which does not read the variable) of the variable's shape and dtype."""
+    cls = type(value.primitive)
+    if (isinstance(value.primitive, _CopyStep) or value.primitive.view or not _static(value)
+            or value.shape != variable.shape or value.dtype != variable.dtype or value.dtype.kind != "f"):
+        return False
+    if cls in tables["ufuncs"] or cls is tables["classes"]["relu"]:
+        return True
+    return cls is tables["classes"]["matmul"] and not any(id(variable) in looks.get(id(p), ()) for p in deps[id(value)])
 
 
 def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: list[Tensor],
@@ -724,13 +753,10 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
     """
     position = {id(n): i for i, n in enumerate(steps)}
     looks = _looks_into(steps, deps, updates)
-    last_read: dict[int, int] = {}
+    last_read: dict[int, int] = {}  # variable id -> the last step reading its storage (views included)
     for i, node in enumerate(steps):
-        for key in looks.get(id(node), ()):
+        for key in looks.get(id(node), frozenset()).union(*(looks.get(id(p), ()) for p in deps[id(node)])):
             last_read[key] = i
-        for parent in deps[id(node)]:
-            for key in looks.get(id(parent), ()):
-                last_read[key] = i
     copies_at: dict[int, list[Tensor]] = {}
     copies: dict[int, Tensor] = {}
 
@@ -754,20 +780,14 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
     counts: dict[int, int] = {}
     for value in values:
         counts[id(value)] = counts.get(id(value), 0) + 1
-    ufuncs, relu_cls, matmul_cls = tables["ufuncs"], tables["classes"]["relu"], tables["classes"]["matmul"]
     fused: dict[int, int] = {}
     writes: dict[int, int] = {}
     writes_at: dict[int, list[Tensor]] = {}
     for k, ((variable, _), value) in enumerate(zip(updates, values)):
         at = position.get(id(value), -1)
-        cls = type(value.primitive)
-        if (not isinstance(value.primitive, _CopyStep) and at >= 0 and id(value) not in used
-                and id(value) not in returned and counts[id(value)] == 1
-                and id(value) not in special and not value.primitive.view and _static(value)
-                and value.shape == variable.shape and value.dtype == variable.dtype and value.dtype.kind == "f"
-                and last_read.get(id(variable), -1) <= at
-                and (cls in ufuncs or cls is relu_cls or (cls is matmul_cls and not any(
-                    id(variable) in looks.get(id(p), ()) for p in deps[id(value)])))):
+        if (at >= 0 and id(value) not in used and id(value) not in returned and counts[id(value)] == 1
+                and id(value) not in special and last_read.get(id(variable), -1) <= at
+                and _computes_into(value, variable, deps, looks, tables)):
             fused[id(value)] = k
             continue
         write = Tensor(_WriteStep(k, variable.name or f"<variable {k}>"), [value], variable.shape,
