@@ -4,6 +4,12 @@ Declare a graph (placeholders, variables, constants, ops), append its
 gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 """
 
+from graphc import (
+                           data,
+                           init,
+                           optim,
+                           random,  # the module ``gc.random`` (importing it registers its ops for gc.load)
+)
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
 from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
@@ -15,11 +21,19 @@ from graphc.leaves import constant, placeholder, variable
 from graphc.ops import (
                            abs,
                            add,
+                           all,
+                           any,
+                           argmax,
+                           argmin,
+                           argsort,
                            broadcast_to,
                            cast,
                            clip,
                            concatenate,
                            cos,
+                           cumprod,
+                           cumsum,
+                           diagonal,
                            div,
                            dot,
                            einsum,
@@ -28,6 +42,7 @@ from graphc.ops import (
                            exp,
                            expand_dims,
                            expm1,
+                           flip,
                            gelu,
                            greater,
                            greater_equal,
@@ -47,6 +62,7 @@ from graphc.ops import (
                            minimum,
                            mul,
                            neg,
+                           norm,
                            not_equal,
                            one_hot,
                            ones_like,
@@ -55,7 +71,9 @@ from graphc.ops import (
                            prelu,
                            prod,
                            relu,
+                           repeat,
                            reshape,
+                           roll,
                            sigmoid,
                            sigmoid_cross_entropy,
                            sign,
@@ -64,10 +82,13 @@ from graphc.ops import (
                            softmax,
                            softmax_cross_entropy,
                            softplus,
+                           sort,
+                           split,
                            sqrt,
                            square,
                            squeeze,
                            stack,
+                           std,
                            step,
                            stop_gradient,
                            sub,
@@ -75,12 +96,21 @@ from graphc.ops import (
                            swish,
                            take,
                            tanh,
+                           tile,
+                           top_k,
+                           trace,
                            transpose,
+                           tril,
+                           triu,
+                           var,
                            where,
                            zeros_like,
 )
+from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
+from graphc.ops.nn import batch_norm, layer_norm
 from graphc.passes import optimize
 from graphc.printing import debugprint
+from graphc.random import dropout
 from graphc.serialize import load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
@@ -101,5 +131,12 @@ __all__ = [
     "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
+    "data", "init", "optim",
+    "avg_pool2d", "batch_norm", "conv2d", "conv2d_transpose", "layer_norm", "max_pool2d", "pad",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
+    "dropout", "random",
+]
+__all__ += [  # section 15 of the API contract ("More of NumPy"), non-element-wise
+    "all", "any", "argmax", "argmin", "argsort", "cumprod", "cumsum", "diagonal", "flip", "norm", "repeat", "roll",
+    "sort", "split", "std", "tile", "top_k", "trace", "tril", "triu", "var",
 ]

@@ -53,6 +53,7 @@ import numpy as np
 
 from graphc.errors import ExecutionError, FeedError
 from graphc.leaves import Constant, Placeholder, VariableLeaf
+from graphc.numerics import instrument
 from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import format_shape
 
@@ -88,6 +89,8 @@ class Plan:
     scalar: bool = False
     #: True when the plan writes new values into the variables' storage (see ``build_plan``)
     inplace: bool = False
+    #: True when every float step's value is checked for NaN and infinities (graphc/numerics.py)
+    check_numerics: bool = False
 
     @property
     def updated_variables(self) -> tuple[Variable, ...]:
@@ -808,7 +811,7 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
 def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
                updates: Sequence[tuple[Variable, Tensor]] = (), *, reuse_buffers: bool = True,
                schedule_updates: bool = True, scalar_mode: bool = True, peepholes: bool = True,
-               expand_fused: bool = True, inplace_updates: bool = False) -> Plan:
+               expand_fused: bool = True, inplace_updates: bool = False, check_numerics: bool = False) -> Plan:
     """Lower the graph computing ``outputs`` and the update values to a Plan.
 
     ``inputs`` are the tensors fed at call time, in call order. Every
@@ -820,21 +823,33 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     :class:`Plan`): each new value is written into its variable's storage as
     soon as every reader of the old value has run, and the update of a
     variable is scheduled after those readers where that is possible.
+
+    ``check_numerics=True`` makes a checked plan (graphc/numerics.py): the first
+    step whose value holds a NaN or an infinity while its inputs do not, or a
+    non-finite feed or variable value, raises ``NumericsError`` (an
+    ``ExecutionError``). It writes no step into its inputs' buffers, and cannot be
+    an in-place plan. Without it the generated code is what it always was.
     """
     # Lowering allocates many small, long-lived objects; the cyclic collector would rescan the
     # whole graph again and again (measured: 40% of the time at 35,000 steps). Pause it.
+    if check_numerics:
+        if inplace_updates and updates:
+            raise ValueError("check_numerics=True cannot be combined with inplace_updates=True: an in-place "
+                             "call writes variables before it ends, so a failed check could not leave them "
+                             "unchanged")
+        reuse_buffers = False  # a step's inputs must still hold their values when its check runs
     collecting = gc.isenabled()
     gc.disable()
     try:
         return _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scalar_mode, peepholes,
-                           expand_fused, inplace_updates)
+                           expand_fused, inplace_updates, check_numerics)
     finally:
         if collecting:
             gc.enable()
 
 
 def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scalar_mode, peepholes,
-                expand_fused, inplace_updates=False) -> Plan:
+                expand_fused, inplace_updates=False, check_numerics=False) -> Plan:
     outputs = tuple(outputs)
     updates = tuple(updates)
     inplace = bool(inplace_updates and updates)
@@ -869,17 +884,19 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
         namespace.update(defaults)
         lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
                                               reuse_buffers, special, fused, writes)
+    if check_numerics:
+        instrument(lines, line_step, steps, deps, names, namespace, inputs, variables)
     escaped = _escapes(roots[:len(outputs)] if inplace else roots, names, steps, scalar)
     if inplace:
         escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
     source, offset = _source(len(inputs), len(variables), len(updates), namespace, lines, escaped, scalar,
-                             inplace)
+                             inplace, check_numerics)
     step_of_line = {offset + line: step for line, step in line_step.items()}
     namespace["_failure"] = _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates,
                                              inplace)
     exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
     return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
-                tuple(kinds), scalar, inplace)
+                tuple(kinds), scalar, inplace, bool(check_numerics))
 
 
 def _schedule(steps, deps, roots, n_outputs, updates, inplace, schedule_updates, tables, special):
@@ -955,7 +972,7 @@ def _escapes(escaping: list[Tensor], names: dict[int, str], steps: list[Tensor],
 
 
 def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, lines: list[str],
-            escaped: list[str], scalar: bool, inplace: bool) -> tuple[str, int]:
+            escaped: list[str], scalar: bool, inplace: bool, check_numerics: bool) -> tuple[str, int]:
     """The ``run`` function's source, and the line number of its first body line minus one."""
     params = "feeds, variables, targets, _spare=None" if inplace else "feeds, variables, _spare=None"
     header = [f"def run({params}" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
@@ -968,9 +985,12 @@ def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, li
     if scalar:
         header.extend(f"    x{k} = x{k}[()]" for k in range(n_inputs))
         header.extend(f"    w{k} = w{k}[()]" for k in range(n_variables))
+    if check_numerics:
+        header.insert(1, "    _check_leaves(feeds, variables)")
     header.append("    try:")
     body = [f"        {line}" for line in lines] or ["        pass"]
-    footer = ["    except Exception as exc:",
+    footer = (["    except _NumericsError:", "        raise"] if check_numerics else []) + [
+              "    except Exception as exc:",
               "        raise _failure(exc) from exc",
               f"    return ({''.join(e + ', ' for e in escaped)})"]
     return "\n".join(header + body + footer) + "\n", len(header) + 1  # line numbers start at 1

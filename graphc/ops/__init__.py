@@ -6,6 +6,9 @@ through the hook ``graphc.tensor.OPERATORS``: tensors sit a layer below the ops.
 
 import sys
 
+from graphc.ops.arrange import diagonal, flip, repeat, roll, split, tile, trace, tril, triu
+from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
+from graphc.ops.cumulative import cumprod, cumsum
 from graphc.ops.elementwise import (
     abs,
     add,
@@ -53,8 +56,16 @@ from graphc.ops.elementwise import (
     zeros_like,
 )
 from graphc.ops.linalg import dot, einsum, matmul, outer
-from graphc.ops.nn import log_softmax, sigmoid_cross_entropy, softmax, softmax_cross_entropy
-from graphc.ops.reduce import logsumexp, max, mean, min, prod, sum
+from graphc.ops.nn import (
+    batch_norm,
+    layer_norm,
+    log_softmax,
+    sigmoid_cross_entropy,
+    softmax,
+    softmax_cross_entropy,
+)
+from graphc.ops.ordering import argsort, sort, top_k
+from graphc.ops.reduce import all, any, argmax, argmin, logsumexp, max, mean, min, norm, prod, std, sum, var
 from graphc.ops.shape import (
     broadcast_to,
     concatenate,
@@ -78,6 +89,13 @@ __all__ = [
     "pow", "prelu", "prod", "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin",
     "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "squeeze", "stack", "step",
     "stop_gradient", "sub", "sum", "swish", "take", "tanh", "transpose", "where", "zeros_like",
+    # convolutional networks
+    "avg_pool2d", "batch_norm", "conv2d", "conv2d_transpose", "layer_norm", "max_pool2d", "pad",
+]
+# section 15 of the API contract ("More of NumPy"): reductions, scans, ordering, shape
+__all__ += [
+    "all", "any", "argmax", "argmin", "argsort", "cumprod", "cumsum", "diagonal", "flip", "norm", "repeat", "roll",
+    "sort", "split", "std", "tile", "top_k", "trace", "tril", "triu", "var",
 ]
 
 OPERATORS.provide(sys.modules[__name__])
