@@ -66,14 +66,14 @@ ALL_OFF = dict(reuse_buffers=False, schedule_updates=False, scalar_mode=False, p
 # ---- buffer reuse: in place and dead buffers ---------------------------------------------------
 
 def test_inplace_and_reuse_paths_are_taken_and_correct(rng):
-    x = gc.placeholder("x", (64, 64))
+    x = gc.placeholder("x", (128, 128))
     a = gc.exp(x)               # fresh buffer
     b = a * 2.0                 # a dies here: written in place
     s = gc.sum(b)               # b dies here: its buffer goes to the pool
     c = gc.cos(x)               # no owned input: takes b's dead buffer
     d = c + 1.0                 # in place again
     plan = build_plan([s, d], [x])
-    value = readonly(rng.standard_normal((64, 64)))
+    value = readonly(rng.standard_normal((128, 128)))
     got_s, got_d = run_plan(plan, [value])
     np.testing.assert_allclose(got_s, np.sum(np.exp(value) * 2.0))
     np.testing.assert_array_equal(got_d, np.cos(value) + 1.0)
@@ -115,12 +115,12 @@ def test_view_keeps_its_buffer_alive():
 
 
 def test_matmul_writes_into_a_dead_buffer(rng):
-    x = gc.placeholder("x", (64, 64))
+    x = gc.placeholder("x", (128, 128))
     a = gc.exp(x)
     s = gc.sum(a * 1.0)            # a's buffer dies
     m = x @ x                      # same shape: reuses it
     plan = build_plan([s, m], [x])
-    value = rng.standard_normal((64, 64))
+    value = rng.standard_normal((128, 128))
     np.testing.assert_allclose(run_plan(plan, [value])[1], value @ value)
     assert allocated(lambda: run_plan(plan, [value]), value.nbytes) < 1.5, plan.explain()  # one buffer
     plain = build_plan([s, m], [x], **ALL_OFF)
