@@ -116,6 +116,20 @@ def _copy(value) -> np.ndarray:
     return np.array(value, copy=True)
 
 
+def _fresh(result, *inputs):
+    """``result`` if the plan may later write into it (``out=``), else a copy of it.
+
+    Applied to steps whose code is not known to allocate (an op's ``impl``): an impl
+    may hand back one of its inputs or a view of one (a fused op of a tampered file,
+    ``stop_gradient``-like identities), and writing into that would overwrite a feed,
+    a variable or a constant.
+    """
+    if (type(result) is np.ndarray and result.flags.writeable
+            and not any(type(a) is np.ndarray and np.may_share_memory(result, a) for a in inputs)):
+        return result
+    return np.array(result, copy=True)
+
+
 #: arrays at least this large try a spare buffer (see ``Plan.run``) before allocating
 SPARE_MIN_BYTES = 1 << 20
 
@@ -329,6 +343,11 @@ def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray, check=None) ->
         check(labels, logits.shape[1])
     elif labels.size and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= logits.shape[1]):
         raise IndexError(f"class indices must lie in [0, {logits.shape[1]})")
+    if labels.shape[0] != logits.shape[0]:  # broadcasting one way or the other, or batches that differ
+        from graphc.ops.nn import _check_label_shape
+
+        _check_label_shape(logits, labels, 1)
+        logits = np.broadcast_to(logits, (labels.shape[0], logits.shape[1])) if logits.shape[0] == 1 else logits
     shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
     picked = shifted[np.arange(shifted.shape[0]), labels]
     np.exp(shifted, out=shifted)
@@ -873,7 +892,8 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
                                             schedule_updates, tables, special)
     for index, node in enumerate(steps):
         names[id(node)] = f"v{index}"
-    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab}
+    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab,
+                                    "_fresh": _fresh}
     scalar = not inplace and scalar_mode and bool(steps) and all(n.shape == () for n in order)
     if scalar:
         lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
@@ -949,6 +969,7 @@ def _collect(order: list[Tensor], inputs: tuple, expand_fused: bool):
         elif not (expand_fused and _expand_fused(node, alias, steps)):
             steps.append(node)
     return names, defaults, variables, steps, leaves, alias
+
 
 
 def _escapes(escaping: list[Tensor], names: dict[int, str], steps: list[Tensor], scalar: bool) -> list[str]:
@@ -1087,8 +1108,8 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
             frees.setdefault(taken_at[key], []).append(key)  # held for reuse, dropped once reused
         else:
             frees.setdefault(index, []).append(key)
-    lines, line_step = _emit_lines(steps, deps, names, kinds, target, frees, tables, namespace, special, fused,
-                                   writes)
+    lines, line_step = _emit_lines(steps, deps, names, kinds, target, taken_at, frees, tables, namespace, special,
+                                   fused, writes)
     return lines, kinds, line_step
 
 
@@ -1172,7 +1193,7 @@ def _choose_targets(steps, deps, kinds, owned, buffer_end, ends_at):
     return target, taken_at
 
 
-def _emit_lines(steps, deps, names, kinds, target, frees, tables, namespace, special, fused, writes):
+def _emit_lines(steps, deps, names, kinds, target, taken_at, frees, tables, namespace, special, fused, writes):
     """One line per step (plus ``del`` lines), values living in recycled local names.
 
     A step's result takes the name ("register") of an input that dies there, so rebinding
@@ -1202,8 +1223,12 @@ def _emit_lines(steps, deps, names, kinds, target, frees, tables, namespace, spe
         out = f", out={names[target[index]]}" if index in target else ""
         if id(node) in fused:
             out = f", out={name}"
+        call = _step_call(index, node, deps, names, kinds, out, name, tables, namespace, special)
+        if id(node) in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
+            # a later step writes into this value's buffer: it must be one the plan allocated
+            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[id(node)])})"
         line_step[len(lines)] = index
-        lines.append(f"{name} = {_step_call(index, node, deps, names, kinds, out, name, tables, namespace, special)}")
+        lines.append(f"{name} = {call}")
         dead = []
         for key in dying:
             old = names[key]

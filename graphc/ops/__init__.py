@@ -98,4 +98,8 @@ __all__ += [
     "sort", "split", "std", "tile", "top_k", "trace", "tril", "triu", "var",
 ]
 
+from graphc.ops.docstrings import apply_docstrings as _apply_docstrings  # noqa: E402 - after the imports it documents
+
+_apply_docstrings(globals())
+
 OPERATORS.provide(sys.modules[__name__])
