@@ -27,8 +27,9 @@ import numpy as np
 
 from graphc.op import Op
 from graphc.ops import elementwise as ew
-from graphc.passes.core import fired, topological
+from graphc.passes.core import fired
 from graphc.tensor import Tensor, consumers
+from graphc.tensor import toposort as topological
 
 #: ops whose ``impl`` is exactly this ufunc applied to the inputs (so ``out=`` may be given)
 INPLACE_UFUNCS = {
