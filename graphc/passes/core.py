@@ -370,7 +370,8 @@ def rewrite(outputs: Sequence[Tensor], rules: Mapping[str, Sequence[Rule]],
     # back: the stand-ins become the protected tensors again, and every node no rule changed
     # becomes its original again (so an unchanged graph comes back as the same objects)
     originals = {id(t): t for t in toposort(outputs, stop_at=list(hidden))}
-    back = {copy: originals[key] for key, copy in forward.items() if copy is not originals.get(key)}
+    # (a protected tensor the outputs do not reach is in ``forward`` but not in ``originals``)
+    back = {copy: originals[key] for key, copy in forward.items() if key in originals and copy is not originals[key]}
     back.update({stand_in: tensor for tensor, stand_in in hidden.items()})
     restored = substitute(result, back)
     return [restored[id(t)] for t in result]

@@ -29,7 +29,7 @@ import dataclasses
 from graphc.graph import InnerGraph, clone
 from graphc.leaves import placeholder
 from graphc.op import Output, apply
-from graphc.passes.core import fired, topological
+from graphc.passes.core import fired
 from graphc.scan import Scan
 from graphc.tensor import Tensor, toposort
 
@@ -287,13 +287,13 @@ def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
 
 def optimize_scans(outputs: list[Tensor]) -> list[Tensor]:
     """Optimize every scan node's body and loop (see the module docstring)."""
-    order = topological(outputs)
+    order = toposort(outputs)
     if not any(isinstance(node.primitive, Scan) for node in order):
         return outputs
     merged = _merge_twins(outputs, order)
     if any(a is not b for a, b in zip(merged, outputs)):
         outputs = merged
-        order = topological(outputs)
+        order = toposort(outputs)
     consumers: dict[int, list[Tensor]] = {}
     for node in order:
         for parent in node.inputs:

@@ -125,3 +125,17 @@ def test_rules_taking_a_context_share_its_cache_within_one_rewrite():
     assert len(contexts) == 2 and contexts[0] is contexts[1] and contexts[0].cache["calls"] == 2
     rewrite([gc.exp(x)], {"exp": (note,)})
     assert contexts[2] is not contexts[0] and contexts[2].cache["calls"] == 1
+
+
+def test_rewrite_with_a_protected_tensor_the_outputs_do_not_reach():
+    """jvp protects its dummy cotangents; one of an output that does not depend on wrt is unreachable."""
+    import numpy as np
+
+    import graphc as gc
+
+    x, s, w = gc.placeholder("x", (3,)), gc.placeholder("s", ()), gc.placeholder("w", (3,))
+    outputs = [x * w, s + gc.max(x)]
+    tangents = gc.jvp(outputs, w, np.ones(3))
+    values = gc.Session(optimize=False).run(tangents, {x: np.arange(3.0), s: 1.0, w: np.ones(3)})
+    np.testing.assert_array_equal(values[0], np.arange(3.0))
+    np.testing.assert_array_equal(values[1], 0.0)
