@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("graphc.errors", "graphc.hooks", "graphc.version", "graphc.types", "graphc.tensor", "graphc.op",
               "graphc.leaves", "graphc.structure", "graphc.graph")),
     ("ops", ("graphc.custom", "graphc.ops", "graphc.ops.*", "graphc.random")),
-    ("autodiff", ("graphc.autodiff",)),
+    ("autodiff", ("graphc.autodiff", "graphc.scan")),
     ("passes", ("graphc.passes", "graphc.passes.*")),
     ("compile", ("graphc.compile", "graphc.compile.*", "graphc.numerics")),
     ("function", ("graphc.function", "graphc.session", "graphc.gradcheck", "graphc.optim", "graphc.init",

@@ -29,7 +29,7 @@ CANONICAL_PASSES: tuple[tuple[str, Pass], ...] = (
     ("simplify", simplify),
     ("fold", fold_constants),
     ("cse", cse),
-    ("scan", optimize_scans),  # loops: their bodies (this pipeline again), hoisting, unused outputs/inputs
+    ("scan", lambda outputs: optimize_loops(outputs)),  # loops: bodies, hoisting, unused outputs/inputs
 )
 
 #: a bound on canonicalization rounds (each round is linear in the graph size; 2-3 are typical)
@@ -65,6 +65,11 @@ FUSING_PIPELINE: tuple[tuple[str, Pass], ...] = DEFAULT_PIPELINE + (
     # fused nodes have new keys, which can flip the canonical order of commutative consumers
     ("cse", cse),
 )
+
+
+def optimize_loops(outputs: list[Tensor]) -> list[Tensor]:
+    """The ``scan`` pass: every loop's body optimized with ``DEFAULT_PIPELINE``, and the loop around it."""
+    return optimize_scans(outputs, lambda body_outputs: run_pipeline(body_outputs, DEFAULT_PIPELINE))
 
 
 def run_pipeline(outputs: Sequence[Tensor], pipeline: Sequence[tuple[str, Pass]] = DEFAULT_PIPELINE

@@ -45,10 +45,7 @@ def _reached_inputs(body_outputs, inputs) -> list[set[int]]:
     return result
 
 
-def _optimize_body(body: InnerGraph) -> list[Tensor]:
-    from graphc.passes.pipeline import DEFAULT_PIPELINE, run_pipeline
 
-    return run_pipeline(list(body.outputs), DEFAULT_PIPELINE)
 
 
 def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], outer_nonseqs: list[Tensor]):
@@ -92,7 +89,7 @@ class _ScanRewrite:
     """The new node for one scan node, and where each old output (and ``trace[-1]`` reader) went."""
 
     def __init__(self, node: Tensor, inputs: list[Tensor], consumers: dict[int, list[Tensor]],
-                 output_ids: set[int]) -> None:
+                 output_ids: set[int], optimize_body) -> None:
         op: Scan = node.primitive
         self.node = None          # the new scan node (None: unchanged)
         self.emit_map: dict[int, int] = {}
@@ -100,7 +97,7 @@ class _ScanRewrite:
         body = op.body
         changed = any(a is not b for a, b in zip(inputs, node.inputs))
         # the body, optimized
-        body_outputs = _optimize_body(body)
+        body_outputs = optimize_body(list(body.outputs))
         changed |= any(a is not b for a, b in zip(body_outputs, body.outputs))
         body_inputs = list(body.inputs)
         first = op.first
@@ -285,8 +282,14 @@ def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
     return [memo[id(t)] for t in outputs]
 
 
-def optimize_scans(outputs: list[Tensor]) -> list[Tensor]:
-    """Optimize every scan node's body and loop (see the module docstring)."""
+def optimize_scans(outputs: list[Tensor], optimize_body=None) -> list[Tensor]:
+    """Optimize every scan node's body and loop (see the module docstring).
+
+    ``optimize_body(outputs)`` optimizes a body's outputs: the default pipeline, which
+    graphc/passes/pipeline.py passes in (this module does not import the pipeline back); by
+    default bodies are left as they are.
+    """
+    optimize_body = optimize_body if optimize_body is not None else (lambda body_outputs: body_outputs)
     order = toposort(outputs)
     if not any(isinstance(node.primitive, Scan) for node in order):
         return outputs
@@ -308,7 +311,7 @@ def optimize_scans(outputs: list[Tensor]) -> list[Tensor]:
         inputs = [memo[id(p)] for p in node.inputs]
         primitive = node.primitive
         if isinstance(primitive, Scan):
-            rewrite = _ScanRewrite(node, inputs, consumers, output_ids)
+            rewrite = _ScanRewrite(node, inputs, consumers, output_ids, optimize_body)
             if rewrite.node is not None:
                 rewrites[id(node)] = rewrite
                 memo[id(node)] = rewrite.node
