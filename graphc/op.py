@@ -16,7 +16,7 @@ import numpy as np
 
 from graphc.errors import DTypeError, GradientError
 from graphc.tensor import Tensor
-from graphc.types import format_shape
+from graphc.types import format_shape, known_size
 
 #: Every op class by name; the safe loader accepts only these.
 REGISTRY: dict[str, type[Op]] = {}
@@ -39,6 +39,14 @@ class Op:
     nondiff_inputs: ClassVar[tuple[int, ...]] = ()
     #: Python scalars given to this op are weak (take the other inputs' dtype)
     weak_scalars: ClassVar[bool] = False
+    #: its SymPy form: the name of the SymPy function applied to the inputs ("tanh"); see ``sympy_form``
+    sympy: ClassVar[str | None] = None
+    #: a domain guard for ``where`` branches: (position of the input whose domain is limited, a value
+    #: safely inside it); the stabilizer feeds it that value where the branch is not selected
+    domain: ClassVar[tuple[int, float] | None] = None
+    #: on NumPy scalars, a Python expression of the inputs that is the very same IEEE operation
+    #: (``"{0} + {1}"``); used where the inputs have the node's dtype (or share one, for a bool result)
+    scalar_expr: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -62,6 +70,17 @@ class Op:
         """
         raise GradientError(f"op {self.name!r} has no gradient rule ({node.describe()})")
 
+    def lowering(self):
+        """A NumPy function computing the op as ``f(*arrays, out=buffer)`` (the compiler and the fuser
+        then write through ``out=``), or None: the op is lowered as a call of ``impl``."""
+        return None
+
+    def sympy_form(self, sp, node: Tensor | None, *args):
+        """The op's value as a SymPy expression of ``args`` (``sp`` is the sympy module), or None.
+
+        The bridge derives its inverse map (SymPy function -> op) from these forms."""
+        return getattr(sp, self.sympy)(*args) if self.sympy else None
+
     # -- parameters -----------------------------------------------------------------------
     def params(self) -> dict:
         """The op's parameters by field name."""
@@ -74,6 +93,20 @@ class Op:
 
     def __call__(self, *inputs, name: str | None = None) -> Tensor:
         return apply(self, *inputs, name=name)
+
+
+def same_elements_form(op: Op, sp, node: Tensor, a, *references):
+    """The SymPy form of an op that moves or sums elements: its input's where it keeps every element
+    as it is (as many elements out as in: a reshape, a sum over size-1 axes), else a ValueError."""
+    source, target = known_size(node.inputs[0].shape), known_size(node.shape)
+    if source is not None and source == target:
+        return a
+    raise ValueError(f"{op.name} from shape {node.inputs[0].shape} to {node.shape} is not element-wise")
+
+
+def first_input_form(op: Op, sp, node, a, *references):
+    """The SymPy form of an op whose every element is its input's (a broadcast, an identity)."""
+    return a
 
 
 def _is_python_scalar(value) -> bool:

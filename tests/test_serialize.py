@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.op import apply
+from graphc.ops.nn import SoftmaxMinusOneHot
 from graphc.serialize import MAGIC, SaveError, encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -524,9 +526,18 @@ def _every_op_function(optimize: bool):
         gc.cast(x > 0.0, "int32"), gc.cast(x, "bool"), gc.stop_gradient(x), gc.zeros_like(x), gc.ones_like(m),
         gc.equal(x, 0.0), gc.not_equal(x, 0.0), gc.less_equal(x, 1.0), gc.greater_equal(x, 1.0),
         gc.silu(x), gc.softplus(x), gc.log1p(gc.abs(x)), gc.expm1(x), gc.sqrt(gc.abs(x)), gc.cos(x), gc.sin(x),
+        # API contract section 15, element-wise
+        gc.tan(x), gc.arcsin(x * 0.1), gc.arccos(x * 0.1), gc.arctan(x), gc.arctan2(x, m[0]), gc.sinh(x), gc.cosh(x),
+        gc.arcsinh(x), gc.arccosh(gc.abs(x) + 1.5), gc.arctanh(x * 0.1), gc.exp2(x), gc.log2(gc.abs(x) + 1.0),
+        gc.log10(gc.abs(x) + 1.0), gc.reciprocal(x), gc.rsqrt(gc.abs(x) + 1.0), gc.floor(x), gc.ceil(x),
+        gc.trunc(x), gc.round(x * 3.0), gc.mod(x, 0.7), gc.floor_divide(x, 0.7), gc.logaddexp(x, m[1]),
+        gc.isnan(x), gc.isinf(x), gc.isfinite(x), gc.logical_and(x > 0.0, m[0] > 0.0),
+        gc.logical_or(x > 0.0, m[0] > 0.0), gc.logical_xor(x > 0.0, m[0] > 0.0), gc.logical_not(x > 0.0),
+        apply(SoftmaxMinusOneHot(), h, idx),  # made by the compiler, saved like any op
     ]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
+    loss = loss + gc.sum(gc.tanh(x) * gc.arctan(x) + gc.mod(x, 0.7) + gc.logaddexp(x, 0.5) + gc.rsqrt(x * x + 1.0))
     grads = gc.grad(loss, [w, alpha, x])
     fn = gc.function([x, m, idx], {"parts": parts, "grads": grads}, updates={w: w - 0.01 * grads[0]},
                      optimize=optimize)

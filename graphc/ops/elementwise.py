@@ -7,7 +7,9 @@ shapes matched; the grad driver undoes broadcasting.
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,19 +17,35 @@ import numpy as np
 
 from graphc.errors import DTypeError
 from graphc.leaves import constant
-from graphc.op import Op, apply, as_tensor, weak_constant
+from graphc.op import Op, apply, as_tensor, first_input_form, weak_constant
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, broadcast_shapes, float_dtype
 
 
 @dataclass(frozen=True)
 class Elementwise(Op):
-    """Base of element-wise ops: broadcast shapes, NumPy's dtype resolution."""
+    """Base of element-wise ops: broadcast shapes, NumPy's dtype resolution.
+
+    An op with a ``ufunc`` (or a ``kernel``) needs no ``impl``: its value is that NumPy function of
+    the inputs, which the compiler and the fuser call directly, writing through ``out=``.
+    """
 
     elementwise = True
     weak_scalars = True
-    #: the NumPy ufunc whose type resolution gives the output dtype (None: float rule)
+    #: the NumPy ufunc whose type resolution gives the output dtype (None: the float rule) and which
+    #: computes the op, unless ``kernel`` does
     ufunc: ClassVar = None
+    #: the NumPy function computing the op, ``kernel(*arrays, out=None)``, where that is not ``ufunc``
+    kernel: ClassVar = None
+
+    def lowering(self):
+        return (self.kernel or self.ufunc) if type(self).impl is Elementwise.impl else None
+
+    def impl(self, *arrays):
+        function = self.kernel or self.ufunc
+        if function is None:
+            raise NotImplementedError(f"op {self.name!r} declares no ufunc, kernel or impl")
+        return function(*arrays)
 
     def infer(self, *inputs):
         shape = broadcast_shapes(self.name, [t.shape for t in inputs])
@@ -43,6 +61,11 @@ class Elementwise(Op):
             raise DTypeError(f"{self.name}: no implementation for input dtypes ({listed})") from exc
 
 
+def _sympy_number(sp, value: float):
+    """An integral parameter as a SymPy Integer (``1 * x`` simplifies away), others as a Float."""
+    return sp.Integer(int(value)) if float(value).is_integer() else sp.Float(value)
+
+
 def _float_input(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.kind == "f" else x.astype(np.float64)
 
@@ -52,11 +75,10 @@ def _float_input(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Add(Elementwise):
     name = "add"
+    sympy = "Add"
+    scalar_expr = "{0} + {1}"
     ufunc = np.add
     commutative = True
-
-    def impl(self, a, b):
-        return np.add(a, b)
 
     def vjp(self, node, g):
         return g, g
@@ -65,23 +87,23 @@ class Add(Elementwise):
 @dataclass(frozen=True)
 class Sub(Elementwise):
     name = "sub"
+    scalar_expr = "{0} - {1}"
     ufunc = np.subtract
-
-    def impl(self, a, b):
-        return np.subtract(a, b)
 
     def vjp(self, node, g):
         return g, neg(g)
+
+    def sympy_form(self, sp, node, a, b):
+        return a - b
 
 
 @dataclass(frozen=True)
 class Mul(Elementwise):
     name = "mul"
+    sympy = "Mul"
+    scalar_expr = "{0} * {1}"
     ufunc = np.multiply
     commutative = True
-
-    def impl(self, a, b):
-        return np.multiply(a, b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -91,10 +113,9 @@ class Mul(Elementwise):
 @dataclass(frozen=True)
 class Div(Elementwise):
     name = "div"
+    scalar_expr = "{0} / {1}"
+    domain = (1, 1.0)
     ufunc = np.true_divide
-
-    def impl(self, a, b):
-        return np.true_divide(a, b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -102,17 +123,21 @@ class Div(Elementwise):
         # d(a/b)/db = -a/b**2 = -(a/b)/b, reusing the output
         return grad_a, neg(mul(grad_a, node))
 
+    def sympy_form(self, sp, node, a, b):
+        return a / b
+
 
 @dataclass(frozen=True)
 class Neg(Elementwise):
     name = "neg"
+    scalar_expr = "-{0}"
     ufunc = np.negative
-
-    def impl(self, x):
-        return np.negative(x)
 
     def vjp(self, node, g):
         return (neg(g),)
+
+    def sympy_form(self, sp, node, a):
+        return -a
 
 
 @dataclass(frozen=True)
@@ -120,10 +145,9 @@ class Pow(Elementwise):
     """``x ** y``. Conventions at ``x = 0``: d/dx is 0 when ``y == 0``; d/dy is 0 when ``y >= 0``."""
 
     name = "pow"
+    sympy = "Pow"
+    domain = (0, 1.0)
     ufunc = np.power
-
-    def impl(self, x, y):
-        return np.power(x, y)
 
     def vjp(self, node, g):
         x, y = node.inputs
@@ -143,14 +167,15 @@ class Pow(Elementwise):
 @dataclass(frozen=True)
 class Square(Elementwise):
     name = "square"
+    scalar_expr = "{0} * {0}"
     ufunc = np.square
-
-    def impl(self, x):
-        return np.square(x)
 
     def vjp(self, node, g):
         (x,) = node.inputs
         return (mul(g, mul(x, 2)),)
+
+    def sympy_form(self, sp, node, a):
+        return a ** 2
 
 
 @dataclass(frozen=True)
@@ -158,10 +183,8 @@ class Abs(Elementwise):
     """``|x|``; its gradient at 0 is 0 (``sign(0) = 0``)."""
 
     name = "abs"
+    sympy = "Abs"
     ufunc = np.absolute
-
-    def impl(self, x):
-        return np.absolute(x)
 
     def vjp(self, node, g):
         (x,) = node.inputs
@@ -171,11 +194,9 @@ class Abs(Elementwise):
 @dataclass(frozen=True)
 class Sign(Elementwise):
     name = "sign"
+    sympy = "sign"
     ufunc = np.sign
     zero_gradient = True
-
-    def impl(self, x):
-        return np.sign(x)
 
 
 @dataclass(frozen=True)
@@ -183,12 +204,11 @@ class Maximum(Elementwise):
     """Element-wise maximum; ties split the gradient evenly."""
 
     name = "maximum"
+    sympy = "Max"
+    scalar_expr = "({0} if {0} > {1} or {0} != {0} else {1})"  # NaN and ties as np.maximum
     ufunc = np.maximum
     # not ``commutative``: on ties of signed zeros np.maximum returns its second operand (maximum(-0.0, 0.0) is
     # 0.0, maximum(0.0, -0.0) is -0.0), so swapping the operands is not exact
-
-    def impl(self, a, b):
-        return np.maximum(a, b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -201,12 +221,11 @@ class Minimum(Elementwise):
     """Element-wise minimum; ties split the gradient evenly."""
 
     name = "minimum"
+    sympy = "Min"
+    scalar_expr = "({0} if {0} < {1} or {0} != {0} else {1})"
     ufunc = np.minimum
     # not ``commutative``: on ties of signed zeros np.minimum returns its second operand (minimum(-0.0, 0.0) is
     # 0.0, minimum(0.0, -0.0) is -0.0), so swapping the operands is not exact
-
-    def impl(self, a, b):
-        return np.minimum(a, b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -224,10 +243,9 @@ def tie_split_weight(wins: Tensor, ties: Tensor, dtype) -> Tensor:
 @dataclass(frozen=True)
 class Exp(Elementwise):
     name = "exp"
+    sympy = "exp"
+    domain = (0, 0.0)
     ufunc = np.exp
-
-    def impl(self, x):
-        return np.exp(x)
 
     def vjp(self, node, g):
         return (mul(g, node),)
@@ -236,10 +254,9 @@ class Exp(Elementwise):
 @dataclass(frozen=True)
 class Log(Elementwise):
     name = "log"
+    sympy = "log"
+    domain = (0, 1.0)
     ufunc = np.log
-
-    def impl(self, x):
-        return np.log(x)
 
     def vjp(self, node, g):
         return (div(g, node.inputs[0]),)
@@ -248,25 +265,27 @@ class Log(Elementwise):
 @dataclass(frozen=True)
 class Log1p(Elementwise):
     name = "log1p"
+    domain = (0, 0.0)
     ufunc = np.log1p
-
-    def impl(self, x):
-        return np.log1p(x)
 
     def vjp(self, node, g):
         return (div(g, add(node.inputs[0], 1)),)
+
+    def sympy_form(self, sp, node, a):
+        return sp.log(1 + a)
 
 
 @dataclass(frozen=True)
 class Expm1(Elementwise):
     name = "expm1"
+    domain = (0, 0.0)
     ufunc = np.expm1
-
-    def impl(self, x):
-        return np.expm1(x)
 
     def vjp(self, node, g):
         return (mul(g, add(node, 1)),)
+
+    def sympy_form(self, sp, node, a):
+        return sp.exp(a) - 1
 
 
 @dataclass(frozen=True)
@@ -274,10 +293,9 @@ class Sqrt(Elementwise):
     """Square root; its gradient at 0 is inf."""
 
     name = "sqrt"
+    sympy = "sqrt"
+    domain = (0, 1.0)
     ufunc = np.sqrt
-
-    def impl(self, x):
-        return np.sqrt(x)
 
     def vjp(self, node, g):
         return (div(g, mul(node, 2)),)
@@ -286,10 +304,8 @@ class Sqrt(Elementwise):
 @dataclass(frozen=True)
 class Sin(Elementwise):
     name = "sin"
+    sympy = "sin"
     ufunc = np.sin
-
-    def impl(self, x):
-        return np.sin(x)
 
     def vjp(self, node, g):
         return (mul(g, cos(node.inputs[0])),)
@@ -298,10 +314,8 @@ class Sin(Elementwise):
 @dataclass(frozen=True)
 class Cos(Elementwise):
     name = "cos"
+    sympy = "cos"
     ufunc = np.cos
-
-    def impl(self, x):
-        return np.cos(x)
 
     def vjp(self, node, g):
         return (neg(mul(g, sin(node.inputs[0]))),)
@@ -310,10 +324,8 @@ class Cos(Elementwise):
 @dataclass(frozen=True)
 class Tanh(Elementwise):
     name = "tanh"
+    sympy = "tanh"
     ufunc = np.tanh
-
-    def impl(self, x):
-        return np.tanh(x)
 
     def vjp(self, node, g):
         # 1 - tanh(x)**2 rounds to 0 for |x| > ~19; 4 s(2x) s(-2x) keeps its tiny values accurate
@@ -329,6 +341,7 @@ class Erf(Elementwise):
     """The error function (used by the exact GELU)."""
 
     name = "erf"
+    sympy = "erf"
 
     def impl(self, x):
         x = np.asarray(x)
@@ -338,6 +351,273 @@ class Erf(Elementwise):
     def vjp(self, node, g):
         (x,) = node.inputs
         return (mul(g, mul(exp(neg(square(x))), 2.0 / math.sqrt(math.pi))),)
+
+
+# ---- more of NumPy: trigonometric, hyperbolic, exponents and logarithms ------------------
+
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+
+
+def _rsqrt(x, out=None):
+    """``1 / sqrt(x)`` (two roundings) through ``out``: NumPy has no rsqrt ufunc."""
+    root = np.sqrt(x, out=out)
+    return np.reciprocal(root, out=root if isinstance(root, np.ndarray) else None)
+
+
+def _round(x, out=None):
+    """``np.round(x)``, halves to even: ``np.rint``, except that integers stay integers."""
+    return np.round(x, out=out) if x.dtype.kind in "iu" else np.rint(x, out=out)
+
+
+def _opaque(function: str):
+    """The SymPy form of a function SymPy lacks: an undefined function of that name (it round-trips)."""
+    def sympy_form(self, sp, node, *args):
+        return sp.Function(function)(*args)
+    return sympy_form
+
+
+@dataclass(frozen=True)
+class Tan(Elementwise):
+    """``tan(x)``; gradient ``1 + tan(x)**2`` (from the output)."""
+
+    name, ufunc, sympy = "tan", np.tan, "tan"
+
+    def vjp(self, node, g):
+        return (mul(g, add(square(node), 1)),)
+
+
+@dataclass(frozen=True)
+class Arcsin(Elementwise):
+    """``arcsin(x)`` on [-1, 1]; gradient ``1 / sqrt((1 - x)(1 + x))`` (no cancellation near +-1)."""
+
+    name, ufunc, sympy, domain = "arcsin", np.arcsin, "asin", (0, 0.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, rsqrt(mul(sub(1, x), add(1, x)))),)
+
+
+@dataclass(frozen=True)
+class Arccos(Elementwise):
+    """``arccos(x)`` on [-1, 1]; gradient ``-1 / sqrt((1 - x)(1 + x))``."""
+
+    name, ufunc, sympy, domain = "arccos", np.arccos, "acos", (0, 0.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (neg(mul(g, rsqrt(mul(sub(1, x), add(1, x))))),)
+
+
+@dataclass(frozen=True)
+class Arctan(Elementwise):
+    """``arctan(x)``; gradient ``1 / (1 + x**2)``."""
+
+    name, ufunc, sympy = "arctan", np.arctan, "atan"
+
+    def vjp(self, node, g):
+        return (div(g, add(square(node.inputs[0]), 1)),)
+
+
+@dataclass(frozen=True)
+class Arctan2(Elementwise):
+    """``arctan2(y, x)``, the angle of the point (x, y); gradients ``x / r**2`` and ``-y / r**2``."""
+
+    name, ufunc, sympy = "arctan2", np.arctan2, "atan2"
+
+    def vjp(self, node, g):
+        y, x = node.inputs
+        scale = div(g, add(square(y), square(x)))
+        return mul(scale, x), neg(mul(scale, y))
+
+
+@dataclass(frozen=True)
+class Sinh(Elementwise):
+    """``sinh(x)``; gradient ``cosh(x)``."""
+
+    name, ufunc, sympy, domain = "sinh", np.sinh, "sinh", (0, 0.0)
+
+    def vjp(self, node, g):
+        return (mul(g, cosh(node.inputs[0])),)
+
+
+@dataclass(frozen=True)
+class Cosh(Elementwise):
+    """``cosh(x)``; gradient ``sinh(x)``."""
+
+    name, ufunc, sympy, domain = "cosh", np.cosh, "cosh", (0, 0.0)
+
+    def vjp(self, node, g):
+        return (mul(g, sinh(node.inputs[0])),)
+
+
+@dataclass(frozen=True)
+class Arcsinh(Elementwise):
+    """``arcsinh(x)``; gradient ``1 / sqrt(x**2 + 1)``."""
+
+    name, ufunc, sympy = "arcsinh", np.arcsinh, "asinh"
+
+    def vjp(self, node, g):
+        return (mul(g, rsqrt(add(square(node.inputs[0]), 1))),)
+
+
+@dataclass(frozen=True)
+class Arccosh(Elementwise):
+    """``arccosh(x)`` for x >= 1; gradient ``1 / sqrt((x - 1)(x + 1))``."""
+
+    name, ufunc, sympy, domain = "arccosh", np.arccosh, "acosh", (0, 2.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, rsqrt(mul(sub(x, 1), add(x, 1)))),)
+
+
+@dataclass(frozen=True)
+class Arctanh(Elementwise):
+    """``arctanh(x)`` on (-1, 1); gradient ``1 / ((1 - x)(1 + x))``."""
+
+    name, ufunc, sympy, domain = "arctanh", np.arctanh, "atanh", (0, 0.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (div(g, mul(sub(1, x), add(1, x))),)
+
+
+@dataclass(frozen=True)
+class Exp2(Elementwise):
+    """``2 ** x``; gradient ``2 ** x * log(2)`` (from the output)."""
+
+    name, ufunc, domain = "exp2", np.exp2, (0, 0.0)
+
+    def sympy_form(self, sp, node, a):
+        return 2 ** a
+
+    def vjp(self, node, g):
+        return (mul(g, mul(node, _LN2)),)
+
+
+@dataclass(frozen=True)
+class Log2(Elementwise):
+    """``log2(x)``; gradient ``1 / (x log(2))``."""
+
+    name, ufunc, domain = "log2", np.log2, (0, 1.0)
+
+    def sympy_form(self, sp, node, a):
+        return sp.log(a, 2)
+
+    def vjp(self, node, g):
+        return (div(g, mul(node.inputs[0], _LN2)),)
+
+
+@dataclass(frozen=True)
+class Log10(Elementwise):
+    """``log10(x)``; gradient ``1 / (x log(10))``."""
+
+    name, ufunc, domain = "log10", np.log10, (0, 1.0)
+
+    def sympy_form(self, sp, node, a):
+        return sp.log(a, 10)
+
+    def vjp(self, node, g):
+        return (div(g, mul(node.inputs[0], _LN10)),)
+
+
+@dataclass(frozen=True)
+class Reciprocal(Elementwise):
+    """``1 / x`` as NumPy's ``reciprocal`` (integers stay integers); gradient ``-1 / x**2`` (from the output)."""
+
+    name, ufunc, domain = "reciprocal", np.reciprocal, (0, 1.0)
+
+    def sympy_form(self, sp, node, a):
+        return 1 / a
+
+    def vjp(self, node, g):
+        return (neg(mul(g, square(node))),)
+
+
+@dataclass(frozen=True)
+class Rsqrt(Elementwise):
+    """``1 / sqrt(x)`` (sqrt's dtypes); gradient ``-rsqrt(x) / (2 x)`` (from the output)."""
+
+    name, ufunc, kernel, domain = "rsqrt", np.sqrt, staticmethod(_rsqrt), (0, 1.0)
+
+    def sympy_form(self, sp, node, a):
+        return 1 / sp.sqrt(a)
+
+    def vjp(self, node, g):
+        return (mul(g, mul(div(node, node.inputs[0]), -0.5)),)
+
+
+# ---- rounding and division with remainder ------------------------------------------------
+
+@dataclass(frozen=True)
+class Floor(Elementwise):
+    """The largest integer ``<= x`` (NumPy's dtype: integers stay integers); gradient 0."""
+
+    name, ufunc, sympy, zero_gradient = "floor", np.floor, "floor", True
+
+
+@dataclass(frozen=True)
+class Ceil(Elementwise):
+    """The smallest integer ``>= x`` (integers stay integers); gradient 0."""
+
+    name, ufunc, sympy, zero_gradient = "ceil", np.ceil, "ceiling", True
+
+
+@dataclass(frozen=True)
+class Trunc(Elementwise):
+    """``x`` rounded towards zero (integers stay integers); gradient 0."""
+
+    name, ufunc, zero_gradient = "trunc", np.trunc, True
+    sympy_form = _opaque("trunc")
+
+
+@dataclass(frozen=True)
+class Round(Elementwise):
+    """``np.round(x)``: to the nearest integer, halves to even (integers stay integers); gradient 0."""
+
+    name, ufunc, kernel, zero_gradient = "round", np.rint, staticmethod(_round), True
+    sympy_form = _opaque("round")
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0] if dtypes[0].kind in "iu" else super().result_dtype(*dtypes)
+
+
+@dataclass(frozen=True)
+class Mod(Elementwise):
+    """NumPy's ``remainder``: ``x - floor(x / y) * y``, with the sign of ``y``; gradients 1 and
+    ``-floor(x / y)``."""
+
+    name, ufunc, sympy, domain = "mod", np.remainder, "Mod", (1, 1.0)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        return g, neg(mul(g, floor_divide(x, y)))
+
+
+@dataclass(frozen=True)
+class FloorDivide(Elementwise):
+    """NumPy's ``floor_divide``: ``floor(x / y)``; gradient 0."""
+
+    name, ufunc, zero_gradient = "floor_divide", np.floor_divide, True
+
+    def sympy_form(self, sp, node, a, b):
+        return sp.floor(a / b)
+
+
+@dataclass(frozen=True)
+class Logaddexp(Elementwise):
+    """``log(exp(a) + exp(b))`` without overflow; gradients ``sigmoid(a - b)`` and ``sigmoid(b - a)``
+    (half each where ``a == b``, infinities included)."""
+
+    name, ufunc = "logaddexp", np.logaddexp
+
+    def sympy_form(self, sp, node, a, b):
+        return sp.log(sp.exp(a) + sp.exp(b))
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        tie = equal(a, b)
+        return mul(g, where(tie, 0.5, sigmoid(sub(a, b)))), mul(g, where(tie, 0.5, sigmoid(sub(b, a))))
 
 
 # ---- activations (stable primitives) --------------------------------------------------
@@ -364,6 +644,9 @@ class Sigmoid(Elementwise):
         (x,) = node.inputs
         return (mul(g, mul(node, sigmoid(neg(x)))),)
 
+    def sympy_form(self, sp, node, a):
+        return 1 / (1 + sp.exp(-a))
+
 
 @dataclass(frozen=True)
 class Softplus(Elementwise):
@@ -377,6 +660,9 @@ class Softplus(Elementwise):
 
     def vjp(self, node, g):
         return (mul(g, sigmoid(node.inputs[0])),)
+
+    def sympy_form(self, sp, node, a):
+        return sp.log(1 + sp.exp(a))
 
 
 @dataclass(frozen=True)
@@ -395,6 +681,9 @@ class Relu(Elementwise):
         (x,) = node.inputs
         return (mul(g, cast(greater(x, 0), g.dtype)),)
 
+    def sympy_form(self, sp, node, a):
+        return sp.Piecewise((a, a > 0), (0, True))
+
 
 @dataclass(frozen=True)
 class LeakyRelu(Elementwise):
@@ -408,6 +697,9 @@ class LeakyRelu(Elementwise):
     def vjp(self, node, g):
         (x,) = node.inputs
         return (where(greater(x, 0), g, mul(g, self.alpha)),)
+
+    def sympy_form(self, sp, node, a):
+        return sp.Piecewise((a, a > 0), (_sympy_number(sp, self.alpha) * a, True))
 
 
 @dataclass(frozen=True)
@@ -425,6 +717,9 @@ class Prelu(Elementwise):
         positive = greater(x, 0)
         return where(positive, g, mul(g, alpha)), where(positive, 0.0, mul(g, x))
 
+    def sympy_form(self, sp, node, a, alpha):
+        return sp.Piecewise((a, a > 0), (a * alpha, True))
+
 
 @dataclass(frozen=True)
 class Elu(Elementwise):
@@ -440,6 +735,9 @@ class Elu(Elementwise):
         (x,) = node.inputs
         negative_slope = mul(exp(minimum(x, 0)), self.alpha)
         return (where(greater(x, 0), g, mul(g, negative_slope)),)
+
+    def sympy_form(self, sp, node, a):
+        return sp.Piecewise((a, a > 0), (_sympy_number(sp, self.alpha) * (sp.exp(a) - 1), True))
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -473,6 +771,11 @@ class Gelu(Elementwise):
             slope = add(cdf, mul(x, pdf))
         return (mul(g, slope),)
 
+    def sympy_form(self, sp, node, x):
+        if self.approximate:
+            return x * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (x + sp.Float(_GELU_CUBIC) * x ** 3))) / 2
+        return x * (1 + sp.erf(x / sp.sqrt(2))) / 2
+
 
 @dataclass(frozen=True)
 class Silu(Elementwise):
@@ -489,6 +792,9 @@ class Silu(Elementwise):
         s = sigmoid(x)
         # s + x s (1 - s), with 1 - s as sigmoid(-x) for accuracy
         return (mul(g, mul(s, add(mul(x, sigmoid(neg(x))), 1))),)
+
+    def sympy_form(self, sp, node, a):
+        return a / (1 + sp.exp(-a))
 
 
 @dataclass(frozen=True)
@@ -508,6 +814,9 @@ class HardTanh(Elementwise):
         inside = logical_and(greater(x, -1), less(x, 1))
         return (mul(g, cast(inside, g.dtype)),)
 
+    def sympy_form(self, sp, node, a):
+        return sp.Piecewise((-1, a <= -1), (1, a >= 1), (a, True))
+
 
 @dataclass(frozen=True)
 class Step(Elementwise):
@@ -521,6 +830,9 @@ class Step(Elementwise):
 
     def impl(self, x):
         return (x > 0).astype(x.dtype)
+
+    def sympy_form(self, sp, node, a):
+        return sp.Piecewise((1, a > 0), (0, True))
 
 
 # ---- comparisons and logic -------------------------------------------------------------
@@ -537,67 +849,100 @@ class Comparison(Elementwise):
 @dataclass(frozen=True)
 class Equal(Comparison):
     name = "equal"
+    sympy = "Eq"
+    scalar_expr = "{0} == {1}"
     ufunc = np.equal
     commutative = True
-
-    def impl(self, a, b):
-        return np.equal(a, b)
 
 
 @dataclass(frozen=True)
 class NotEqual(Comparison):
     name = "not_equal"
+    sympy = "Ne"
+    scalar_expr = "{0} != {1}"
     ufunc = np.not_equal
     commutative = True
-
-    def impl(self, a, b):
-        return np.not_equal(a, b)
 
 
 @dataclass(frozen=True)
 class Greater(Comparison):
     name = "greater"
+    sympy = "Gt"
+    scalar_expr = "{0} > {1}"
     ufunc = np.greater
-
-    def impl(self, a, b):
-        return np.greater(a, b)
 
 
 @dataclass(frozen=True)
 class GreaterEqual(Comparison):
     name = "greater_equal"
+    sympy = "Ge"
+    scalar_expr = "{0} >= {1}"
     ufunc = np.greater_equal
-
-    def impl(self, a, b):
-        return np.greater_equal(a, b)
 
 
 @dataclass(frozen=True)
 class Less(Comparison):
     name = "less"
+    sympy = "Lt"
+    scalar_expr = "{0} < {1}"
     ufunc = np.less
-
-    def impl(self, a, b):
-        return np.less(a, b)
 
 
 @dataclass(frozen=True)
 class LessEqual(Comparison):
     name = "less_equal"
+    sympy = "Le"
+    scalar_expr = "{0} <= {1}"
     ufunc = np.less_equal
-
-    def impl(self, a, b):
-        return np.less_equal(a, b)
 
 
 @dataclass(frozen=True)
 class LogicalAnd(Comparison):
     name = "logical_and"
+    sympy = "And"
     ufunc = np.logical_and
     commutative = True
 
-    def impl(self, a, b):
-        return np.logical_and(a, b)
+
+@dataclass(frozen=True)
+class LogicalOr(Comparison):
+    name, ufunc, sympy = "logical_or", np.logical_or, "Or"
+    commutative = True
+
+
+@dataclass(frozen=True)
+class LogicalXor(Comparison):
+    name, ufunc, sympy = "logical_xor", np.logical_xor, "Xor"
+    commutative = True
+
+
+@dataclass(frozen=True)
+class LogicalNot(Comparison):
+    name, ufunc, sympy = "logical_not", np.logical_not, "Not"
+
+
+@dataclass(frozen=True)
+class Isnan(Comparison):
+    """True where ``x`` is NaN."""
+
+    name, ufunc = "isnan", np.isnan
+    sympy_form = _opaque("isnan")
+
+
+@dataclass(frozen=True)
+class Isinf(Comparison):
+    """True where ``x`` is +inf or -inf."""
+
+    name, ufunc = "isinf", np.isinf
+    sympy_form = _opaque("isinf")
+
+
+@dataclass(frozen=True)
+class Isfinite(Comparison):
+    """True where ``x`` is neither NaN nor infinite."""
+
+    name, ufunc = "isfinite", np.isfinite
+    sympy_form = _opaque("isfinite")
 
 
 @dataclass(frozen=True)
@@ -605,6 +950,7 @@ class Where(Elementwise):
     """``cond ? a : b``; the unselected branch gets a zero gradient (never NaN)."""
 
     name = "where"
+    scalar_expr = "({1} if {0} else {2})"
     nondiff_inputs = (0,)
 
     def result_dtype(self, cond, a, b):
@@ -617,6 +963,9 @@ class Where(Elementwise):
         cond, a, b = node.inputs
         zero = zeros_like(g)
         return None, where(cond, g, zero), where(cond, zero, g)
+
+    def sympy_form(self, sp, node, cond, a, b):
+        return sp.Piecewise((a, cond), (b, True))
 
 
 @dataclass(frozen=True)
@@ -640,6 +989,9 @@ class Clip(Elementwise):
         return (mul(g, mul(above_lo, below_hi)),
                 mul(g, mul(sub(1, above_lo), below_hi)),
                 mul(g, sub(1, below_hi)))
+
+    def sympy_form(self, sp, node, a, lo, hi):
+        return sp.Min(sp.Max(a, lo), hi)
 
 
 @dataclass(frozen=True)
@@ -665,12 +1017,21 @@ class Cast(Elementwise):
     def key_bytes(self, node):
         return f"cast{self.dtype.str}".encode()
 
+    def sympy_form(self, sp, node, a):
+        if node.inputs[0].dtype == np.bool_:  # (not isinstance(a, Boolean): a Symbol is one too)
+            return sp.Piecewise((1, a), (0, True))
+        if self.dtype.kind == "f":
+            return a
+        raise ValueError(f"cast to {self.dtype} has no element-wise SymPy form")
+
 
 @dataclass(frozen=True)
 class StopGradient(Elementwise):
     """The value of ``x``, with gradient 0."""
 
     name = "stop_gradient"
+    scalar_expr = "{0}"
+    sympy_form = first_input_form
     zero_gradient = True
     view = True
 
@@ -692,6 +1053,9 @@ class ZerosLike(Elementwise):
     def impl(self, x):
         return np.zeros(np.shape(x), np.asarray(x).dtype)
 
+    def sympy_form(self, sp, node, *args):
+        return sp.Integer(0)
+
 
 @dataclass(frozen=True)
 class OnesLike(Elementwise):
@@ -703,6 +1067,9 @@ class OnesLike(Elementwise):
 
     def impl(self, x):
         return np.ones(np.shape(x), np.asarray(x).dtype)
+
+    def sympy_form(self, sp, node, *args):
+        return sp.Integer(1)
 
 
 # ---- public functions -------------------------------------------------------------------
@@ -926,3 +1293,34 @@ def zeros_like(x) -> Tensor:
 
 def ones_like(x) -> Tensor:
     return apply(OnesLike(), x)
+
+
+def _public(cls: type[Elementwise], *params: str) -> Callable[..., Tensor]:
+    """The public function of an op class without parameters: it applies the op to its positional
+    inputs (broadcast, weak Python scalars); its docstring is the class's."""
+    op = cls()
+
+    def function(*inputs) -> Tensor:
+        if len(inputs) != len(params):
+            raise TypeError(f"{cls.name}() takes {len(params)} positional arguments ({', '.join(params)}), "
+                            f"got {len(inputs)}")
+        return apply(op, *inputs)
+
+    function.__name__ = function.__qualname__ = cls.name
+    function.__doc__ = cls.__doc__
+    function.__signature__ = inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_ONLY) for p in params], return_annotation=Tensor)
+    return function
+
+
+tan, arcsin, arccos, arctan = _public(Tan, "x"), _public(Arcsin, "x"), _public(Arccos, "x"), _public(Arctan, "x")
+arctan2 = _public(Arctan2, "y", "x")
+sinh, cosh, arcsinh = _public(Sinh, "x"), _public(Cosh, "x"), _public(Arcsinh, "x")
+arccosh, arctanh = _public(Arccosh, "x"), _public(Arctanh, "x")
+exp2, log2, log10 = _public(Exp2, "x"), _public(Log2, "x"), _public(Log10, "x")
+reciprocal, rsqrt = _public(Reciprocal, "x"), _public(Rsqrt, "x")
+floor, ceil, trunc, round = _public(Floor, "x"), _public(Ceil, "x"), _public(Trunc, "x"), _public(Round, "x")  # noqa: A001
+mod, floor_divide, logaddexp = _public(Mod, "x", "y"), _public(FloorDivide, "x", "y"), _public(Logaddexp, "a", "b")
+isnan, isinf, isfinite = _public(Isnan, "x"), _public(Isinf, "x"), _public(Isfinite, "x")
+logical_or, logical_xor = _public(LogicalOr, "a", "b"), _public(LogicalXor, "a", "b")
+logical_not = _public(LogicalNot, "x")

@@ -96,6 +96,25 @@ UNARY = [
     ("stop_gradient_value", gc.stop_gradient, lambda x: x.copy(), uniform(), False),
     ("zeros_like", gc.zeros_like, np.zeros_like, uniform(), False),
     ("ones_like", gc.ones_like, np.ones_like, uniform(), False),
+    # API contract section 15
+    ("tan", gc.tan, np.tan, uniform(-1.2, 1.2), True),
+    ("arcsin", gc.arcsin, np.arcsin, uniform(-0.9, 0.9), True),
+    ("arccos", gc.arccos, np.arccos, uniform(-0.9, 0.9), True),
+    ("arctan", gc.arctan, np.arctan, uniform(-3, 3), True),
+    ("sinh", gc.sinh, np.sinh, uniform(), True),
+    ("cosh", gc.cosh, np.cosh, uniform(), True),
+    ("arcsinh", gc.arcsinh, np.arcsinh, uniform(-3, 3), True),
+    ("arccosh", gc.arccosh, np.arccosh, uniform(1.2, 4.0), True),
+    ("arctanh", gc.arctanh, np.arctanh, uniform(-0.9, 0.9), True),
+    ("exp2", gc.exp2, np.exp2, uniform(), True),
+    ("log2", gc.log2, np.log2, uniform(0.2, 3.0), True),
+    ("log10", gc.log10, np.log10, uniform(0.2, 3.0), True),
+    ("reciprocal", gc.reciprocal, np.reciprocal, away_from(0.0, margin=0.3), True),
+    ("rsqrt", gc.rsqrt, lambda x: 1 / np.sqrt(x), uniform(0.2, 3.0), True),
+    ("floor", gc.floor, np.floor, away_from(-1.0, 0.0, 1.0), True),
+    ("ceil", gc.ceil, np.ceil, away_from(-1.0, 0.0, 1.0), True),
+    ("trunc", gc.trunc, np.trunc, away_from(-1.0, 0.0, 1.0), True),
+    ("round", gc.round, np.round, away_from(-1.5, -0.5, 0.5, 1.5), True),
 ]
 
 UNARY_SHAPES = [(2, 3), (), (1, 4, 1)]
@@ -106,7 +125,7 @@ UNARY_CASES = [Case(f"{name}{list(shape)}", fn, ref, [Spec(shape, gen)], second=
                for name, fn, ref, gen, second in UNARY for shape in UNARY_SHAPES[:1]]
 UNARY_CASES += [Case(f"{name}{list(shape)}", fn, ref, [Spec(shape, gen)], second=second)
                 for name, fn, ref, gen, second in UNARY for shape in UNARY_SHAPES[1:]
-                if name in ("exp", "sigmoid", "softplus", "relu", "gelu", "abs")]
+                if name in ("exp", "sigmoid", "softplus", "relu", "gelu", "abs", "tan", "arcsinh", "rsqrt", "round")]
 
 # ()x(): an all-0-d graph, which the executor runs on NumPy scalars
 BROADCAST_PAIRS = [((3, 1), (1, 4)), ((), (2, 3)), ((2, 1, 3), (4, 1)), ((2, 3), (2, 3)), ((3,), (2, 1)), ((), ())]
@@ -126,6 +145,12 @@ BINARY = [
     ("maximum", gc.maximum, np.maximum, uniform(), uniform()),
     ("minimum", gc.minimum, np.minimum, uniform(), uniform()),
     ("prelu", gc.prelu, lambda x, a: np.where(x > 0, x, x * a), away_from(0.0), uniform(0.0, 0.5)),
+    # API contract section 15 (x / y stays away from the jumps of floor: |x / y| < 0.75, not near 0)
+    ("arctan2", gc.arctan2, np.arctan2, away_from(0.0, margin=0.3), uniform()),
+    ("mod", gc.mod, np.remainder, away_from(0.0, low=-0.9, high=0.9), uniform(1.2, 2.0)),
+    ("mod_negative_divisor", gc.mod, np.remainder, away_from(0.0, low=-0.9, high=0.9), uniform(-2.0, -1.2)),
+    ("floor_divide", gc.floor_divide, np.floor_divide, away_from(0.0, low=-0.9, high=0.9), uniform(1.2, 2.0)),
+    ("logaddexp", gc.logaddexp, np.logaddexp, uniform(-3, 3), uniform(-3, 3)),
 ]
 
 BINARY_CASES = [Case(f"{name}{list(sa)}x{list(sb)}", fn, ref, [Spec(sa, ga), Spec(sb, gb)])
@@ -146,7 +171,21 @@ TERNARY_CASES = [
     Case("clip-0d", gc.clip, np.clip, [Spec((), away_from(-1.0, 1.0)), Spec((), fixed(-1.0)), Spec((), fixed(1.0))]),
 ]
 
-ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES
+_SPECIAL = fixed([[np.nan, np.inf, -np.inf], [0.0, -1.5, 2.0]])
+# predicates and logic: bool results, no gradient
+LOGIC_CASES = [
+    Case("isnan", gc.isnan, np.isnan, [Spec((2, 3), _SPECIAL)], grad=False),
+    Case("isinf", gc.isinf, np.isinf, [Spec((2, 3), _SPECIAL)], grad=False),
+    Case("isfinite", gc.isfinite, np.isfinite, [Spec((2, 3), _SPECIAL)], grad=False),
+    Case("logical_not", gc.logical_not, np.logical_not, [Spec((2, 3), booleans(), kind="bool")], grad=False),
+    Case("logical_not_floats", gc.logical_not, np.logical_not, [Spec((2, 3), fixed([[0.0, 1.0, -0.0]] * 2))],
+         grad=False),
+] + [Case(f"{fn.__name__}{list(sa)}x{list(sb)}", fn, ref, [Spec(sa, booleans(), kind="bool"),
+                                                          Spec(sb, booleans(), kind="bool")], grad=False)
+     for fn, ref in [(gc.logical_and, np.logical_and), (gc.logical_or, np.logical_or),
+                     (gc.logical_xor, np.logical_xor)] for sa, sb in BROADCAST_PAIRS[:3]]
+
+ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES + LOGIC_CASES
 SMOOTH_CASES = [c for c in ALL_CASES if c.grad and c.second]
 
 
@@ -188,6 +227,10 @@ def test_second_order_float32(case):
 # ---- integer and bool inputs ------------------------------------------------------------------
 
 INT_UNARY = [
+    ("floor", gc.floor, np.floor), ("ceil", gc.ceil, np.ceil), ("trunc", gc.trunc, np.trunc),
+    ("round", gc.round, np.round), ("exp2", gc.exp2, np.exp2), ("log2", gc.log2, np.log2),
+    ("tan", gc.tan, np.tan), ("arctan", gc.arctan, np.arctan), ("isnan", gc.isnan, np.isnan),
+    ("isfinite", gc.isfinite, np.isfinite), ("logical_not", gc.logical_not, np.logical_not),
     ("neg", gc.neg, np.negative), ("abs", gc.abs, np.abs), ("square", gc.square, np.square),
     ("sign", gc.sign, np.sign), ("exp", gc.exp, np.exp), ("log", gc.log, np.log), ("sqrt", gc.sqrt, np.sqrt),
     ("sin", gc.sin, np.sin), ("relu", gc.relu, lambda x: np.maximum(x, 0)),
@@ -203,7 +246,7 @@ INT_DTYPES = ["int64", "int32", "uint8"]
 @pytest.mark.parametrize("dtype", INT_DTYPES)
 @pytest.mark.parametrize("name,fn,ref", INT_UNARY, ids=[u[0] for u in INT_UNARY])
 def test_integer_unary(name, fn, ref, dtype):
-    low = 1 if name in ("log", "sqrt") else (0 if dtype == "uint8" else -3)
+    low = 1 if name in ("log", "sqrt", "log2") else (0 if dtype == "uint8" else -3)
     values = np.arange(low, low + 6).reshape(2, 3).astype(dtype)
     x = gc.placeholder("x", (2, 3), dtype)
     out = fn(x)
@@ -220,6 +263,9 @@ INT_BINARY = [
     ("minimum", gc.minimum, np.minimum), ("equal", gc.equal, np.equal), ("not_equal", gc.not_equal, np.not_equal),
     ("greater", gc.greater, np.greater), ("greater_equal", gc.greater_equal, np.greater_equal),
     ("less", gc.less, np.less), ("less_equal", gc.less_equal, np.less_equal),
+    ("mod", gc.mod, np.remainder), ("floor_divide", gc.floor_divide, np.floor_divide),
+    ("arctan2", gc.arctan2, np.arctan2), ("logaddexp", gc.logaddexp, np.logaddexp),
+    ("logical_or", gc.logical_or, np.logical_or), ("logical_xor", gc.logical_xor, np.logical_xor),
 ]
 
 MIXED_DTYPES = [("int64", "int64"), ("int32", "int64"), ("int32", "float32"), ("uint8", "int8"),
@@ -665,9 +711,12 @@ def test_op_names():
 ALL_DTYPES = ["bool", "int8", "uint8", "int32", "int64", "float32", "float64"]
 UNARY_FUNCTIONS = ["neg", "exp", "log", "log1p", "expm1", "sqrt", "square", "abs", "sign", "sin", "cos", "tanh",
                    "sigmoid", "softplus", "relu", "leaky_relu", "elu", "gelu", "silu", "hard_tanh", "step",
-                   "stop_gradient", "zeros_like", "ones_like"]
+                   "stop_gradient", "zeros_like", "ones_like", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh",
+                   "arcsinh", "arccosh", "arctanh", "exp2", "log2", "log10", "reciprocal", "rsqrt", "floor", "ceil",
+                   "trunc", "round", "isnan", "isinf", "isfinite", "logical_not"]
 BINARY_FUNCTIONS = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "prelu", "equal", "not_equal",
-                    "greater", "greater_equal", "less", "less_equal"]
+                    "greater", "greater_equal", "less", "less_equal", "arctan2", "mod", "floor_divide", "logaddexp",
+                    "logical_and", "logical_or", "logical_xor"]
 
 
 def _small_values(dtype):
