@@ -13,7 +13,9 @@ import pytest
 
 import graphc as gc
 from graphc.op import apply
-from graphc.ops.nn import SoftmaxMinusOneHot
+from graphc.ops.elementwise import erf
+from graphc.ops.nn import SoftmaxMinusOneHot, SparseTarget
+from graphc.passes.fuse import fuse
 from graphc.serialize import MAGIC, SaveError, encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -534,10 +536,15 @@ def _every_op_function(optimize: bool):
         gc.isnan(x), gc.isinf(x), gc.isfinite(x), gc.logical_and(x > 0.0, m[0] > 0.0),
         gc.logical_or(x > 0.0, m[0] > 0.0), gc.logical_xor(x > 0.0, m[0] > 0.0), gc.logical_not(x > 0.0),
         apply(SoftmaxMinusOneHot(), h, idx),  # made by the compiler, saved like any op
+        gc.exp(x), gc.log(gc.abs(x) + 1.0), gc.relu(x), gc.less(x, 0.5), x.with_name("renamed"), erf(x),
+        apply(SparseTarget(1), idx, h), fuse([gc.tanh(x * 2.0) + x])[0],
+        gc.grad(gc.sum(gc.einsum("ii->i", m)), m),  # diagonal_mask
     ]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
     loss = loss + gc.sum(gc.tanh(x) * gc.arctan(x) + gc.mod(x, 0.7) + gc.logaddexp(x, 0.5) + gc.rsqrt(x * x + 1.0))
+    # reduced_count, reshape_like, softmax_over: gradients over the unknown batch size
+    loss = loss + gc.sum(gc.mean(x, axis=0)) + gc.sum(gc.reshape(x, (-1, 2, 2)) ** 2) + gc.sum(gc.logsumexp(x, axis=1))
     grads = gc.grad(loss, [w, alpha, x])
     fn = gc.function([x, m, idx], {"parts": parts, "grads": grads}, updates={w: w - 0.01 * grads[0]},
                      optimize=optimize)

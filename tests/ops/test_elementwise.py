@@ -184,6 +184,11 @@ LOGIC_CASES = [
                                                           Spec(sb, booleans(), kind="bool")], grad=False)
      for fn, ref in [(gc.logical_and, np.logical_and), (gc.logical_or, np.logical_or),
                      (gc.logical_xor, np.logical_xor)] for sa, sb in BROADCAST_PAIRS[:3]]
+_TIES = [Spec((3, 1), fixed([[0.0], [1.0], [-1.0]])), Spec((1, 3), fixed([[1.0, 0.0, -1.0]]))]
+LOGIC_CASES += [Case(fn.__name__, fn, ref, _TIES, grad=False)
+                for fn, ref in [(gc.equal, np.equal), (gc.not_equal, np.not_equal), (gc.greater, np.greater),
+                                (gc.greater_equal, np.greater_equal), (gc.less, np.less),
+                                (gc.less_equal, np.less_equal)]]
 
 ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES + LOGIC_CASES
 SMOOTH_CASES = [c for c in ALL_CASES if c.grad and c.second]

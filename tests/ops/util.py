@@ -376,3 +376,51 @@ def np_log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def np_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.exp(np_log_softmax(x, axis))
+
+
+# ---- one runner for every table ------------------------------------------------------------------
+
+def table_tests(cases: Sequence[Case], float32_second: Sequence[str] = ()) -> dict[str, Callable]:
+    """The table-driven tests of ``cases``, to put in a test module: ``globals().update(table_tests(CASES))``.
+
+    value (float64, float32) and the static type with unknown sizes for every case; the first-order
+    gradient (float64, float32, unknown sizes) of the cases with ``grad``; the second order (float64) of
+    those with ``second`` too, and in float32 for the case ids in ``float32_second``.
+    """
+    import pytest
+
+    floats = [np.float64, np.float32]
+    differentiable = [c for c in cases if c.grad and diff_positions(c)]
+    smooth = [c for c in differentiable if c.second]
+
+    @pytest.mark.parametrize("dtype", floats)
+    @pytest.mark.parametrize("case", cases, ids=repr)
+    def test_value(case, dtype):
+        check_value(case, dtype)
+
+    @pytest.mark.parametrize("case", cases, ids=repr)
+    def test_unknown_sizes(case):
+        check_unknown_sizes(case)
+
+    @pytest.mark.parametrize("dtype", floats)
+    @pytest.mark.parametrize("case", differentiable, ids=repr)
+    def test_gradient(case, dtype):
+        check_gradient(case, dtype)
+
+    @pytest.mark.parametrize("case", differentiable, ids=repr)
+    def test_gradient_unknown_sizes(case):
+        check_gradient(case, np.float64, unknown=True)
+
+    @pytest.mark.parametrize("case", smooth, ids=repr)
+    def test_second_order(case):
+        check_second_order(case, np.float64)
+
+    @pytest.mark.parametrize("case", [c for c in smooth if c.id in float32_second], ids=repr)
+    def test_second_order_float32(case):
+        check_second_order(case, np.float32)
+
+    tests = {f.__name__: f for f in (test_value, test_unknown_sizes, test_gradient, test_gradient_unknown_sizes,
+                                     test_second_order)}
+    if float32_second:
+        tests["test_second_order_float32"] = test_second_order_float32
+    return tests
