@@ -625,3 +625,47 @@ def test_special_kernels_never_take_a_dead_buffer(rng):
     values, ids = rng.standard_normal((6, 4)), rng.integers(0, 4, 6)
     slow = build_plan([warm, direct], [z, labels], **ALL_OFF)
     np.testing.assert_array_equal(run_plan(plan, [values, ids])[1], run_plan(slow, [values, ids])[1])
+
+
+# ---- API contract section 15: each element-wise op is one direct NumPy call, fused and on scalars too ------
+
+SECTION15_UNARY = ["tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "arcsinh", "arccosh", "arctanh", "exp2",
+                   "log2", "log10", "reciprocal", "rsqrt", "floor", "ceil", "trunc", "round", "isnan", "isinf",
+                   "isfinite", "logical_not"]
+SECTION15_BINARY = ["arctan2", "mod", "floor_divide", "logaddexp", "logical_and", "logical_or", "logical_xor"]
+
+
+def _section15(name, x, y):
+    fn = getattr(gc, name)
+    if name in ("arccosh", "log2", "log10", "rsqrt"):  # inside the domain
+        return fn(gc.abs(x) + 1.0)
+    return fn(x * 0.5) if name in SECTION15_UNARY else fn(x * 0.5, y)
+
+
+@pytest.mark.parametrize("name", SECTION15_UNARY + SECTION15_BINARY)
+def test_section15_ops_lower_to_one_numpy_call_fuse_and_run_on_scalars(name):
+    from graphc.passes.fuse import fuse
+
+    values = np.linspace(-0.9, 0.9, 4096)
+    rng = np.random.default_rng(0)
+    other = rng.uniform(0.5, 2.0, 4096)
+    x, y = gc.placeholder("x", (4096,)), gc.placeholder("y", (4096,))
+    out = _section15(name, x, y)
+    plan = build_plan([out], [x, y])
+    step = [k for k, n in zip(plan.kinds, plan.steps) if n.op == name]
+    assert step and step[0] != "call", plan.explain()  # not a Python call of impl: the ufunc, writing out=
+    slow = build_plan([out], [x, y], **ALL_OFF)
+    expected = run_plan(slow, [values, other])[0]
+    np.testing.assert_array_equal(run_plan(plan, [values, other])[0], expected)
+    (fused,) = fuse([out + 1.0])
+    assert fused.op == "fused" and name in fused.primitive.describe_steps() and name in gc.debugprint(fused)
+    fused_fn = gc.function([x, y], fused, optimize=False)
+    np.testing.assert_array_equal(fused_fn(values, other), expected + 1.0)
+    # an all-0-d graph runs on NumPy scalars: the same values
+    xs, ys = gc.placeholder("xs"), gc.placeholder("ys")
+    scalar = build_plan([_section15(name, xs, ys)], [xs, ys])
+    assert scalar.scalar
+    for a, b in zip(values[::512], other[::512]):
+        got = run_plan(scalar, [np.asarray(a), np.asarray(b)])[0]
+        want = run_plan(slow, [np.full(4096, a), np.full(4096, b)])[0][0]
+        assert got.dtype == want.dtype and (got == want or (np.isnan(got) and np.isnan(want)))
