@@ -16,13 +16,15 @@ nothing but the NumPy work (measurements: docs/performance.md):
   spare buffer the caller passes (old variable values nobody references).
   Only buffers this call allocated, or spares, are ever written to: never a
   feed, a variable's value, a constant, a view of any of them, or a broadcast.
-* **Lowering peepholes.** Exact, value for value: a ReLU mask ``x > 0`` is
-  read from ``relu(x)`` (so the pre-activation dies at the ReLU, which then
-  runs in place); ``g * cast(mask)`` multiplies by the boolean mask; a
-  broadcast of one element feeding a ufunc is dropped; ``(w * 2**k) * s``
-  becomes ``w * (s * 2**k)``; ``softmax - one_hot`` and the sparse
-  cross-entropy run as one kernel each. ``sum(square(x))`` over all axes is a
-  dot product (the same value up to the order of the additions).
+* **Lowering.** Each op says how it lowers (``Op.lowering()``: the NumPy
+  function called with ``out=``; otherwise a call of ``impl``). The lowering
+  rules, exact value for value and named in ``plan.explain()``: a ReLU mask
+  ``x > 0`` is read from ``relu(x)`` (so the pre-activation dies at the ReLU,
+  which then runs in place); ``g * cast(mask)`` multiplies by the boolean mask;
+  a broadcast of one element feeding a ufunc is dropped; ``(w * 2**k) * s``
+  becomes ``w * (s * 2**k)``; ``softmax - one_hot`` becomes the op
+  ``softmax_minus_one_hot`` (one buffer). ``sum(square(x))`` over all axes is
+  a dot product (the same value up to the order of the additions).
 * **Fused nodes** from the optimizer's opt-in fusion are expanded back into
   their steps, which then share the plan's buffer reuse.
 * **Scalar graphs** (every value 0-d) run on NumPy scalars with Python

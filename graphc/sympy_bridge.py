@@ -398,13 +398,14 @@ _inverse: dict = {}
 def _op_of_function() -> dict:
     """SymPy function -> (op class, arity), derived from the ops' own ``sympy_form``: an op whose form is
     one SymPy function applied to its inputs (``tanh(x0)``, ``Mod(x0, x1)``) is that function's op.
-    Built on first use and again when the op registry has grown (the first op declaring a function wins)."""
+    Built on first use and again whenever the op registry changed (the first op declaring a function wins)."""
     from graphc.op import REGISTRY
 
-    if _inverse.get("size") != len(REGISTRY):
+    classes = tuple(REGISTRY.values())
+    if _inverse.get("classes") != classes:
         table: dict = {}
         symbols = _argument_symbols(3)
-        for cls in list(REGISTRY.values()):
+        for cls in classes:
             for arity in (1, 2, 3):
                 try:
                     form = cls().sympy_form(sympy, None, *symbols[:arity])
@@ -412,7 +413,7 @@ def _op_of_function() -> dict:
                     continue
                 if isinstance(form, sympy.Basic) and not form.is_Atom and form.args == tuple(symbols[:arity]):
                     table.setdefault(form.func, (cls, arity))
-        _inverse.update(size=len(REGISTRY), table=table)
+        _inverse.update(classes=classes, table=table)
     return _inverse["table"]
 
 
