@@ -66,6 +66,11 @@ def _sympy_number(sp, value: float):
     return sp.Integer(int(value)) if float(value).is_integer() else sp.Float(value)
 
 
+def _form(function):
+    """A ``sympy_form`` from ``function(sp, *inputs)`` (``sp`` is the sympy module, which only the bridge imports)."""
+    return lambda self, sp, node, *args: function(sp, *args)
+
+
 def _float_input(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.kind == "f" else x.astype(np.float64)
 
@@ -74,6 +79,8 @@ def _float_input(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Add(Elementwise):
+    """``a + b`` with broadcasting."""
+
     name = "add"
     sympy = "Add"
     scalar_expr = "{0} + {1}"
@@ -86,19 +93,21 @@ class Add(Elementwise):
 
 @dataclass(frozen=True)
 class Sub(Elementwise):
+    """``a - b`` with broadcasting."""
+
     name = "sub"
     scalar_expr = "{0} - {1}"
     ufunc = np.subtract
+    sympy_form = _form(lambda sp, a, b: a - b)
 
     def vjp(self, node, g):
         return g, neg(g)
 
-    def sympy_form(self, sp, node, a, b):
-        return a - b
-
 
 @dataclass(frozen=True)
 class Mul(Elementwise):
+    """``a * b`` with broadcasting."""
+
     name = "mul"
     sympy = "Mul"
     scalar_expr = "{0} * {1}"
@@ -112,10 +121,13 @@ class Mul(Elementwise):
 
 @dataclass(frozen=True)
 class Div(Elementwise):
+    """True division ``a / b`` (integers give float64, as in NumPy); gradients ``g / b`` and ``-(g / b) * out``."""
+
     name = "div"
     scalar_expr = "{0} / {1}"
     domain = (1, 1.0)
     ufunc = np.true_divide
+    sympy_form = _form(lambda sp, a, b: a / b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -123,21 +135,18 @@ class Div(Elementwise):
         # d(a/b)/db = -a/b**2 = -(a/b)/b, reusing the output
         return grad_a, neg(mul(grad_a, node))
 
-    def sympy_form(self, sp, node, a, b):
-        return a / b
-
 
 @dataclass(frozen=True)
 class Neg(Elementwise):
+    """``-x``."""
+
     name = "neg"
     scalar_expr = "-{0}"
     ufunc = np.negative
+    sympy_form = _form(lambda sp, a: -a)
 
     def vjp(self, node, g):
         return (neg(g),)
-
-    def sympy_form(self, sp, node, a):
-        return -a
 
 
 @dataclass(frozen=True)
@@ -166,16 +175,16 @@ class Pow(Elementwise):
 
 @dataclass(frozen=True)
 class Square(Elementwise):
+    """``x * x``; gradient ``2 x``."""
+
     name = "square"
     scalar_expr = "{0} * {0}"
     ufunc = np.square
+    sympy_form = _form(lambda sp, a: a ** 2)
 
     def vjp(self, node, g):
         (x,) = node.inputs
         return (mul(g, mul(x, 2)),)
-
-    def sympy_form(self, sp, node, a):
-        return a ** 2
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,8 @@ class Abs(Elementwise):
 
 @dataclass(frozen=True)
 class Sign(Elementwise):
+    """-1, 0 or 1 with the sign of ``x``; gradient 0."""
+
     name = "sign"
     sympy = "sign"
     ufunc = np.sign
@@ -242,6 +253,8 @@ def tie_split_weight(wins: Tensor, ties: Tensor, dtype) -> Tensor:
 
 @dataclass(frozen=True)
 class Exp(Elementwise):
+    """``e ** x``; gradient ``out``."""
+
     name = "exp"
     sympy = "exp"
     domain = (0, 0.0)
@@ -253,6 +266,8 @@ class Exp(Elementwise):
 
 @dataclass(frozen=True)
 class Log(Elementwise):
+    """The natural logarithm; gradient ``1 / x``."""
+
     name = "log"
     sympy = "log"
     domain = (0, 1.0)
@@ -264,28 +279,28 @@ class Log(Elementwise):
 
 @dataclass(frozen=True)
 class Log1p(Elementwise):
+    """``log(1 + x)``, accurate near 0; gradient ``1 / (1 + x)``."""
+
     name = "log1p"
     domain = (0, 0.0)
     ufunc = np.log1p
+    sympy_form = _form(lambda sp, a: sp.log(1 + a))
 
     def vjp(self, node, g):
         return (div(g, add(node.inputs[0], 1)),)
 
-    def sympy_form(self, sp, node, a):
-        return sp.log(1 + a)
-
 
 @dataclass(frozen=True)
 class Expm1(Elementwise):
+    """``exp(x) - 1``, accurate near 0; gradient ``out + 1``."""
+
     name = "expm1"
     domain = (0, 0.0)
     ufunc = np.expm1
+    sympy_form = _form(lambda sp, a: sp.exp(a) - 1)
 
     def vjp(self, node, g):
         return (mul(g, add(node, 1)),)
-
-    def sympy_form(self, sp, node, a):
-        return sp.exp(a) - 1
 
 
 @dataclass(frozen=True)
@@ -303,6 +318,8 @@ class Sqrt(Elementwise):
 
 @dataclass(frozen=True)
 class Sin(Elementwise):
+    """``sin(x)``; gradient ``cos(x)``."""
+
     name = "sin"
     sympy = "sin"
     ufunc = np.sin
@@ -313,6 +330,8 @@ class Sin(Elementwise):
 
 @dataclass(frozen=True)
 class Cos(Elementwise):
+    """``cos(x)``; gradient ``-sin(x)``."""
+
     name = "cos"
     sympy = "cos"
     ufunc = np.cos
@@ -323,6 +342,8 @@ class Cos(Elementwise):
 
 @dataclass(frozen=True)
 class Tanh(Elementwise):
+    """``tanh(x)``; gradient ``1 - out**2`` (from the output)."""
+
     name = "tanh"
     sympy = "tanh"
     ufunc = np.tanh
@@ -487,9 +508,7 @@ class Exp2(Elementwise):
     """``2 ** x``; gradient ``2 ** x * log(2)`` (from the output)."""
 
     name, ufunc, domain = "exp2", np.exp2, (0, 0.0)
-
-    def sympy_form(self, sp, node, a):
-        return 2 ** a
+    sympy_form = _form(lambda sp, a: 2 ** a)
 
     def vjp(self, node, g):
         return (mul(g, mul(node, _LN2)),)
@@ -500,9 +519,7 @@ class Log2(Elementwise):
     """``log2(x)``; gradient ``1 / (x log(2))``."""
 
     name, ufunc, domain = "log2", np.log2, (0, 1.0)
-
-    def sympy_form(self, sp, node, a):
-        return sp.log(a, 2)
+    sympy_form = _form(lambda sp, a: sp.log(a, 2))
 
     def vjp(self, node, g):
         return (div(g, mul(node.inputs[0], _LN2)),)
@@ -513,9 +530,7 @@ class Log10(Elementwise):
     """``log10(x)``; gradient ``1 / (x log(10))``."""
 
     name, ufunc, domain = "log10", np.log10, (0, 1.0)
-
-    def sympy_form(self, sp, node, a):
-        return sp.log(a, 10)
+    sympy_form = _form(lambda sp, a: sp.log(a, 10))
 
     def vjp(self, node, g):
         return (div(g, mul(node.inputs[0], _LN10)),)
@@ -526,9 +541,7 @@ class Reciprocal(Elementwise):
     """``1 / x`` as NumPy's ``reciprocal`` (integers stay integers); gradient ``-1 / x**2`` (from the output)."""
 
     name, ufunc, domain = "reciprocal", np.reciprocal, (0, 1.0)
-
-    def sympy_form(self, sp, node, a):
-        return 1 / a
+    sympy_form = _form(lambda sp, a: 1 / a)
 
     def vjp(self, node, g):
         return (neg(mul(g, square(node))),)
@@ -539,9 +552,7 @@ class Rsqrt(Elementwise):
     """``1 / sqrt(x)`` (sqrt's dtypes); gradient ``-rsqrt(x) / (2 x)`` (from the output)."""
 
     name, ufunc, kernel, domain = "rsqrt", np.sqrt, staticmethod(_rsqrt), (0, 1.0)
-
-    def sympy_form(self, sp, node, a):
-        return 1 / sp.sqrt(a)
+    sympy_form = _form(lambda sp, a: 1 / sp.sqrt(a))
 
     def vjp(self, node, g):
         return (mul(g, mul(div(node, node.inputs[0]), -0.5)),)
@@ -599,9 +610,7 @@ class FloorDivide(Elementwise):
     """NumPy's ``floor_divide``: ``floor(x / y)``; gradient 0."""
 
     name, ufunc, zero_gradient = "floor_divide", np.floor_divide, True
-
-    def sympy_form(self, sp, node, a, b):
-        return sp.floor(a / b)
+    sympy_form = _form(lambda sp, a, b: sp.floor(a / b))
 
 
 @dataclass(frozen=True)
@@ -610,9 +619,7 @@ class Logaddexp(Elementwise):
     (half each where ``a == b``, infinities included)."""
 
     name, ufunc = "logaddexp", np.logaddexp
-
-    def sympy_form(self, sp, node, a, b):
-        return sp.log(sp.exp(a) + sp.exp(b))
+    sympy_form = _form(lambda sp, a, b: sp.log(sp.exp(a) + sp.exp(b)))
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -635,6 +642,7 @@ class Sigmoid(Elementwise):
     """Logistic function, finite and accurate for any finite input."""
 
     name = "sigmoid"
+    sympy_form = _form(lambda sp, a: 1 / (1 + sp.exp(-a)))
 
     def impl(self, x):
         return _sigmoid(x)
@@ -644,15 +652,13 @@ class Sigmoid(Elementwise):
         (x,) = node.inputs
         return (mul(g, mul(node, sigmoid(neg(x)))),)
 
-    def sympy_form(self, sp, node, a):
-        return 1 / (1 + sp.exp(-a))
-
 
 @dataclass(frozen=True)
 class Softplus(Elementwise):
     """``log(1 + exp(x))`` without overflow; ``softplus'(0) = 0.5``."""
 
     name = "softplus"
+    sympy_form = _form(lambda sp, a: sp.log(1 + sp.exp(a)))
 
     def impl(self, x):
         x = _float_input(np.asarray(x))
@@ -661,15 +667,13 @@ class Softplus(Elementwise):
     def vjp(self, node, g):
         return (mul(g, sigmoid(node.inputs[0])),)
 
-    def sympy_form(self, sp, node, a):
-        return sp.log(1 + sp.exp(a))
-
 
 @dataclass(frozen=True)
 class Relu(Elementwise):
     """``max(x, 0)``; ``relu'(0) = 0``."""
 
     name = "relu"
+    sympy_form = _form(lambda sp, a: sp.Piecewise((a, a > 0), (0, True)))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
@@ -680,9 +684,6 @@ class Relu(Elementwise):
     def vjp(self, node, g):
         (x,) = node.inputs
         return (mul(g, cast(greater(x, 0), g.dtype)),)
-
-    def sympy_form(self, sp, node, a):
-        return sp.Piecewise((a, a > 0), (0, True))
 
 
 @dataclass(frozen=True)
@@ -707,6 +708,7 @@ class Prelu(Elementwise):
     """Leaky ReLU with a learned slope ``alpha`` (broadcast against ``x``)."""
 
     name = "prelu"
+    sympy_form = _form(lambda sp, a, alpha: sp.Piecewise((a, a > 0), (a * alpha, True)))
 
     def impl(self, x, alpha):
         dtype = self.result_dtype(np.asarray(x).dtype, np.asarray(alpha).dtype)
@@ -716,9 +718,6 @@ class Prelu(Elementwise):
         x, alpha = node.inputs
         positive = greater(x, 0)
         return where(positive, g, mul(g, alpha)), where(positive, 0.0, mul(g, x))
-
-    def sympy_form(self, sp, node, a, alpha):
-        return sp.Piecewise((a, a > 0), (a * alpha, True))
 
 
 @dataclass(frozen=True)
@@ -782,6 +781,7 @@ class Silu(Elementwise):
     """``x * sigmoid(x)`` (also called swish)."""
 
     name = "silu"
+    sympy_form = _form(lambda sp, a: a / (1 + sp.exp(-a)))
 
     def impl(self, x):
         x = _float_input(np.asarray(x))
@@ -793,15 +793,13 @@ class Silu(Elementwise):
         # s + x s (1 - s), with 1 - s as sigmoid(-x) for accuracy
         return (mul(g, mul(s, add(mul(x, sigmoid(neg(x))), 1))),)
 
-    def sympy_form(self, sp, node, a):
-        return a / (1 + sp.exp(-a))
-
 
 @dataclass(frozen=True)
 class HardTanh(Elementwise):
     """``clip(x, -1, 1)``; the gradient is 1 strictly inside (-1, 1), else 0."""
 
     name = "hard_tanh"
+    sympy_form = _form(lambda sp, a: sp.Piecewise((-1, a <= -1), (1, a >= 1), (a, True)))
 
     def result_dtype(self, *dtypes):
         return np.clip(np.zeros(0, dtypes[0]), -1, 1).dtype  # NumPy's (bool gives int64)
@@ -814,9 +812,6 @@ class HardTanh(Elementwise):
         inside = logical_and(greater(x, -1), less(x, 1))
         return (mul(g, cast(inside, g.dtype)),)
 
-    def sympy_form(self, sp, node, a):
-        return sp.Piecewise((-1, a <= -1), (1, a >= 1), (a, True))
-
 
 @dataclass(frozen=True)
 class Step(Elementwise):
@@ -824,15 +819,13 @@ class Step(Elementwise):
 
     name = "step"
     zero_gradient = True
+    sympy_form = _form(lambda sp, a: sp.Piecewise((1, a > 0), (0, True)))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
 
     def impl(self, x):
         return (x > 0).astype(x.dtype)
-
-    def sympy_form(self, sp, node, a):
-        return sp.Piecewise((1, a > 0), (0, True))
 
 
 # ---- comparisons and logic -------------------------------------------------------------
@@ -898,6 +891,8 @@ class LessEqual(Comparison):
 
 @dataclass(frozen=True)
 class LogicalAnd(Comparison):
+    """True where both ``a`` and ``b`` are (nonzero)."""
+
     name = "logical_and"
     sympy = "And"
     ufunc = np.logical_and
@@ -906,18 +901,24 @@ class LogicalAnd(Comparison):
 
 @dataclass(frozen=True)
 class LogicalOr(Comparison):
+    """True where ``a`` or ``b`` is true (nonzero)."""
+
     name, ufunc, sympy = "logical_or", np.logical_or, "Or"
     commutative = True
 
 
 @dataclass(frozen=True)
 class LogicalXor(Comparison):
+    """True where exactly one of ``a`` and ``b`` is true (nonzero)."""
+
     name, ufunc, sympy = "logical_xor", np.logical_xor, "Xor"
     commutative = True
 
 
 @dataclass(frozen=True)
 class LogicalNot(Comparison):
+    """True where ``x`` is false (zero)."""
+
     name, ufunc, sympy = "logical_not", np.logical_not, "Not"
 
 
@@ -952,6 +953,7 @@ class Where(Elementwise):
     name = "where"
     scalar_expr = "({1} if {0} else {2})"
     nondiff_inputs = (0,)
+    sympy_form = _form(lambda sp, cond, a, b: sp.Piecewise((a, cond), (b, True)))
 
     def result_dtype(self, cond, a, b):
         return np.result_type(a, b)
@@ -964,15 +966,13 @@ class Where(Elementwise):
         zero = zeros_like(g)
         return None, where(cond, g, zero), where(cond, zero, g)
 
-    def sympy_form(self, sp, node, cond, a, b):
-        return sp.Piecewise((a, cond), (b, True))
-
 
 @dataclass(frozen=True)
 class Clip(Elementwise):
     """``minimum(maximum(x, lo), hi)``; at ``x == lo`` or ``x == hi`` the gradient is split evenly."""
 
     name = "clip"
+    sympy_form = _form(lambda sp, a, lo, hi: sp.Min(sp.Max(a, lo), hi))
 
     def result_dtype(self, *dtypes):
         return np.result_type(*dtypes)
@@ -989,9 +989,6 @@ class Clip(Elementwise):
         return (mul(g, mul(above_lo, below_hi)),
                 mul(g, mul(sub(1, above_lo), below_hi)),
                 mul(g, sub(1, below_hi)))
-
-    def sympy_form(self, sp, node, a, lo, hi):
-        return sp.Min(sp.Max(a, lo), hi)
 
 
 @dataclass(frozen=True)
@@ -1044,8 +1041,11 @@ class StopGradient(Elementwise):
 
 @dataclass(frozen=True)
 class ZerosLike(Elementwise):
+    """Zeros of ``x``'s shape and dtype; gradient 0."""
+
     name = "zeros_like"
     zero_gradient = True
+    sympy_form = _form(lambda sp, *args: sp.Integer(0))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
@@ -1053,14 +1053,14 @@ class ZerosLike(Elementwise):
     def impl(self, x):
         return np.zeros(np.shape(x), np.asarray(x).dtype)
 
-    def sympy_form(self, sp, node, *args):
-        return sp.Integer(0)
-
 
 @dataclass(frozen=True)
 class OnesLike(Elementwise):
+    """Ones of ``x``'s shape and dtype; gradient 0."""
+
     name = "ones_like"
     zero_gradient = True
+    sympy_form = _form(lambda sp, *args: sp.Integer(1))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
@@ -1068,99 +1068,40 @@ class OnesLike(Elementwise):
     def impl(self, x):
         return np.ones(np.shape(x), np.asarray(x).dtype)
 
-    def sympy_form(self, sp, node, *args):
-        return sp.Integer(1)
-
 
 # ---- public functions -------------------------------------------------------------------
 
-def add(a, b) -> Tensor:
-    """``a + b`` with broadcasting."""
-    return apply(Add(), a, b)
+def _public(cls: type[Elementwise], *params: str) -> Callable[..., Tensor]:
+    """The public function of an op class without parameters: it applies the op to its positional
+    inputs (broadcast, weak Python scalars); its docstring is the class's."""
+    op = cls()
+
+    def function(*inputs) -> Tensor:
+        if len(inputs) != len(params):
+            raise TypeError(f"{cls.name}() takes {len(params)} positional arguments ({', '.join(params)}), "
+                            f"got {len(inputs)}")
+        return apply(op, *inputs)
+
+    function.__name__ = function.__qualname__ = cls.name
+    function.__doc__ = cls.__doc__
+    function.__signature__ = inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_ONLY) for p in params], return_annotation=Tensor)
+    return function
 
 
-def sub(a, b) -> Tensor:
-    """``a - b`` with broadcasting."""
-    return apply(Sub(), a, b)
-
-
-def mul(a, b) -> Tensor:
-    """``a * b`` with broadcasting."""
-    return apply(Mul(), a, b)
-
-
-def div(a, b) -> Tensor:
-    """True division ``a / b`` (integers give float64, as in NumPy)."""
-    return apply(Div(), a, b)
-
-
-def neg(x) -> Tensor:
-    return apply(Neg(), x)
-
-
-def pow(x, y) -> Tensor:  # noqa: A001 - the contract's name
-    """``x ** y``."""
-    return apply(Pow(), x, y)
-
-
-def exp(x) -> Tensor:
-    return apply(Exp(), x)
-
-
-def log(x) -> Tensor:
-    return apply(Log(), x)
-
-
-def log1p(x) -> Tensor:
-    return apply(Log1p(), x)
-
-
-def expm1(x) -> Tensor:
-    return apply(Expm1(), x)
-
-
-def sqrt(x) -> Tensor:
-    return apply(Sqrt(), x)
-
-
-def square(x) -> Tensor:
-    return apply(Square(), x)
-
-
-def abs(x) -> Tensor:  # noqa: A001 - the contract's name
-    return apply(Abs(), x)
-
-
-def sign(x) -> Tensor:
-    return apply(Sign(), x)
-
-
-def sin(x) -> Tensor:
-    return apply(Sin(), x)
-
-
-def cos(x) -> Tensor:
-    return apply(Cos(), x)
-
-
-def tanh(x) -> Tensor:
-    return apply(Tanh(), x)
-
-
-def erf(x) -> Tensor:
-    return apply(Erf(), x)
-
-
-def sigmoid(x) -> Tensor:
-    return apply(Sigmoid(), x)
-
-
-def softplus(x) -> Tensor:
-    return apply(Softplus(), x)
-
-
-def relu(x) -> Tensor:
-    return apply(Relu(), x)
+# the functions of the ops without parameters (each documented by its class)
+add, sub, mul = _public(Add, "a", "b"), _public(Sub, "a", "b"), _public(Mul, "a", "b")
+div, neg, exp = _public(Div, "a", "b"), _public(Neg, "x"), _public(Exp, "x")
+pow, abs = _public(Pow, "x", "y"), _public(Abs, "x")  # noqa: A001 - the contract's names
+log, log1p, expm1, sqrt = _public(Log, "x"), _public(Log1p, "x"), _public(Expm1, "x"), _public(Sqrt, "x")
+square, sign, sin = _public(Square, "x"), _public(Sign, "x"), _public(Sin, "x")
+cos, tanh, erf, sigmoid = _public(Cos, "x"), _public(Tanh, "x"), _public(Erf, "x"), _public(Sigmoid, "x")
+softplus, relu, prelu = _public(Softplus, "x"), _public(Relu, "x"), _public(Prelu, "x", "alpha")
+silu, hard_tanh, step = _public(Silu, "x"), _public(HardTanh, "x"), _public(Step, "x")
+maximum, minimum = _public(Maximum, "a", "b"), _public(Minimum, "a", "b")
+where, logical_and = _public(Where, "cond", "a", "b"), _public(LogicalAnd, "a", "b")
+stop_gradient, zeros_like = _public(StopGradient, "x"), _public(ZerosLike, "x")
+ones_like = _public(OnesLike, "x")
 
 
 def _number(op: str, name: str, value, hint: str = "") -> float:
@@ -1171,48 +1112,21 @@ def _number(op: str, name: str, value, hint: str = "") -> float:
 
 
 def leaky_relu(x, alpha: float = 0.01) -> Tensor:
+    """``x`` where positive, else ``alpha * x`` (a number; gc.prelu takes a tensor slope)."""
     return apply(LeakyRelu(_number("leaky_relu", "alpha", alpha, "; gc.prelu takes a tensor slope")), x)
 
 
-def prelu(x, alpha) -> Tensor:
-    """Leaky ReLU whose negative slope ``alpha`` is a tensor (learnable)."""
-    return apply(Prelu(), x, alpha)
-
-
 def elu(x, alpha: float = 1.0) -> Tensor:
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
     return apply(Elu(_number("elu", "alpha", alpha)), x)
 
 
 def gelu(x, approximate: bool = False) -> Tensor:
+    """``x * Phi(x)`` (Phi the normal CDF); ``approximate=True``: the tanh formula."""
     return apply(Gelu(bool(approximate)), x)
 
 
-def silu(x) -> Tensor:
-    return apply(Silu(), x)
-
-
 swish = silu
-
-
-def hard_tanh(x) -> Tensor:
-    return apply(HardTanh(), x)
-
-
-def step(x) -> Tensor:
-    return apply(Step(), x)
-
-
-def maximum(a, b) -> Tensor:
-    return apply(Maximum(), a, b)
-
-
-def minimum(a, b) -> Tensor:
-    return apply(Minimum(), a, b)
-
-
-def where(cond, a, b) -> Tensor:
-    """Pick ``a`` where ``cond`` is true, else ``b`` (broadcasting all three)."""
-    return apply(Where(), cond, a, b)
 
 
 def clip(x, lo, hi) -> Tensor:
@@ -1250,31 +1164,33 @@ def _compare(op: Comparison, a, b) -> Tensor:
 
 
 def equal(a, b) -> Tensor:
+    """``a == b`` element-wise (bool, no gradient)."""
     return _compare(Equal(), a, b)
 
 
 def not_equal(a, b) -> Tensor:
+    """``a != b`` element-wise (bool, no gradient)."""
     return _compare(NotEqual(), a, b)
 
 
 def greater(a, b) -> Tensor:
+    """``a > b`` element-wise (bool, no gradient)."""
     return _compare(Greater(), a, b)
 
 
 def greater_equal(a, b) -> Tensor:
+    """``a >= b`` element-wise (bool, no gradient)."""
     return _compare(GreaterEqual(), a, b)
 
 
 def less(a, b) -> Tensor:
+    """``a < b`` element-wise (bool, no gradient)."""
     return _compare(Less(), a, b)
 
 
 def less_equal(a, b) -> Tensor:
+    """``a <= b`` element-wise (bool, no gradient)."""
     return _compare(LessEqual(), a, b)
-
-
-def logical_and(a, b) -> Tensor:
-    return apply(LogicalAnd(), a, b)
 
 
 def cast(x, dtype) -> Tensor:
@@ -1282,37 +1198,7 @@ def cast(x, dtype) -> Tensor:
     return apply(Cast(as_dtype(dtype)), x)
 
 
-def stop_gradient(x) -> Tensor:
-    """The value of ``x``, through which no gradient flows."""
-    return apply(StopGradient(), x)
-
-
-def zeros_like(x) -> Tensor:
-    return apply(ZerosLike(), x)
-
-
-def ones_like(x) -> Tensor:
-    return apply(OnesLike(), x)
-
-
-def _public(cls: type[Elementwise], *params: str) -> Callable[..., Tensor]:
-    """The public function of an op class without parameters: it applies the op to its positional
-    inputs (broadcast, weak Python scalars); its docstring is the class's."""
-    op = cls()
-
-    def function(*inputs) -> Tensor:
-        if len(inputs) != len(params):
-            raise TypeError(f"{cls.name}() takes {len(params)} positional arguments ({', '.join(params)}), "
-                            f"got {len(inputs)}")
-        return apply(op, *inputs)
-
-    function.__name__ = function.__qualname__ = cls.name
-    function.__doc__ = cls.__doc__
-    function.__signature__ = inspect.Signature(
-        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_ONLY) for p in params], return_annotation=Tensor)
-    return function
-
-
+# API contract section 15
 tan, arcsin, arccos, arctan = _public(Tan, "x"), _public(Arcsin, "x"), _public(Arccos, "x"), _public(Arctan, "x")
 arctan2 = _public(Arctan2, "y", "x")
 sinh, cosh, arcsinh = _public(Sinh, "x"), _public(Cosh, "x"), _public(Arcsinh, "x")
