@@ -17,12 +17,9 @@ from .util import (
     assert_static_matches,
     away_from,
     booleans,
-    check_gradient,
     check_jvp,
     check_second_order,
     check_third_order,
-    check_unknown_sizes,
-    check_value,
     check_with_check_grad,
     draw,
     fixed,
@@ -31,6 +28,7 @@ from .util import (
     np_softplus,
     numeric_gradient,
     run,
+    table_tests,
     uniform,
 )
 
@@ -194,39 +192,10 @@ ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES + LOGIC_CASES
 SMOOTH_CASES = [c for c in ALL_CASES if c.grad and c.second]
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", ALL_CASES, ids=repr)
-def test_value(case, dtype):
-    check_value(case, dtype)
-
-
-@pytest.mark.parametrize("case", ALL_CASES, ids=repr)
-def test_unknown_sizes(case):
-    check_unknown_sizes(case)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.grad], ids=repr)
-def test_gradient(case, dtype):
-    check_gradient(case, dtype)
-
-
-@pytest.mark.parametrize("case", [c for c in BINARY_CASES + TERNARY_CASES if "[2,3]x[2,3]" not in c.id], ids=repr)
-def test_gradient_unknown_sizes(case):
-    """Broadcasting decided at run time: the driver sums back to the fed shapes."""
-    check_gradient(case, np.float64, unknown=True)
-
-
-@pytest.mark.parametrize("case", SMOOTH_CASES, ids=repr)
-def test_second_order(case):
-    check_second_order(case, np.float64)
-
-
-@pytest.mark.parametrize("case", [c for c in SMOOTH_CASES if c.id.startswith(("exp", "tanh", "sigmoid", "mul",
-                                                                               "div", "pow", "softplus", "gelu",
-                                                                               "where"))], ids=repr)
-def test_second_order_float32(case):
-    check_second_order(case, np.float32)
+globals().update(table_tests(
+    ALL_CASES, gradient_unknown=lambda c: c in BINARY_CASES + TERNARY_CASES and "[2,3]x[2,3]" not in c.id,
+    float32_second=lambda c: c.id.startswith(("exp", "tanh", "sigmoid", "mul", "div", "pow", "softplus", "gelu",
+                                              "where"))))
 
 
 # ---- integer and bool inputs ------------------------------------------------------------------
