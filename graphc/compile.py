@@ -425,6 +425,18 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
 
 # ---- scalar graphs ---------------------------------------------------------------------------
 
+def _scalar_dtype(expression: str, dtypes: list[np.dtype]) -> np.dtype | None:
+    """The dtype ``expression`` gives on NumPy scalars (ones) of these dtypes, or None if it fails there."""
+    names = [f"a{k}" for k in range(len(dtypes))]
+    try:
+        with np.errstate(all="ignore"):
+            value = eval(expression.format(*names), {"__builtins__": {}},  # noqa: S307 - the op's own declaration
+                         {n: d.type(1) for n, d in zip(names, dtypes)})
+    except Exception:  # noqa: BLE001 - then the ufunc lowering is used
+        return None
+    return getattr(value, "dtype", None)
+
+
 def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], classes: dict,
                        namespace: dict, tag: str) -> str | None:
     """A Python expression computing ``node`` on NumPy scalars, or None."""
@@ -434,9 +446,12 @@ def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], clas
     if expression is not None:
         skip = op.nondiff_inputs
         operands = {p.dtype for k, p in enumerate(inputs) if k not in skip}
-        # the same IEEE operation when the operands have the node's dtype (np.square of a bool is int8,
-        # bool * bool stays bool) or, for a comparison, share one
-        if operands == {node.dtype} or (node.dtype == np.bool_ and len(operands) == 1):
+        # The same IEEE operation when the operands have the node's dtype or, for a comparison, share one.
+        # Operators on NumPy scalars call the very ufuncs, so they also do for mixed dtypes, as long as they
+        # give the node's dtype (np.square of a bool is int8, bool * bool stays bool); a conditional picks
+        # one operand, so it needs them all of the node's dtype.
+        if operands == {node.dtype} or (node.dtype == np.bool_ and len(operands) == 1) or (
+                " if " not in expression and _scalar_dtype(expression, [p.dtype for p in inputs]) == node.dtype):
             return expression.format(*args)
     if cls is classes["zeros_like"] or cls is classes["ones_like"]:
         namespace[f"_k{tag}"] = node.dtype.type(0 if cls is classes["zeros_like"] else 1)

@@ -486,9 +486,10 @@ def from_sympy(expr, symbols: Mapping) -> Tensor:
     """A graph computing the SymPy expression ``expr``.
 
     ``symbols`` maps the SymPy symbols of ``expr`` to tensors. Numbers become
-    weak Python scalars, so ``float32`` tensors stay ``float32``. Supported:
-    + - * / and powers, exp, log, sin, cos, tan, sinh, cosh, tanh, Abs, sign,
-    erf, erfc, Max, Min, Heaviside, relations, And and Piecewise.
+    weak Python scalars, so ``float32`` tensors stay ``float32``. Supported: + - * / and powers, erfc,
+    Heaviside, Piecewise, and every SymPy function an op declares as its form (``Op.sympy_form``: exp, log,
+    the trigonometric and hyperbolic functions and their inverses, atan2, Abs, sign, erf, floor, ceiling,
+    Mod, Max, Min, relations, And, Or, Xor, Not, ...), which becomes that op.
     """
     expr = sympy.sympify(expr)
     mapping = {}
