@@ -669,3 +669,20 @@ def test_section15_ops_lower_to_one_numpy_call_fuse_and_run_on_scalars(name):
         got = run_plan(scalar, [np.asarray(a), np.asarray(b)])[0]
         want = run_plan(slow, [np.full(4096, a), np.full(4096, b)])[0][0]
         assert got.dtype == want.dtype and (got == want or (np.isnan(got) and np.isnan(want)))
+
+
+def test_scalar_operators_take_mixed_dtypes_where_numpy_gives_the_same_dtype():
+    """On NumPy scalars ``c * mask`` (float * bool) is np.multiply itself: written as the operator, not a
+    ufunc call; ``square`` of a bool (int8 in NumPy, bool for ``b * b``) and a max of mixed dtypes are not."""
+    x, y = gc.placeholder("x"), gc.placeholder("y")
+    f = (x + y) * gc.maximum(y, x)
+    plan = gc.function([x, y], gc.grad(f, [x, y])).plan
+    assert plan.scalar and "_u" not in plan.source, plan.source
+    b, i = gc.placeholder("b", (), "bool"), gc.placeholder("i", (), "int32")
+    outs = [gc.square(b), gc.maximum(i, x), b * 2.5, gc.maximum(x, x * 2.0)]
+    scalar, slow = build_plan(outs, [b, i, x]), build_plan(outs, [b, i, x], **ALL_OFF)
+    assert scalar.scalar
+    for feeds in ([np.asarray(True), np.asarray(3, np.int32), np.asarray(-0.0)],
+                  [np.asarray(False), np.asarray(-2, np.int32), np.asarray(7.5)]):
+        for got, want in zip(run_plan(scalar, feeds), run_plan(slow, feeds)):
+            assert got.dtype == want.dtype and got == want and np.signbit(got) == np.signbit(want)
