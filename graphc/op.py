@@ -16,7 +16,7 @@ import numpy as np
 
 from graphc.errors import DTypeError, GradientError
 from graphc.tensor import Tensor
-from graphc.types import format_shape, known_size
+from graphc.types import known_size
 
 #: Every op class by name; the safe loader accepts only these.
 REGISTRY: dict[str, type[Op]] = {}
@@ -153,7 +153,3 @@ def apply(op: Op, *inputs, name: str | None = None) -> Tensor:
     tensors = as_inputs(op, inputs)
     shape, dtype = op.infer(*tensors)
     return Tensor(op, tensors, shape, dtype, name=name)
-
-
-def describe_inputs(inputs: Sequence[Tensor]) -> str:
-    return ", ".join(f"{format_shape(t.shape)} {t.dtype}" for t in inputs)
