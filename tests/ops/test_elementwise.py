@@ -827,3 +827,51 @@ def test_random_broadcasting(pair, op):
 def test_jvp(case, unknown):
     """Forward mode through the op (half of the table, sizes known and unknown)."""
     check_jvp(case, unknown)
+
+
+# ---- API contract section 15: conventions and hard inputs ----------------------------------------
+
+def test_logaddexp_at_ties_and_infinities():
+    a_val = np.array([1000.0, -np.inf, np.inf, 1000.0, -1e308, 3.0, 0.0])
+    b_val = np.array([1000.0, -np.inf, np.inf, -1000.0, 0.0, 3.0, -745.0])
+    a, b = gc.placeholder("a", (7,)), gc.placeholder("b", (7,))
+    y = gc.logaddexp(a, b)
+    value, ga, gb = run([y, *gc.grad(gc.sum(y), [a, b])], {a: a_val, b: b_val})
+    np.testing.assert_array_equal(value, np.logaddexp(a_val, b_val))
+    np.testing.assert_array_equal(ga[[0, 1, 2, 5]], 0.5)  # ties, infinite ones too: half each, not NaN
+    np.testing.assert_array_equal(ga + gb, np.ones(7))
+    assert ga[3] == 1.0 and gb[3] == 0.0 and gb[4] == 1.0
+    assert 0 < gb[6] < 1e-300  # exp(-745): the tiny share stays accurate (not 1 - 1 = 0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_inverse_trig_gradients_near_the_ends_of_the_domain(dtype):
+    """(1 - x)(1 + x) instead of 1 - x*x: the gradient keeps its digits next to +-1."""
+    eps = np.finfo(dtype).eps
+    values = np.array([1 - 4 * eps, -1 + 4 * eps, 0.5], dtype)
+    x = gc.placeholder("x", (3,), dtype)
+    exact = 1 / np.sqrt((1 - values.astype(np.longdouble)) * (1 + values.astype(np.longdouble)))
+    for fn, sign in ((gc.arcsin, 1), (gc.arccos, -1)):
+        got = run(gc.grad(gc.sum(fn(x)), x), {x: values})
+        np.testing.assert_allclose(got, sign * exact.astype(np.float64), rtol=4 * eps)
+    got = run(gc.grad(gc.sum(gc.arctanh(x)), x), {x: values})
+    np.testing.assert_allclose(got, (exact ** 2).astype(np.float64), rtol=4 * eps)
+
+
+def test_rounding_and_remainder_follow_numpy():
+    x = gc.placeholder("x", (8,))
+    y = gc.placeholder("y", (8,))
+    xv = np.array([2.5, -2.5, 0.5, -0.5, 1.5, -3.5, 3.5, -0.0])
+    yv = np.array([1.25, -1.25, 0.3, 0.3, -2.0, 1.25, -1.25, 1.0])
+    outs = [gc.round(x), gc.floor(x), gc.ceil(x), gc.trunc(x), gc.mod(x, y), gc.floor_divide(x, y)]
+    refs = [np.round(xv), np.floor(xv), np.ceil(xv), np.trunc(xv), np.remainder(xv, yv), np.floor_divide(xv, yv)]
+    for got, want in zip(run(outs, {x: xv, y: yv}), refs):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))  # -0.0 where NumPy gives it
+    gx, gy = run(gc.grad(gc.sum(gc.mod(x, y)), [x, y]), {x: xv, y: yv})
+    np.testing.assert_array_equal(gx, np.ones(8))
+    np.testing.assert_array_equal(gy, -np.floor_divide(xv, yv))
+    zero = run(gc.grad(gc.sum(gc.round(x) + gc.floor_divide(x, y)), x), {x: xv, y: yv})
+    np.testing.assert_array_equal(zero, np.zeros(8))
+    ints = gc.placeholder("i", (3,), "int64")
+    assert gc.round(ints).dtype == gc.floor(ints).dtype == np.int64 and gc.tan(ints).dtype == np.float64
