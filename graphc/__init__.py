@@ -4,6 +4,12 @@ Declare a graph (placeholders, variables, constants, ops), append its
 gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 """
 
+from graphc import (
+                           data,
+                           init,
+                           optim,
+                           random,  # the module ``gc.random`` (importing it registers its ops for gc.load)
+)
 from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
 from graphc.custom import custom_op
 from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
@@ -12,9 +18,11 @@ from graphc.function import Function, function
 from graphc.gradcheck import check_grad
 from graphc.lazy import elementwise, from_sympy, to_networkx, to_sympy
 from graphc.leaves import constant, placeholder, variable
-from graphc.ops import (  # API contract section 15, element-wise (and logical_and)
+from graphc.ops import (
                            abs,
                            add,
+                           all,
+                           any,
                            arccos,
                            arccosh,
                            arcsin,
@@ -22,6 +30,9 @@ from graphc.ops import (  # API contract section 15, element-wise (and logical_a
                            arctan,
                            arctan2,
                            arctanh,
+                           argmax,
+                           argmin,
+                           argsort,
                            broadcast_to,
                            cast,
                            ceil,
@@ -29,6 +40,9 @@ from graphc.ops import (  # API contract section 15, element-wise (and logical_a
                            concatenate,
                            cos,
                            cosh,
+                           cumprod,
+                           cumsum,
+                           diagonal,
                            div,
                            dot,
                            einsum,
@@ -38,6 +52,7 @@ from graphc.ops import (  # API contract section 15, element-wise (and logical_a
                            exp2,
                            expand_dims,
                            expm1,
+                           flip,
                            floor,
                            floor_divide,
                            gelu,
@@ -70,6 +85,7 @@ from graphc.ops import (  # API contract section 15, element-wise (and logical_a
                            mod,
                            mul,
                            neg,
+                           norm,
                            not_equal,
                            one_hot,
                            ones_like,
@@ -79,7 +95,9 @@ from graphc.ops import (  # API contract section 15, element-wise (and logical_a
                            prod,
                            reciprocal,
                            relu,
+                           repeat,
                            reshape,
+                           roll,
                            round,
                            rsqrt,
                            sigmoid,
@@ -91,10 +109,13 @@ from graphc.ops import (  # API contract section 15, element-wise (and logical_a
                            softmax,
                            softmax_cross_entropy,
                            softplus,
+                           sort,
+                           split,
                            sqrt,
                            square,
                            squeeze,
                            stack,
+                           std,
                            step,
                            stop_gradient,
                            sub,
@@ -103,13 +124,22 @@ from graphc.ops import (  # API contract section 15, element-wise (and logical_a
                            take,
                            tan,
                            tanh,
+                           tile,
+                           top_k,
+                           trace,
                            transpose,
+                           tril,
+                           triu,
                            trunc,
+                           var,
                            where,
                            zeros_like,
 )
+from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
+from graphc.ops.nn import batch_norm, layer_norm
 from graphc.passes import optimize
 from graphc.printing import debugprint
+from graphc.random import dropout
 from graphc.serialize import load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
@@ -131,7 +161,14 @@ __all__ = [
     "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin", "softmax", "softmax_cross_entropy",
     "softplus", "sqrt", "square", "squeeze", "stack", "step", "stop_gradient", "sub", "sum", "swish", "take",
     "tanh", "transpose", "variable", "vjp", "where", "zeros_like",
+    "data", "init", "optim",
+    "avg_pool2d", "batch_norm", "conv2d", "conv2d_transpose", "layer_norm", "max_pool2d", "pad",
     "debugprint", "elementwise", "from_sympy", "load", "render", "save", "to_dot", "to_networkx", "to_sympy",
+    "dropout", "random",
+]
+__all__ += [  # section 15 of the API contract ("More of NumPy"), non-element-wise
+    "all", "any", "argmax", "argmin", "argsort", "cumprod", "cumsum", "diagonal", "flip", "norm", "repeat", "roll",
+    "sort", "split", "std", "tile", "top_k", "trace", "tril", "triu", "var",
 ]
 __all__ += [  # API contract section 15, element-wise (and logical_and)
     "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "ceil", "cosh", "exp2", "floor",

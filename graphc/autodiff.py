@@ -16,7 +16,7 @@ import numpy as np
 from graphc.errors import DTypeError, GradientError, ShapeError
 from graphc.op import as_tensor
 from graphc.ops.elementwise import add, cast, ones_like, zeros_like
-from graphc.ops.shape import broadcast_to, getitem, reshape, stack, sum_to
+from graphc.ops.shape import broadcast_to, getitem, identity, reshape, stack, sum_to
 from graphc.tensor import Tensor, building_gradient, toposort
 from graphc.types import broadcast_to_shape, format_shape
 
@@ -138,12 +138,40 @@ def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[T
     return [totals.get(id(t)) for t in wrt]
 
 
+def gradient_name(cost: Tensor, wrt: Tensor) -> str | None:
+    """``"d(loss)/d(W)"`` when both ``cost`` and ``wrt`` have names, else None.
+
+    Like Theano, only names that are known are combined: a made-up name for an
+    unnamed cost (``"d(cost)/d(W)"``) would look like a name the user gave.
+    """
+    if cost.name and wrt.name:
+        return f"d({cost.name})/d({wrt.name})"
+    return None
+
+
+def _named(tensor: Tensor, name: str | None) -> Tensor:
+    """``tensor`` under ``name``: a renamed twin of a fresh gradient node, else an identity node.
+
+    A twin (same op and inputs) keeps the name where the optimizer keeps the node; an
+    identity node would be pruned with its name. Nodes that are not this gradient's own
+    (a forward tensor, a leaf, a node that already has a name) get the identity node.
+    """
+    if name is None or tensor.name == name:
+        return tensor
+    if tensor.inputs and tensor.is_gradient and tensor.name is None:
+        return Tensor(tensor.primitive, tensor.inputs, tensor.shape, tensor.dtype, name=name, site=tensor.site,
+                      is_gradient=True)
+    return identity(tensor, name=name)
+
+
 def grad(cost: Tensor, wrt, disconnected: str = "zero"):
     """Gradients of the 0-d float ``cost`` with respect to ``wrt`` (a tensor or a list/tuple).
 
     The gradient tensors are appended to the same graph and marked as gradient
     nodes. ``disconnected="zero"`` gives zeros for a ``wrt`` that ``cost`` does
-    not depend on; ``"raise"`` raises ``GradientError``.
+    not depend on; ``"raise"`` raises ``GradientError``. Each gradient is named
+    ``"d(<cost>)/d(<wrt>)"`` (``"d(loss)/d(W)"``) when both the cost and that
+    ``wrt`` have names, and has no name otherwise.
     """
     if disconnected not in ("zero", "raise"):
         raise ValueError(f"disconnected must be 'zero' or 'raise', got {disconnected!r}")
@@ -166,7 +194,7 @@ def grad(cost: Tensor, wrt, disconnected: str = "zero"):
                     raise GradientError(f"grad: the cost {cost.describe()} does not depend on "
                                         f"{tensor.describe()}")
                 result = zeros_for(tensor)
-            final.append(result)
+            final.append(_named(result, gradient_name(cost, tensor)))
     return _restore(final, was_sequence, wrt)
 
 

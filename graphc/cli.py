@@ -5,6 +5,11 @@
     graphc render FILE -o OUT     draw it (format from OUT's extension: svg, png, pdf)
     graphc print FILE             the graph as a text tree (debugprint)
 
+A model file (``gc.save({"train": ..., "predict": ...}, path)``) holds several
+functions: ``info`` describes each one and the variables they share; ``dot``,
+``render`` and ``print`` show all of them (shared nodes once) or, with
+``--function NAME``, one.
+
 Files are read with the safe loader (``gc.load``): nothing in them is run.
 Exit codes: 0 success, 1 the file cannot be read or is not a valid graphc
 file, 2 bad command line, 3 rendering failed (for example Graphviz missing).
@@ -57,6 +62,11 @@ def info_text(fn, path: str = "") -> str:
     lines.append(f"updates ({len(plan.updates)}):")
     for variable, value in plan.updates:
         lines.append(f"  {variable.name or '<unnamed>'} <- {value.op} {_shape(value.shape)} {value.dtype}")
+    named = [node for node in order if node.is_gradient and node.name]
+    if named:  # gradients gc.grad named d(cost)/d(wrt)
+        lines.append(f"named gradients ({len(named)}):")
+        for node in named:
+            lines.append(f"  {node.name} {node.op} {_shape(node.shape)} {node.dtype}")
     counts = Counter(node.op for node in order)
     kinds = Counter(node_kind(node) for node in order)
     lines.append(f"nodes: {len(order)} ({kinds['op']} ops, {kinds['placeholder']} placeholders, "
@@ -69,6 +79,43 @@ def info_text(fn, path: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_info_text(fns: dict, path: str = "") -> str:
+    """The text ``graphc info`` prints for a model file: every function, then the shared variables."""
+    lines = [f"file: {path}"] if path else []
+    lines.append(f"functions ({len(fns)}): {', '.join(fns)}")
+    users: dict[int, list[str]] = {}
+    variables: dict[int, object] = {}
+    for name, fn in fns.items():
+        plan = fn.plan
+        for variable in plan.variables + plan.updated_variables:
+            if name not in users.setdefault(id(variable), []):
+                users[id(variable)].append(name)
+            variables[id(variable)] = variable
+        lines.append("")
+        lines.append(f"function {name!r}:")
+        lines.extend("  " + line for line in info_text(fn).splitlines())
+    shared = [(variables[key], names) for key, names in users.items() if len(names) > 1]
+    lines.append("")
+    lines.append(f"shared variables ({len(shared)}):")
+    for variable, names in shared:
+        lines.append(f"  {variable.name or '<unnamed>'} {_shape(variable.shape)} {variable.dtype}: "
+                     f"{', '.join(names)}")
+    return "\n".join(lines) + "\n"
+
+
+def _shown(loaded, name: str | None):
+    """What dot/render/print show: one Function, or every function's graph (a dict of output lists)."""
+    if not isinstance(loaded, dict):
+        if name is not None:
+            raise LookupError("--function: this file holds a single function, not a model of named functions")
+        return loaded
+    if name is not None:
+        if name not in loaded:
+            raise LookupError(f"--function: no function {name!r} in this file; it holds {', '.join(loaded)}")
+        return loaded[name]
+    return {key: fn._graph_outputs() for key, fn in loaded.items()}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphc", description="Inspect graphc files written by gc.save.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -78,12 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     dot = commands.add_parser("dot", help="print the graph as Graphviz DOT")
     dot.add_argument("file")
     dot.add_argument("--no-legend", action="store_true", help="leave out the legend")
+    dot.add_argument("--function", default=None, help="in a model file, only this function")
     render = commands.add_parser("render", help="draw the graph with Graphviz (svg, png, pdf)")
     render.add_argument("file")
     render.add_argument("-o", "--output", required=True, help="the picture to write, e.g. graph.svg")
     render.add_argument("-f", "--format", default=None, help="format (default: from the output's extension)")
+    render.add_argument("--function", default=None, help="in a model file, only this function")
     text = commands.add_parser("print", help="print the graph as a text tree (debugprint)")
     text.add_argument("file")
+    text.add_argument("--function", default=None, help="in a model file, only this function")
     return parser
 
 
@@ -105,20 +155,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"graphc: error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_FILE
     if args.command == "info":
-        sys.stdout.write(info_text(fn, args.file))
-    elif args.command == "dot":
+        sys.stdout.write(model_info_text(fn, args.file) if isinstance(fn, dict) else info_text(fn, args.file))
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        shown = _shown(fn, args.function)
+    except LookupError as exc:
+        print(f"graphc: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "dot":
         from graphc.export.dot import to_dot
 
-        sys.stdout.write(to_dot(fn, legend=not args.no_legend))
+        sys.stdout.write(to_dot(shown, legend=not args.no_legend))
     elif args.command == "print":
         from graphc.printing import debugprint
 
-        sys.stdout.write(debugprint(fn))
+        if isinstance(shown, dict):
+            for name, outputs in shown.items():
+                sys.stdout.write(f"function {name!r}:\n{debugprint(outputs)}")
+        else:
+            sys.stdout.write(debugprint(shown))
     else:
         from graphc.export.dot import render
 
         try:
-            render(fn, args.output, format=args.format)
+            render(shown, args.output, format=args.format)
         except ValueError as exc:
             print(f"graphc: error: {exc}", file=sys.stderr)
             return EXIT_USAGE

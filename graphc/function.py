@@ -12,9 +12,9 @@ import numpy as np
 from graphc.compile import SPARE_MIN_BYTES, Plan, build_plan
 from graphc.errors import DTypeError, ExecutionError, FeedError, ShapeError
 from graphc.graph import clone
-from graphc.leaves import Placeholder
+from graphc.leaves import Constant, Placeholder
 from graphc.structure import flatten, unflatten
-from graphc.tensor import Tensor, Variable
+from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import format_shape, shapes_match
 
 
@@ -46,9 +46,40 @@ def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
     return result
 
 
+def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
+                   updates: Sequence[tuple[Variable, Tensor]]) -> list[tuple[Variable, Tensor]]:
+    """The implicit updates ``state -> state + 1`` of every generator whose draws the call computes.
+
+    A draw is a node whose op is marked ``random`` (graphc/random.py); its first input
+    is its generator's state variable. Nothing is added for draws behind a fed tensor
+    (they are not computed) or whose state is fed. A user update of such a state is an
+    error: the call advances it itself.
+    """
+    from graphc.random import draws_exist
+
+    if not draws_exist():  # no draw was ever made: nothing to look for
+        return []
+    roots = list(outputs) + [new for _, new in updates]
+    fed = {id(t) for t in inputs}
+    states: dict[int, Variable] = {}
+    for node in toposort(roots, stop_at=list(inputs)):
+        if (getattr(node.primitive, "random", False) and id(node) not in fed and node.inputs
+                and isinstance(node.inputs[0], Variable) and id(node.inputs[0]) not in fed):
+            states.setdefault(id(node.inputs[0]), node.inputs[0])
+    if not states:
+        return []
+    for variable, _ in updates:
+        if id(variable) in states:
+            raise ValueError(f"updates: variable {variable.name!r} is the state of a random generator whose "
+                             f"draws this call computes; the call advances it by itself (remove this update)")
+    from graphc.ops import add
+
+    return [(state, add(state, np.int64(1))) for state in states.values()]
+
+
 def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
                   updates: Sequence[tuple[Variable, Tensor]], optimize: bool,
-                  inplace_updates: bool = False) -> Plan:
+                  inplace_updates: bool = False, check_numerics: bool = False) -> Plan:
     """Cut fed non-placeholder tensors, optimize if asked, and lower to a Plan."""
     replace = {}
     for tensor in inputs:
@@ -66,6 +97,9 @@ def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     plan_inputs = [replace.get(t, t) for t in inputs]
     n = len(outputs)
     new_updates = [(var, value) for (var, _), value in zip(updates, values[n:])]
+    if check_numerics:  # (a separate plan option: the default plan is built exactly as before)
+        return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates,
+                          check_numerics=True)
     return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates)
 
 
@@ -214,6 +248,10 @@ class Executable:
             self._reads = tuple((v, where.get(id(v), -1)) for v in plan.variables)
         if not self._variables and not updated:  # the common stateless case, with nothing to snapshot
             self.execute_args = self._stateless(self._run, self._check)
+        # calls whose only updates advance random generators reserve their counters when they
+        # start and then run without the locks, so that concurrent calls overlap (each reads its
+        # own counter); see _execute_reserving
+        self._reserved = _counter_updates(plan) if updated and not self._inplace else None
 
     @staticmethod
     def _stateless(run, check):
@@ -237,6 +275,8 @@ class Executable:
             if self._updated:
                 if self._inplace:
                     return self._execute_inplace(feeds)
+                if self._reserved:
+                    return self._execute_reserving(feeds)
                 return self._execute_updating(feeds)
             locks = self._locks
             if locks:
@@ -254,6 +294,39 @@ class Executable:
             return self._run(feeds, values)
         finally:
             _errors_restored(token)
+
+    def _execute_reserving(self, feeds: tuple) -> Sequence:
+        """Run a plan whose only updates are random generators' ``state -> state + 1``.
+
+        Under the locks: read every variable, and install each state's next value at once
+        (the call reserves its counter). Then run without the locks: a concurrent call reads
+        the next counter, so no two calls draw the same numbers, and they overlap. If the run
+        fails, each state goes back to its old value unless another call has advanced it
+        since (then the counter stays used: giving it back would let a later call repeat it).
+        """
+        locks = self._locks
+        for lock in locks:
+            lock.acquire()
+        try:
+            values = tuple([v._value for v in self._variables])
+            reserved = []
+            for state in self._reserved:
+                old = state._value
+                new = np.array(old + 1, dtype=state.dtype)
+                state._install(new)
+                reserved.append((state, old, new))
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        try:
+            results = self._run(feeds, values)
+        except BaseException:
+            for state, old, new in reserved:
+                with state.lock:
+                    if state._value is new:
+                        state._install(old)
+            raise
+        return results[:self._n]
 
     def _execute_inplace(self, feeds: tuple) -> Sequence:
         """Run an in-place plan: new values are written into the variables' storage.
@@ -323,11 +396,29 @@ class Executable:
                 lock.release()
 
 
+def _counter_updates(plan: Plan) -> tuple[Variable, ...] | None:
+    """The updated variables if every update is a random state's ``state + 1`` (as ``random_updates``
+    makes them), else None. The state must feed a draw of the plan (whose op is ``random``)."""
+    drawn = {id(step.inputs[0]) for step in plan.steps
+             if getattr(step.primitive, "random", False) and step.inputs}
+    states = []
+    for variable, value in plan.updates:
+        if (value.op != "add" or len(value.inputs) != 2 or id(variable) not in drawn
+                or variable.dtype != np.int64 or variable.shape != () or value.dtype != np.int64):
+            return None
+        one = value.inputs[1] if value.inputs[0] is variable else value.inputs[0]
+        if (variable not in value.inputs or not isinstance(one.primitive, Constant) or one.shape != ()
+                or one.primitive.value != 1):
+            return None
+        states.append(variable)
+    return tuple(states)
+
+
 class Function:
     """A compiled graph: ``fn(*values)`` or ``fn(**{placeholder_name: value})``."""
 
     def __init__(self, inputs, outputs, updates=None, optimize: bool = True, *,
-                 inplace_updates: bool = False) -> None:
+                 inplace_updates: bool = False, check_numerics: bool = False) -> None:
         if isinstance(inputs, Tensor):
             inputs = [inputs]
         self.inputs: list[Tensor] = list(inputs)
@@ -339,10 +430,12 @@ class Function:
         self.outputs = outputs
         flat, self._spec = flatten(outputs)
         self._updates = normalize_updates(updates)
+        self._updates += random_updates(flat, self.inputs, self._updates)
         self.optimize = optimize
         self.inplace_updates = bool(inplace_updates)
+        self.check_numerics = bool(check_numerics)
         self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize,
-                                                    self.inplace_updates))
+                                                    self.inplace_updates, self.check_numerics))
         self._positions = input_positions(self.inputs)
 
     @property
@@ -447,7 +540,8 @@ def _restore_function(state: dict) -> Function:
     return restore_function(state)
 
 
-def function(inputs, outputs, updates=None, optimize: bool = True, *, inplace_updates: bool = False) -> Function:
+def function(inputs, outputs, updates=None, optimize: bool = True, *, inplace_updates: bool = False,
+             check_numerics: bool = False) -> Function:
     """Compile ``outputs`` (a tensor or a nested structure) as a function of ``inputs``.
 
     ``inplace_updates=True`` (opt-in, for large models) writes each variable's new
@@ -460,5 +554,16 @@ def function(inputs, outputs, updates=None, optimize: bool = True, *, inplace_up
     atomicity on failure. If a call fails, variables already written keep their
     new values; the ``ExecutionError`` names them (and ``changed_variables``
     holds them). See docs/running.md.
+
+    ``check_numerics=True`` (for debugging) raises ``gc.ExecutionError`` at the
+    first node whose value holds a NaN or an infinity that its inputs did not,
+    naming the node, its op, its input shapes and the user's line; a NaN or an
+    infinity arriving in a feed or a variable's value raises naming that
+    placeholder or variable. No variable changes. Off, it costs nothing: the
+    default plan is generated as before. Not combinable with ``inplace_updates``.
+
+    Draws of ``gc.random`` generators computed by the function advance their
+    generators' states at every call, as implicit updates (see docs/random.md).
     """
-    return Function(inputs, outputs, updates=updates, optimize=optimize, inplace_updates=inplace_updates)
+    return Function(inputs, outputs, updates=updates, optimize=optimize, inplace_updates=inplace_updates,
+                    check_numerics=check_numerics)

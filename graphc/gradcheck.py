@@ -35,13 +35,17 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
     items = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
     symbolic = grad(cost, items)
     feeds = resolve_feeds(feed_dict, [cost, *items])
-    with Session(optimize=False) as session:
-        analytic = session.run(symbolic, feeds)
-        # the point: fed values, variables' values, and the values of intermediate wrt tensors
-        intermediate = [t for t in items if t not in feeds and not isinstance(t.primitive, (Placeholder,
-                                                                                           VariableLeaf))]
-        point_values = session.run(intermediate, feeds) if intermediate else []
+    # the point: fed values, variables' values (read before the run: a call computing random draws
+    # advances its generator's state, and the differences must use the draws the gradient saw), and
+    # the values of intermediate wrt tensors, computed in the same run as the gradient
     point: dict[Tensor, np.ndarray] = {t: np.asarray(v) for t, v in feeds.items()}
+    for node in toposort([cost, *items]):
+        if isinstance(node.primitive, VariableLeaf) and node not in feeds:
+            point[node] = node.value
+    intermediate = [t for t in items if t not in feeds and not isinstance(t.primitive, (Placeholder,
+                                                                                       VariableLeaf))]
+    with Session(optimize=False) as session:
+        analytic, point_values = session.run((symbolic, intermediate), feeds)
     point.update(zip(intermediate, point_values))
     # a float64 copy of the cost, every leaf (and every wrt) replaced by a float64 placeholder
     replace: dict[Tensor, Tensor] = {}
@@ -50,7 +54,7 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
             dtype = np.float64 if node.dtype.kind == "f" else node.dtype
             replace[node] = placeholder(node.name or "input", node.shape, dtype)
             if isinstance(node.primitive, VariableLeaf):
-                point.setdefault(node, node.value)
+                point.setdefault(node, node.value)  # (a variable behind an intermediate wrt)
         elif isinstance(node.primitive, Constant) and node.dtype.kind == "f":
             replace[node] = constant(node.primitive.value, dtype=np.float64)
     cost64 = clone([cost], replace)[0]

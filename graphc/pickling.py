@@ -60,6 +60,7 @@ def function_state(fn) -> dict:
         "optimize": fn.optimize,
         # an execution option, kept: the loaded Function behaves as the pickled one did
         "inplace_updates": bool(getattr(fn, "inplace_updates", False)),
+        "check_numerics": bool(getattr(fn, "check_numerics", False)),
     }
 
 
@@ -101,12 +102,13 @@ def restore_function(state: dict):
     outputs = [tensors[k] for k in state["outputs"]]
     updates = [(tensors[v], tensors[k]) for v, k in state["updates"]]
     return rebuild_function(inputs, outputs, state["spec"], updates, state["optimize"],
-                            inplace_updates=bool(state.get("inplace_updates", False)))
+                            inplace_updates=bool(state.get("inplace_updates", False)),
+                            check_numerics=bool(state.get("check_numerics", False)))
 
 
 def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
                      updates: Sequence[tuple[Variable, Tensor]], optimize: bool = True, *,
-                     inplace_updates: bool = False):
+                     inplace_updates: bool = False, check_numerics: bool = False):
     """A Function over an already optimized graph: lowered with ``build_plan``, never optimized.
 
     Sets the same attributes as ``Function.__init__`` (a test checks they agree).
@@ -122,7 +124,9 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
     fn._updates = list(updates)
     fn.optimize = optimize
     fn.inplace_updates = bool(inplace_updates)
+    fn.check_numerics = bool(check_numerics)
+    options = {"check_numerics": True} if fn.check_numerics else {}
     fn._executable = Executable(build_plan(list(outputs), list(inputs), list(updates),
-                                           inplace_updates=fn.inplace_updates))
+                                           inplace_updates=fn.inplace_updates, **options))
     fn._positions = input_positions(fn.inputs)
     return fn

@@ -37,8 +37,16 @@ from graphc.tensor import Tensor, Variable
 __all__ = ["FORMAT_VERSION", "MAGIC", "SaveError", "load", "save"]
 
 MAGIC = b"\x89GRAPHC\n"
-FORMAT_VERSION = 1
+#: the newest version this graphc writes; it reads every version in READ_VERSIONS
+FORMAT_VERSION = 2
 FORMAT_NAME = "graphc-function"
+#: version 1 holds one function (what ``gc.save(fn, path)`` writes, unchanged since version 1);
+#: version 2 holds a dict of functions sharing their variables (``gc.save({"train": ..., ...}, path)``)
+FUNCTION_VERSION = 1
+MODEL_VERSION = 2
+MODEL_FORMAT_NAME = "graphc-model"
+READ_VERSIONS = (FUNCTION_VERSION, MODEL_VERSION)
+MAX_FUNCTIONS = 1 << 16
 # magic, version (u32), flags (u32, 0), manifest length (u64), data length (u64)
 _HEADER = struct.Struct("<8sIIQQ")
 _DIGEST_SIZE = 32  # SHA-256
@@ -67,7 +75,17 @@ _NODE_KEYS = {
 }
 _MANIFEST_KEYS = {"format", "version", "graphc_version", "arrays", "nodes", "inputs", "outputs", "structure",
                   "updates", "optimize"}
+_FUNCTION_KEYS = {"name", "inputs", "outputs", "structure", "updates", "optimize"}
+_MODEL_KEYS = {"format", "version", "graphc_version", "arrays", "nodes", "functions"}
+#: execution options of a function, written only when set
+_OPTION_KEYS = ("inplace_updates", "check_numerics")
+
+
 _ARRAY_KEYS = {"dtype", "shape", "offset", "nbytes"}
+
+
+def _present_options(entry: dict) -> set:
+    return {key for key in _OPTION_KEYS if key in entry}
 
 
 class SaveError(GraphcError, TypeError):
@@ -191,17 +209,66 @@ def _snapshot(variables: list[Variable]) -> dict[int, np.ndarray]:
             variable.lock.release()
 
 
-def encode(fn) -> bytes:
-    """The bytes :func:`save` writes for the compiled Function ``fn``."""
-    from graphc import __version__
+def _functions(fns) -> tuple[list[tuple[str | None, object]], bool]:
+    """``([(name, Function), ...], is_a_model)``: one Function, or a dict of them (checked)."""
+    from collections.abc import Mapping
+
     from graphc.function import Function
 
-    if not isinstance(fn, Function):
-        raise TypeError(f"gc.save takes a compiled Function (gc.function(...)), got {type(fn).__name__}")
+    if isinstance(fns, Function):
+        return [(None, fns)], False
+    if not isinstance(fns, Mapping):
+        raise TypeError(f"gc.save takes a compiled Function (gc.function(...)) or a dict of them, "
+                        f"got {type(fns).__name__}")
+    if not fns:
+        raise ValueError("gc.save: the dict of functions is empty")
+    items = []
+    for name, fn in fns.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+            raise TypeError(f"gc.save: function names must be non-empty strings (at most {MAX_NAME_LENGTH} "
+                            f"characters), got {str(name)[:60]!r}")
+        if not isinstance(fn, Function):
+            raise TypeError(f"gc.save: {name!r} is a {type(fn).__name__}, not a compiled Function (gc.function(...))")
+        items.append((name, fn))
+    if len(items) > MAX_FUNCTIONS:
+        raise ValueError(f"gc.save: {len(items)} functions, more than the limit {MAX_FUNCTIONS}")
+    return items, True
+
+
+def _encode_function(fn, index: dict[int, int]) -> dict:
+    """One function's entry: its inputs, outputs, structure and updates as node indices."""
     plan = fn.plan
-    order = plan.graph_order()
-    index = {id(node): k for k, node in enumerate(order)}
-    input_ids = {id(t) for t in plan.inputs}
+    entry = {
+        "inputs": [index[id(t)] for t in plan.inputs],
+        "outputs": [index[id(t)] for t in plan.outputs],
+        "structure": _encode_structure(fn._spec),
+        "updates": [[index[id(var)], index[id(value)]] for var, value in plan.updates],
+        "optimize": bool(fn.optimize),
+    }
+    if getattr(fn, "inplace_updates", False):
+        # an execution option, written only when set: files of other functions stay as they were
+        entry["inplace_updates"] = True
+    if getattr(fn, "check_numerics", False):
+        entry["check_numerics"] = True  # likewise
+    return entry
+
+
+def encode(fns) -> bytes:
+    """The bytes :func:`save` writes for the compiled Function (or dict of Functions) ``fns``."""
+    from graphc import __version__
+
+    functions, is_model = _functions(fns)
+    # one node list for all the functions: a node (a shared variable above all) is stored once
+    order: list[Tensor] = []
+    index: dict[int, int] = {}
+    input_ids: set[int] = set()
+    for _, fn in functions:
+        plan = fn.plan
+        input_ids.update(id(t) for t in plan.inputs)
+        for node in plan.graph_order():  # each function's order is topological, so is their union
+            if id(node) not in index:
+                index[id(node)] = len(order)
+                order.append(node)
     arrays: list[dict] = []
     chunks: list[bytes] = []
     offset = 0
@@ -215,6 +282,7 @@ def encode(fn) -> bytes:
         offset += len(data)
         return len(arrays) - 1
 
+    # every variable of every function read together: a model is saved as of one moment
     values = _snapshot([node for node in order if isinstance(node, Variable)])
     nodes: list[dict] = []
     for node in order:
@@ -242,34 +310,31 @@ def encode(fn) -> bytes:
                           "inputs": [index[id(p)] for p in node.inputs], "shape": _encode_shape(node.shape),
                           "dtype": node.dtype.name, "name": name, "grad": bool(node.is_gradient),
                           "site": _site(node)})
-    manifest = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "graphc_version": __version__,
-        "arrays": arrays,
-        "nodes": nodes,
-        "inputs": [index[id(t)] for t in plan.inputs],
-        "outputs": [index[id(t)] for t in plan.outputs],
-        "structure": _encode_structure(fn._spec),
-        "updates": [[index[id(var)], index[id(value)]] for var, value in plan.updates],
-        "optimize": bool(fn.optimize),
-    }
-    if getattr(fn, "inplace_updates", False):
-        # an execution option, written only when set: files of other functions stay as they were
-        manifest["inplace_updates"] = True
+    if is_model:
+        version = MODEL_VERSION
+        manifest = {"format": MODEL_FORMAT_NAME, "version": version, "graphc_version": __version__,
+                    "arrays": arrays, "nodes": nodes,
+                    "functions": [dict(_encode_function(fn, index), name=name) for name, fn in functions]}
+    else:
+        version = FUNCTION_VERSION
+        manifest = {"format": FORMAT_NAME, "version": version, "graphc_version": __version__,
+                    "arrays": arrays, "nodes": nodes, **_encode_function(functions[0][1], index)}
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     manifest_bytes = text.encode("ascii")
     data = b"".join(chunks)
-    body = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(manifest_bytes), len(data)) + manifest_bytes + data
+    body = _HEADER.pack(MAGIC, version, 0, len(manifest_bytes), len(data)) + manifest_bytes + data
     return body + hashlib.sha256(body).digest()
 
 
 def save(fn, path) -> None:
     """Write the compiled Function ``fn`` (optimized graph and variable values) to ``path``.
 
-    Raises :class:`SaveError` for functions the safe format cannot hold, such
-    as ones using ``gc.custom_op`` ops (pickle those instead). The same program
-    always writes the same bytes.
+    ``fn`` may also be a dict ``{name: Function}`` of functions sharing variables
+    (a training step and a prediction function): every shared variable is stored
+    once, and :func:`load` gives the dict back with the sharing restored. Raises
+    :class:`SaveError` for functions the safe format cannot hold, such as ones
+    using ``gc.custom_op`` ops (pickle those instead). The same program always
+    writes the same bytes.
     """
     data = encode(fn)
     path = os.fspath(path)
@@ -493,8 +558,8 @@ def _decode_structure(value, where: str, depth: int = 0):
     raise _fail(f"{where}: unknown structure kind {kind!r}")
 
 
-def _read_file(path) -> tuple[bytes, bytes]:
-    """(manifest bytes, data bytes) after checking header, sizes and checksum."""
+def _read_file(path) -> tuple[bytes, bytes, int]:
+    """(manifest bytes, data bytes, format version) after checking header, sizes and checksum."""
     with open(path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         header = stream.read(_HEADER.size)
@@ -508,9 +573,9 @@ def _read_file(path) -> tuple[bytes, bytes]:
             hint = (" (it looks like a pickle; gc.load never unpickles: load pickles only from sources you trust, "
                     "with pickle.load)") if header[:1] == b"\x80" else ""
             raise _fail(f"{path}: not a graphc file: bad magic bytes{hint}")
-        if version != FORMAT_VERSION:
-            raise _fail(f"{path}: unsupported format version {version} (this graphc reads version "
-                        f"{FORMAT_VERSION})")
+        if version not in READ_VERSIONS:
+            raise _fail(f"{path}: unsupported format version {version} (this graphc reads versions "
+                        f"{', '.join(map(str, READ_VERSIONS))})")
         if flags != 0:
             raise _fail(f"{path}: unknown header flags {flags:#x}")
         if manifest_length > MAX_MANIFEST_BYTES:
@@ -527,7 +592,7 @@ def _read_file(path) -> tuple[bytes, bytes]:
     digest.update(memoryview(rest)[:body_end])
     if digest.digest() != rest[body_end:]:
         raise _fail(f"{path}: checksum mismatch: the file is corrupted or was modified")
-    return rest[:manifest_length], rest[manifest_length:body_end]
+    return rest[:manifest_length], rest[manifest_length:body_end], version
 
 
 def _parse_manifest(raw: bytes, path) -> dict:
@@ -542,8 +607,10 @@ def _parse_manifest(raw: bytes, path) -> dict:
         raise
     except (ValueError, RecursionError) as exc:
         raise _fail(f"{path}: manifest is not valid JSON: {exc}") from exc
-    if isinstance(manifest, dict) and "inplace_updates" in manifest:
-        return _obj(manifest, _MANIFEST_KEYS | {"inplace_updates"}, "manifest")
+    if isinstance(manifest, dict) and manifest.get("format") == MODEL_FORMAT_NAME:
+        return _obj(manifest, _MODEL_KEYS, "manifest")
+    if isinstance(manifest, dict):  # the execution options, present only when set
+        return _obj(manifest, _MANIFEST_KEYS | _present_options(manifest), "manifest")
     return _obj(manifest, _MANIFEST_KEYS, "manifest")
 
 
@@ -581,18 +648,38 @@ def _load_arrays(entries, data: bytes) -> list[np.ndarray]:
     return arrays
 
 
-def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
-    from graphc.function import normalize_updates
-    from graphc.pickling import rebuild_function
-
-    if manifest["format"] != FORMAT_NAME:
-        raise _fail(f"manifest.format: expected {FORMAT_NAME!r}, got {str(manifest['format'])[:60]!r}")
-    if manifest["version"] != FORMAT_VERSION or type(manifest["version"]) is not int:
-        raise _fail(f"manifest.version: unsupported version {str(manifest['version'])[:20]} (this graphc reads "
-                    f"version {FORMAT_VERSION})")
+def _build_graph(manifest: dict, arrays: list[np.ndarray], path, version: int = FUNCTION_VERSION):
+    """The loaded Function (a version 1 file), or the dict of Functions (version 2)."""
+    expected = MODEL_FORMAT_NAME if version == MODEL_VERSION else FORMAT_NAME
+    if manifest["format"] != expected:
+        raise _fail(f"manifest.format: expected {expected!r} in a version {version} file, got "
+                    f"{str(manifest['format'])[:60]!r}")
+    if manifest["version"] != version or type(manifest["version"]) is not int:
+        raise _fail(f"manifest.version: {str(manifest['version'])[:20]} does not match the header's format "
+                    f"version {version}")
     _str(manifest["graphc_version"], "manifest.graphc_version", max_length=64)
-    optimize = _bool(manifest["optimize"], "manifest.optimize")
-    inplace_updates = _bool(manifest.get("inplace_updates", False), "manifest.inplace_updates")
+    tensors, kinds = _build_nodes(manifest, arrays, path)
+    if version == FUNCTION_VERSION:
+        return _build_function(manifest, tensors, kinds, path, "")
+    functions: dict = {}
+    entries = _list(manifest["functions"], "functions", MAX_FUNCTIONS)
+    if not entries:
+        raise _fail("functions: the file holds no function")
+    for k, entry in enumerate(entries):
+        where = f"functions[{k}]"
+        keys = _FUNCTION_KEYS | (_present_options(entry) if isinstance(entry, dict) else set())
+        entry = _obj(entry, keys, where)
+        name = _str(entry["name"], f"{where}.name")
+        if not name:
+            raise _fail(f"{where}.name: a function needs a non-empty name")
+        if name in functions:
+            raise _fail(f"{where}.name: {name[:100]!r} is used twice")
+        functions[name] = _build_function(entry, tensors, kinds, path, f"{where}.")
+    return functions
+
+
+def _build_nodes(manifest: dict, arrays: list[np.ndarray], path) -> tuple[list[Tensor], list[str]]:
+    """Every node of the file, in order, checked; and each one's kind."""
     entries = _list(manifest["nodes"], "nodes", MAX_NODES)
     tensors: list[Tensor] = []
     kinds: list[str] = []
@@ -652,6 +739,17 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
                             site=site if site is not None else (f"<{label} node {k}>", 0), is_gradient=grad)
         tensors.append(tensor)
         kinds.append(kind)
+    return tensors, kinds
+
+
+def _build_function(manifest: dict, tensors: list[Tensor], kinds: list[str], path, prefix: str):
+    """One function of the file (``prefix`` names where its entry is, e.g. ``"functions[1]."``)."""
+    from graphc.function import normalize_updates
+    from graphc.pickling import rebuild_function
+
+    optimize = _bool(manifest["optimize"], f"{prefix or 'manifest.'}optimize")
+    inplace_updates = _bool(manifest.get("inplace_updates", False), f"{prefix or 'manifest.'}inplace_updates")
+    check_numerics = _bool(manifest.get("check_numerics", False), f"{prefix or 'manifest.'}check_numerics")
 
     def node_ref(value, where: str) -> int:
         if type(value) is not int or not 0 <= value < len(tensors):
@@ -659,40 +757,44 @@ def _build_graph(manifest: dict, arrays: list[np.ndarray], path):
         return value
 
     inputs = []
-    for position, value in enumerate(_list(manifest["inputs"], "inputs", MAX_NODES)):
-        k = node_ref(value, f"inputs[{position}]")
+    for position, value in enumerate(_list(manifest["inputs"], f"{prefix}inputs", MAX_NODES)):
+        k = node_ref(value, f"{prefix}inputs[{position}]")
         if kinds[k] != "placeholder":
-            raise _fail(f"inputs[{position}]: node {k} is a {kinds[k]}, not a placeholder")
+            raise _fail(f"{prefix}inputs[{position}]: node {k} is a {kinds[k]}, not a placeholder")
         if any(t is tensors[k] for t in inputs):
-            raise _fail(f"inputs[{position}]: node {k} is listed twice")
+            raise _fail(f"{prefix}inputs[{position}]: node {k} is listed twice")
         inputs.append(tensors[k])
-    outputs = [tensors[node_ref(v, f"outputs[{p}]")]
-               for p, v in enumerate(_list(manifest["outputs"], "outputs", MAX_NODES))]
-    spec, count = _decode_structure(manifest["structure"], "structure")
+    outputs = [tensors[node_ref(v, f"{prefix}outputs[{p}]")]
+               for p, v in enumerate(_list(manifest["outputs"], f"{prefix}outputs", MAX_NODES))]
+    spec, count = _decode_structure(manifest["structure"], f"{prefix}structure")
     if count != len(outputs):
-        raise _fail(f"structure: it holds {count} tensors, but there are {len(outputs)} outputs")
+        raise _fail(f"{prefix}structure: it holds {count} tensors, but there are {len(outputs)} outputs")
     pairs = []
-    for position, pair in enumerate(_list(manifest["updates"], "updates", MAX_NODES)):
-        pair = _list(pair, f"updates[{position}]")
+    for position, pair in enumerate(_list(manifest["updates"], f"{prefix}updates", MAX_NODES)):
+        pair = _list(pair, f"{prefix}updates[{position}]")
         if len(pair) != 2:
-            raise _fail(f"updates[{position}]: expected [variable, new value]")
-        variable = node_ref(pair[0], f"updates[{position}][0]")
+            raise _fail(f"{prefix}updates[{position}]: expected [variable, new value]")
+        variable = node_ref(pair[0], f"{prefix}updates[{position}][0]")
         if kinds[variable] != "variable":
-            raise _fail(f"updates[{position}]: node {variable} is not a variable")
-        pairs.append((tensors[variable], tensors[node_ref(pair[1], f"updates[{position}][1]")]))
+            raise _fail(f"{prefix}updates[{position}]: node {variable} is not a variable")
+        pairs.append((tensors[variable], tensors[node_ref(pair[1], f"{prefix}updates[{position}][1]")]))
     try:
         updates = normalize_updates(pairs)
     except Exception as exc:  # noqa: BLE001 - an update the function constructor would refuse
-        raise _fail(f"updates: {exc}") from exc
+        raise _fail(f"{prefix}updates: {exc}") from exc
     try:
-        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates)
+        return rebuild_function(inputs, outputs, spec, updates, optimize, inplace_updates=inplace_updates,
+                                check_numerics=check_numerics)
     except Exception as exc:  # noqa: BLE001 - e.g. a placeholder the graph needs is not an input
-        raise _fail(f"{path}: the graph cannot be compiled: {type(exc).__name__}: {exc}") from exc
+        what = f"function {manifest['name']!r}" if prefix else "the graph"
+        raise _fail(f"{path}: {what} cannot be compiled: {type(exc).__name__}: {exc}") from exc
 
 
 def load(path):
     """Load a Function written by :func:`save`; it runs without optimizing again.
 
+    A file saved from a dict of functions gives back that dict (same names, same
+    order), whose functions share their variables again as they did when saved.
     Nothing in the file is executed. Any malformed, truncated or tampered file
     raises :class:`graphc.LoadError` (a missing or unreadable file raises the
     usual ``OSError``).
@@ -701,10 +803,10 @@ def load(path):
     with open(path, "rb"):
         pass  # OSError for a missing/unreadable file, before anything else
     try:
-        manifest_bytes, data = _read_file(path)
+        manifest_bytes, data, version = _read_file(path)
         manifest = _parse_manifest(manifest_bytes, path)
         arrays = _load_arrays(manifest["arrays"], data)
-        return _build_graph(manifest, arrays, path)
+        return _build_graph(manifest, arrays, path, version)
     except LoadError:
         raise
     except OSError:

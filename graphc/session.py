@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from graphc.errors import FeedError
-from graphc.function import Executable, check_feed, normalize_updates, prepare_graph
+from graphc.function import Executable, check_feed, normalize_updates, prepare_graph, random_updates
 from graphc.leaves import Placeholder
 from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, toposort
@@ -40,8 +40,10 @@ def resolve_feeds(feed_dict, fetched: list[Tensor]) -> dict[Tensor, object]:
 class Session:
     """Runs graphs: ``sess.run(fetches, feed_dict, updates)``. A context manager."""
 
-    def __init__(self, optimize: bool = True) -> None:
+    def __init__(self, optimize: bool = True, *, check_numerics: bool = False) -> None:
+        """``check_numerics=True`` checks every run as ``gc.function(..., check_numerics=True)`` does."""
         self.optimize = optimize
+        self.check_numerics = bool(check_numerics)
         self._cache: dict[tuple, Executable] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -80,8 +82,28 @@ class Session:
             with self._lock:
                 executable = self._cache.get(signature)
                 if executable is None:
+                    pairs = pairs + random_updates(flat, fed, pairs)
                     executable = Executable(prepare_graph(flat, fed, pairs, self.optimize,
-                                                            bool(inplace_updates)))
+                                                            bool(inplace_updates), self.check_numerics))
                     self._cache[signature] = executable
         values = tuple(check_feed(t, feeds[t]) for t in fed)
         return unflatten(spec, executable.execute(values))
+
+
+def _tensor_eval(self: Tensor, feed_dict=None):
+    """The tensor's value: ``gc.Session().run(tensor, feed_dict)``.
+
+    ``feed_dict`` maps the placeholders the tensor needs (tensors or their names)
+    to values; variables enter with their current values. Each call compiles the
+    graph in a fresh session (nothing is cached), so for repeated evaluation
+    compile once with ``gc.function``.
+    """
+    with Session() as session:
+        return session.run(self, feed_dict)
+
+
+# ``Tensor.eval`` is installed here, where Session is defined: tensor.py is part of the core
+# and must not import the session layer above it (not even inside a function).
+_tensor_eval.__name__ = "eval"
+_tensor_eval.__qualname__ = "Tensor.eval"
+Tensor.eval = _tensor_eval

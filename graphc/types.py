@@ -124,6 +124,12 @@ def normalize_axes(op: str, axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(axes))
 
 
+def check_axes(op: str, axes, ndim: int) -> None:
+    """Raise ShapeError unless ``axes`` (an op parameter) is already normalized: sorted, distinct, in range."""
+    if not isinstance(axes, tuple) or normalize_axes(op, axes, ndim) != axes:
+        raise ShapeError(f"{op}: axes {axes!r} are not sorted, distinct axes of a tensor of rank {ndim}")
+
+
 def reduced_shape(shape: Shape, axes: Iterable[int], keepdims: bool) -> Shape:
     axes = set(axes)
     if keepdims:

@@ -99,3 +99,49 @@ def test_python_dash_m_and_script(saved_file):
     if script is not None:
         done = subprocess.run([script, "dot", str(saved_file)], capture_output=True, timeout=120)
         assert done.returncode == 0 and done.stdout.startswith(b"digraph")
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    x = gc.placeholder("x", (None, 3))
+    w = gc.variable(np.ones((3, 2)), name="W")
+    loss = gc.mean(gc.square(gc.tanh(x @ w))).with_name("loss")
+    train = gc.function([x], loss, updates=gc.optim.sgd(loss, [w], 0.1, momentum=0.9))
+    predict = gc.function([x], gc.softmax(x @ w))
+    path = tmp_path / "model.gcf"
+    gc.save({"train": train, "predict": predict}, path)
+    return path
+
+
+def test_info_lists_every_function_of_a_model_file(model_file, capsys):
+    assert main(["info", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert "functions (2): train, predict" in out
+    assert "function 'train':\n  inputs (1):\n    0: x (?, 3) float64" in out
+    assert "function 'predict':\n  inputs (1):" in out
+    assert "    W <- sub (3, 2) float64\n    W/momentum <- add (3, 2) float64" in out
+    assert "shared variables (1):\n  W (3, 2) float64: train, predict" in out
+    assert "named gradients (1):\n    d(loss)/d(W) matmul (3, 2) float64" in out
+
+
+def test_dot_and_print_of_a_model_file(model_file, capsys):
+    assert main(["print", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("function 'train':\n") and "\nfunction 'predict':\nsoftmax" in out
+    assert "'d(loss)/d(W)'" in out
+    assert main(["print", "--function", "predict", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("softmax") and "d(loss)" not in out
+    assert main(["dot", str(model_file)]) == 0
+    both = capsys.readouterr().out
+    assert both.count("label=\"variable\\nW\\n") == 1      # the shared variable is drawn once
+    assert "d(loss)/d(W)" in both
+    assert main(["dot", "--function", "predict", str(model_file)]) == 0
+    assert "d(loss)/d(W)" not in capsys.readouterr().out
+    assert main(["dot", "--function", "nope", str(model_file)]) == EXIT_USAGE
+    assert "no function 'nope' in this file; it holds train, predict" in capsys.readouterr().err
+
+
+def test_function_option_on_a_single_function_file(saved_file, capsys):
+    assert main(["print", "--function", "train", str(saved_file)]) == EXIT_USAGE
+    assert "holds a single function" in capsys.readouterr().err

@@ -171,3 +171,22 @@ def test_unknown_state_version():
 
     with pytest.raises(gc.LoadError, match="version"):
         restore_function({"version": 999})
+
+
+def test_a_dict_of_functions_keeps_its_shared_variables():
+    x = gc.placeholder("x", (None, 2))
+    w = gc.variable(np.ones((2, 1)), name="w")
+    loss = gc.mean(gc.square(x @ w - 1.0))
+    model = {"train": gc.function([x], loss, updates=gc.optim.adam(loss, [w], lr=0.1)),
+             "predict": gc.function([x], x @ w)}
+    batch = np.array([[1.0, 2.0], [0.5, -1.0]])
+    model["train"](batch)
+    clone = pickle.loads(pickle.dumps(model))
+    shared = clone["predict"].plan.variables[0]
+    assert clone["train"].plan.updated_variables[0] is shared     # one variable again, a new one
+    assert shared is not w
+    before = clone["predict"](batch)
+    for _ in range(2):
+        assert clone["train"](batch) == model["train"](batch)      # the Adam state was pickled too
+    assert not np.allclose(clone["predict"](batch), before)        # training the clone moves its predict
+    np.testing.assert_array_equal(clone["predict"](batch), model["predict"](batch))

@@ -540,6 +540,9 @@ def _every_op_function(optimize: bool):
         apply(SparseTarget(1), idx, h), fuse([gc.tanh(x * 2.0) + x])[0],
         gc.grad(gc.sum(gc.einsum("ii->i", m)), m),  # diagonal_mask
     ]
+    gen = gc.random.Generator(8)  # draws: the copies, saved before the first call, draw what it draws
+    parts += [gen.uniform(like=x, low=-1.0, high=1.0), gen.normal((3,), dtype="float32"),
+              gen.bernoulli(0.3, like=x), gen.integers(0, 5, (2,)), gc.dropout(x, 0.5, gen)]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
     loss = loss + gc.sum(gc.tanh(x) * gc.arctan(x) + gc.mod(x, 0.7) + gc.logaddexp(x, 0.5) + gc.rsqrt(x * x + 1.0))
@@ -566,3 +569,223 @@ def test_every_op_round_trips_through_save_and_pickle(tmp_path, optimize):
     if shutil.which("dot"):
         done = subprocess.run(["dot", "-Tsvg"], input=fn.to_dot().encode(), capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
+
+
+# ---- section 15's non-element-wise ops ------------------------------------------------------------
+
+def _section15_function(optimize: bool):
+    """Every op of section 15 (reductions, scans, ordering, shape) and their gradients, sizes unknown."""
+    x = gc.placeholder("x", (None, 4))
+    sq = gc.placeholder("sq", (3, None, 3))
+    values, indices = gc.top_k(x, 2)
+    parts = [
+        gc.var(x, axis=0, ddof=1), gc.std(x, axis=(0, 1), keepdims=True), gc.norm(x, 1, axis=1),
+        gc.norm(x, np.inf), gc.norm(x, 2, axis=0, keepdims=True), gc.any(x > 0.0, axis=1), gc.all(x < 2.0),
+        gc.argmax(x, axis=1), gc.argmin(x), gc.cumsum(x, 1), gc.cumprod(x), gc.sort(x, 0), gc.argsort(x),
+        values, indices, gc.tile(x, (2, 1, 3)), gc.repeat(x, 3, -1), gc.flip(x, 1), gc.roll(x, (1, -2), (0, 1)),
+        gc.roll(x, 3), *gc.split(x, 2, axis=1), *gc.split(x, [1, 3], 1), gc.tril(sq, -1), gc.triu(sq, 1),
+        gc.diagonal(sq, 1, 0, 2), gc.trace(sq, 0, 2, 0),
+    ]
+    loss = gc.sum(gc.square(parts[0])) + gc.sum(parts[1] * parts[2][0])
+    loss = sum((gc.sum(p * p) for p in parts if p.dtype == np.float64), loss)
+    grads = gc.grad(loss, [x, sq])
+    second = gc.grad(gc.sum(grads[0] * grads[0]) + gc.sum(grads[1]), [x, sq])
+    fn = gc.function([x, sq], {"parts": parts, "grads": list(grads) + list(second)}, optimize=optimize)
+    rng = np.random.default_rng(15)
+    return fn, (rng.normal(size=(6, 4)), rng.normal(size=(3, 5, 3)))
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_section15_ops_round_trip_through_save_and_pickle(tmp_path, optimize):
+    fn, feeds = _section15_function(optimize)
+    gc.save(fn, tmp_path / "s15.gcf")
+    expected = fn(*feeds)
+    reference = _section15_function(not optimize)[0](*feeds)  # optimizing changes no value
+    for copy in (gc.load(tmp_path / "s15.gcf"), pickle.loads(pickle.dumps(fn))):
+        got = copy(*feeds)
+        for a, b, c in zip(got["parts"] + got["grads"], expected["parts"] + expected["grads"],
+                           reference["parts"] + reference["grads"]):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+            assert np.all(np.isfinite(a))
+
+
+def test_section15_tampered_parameters(tmp_path):
+    """Parameters of the new ops are typed and validated on load: wrong types, out-of-range axes,
+    inconsistent pieces and orders are a LoadError, never an exception from NumPy or a wrong graph."""
+    fn, _ = _section15_function(optimize=False)
+    _, _, raw, data = split(encode(fn))
+    manifest = json.loads(raw)
+    bad_values = {
+        "var": [("ddof", ["float", "0x1p+0"]), ("axes", ["tuple", [["int", 5]]]), ("axes", ["int", 0])],
+        "norm": [("ord", ["float", "0x1.8p+1"]), ("ord", ["str", "fro"]), ("keepdims", ["int", 0])],
+        "argmax": [("axis", ["int", 2]), ("axis", ["bool", True]), ("keepdims", ["none"])],
+        "cumprod": [("axis", ["int", -1]), ("axis", ["int", 1])],
+        "sort": [("axis", ["int", 7])],
+        "top_k": [("k", ["int", -1]), ("k", ["int", 99999]), ("k", ["float", "0x1p+1"])],
+        "take_along_axis": [("axis", ["int", 3])],
+        "tile": [("reps", ["tuple", [["int", 2]]]), ("reps", ["tuple", [["int", -1], ["int", 1]]]),
+                 ("reps", ["tuple", [["str", "a"], ["int", 1], ["int", 1]]])],
+        "repeat": [("repeats", ["int", -3]), ("axis", ["int", 4])],
+        "flip": [("axes", ["tuple", [["int", 1], ["int", 1]]]), ("axes", ["tuple", [["int", 9]]])],
+        "roll": [("shifts", ["tuple", []]), ("axes", ["tuple", [["int", 3], ["int", 0]]]),
+                 ("shifts", ["tuple", [["float", "0x1p+0"], ["int", 1]]])],
+        "split": [("index", ["int", 7]), ("sections", ["int", 3]), ("indices", ["tuple", [["str", "1"]]]),
+                  ("sections", ["int", -2])],
+        "tril": [("k", ["float", "0x1p+0"])],
+        "diagonal": [("axis1", ["int", 2]), ("axis2", ["int", 5]), ("offset", ["none"])],
+        "trace": [("axis1", ["int", 0])],
+    }
+    cases = []
+    for op, changes in bad_values.items():
+        k = _first(manifest, "op", op)
+        for key, value in changes:
+            cases.append(_mutated(manifest, lambda m, k=k, key=key, value=value: m["nodes"][k]["params"].update(
+                {key: value})))
+    for op in ("linear_scan", "shift", "take_along_axis_grad", "split_grad", "repeat_grad"):
+        k = _first(manifest, "op", op)
+        cases.append(_mutated(manifest, lambda m, k=k: m["nodes"][k]["params"].update(axis=["int", 11])))
+    # a scatter whose target shape does not fit its cotangent (declared consistently, so infer decides)
+    for op in ("tile_grad", "repeat_grad", "split_grad", "diagonal_grad", "take_along_axis_grad"):
+        k = _first(manifest, "op", op)
+        shape = manifest["nodes"][k]["shape"]
+        wrong = [7 if size is None else size + 1 for size in shape]
+
+        def change(m, k=k, wrong=wrong, kept=2 if op == "take_along_axis_grad" else 1):
+            m["nodes"][k]["params"]["shape"] = ["tuple", [["int", size] for size in wrong]]
+            m["nodes"][k]["shape"] = wrong
+            m["nodes"][k]["inputs"] = m["nodes"][k]["inputs"][:kept]  # no run-time shape reference
+
+        cases.append(_mutated(manifest, change))
+    for case in cases:
+        expect_load_error(tmp_path, assemble(case, data))
+# ---- model files: a dict of functions sharing variables (format version 2) ---------------------
+
+def build_train_predict(seed: int = 0):
+    """A training step (Adam, with its state variables) and a prediction function sharing W and b."""
+    rng = np.random.default_rng(seed)
+    x = gc.placeholder("x", (None, 4))
+    labels = gc.placeholder("labels", (None,), dtype="int64")
+    w = gc.variable(gc.init.glorot_uniform((4, 3), seed=seed), name="W")
+    b = gc.variable(gc.init.zeros(3), name="b")
+    logits = gc.matmul(x, w) + b
+    loss = gc.mean(gc.softmax_cross_entropy(logits, labels)).with_name("loss")
+    train = gc.function([x, labels], loss, updates=gc.optim.adam(loss, [w, b], lr=0.05))
+    predict = gc.function([x], {"logits": logits})
+    feeds = (rng.normal(size=(6, 4)), np.array([0, 1, 2, 1, 0, 2]))
+    return {"train": train, "predict": predict}, (w, b), feeds
+
+
+def test_model_file_round_trip_restores_the_sharing(tmp_path):
+    model, (w, b), feeds = build_train_predict()
+    model["train"](*feeds)
+    gc.save(model, tmp_path / "model.gcf")
+    loaded = gc.load(tmp_path / "model.gcf")
+    assert list(loaded) == ["train", "predict"]
+    train, predict = loaded["train"], loaded["predict"]
+    np.testing.assert_array_equal(predict(feeds[0])["logits"], model["predict"](feeds[0])["logits"])
+    # the two loaded functions hold the very same variables
+    shared = {v.name: v for v in predict.plan.variables}
+    assert {v.name: v for v in train.plan.updated_variables}["W"] is shared["W"]
+    before = predict(feeds[0])["logits"]
+    for _ in range(3):
+        assert train(*feeds) == model["train"](*feeds)  # the Adam state came along: same trajectory
+    after = predict(feeds[0])["logits"]
+    assert not np.allclose(after, before)               # training after loading changes the prediction
+    np.testing.assert_array_equal(after, model["predict"](feeds[0])["logits"])
+    np.testing.assert_array_equal(shared["W"].value, w.value)
+    assert shared["W"] is not w                          # loading makes new variables
+
+
+def test_model_file_stores_each_shared_variable_once(tmp_path):
+    model, _, _ = build_train_predict()
+    _, _, raw, _ = split(encode(model))
+    manifest = json.loads(raw)
+    assert manifest["format"] == "graphc-model" and manifest["version"] == 2
+    names = [node["name"] for node in manifest["nodes"] if node["kind"] == "variable"]
+    assert sorted(names) == sorted(["W", "b", "adam/step", "W/adam_m", "W/adam_v", "b/adam_m", "b/adam_v"])
+    assert [f["name"] for f in manifest["functions"]] == ["train", "predict"]
+    # the header says version 2; a single function is still written as version 1, readable by older graphc
+    assert split(encode(model))[0] == 2
+    assert split(encode(model["predict"]))[0] == 1
+
+
+def test_model_file_is_deterministic_and_keeps_the_order(tmp_path):
+    model, _, _ = build_train_predict()
+    assert encode(model) == encode(dict(model))
+    reordered = encode({"predict": model["predict"], "train": model["train"]})
+    gc.save({"predict": model["predict"], "train": model["train"]}, tmp_path / "r.gcf")
+    assert list(gc.load(tmp_path / "r.gcf")) == ["predict", "train"]
+    assert reordered != encode(model)
+
+
+def test_a_dict_of_one_function_comes_back_as_a_dict(tmp_path):
+    model, _, feeds = build_train_predict()
+    gc.save({"predict": model["predict"]}, tmp_path / "p.gcf")
+    loaded = gc.load(tmp_path / "p.gcf")
+    assert isinstance(loaded, dict) and list(loaded) == ["predict"]
+    np.testing.assert_array_equal(loaded["predict"](feeds[0])["logits"], model["predict"](feeds[0])["logits"])
+
+
+def test_saving_bad_dicts_is_refused(tmp_path):
+    model, _, _ = build_train_predict()
+    with pytest.raises(ValueError, match="empty"):
+        gc.save({}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="names must be non-empty strings"):
+        gc.save({1: model["train"]}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="names must be non-empty strings"):
+        gc.save({"": model["train"]}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="'predict' is a list, not a compiled Function"):
+        gc.save({"train": model["train"], "predict": [model["predict"]]}, tmp_path / "e.gcf")
+    with pytest.raises(TypeError, match="or a dict of them"):
+        gc.save([model["train"]], tmp_path / "e.gcf")
+    assert not os.path.exists(tmp_path / "e.gcf")
+
+
+@pytest.fixture(scope="module")
+def saved_model():
+    model, _, _ = build_train_predict()
+    blob = encode(model)
+    _, _, manifest, data = split(blob)
+    return blob, json.loads(manifest), data
+
+
+def test_model_files_are_validated(tmp_path, saved_model):
+    blob, manifest, data = saved_model
+    load_bytes(tmp_path, assemble(manifest, data, version=2))  # reassembled as it was: loads
+    expect_load_error(tmp_path, assemble(manifest, data, version=1), "expected 'graphc-function' in a version 1 file")
+    expect_load_error(tmp_path, assemble(dict(manifest, version=1), data, version=2),
+                      "1 does not match the header's format version 2")
+    expect_load_error(tmp_path, assemble(manifest, data, version=3), "unsupported format version 3")
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=[]), data, version=2), "holds no function")
+    expect_load_error(tmp_path, assemble(dict(manifest, functions={}), data, version=2), "expected a list")
+    twice = [manifest["functions"][0], dict(manifest["functions"][1], name="train")]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=twice), data, version=2), "used twice")
+    unnamed = [dict(manifest["functions"][0], name="")] + manifest["functions"][1:]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=unnamed), data, version=2), "non-empty name")
+    extra = [dict(manifest["functions"][0], colour="red")] + manifest["functions"][1:]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=extra), data, version=2), "unexpected keys")
+    missing = dict(manifest["functions"][1])
+    del missing["updates"]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=[manifest["functions"][0], missing]), data,
+                                         version=2), "functions[1]: missing keys ['updates']")
+    bad_ref = [manifest["functions"][0], dict(manifest["functions"][1], outputs=[10 ** 6])]
+    expect_load_error(tmp_path, assemble(dict(manifest, functions=bad_ref), data, version=2),
+                      "functions[1].outputs[0]")
+    single_keys = dict(manifest, inputs=[], outputs=[], structure=None, updates=[], optimize=True)
+    expect_load_error(tmp_path, assemble(single_keys, data, version=2), "unexpected keys")
+    expect_load_error(tmp_path, assemble(dict(manifest, format="graphc-function"), data, version=2), "missing keys")
+    expect_load_error(tmp_path, assemble(dict(manifest, format="other"), data, version=2), "missing keys")
+
+
+def test_model_file_byte_flips_and_truncations(tmp_path, saved_model):
+    blob = saved_model[0]
+    rng = random.Random(7)
+    for _ in range(40):
+        position = rng.randrange(len(blob))
+        flipped = bytearray(blob)
+        flipped[position] ^= 1 << rng.randrange(8)
+        expect_load_error(tmp_path, bytes(flipped))
+    for cut in (1, 33, len(blob) // 2, len(blob) - 1):
+        expect_load_error(tmp_path, blob[:cut])

@@ -1,6 +1,9 @@
 """Every public op function, by family. One op is one class in its family's module."""
 
-from graphc.ops.elementwise import (  # API contract section 15, element-wise
+from graphc.ops.arrange import diagonal, flip, repeat, roll, split, tile, trace, tril, triu
+from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
+from graphc.ops.cumulative import cumprod, cumsum
+from graphc.ops.elementwise import (  # with API contract section 15, element-wise
     abs,
     add,
     arccos,
@@ -75,8 +78,16 @@ from graphc.ops.elementwise import (  # API contract section 15, element-wise
     zeros_like,
 )
 from graphc.ops.linalg import dot, einsum, matmul, outer
-from graphc.ops.nn import log_softmax, sigmoid_cross_entropy, softmax, softmax_cross_entropy
-from graphc.ops.reduce import logsumexp, max, mean, min, prod, sum
+from graphc.ops.nn import (
+    batch_norm,
+    layer_norm,
+    log_softmax,
+    sigmoid_cross_entropy,
+    softmax,
+    softmax_cross_entropy,
+)
+from graphc.ops.ordering import argsort, sort, top_k
+from graphc.ops.reduce import all, any, argmax, argmin, logsumexp, max, mean, min, norm, prod, std, sum, var
 from graphc.ops.shape import (
     broadcast_to,
     concatenate,
@@ -99,6 +110,13 @@ __all__ = [
     "pow", "prelu", "prod", "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "silu", "sin",
     "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "squeeze", "stack", "step",
     "stop_gradient", "sub", "sum", "swish", "take", "tanh", "transpose", "where", "zeros_like",
+    # convolutional networks
+    "avg_pool2d", "batch_norm", "conv2d", "conv2d_transpose", "layer_norm", "max_pool2d", "pad",
+]
+# section 15 of the API contract ("More of NumPy"): reductions, scans, ordering, shape
+__all__ += [
+    "all", "any", "argmax", "argmin", "argsort", "cumprod", "cumsum", "diagonal", "flip", "norm", "repeat", "roll",
+    "sort", "split", "std", "tile", "top_k", "trace", "tril", "triu", "var",
 ]
 __all__ += [  # API contract section 15, element-wise
     "arccos", "arccosh", "arcsin", "arcsinh", "arctan", "arctan2", "arctanh", "ceil", "cosh", "exp2", "floor",

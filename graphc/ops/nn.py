@@ -264,3 +264,74 @@ class SoftmaxMinusOneHot(Op):
     def vjp(self, node, g):
         probs = apply(Softmax(1), node.inputs[0])  # the one-hot term is constant: softmax's own rule
         return mul(probs, sub(g, Sum((1,), True)(mul(g, probs)))), None
+
+
+# ---- normalization ------------------------------------------------------------------------------
+
+def _check_eps(op: str, eps) -> float:
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: eps must be a number, got {eps!r}")
+    if not eps >= 0:
+        raise ValueError(f"{op}: eps must be non-negative, got {eps!r}")
+    return float(eps)
+
+
+def layer_norm(x, axis=-1, eps: float = 1e-5) -> Tensor:
+    """``(x - mean) / sqrt(var + eps)`` over ``axis`` (an int or a tuple of ints), with the biased
+    variance, as PyTorch's ``layer_norm`` without its affine parameters (multiply and add those
+    yourself). A composition of graph ops, so it is differentiable to any order."""
+    from graphc.ops.elementwise import add, div, sqrt, square
+    from graphc.ops.reduce import mean
+    from graphc.types import normalize_axes
+
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise DTypeError(f"layer_norm: the input must be floating point, got {x.dtype}")
+    eps = _check_eps("layer_norm", eps)
+    axes = normalize_axes("layer_norm", axis, x.ndim)
+    centered = sub(x, mean(x, axes, keepdims=True))
+    variance = mean(square(centered), axes, keepdims=True)
+    return div(centered, sqrt(add(variance, eps)))
+
+
+def _per_channel(op: str, what: str, stat, x: Tensor):
+    """A statistic for ``x``: rank 1 means one value per channel (axis 1 of an (N, C, ...) input, as
+    PyTorch); a scalar or a tensor of x's rank broadcasts as NumPy does."""
+    from graphc.ops.shape import reshape
+
+    if stat is None:
+        return None
+    stat = as_tensor(stat)
+    if stat.ndim == 0 or stat.ndim == x.ndim:
+        broadcast_shapes(op, [x.shape, stat.shape])  # a ShapeError naming both shapes if they do not fit
+        return stat
+    if stat.ndim == 1 and x.ndim >= 2:
+        channels, size = x.shape[1], stat.shape[0]
+        if None not in (channels, size) and channels != size:
+            raise ShapeError(f"{op}: {what} of shape {format_shape(stat.shape)} does not match the {channels} "
+                             f"channels (axis 1) of the input of shape {format_shape(x.shape)}")
+        return reshape(stat, (1, -1) + (1,) * (x.ndim - 2))
+    raise ShapeError(f"{op}: {what} must be a scalar, one value per channel (shape (C,)) or of the input's rank "
+                     f"{x.ndim}, got shape {format_shape(stat.shape)} for an input of shape {format_shape(x.shape)}")
+
+
+def batch_norm(x, mean, var, scale=None, offset=None, eps: float = 1e-5) -> Tensor:
+    """``(x - mean) / sqrt(var + eps) * scale + offset`` with given statistics (PyTorch's
+    ``batch_norm`` in evaluation form). 1-D ``mean``, ``var``, ``scale`` and ``offset`` hold one value
+    per channel (axis 1 of an (N, C, ...) input); scalars and tensors of the input's rank (for
+    example ``gc.mean(x, axis=(0, 2, 3), keepdims=True)``) broadcast. Differentiable to any order in
+    every argument, so batch statistics computed in the graph get their gradient too."""
+    from graphc.ops.elementwise import add, div, sqrt
+
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise DTypeError(f"batch_norm: the input must be floating point, got {x.dtype}")
+    eps = _check_eps("batch_norm", eps)
+    mean, var, scale, offset = (_per_channel("batch_norm", what, stat, x) for what, stat in
+                                (("mean", mean), ("var", var), ("scale", scale), ("offset", offset)))
+    out = div(sub(x, mean), sqrt(add(var, eps)))
+    if scale is not None:
+        out = mul(out, scale)
+    if offset is not None:
+        out = add(out, offset)
+    return out

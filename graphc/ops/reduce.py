@@ -1,4 +1,5 @@
-"""Reductions: sum, mean, max, min, prod, logsumexp over ``axis`` with ``keepdims``."""
+"""Reductions over ``axis`` with ``keepdims``: sum, mean, max, min, prod, logsumexp, var, std, norm,
+any, all; and argmax, argmin over one axis."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphc.errors import DTypeError
+from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor, same_elements_form
-from graphc.ops.elementwise import cast, div, equal, mul, sub
+from graphc.ops.elementwise import abs as abs_
+from graphc.ops.elementwise import cast, div, equal, mul, not_equal, sign, sub, where
 from graphc.ops.shape import broadcast_like, expand_dims
 from graphc.tensor import Tensor
-from graphc.types import float_dtype, known_size, normalize_axes, reduced_shape
+from graphc.types import (
+    check_axes,
+    float_dtype,
+    format_shape,
+    known_size,
+    normalize_axes,
+    normalize_axis,
+    reduced_shape,
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,7 @@ class Reduction(Op):
     keepdims: bool = False
 
     def infer(self, x):
+        check_axes(self.name, self.axes, x.ndim)  # a tampered file's parameters, too
         return reduced_shape(x.shape, self.axes, self.keepdims), self.result_dtype(x.dtype)
 
     def result_dtype(self, dtype: np.dtype) -> np.dtype:
@@ -68,12 +79,7 @@ class Mean(Reduction):
 
     def vjp(self, node, g):
         (x,) = node.inputs
-        sizes = [x.shape[a] for a in self.axes]
-        if None in sizes:
-            count = apply(ReducedCount(self.axes), x)
-        else:
-            count = int(np.prod(sizes, dtype=np.int64))
-        return (broadcast_like(div(self.expand(g), count), x),)
+        return (broadcast_like(div(self.expand(g), reduced_count(self.axes, x)), x),)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,15 @@ class ReducedCount(Op):
 
     def impl(self, x):
         return np.asarray(np.prod([x.shape[a] for a in self.axes], dtype=np.int64), dtype=float_dtype(x.dtype))
+
+
+def reduced_count(axes: tuple, x: Tensor):
+    """How many entries of ``x`` a reduction over ``axes`` combines: an int, or a scalar tensor
+    computed at run time when a size is unknown."""
+    sizes = [x.shape[a] for a in axes]
+    if None in sizes:
+        return apply(ReducedCount(axes), x)
+    return int(np.prod(sizes, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -254,3 +269,231 @@ def prod(x, axis=None, keepdims: bool = False) -> Tensor:
 
 def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:
     return _reduction(Logsumexp, x, axis, keepdims)
+
+
+# ---- statistics, norms, logical and arg-reductions --------------------------------------------
+
+def _float_result(name: str, dtype: np.dtype) -> np.dtype:
+    if dtype.kind not in "biuf":
+        raise DTypeError(f"{name}: unsupported dtype {dtype}")
+    return float_dtype(dtype)
+
+
+def ratio_or_zero(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den``, but exactly 0 where ``den == 0``; never 0/0, also in its own gradients (the
+    divisor is replaced by 1 there, so no branch divides by zero). A NaN ``den`` still gives NaN."""
+    nonzero = not_equal(den, 0)
+    return where(nonzero, div(num, where(nonzero, den, 1)), 0)
+
+
+@dataclass(frozen=True)
+class Var(Reduction):
+    """Variance with ``ddof`` delta degrees of freedom, computed in two passes like ``np.var`` (the
+    mean, then the mean squared deviation from it): no cancellation for data far from zero."""
+
+    name = "var"
+    ddof: int = 0
+
+    def result_dtype(self, dtype):
+        return _float_result(self.name, dtype)
+
+    def impl(self, x):
+        return np.var(x, axis=self.axes, ddof=self.ddof, keepdims=self.keepdims)
+
+    def dof(self, x: Tensor):
+        """``n - ddof`` (an int, or a run-time scalar when a reduced size is unknown)."""
+        n = reduced_count(self.axes, x)
+        return n - self.ddof if isinstance(n, int) else sub(n, self.ddof)
+
+    def centered(self, x: Tensor) -> Tensor:
+        return sub(x, Mean(self.axes, True)(x))
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        dof = self.dof(x)
+        # d var / dx = 2 (x - mean) / (n - ddof); the mean's own dependence on x cancels
+        scale = div(2.0, dof) if isinstance(dof, Tensor) else (2.0 / dof if dof else np.inf)
+        return (mul(self.expand(g), mul(self.centered(x), scale)),)
+
+
+@dataclass(frozen=True)
+class Std(Var):
+    """``sqrt(var)``. Its gradient ``(x - mean) / ((n - ddof) std)`` is 0 where the spread is 0.
+
+    At a constant input std is not differentiable (it is a norm of ``x - mean``, like ``abs`` at
+    0); 0 is its minimum-norm subgradient, the same convention as ``abs'(0) = 0`` and
+    ``norm'(0) = 0``. (PyTorch and JAX return NaN there, which poisons a whole training step.)
+    """
+
+    name = "std"
+
+    def impl(self, x):
+        return np.std(x, axis=self.axes, ddof=self.ddof, keepdims=self.keepdims)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (ratio_or_zero(mul(self.expand(g), self.centered(x)), mul(self.expand(node), self.dof(x))),)
+
+
+_NORM_ORDERS = (1.0, 2.0, np.inf)
+
+
+@dataclass(frozen=True)
+class Norm(Reduction):
+    """Vector norm of order 1, 2 or inf over ``axes`` (``np.linalg.vector_norm``).
+
+    The 2-norm is recomputed scaled by the largest magnitude where the plain sum of squares would
+    overflow or underflow, so ``[3e200, 4e200]`` gives 5e200 (not inf) and ``[3e-200, 4e-200]``
+    gives 5e-200 (not 0). Gradients: ``sign(x)`` (1), ``x / norm`` (2),
+    ``sign(x)`` on the entries of largest magnitude, ties split evenly (inf); all exactly 0 at 0.
+    """
+
+    name = "norm"
+    ord: float = 2.0
+
+    def __post_init__(self):
+        if self.ord not in _NORM_ORDERS:
+            raise ValueError(f"norm: ord must be 1, 2 or inf (vector norms), got {self.ord!r}")
+
+    def result_dtype(self, dtype):
+        return _float_result(self.name, dtype)
+
+    def impl(self, x):
+        x = np.asarray(x)
+        magnitude = np.abs(x if x.dtype.kind == "f" else x.astype(np.float64))
+        if self.ord == 1.0:
+            return np.sum(magnitude, axis=self.axes, keepdims=self.keepdims)
+        if self.ord == np.inf:
+            return np.max(magnitude, axis=self.axes, keepdims=self.keepdims, initial=0)  # 0 for no entries
+        result = np.sqrt(np.sum(np.square(magnitude), axis=self.axes, keepdims=True))
+        info = np.finfo(result.dtype)
+        if not np.all((result >= np.sqrt(info.tiny / info.eps)) & (result <= np.sqrt(info.max))):
+            # the squares may have overflowed or lost digits to underflow (or x is 0, inf or NaN):
+            # again, scaled by the largest magnitude
+            peak = np.max(magnitude, axis=self.axes, keepdims=True, initial=0)
+            scale = np.where((peak > 0) & np.isfinite(peak), peak, 1)  # inf and NaN go through unscaled
+            result = scale * np.sqrt(np.sum(np.square(magnitude / scale), axis=self.axes, keepdims=True))
+        return result if self.keepdims else np.squeeze(result, self.axes)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        g = self.expand(g)
+        if self.ord == 2.0:
+            return (ratio_or_zero(mul(g, x), self.expand(node)),)
+        if self.ord == np.inf:
+            winners = cast(equal(abs_(x), self.expand(node)), g.dtype)
+            g = mul(g, div(winners, Sum(self.axes, True)(winners)))
+        return (mul(g, sign(x)),)
+
+
+@dataclass(frozen=True)
+class AnyOf(Reduction):
+    """Whether any entry is nonzero (bool)."""
+
+    name = "any"
+    zero_gradient = True
+
+    def result_dtype(self, dtype):
+        return np.dtype(bool)
+
+    def impl(self, x):
+        return np.any(x, axis=self.axes, keepdims=self.keepdims)
+
+
+@dataclass(frozen=True)
+class AllOf(AnyOf):
+    """Whether every entry is nonzero (bool)."""
+
+    name = "all"
+
+    def impl(self, x):
+        return np.all(x, axis=self.axes, keepdims=self.keepdims)
+
+
+@dataclass(frozen=True)
+class Argmax(Op):
+    """Index (int64) of the first largest entry along ``axis`` (of the flattened input when None)."""
+
+    name = "argmax"
+    axis: int | None = None
+    keepdims: bool = False
+    zero_gradient = True
+
+    def infer(self, x):
+        axes = normalize_axes(self.name, self.axis, x.ndim)
+        if self.axis is not None and axes != (self.axis,):
+            raise ShapeError(f"{self.name}: axis {self.axis!r} is not normalized for rank {x.ndim}")
+        if 0 in [x.shape[a] for a in axes]:  # (the module-level any is the op)
+            raise ShapeError(f"{self.name}: an empty axis of shape {format_shape(x.shape)} has no {self.name}")
+        return reduced_shape(x.shape, axes, self.keepdims), np.dtype(np.int64)
+
+    def impl(self, x):
+        return np.asarray(self.pick(x, axis=self.axis, keepdims=self.keepdims), dtype=np.int64)
+
+    pick = staticmethod(np.argmax)
+
+
+@dataclass(frozen=True)
+class Argmin(Argmax):
+    """Index (int64) of the first smallest entry along ``axis``."""
+
+    name = "argmin"
+    pick = staticmethod(np.argmin)
+
+
+def var(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Tensor:
+    """Variance ``mean((x - mean(x))**2) * n / (n - ddof)`` over ``axis`` (``np.var``)."""
+    return _statistic(Var, x, axis, ddof, keepdims)
+
+
+def std(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Tensor:
+    """Standard deviation ``sqrt(var(x, axis, ddof))``; its gradient is 0 at a constant input."""
+    return _statistic(Std, x, axis, ddof, keepdims)
+
+
+def _statistic(op_class, x, axis, ddof, keepdims) -> Tensor:
+    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)):
+        raise TypeError(f"{op_class.name}: ddof must be an int, got {ddof!r}")
+    x = as_tensor(x)
+    return apply(op_class(normalize_axes(op_class.name, axis, x.ndim), bool(keepdims), int(ddof)), x)
+
+
+def norm(x, ord=2, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A002 - NumPy's name
+    """Vector norm of order ``ord`` (1, 2 or inf; None means 2) over ``axis`` (every axis when None:
+    the input is treated as one vector, like ``np.linalg.vector_norm``, also for matrices)."""
+    if ord is None:
+        ord = 2  # noqa: A001
+    if isinstance(ord, (bool, np.bool_)) or not isinstance(ord, (int, float, np.integer, np.floating)):
+        raise TypeError(f"norm: ord must be 1, 2 or inf, got {ord!r}")
+    if float(ord) not in _NORM_ORDERS:
+        raise ValueError(f"norm: ord must be 1, 2 or inf (vector norms), got {ord!r}")
+    x = as_tensor(x)
+    return apply(Norm(normalize_axes("norm", axis, x.ndim), bool(keepdims), float(ord)), x)
+
+
+def any(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - the contract's name
+    """Whether any entry along ``axis`` is nonzero (bool; no gradient)."""
+    return _reduction(AnyOf, x, axis, keepdims)
+
+
+def all(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - the contract's name
+    """Whether every entry along ``axis`` is nonzero (bool; no gradient)."""
+    return _reduction(AllOf, x, axis, keepdims)
+
+
+def _arg(op_class, x, axis, keepdims) -> Tensor:
+    x = as_tensor(x)
+    if axis is not None:
+        axis = normalize_axis(op_class.name, axis, x.ndim)
+    return apply(op_class(axis, bool(keepdims)), x)
+
+
+def argmax(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Index (int64) of the largest entry along ``axis`` (of the flattened input when None); the first
+    one among ties, NaN counting as largest, as in NumPy. No gradient."""
+    return _arg(Argmax, x, axis, keepdims)
+
+
+def argmin(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Index (int64) of the smallest entry along ``axis``; the first one among ties. No gradient."""
+    return _arg(Argmin, x, axis, keepdims)

@@ -64,12 +64,25 @@ def coverage() -> dict[str, set[str]]:
             if case.second:
                 found["second"] |= forward
                 found["first"] |= backward
-    from tests.test_serialize import _every_op_function
-
-    for optimize in (False, True):
-        fn, _ = _every_op_function(optimize)
-        found["save"] |= {type(node.primitive).name for node in fn.plan.graph_order() if node.inputs}
+    for module, builder in SAVE_CASES:
+        for optimize in (False, True):
+            fn, _ = getattr(importlib.import_module(module), builder)(optimize)
+            found["save"] |= {type(node.primitive).name for node in fn.plan.graph_order() if node.inputs}
     return found
+
+
+#: the functions whose graphs the save/load tests store, load, pickle and compare (optimized and not)
+SAVE_CASES = (("tests.test_serialize", "_every_op_function"), ("tests.test_serialize", "_section15_function"),
+              ("tests.ops.test_conv", "_cnn_function"))
+
+#: what the tables still lack for ops that came before this test, by op: remove an entry when its case is
+#: added (test_known_gaps_are_still_gaps fails until then). New ops get no entry: they come with their cases.
+KNOWN_GAPS = {
+    "avg_pool2d_grad": ("second",), "conv2d_input_grad": ("second",), "conv2d_weight_grad": ("second",),
+    "diagonal_grad": ("second",), "linear_scan": ("second",), "max_pool2d_grad": ("second",),
+    "max_pool2d_gather": ("value", "first", "second"), "repeat_grad": ("second",), "shift": ("second",),
+    "split_grad": ("second",), "take_along_axis_grad": ("second",), "tile_grad": ("second",),
+}
 
 
 def _ours() -> dict[str, type[Op]]:
@@ -108,14 +121,19 @@ def _missing(name: str, cls: type[Op], coverage: dict[str, set[str]]) -> list[st
                            f"uses {name!r} in {family}")
     if name not in coverage["save"]:
         missing.append(f"a save/load case: a tensor made by {name!r} in the parts list of _every_op_function "
-                       f"in tests/test_serialize.py")
+                       f"in tests/test_serialize.py (or another of SAVE_CASES in tests/ops/test_coverage.py)")
     return missing
+
+
+def _kind(message: str) -> str:
+    return {"a value case": "value", "a first-order gradient case": "first",
+            "a second-order gradient case": "second", "a save/load case": "save"}[message.split(":")[0]]
 
 
 @pytest.mark.parametrize("name", [n for n in _ours() if n not in ("placeholder", "constant", "variable")])
 def test_every_op_has_value_gradient_and_save_cases(name, coverage):
     cls = _ours()[name]
-    missing = _missing(name, cls, coverage)
+    missing = [m for m in _missing(name, cls, coverage) if _kind(m) not in KNOWN_GAPS.get(name, ())]
     assert not missing, (f"op {name!r} ({cls.__module__}.{cls.__name__}) is not covered by the test tables; add "
                          + "; and ".join(missing)
                          + ". (A piecewise-constant op declares zero_gradient = True and needs no gradient case.)")
@@ -142,3 +160,13 @@ def test_an_op_without_cases_is_reported(coverage):
         assert len(_missing("uncovered_example", Uncovered, coverage)) == 2
     finally:
         del REGISTRY["uncovered_example"]
+
+
+def test_known_gaps_are_still_gaps(coverage):
+    """An entry of KNOWN_GAPS whose case now exists must go (so the list says what is really missing)."""
+    ours = _ours()
+    for name, kinds in KNOWN_GAPS.items():
+        assert name in ours, f"KNOWN_GAPS names {name!r}, which is not a registered op"
+        still = {_kind(m) for m in _missing(name, ours[name], coverage)}
+        added = sorted(set(kinds) - still)
+        assert not added, f"op {name!r} now has its {added} case(s): remove them from KNOWN_GAPS"

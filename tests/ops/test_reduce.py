@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import graphc as gc
@@ -13,10 +13,16 @@ from .util import (
     Case,
     Spec,
     assert_static_matches,
+    away_from,
+    booleans,
+    check_gradient,
     check_jvp,
     check_second_order,
     check_third_order,
+    check_unknown_sizes,
+    check_value,
     check_with_check_grad,
+    fixed,
     numeric_gradient,
     run,
     table_tests,
@@ -301,4 +307,321 @@ def test_random_reductions(spec, reduction):
         assert_static_matches(out, got)
         np.testing.assert_allclose(got, expected, rtol=1e-12)
         numeric = numeric_gradient(lambda v: float(np.sum(ref(v, axis=axis, keepdims=keepdims) * w)), [values], 0)
+        np.testing.assert_allclose(g_val, numeric, rtol=1e-6, atol=1e-8)
+
+
+# ---- section 15: var std norm any all argmax argmin cumsum cumprod ------------------------------
+
+def _more(name, build, ref, shape=(2, 3, 4), gen=None, kind="f", **options):
+    return Case(name, build, ref, [Spec(shape, gen or uniform(), kind=kind)], **options)
+
+
+def np_norm(x, ord=2, axis=None, keepdims=False):  # noqa: A002
+    return np.linalg.vector_norm(x, ord=ord, axis=axis, keepdims=keepdims)
+
+
+def _stat_cases():
+    cases = []
+    for name, fn, ref in (("var", gc.var, np.var), ("std", gc.std, np.std)):
+        for axis, ddof, keepdims in ((None, 0, False), (1, 0, False), (-1, 1, True), ((0, 2), 1, False),
+                                     ((2, 0), 0, True)):
+            cases.append(_more(f"{name}-axis={axis}-ddof={ddof}-keepdims={keepdims}",
+                               lambda x, f=fn, a=axis, d=ddof, k=keepdims: f(x, axis=a, ddof=d, keepdims=k),
+                               lambda x, r=ref, a=axis, d=ddof, k=keepdims: r(x, axis=a, ddof=d, keepdims=k)))
+        cases.append(_more(f"{name}-1d", fn, ref, shape=(5,)))
+    for ord_ in (1, 2, np.inf):
+        gen = away_from(0.0) if ord_ != 2 else uniform()
+        for axis, keepdims in ((None, False), (1, False), (-1, True), ((0, 2), False)):
+            cases.append(_more(f"norm-ord={ord_}-axis={axis}-keepdims={keepdims}",
+                               lambda x, o=ord_, a=axis, k=keepdims: gc.norm(x, o, a, k),
+                               lambda x, o=ord_, a=axis, k=keepdims: np_norm(x, o, a, k), gen=gen))
+    cases.append(_more("norm-matrix-is-a-vector", gc.norm, lambda x: np_norm(x), shape=(3, 4)))
+    for name, fn, ref in (("cumsum", gc.cumsum, np.cumsum), ("cumprod", gc.cumprod, np.cumprod)):
+        gen = _prod_points if name == "cumprod" else uniform()
+        for axis in (None, 0, 1, -1):
+            cases.append(_more(f"{name}-axis={axis}", lambda x, f=fn, a=axis: f(x, axis=a),
+                               lambda x, r=ref, a=axis: r(x, axis=a), gen=gen))
+        cases.append(_more(f"{name}-1d-long", lambda x, f=fn: f(x, 0), lambda x, r=ref: r(x, 0), shape=(13,),
+                           gen=gen))
+    # cumprod is a polynomial: exact gradients at zeros, checked against finite differences there
+    zeros = np.array([[0.0, 1.5, -2.0, 0.5, 0.0], [1.2, 0.0, 0.0, -0.7, 2.0], [0.9, -1.1, 1.3, 0.0, 0.4]])
+    cases.append(_more("cumprod-zeros-axis=1", lambda x: gc.cumprod(x, 1), lambda x: np.cumprod(x, 1),
+                       shape=zeros.shape, gen=fixed(zeros)))
+    cases.append(_more("cumprod-zeros-axis=0", lambda x: gc.cumprod(x, 0), lambda x: np.cumprod(x, 0),
+                       shape=zeros.shape, gen=fixed(zeros)))
+    return cases
+
+
+MORE_DIFF = _stat_cases()
+
+MORE_NONDIFF = [
+    _more(f"{name}-axis={axis}-keepdims={keepdims}", lambda x, f=fn, a=axis, k=keepdims: f(x, axis=a, keepdims=k),
+          lambda x, r=ref, a=axis, k=keepdims: r(x, axis=a, keepdims=k))
+    for name, fn, ref in (("argmax", gc.argmax, np.argmax), ("argmin", gc.argmin, np.argmin))
+    for axis, keepdims in ((None, False), (None, True), (1, False), (-1, True), (0, False))
+] + [
+    _more(f"{name}-{kind}-axis={axis}", lambda x, f=fn, a=axis: f(x, axis=a, keepdims=a == 1),
+          lambda x, r=ref, a=axis: r(x, axis=a, keepdims=a == 1), gen=gen, kind=kind)
+    for name, fn, ref in (("any", gc.any, np.any), ("all", gc.all, np.all))
+    for kind, gen in (("bool", booleans()), ("f", fixed(np.arange(24.0).reshape(2, 3, 4) % 5)))
+    for axis in (None, 1, (0, 2), -1)
+] + [
+    _more("argmax-ties-first", lambda x: gc.argmax(x, 1), lambda x: np.argmax(x, 1), shape=TIES.shape,
+          gen=fixed(TIES)),
+    _more("argmin-ties-first", lambda x: gc.argmin(x, 0), lambda x: np.argmin(x, 0), shape=TIES.shape,
+          gen=fixed(-TIES)),
+    _more("argmax-int", lambda x: gc.argmax(x, -1), lambda x: np.argmax(x, -1), shape=(2, 3),
+          gen=fixed([[1, 7, 7], [3, 0, 3]]), kind="int32"),
+    _more("cumsum-bool", lambda x: gc.cumsum(x, 1), lambda x: np.cumsum(x, 1), shape=(2, 3), gen=booleans(),
+          kind="bool"),
+    _more("cumprod-int32", gc.cumprod, np.cumprod, shape=(2, 3), gen=fixed([[1, 2, 3], [4, -5, 6]]), kind="int32"),
+    _more("var-int", lambda x: gc.var(x, 1), lambda x: np.var(x, 1), shape=(2, 3),
+          gen=fixed([[1, 2, 4], [4, -5, 6]]), kind="int64"),
+    _more("norm-int-inf", lambda x: gc.norm(x, np.inf, 1), lambda x: np_norm(x, np.inf, 1), shape=(2, 3),
+          gen=fixed([[1, -9, 4], [4, -5, 6]]), kind="int8"),
+]
+
+MORE_ALL = MORE_DIFF + MORE_NONDIFF
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", MORE_ALL, ids=repr)
+def test_more_value(case, dtype):
+    check_value(case, dtype)
+
+
+@pytest.mark.parametrize("case", MORE_ALL, ids=repr)
+def test_more_unknown_sizes(case):
+    check_unknown_sizes(case)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", MORE_DIFF, ids=repr)
+def test_more_gradient(case, dtype):
+    check_gradient(case, dtype)
+
+
+@pytest.mark.parametrize("case", MORE_DIFF, ids=repr)
+def test_more_gradient_unknown_sizes(case):
+    check_gradient(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("case", [c for c in MORE_DIFF if c.second], ids=repr)
+def test_more_second_order(case):
+    check_second_order(case, np.float64)
+
+
+@pytest.mark.parametrize("case", [c for c in MORE_DIFF if c.second][::2], ids=repr)
+def test_more_second_order_unknown_sizes_and_third_order(case):
+    check_second_order(case, np.float64, unknown=True)
+    check_third_order(case)
+
+
+@pytest.mark.parametrize("case", MORE_DIFF[::2], ids=repr)
+def test_more_jvp_and_check_grad(case):
+    check_jvp(case, unknown=True)
+    assert check_with_check_grad(case, np.float64) < 1e-5
+
+
+def test_std_and_var_at_a_constant_input():
+    """std's gradient at zero spread is 0 (its minimum-norm subgradient), never NaN, to any order;
+    var's is 0 there too (its true value)."""
+    x = gc.placeholder("x", (2, None))
+    values = np.full((2, 3), 0.1)  # 0.1 * 3 / 3 != 0.1 in floating point: a spread of 1e-17, or 0
+    values[1] = 5.0
+    for fn in (gc.std, gc.var):
+        y = gc.sum(fn(x, axis=1) * np.array([1.0, 2.0]))
+        g = gc.grad(y, x)
+        h = gc.grad(gc.sum(g * g) + gc.sum(g), x)
+        got_y, got_g, got_h = run([y, g, h], {x: values})
+        assert got_y < 1e-15
+        assert np.all(np.isfinite(got_g)) and np.all(np.abs(got_g) <= 1.0), (fn, got_g)
+        assert np.all(np.isfinite(got_h)), (fn, got_h)
+        np.testing.assert_array_equal(got_g[1], 0.0)
+    z = gc.placeholder("z", (4,))
+    np.testing.assert_array_equal(run(gc.grad(gc.std(z, ddof=1), z), {z: np.full(4, -3.0)}), np.zeros(4))
+
+
+@pytest.mark.parametrize("ord_", [1, 2, np.inf])
+def test_norm_at_zero(ord_):
+    """norm's gradient at 0 is exactly 0 (no NaN), also second order; the value is 0."""
+    x = gc.placeholder("x", (2, 3))
+    y = gc.sum(gc.norm(x, ord_, axis=1) * np.array([1.0, 3.0]))
+    g = gc.grad(y, x)
+    h = gc.grad(gc.sum(g * np.arange(6.0).reshape(2, 3)), x)
+    values = np.array([[0.0, 0.0, 0.0], [0.0, -0.0, 0.0]])
+    got_y, got_g, got_h = run([y, g, h], {x: values})
+    assert got_y == 0.0
+    np.testing.assert_array_equal(got_g, np.zeros((2, 3)))
+    np.testing.assert_array_equal(got_h, np.zeros((2, 3)))
+
+
+def test_norm_extremes_and_ties():
+    x = gc.placeholder("x", (None,))
+    y = gc.norm(x)
+    big = np.array([3e200, -4e200])
+    got, g = run([y, gc.grad(y, x)], {x: big})
+    np.testing.assert_allclose(got, 5e200, rtol=1e-15)  # np.linalg.vector_norm overflows to inf here
+    np.testing.assert_allclose(g, [0.6, -0.8], rtol=1e-15)
+    tiny = np.array([3e-200, 4e-200])
+    np.testing.assert_allclose(run(y, {x: tiny}), 5e-200, rtol=1e-15)  # and underflows to 0 here
+    f = gc.placeholder("f", (2, 2), "float32")
+    rows = np.array([[3e30, -4e30], [3e-30, 4e-30]], np.float32)
+    got = run(gc.norm(f, axis=1), {f: rows})
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [5e30, 5e-30], rtol=1e-6)
+    np.testing.assert_array_equal(run(gc.norm(x), {x: np.array([np.inf, 1.0])}), np.inf)
+    for order in (1, 2, np.inf):  # NaN is kept in the value and in the gradient (the zero guard does not hide it)
+        value, grad = run([gc.norm(x, order), gc.grad(gc.norm(x, order), x)], {x: np.array([np.nan, 1.0])})
+        assert np.isnan(value) and np.isnan(grad[0])
+    assert np.all(np.isnan(run(gc.grad(gc.std(x), x), {x: np.array([np.nan, 1.0])})))
+    ties = np.array([-2.0, 1.0, 2.0, 2.0])
+    np.testing.assert_array_equal(run(gc.grad(gc.norm(x, np.inf), x), {x: ties}), [-1 / 3, 0.0, 1 / 3, 1 / 3])
+    np.testing.assert_array_equal(run(gc.grad(gc.norm(x, 1), x), {x: np.array([-2.0, 0.0, 3.0])}), [-1, 0, 1])
+    empty = run([gc.norm(x), gc.norm(x, 1), gc.norm(x, np.inf)], {x: np.zeros(0)})
+    assert [float(v) for v in empty] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("values", [[0.0, 2.0, 3.0, 4.0], [2.0, 0.0, 0.0, 3.0], [1.0, 2.0, 3.0, 0.0],
+                                    [0.0, 0.0, 0.0, 0.0], [-0.0, 1e10, 0.0, 5.0]])
+def test_cumprod_gradient_with_zeros_is_exact(values):
+    """The gradient never divides by x: exact at zeros (out / x would give 0/0 there)."""
+    values = np.array(values)
+    x = gc.placeholder("x", (4,))
+    w = np.array([1.0, -2.0, 0.5, 3.0])
+    g = run(gc.grad(gc.sum(gc.cumprod(x) * w), x), {x: values})
+    expected = [sum(w[i] * np.prod(np.delete(values[:i + 1], k)) for i in range(k, 4)) for k in range(4)]
+    np.testing.assert_allclose(g, expected, rtol=1e-14)
+
+
+def test_cumprod_second_order_at_zeros():
+    """The Hessian of a cumprod is exact at zeros too (a polynomial: compare with the analytic one)."""
+    values = np.array([0.0, 2.0, 0.0, 3.0])
+    x = gc.placeholder("x", (4,))
+    hess = run(gc.hessian(gc.sum(gc.cumprod(x)), x), {x: values})
+    expected = np.zeros((4, 4))
+    for j in range(4):
+        for k in range(4):
+            if j != k:  # d2/dxj dxk of sum_i prod_{m<=i} x_m
+                expected[j, k] = sum(np.prod(np.delete(values[:i + 1], [j, k])) for i in range(max(j, k), 4))
+    np.testing.assert_array_equal(hess, expected)
+
+
+@pytest.mark.parametrize("shape,axis", [((7,), 0), ((300, 9), 1), ((9, 300), 0), ((3, 5, 4), 1), ((2, 0), 1)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_scan_both_evaluation_orders(shape, axis, reverse):
+    """linear_scan (cumprod's gradient) doubles on narrow inputs and steps along wide ones: both
+    give the recurrence s_k = a_k s_{k-1} + b_k, and so does its gradient."""
+    from graphc.ops.cumulative import LinearScan
+
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(-1.2, 1.2, shape), rng.normal(size=shape)
+    expected = np.zeros(shape)
+    state = np.zeros(np.delete(shape, axis))
+    steps = range(shape[axis])
+    for k in (reversed(steps) if reverse else steps):
+        state = np.take(a, k, axis) * state + np.take(b, k, axis)
+        expected[(slice(None),) * axis + (k,)] = state
+    op = LinearScan(axis, reverse)
+    np.testing.assert_allclose(op.impl(a, b), expected, rtol=1e-10, atol=1e-12)
+    if 0 not in shape and shape[axis] < 20:
+        ta, tb = gc.placeholder("a", shape), gc.placeholder("b", shape)
+        w = rng.uniform(0.5, 1.5, shape)
+        ga, gb = run(gc.grad(gc.sum(op(ta, tb) * w), [ta, tb]), {ta: a, tb: b})
+        ref = lambda u, v: float(np.sum(LinearScan(axis, reverse).impl(u, v) * w))  # noqa: E731
+        np.testing.assert_allclose(ga, numeric_gradient(ref, [a, b], 0), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(gb, numeric_gradient(ref, [a, b], 1), rtol=1e-6, atol=1e-8)
+
+
+def test_cumulative_empty_and_large_axes():
+    x = gc.placeholder("x", (2, 0))
+    y = gc.cumprod(x, 1)
+    got, g = run([y, gc.grad(gc.sum(y), x)], {x: np.zeros((2, 0))})
+    assert got.shape == g.shape == (2, 0)
+    long = np.random.default_rng(0).uniform(0.9, 1.1, 1000)
+    z = gc.placeholder("z", (None,))
+    out, gz = run([gc.cumprod(z), gc.grad(gc.sum(gc.cumprod(z)), z)], {z: long})
+    np.testing.assert_allclose(out, np.cumprod(long), rtol=1e-12)
+    expected = np.array([np.sum(np.cumprod(long)[k:]) / long[k] for k in range(1000)])  # no zeros here
+    np.testing.assert_allclose(gz, expected, rtol=1e-11)
+    s = gc.placeholder("s", ())
+    assert gc.cumsum(s).shape == (1,)  # axis=None flattens, as in NumPy
+    np.testing.assert_array_equal(run(gc.cumsum(s), {s: 2.0}), [2.0])
+
+
+def test_var_is_two_pass():
+    """Data far from zero keeps its small spread (one pass, E[x^2] - E[x]^2, would give 0 or worse)."""
+    x = gc.placeholder("x", (4,))
+    values = 1e9 + np.array([0.0, 1.0, 2.0, 3.0])
+    got = run([gc.var(x), gc.std(x, ddof=1), gc.grad(gc.var(x), x)], {x: values})
+    assert got[0] == 1.25 and got[1] == np.sqrt(5 / 3)
+    np.testing.assert_array_equal(got[2], [-0.75, -0.25, 0.25, 0.75])
+
+
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")
+def test_var_std_empty_and_small_samples():
+    """Like NumPy: the variance of nothing is NaN, and n <= ddof gives inf or NaN."""
+    x = gc.placeholder("x", (2, None))
+    got = run([gc.var(x, axis=1), gc.std(x, axis=1, ddof=1)], {x: np.zeros((2, 0))})
+    assert np.all(np.isnan(got[0])) and np.all(np.isnan(got[1]))
+    one = run([gc.var(x, axis=1, ddof=1)], {x: np.ones((2, 1))})[0]
+    assert np.all(np.isnan(one))
+
+
+def test_more_errors():
+    x = gc.placeholder("x", (2, 3))
+    for fn in (gc.var, gc.std, gc.norm, gc.any, gc.all, gc.argmax, gc.argmin, gc.cumsum, gc.cumprod):
+        with pytest.raises(gc.ShapeError, match=fn.__name__):
+            fn(x, axis=2)
+    with pytest.raises(gc.ShapeError, match="argmax"):
+        gc.argmax(x, axis=(0, 1))
+    with pytest.raises(gc.ShapeError, match="argmax.*empty"):
+        gc.argmax(gc.placeholder("e", (2, 0)), axis=1)
+    assert gc.argmax(gc.placeholder("e", (0, 2)), axis=1).shape == (0,)
+    with pytest.raises(gc.ShapeError, match="cumsum"):
+        gc.cumsum(gc.placeholder("s", ()), axis=0)
+    with pytest.raises(TypeError, match="ddof"):
+        gc.var(x, ddof=0.5)
+    with pytest.raises(TypeError, match="ord"):
+        gc.norm(x, ord="fro")
+    with pytest.raises(ValueError, match="ord must be 1, 2 or inf"):
+        gc.norm(x, ord=3)
+    assert gc.norm(x, None).primitive == gc.norm(x, 2.0).primitive
+    assert [gc.argmax(x).dtype, gc.any(x).dtype, gc.var(gc.cast(x, "int32")).dtype] == \
+        [np.int64, np.bool_, np.float64]
+
+
+MORE_REDUCTIONS = [
+    ("var", lambda x, axis, keepdims: gc.var(x, axis, 0, keepdims), lambda x, axis, keepdims: np.var(
+        x, axis, keepdims=keepdims)),
+    ("std-ddof1", lambda x, axis, keepdims: gc.std(x, axis, 1, keepdims), lambda x, axis, keepdims: np.std(
+        x, axis, ddof=1, keepdims=keepdims)),
+    ("norm2", lambda x, axis, keepdims: gc.norm(x, 2, axis, keepdims), lambda x, axis, keepdims: np_norm(
+        x, 2, axis, keepdims)),
+    ("norm1", lambda x, axis, keepdims: gc.norm(x, 1, axis, keepdims), lambda x, axis, keepdims: np_norm(
+        x, 1, axis, keepdims)),
+    ("norm-inf", lambda x, axis, keepdims: gc.norm(x, np.inf, axis, keepdims), lambda x, axis, keepdims: np_norm(
+        x, np.inf, axis, keepdims)),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")  # std with ddof=1 of one entry: NaN, as in NumPy
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_reduction_spec(), reduction=st.sampled_from(MORE_REDUCTIONS))
+def test_random_more_reductions(spec, reduction):
+    """var, std and norm over random shapes, axes (negative, unordered) and keepdims, sizes known or not."""
+    shape, unknown, axis, keepdims = spec
+    name, fn, ref = reduction
+    values = away_from(0.0, margin=0.2)(np.random.default_rng(6), shape)
+    with np.errstate(all="ignore"):
+        expected = np.asarray(ref(values, axis, keepdims))
+    assume(np.all(np.isfinite(expected)))
+    w = np.random.default_rng(7).uniform(0.5, 1.5, expected.shape)
+    for declared in (shape, unknown):
+        x = gc.placeholder("x", declared)
+        out = fn(x, axis, keepdims)
+        got, g_val = run([out, gc.grad(gc.sum(out * w), x)], {x: values})
+        assert_static_matches(out, got)
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+        numeric = numeric_gradient(lambda v: float(np.sum(ref(v, axis, keepdims) * w)), [values], 0)
         np.testing.assert_allclose(g_val, numeric, rtol=1e-6, atol=1e-8)

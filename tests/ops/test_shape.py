@@ -15,9 +15,12 @@ from .util import (
     Case,
     Spec,
     assert_static_matches,
+    check_gradient,
     check_jvp,
     check_second_order,
     check_third_order,
+    check_unknown_sizes,
+    check_value,
     check_with_check_grad,
     fixed,
     numeric_gradient,
@@ -437,3 +440,229 @@ def test_random_indexing(spec):
 def test_jvp(case, unknown):
     """Forward mode through the op (half of the table, sizes known and unknown)."""
     check_jvp(case, unknown)
+
+
+# ---- section 15: tile repeat flip roll split tril triu diagonal trace ---------------------------
+
+def _split_joined(sections, axis):
+    """All pieces of a split, joined in reverse order (every piece's gradient reaches the input)."""
+    return (lambda x: gc.concatenate(gc.split(x, sections, axis)[::-1], axis),
+            lambda x: np.concatenate(np.split(x, sections, axis)[::-1], axis))
+
+
+MORE_SHAPE_CASES = [
+    _one("tile(2)", lambda x: gc.tile(x, 2), lambda x: np.tile(x, 2), (2, 3)),
+    _one("tile(2,1,3)", lambda x: gc.tile(x, (2, 1, 3)), lambda x: np.tile(x, (2, 1, 3)), (2, 3)),
+    _one("tile(3,2)-3d", lambda x: gc.tile(x, (3, 2)), lambda x: np.tile(x, (3, 2)), (2, 1, 3)),
+    _one("tile(0,2)", lambda x: gc.tile(x, (0, 2)), lambda x: np.tile(x, (0, 2)), (2, 3)),
+    _one("tile-scalar", lambda x: gc.tile(x, 3), lambda x: np.tile(x, 3), ()),
+    _one("repeat(2,axis=1)", lambda x: gc.repeat(x, 2, axis=1), lambda x: np.repeat(x, 2, axis=1), (2, 3, 4)),
+    _one("repeat(3,axis=-1)", lambda x: gc.repeat(x, 3, -1), lambda x: np.repeat(x, 3, -1), (2, 3)),
+    _one("repeat(2)-flat", lambda x: gc.repeat(x, 2), lambda x: np.repeat(x, 2), (2, 3)),
+    _one("repeat(0,axis=0)", lambda x: gc.repeat(x, 0, 0), lambda x: np.repeat(x, 0, 0), (2, 3)),
+    _one("flip", gc.flip, np.flip, (2, 3, 4)),
+    _one("flip(1)", lambda x: gc.flip(x, 1), lambda x: np.flip(x, 1), (2, 3, 4)),
+    _one("flip((-1,0))", lambda x: gc.flip(x, (-1, 0)), lambda x: np.flip(x, (-1, 0)), (2, 3, 4)),
+    _one("roll(2)-flat", lambda x: gc.roll(x, 2), lambda x: np.roll(x, 2), (2, 3)),
+    _one("roll(-1,axis=1)", lambda x: gc.roll(x, -1, 1), lambda x: np.roll(x, -1, 1), (2, 3, 4)),
+    _one("roll((1,7),(0,-1))", lambda x: gc.roll(x, (1, 7), (0, -1)), lambda x: np.roll(x, (1, 7), (0, -1)),
+         (2, 3, 4)),
+    _one("roll(1,(0,0))", lambda x: gc.roll(x, 1, (0, 0)), lambda x: np.roll(x, 1, (0, 0)), (3, 2)),
+    _one("split(3,axis=1)", *_split_joined(3, 1), (2, 6)),
+    _one("split([1,3],axis=-1)", *_split_joined([1, 3], -1), (2, 3, 5)),
+    _one("split([2,9,-1])", *_split_joined([2, 9, -1], 0), (4, 2)),
+    _one("split([3,1])-decreasing", *_split_joined([3, 1], 0), (4, 2)),
+    _one("split(1)", *_split_joined(1, 0), (3,)),
+    Case("split-one-piece", lambda x: gc.split(x, [1, 3], 1)[1], lambda x: np.split(x, [1, 3], 1)[1],
+         [Spec((2, 4))]),
+    _one("tril", gc.tril, np.tril, (3, 4)),
+    _one("tril(k=-1)-batched", lambda x: gc.tril(x, -1), lambda x: np.tril(x, -1), (2, 4, 3)),
+    _one("triu", gc.triu, np.triu, (4, 3)),
+    _one("triu(k=2)", lambda x: gc.triu(x, k=2), lambda x: np.triu(x, k=2), (2, 3, 5)),
+    _one("diagonal", gc.diagonal, np.diagonal, (3, 4)),
+    _one("diagonal(1)", lambda x: gc.diagonal(x, 1), lambda x: np.diagonal(x, 1), (3, 4)),
+    _one("diagonal(-2)", lambda x: gc.diagonal(x, -2), lambda x: np.diagonal(x, -2), (4, 3)),
+    _one("diagonal(0,-1,0)-3d", lambda x: gc.diagonal(x, 0, -1, 0), lambda x: np.diagonal(x, 0, -1, 0), (3, 2, 4)),
+    _one("diagonal(1,1,2)-3d", lambda x: gc.diagonal(x, 1, 1, 2), lambda x: np.diagonal(x, 1, 1, 2), (2, 3, 4)),
+    _one("diagonal(5)-empty", lambda x: gc.diagonal(x, 5), lambda x: np.diagonal(x, 5), (3, 4)),
+    _one("trace", gc.trace, np.trace, (3, 4)),
+    _one("trace(-1)", lambda x: gc.trace(x, -1), lambda x: np.trace(x, -1), (3, 3)),
+    _one("trace(1,1,2)-batched", lambda x: gc.trace(x, 1, 1, 2), lambda x: np.trace(x, 1, 1, 2), (2, 3, 4)),
+    _one("trace(0,2,0)", lambda x: gc.trace(x, 0, 2, 0), lambda x: np.trace(x, 0, 2, 0), (3, 2, 3)),
+]
+
+MORE_INT_CASES = [
+    Case(f"{name}-int", build, ref, [Spec((3, 4), fixed(np.arange(12).reshape(3, 4) - 5), kind=kind)])
+    for name, build, ref, kind in [
+        ("tile", lambda x: gc.tile(x, (1, 2)), lambda x: np.tile(x, (1, 2)), "int32"),
+        ("repeat", lambda x: gc.repeat(x, 2, 0), lambda x: np.repeat(x, 2, 0), "int64"),
+        ("flip", gc.flip, np.flip, "uint8"),
+        ("roll", lambda x: gc.roll(x, 5), lambda x: np.roll(x, 5), "int8"),
+        ("split", lambda x: gc.split(x, 2, 1)[1], lambda x: np.split(x, 2, 1)[1], "int16"),
+        ("tril", gc.tril, np.tril, "bool"),
+        ("diagonal", gc.diagonal, np.diagonal, "int32"),
+        ("trace", gc.trace, np.trace, "int32"),  # summed in int64, like np.trace
+        ("trace-bool", gc.trace, np.trace, "bool"),
+    ]
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", MORE_SHAPE_CASES + MORE_INT_CASES, ids=repr)
+def test_more_value(case, dtype):
+    check_value(case, dtype)
+
+
+@pytest.mark.parametrize("case", MORE_SHAPE_CASES + MORE_INT_CASES, ids=repr)
+def test_more_unknown_sizes(case):
+    check_unknown_sizes(case)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", MORE_SHAPE_CASES, ids=repr)
+def test_more_gradient(case, dtype):
+    check_gradient(case, dtype)
+
+
+@pytest.mark.parametrize("case", MORE_SHAPE_CASES, ids=repr)
+def test_more_gradient_and_second_order_unknown_sizes(case):
+    check_gradient(case, np.float64, unknown=True)
+    check_second_order(case, np.float64, unknown=True)
+
+
+@pytest.mark.parametrize("case", MORE_SHAPE_CASES, ids=repr)
+def test_more_second_order(case):
+    check_second_order(case, np.float64)
+
+
+@pytest.mark.parametrize("case", MORE_SHAPE_CASES[::3], ids=repr)
+def test_more_third_order_and_jvp(case):
+    check_third_order(case)
+    check_jvp(case, unknown=True)
+
+
+def test_more_static_shapes_with_unknown_sizes():
+    x = gc.placeholder("x", (None, 4))
+    assert gc.tile(x, (2, 3)).shape == (None, 12) and gc.tile(x, (0, 1)).shape == (0, 4)
+    assert gc.tile(x, (2, 1, 1)).shape == (2, None, 4)
+    assert gc.repeat(x, 2, 1).shape == (None, 8) and gc.repeat(x, 2).shape == (None,)
+    assert gc.repeat(x, 0).shape == (0,)
+    assert [p.shape for p in gc.split(x, 2, 1)] == [(None, 2)] * 2
+    assert [p.shape for p in gc.split(x, 2, 0)] == [(None, 4)] * 2
+    assert [p.shape for p in gc.split(x, [1, 3], 1)] == [(None, 1), (None, 2), (None, 1)]
+    assert [p.shape for p in gc.split(x, [1], 0)] == [(None, 4)] * 2
+    assert gc.diagonal(x).shape == (None,) and gc.diagonal(x, 4).shape == (0,)
+    assert gc.diagonal(x, -1).shape == (None,) and gc.trace(x).shape == ()
+    y = gc.placeholder("y", (None, None, 3))
+    assert gc.diagonal(y, 0, 1, 2).shape == (None, None) and gc.diagonal(y, 3, 0, 2).shape == (None, 0)
+    assert gc.roll(y, 1).shape == gc.flip(y).shape == gc.tril(y).shape == y.shape
+
+
+def test_split_sizes_checked_at_run_time():
+    x = gc.placeholder("x", (None,))
+    pieces = gc.split(x, 3)
+    np.testing.assert_array_equal(run(pieces[2], {x: np.arange(6.0)}), [4.0, 5.0])
+    with pytest.raises(gc.ExecutionError, match="split"):
+        run(pieces[0], {x: np.arange(5.0)})
+
+
+def test_tile_repeat_gradients_sum():
+    x = gc.placeholder("x", (2, 1))
+    values = np.array([[1.0], [2.0]])
+    w = np.arange(12.0).reshape(4, 3)
+    gx = run(gc.grad(gc.sum(gc.tile(x, (2, 3)) * w), x), {x: values})
+    np.testing.assert_array_equal(gx, [[w[0].sum() + w[2].sum()], [w[1].sum() + w[3].sum()]])
+    gr = run(gc.grad(gc.sum(gc.repeat(x, 2, axis=0) * w[:, :1]), x), {x: values})
+    np.testing.assert_array_equal(gr, [[0.0 + 3.0], [6.0 + 9.0]])
+    gd = run(gc.grad(gc.trace(gc.tile(x, (1, 2)) * 1.0), x), {x: values})  # trace of [[1, 1], [2, 2]]
+    np.testing.assert_array_equal(gd, [[1.0], [1.0]])
+
+
+def test_more_shape_errors():
+    x = gc.placeholder("x", (2, 3))
+    v = gc.placeholder("v", (3,))
+    _assert_shape_error(lambda: gc.split(x, 2, axis=1), "split", format_shape((2, 3)))
+    _assert_shape_error(lambda: gc.split(x, 0), "split")
+    _assert_shape_error(lambda: gc.split(x, 2, axis=2), "split")
+    _assert_shape_error(lambda: gc.split(gc.placeholder("s", ()), 1), "split")
+    _assert_shape_error(lambda: gc.tile(x, (-1,)), "tile")
+    _assert_shape_error(lambda: gc.repeat(x, -2), "repeat")
+    _assert_shape_error(lambda: gc.repeat(x, 2, axis=-3), "repeat")
+    _assert_shape_error(lambda: gc.flip(x, (0, 0)), "flip")
+    _assert_shape_error(lambda: gc.roll(x, (1, 2, 3), (0, 1)), "roll")
+    _assert_shape_error(lambda: gc.roll(x, 1, 2), "roll")
+    for fn in (gc.tril, gc.triu, gc.diagonal, gc.trace):
+        _assert_shape_error(lambda f=fn: f(v), fn.__name__, format_shape((3,)))
+    _assert_shape_error(lambda: gc.diagonal(x, 0, 1, -1), "diagonal")
+    _assert_shape_error(lambda: gc.trace(x, 0, 0, 2), "trace")
+    for bad in (lambda: gc.tile(x, 1.5), lambda: gc.tile(x, [1, "a"]), lambda: gc.repeat(x, [1, 2]),
+                lambda: gc.repeat(x, 2.0), lambda: gc.roll(x, 1.0, 0), lambda: gc.roll(x, (1, 1)),
+                lambda: gc.split(x, 1.5), lambda: gc.split(x, v), lambda: gc.tril(x, 0.5),
+                lambda: gc.diagonal(x, 1.0), lambda: gc.trace(x, True)):
+        with pytest.raises(TypeError):
+            bad()
+
+
+def test_more_op_names():
+    x = gc.placeholder("x", (2, 2))
+    names = [gc.tile(x, 2), gc.repeat(x, 2), gc.flip(x), gc.roll(x, 1), gc.split(x, 2)[0], gc.tril(x),
+             gc.triu(x), gc.diagonal(x), gc.trace(x)]
+    assert [t.op for t in names] == ["tile", "repeat", "flip", "roll", "split", "tril", "triu", "diagonal", "trace"]
+
+
+@st.composite
+def _rearrangement(draw):
+    """A random section 15 shape op with random (valid) parameters, as (graphc fn, NumPy fn, shape)."""
+    shape = tuple(draw(st.integers(0, 4)) for _ in range(draw(st.integers(1, 3))))
+    ndim = len(shape)
+    axis = draw(st.integers(-ndim, ndim - 1))
+    kind = draw(st.sampled_from(["tile", "repeat", "flip", "roll", "split", "tri", "diagonal", "trace"]))
+    if kind == "tile":
+        reps = tuple(draw(st.lists(st.integers(0, 3), min_size=1, max_size=4)))
+        return (lambda x: gc.tile(x, reps)), (lambda x: np.tile(x, reps)), shape
+    if kind == "repeat":
+        count, flat = draw(st.integers(0, 3)), draw(st.booleans())
+        a = None if flat else axis
+        return (lambda x: gc.repeat(x, count, a)), (lambda x: np.repeat(x, count, a)), shape
+    if kind == "flip":
+        a = draw(st.one_of(st.none(), st.just(axis)))
+        return (lambda x: gc.flip(x, a)), (lambda x: np.flip(x, a)), shape
+    if kind == "roll":
+        shift, a = draw(st.integers(-6, 6)), draw(st.one_of(st.none(), st.just(axis)))
+        return (lambda x: gc.roll(x, shift, a)), (lambda x: np.roll(x, shift, a)), shape
+    if kind == "split":
+        cuts = draw(st.lists(st.integers(-5, 5), max_size=3))
+        if draw(st.booleans()):
+            cuts = draw(st.sampled_from([s for s in range(1, 5) if shape[axis] % s == 0]))
+        return ((lambda x: gc.concatenate(gc.split(x, cuts, axis)[::-1], axis)),
+                (lambda x: np.concatenate(np.split(x, cuts, axis)[::-1], axis)), shape)
+    if ndim < 2:
+        shape = shape + (draw(st.integers(0, 4)),)
+        ndim = 2
+    k = draw(st.integers(-4, 4))
+    if kind == "tri":
+        fn, ref = (gc.tril, np.tril) if draw(st.booleans()) else (gc.triu, np.triu)
+        return (lambda x: fn(x, k)), (lambda x: ref(x, k)), shape
+    a1, a2 = draw(st.lists(st.integers(0, ndim - 1), min_size=2, max_size=2, unique=True))
+    fn, ref = (gc.diagonal, np.diagonal) if kind == "diagonal" else (gc.trace, np.trace)
+    return (lambda x: fn(x, k, a1, a2)), (lambda x: ref(x, k, a1, a2)), shape
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_rearrangement(), unknown=st.booleans())
+def test_random_rearrangements(spec, unknown):
+    """Random shapes (empty axes too) and parameters: value and static shape like NumPy's, gradient
+    like finite differences, with sizes known or unknown at build time."""
+    build, ref, shape = spec
+    values = np.random.default_rng(8).uniform(-1, 1, shape)
+    expected = np.asarray(ref(values))
+    w = np.random.default_rng(9).uniform(0.5, 1.5, expected.shape)
+    x = gc.placeholder("x", (None,) * len(shape) if unknown else shape)
+    out = build(x)
+    got, g = run([out, gc.grad(gc.sum(out * w), x)], {x: values})
+    assert_static_matches(out, got)
+    if not unknown:
+        assert out.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    numeric = numeric_gradient(lambda v: float(np.sum(ref(v) * w)), [values], 0)
+    np.testing.assert_allclose(g, numeric, rtol=1e-7, atol=1e-9)

@@ -1,0 +1,449 @@
+"""Random streams: ``gc.random.Generator`` and ``gc.dropout``.
+
+A counter-based design (see docs/random.md). A generator is a seed and a state
+variable holding a call counter. Each draw (``gen.uniform(...)``, ...) is one
+node whose op holds the generator's seed and a *salt*: the generator's draw
+index (0 for its first draw, 1 for the second, ...). Its first input is the
+state variable. The value is computed by NumPy's ``Philox`` bit generator keyed
+by ``(seed, salt)``, with the counter value in its counter, so it is a pure
+function of (seed, salt, counter, shape, parameters):
+
+* the same program gives the same streams whatever else the graph holds (no
+  global counter: a draw's salt counts only its own generator's draws);
+* two draws never share a key, so CSE never merges them (the salt is a
+  parameter) and, as every draw reads a variable, folding never folds them;
+* every consumer of a draw, and every copy of its node (a clone made by the
+  gradient's stabilization, say), sees the same value within a call;
+* a call of a Function or ``Session.run`` computing a draw advances the state
+  by one as part of the call's atomic updates (``graphc.function`` adds the
+  update ``state -> state + 1`` itself), so the next call draws new values;
+  two concurrent calls never read the same counter (a call whose only updates
+  are such advances reserves its counters under the locks when it starts, then
+  runs unlocked; other updating calls hold the locks throughout).
+
+Random tensors have no gradient with respect to their parameters (the ops are
+``zero_gradient``); gradients flow through what is built from them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from graphc.errors import DTypeError, ShapeError
+from graphc.leaves import constant, variable
+from graphc.op import Op, apply, as_tensor
+from graphc.ops import div, mul, where
+from graphc.tensor import Tensor, Variable
+from graphc.types import as_dtype, broadcast_shapes, broadcast_to_shape, format_shape, normalize_shape
+
+__all__ = ["Generator", "dropout"]
+
+#: seeds are ints in [0, SEED_LIMIT): one word of the Philox key (and a number the safe file format stores)
+SEED_LIMIT = 1 << 62
+_WORD = (1 << 64) - 1
+
+
+#: whether any draw op was ever made in this process: until one is, compiling a function need not
+#: look for draws (``graphc.function.random_updates``), so graphs without randomness pay nothing
+_drawn = [False]
+
+
+def draws_exist() -> bool:
+    """Whether this process has made any draw op (so a graph may hold one)."""
+    return _drawn[0]
+
+
+_local = threading.local()
+
+
+def _bit_generator(seed: int, salt: int, counter) -> np.random.Generator:
+    """NumPy's Philox keyed by (seed, salt), its counter at the call counter: this draw's stream.
+
+    Word 0 of the counter counts the blocks of one draw; word 1 is the call counter. Each
+    thread keeps one Philox and sets its whole state per draw: constructing one costs a
+    system call for OS entropy (later replaced by the key) and ten times as long.
+    """
+    cached = getattr(_local, "generator", None)
+    if cached is None:
+        cached = _local.generator = np.random.Generator(np.random.Philox(0))
+    cached.bit_generator.state = {
+        "bit_generator": "Philox",
+        "state": {"counter": np.array([0, int(counter) & _WORD, 0, 0], dtype=np.uint64),
+                  "key": np.array([seed, salt], dtype=np.uint64)},
+        "buffer": np.zeros(4, dtype=np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
+    return cached
+
+
+def _param_shape(arrays) -> tuple:
+    return np.broadcast_shapes(*(np.shape(a) for a in arrays)) if arrays else ()
+
+
+@dataclass(frozen=True)
+class RandomOp(Op):
+    """Base of the draws: inputs ``(state, *parameters[, like])``; see the module docstring.
+
+    ``shape`` is the draw's static shape (entries int or None); None takes the
+    parameters' broadcast shape, or, with ``like``, the last input's run-time shape.
+    An unknown size in ``shape`` is the parameters' size at run time.
+    """
+
+    seed: int
+    salt: int
+    shape: tuple | None
+    like: bool
+    dtype: np.dtype
+
+    #: the value depends on more than the inputs' values: never folded (see passes/fold.py)
+    random: ClassVar[bool] = True
+    zero_gradient = True
+    #: how many parameter inputs follow the state
+    n_params: ClassVar[int] = 0
+    #: the dtype kinds the draw may have
+    kinds: ClassVar[str] = "f"
+
+    def __post_init__(self):
+        if not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"{self.name}: seed must be an int in [0, 2**62), got {self.seed!r}")
+        if not isinstance(self.salt, int) or not 0 <= self.salt < SEED_LIMIT:
+            raise ValueError(f"{self.name}: salt must be an int in [0, 2**62), got {self.salt!r}")
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        if self.shape is not None:
+            object.__setattr__(self, "shape", normalize_shape(self.shape, f"{self.name} shape"))
+        _drawn[0] = True
+
+    def __reduce__(self):
+        # unpickled through the constructor, so that ``draws_exist`` knows of it
+        return type(self), (self.seed, self.salt, self.shape, self.like, self.dtype)
+
+    def infer(self, *inputs):
+        expected = 1 + self.n_params + (1 if self.like else 0)
+        if len(inputs) != expected:
+            raise TypeError(f"{self.name}: expected {expected} inputs, got {len(inputs)}")
+        state = inputs[0]
+        if state.shape != () or state.dtype.kind not in "iu":
+            raise DTypeError(f"{self.name}: the generator state must be a 0-d integer tensor, got "
+                             f"{state.describe()}")
+        if self.dtype.kind not in self.kinds:
+            raise DTypeError(f"{self.name}: dtype {self.dtype} is not supported (kinds {self.kinds!r})")
+        params = inputs[1:1 + self.n_params]
+        for param in params:
+            if param.dtype.kind not in "biuf":
+                raise DTypeError(f"{self.name}: parameter {param.describe()} is not a number")
+        param_shape = broadcast_shapes(self.name, [p.shape for p in params])
+        if self.like:
+            shape = inputs[-1].shape
+        elif self.shape is None:
+            shape = param_shape
+        else:
+            shape = self._resolve_static(self.shape, param_shape)
+        try:
+            broadcast_to_shape(self.name, param_shape, shape)
+        except ShapeError:
+            raise ShapeError(f"{self.name}: parameters of shape {format_shape(param_shape)} do not broadcast to "
+                             f"the draw's shape {format_shape(shape)}") from None
+        return shape, self.dtype
+
+    def _resolve_static(self, shape: tuple, param_shape: tuple) -> tuple:
+        lead = len(shape) - len(param_shape)
+        result = list(shape)
+        for axis, size in enumerate(shape):
+            if size is not None:
+                continue
+            source = param_shape[axis - lead] if axis >= lead else 1
+            if source == 1:
+                raise ShapeError(f"{self.name}: shape {format_shape(shape)} has an unknown size at axis {axis} "
+                                 f"that no parameter gives at run time; pass like=x to draw x's run-time shape")
+            result[axis] = source
+        return tuple(result)
+
+    def run_shape(self, params, like) -> tuple:
+        """The draw's shape at run time."""
+        if self.like:
+            return np.shape(like)
+        if self.shape is not None and None not in self.shape:
+            return self.shape
+        param_shape = _param_shape(params)
+        if self.shape is None:
+            return param_shape
+        lead = len(self.shape) - len(param_shape)
+        return tuple(param_shape[axis - lead] if size is None else size for axis, size in enumerate(self.shape))
+
+    def impl(self, state, *arrays):
+        params = arrays[:self.n_params]
+        like = arrays[self.n_params] if self.like else None
+        shape = self.run_shape(params, like)
+        return self.draw(_bit_generator(self.seed, self.salt, state), shape, *params)
+
+    def draw(self, generator: np.random.Generator, shape: tuple, *params) -> np.ndarray:
+        raise NotImplementedError
+
+    def vjp(self, node, g):  # pragma: no cover - zero_gradient: the driver never asks
+        return (None,) * len(node.inputs)
+
+
+def _unit_uniform(generator: np.random.Generator, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """Uniform in [0, 1) of ``dtype`` (float16 is drawn in float32 and rounded down to stay below 1)."""
+    if dtype == np.float64 or dtype == np.float32:
+        return generator.random(shape, dtype=dtype)
+    wide = generator.random(shape, dtype=np.float32)
+    narrow = wide.astype(dtype)
+    return np.where(narrow >= 1, np.nextafter(dtype.type(1), dtype.type(0)), narrow).astype(dtype)
+
+
+@dataclass(frozen=True)
+class RandomUniform(RandomOp):
+    """``low + (high - low) * u`` with ``u`` uniform in [0, 1)."""
+
+    name = "random_uniform"
+    n_params = 2
+
+    def draw(self, generator, shape, low, high):
+        dtype = self.dtype
+        low, high = np.asarray(low, dtype), np.asarray(high, dtype)
+        unit = _unit_uniform(generator, shape, dtype)
+        return np.asarray(low + (high - low) * unit, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class RandomNormal(RandomOp):
+    """``mean + std * z`` with ``z`` standard normal (NumPy's ziggurat)."""
+
+    name = "random_normal"
+    n_params = 2
+
+    def draw(self, generator, shape, mean, std):
+        dtype = self.dtype
+        wide = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        z = generator.standard_normal(shape, dtype=wide)
+        return np.asarray(np.asarray(mean, dtype) + np.asarray(std, dtype) * z.astype(dtype), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class RandomBernoulli(RandomOp):
+    """1 with probability ``p``, else 0 (``u < p`` for ``u`` uniform in [0, 1))."""
+
+    name = "random_bernoulli"
+    n_params = 1
+    kinds = "biuf"
+
+    def draw(self, generator, shape, p):
+        p = np.asarray(p, dtype=np.float64)
+        outside = ~((p >= 0) & (p <= 1))  # (NaN is outside)
+        if outside.any():
+            raise ValueError(f"probabilities must lie in [0, 1]; got {float(p[outside].ravel()[0])} at "
+                             f"{int(np.count_nonzero(outside))} of {p.size} entries")
+        return (generator.random(shape) < p).astype(self.dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class RandomIntegers(RandomOp):
+    """Integers uniform in ``[low, high)`` (NumPy's ``Generator.integers``)."""
+
+    name = "random_integers"
+    n_params = 2
+    kinds = "iu"
+
+    def draw(self, generator, shape, low, high):
+        return generator.integers(np.asarray(low, np.int64) if np.ndim(low) else int(low),
+                                  np.asarray(high, np.int64) if np.ndim(high) else int(high),
+                                  size=shape, dtype=self.dtype)
+
+
+# ---- the generator ---------------------------------------------------------------------------
+
+def _check_seed(seed) -> int:
+    if seed is None:
+        return secrets.randbelow(SEED_LIMIT)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"Generator: seed must be an int, got {type(seed).__name__}")
+    if not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"Generator: seed must lie in [0, 2**62), got {seed}")
+    return int(seed)
+
+
+def _float_param(value, what: str, dtype: np.dtype) -> Tensor:
+    """A draw parameter as a tensor: a Python number becomes a constant of the draw's dtype."""
+    if isinstance(value, Tensor):
+        return value
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise DTypeError(f"{what} must be a number or a Tensor, got {value!r}")
+    return constant(array.astype(dtype if dtype.kind == "f" else np.float64))
+
+
+class Generator:
+    """A random stream: ``gc.random.Generator(seed)``; its state is the variable ``gen.state``.
+
+    Draws (:meth:`uniform`, :meth:`normal`, :meth:`bernoulli`, :meth:`integers`) are
+    tensors whose values are fresh at every call of a Function or ``Session.run``
+    that computes them: the call advances ``gen.state`` (a 0-d int64 counter) by one
+    itself, atomically with its other updates (do not add an ``updates=`` entry for
+    it). Two generators with the same seed, drawing the same way, give the same
+    values call after call. ``seed`` is an int in [0, 2**62) (None: one from the
+    operating system's entropy). A generator pickles with its state and draw count.
+    """
+
+    def __init__(self, seed: int | None, name: str | None = None) -> None:
+        self.seed = _check_seed(seed)
+        self.name = name
+        self.state: Variable = variable(np.int64(0), name=f"{name or 'rng'}.state")
+        self._draws = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<graphc.random.Generator seed={self.seed} draws={self._draws} state={int(self.state.value)}>"
+
+    def __getstate__(self) -> dict:
+        with self._lock:
+            return {"seed": self.seed, "name": self.name, "state": self.state, "draws": self._draws}
+
+    def __setstate__(self, state: dict) -> None:
+        self.seed, self.name, self.state, self._draws = state["seed"], state["name"], state["state"], state["draws"]
+        self._lock = threading.Lock()
+
+    def _salt(self) -> int:
+        # per generator, in the order of its draw calls: independent of any other generator or graph
+        with self._lock:
+            salt = self._draws
+            self._draws += 1
+        return salt
+
+    def _make(self, cls: type[RandomOp], params: list[Tensor], shape, like, dtype, what: str) -> Tensor:
+        if like is not None:
+            if shape is not None:
+                raise TypeError(f"{what}: give either shape or like=, not both")
+            if not isinstance(like, Tensor):
+                raise TypeError(f"{what}: like= must be a Tensor, got {type(like).__name__}")
+        elif isinstance(shape, Tensor):
+            raise TypeError(f"{what}: shape is a tuple of ints or None; to follow a tensor's run-time shape "
+                            f"pass like=tensor")
+        static = None if shape is None else normalize_shape(shape, f"{what} shape")
+        op = cls(seed=self.seed, salt=self._salt(), shape=static, like=like is not None, dtype=as_dtype(dtype))
+        inputs = [self.state, *params] + ([like] if like is not None else [])
+        return apply(op, *inputs)
+
+    def uniform(self, shape=None, low=0.0, high=1.0, dtype="float64", *, like: Tensor | None = None) -> Tensor:
+        """Floats uniform in ``[low, high)``, of ``shape`` (ints or None) or of ``like``'s run-time shape.
+
+        ``low`` and ``high`` are numbers or tensors (broadcast to the shape; no gradient
+        flows to them). ``shape=None`` without ``like`` takes their broadcast shape. An
+        unknown size (None) in ``shape`` is taken from the parameters at run time.
+        """
+        dtype = as_dtype(dtype)
+        if dtype.kind != "f":
+            raise DTypeError(f"uniform: dtype must be a float dtype, got {dtype}")
+        _check_order(low, high, "uniform", "low", "high", strict=False)
+        params = [_float_param(low, "uniform: low", dtype), _float_param(high, "uniform: high", dtype)]
+        return self._make(RandomUniform, params, shape, like, dtype, "uniform")
+
+    def normal(self, shape=None, mean=0.0, std=1.0, dtype="float64", *, like: Tensor | None = None) -> Tensor:
+        """Floats from N(mean, std**2), of ``shape`` or of ``like``'s run-time shape (as :meth:`uniform`).
+
+        No gradient flows to ``mean`` and ``std``; for a differentiable draw write
+        ``mean + std * gen.normal(...)``.
+        """
+        dtype = as_dtype(dtype)
+        if dtype.kind != "f":
+            raise DTypeError(f"normal: dtype must be a float dtype, got {dtype}")
+        if not isinstance(std, Tensor) and np.any(np.asarray(std) < 0):
+            raise ValueError(f"normal: std must be non-negative, got {std!r}")
+        params = [_float_param(mean, "normal: mean", dtype), _float_param(std, "normal: std", dtype)]
+        return self._make(RandomNormal, params, shape, like, dtype, "normal")
+
+    def bernoulli(self, p, shape=None, dtype="float64", *, like: Tensor | None = None) -> Tensor:
+        """Zeros and ones, 1 with probability ``p`` (in [0, 1]); float64 unless ``dtype`` says otherwise.
+
+        ``shape=None`` (and no ``like``) takes ``p``'s shape (its run-time shape when
+        ``p`` is a tensor of unknown sizes).
+        """
+        dtype = as_dtype(dtype)
+        if not isinstance(p, Tensor):
+            array = np.asarray(p, dtype=np.float64)
+            if not (np.all(array >= 0) and np.all(array <= 1)):
+                raise ValueError(f"bernoulli: p must lie in [0, 1], got {p!r}")
+        params = [_float_param(p, "bernoulli: p", np.dtype(np.float64))]
+        return self._make(RandomBernoulli, params, shape, like, dtype, "bernoulli")
+
+    def integers(self, low, high, shape=None, dtype="int64", *, like: Tensor | None = None) -> Tensor:
+        """Integers uniform in ``[low, high)`` (``high`` excluded), of ``shape`` or ``like``'s shape."""
+        dtype = as_dtype(dtype)
+        if dtype.kind not in "iu":
+            raise DTypeError(f"integers: dtype must be an integer dtype, got {dtype}")
+        _check_order(low, high, "integers", "low", "high", strict=True)
+        params = []
+        for value, what in ((low, "low"), (high, "high")):
+            if isinstance(value, Tensor):
+                if value.dtype.kind not in "iu":
+                    raise DTypeError(f"integers: {what} must be an integer tensor, got {value.describe()}")
+                params.append(value)
+            else:
+                array = np.asarray(value)
+                if array.dtype.kind not in "iu":
+                    raise DTypeError(f"integers: {what} must be an integer, got {value!r}")
+                info = np.iinfo(dtype)
+                # (the bounds are carried as int64 constants)
+                top = min(info.max + (what == "high"), np.iinfo(np.int64).max)
+                if np.any(array < info.min) or np.any(array > top):
+                    raise ValueError(f"integers: {what}={value!r} is out of range for {dtype}")
+                params.append(constant(array.astype(np.int64)))
+        return self._make(RandomIntegers, params, shape, like, dtype, "integers")
+
+
+def _check_order(low, high, what: str, low_name: str, high_name: str, strict: bool) -> None:
+    if isinstance(low, Tensor) or isinstance(high, Tensor):
+        return
+    low_a, high_a = np.asarray(low), np.asarray(high)
+    if low_a.dtype.kind not in "biuf" or high_a.dtype.kind not in "biuf":
+        return  # reported as a dtype error by the parameter's conversion
+    bad = np.any(low_a >= high_a) if strict else np.any(low_a > high_a)
+    if bad:
+        relation = "<" if strict else "<="
+        raise ValueError(f"{what}: needs {low_name} {relation} {high_name}, got {low!r} and {high!r}")
+
+
+# ---- dropout ----------------------------------------------------------------------------------
+
+def dropout(x, rate, gen: Generator, training=True) -> Tensor:
+    """``x * mask / (1 - rate)`` with a Bernoulli mask of keep-probability ``1 - rate``.
+
+    The mask has ``x``'s run-time shape and is drawn afresh at every call (from
+    ``gen``). The identity (``x`` itself) when ``training`` is False or ``rate == 0``.
+    ``training`` is a Python bool or a 0-d bool tensor (a placeholder or variable,
+    to switch between training and evaluation without recompiling: both branches
+    are computed and the mask's stream advances either way). ``rate`` is a number
+    in [0, 1] (1 drops everything). The gradient with respect to ``x`` is
+    ``mask / (1 - rate)``, with the forward pass's mask.
+    """
+    if not isinstance(gen, Generator):
+        raise TypeError(f"dropout: gen must be a gc.random.Generator, got {type(gen).__name__}")
+    if isinstance(rate, Tensor) or isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)):
+        raise TypeError(f"dropout: rate must be a number in [0, 1], got {rate!r}")
+    rate = float(rate)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"dropout: rate must lie in [0, 1], got {rate}")
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise DTypeError(f"dropout: x must be floating point, got {x.describe()}")
+    if isinstance(training, Tensor):
+        if training.shape != () or training.dtype != np.dtype(bool):
+            raise DTypeError(f"dropout: training must be a Python bool or a 0-d bool tensor, got "
+                             f"{training.describe()}")
+    elif isinstance(training, (bool, np.bool_)):
+        training = bool(training)
+        if not training:
+            return x
+    else:
+        raise TypeError(f"dropout: training must be a Python bool or a 0-d bool tensor, got {training!r}")
+    if rate == 0.0:
+        return x
+    # a bool mask: multiplying by True/False is multiplying by 1/0 in x's dtype, one byte an entry
+    mask = gen.bernoulli(1.0 - rate, dtype=bool, like=x)
+    dropped = mul(x, mask) if rate == 1.0 else div(mul(x, mask), constant(np.asarray(1.0 - rate, x.dtype)))
+    if isinstance(training, Tensor):
+        return where(training, dropped, x)
+    return dropped
