@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from graphc.op import REGISTRY, Op
 from graphc.ops import elementwise as ew
 from graphc.ops.elementwise import Elementwise
 from graphc.tensor import Tensor, toposort
@@ -218,8 +219,6 @@ class SympyElementwise(Elementwise):
     def __post_init__(self) -> None:
         if type(self.name) is not str or not 0 < len(self.name) <= 200:
             raise ValueError("an element-wise op needs a name of 1 to 200 characters")
-        from graphc.op import REGISTRY
-
         if REGISTRY.get(self.name, SympyElementwise) is not SympyElementwise:
             # the optimizer recognizes ops by name: an op called "log" must be graphc's log
             raise ValueError(f"{self.name!r} is the name of a built-in op; choose another name")
@@ -399,13 +398,13 @@ def _op_of_function() -> dict:
     """SymPy function -> (op class, arity), derived from the ops' own ``sympy_form``: an op whose form is
     one SymPy function applied to its inputs (``tanh(x0)``, ``Mod(x0, x1)``) is that function's op.
     Built on first use and again whenever the op registry changed (the first op declaring a function wins)."""
-    from graphc.op import REGISTRY
-
     classes = tuple(REGISTRY.values())
     if _inverse.get("classes") != classes:
         table: dict = {}
         symbols = _argument_symbols(3)
         for cls in classes:
+            if cls.sympy is None and cls.sympy_form is Op.sympy_form:
+                continue  # declares no form (and is not constructed: a draw op's constructor has effects)
             for arity in (1, 2, 3):
                 try:
                     form = cls().sympy_form(sympy, None, *symbols[:arity])
