@@ -24,7 +24,7 @@ HAVE_DOT = shutil.which("dot") is not None
 COVERED = {
     "quickstart.py", "train_mlp_digits.py", "worked_examples.py", "mlp_weight_decay.py",
     "word_window_classifier.py", "char_rnn.py", "custom_ops.py", "optimizer_report.py",
-    "save_load_pickle.py", "cnn_digits.py",
+    "save_load_pickle.py", "cnn_digits.py", "dask_out_of_core.py",
 }
 
 
@@ -140,6 +140,13 @@ def test_save_load_pickle(tmp_path):
     result = load("save_load_pickle").main(out=str(tmp_path))
     assert result["losses"]["loaded"] == pytest.approx(result["losses"]["original"], rel=1e-12)
     assert result["losses"]["unpickled"] == pytest.approx(result["losses"]["original"], rel=1e-12)
+
+
+def test_dask_out_of_core_trains_and_evaluates():
+    pytest.importorskip("distributed")
+    result = load("dask_out_of_core").main(fast=True)
+    assert result["losses"][-1] < result["losses"][0]
+    assert result["accuracy"] > 0.7  # labels of a noisy linear teacher (about 0.82 after the fast run)
 
 
 def test_cnn_digits_fast(tmp_path):
