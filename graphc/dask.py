@@ -185,6 +185,14 @@ def _sparse_target(node, args):
                         concatenate=True, meta=_meta(node))
 
 
+@lowers(nn.SoftmaxMinusOneHot)
+def _softmax_minus_one_hot(node, args):
+    logits, labels = args
+    logits = _one_chunk_along(logits, [1])  # each row's softmax needs the whole row
+    return da.blockwise(node.primitive.impl, "ab", logits, "ab", labels, "a", dtype=node.dtype,
+                        concatenate=True, meta=_meta(node))
+
+
 # ---- linear algebra ----------------------------------------------------------------------------
 
 @lowers(linalg.Matmul)
