@@ -28,6 +28,12 @@ def _prod_others(x):
     return np.prod(x, axis=1, keepdims=True) / x
 
 
+def _sort_grad(x, w):
+    out = np.zeros_like(w)
+    np.put_along_axis(out, np.argsort(x, 1), w, 1)  # each cotangent back to the entry sorted there
+    return out
+
+
 def _minus_one_hot(z, labels):
     return np_softmax(z, 1) - np.eye(z.shape[1], dtype=z.dtype)[labels]
 
@@ -60,6 +66,16 @@ CASES = [
          [Spec((2, 3))], grad=False),
     Case("fused", lambda x, y: fuse([gc.tanh(x * y) + gc.arctan(x)])[0],
          lambda x, y: np.tanh(x * y) + np.arctan(x), [Spec((2, 3)), Spec((3,))]),
+    # the gradient ops of section 15's shape and ordering ops, as values of their own (w: the cotangent)
+    Case("tile_grad", lambda x, w: gc.grad(gc.sum(gc.tile(x, (2, 1)) * w), x),
+         lambda x, w: w.reshape(2, 2, 3).sum(0), [Spec((2, 3), **REFERENCE), Spec((4, 3))]),
+    Case("repeat_grad", lambda x, w: gc.grad(gc.sum(gc.repeat(x, 2, 1) * w), x),
+         lambda x, w: w.reshape(2, 3, 2).sum(2), [Spec((2, 3), **REFERENCE), Spec((2, 6))]),
+    Case("diagonal_grad", lambda x, w: gc.grad(gc.sum(gc.diagonal(x) * w), x),
+         lambda x, w: np.diag(w) + 0 * x, [Spec((3, 3), **REFERENCE), Spec((3,))]),
+    Case("take_along_axis_grad", lambda x, w: gc.grad(gc.sum(gc.sort(x, 1) * w), x),
+         lambda x, w: _sort_grad(x, w),
+         [Spec((2, 4), fixed([[0.3, -1.0, 2.0, 0.5], [1.5, 0.2, -0.7, 0.9]]), diff=False), Spec((2, 4))]),
 ]
 
 globals().update(table_tests(CASES, float32_second=lambda c: c.id in ("fused", "softmax_minus_one_hot")))
@@ -67,4 +83,4 @@ globals().update(table_tests(CASES, float32_second=lambda c: c.id in ("fused", "
 
 def test_fused_case_is_one_fused_node():
     x, y = gc.placeholder("x", (2, 3)), gc.placeholder("y", (3,))
-    assert CASES[-1].build(x, y).op == "fused"
+    assert next(c for c in CASES if c.id == "fused").build(x, y).op == "fused"
