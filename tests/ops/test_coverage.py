@@ -81,7 +81,6 @@ KNOWN_GAPS = {
     "avg_pool2d_grad": ("second",), "conv2d_input_grad": ("second",), "conv2d_weight_grad": ("second",),
     "linear_scan": ("second",), "max_pool2d_grad": ("second",),
     "max_pool2d_gather": ("value", "first", "second"), "shift": ("second",),
-    "split_grad": ("second",),
 }
 
 

@@ -73,6 +73,8 @@ CASES = [
          lambda x, w: w.reshape(2, 3, 2).sum(2), [Spec((2, 3), **REFERENCE), Spec((2, 6))]),
     Case("diagonal_grad", lambda x, w: gc.grad(gc.sum(gc.diagonal(x) * w), x),
          lambda x, w: np.diag(w) + 0 * x, [Spec((3, 3), **REFERENCE), Spec((3,))]),
+    Case("split_grad", lambda x, w: gc.grad(gc.sum(gc.split(x, 2, axis=1)[1] * w), x),
+         lambda x, w: np.concatenate([np.zeros_like(w), w], 1), [Spec((2, 4), **REFERENCE), Spec((2, 2))]),
     Case("take_along_axis_grad", lambda x, w: gc.grad(gc.sum(gc.sort(x, 1) * w), x),
          lambda x, w: _sort_grad(x, w),
          [Spec((2, 4), fixed([[0.3, -1.0, 2.0, 0.5], [1.5, 0.2, -0.7, 0.9]]), diff=False), Spec((2, 4))]),
