@@ -79,7 +79,7 @@ def main() -> None:
             chunk = -(-args.batch // workers)
             # the batch lives on the cluster, as data loaded there would
             Xd, Td = client.persist([da.from_array(X, chunks=(chunk, 64)), da.from_array(T, chunks=chunk)])
-            rows.append((label, median_step(lambda t=trainer, x=Xd, y=Td: t.step(x, y), args.repeats)))
+            rows.append((label, median_step(lambda tr=trainer, xd=Xd, td=Td: tr.step(xd, td), args.repeats)))
     print(f"  {'':34s} {'median step':>12s} {'overhead':>10s} {'examples/s':>11s}")
     for label, seconds in rows:
         print(f"  {label:34s} {seconds * 1e3:9.2f} ms {(seconds - local_time) * 1e3:7.2f} ms "

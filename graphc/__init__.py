@@ -2,6 +2,9 @@
 
 Declare a graph (placeholders, variables, constants, ops), append its
 gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
+``gc.inf`` and ``gc.nan`` are infinity and NaN as Python floats (weak scalars:
+``gc.where(mask, x32, -gc.inf)`` stays float32). ``help(gc.<name>)`` states each
+public name's contract; ``docs/`` is the full reference.
 """
 
 from graphc import (
@@ -140,7 +143,7 @@ from graphc.ops.nn import batch_norm, layer_norm
 from graphc.passes import optimize
 from graphc.printing import debugprint
 from graphc.random import dropout
-from graphc.serialize import load, save
+from graphc.serialize import SaveError, load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
 
@@ -152,7 +155,7 @@ nan = float("nan")
 
 __all__ = [
     "DTypeError", "ExecutionError", "FeedError", "Function", "GradientError", "GraphcError", "LoadError",
-    "Session", "ShapeError", "Tensor", "Variable",
+    "SaveError", "Session", "ShapeError", "Tensor", "Variable",
     "abs", "add", "broadcast_to", "cast", "check_grad", "clip", "concatenate", "constant", "cos", "custom_op",
     "div", "dot", "einsum", "elu", "equal", "exp", "expand_dims", "expm1", "function", "gelu", "grad",
     "greater", "greater_equal", "hard_tanh", "hessian", "inf", "jacobian", "jvp", "leaky_relu", "less", "less_equal",
@@ -175,3 +178,47 @@ __all__ += [  # API contract section 15, element-wise (and logical_and)
     "floor_divide", "isfinite", "isinf", "isnan", "log10", "log2", "logaddexp", "logical_and", "logical_not",
     "logical_or", "logical_xor", "mod", "reciprocal", "round", "rsqrt", "sinh", "tan", "trunc",
 ]
+
+
+def _tidy_namespace() -> None:
+    """``gc.gradcheck(...)`` checks gradients (an alias of ``gc.check_grad``) and ``gc.compile(...)``
+    says to use ``gc.function``: both names are also submodules, which would otherwise sit on the
+    namespace as uncallable modules."""
+    import sys
+    import types
+
+    class _GradcheckModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            """``gc.gradcheck(cost, wrt, feed_dict, ...)`` is ``gc.check_grad``."""
+            return check_grad(*args, **kwargs)
+
+    class _CompileModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            raise TypeError("graphc.compile is the module that lowers graphs to plans; to compile a function "
+                            "call gc.function(inputs, outputs, updates=None)")
+
+    sys.modules["graphc.gradcheck"].__class__ = _GradcheckModule
+    import graphc.compile  # noqa: F401 - loaded by graphc.function already
+
+    sys.modules["graphc.compile"].__class__ = _CompileModule
+
+
+_tidy_namespace()
+
+
+def _register_display() -> None:
+    """In IPython/Jupyter, lists of tensors display as one graph (see register_ipython_display)."""
+    from graphc.export.dot import register_ipython_display
+
+    try:
+        register_ipython_display()
+    except Exception:  # noqa: BLE001 - a display nicety must never break `import graphc`
+        pass
+
+
+_register_display()
+
+
+def __dir__() -> list[str]:
+    """The public names (``__all__``) and the version: submodules stay out of tab completion."""
+    return sorted(set(__all__) | {"__version__"})

@@ -34,6 +34,13 @@ def _restore(items: list, was_sequence: bool, like):
     return type(like)(items) if isinstance(like, tuple) else list(items)
 
 
+def _check_tensors(what: str, items: Sequence) -> None:
+    for k, item in enumerate(items):
+        if not isinstance(item, Tensor):
+            raise TypeError(f"{what} must be a Tensor or a list/tuple of Tensors; item {k} is a "
+                            f"{type(item).__name__}")
+
+
 def _check_wrt(wrt: Sequence[Tensor]) -> None:
     for tensor in wrt:
         if not isinstance(tensor, Tensor):
@@ -205,6 +212,7 @@ def vjp(outputs, wrt, cotangents):
     wrt_items, was_sequence = _as_list(wrt)
     if len(out_items) != len(seed_items):
         raise ValueError(f"vjp: {len(out_items)} outputs but {len(seed_items)} cotangents")
+    _check_tensors("vjp: outputs", out_items)
     _check_wrt(wrt_items)
     with building_gradient():
         seeds = _seeds("vjp", "cotangent", seed_items, out_items)
@@ -224,6 +232,7 @@ def jvp(outputs, wrt, tangents):
     tangent_items, _ = _as_list(tangents)
     if len(wrt_items) != len(tangent_items):
         raise ValueError(f"jvp: {len(wrt_items)} inputs but {len(tangent_items)} tangents")
+    _check_tensors("jvp: outputs", out_items)
     _check_wrt(wrt_items)
     for output in out_items:
         if output.dtype.kind != "f":

@@ -121,6 +121,20 @@ def _copy(value) -> np.ndarray:
     return np.array(value, copy=True)
 
 
+def _fresh(result, *inputs):
+    """``result`` if the plan may later write into it (``out=``), else a copy of it.
+
+    Applied to steps whose code is not known to allocate (an op's ``impl``): an impl
+    may hand back one of its inputs or a view of one (a fused op of a tampered file,
+    ``stop_gradient``-like identities), and writing into that would overwrite a feed,
+    a variable or a constant.
+    """
+    if (type(result) is np.ndarray and result.flags.writeable
+            and not any(type(a) is np.ndarray and np.may_share_memory(result, a) for a in inputs)):
+        return result
+    return np.array(result, copy=True)
+
+
 #: arrays at least this large try a spare buffer (see ``Plan.run``) before allocating
 SPARE_MIN_BYTES = 1 << 20
 
@@ -870,7 +884,8 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
         names[id(node)] = f"v{index}"
 
     scalar = not inplace and scalar_mode and bool(steps) and all(n.shape == () for n in order)
-    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab}
+    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab,
+                                    "_fresh": _fresh}
     if scalar:
         lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
         if lines is None:
@@ -1173,6 +1188,9 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
         else:
             namespace[f"f{index}"] = _kernel(node)
             call = f"f{index}({', '.join(args)}{out})"
+        if id(node) in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
+            # a later step writes into this value's buffer: it must be one the plan allocated
+            call = f"_fresh({call}{''.join(', ' + a for a in args)})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
         dead = []

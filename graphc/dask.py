@@ -417,7 +417,7 @@ def _dispatched(node, args):
 
 
 @lowers(arrange.TileGrad, arrange.RepeatGrad, arrange.SplitGrad, arrange.DiagonalGrad,
-        ordering.TakeAlongAxisGrad, graphc_random.RandomOp)
+        ordering.TakeAlongAxisGrad, graphc_random.RandomOp, graphc_random.StepKeys)
 def _whole_with_reference(node, args):
     """Scatter-like gradients and random draws: one block (a draw reads the generator's state
     and does not advance it)."""
@@ -428,8 +428,31 @@ def _reference_shape(node, args):
     stand_ins = [placeholder("operand", a.shape, a.dtype) for a in args]
     out_shape, _ = node.primitive.infer(*stand_ins)
     if None in out_shape and hasattr(node.primitive, "shape") and len(args) > 1:
+        op = node.primitive
+        if isinstance(op, graphc_random.RandomOp):  # the like= input, or the last parameter (a loop's
+            at = 1 + op.n_params if op.like else len(args) - 1 - op.stepped  # step key comes last)
+            return args[at].shape
         out_shape = args[-1].shape  # the run-time reference input
     return out_shape
+
+
+@lowers(nn.ShapeCheck, shape.SqueezeCheck)
+def _checked_at_lowering(node, args):
+    """Run-time shape checks: Dask's shapes are known, so the check runs now."""
+    op, x = node.primitive, args[0]
+    if isinstance(op, nn.ShapeCheck) and x.shape != args[1].shape:
+        raise ShapeError(f"to_dask: softmax_cross_entropy: probability labels of shape {x.shape} for logits of "
+                         f"shape {args[1].shape} ({node.describe()}): they must have the logits' shape")
+    if isinstance(op, shape.SqueezeCheck) and any(x.shape[a] == 1 for a in op.axes):
+        raise ShapeError(f"to_dask: squeeze() kept an axis of size 1 whose size was unknown when the graph was "
+                         f"built ({node.describe()}); pass axis= to say which axes to remove")
+    return x
+
+
+@lowers(reduce.ProdOthersGrad)
+def _prod_others_grad(node, args):
+    operands = da.broadcast_arrays(*(_one_chunk_along(a, node.primitive.axes) for a in args))
+    return da.map_blocks(node.primitive.impl, *operands, dtype=node.dtype, meta=_meta(node))
 
 
 #: for each convolution op, the positions of its inputs whose axis 0 is the examples
@@ -740,6 +763,15 @@ def _batch_per_example(node, statuses):
                                                          if i not in carriers):
         return 0
     raise _NotBatchParallel
+
+
+@batch_rule(nn.ShapeCheck, shape.SqueezeCheck)
+def _batch_check(node, statuses):
+    if isinstance(node.primitive, shape.SqueezeCheck) and statuses[0] in node.primitive.axes:
+        raise _NotBatchParallel
+    if len(statuses) > 1 and statuses[1] != statuses[0]:
+        raise _NotBatchParallel
+    return statuses[0]
 
 
 @batch_rule(conv.Conv2dWeightGrad)

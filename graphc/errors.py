@@ -21,7 +21,7 @@ class FeedError(GraphcError, ValueError):
 
 
 class DTypeError(GraphcError, TypeError):
-    """A dtype an op cannot take."""
+    """A dtype an op cannot take (also a ``TypeError``); the message names the op and the dtypes."""
 
 
 class GradientError(GraphcError):

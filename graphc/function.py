@@ -24,6 +24,9 @@ def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
 
     if updates is None:
         return []
+    if not isinstance(updates, (Mapping, list, tuple)):
+        raise TypeError(f"updates must be a dict {{variable: new_value}} or a list of (variable, new_value) pairs, "
+                        f"got {type(updates).__name__}")
     pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
     result, seen = [], set()
     for pair in pairs:
@@ -60,12 +63,7 @@ def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     if not draws_exist():  # no draw was ever made: nothing to look for
         return []
     roots = list(outputs) + [new for _, new in updates]
-    fed = {id(t) for t in inputs}
-    states: dict[int, Variable] = {}
-    for node in toposort(roots, stop_at=list(inputs)):
-        if (getattr(node.primitive, "random", False) and id(node) not in fed and node.inputs
-                and isinstance(node.inputs[0], Variable) and id(node.inputs[0]) not in fed):
-            states.setdefault(id(node.inputs[0]), node.inputs[0])
+    states = drawn_states(roots, inputs)
     if not states:
         return []
     for variable, _ in updates:
@@ -75,6 +73,44 @@ def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     from graphc.ops import add
 
     return [(state, add(state, np.int64(1))) for state in states.values()]
+
+
+def drawn_states(roots: Sequence[Tensor], inputs: Sequence[Tensor] = ()) -> dict[int, Variable]:
+    """The state variables of the draws computing ``roots`` (by id), in order of discovery.
+
+    A draw's first input is its generator's state. Draws inside the graphs an op runs
+    (a loop's body: an op with ``inner_graphs()``, whose body inputs are the node's last
+    inputs, in order) count too: their state input is a body input bound, maybe through
+    several nested bodies, to the outer state variable. Fed tensors (``inputs``) are not
+    computed: nothing behind them counts, nor a fed state.
+    """
+    fed = {id(t) for t in inputs}
+    states: dict[int, Variable] = {}
+    # work: (roots, where to stop, body input id -> the outer Variable it is bound to)
+    work: list[tuple[list, list, dict]] = [(list(roots), list(inputs), {})]
+    while work:
+        graph_roots, stop, binding = work.pop()
+        for node in toposort(graph_roots, stop_at=stop):
+            if id(node) in fed:
+                continue
+            if getattr(node.primitive, "random", False) and node.inputs:
+                state = node.inputs[0]
+                state = binding.get(id(state), state) if not isinstance(state, Variable) else state
+                if isinstance(state, Variable) and id(state) not in fed:
+                    states.setdefault(id(state), state)
+            inner = getattr(node.primitive, "inner_graphs", None)
+            if callable(inner):
+                for body in inner():
+                    offset = len(node.inputs) - len(body.inputs)
+                    bound = {}
+                    for k, arg in enumerate(body.inputs):
+                        outer = node.inputs[offset + k] if offset + k >= 0 else None
+                        outer = binding.get(id(outer), outer) if outer is not None else None
+                        if isinstance(outer, Variable) and id(outer) not in fed:
+                            bound[id(arg)] = outer
+                    if bound:
+                        work.append((list(body.outputs), list(body.inputs), bound))
+    return states
 
 
 def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
@@ -396,11 +432,19 @@ class Executable:
                 lock.release()
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 input``, ``2 inputs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _counter_updates(plan: Plan) -> tuple[Variable, ...] | None:
     """The updated variables if every update is a random state's ``state + 1`` (as ``random_updates``
     makes them), else None. The state must feed a draw of the plan (whose op is ``random``)."""
-    drawn = {id(step.inputs[0]) for step in plan.steps
-             if getattr(step.primitive, "random", False) and step.inputs}
+    from graphc.random import draws_exist
+
+    if not draws_exist():
+        return None
+    drawn = drawn_states(list(plan.outputs) + [value for _, value in plan.updates], plan.inputs)
     states = []
     for variable, value in plan.updates:
         if (value.op != "add" or len(value.inputs) != 2 or id(variable) not in drawn
@@ -421,6 +465,9 @@ class Function:
                  inplace_updates: bool = False, check_numerics: bool = False) -> None:
         if isinstance(inputs, Tensor):
             inputs = [inputs]
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"function: inputs must be a placeholder or a list of placeholders (the values the "
+                            f"function is called with, in order), got {type(inputs).__name__}")
         self.inputs: list[Tensor] = list(inputs)
         for tensor in self.inputs:
             if not isinstance(tensor, Tensor):
@@ -444,7 +491,8 @@ class Function:
 
     def _gather(self, args: tuple, kwargs: dict) -> tuple:
         if len(args) > len(self.inputs):
-            raise FeedError(f"function takes {len(self.inputs)} inputs, got {len(args)} positional values")
+            raise FeedError(f"the function takes {_count(len(self.inputs), 'input')} ({self._input_names()}), got "
+                            f"{_count(len(args), 'positional value')}")
         values: list = list(args) + [_MISSING] * (len(self.inputs) - len(args))
         for name, value in kwargs.items():
             position = self._positions.get(name)
@@ -460,10 +508,21 @@ class Function:
             values[position] = value
         for tensor, value in zip(self.inputs, values):
             if value is _MISSING:
-                raise FeedError(f"missing a value for placeholder {tensor.name!r}")
+                raise FeedError(f"missing a value for placeholder {tensor.name!r}; the function takes "
+                                f"{_count(len(self.inputs), 'input')} ({self._input_names()}), positionally or "
+                                f"by name")
         return tuple(check_feed(t, v) for t, v in zip(self.inputs, values))
 
+    def _input_names(self) -> str:
+        return ", ".join(repr(t.name) for t in self.inputs) or "none"
+
     def __call__(self, *args, **kwargs):
+        """The outputs for the given input values: ``fn(*values)`` in the order of ``inputs``, or
+        ``fn(**{placeholder_name: value})``; see :func:`function`."""
+        if any(type(a) is dict for a in args):
+            raise FeedError(f"a Function takes its input values positionally (fn(value, ...), in the order "
+                            f"{self._input_names()}) or by name (fn(name=value)), not a feed dict; "
+                            f"Session.run(fetches, feed_dict) is the one that takes {{placeholder: value}}")
         if kwargs or len(args) != len(self.inputs):
             return unflatten(self._spec, self._executable.execute(self._gather(args, kwargs)))
         results = self._executable.execute_args(args)
@@ -483,10 +542,11 @@ class Function:
         plan = self.plan
         return list(plan.outputs) + [value for _, value in plan.updates]
 
-    def to_dot(self) -> str:
+    def to_dot(self, legend: bool = True) -> str:
+        """Graphviz DOT of the optimized graph: outputs named, updates drawn to their variables."""
         from graphc.export.dot import to_dot
 
-        return to_dot(self._graph_outputs())
+        return to_dot(self, legend=legend)
 
     def to_networkx(self):
         from graphc.export.nx import to_networkx
@@ -501,7 +561,7 @@ class Function:
     def _repr_svg_(self):
         from graphc.export.dot import repr_svg
 
-        return repr_svg(self._graph_outputs())
+        return repr_svg(self)
 
     # ---- pickling: the optimized graph, rebuilt without optimizing (graphc/pickling.py) ----
     def __reduce__(self):

@@ -82,7 +82,15 @@ def constant(value, dtype=None, name: str | None = None) -> Tensor:
     """A constant holding a copy of ``np.asarray(value)`` (cast to ``dtype`` if given)."""
     if isinstance(value, Tensor):
         raise TypeError("constant: value is already a Tensor")
-    array = np.array(value, dtype=as_dtype(dtype) if dtype is not None else None, copy=True)
+    wanted = as_dtype(dtype) if dtype is not None else None  # (a DTypeError of its own for a bad dtype)
+    try:
+        array = np.array(value, dtype=wanted, copy=True)
+    except OverflowError as exc:  # NumPy 2: constant(-5, "uint8")
+        raise DTypeError(f"constant: {value!r:.60} does not fit dtype {wanted}; use a wider dtype or "
+                         f"cast explicitly (np.array(value).astype(dtype) wraps around)") from exc
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"constant: cannot make an array{' of ' + str(dtype) if dtype is not None else ''} from "
+                        f"{value!r:.60} (give a number, a nested list of numbers or a NumPy array): {exc}") from exc
     as_dtype(array.dtype) if array.dtype.kind in "biuf" else _refuse(array)
     array.flags.writeable = False
     return Tensor(Constant(array), (), array.shape, array.dtype, name=name)

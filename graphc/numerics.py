@@ -48,6 +48,14 @@ def _finite(value) -> bool:
         return bool(np.isfinite(value).all())
 
 
+def _non_finite_kinds(value) -> tuple[bool, bool]:
+    """(holds a NaN, holds an infinity)."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "fc":
+        return False, False
+    return bool(np.isnan(array).any()), bool(np.isinf(array).any())
+
+
 def _what(value) -> str:
     """``NaN at 3 of 12 entries (the first at (2,))`` and the same for infinities."""
     array = np.asarray(value)
@@ -71,13 +79,18 @@ def _step_check(node: Tensor, inputs: Sequence[Tensor]):
     def check(value, *arrays):
         if _finite(value):
             return value
-        if not all(_finite(a) for a in arrays):
-            return value  # a non-finite input: the origin is upstream (a constant, say)
+        has_nan, has_inf = _non_finite_kinds(value)
+        kinds = [_non_finite_kinds(a) for a in arrays if not _finite(a)]
+        new_nan = has_nan and not any(nan for nan, _ in kinds)
+        new_inf = has_inf and not any(inf for _, inf in kinds)
+        if not (new_nan or new_inf):
+            return value  # what the value holds arrived in an input: the origin is upstream
         shapes = ", ".join(f"{format_shape(np.shape(a))} {np.asarray(a).dtype}" for a in arrays)
         label = f" {node.name!r}" if node.name else ""
         gradient = ", a gradient node" if node.is_gradient else ""
+        source = "finite inputs" if not kinds else f"inputs holding no {'NaN' if new_nan else 'infinity'}"
         raise NumericsError(f"check_numerics: op {node.op!r} (node{label}{gradient}{_site(node)}) produced "
-                            f"{_what(value)} from finite inputs of shapes [{shapes}]; the call was stopped "
+                            f"{_what(value)} from {source} of shapes [{shapes}]; the call was stopped "
                             f"and no variable was changed", node=node)
 
     return check

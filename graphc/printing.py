@@ -56,6 +56,10 @@ def debugprint(outputs, file: TextIO | None = None, max_depth: int = MAX_DEPTH) 
     Function (its optimized graph: outputs, then update values). Pass
     ``file=sys.stdout`` to print it.
     """
+    if file is not None and not callable(getattr(file, "write", None)):
+        raise TypeError(f"debugprint: file must be a text stream such as sys.stdout, got {type(file).__name__}")
+    if isinstance(max_depth, bool) or not isinstance(max_depth, int):
+        raise TypeError(f"debugprint: max_depth must be an int (at least 1), got {type(max_depth).__name__}")
     if max_depth < 1:
         raise ValueError("debugprint: max_depth must be at least 1")
     roots = flat_outputs(outputs)

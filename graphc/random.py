@@ -27,6 +27,7 @@ Random tensors have no gradient with respect to their parameters (the ops are
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import threading
 from dataclasses import dataclass
@@ -61,10 +62,11 @@ def draws_exist() -> bool:
 _local = threading.local()
 
 
-def _bit_generator(seed: int, salt: int, counter) -> np.random.Generator:
+def _bit_generator(seed: int, salt: int, counter, step=0) -> np.random.Generator:
     """NumPy's Philox keyed by (seed, salt), its counter at the call counter: this draw's stream.
 
-    Word 0 of the counter counts the blocks of one draw; word 1 is the call counter. Each
+    Word 0 of the counter counts the blocks of one draw; word 1 is the call counter; word 2
+    the step key of a draw inside a loop's body (0 outside loops, see ``step_draws``). Each
     thread keeps one Philox and sets its whole state per draw: constructing one costs a
     system call for OS entropy (later replaced by the key) and ten times as long.
     """
@@ -73,7 +75,7 @@ def _bit_generator(seed: int, salt: int, counter) -> np.random.Generator:
         cached = _local.generator = np.random.Generator(np.random.Philox(0))
     cached.bit_generator.state = {
         "bit_generator": "Philox",
-        "state": {"counter": np.array([0, int(counter) & _WORD, 0, 0], dtype=np.uint64),
+        "state": {"counter": np.array([0, int(counter) & _WORD, int(step) & _WORD, 0], dtype=np.uint64),
                   "key": np.array([seed, salt], dtype=np.uint64)},
         "buffer": np.zeros(4, dtype=np.uint64), "buffer_pos": 4, "has_uint32": 0, "uinteger": 0}
     return cached
@@ -88,8 +90,10 @@ class RandomOp(Op):
     """Base of the draws: inputs ``(state, *parameters[, like])``; see the module docstring.
 
     ``shape`` is the draw's static shape (entries int or None); None takes the
-    parameters' broadcast shape, or, with ``like``, the last input's run-time shape.
-    An unknown size in ``shape`` is the parameters' size at run time.
+    parameters' broadcast shape, or, with ``like``, the ``like`` input's run-time shape.
+    An unknown size in ``shape`` is the parameters' size at run time. A ``stepped`` draw
+    (made inside a loop's step function, see ``step_draws``) has one more input, last:
+    the 0-d int64 key of the loop's step, so that every step draws anew.
     """
 
     seed: int
@@ -97,6 +101,7 @@ class RandomOp(Op):
     shape: tuple | None
     like: bool
     dtype: np.dtype
+    stepped: bool = False
 
     #: the value depends on more than the inputs' values: never folded (see passes/fold.py)
     random: ClassVar[bool] = True
@@ -118,12 +123,18 @@ class RandomOp(Op):
 
     def __reduce__(self):
         # unpickled through the constructor, so that ``draws_exist`` knows of it
-        return type(self), (self.seed, self.salt, self.shape, self.like, self.dtype)
+        return type(self), (self.seed, self.salt, self.shape, self.like, self.dtype, self.stepped)
 
     def infer(self, *inputs):
-        expected = 1 + self.n_params + (1 if self.like else 0)
+        expected = 1 + self.n_params + (1 if self.like else 0) + (1 if self.stepped else 0)
         if len(inputs) != expected:
             raise TypeError(f"{self.name}: expected {expected} inputs, got {len(inputs)}")
+        if self.stepped:
+            key = inputs[-1]
+            if key.shape != () or key.dtype.kind not in "iu":
+                raise DTypeError(f"{self.name}: a loop's step key must be a 0-d integer tensor, got "
+                                 f"{key.describe()}")
+            inputs = inputs[:-1]
         state = inputs[0]
         if state.shape != () or state.dtype.kind not in "iu":
             raise DTypeError(f"{self.name}: the generator state must be a 0-d integer tensor, got "
@@ -177,7 +188,8 @@ class RandomOp(Op):
         params = arrays[:self.n_params]
         like = arrays[self.n_params] if self.like else None
         shape = self.run_shape(params, like)
-        return self.draw(_bit_generator(self.seed, self.salt, state), shape, *params)
+        step = arrays[-1] if self.stepped else 0
+        return self.draw(_bit_generator(self.seed, self.salt, state, step), shape, *params)
 
     def draw(self, generator: np.random.Generator, shape: tuple, *params) -> np.ndarray:
         raise NotImplementedError
@@ -252,6 +264,139 @@ class RandomIntegers(RandomOp):
         return generator.integers(np.asarray(low, np.int64) if np.ndim(low) else int(low),
                                   np.asarray(high, np.int64) if np.ndim(high) else int(high),
                                   size=shape, dtype=self.dtype)
+
+
+# ---- draws inside loops ----------------------------------------------------------------------
+#
+# A loop (``gc.scan``) runs its body many times within one call, at one counter value. So that
+# each step draws anew, the loop gives its body one more sequence, the steps' keys (1, 2, ...,
+# n), and every draw made by the step function takes the step's key as a last input (its
+# Philox counter word 2). The key is a sequence of the loop like any other, so the loop's
+# gradient (another loop, over the same sequences) sees every step's very draws again. Inside
+# a loop nested in another, a step's key is ``outer key * 2**32 + step + 1``: distinct for
+# inner loops of fewer than 2**32 steps (and outer keys below 2**31).
+
+_tracing = threading.local()
+
+
+@dataclass(frozen=True)
+class StepKeys(Op):
+    """The keys of a loop's steps: int64 ``[1, ..., n]``, plus ``parent * 2**32`` when ``nested``.
+
+    Inputs: the step count (a 0-d integer, ``from_count``) or a sequence whose first size it
+    is; then, when ``nested``, the enclosing loop's step key.
+    """
+
+    from_count: bool
+    nested: bool = False
+
+    name = "random_step_keys"
+    zero_gradient = True
+
+    def infer(self, *inputs):
+        if len(inputs) != 1 + self.nested:
+            raise TypeError(f"{self.name}: expected {1 + self.nested} inputs, got {len(inputs)}")
+        ref = inputs[0]
+        if self.from_count:
+            if ref.shape != () or ref.dtype.kind not in "iu":
+                raise DTypeError(f"{self.name}: the step count must be a 0-d integer, got {ref.describe()}")
+            from graphc.leaves import Constant
+
+            n = int(ref.primitive.value) if isinstance(ref.primitive, Constant) else None
+        else:
+            if ref.ndim < 1:
+                raise ShapeError(f"{self.name}: a sequence has at least one dimension, got {ref.describe()}")
+            n = ref.shape[0]
+        if self.nested and (inputs[1].shape != () or inputs[1].dtype.kind not in "iu"):
+            raise DTypeError(f"{self.name}: the enclosing step key must be a 0-d integer, got "
+                             f"{inputs[1].describe()}")
+        return (n,), np.dtype(np.int64)
+
+    def impl(self, ref, parent=None):
+        n = int(ref) if self.from_count else np.shape(ref)[0]
+        keys = np.arange(1, n + 1, dtype=np.int64)
+        if self.nested:
+            keys += np.int64(parent) << np.int64(32)  # (wraps modulo 2**64, as int64 arithmetic does)
+        return keys
+
+
+def begin_step_function() -> Tensor:
+    """Called by a loop before it traces its step function: the step-key placeholder of its body.
+
+    Tensors made from now on (serial numbers from the key's) belong to the step function.
+    Pair with :func:`end_step_function`.
+    """
+    from graphc.leaves import placeholder
+
+    key = placeholder("step key", (), "int64")
+    stack = getattr(_tracing, "keys", None)
+    if stack is None:
+        stack = _tracing.keys = []
+    stack.append(key)
+    return key
+
+
+def end_step_function(key: Tensor) -> None:
+    stack = _tracing.keys
+    if not stack or stack[-1] is not key:  # pragma: no cover - loops pair them in try/finally
+        raise RuntimeError("random: step functions traced out of order")
+    stack.pop()
+
+
+def step_draws(outputs: list[Tensor], key: Tensor) -> tuple[list[Tensor], bool]:
+    """``outputs`` with every draw the step function made keyed by the step: ``(outputs, used)``.
+
+    The draws made since :func:`begin_step_function` returned ``key`` (and not already
+    stepped: a gradient's body holds its forward body's stepped draws) are rebuilt with
+    ``key`` as a last input, and everything built on them. ``used`` says whether the outputs
+    depend on ``key`` (then the loop must feed it, a sequence made by :func:`step_keys`).
+    Only tensors made by the step function are visited, never the outer graph behind them.
+    """
+    since = key.serial
+    mapping: dict[int, Tensor] = {}
+    used = False
+    stack = [(t, False) for t in reversed(outputs) if t.serial >= since]
+    done: set[int] = set()
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in done:
+            continue
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((p, False) for p in node.inputs if p.serial >= since and id(p) not in done)
+            continue
+        done.add(id(node))
+        if node is key:
+            used = True
+            continue
+        inputs = [mapping.get(id(p), p) for p in node.inputs]
+        op = node.primitive
+        if isinstance(op, RandomOp) and not op.stepped:
+            op = dataclasses.replace(op, stepped=True)
+            inputs.append(key)
+            used = True
+        elif all(a is b for a, b in zip(inputs, node.inputs)):
+            continue
+        mapping[id(node)] = Tensor(op, inputs, node.shape, node.dtype, name=node.name, site=node.site,
+                                   is_gradient=node.is_gradient)
+    return [mapping.get(id(t), t) for t in outputs], used
+
+
+def step_keys(n_steps: Tensor | int | None, sequence: Tensor | None) -> Tensor:
+    """The outer sequence of a loop's step keys: from a 0-d count, a static count, or a sequence's
+    length; nested in the loop whose step function is being traced, if any."""
+    from graphc.leaves import constant
+
+    stack = getattr(_tracing, "keys", None) or []
+    parent = stack[-1] if stack else None
+    if isinstance(n_steps, Tensor):
+        ref, from_count = n_steps, True
+    elif n_steps is not None:
+        ref, from_count = constant(np.int64(n_steps)), True
+    else:
+        ref, from_count = sequence, False
+    op = StepKeys(from_count=from_count, nested=parent is not None)
+    return apply(op, ref, parent) if parent is not None else apply(op, ref)
 
 
 # ---- the generator ---------------------------------------------------------------------------

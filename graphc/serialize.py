@@ -24,8 +24,8 @@ import hashlib
 import importlib
 import json
 import os
+import secrets
 import struct
-import tempfile
 
 import numpy as np
 
@@ -51,14 +51,23 @@ MAX_FUNCTIONS = 1 << 16
 _HEADER = struct.Struct("<8sIIQQ")
 _DIGEST_SIZE = 32  # SHA-256
 
+# Every limit the loader enforces is checked by the saver too (SaveError before anything is
+# written), so that what gc.save accepts, gc.load accepts.
 MAX_MANIFEST_BYTES = 1 << 30
 MAX_NODES = 10_000_000
 MAX_RANK = 64
 MAX_DIM = 1 << 62
-MAX_INPUTS_PER_NODE = 1 << 16
+#: inputs of one node (stack/concatenate of many tensors): bounded only by the node limit
+MAX_INPUTS_PER_NODE = MAX_NODES
 MAX_NAME_LENGTH = 4096
 MAX_PARAM_DEPTH = 16
 MAX_STRUCTURE_DEPTH = 64
+#: int parameters: the int64 range (slice bounds such as sys.maxsize or -2**63 included)
+MIN_INT_PARAM = -(1 << 63)
+MAX_INT_PARAM = (1 << 63) - 1
+MAX_STR_PARAM = 1 << 16  # characters of a str parameter or an output dict key
+MAX_TUPLE_PARAM = 1 << 20  # items of a tuple parameter
+MAX_SITE_LINE = 1 << 31
 
 #: dtypes a file may hold (names as in ``np.dtype(...).name``)
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -88,8 +97,15 @@ def _present_options(entry: dict) -> set:
     return {key for key in _OPTION_KEYS if key in entry}
 
 
-class SaveError(GraphcError, TypeError):
-    """A function that the safe format cannot represent (for example one holding a custom op)."""
+class SaveError(GraphcError, TypeError, ValueError):
+    """A function that the safe format cannot represent, raised by ``gc.save`` before anything is written.
+
+    For example one holding a custom op (pickle it instead), or one over a limit
+    the loader enforces (a name longer than 4096 characters, an output dict key
+    longer than 65,536 characters, outputs nested more than 64 levels deep, an
+    integer parameter outside the int64 range): what ``gc.save`` writes,
+    ``gc.load`` reads. A ``TypeError`` and a ``ValueError`` as well.
+    """
 
 
 # ======================================================================================
@@ -121,16 +137,25 @@ def _encode_value(value, where: str, depth: int = 0):
     if isinstance(value, (bool, np.bool_)):
         return ["bool", bool(value)]
     if isinstance(value, (int, np.integer)):
+        if not MIN_INT_PARAM <= int(value) <= MAX_INT_PARAM:
+            raise SaveError(f"{where}: the integer {int(value)} is outside the int64 range that gc.load accepts "
+                            f"[-2**63, 2**63 - 1]; use a smaller value (a slice bound of sys.maxsize is fine)")
         return ["int", int(value)]
     if isinstance(value, (float, np.floating)):
         return ["float", float(value).hex()]
     if isinstance(value, str):
+        if len(value) > MAX_STR_PARAM:
+            raise SaveError(f"{where}: a string parameter of {len(value)} characters is over gc.load's limit of "
+                            f"{MAX_STR_PARAM}")
         return ["str", value]
     if isinstance(value, np.dtype):
         if value.name not in DTYPES:
             raise SaveError(f"{where}: dtype {value} cannot be saved")
         return ["dtype", value.name]
     if isinstance(value, tuple):
+        if len(value) > MAX_TUPLE_PARAM:
+            raise SaveError(f"{where}: a tuple parameter of {len(value)} items is over gc.load's limit of "
+                            f"{MAX_TUPLE_PARAM}")
         return ["tuple", [_encode_value(item, where, depth + 1) for item in value]]
     if isinstance(value, Op):
         if not _is_builtin_op_class(type(value)):
@@ -160,8 +185,39 @@ def _encode_op(primitive, where: str, depth: int = 0) -> dict:
     return {"op": type(primitive).name, "params": params}  # the registry name (an instance may rename itself)
 
 
-def _encode_shape(shape) -> list:
+def _encode_shape(shape, where: str = "shape") -> list:
+    if len(shape) > MAX_RANK:
+        raise SaveError(f"{where}: rank {len(shape)} is over gc.load's limit of {MAX_RANK}")
+    for size in shape:
+        if size is not None and not 0 <= int(size) <= MAX_DIM:
+            raise SaveError(f"{where}: size {size} is outside the range gc.load accepts [0, 2**62]")
     return [None if s is None else int(s) for s in shape]
+
+
+def _shorten(text, limit: int = 60):
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_name(name, where: str):
+    if isinstance(name, str) and len(name) > MAX_NAME_LENGTH:
+        raise SaveError(f"{where}: a name of {len(name)} characters is over gc.load's limit of {MAX_NAME_LENGTH}; "
+                        f"give the tensor a shorter name")
+    return name
+
+
+def _structure_depth(spec) -> int:
+    """How deeply the fetch structure nests (iterative: a deep structure must not overflow the stack)."""
+    deepest = 0
+    stack = [(spec, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)  # a leaf counts at its own depth, as the loader counts it
+        if item is None:
+            continue
+        kind, _, children = item
+        stack.extend((child if kind != "dict" else child[1], depth + 1) for child in children)
+    return deepest
 
 
 def _encode_structure(spec, where: str = "outputs"):
@@ -174,6 +230,12 @@ def _encode_structure(spec, where: str = "outputs"):
         for key, child in children:
             if isinstance(key, bool) or not isinstance(key, (str, int)):
                 raise SaveError(f"{where}: dict keys must be str or int to be saved, got {key!r}")
+            if isinstance(key, str) and len(key) > MAX_STR_PARAM:
+                raise SaveError(f"{where}: an output dict key of {len(key)} characters is over gc.load's limit "
+                                f"of {MAX_STR_PARAM}; use a shorter key")
+            if not isinstance(key, str) and not MIN_INT_PARAM <= int(key) <= MAX_INT_PARAM:
+                raise SaveError(f"{where}: the output dict key {int(key)} is outside the int64 range that gc.load "
+                                f"accepts")
             items.append([["str", key] if isinstance(key, str) else ["int", int(key)],
                           _encode_structure(child, where)])
         return {"dict": items}
@@ -185,7 +247,7 @@ def _site(node: Tensor):
     if node.site is None:
         return None
     file, line = node.site
-    return [os.path.basename(str(file))[:MAX_NAME_LENGTH], int(line)]
+    return [os.path.basename(str(file))[:MAX_NAME_LENGTH], min(max(int(line), 0), MAX_SITE_LINE)]
 
 
 def _array_bytes(array: np.ndarray) -> bytes:
@@ -258,6 +320,11 @@ def encode(fns) -> bytes:
     from graphc import __version__
 
     functions, is_model = _functions(fns)
+    for _, fn in functions:
+        depth = _structure_depth(fn._spec)
+        if depth > MAX_STRUCTURE_DEPTH:
+            raise SaveError(f"gc.save: the outputs are nested {depth} levels deep, over gc.load's limit of "
+                            f"{MAX_STRUCTURE_DEPTH}; return a flatter structure (a dict of lists, say)")
     # one node list for all the functions: a node (a shared variable above all) is stored once
     order: list[Tensor] = []
     index: dict[int, int] = {}
@@ -269,6 +336,8 @@ def encode(fns) -> bytes:
             if id(node) not in index:
                 index[id(node)] = len(order)
                 order.append(node)
+    if len(order) > MAX_NODES:
+        raise SaveError(f"gc.save: the graph has {len(order)} nodes, over gc.load's limit of {MAX_NODES}")
     arrays: list[dict] = []
     chunks: list[bytes] = []
     offset = 0
@@ -287,14 +356,15 @@ def encode(fns) -> bytes:
     nodes: list[dict] = []
     for node in order:
         primitive = node.primitive
-        name = node.name
+        name = _check_name(node.name, f"gc.save: the {node.op} node named {_shorten(node.name)!r}")
         if isinstance(node, Variable):
             nodes.append({"kind": "variable", "name": name, "array": add_array(values[id(node)])})
         elif id(node) in input_ids or isinstance(primitive, Placeholder):
             if node.dtype.name not in DTYPES:
                 raise SaveError(f"placeholder {name!r} has dtype {node.dtype}, which cannot be saved")
             nodes.append({"kind": "placeholder", "name": name if name else "input",
-                          "shape": _encode_shape(node.shape), "dtype": node.dtype.name})
+                          "shape": _encode_shape(node.shape, f"gc.save: placeholder {name!r}"),
+                          "dtype": node.dtype.name})
         elif isinstance(primitive, Constant):
             nodes.append({"kind": "constant", "name": name, "array": add_array(np.asarray(primitive.value)),
                           "grad": bool(node.is_gradient)})
@@ -307,7 +377,8 @@ def encode(fns) -> bytes:
                 raise SaveError(f"{node.describe()}: dtype {node.dtype} cannot be saved")
             encoded = _encode_op(primitive, f"op {node.op!r} ({node.describe()})")
             nodes.append({"kind": "op", "op": encoded["op"], "params": encoded["params"],
-                          "inputs": [index[id(p)] for p in node.inputs], "shape": _encode_shape(node.shape),
+                          "inputs": [index[id(p)] for p in node.inputs],
+                          "shape": _encode_shape(node.shape, f"gc.save: {node.describe()}"),
                           "dtype": node.dtype.name, "name": name, "grad": bool(node.is_gradient),
                           "site": _site(node)})
     if is_model:
@@ -321,6 +392,9 @@ def encode(fns) -> bytes:
                     "arrays": arrays, "nodes": nodes, **_encode_function(functions[0][1], index)}
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     manifest_bytes = text.encode("ascii")
+    if len(manifest_bytes) > MAX_MANIFEST_BYTES:
+        raise SaveError(f"gc.save: the manifest would be {len(manifest_bytes)} bytes, over gc.load's limit of "
+                        f"{MAX_MANIFEST_BYTES}")
     data = b"".join(chunks)
     body = _HEADER.pack(MAGIC, version, 0, len(manifest_bytes), len(data)) + manifest_bytes + data
     return body + hashlib.sha256(body).digest()
@@ -339,7 +413,19 @@ def save(fn, path) -> None:
     data = encode(fn)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".graphc-", suffix=".tmp", dir=directory)
+    # written to a temporary file, then renamed over ``path`` (a reader never sees half a file);
+    # created with mode 0o666 so that the user's umask decides, as for any file they write
+    # (mkstemp's 0600 made shared model files unreadable to the group)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".graphc-{secrets.token_hex(8)}.tmp")
+        try:
+            handle = os.open(temporary, flags, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+    else:  # pragma: no cover
+        raise FileExistsError(f"gc.save: could not create a temporary file in {directory}")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -451,7 +537,7 @@ def _decode_value(value, where: str, depth: int = 0):
     if tag == "bool":
         return _bool(payload, where)
     if tag == "int":
-        return _int(payload, where, -MAX_DIM, MAX_DIM)
+        return _int(payload, where, MIN_INT_PARAM, MAX_INT_PARAM)
     if tag == "float":
         text = _str(payload, where, max_length=64)
         try:
@@ -459,11 +545,11 @@ def _decode_value(value, where: str, depth: int = 0):
         except (ValueError, OverflowError) as exc:
             raise _fail(f"{where}: bad float {text!r}") from exc
     if tag == "str":
-        return _str(payload, where, max_length=1 << 16)
+        return _str(payload, where, max_length=MAX_STR_PARAM)
     if tag == "dtype":
         return _dtype(payload, where)
     if tag == "tuple":
-        items = _list(payload, where, 1 << 20)
+        items = _list(payload, where, MAX_TUPLE_PARAM)
         return tuple(_decode_value(item, f"{where}[{k}]", depth + 1) for k, item in enumerate(items))
     if tag == "op":
         entry = _obj(payload, {"op", "params"}, where)
@@ -519,6 +605,151 @@ def _build_op(name, params, where: str, depth: int = 0) -> Op:
         return cls(**values)
     except Exception as exc:  # noqa: BLE001 - the op refused its parameters
         raise _fail(f"{where}: invalid parameters: {type(exc).__name__}: {exc}") from exc
+
+
+class _StepStub:
+    """Stands in for a fused step's node when asking the fuser whether its op may be fused."""
+
+    __slots__ = ("primitive", "inputs")
+
+    def __init__(self, primitive, arity: int) -> None:
+        self.primitive = primitive
+        self.inputs = (None,) * arity
+
+
+def _positional_arity(primitive) -> tuple[int, int]:
+    """(fewest, most) positional arguments ``primitive.impl`` takes."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(primitive.impl).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - built-in ops have Python impls
+        return 0, MAX_INPUTS_PER_NODE
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return sum(p.default is p.empty for p in positional), MAX_INPUTS_PER_NODE
+    return sum(p.default is p.empty for p in positional), len(positional)
+
+
+def _check_fused(primitive, inputs: list, where: str) -> None:
+    """A fused op's program must be one the fuser could have written, checked in full.
+
+    A program that is empty, refers to a later or negative value, applies a view op
+    (``stop_gradient`` returns its input) or declares dtypes its steps do not have
+    would make the node return an array it did not compute (a feed, say), which the
+    executor could then overwrite.
+    """
+    from graphc.passes.fuse import Fused, _Stub, fusable
+
+    if not isinstance(primitive, Fused):
+        return
+    steps, n = primitive.steps, primitive.n_inputs
+    if n != len(inputs):
+        raise _fail(f"{where}: the fused program declares {n} inputs, the node has {len(inputs)}")
+    if not steps:
+        raise _fail(f"{where}: a fused op with an empty program")
+    if len(primitive.dtypes) != len(steps):
+        raise _fail(f"{where}: a fused op with {len(steps)} steps declares {len(primitive.dtypes)} dtypes")
+    if primitive.sites and len(primitive.sites) != len(steps):
+        raise _fail(f"{where}: a fused op with {len(steps)} steps has {len(primitive.sites)} source lines")
+    for site in primitive.sites:
+        if site is not None and not (isinstance(site, tuple) and len(site) == 2 and isinstance(site[0], str)
+                                     and type(site[1]) is int):
+            raise _fail(f"{where}: a fused step's source line must be (file, line) or none")
+    types = [(t.shape, t.dtype) for t in inputs]
+    for k, step in enumerate(steps):
+        here = f"{where} fused step {k}"
+        if not (isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], Op)
+                and isinstance(step[1], tuple)):
+            raise _fail(f"{here}: expected (op, argument indices)")
+        op, args = step
+        if not args or any(type(a) is not int or not 0 <= a < n + k for a in args):
+            raise _fail(f"{here}: arguments must be indices of the inputs or of earlier steps (below {n + k})")
+        if isinstance(op, Fused) or not fusable(_StepStub(op, len(args))):
+            raise _fail(f"{here}: op {op.name!r} cannot be a step of a fused op (only element-wise ops that "
+                        f"compute a fresh array)")
+        low, high = _positional_arity(op)
+        if not low <= len(args) <= high:
+            raise _fail(f"{here}: op {op.name!r} takes {low}..{high} arguments, the program gives {len(args)}")
+        try:
+            shape, dtype = op.infer(*(_Stub(*types[a]) for a in args))
+        except Exception as exc:  # noqa: BLE001 - the step rejects its arguments
+            raise _fail(f"{here}: op {op.name!r} rejects its arguments: {type(exc).__name__}: {exc}") from exc
+        declared = primitive.dtypes[k]
+        if not isinstance(declared, np.dtype) or declared != np.dtype(dtype):
+            raise _fail(f"{here}: declares dtype {declared}, but op {op.name!r} gives {np.dtype(dtype)}")
+        types.append((tuple(shape), np.dtype(dtype)))
+
+
+def _compatible(a: tuple, b: tuple) -> bool:
+    """Same rank, and equal sizes wherever both are known."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _check_shape_params(primitive, inputs: list, where: str) -> None:
+    """Ops that take their output shape as a parameter must have the one their inputs imply.
+
+    ``sum_to``, ``broadcast_like``, ``reshape_like``, ``take_grad`` and ``getitem_grad``
+    return ``shape`` as their type without looking at it; a file could declare any shape
+    (``reshape_like`` to a shape its reference does not have, a ``getitem_grad`` scattering
+    into 10**12 zeros for a gradient of three entries). Their shape is inferred again from
+    what the op computes and compared.
+    """
+    from graphc.ops import shape as ops
+    from graphc.passes.fuse import _Stub
+    from graphc.types import format_shape, known_size
+
+    cls = type(primitive)
+    fixed = {ops.SumTo: 1, ops.BroadcastLike: 1, ops.ReshapeLike: 1, ops.TakeGrad: 2}.get(cls)
+    if cls is ops.GetitemGrad:
+        if not 0 <= primitive.num_arrays <= len(inputs) - 1:
+            raise _fail(f"{where}: getitem_grad declares {primitive.num_arrays} index arrays, it has "
+                        f"{len(inputs) - 1} inputs besides the gradient")
+        fixed = 1 + primitive.num_arrays
+    if fixed is None:
+        return
+    shape = tuple(primitive.shape)
+    name = primitive.name
+    if any(size is not None and (type(size) is not int or not 0 <= size <= MAX_DIM) for size in shape) \
+            or len(shape) > MAX_RANK:
+        raise _fail(f"{where}: {name} has an invalid shape {shape!r:.80}")
+    refs = inputs[fixed:]
+    if len(refs) > 1:
+        raise _fail(f"{where}: {name} takes at most one shape reference input, got {len(refs)}")
+    if refs and not _compatible(tuple(refs[0].shape), shape):
+        raise _fail(f"{where}: {name} declares shape {format_shape(shape)}, but its reference input has "
+                    f"{format_shape(refs[0].shape)}")
+    if not refs and None in shape:
+        raise _fail(f"{where}: {name} declares shape {format_shape(shape)} with unknown sizes and no reference "
+                    f"input to take them from at run time")
+    source = inputs[0]
+    if cls is ops.ReshapeLike:
+        total, wanted = known_size(tuple(source.shape)), known_size(shape)
+        if total is not None and wanted is not None and total != wanted:
+            raise _fail(f"{where}: reshape_like of {format_shape(source.shape)} ({total} elements) to "
+                        f"{format_shape(shape)} ({wanted} elements)")
+    elif cls is ops.SumTo:
+        if len(shape) > len(source.shape) or not all(
+                t == 1 or t is None or s is None or s == t
+                for s, t in zip(tuple(source.shape)[len(source.shape) - len(shape):], shape)):
+            raise _fail(f"{where}: sum_to cannot sum {format_shape(source.shape)} down to {format_shape(shape)}")
+    elif cls is ops.BroadcastLike:
+        pass  # infer checks that the input broadcasts to the shape
+    else:  # a scatter's target: indexing (or taking from) that shape must give the gradient's shape
+        if cls is ops.TakeGrad:
+            if primitive.axis is not None and not 0 <= primitive.axis < len(shape):
+                raise _fail(f"{where}: take_grad axis {primitive.axis} is out of range for {format_shape(shape)}")
+            forward, args = ops.Take(primitive.axis), [inputs[1]]
+        else:
+            forward, args = ops.Getitem(primitive.index), inputs[1:fixed]
+        try:
+            implied, _ = forward.infer(_Stub(shape, source.dtype), *args)
+        except Exception as exc:  # noqa: BLE001 - the index does not fit the declared shape
+            raise _fail(f"{where}: {name}: its index does not fit shape {format_shape(shape)}: "
+                        f"{type(exc).__name__}: {exc}") from exc
+        if not _compatible(tuple(implied), tuple(source.shape)):
+            raise _fail(f"{where}: {name} declares shape {format_shape(shape)}, whose {forward.name} has shape "
+                        f"{format_shape(implied)}, but the gradient has {format_shape(source.shape)}")
 
 
 def _decode_structure(value, where: str, depth: int = 0):
@@ -726,8 +957,10 @@ def _build_nodes(manifest: dict, arrays: list[np.ndarray], path) -> tuple[list[T
                 site = _list(site, f"{where}.site")
                 if len(site) != 2:
                     raise _fail(f"{where}.site: expected [file, line]")
-                site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, 1 << 31))
+                site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, MAX_SITE_LINE))
             primitive = _build_op(entry["op"], entry["params"], where)
+            _check_fused(primitive, inputs, where)
+            _check_shape_params(primitive, inputs, where)
             try:
                 inferred_shape, inferred_dtype = primitive.infer(*inputs)
             except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 from graphc.errors import FeedError
 from graphc.function import Executable, check_feed, normalize_updates, prepare_graph, random_updates
@@ -13,6 +14,11 @@ from graphc.tensor import Tensor, toposort
 
 def resolve_feeds(feed_dict, fetched: list[Tensor]) -> dict[Tensor, object]:
     """``feed_dict`` keyed by placeholders: names are looked up among the placeholders of ``fetched``."""
+    if feed_dict is None:
+        return {}
+    if not isinstance(feed_dict, Mapping):
+        raise TypeError(f"feed_dict must be a dict {{placeholder or its name: value}}, got "
+                        f"{type(feed_dict).__name__}")
     if not feed_dict:
         return {}
     resolved: dict[Tensor, object] = {}
@@ -58,6 +64,26 @@ class Session:
         """Forget the compiled plans; a closed session cannot run."""
         self._cache.clear()
         self._closed = True
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Session optimize={self.optimize} compiled_plans={len(self._cache)} {state}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the session's state and, for each compiled plan, what it fetches, feeds and updates."""
+        import html
+
+        rows = []
+        for executable in list(self._cache.values()):
+            plan = executable.plan
+            outputs = ", ".join(f"{t.op}{' ' + repr(t.name) if t.name else ''}" for t in plan.outputs)
+            feeds = ", ".join(str(t.name) for t in plan.inputs) or "-"
+            updates = ", ".join(str(v.name) for v, _ in plan.updates) or "-"
+            rows.append(f"<tr><td>{html.escape(outputs)}</td><td>{html.escape(feeds)}</td>"
+                        f"<td>{html.escape(updates)}</td><td>{len(plan.steps)}</td></tr>")
+        table = ("<table><tr><th>fetches</th><th>feeds</th><th>updates</th><th>steps</th></tr>"
+                 + "".join(rows) + "</table>") if rows else ""
+        return f"<p><b>graphc Session</b> {html.escape(repr(self)[1:-1])}</p>{table}"
 
     @property
     def cache_size(self) -> int:

@@ -39,6 +39,13 @@ __all__ = ["SympyElementwise", "elementwise", "from_sympy", "to_sympy"]
 MAX_ARITY = 32
 MAX_TOKENS = 200_000
 MAX_EXACT_EXPONENT = 1000
+# Bounds on the work a formula can ask SymPy for, checked token by token *before* each SymPy
+# object is built (a file is untrusted: (2**999)**999 would compute a 300,000-digit number,
+# Max of thousands of arguments compares them pairwise, deep nests overflow SymPy's recursion):
+MAX_FORMULA_DEPTH = 64  # nesting of functions
+MAX_FORMULA_DIGITS = 10_000  # an upper bound on the digits of any exact number SymPy could form
+MAX_SUM_ARGS = 1024  # terms of one add/mul once SymPy flattens nested ones
+MAX_MINMAX_ARGS = 64  # arguments of one max/min once flattened (SymPy compares them pairwise)
 _INT_TEXT = re.compile(r"-?[0-9]{1,400}")
 
 
@@ -132,40 +139,71 @@ def _build_formula(arity, tokens) -> sympy.Expr:
         raise ValueError("the formula must be a non-empty tuple of tokens")
     symbols = _argument_symbols(arity)
     stack: list = []
+    # per stack value: an upper bound on the digits of exact numbers in it, and its nesting depth
+    digits: list[int] = []
+    depths: list[int] = []
     for token in tokens:
         if not isinstance(token, tuple) or not token or not isinstance(token[0], str):
             raise ValueError(f"bad formula token {token!r:.80}")
         kind = token[0]
+        size = 0
         if kind == "x" and len(token) == 2 and type(token[1]) is int and 0 <= token[1] < arity:
             stack.append(symbols[token[1]])
         elif kind == "int" and len(token) == 2 and isinstance(token[1], str) and _INT_TEXT.fullmatch(token[1]):
             stack.append(sympy.Integer(int(token[1])))
+            size = len(token[1])
         elif (kind == "rat" and len(token) == 3 and all(isinstance(t, str) and _INT_TEXT.fullmatch(t)
                                                           for t in token[1:]) and int(token[2]) != 0):
             stack.append(sympy.Rational(int(token[1]), int(token[2])))
+            size = len(token[1]) + len(token[2])
         elif kind == "float" and len(token) == 2 and isinstance(token[1], str) and len(token[1]) <= 40:
             value = float.fromhex(token[1])
             if not math.isfinite(value):
                 raise ValueError("formula numbers must be finite")
-            stack.append(sympy.Float(value))
+            stack.append(sympy.Float(value))  # fixed precision: floats never grow
         elif kind == "const" and len(token) == 2 and token[1] in _CONSTANTS:
             stack.append(_CONSTANTS[token[1]])
         elif kind == "fn" and len(token) == 3 and token[1] in _FUNCTIONS and type(token[2]) is int:
-            constructor, counts, _ = _FUNCTIONS[token[1]]
+            constructor, counts, cls = _FUNCTIONS[token[1]]
             n = token[2]
-            if (counts is None and not 1 <= n <= MAX_TOKENS) or (counts is not None and n not in counts):
-                raise ValueError(f"{token[1]} cannot take {n} arguments")
+            limit = MAX_MINMAX_ARGS if token[1] in ("max", "min") else MAX_SUM_ARGS
+            if (counts is None and not 1 <= n <= limit) or (counts is not None and n not in counts):
+                raise ValueError(f"{token[1]} cannot take {n} arguments" + (
+                    f" (at most {limit})" if counts is None else ""))
             if n > len(stack):
                 raise ValueError("malformed formula: a function has too few arguments")
             args = stack[len(stack) - n:]
             del stack[len(stack) - n:]
+            arg_digits = digits[len(digits) - n:]
+            del digits[len(digits) - n:]
+            depth = 1 + max(depths[len(depths) - n:])
+            del depths[len(depths) - n:]
+            if depth > MAX_FORMULA_DEPTH:
+                raise ValueError(f"the formula is nested more than {MAX_FORMULA_DEPTH} functions deep")
+            if counts is None:  # SymPy flattens add(add(a, b), c) into one add of three terms
+                flat = sum(len(a.args) if type(a) is cls else 1 for a in args)
+                if flat > limit:
+                    raise ValueError(f"{token[1]} of {flat} arguments once flattened (at most {limit})")
             if token[1] == "pow" and args[0].is_Number and args[1].is_Rational and \
                     max(abs(int(args[1].p)), int(args[1].q)) > MAX_EXACT_EXPONENT:
                 # SymPy would evaluate a number to this power exactly: refuse instead of hanging
                 raise ValueError("a number raised to a huge exact power")
+            if token[1] == "pow" and args[1].is_Rational:
+                # (2*x)**k distributes over a product: the numbers in the base may be raised to k
+                size = arg_digits[0] * max(1, abs(int(args[1].p))) + arg_digits[1]
+            else:  # sums and products of exact numbers have at most the digits of all of them
+                size = sum(arg_digits)
+            if size > MAX_FORMULA_DIGITS:
+                raise ValueError(f"the formula could make SymPy compute numbers of over {MAX_FORMULA_DIGITS} "
+                                 f"digits (exact powers of exact numbers, long products)")
             stack.append(constructor(*args))
+            digits.append(size)
+            depths.append(depth)
+            continue
         else:
             raise ValueError(f"bad formula token {token!r:.80}")
+        digits.append(size)
+        depths.append(0)
     if len(stack) != 1:
         raise ValueError("malformed formula: it does not reduce to one expression")
     return stack[0]
@@ -348,7 +386,15 @@ def to_sympy(tensor: Tensor, symbols: Mapping[Tensor, sympy.Symbol] | None = Non
 
     if not isinstance(tensor, Tensor):
         raise TypeError(f"to_sympy takes a Tensor, got {type(tensor).__name__}")
-    given = {id(t): s for t, s in (symbols or {}).items()}
+    if symbols is not None and not isinstance(symbols, Mapping):
+        raise TypeError(f"to_sympy: symbols must map tensors to SymPy symbols ({{x: sympy.Symbol('x')}}), got "
+                        f"{type(symbols).__name__}")
+    given = {}
+    for t, s in (symbols or {}).items():
+        if not isinstance(t, Tensor) or not isinstance(s, sympy.Symbol):
+            raise TypeError(f"to_sympy: symbols must map tensors to SymPy symbols, got a {type(t).__name__} key "
+                            f"with a {type(s).__name__} value")
+        given[id(t)] = s
     values: dict[int, object] = {}
     names: dict[str, int] = {}
     for node in toposort([tensor]):
@@ -490,14 +536,29 @@ def from_sympy(expr, symbols: Mapping) -> Tensor:
     the trigonometric and hyperbolic functions and their inverses, atan2, Abs, sign, erf, floor, ceiling,
     Mod, Max, Min, relations, And, Or, Xor, Not, ...), which becomes that op.
     """
-    expr = sympy.sympify(expr)
+    if isinstance(expr, Tensor):
+        raise TypeError("from_sympy: expr must be a SymPy expression (or a number), got a Tensor; gc.to_sympy "
+                        "goes the other way")
+    if not isinstance(symbols, Mapping):
+        raise TypeError(f"from_sympy: symbols must map the SymPy symbols of expr to tensors "
+                        f"({{sympy.Symbol('x'): x}}), got {type(symbols).__name__}")
+    try:
+        expr = sympy.sympify(expr)
+    except (sympy.SympifyError, TypeError, ValueError) as exc:
+        raise TypeError(f"from_sympy: expr must be a SymPy expression or a number, got {type(expr).__name__}") \
+            from exc
     mapping = {}
     for symbol, tensor in symbols.items():
         if not isinstance(tensor, Tensor):
             from graphc.op import as_tensor
 
             tensor = as_tensor(tensor)
-        mapping[sympy.sympify(symbol)] = tensor
+        try:
+            key = sympy.sympify(symbol)
+        except (sympy.SympifyError, TypeError, ValueError) as exc:
+            raise TypeError(f"from_sympy: the keys of symbols must be SymPy symbols, got {type(symbol).__name__}") \
+                from exc
+        mapping[key] = tensor
     built: dict = {}
     stack = [(expr, False)]
     while stack:

@@ -55,8 +55,29 @@ class Tensor:
 
     __slots__ = ("primitive", "inputs", "shape", "dtype", "name", "site", "is_gradient", "serial", "_key",
                  "__weakref__")
-    # NumPy operators and ufuncs defer to the Tensor's reflected operators (ndarray + Tensor is a Tensor)
-    __array_ufunc__ = None
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """NumPy operators on a Tensor build graph ops (``ndarray + Tensor`` is a Tensor, as with
+        Python's reflected operators); any other ufunc says which graphc op to use instead."""
+        name = getattr(ufunc, "__name__", str(ufunc))
+        if method == "__call__" and not kwargs:
+            if name == "equal":  # ``==`` is identity for tensors (they key feed dicts)
+                return inputs[0] is inputs[1]
+            if name == "not_equal":
+                return inputs[0] is not inputs[1]
+            op = _OPERATOR_UFUNCS.get(name)
+            if op is not None:
+                return getattr(_ops(), op)(*inputs)
+        ops = _ops()
+        twin = _UFUNC_TWINS.get(name, name)
+        if method == "reduce":
+            hint = {"add": "gc.sum", "multiply": "gc.prod", "maximum": "gc.max", "minimum": "gc.min"}.get(name)
+        else:
+            hint = f"gc.{twin}" if hasattr(ops, twin) and not twin.startswith("_") else None
+        where = f"np.{name}" + ("" if method == "__call__" else f".{method}")
+        raise TypeError(f"{where} cannot compute on a graphc Tensor, which has no value until the graph runs: "
+                        + (f"use {hint}(...) to add that op to the graph" if hint else
+                           "use graphc's ops (docs/ops.md lists them) to build on it")
+                        + ", or run the graph (Session.run, gc.function) and apply NumPy to the result")
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(f"{self.describe()} is symbolic and has no value until it runs: use graphc's ops "
@@ -254,6 +275,15 @@ class Tensor:
         from graphc.export.dot import repr_svg
 
         return repr_svg([self])
+
+
+#: NumPy ufuncs behind Python operators, and the graphc op each builds (``ndarray + Tensor``)
+_OPERATOR_UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div",
+                    "power": "pow", "matmul": "matmul", "negative": "neg", "absolute": "abs", "less": "less",
+                    "less_equal": "less_equal", "greater": "greater", "greater_equal": "greater_equal"}
+#: NumPy ufunc names whose graphc op has another name
+_UFUNC_TWINS = {"absolute": "abs", "subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div",
+                "negative": "neg", "power": "pow", "fmax": "maximum", "fmin": "minimum", "tanh": "tanh"}
 
 
 def _ops():

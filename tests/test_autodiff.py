@@ -316,11 +316,13 @@ def test_a_none_cotangent_or_tangent_is_a_clear_type_error():
 
 
 @pytest.mark.parametrize("batch", [2, None])
-def test_cross_entropy_gradient_with_probability_labels_broadcast_over_the_batch(batch):
-    # labels of shape (3,) for logits (batch, 3): the logits' rule summed the labels over the logits'
-    # class axis number (1), which a 1-d labels tensor does not have (graphc/ops/nn.py; tests/ops is
-    # another reviewer's)
+def test_cross_entropy_probability_labels_are_not_broadcast_over_the_batch(batch):
+    # labels of shape (3,) for logits (batch, 3) are refused (issue 15.5a): probabilities have the
+    # logits' shape; one distribution for every example is written with the batch axis
     x, a = gc.placeholder("x", (batch, 3)), gc.placeholder("a", (3,))
-    loss = gc.sum(gc.softmax_cross_entropy(x, gc.softmax(a)))
-    assert gc.check_grad(loss, [x, a], {x: np.array([[0.0, 2.0, -3.0], [1.0, 1.0, 0.5]]),
-                                        a: np.array([0.2, 1.0, 0.0])}) < 1e-6
+    with pytest.raises(gc.DTypeError, match="integer dtype"):
+        gc.softmax_cross_entropy(x, gc.softmax(a))
+    rows = gc.placeholder("rows", (batch, 3))
+    loss = gc.sum(gc.softmax_cross_entropy(x, gc.softmax(rows)))
+    assert gc.check_grad(loss, [x, rows], {x: np.array([[0.0, 2.0, -3.0], [1.0, 1.0, 0.5]]),
+                                           rows: np.array([[0.2, 1.0, 0.0], [0.2, 1.0, 0.0]])}) < 1e-6

@@ -161,3 +161,15 @@ def test_checked_values_equal_unchecked_ones():
     checked = gc.function([x], outputs, check_numerics=True)(data)
     for a, b in zip(plain, checked):
         np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+def test_a_nan_made_from_infinite_inputs_is_caught():
+    # a fully masked softmax row: its inputs hold -inf but no NaN, its output is NaN
+    logits = gc.placeholder("logits", (2, 3))
+    mask = gc.constant(np.array([[0.0, -np.inf, 0.0], [-np.inf, -np.inf, -np.inf]]))
+    checked = gc.function([logits], gc.softmax(logits + mask), check_numerics=True)
+    with pytest.raises(gc.ExecutionError, match="'softmax'.*NaN.*inputs holding no NaN"):
+        checked(np.zeros((2, 3)))
+    # the infinities themselves came from the constant: passing them on is not an error
+    masked = gc.function([logits], gc.exp(logits + mask), check_numerics=True)
+    np.testing.assert_array_equal(masked(np.zeros((2, 3))), [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])

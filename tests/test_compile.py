@@ -686,3 +686,26 @@ def test_scalar_operators_take_mixed_dtypes_where_numpy_gives_the_same_dtype():
                   [np.asarray(False), np.asarray(-2, np.int32), np.asarray(7.5)]):
         for got, want in zip(run_plan(scalar, feeds), run_plan(slow, feeds)):
             assert got.dtype == want.dtype and got == want and np.signbit(got) == np.signbit(want)
+
+
+def test_never_writes_into_an_array_an_op_returned_unchanged():
+    """Issue 15.2: an op whose impl hands back its input (or a view of it) must not have a later
+    step compute in place into it: that array is the caller's feed, a variable or a constant."""
+    from graphc.op import apply
+    from graphc.ops.elementwise import StopGradient
+    from graphc.passes.fuse import Fused
+
+    empty = Fused((), 1, ())  # what a tampered file could hold: returns its input
+    identity = Fused(((StopGradient(), (0,)),), 1, (np.dtype("float64"),))
+    x = gc.placeholder("x", (3,))
+    w = gc.variable(np.array([1.0, 2.0, 3.0]), name="w")
+    for source in (x, w, gc.constant(np.array([1.0, 2.0, 3.0]))):
+        for op in (empty, identity):
+            fn = gc.function([x], gc.exp(apply(op, source) * 2.0) + x, optimize=False)
+            assert "inplace" in fn.plan.kinds  # the path that wrote into the returned array
+            feed = np.array([1.0, 2.0, 3.0])
+            out = fn(feed)
+            np.testing.assert_array_equal(feed, [1.0, 2.0, 3.0])
+            np.testing.assert_array_equal(w.value, [1.0, 2.0, 3.0])
+            assert not np.shares_memory(out, feed)
+            np.testing.assert_allclose(out, np.exp(np.array([1.0, 2.0, 3.0]) * 2) + feed)

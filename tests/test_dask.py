@@ -91,6 +91,23 @@ def test_random_draws_lower_to_the_values_the_session_would_draw():
         np.testing.assert_array_equal(got, want)
 
 
+def test_loop_step_keys_and_stepped_draws_lower_to_the_session_values():
+    from graphc.op import apply
+    from graphc.random import RandomNormal, StepKeys
+
+    x = gc.placeholder("x", (None, 3))
+    count = gc.placeholder("count", (), dtype="int64")
+    keys = [StepKeys(from_count=False)(x), StepKeys(from_count=True)(count),
+            StepKeys(from_count=False, nested=True)(x, gc.constant(np.int64(3)))]
+    op = RandomNormal(seed=4, salt=1, shape=None, like=True, dtype=np.dtype("float64"), stepped=True)
+    stepped = apply(op, gc.constant(np.int64(2)), 0.0, 1.0, x, gc.constant(np.int64(5)))  # like x, at step key 5
+    values, n = np.ones((4, 3)), np.int64(6)
+    lazy = to_dask([*keys, stepped], {x: da.from_array(values, chunks=2), count: n})
+    expected = gc.Session().run([*keys, stepped], {x: values, count: n})
+    for want, got in zip(expected, da.compute(*lazy)):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("batch_parallel", [True, False])
 @pytest.mark.parametrize("family", [name for name, _ in graph_families()])
 def test_to_dask_equals_session_for_random_chunkings(family, batch_parallel):

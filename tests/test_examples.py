@@ -48,14 +48,16 @@ def test_quickstart():
     assert result["last_loss"] < 0.5 * result["first_loss"]
 
 
-def test_digits_reaches_95_percent(tmp_path):
+def test_digits_reaches_97_5_percent_and_the_saved_model_predicts_the_same(tmp_path):
     import graphc as gc
 
-    result = load("train_mlp_digits").main(epochs=15, progress=False, out=str(tmp_path))
-    assert result["test_accuracy"] >= 0.95
+    result = load("train_mlp_digits").main(epochs=20, progress=False, out=str(tmp_path))
+    assert result["test_accuracy"] >= 0.975
     assert result["final_loss"] < result["first_loss"]
-    assert os.path.getsize(result["saved"]) > 0
-    gc.load(result["saved"])  # the saved step is a valid file
+    assert result["loaded_test_accuracy"] == result["test_accuracy"]
+    assert result["loaded_predict_moves"]
+    model = gc.load(result["saved"])  # the saved model is a valid file with both functions
+    assert set(model) == {"train", "predict"}
     assert open(result["loss_curve"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     if HAVE_DOT:
         assert open(result["picture"]).read().lstrip().startswith(("<?xml", "<svg"))
@@ -69,7 +71,7 @@ def test_digits_script_as_the_readme_runs_it(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "test accuracy" in done.stdout
     accuracy = float(done.stdout.split("test accuracy")[1].split("%")[0])
-    assert accuracy >= 95.0
+    assert accuracy >= 97.5
     assert "training" in done.stdout  # the tqdm progress bar
     assert ("graph picture:" in done.stdout) == HAVE_DOT
     if not HAVE_DOT:
@@ -150,7 +152,7 @@ def test_dask_out_of_core_trains_and_evaluates():
 
 
 def test_cnn_digits_fast(tmp_path):
-    """The CNN example with fewer epochs (the full run, 30 epochs, reaches 99 % and is checked by the script)."""
+    """The CNN example with fewer epochs (the full run, 30 epochs, reaches 98.9 %, checked by the script)."""
     result = load("cnn_digits").main(epochs=6, progress=False, out=str(tmp_path))
     assert result["test_accuracy"] >= 0.95
     assert result["final_loss"] < 0.5 * result["first_loss"]

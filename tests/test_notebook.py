@@ -106,3 +106,23 @@ def test_loaded_and_unpickled_functions_display_too(tmp_path):
     for copy in (gc.load(str(tmp_path / "fn.gcf")), pickle.loads(pickle.dumps(fn))):
         assert "<svg" in copy._repr_svg_()
         assert repr(copy) == repr(fn)
+
+
+@needs_dot
+def test_lists_of_tensors_display_as_one_graph_in_ipython():
+    import types
+
+    from IPython.core.formatters import DisplayFormatter
+
+    from graphc.export.dot import register_ipython_display
+
+    shell = types.SimpleNamespace(display_formatter=DisplayFormatter())  # what Jupyter's shell holds
+    assert register_ipython_display(shell)
+    x, _, loss, grad_w = small_graph()
+    data, _ = shell.display_formatter.format([loss, grad_w])
+    assert "<svg" in data["image/svg+xml"] and "mean" in data["image/svg+xml"]
+    data, _ = shell.display_formatter.format((loss,))
+    assert "<svg" in data["image/svg+xml"]
+    data, _ = shell.display_formatter.format([1, 2])
+    assert "image/svg+xml" not in data and data["text/plain"] == "[1, 2]"
+    assert "image/svg+xml" not in shell.display_formatter.format([])[0]

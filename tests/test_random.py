@@ -289,6 +289,20 @@ def test_save_and_load_continue_the_sequence(tmp_path):
     assert (tmp_path / "again.graphc").read_bytes() != first  # the state moved on by two calls
 
 
+def test_a_model_file_keeps_one_generator_state_for_its_functions(tmp_path):
+    gen = gc.random.Generator(18)
+    x = gc.placeholder("x", (None, 3))
+    masked = gc.function([x], gc.dropout(x, 0.5, gen))
+    noisy = gc.function([x], x + gen.normal(like=x))
+    gc.save({"masked": masked, "noisy": noisy}, tmp_path / "model.graphc")
+    loaded = gc.load(tmp_path / "model.graphc")
+    states = {id(v) for fn in loaded.values() for v, _ in fn.plan.updates}
+    assert len(states) == 1  # shared again: a call of either advances the other's counter
+    for name in ("masked", "noisy", "noisy", "masked"):
+        np.testing.assert_array_equal(loaded[name](np.ones((2, 3))), {"masked": masked, "noisy": noisy}[name](
+            np.ones((2, 3))))
+
+
 def _run_script(source: str) -> str:
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(source)], cwd=ROOT, capture_output=True,
                           timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
@@ -505,3 +519,65 @@ def test_optimized_and_unoptimized_graphs_draw_the_same_values():
     for plain, optimized in zip(run(False), run(True)):
         for a, b in zip(plain, optimized):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+# ---- draws inside loops (gc.scan) ---------------------------------------------------------------
+
+needs_scan = pytest.mark.skipif(not hasattr(gc, "scan"), reason="gc.scan has not landed in this tree")
+
+
+@needs_scan
+def test_draws_in_a_loop_body_are_new_every_step_and_every_call():
+    gen = gc.random.Generator(30)
+    xs = gc.placeholder("xs", (None, 3))
+    noisy = gc.scan(lambda x: x + gen.uniform((3,)), sequences=[xs])
+    draw = gc.function([xs], noisy)
+    first, second = draw(np.zeros((4, 3))), draw(np.zeros((4, 3)))
+    assert len({row.tobytes() for row in np.concatenate([first, second])}) == 8
+    assert int(gen.state.value) == 2  # the loop's draws advance the state once per call
+    # step t draws at Philox counter word 2 = t + 1; the draw is the generator's first (salt 0)
+    for t in range(4):
+        np.testing.assert_array_equal(second[t], _stream_at(30, 0, 1, t + 1).random(3))
+
+
+def _stream_at(seed: int, salt: int, counter: int, step: int) -> np.random.Generator:
+    bits = np.random.Philox(key=np.array([seed, salt], np.uint64),
+                            counter=np.array([0, counter, step, 0], np.uint64))
+    return np.random.Generator(bits)
+
+
+@needs_scan
+def test_dropout_inside_a_recurrence_differentiates_with_its_own_masks():
+    gen = gc.random.Generator(31)
+    w = gc.variable(np.linspace(0.5, 1.5, 4).reshape(2, 2), name="w")
+    xs = gc.placeholder("xs", (5, 2))
+
+    def step(x, h):
+        return gc.tanh(gc.dropout(x, 0.5, gen) @ w + h * gc.exp(0.1 * gen.normal((2,))))
+
+    hs = gc.scan(step, sequences=[xs], outputs_info=[gc.constant(np.zeros(2))])
+    loss = gc.sum(hs * hs)
+    data = np.arange(1.0, 11.0).reshape(5, 2) / 10
+    # the loop's gradient (another loop) sees each step's masks again: central differences agree
+    assert gc.check_grad(loss, w, {xs: data}) < 1e-6
+    values = gc.function([xs], hs)(data)
+    assert not np.allclose(values, gc.function([xs], hs)(data))
+
+
+@needs_scan
+def test_nested_loops_draw_distinct_values_and_round_trip(tmp_path):
+    gen = gc.random.Generator(32)
+    xs = gc.placeholder("xs", (None, 2))
+
+    def outer(x):
+        inner = gc.scan(lambda z: z + gen.uniform((2,)), sequences=[gc.stack([x, x, x])])
+        return gc.sum(inner, axis=0)
+
+    fn = gc.function([xs], gc.scan(outer, sequences=[xs]))
+    values = fn(np.zeros((4, 2)))
+    assert len(np.unique(values)) == 8
+    gc.save(fn, tmp_path / "loop.graphc")
+    loaded, copy = gc.load(tmp_path / "loop.graphc"), pickle.loads(pickle.dumps(fn))
+    expected = fn(np.zeros((4, 2)))
+    np.testing.assert_array_equal(loaded(np.zeros((4, 2))), expected)
+    np.testing.assert_array_equal(copy(np.zeros((4, 2))), expected)

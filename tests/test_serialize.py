@@ -542,7 +542,8 @@ def _every_op_function(optimize: bool):
     ]
     gen = gc.random.Generator(8)  # draws: the copies, saved before the first call, draw what it draws
     parts += [gen.uniform(like=x, low=-1.0, high=1.0), gen.normal((3,), dtype="float32"),
-              gen.bernoulli(0.3, like=x), gen.integers(0, 5, (2,)), gc.dropout(x, 0.5, gen)]
+              gen.bernoulli(0.3, like=x), gen.integers(0, 5, (2,)), gc.dropout(x, 0.5, gen),
+              gc.random.StepKeys(from_count=False)(x)]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
     loss = loss + gc.sum(gc.tanh(x) * gc.arctan(x) + gc.mod(x, 0.7) + gc.logaddexp(x, 0.5) + gc.rsqrt(x * x + 1.0))
@@ -569,6 +570,342 @@ def test_every_op_round_trips_through_save_and_pickle(tmp_path, optimize):
     if shutil.which("dot"):
         done = subprocess.run(["dot", "-Tsvg"], input=fn.to_dot().encode(), capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()
+
+
+# ---- every loader limit is checked by save (issue 15, point 1) ------------------------------------
+
+def _save_then_load(tmp_path, fn, name="limit.gcf"):
+    path = tmp_path / name
+    gc.save(fn, path)
+    return gc.load(path)
+
+
+def _refused_before_writing(tmp_path, fn, match):
+    path = tmp_path / "refused.gcf"
+    with pytest.raises(SaveError, match=match) as info:
+        gc.save(fn, path)
+    assert isinstance(info.value, gc.GraphcError) and isinstance(info.value, ValueError)
+    assert not path.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".graphc-")]
+
+
+def test_slice_bounds_at_the_int64_limits_save_and_load(tmp_path):
+    x = gc.placeholder("x", (None,))
+    fn = gc.function([x], [x[:sys.maxsize], x[-2**63:], x[-2**63:sys.maxsize:2]], optimize=False)
+    loaded = _save_then_load(tmp_path, fn)
+    data = np.arange(5.0)
+    for got, want in zip(loaded(data), fn(data)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_names_at_the_limit_save_and_longer_ones_are_refused(tmp_path):
+    from graphc.serialize import MAX_NAME_LENGTH
+
+    x = gc.placeholder("p" * MAX_NAME_LENGTH, (2,))
+    loaded = _save_then_load(tmp_path, gc.function([x], x * 2.0))
+    assert loaded.plan.inputs[0].name == "p" * MAX_NAME_LENGTH
+    y = gc.placeholder("q" * (MAX_NAME_LENGTH + 1), (2,))
+    _refused_before_writing(tmp_path, gc.function([y], y * 2.0), "4097 characters is over gc.load's limit of 4096")
+
+
+def test_stack_and_concatenate_of_more_than_65536_tensors(tmp_path):
+    s = gc.placeholder("s", ())
+    v = gc.placeholder("v", (1,))
+    n = (1 << 16) + 3
+    fn = gc.function([s, v], [gc.stack([s] * n), gc.concatenate([v] * n)], optimize=False)
+    stacked, joined = _save_then_load(tmp_path, fn)(2.0, np.ones(1))
+    assert stacked.shape == (n,) and joined.shape == (n,) and stacked[-1] == 2.0
+
+
+def test_output_keys_at_the_limit_save_and_longer_ones_are_refused(tmp_path):
+    from graphc.serialize import MAX_STR_PARAM
+
+    x = gc.placeholder("x", (2,))
+    key = "k" * MAX_STR_PARAM
+    loaded = _save_then_load(tmp_path, gc.function([x], {key: x * 2.0, 2**63 - 1: x}))
+    assert set(loaded(np.ones(2))) == {key, 2**63 - 1}
+    _refused_before_writing(tmp_path, gc.function([x], {key + "k": x * 2.0}), "65537 characters")
+    _refused_before_writing(tmp_path, gc.function([x], {2**63: x * 2.0}), "int64")
+
+
+def test_outputs_nested_at_the_limit_save_and_deeper_ones_are_refused(tmp_path):
+    from graphc.serialize import MAX_STRUCTURE_DEPTH
+
+    x = gc.placeholder("x", (2,))
+
+    def nested(levels):
+        out = x * 2.0
+        for k in range(levels):
+            out = [out] if k % 2 else {"a": out}
+        return out
+
+    loaded = _save_then_load(tmp_path, gc.function([x], nested(MAX_STRUCTURE_DEPTH)))
+    value = loaded(np.ones(2))
+    for k in reversed(range(MAX_STRUCTURE_DEPTH)):
+        value = value[0] if k % 2 else value["a"]
+    np.testing.assert_array_equal(value, [2.0, 2.0])
+    _refused_before_writing(tmp_path, gc.function([x], nested(MAX_STRUCTURE_DEPTH + 1)), "nested 65 levels")
+
+
+def test_integer_parameters_outside_int64_are_refused_by_save(tmp_path):
+    x = gc.placeholder("x", (None,))
+    _refused_before_writing(tmp_path, gc.function([x], x[:2**63], optimize=False), "int64 range")
+
+
+# ---- tampered fused programs (issue 15, point 2) --------------------------------------------------
+
+def _fused_file():
+    """A saved fused node (x (3,) float64 -> fused -> mul -> exp), its manifest and data."""
+    from graphc.passes import FUSING_PIPELINE, optimize_tensors
+
+    x = gc.placeholder("x", (3,))
+    (z,) = optimize_tensors([gc.tanh(x * 2.0 + 1.0)], FUSING_PIPELINE)
+    assert z.op == "fused"
+    fn = gc.function([x], gc.exp(z * 2.0), optimize=False)
+    _, _, manifest, data = split(encode(fn))
+    manifest = json.loads(manifest)
+    (index,) = [k for k, n in enumerate(manifest["nodes"]) if n.get("op") == "fused"]
+    return manifest, data, index
+
+
+def _step(op, *args, params=None):
+    return ["tuple", [["op", {"op": op, "params": params or {}}], ["tuple", [["int", a] for a in args]]]]
+
+
+_F64 = ["dtype", "float64"]
+_TAMPERED_PROGRAMS = {
+    "empty program": dict(steps=[], dtypes=[]),
+    "stop_gradient step, mismatched dtype": dict(steps=[_step("stop_gradient", 0)], dtypes=[["dtype", "float32"]]),
+    "stop_gradient step": dict(steps=[_step("stop_gradient", 0)], dtypes=[_F64]),
+    "a view op": dict(steps=[_step("broadcast_to", 0, params={"shape": ["tuple", [["int", 3]]]})], dtypes=[_F64]),
+    "mismatched dtype": dict(steps=[_step("exp", 0)], dtypes=[["dtype", "float32"]]),
+    "fewer dtypes": dict(steps=[_step("exp", 0), _step("exp", 1)], dtypes=[_F64]),
+    "a later value": dict(steps=[_step("exp", 1)], dtypes=[_F64]),
+    "a negative index": dict(steps=[_step("exp", -1)], dtypes=[_F64]),
+    "no arguments": dict(steps=[_step("exp")], dtypes=[_F64]),
+    "too many arguments": dict(steps=[_step("exp", 0, 0)], dtypes=[_F64]),
+    "wrong input count": dict(steps=[_step("exp", 0)], dtypes=[_F64], n_inputs=2),
+    "a nested fused op": dict(steps=[["tuple", [["op", {"op": "fused", "params": {
+        "steps": ["tuple", []], "n_inputs": ["int", 1], "dtypes": ["tuple", []], "sites": ["tuple", []]}}],
+        ["tuple", [["int", 0]]]]]], dtypes=[_F64]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_TAMPERED_PROGRAMS))
+def test_tampered_fused_programs_do_not_load(tmp_path, case):
+    manifest, data, index = _fused_file()
+    program = _TAMPERED_PROGRAMS[case]
+    node = manifest["nodes"][index]
+    node["inputs"] = [[k for k, n in enumerate(manifest["nodes"]) if n["kind"] == "placeholder"][0]]
+    node["params"] = {"steps": ["tuple", program["steps"]], "n_inputs": ["int", program.get("n_inputs", 1)],
+                      "dtypes": ["tuple", program["dtypes"]], "sites": ["tuple", []]}
+    node["shape"], node["dtype"] = [3], "float64"
+    expect_load_error(tmp_path, assemble(manifest, data))
+
+
+def test_a_valid_fused_program_still_loads(tmp_path):
+    manifest, data, _ = _fused_file()
+    loaded = load_bytes(tmp_path, assemble(manifest, data))
+    feed = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(loaded(feed), np.exp(np.tanh(feed * 2.0 + 1.0) * 2.0))
+    np.testing.assert_array_equal(feed, [0.5, -1.0, 2.0])
+
+
+# ---- SymPy formulas cannot ask for unbounded work (issue 15, point 3) ----------------------------
+
+def _formula_file(program):
+    """A saved gc.elementwise op whose formula is replaced by ``program`` (a list of token tuples)."""
+    import sympy
+
+    op = gc.elementwise("formula_dos", lambda v: v * sympy.tanh(v))
+    x = gc.placeholder("x", (3,))
+    _, _, manifest, data = split(encode(gc.function([x], op(x))))
+    manifest = json.loads(manifest)
+    (node,) = [n for n in manifest["nodes"] if n.get("op") == "sympy_elementwise"]
+
+    def typed(item):
+        return ["str", item] if isinstance(item, str) else ["int", item]
+
+    node["params"]["expr"] = ["tuple", [["tuple", [typed(item) for item in token]] for token in program]]
+    return assemble(manifest, data)
+
+
+def _tower(levels):  # x0 * (((2 ** 999) ** 999) ** 999 ...)
+    program = [("x", 0), ("int", "2")]
+    for _ in range(levels):
+        program += [("int", "999"), ("fn", "pow", 2)]
+    return program + [("fn", "mul", 2)]
+
+
+_BIG = "9" * 400
+_EXPENSIVE_FORMULAS = {
+    "exponent tower": _tower(3),
+    "exponent tower through a product": [("x", 0), ("int", "2"), ("fn", "mul", 2), ("int", "999"),
+                                         ("fn", "pow", 2), ("int", "999"), ("fn", "pow", 2)],
+    "max of thousands of integers": [("x", 0)] + [("int", str(k)) for k in range(3000)] + [("fn", "max", 3001)],
+    "max flattened from small ones": [("x", 0)] + [tok for k in range(100) for tok in (
+        ("int", str(2 * k)), ("int", str(2 * k + 1)), ("fn", "max", 2))] + [("fn", "max", 101)],
+    "product of thousands of 400-digit integers": [("x", 0)] + [("int", _BIG)] * 2000 + [("fn", "mul", 2001)],
+    "nested past the depth limit": [("x", 0)] + [("fn", "sin", 1)] * 500,
+}
+
+
+@pytest.mark.parametrize("case", sorted(_EXPENSIVE_FORMULAS))
+def test_formulas_asking_for_unbounded_work_do_not_load(tmp_path, case):
+    exc = expect_load_error(tmp_path, _formula_file(_EXPENSIVE_FORMULAS[case]))
+    assert "sympy_elementwise" in str(exc)
+
+
+def test_formulas_within_the_bounds_still_load(tmp_path):
+    from graphc.sympy_bridge import MAX_FORMULA_DEPTH, MAX_MINMAX_ARGS
+
+    program = [("x", 0)] + [("fn", "tanh", 1)] * (MAX_FORMULA_DEPTH - 1) + [
+        ("int", "3")] + [("int", str(k)) for k in range(MAX_MINMAX_ARGS - 2)] + [("fn", "max", MAX_MINMAX_ARGS)]
+    loaded = load_bytes(tmp_path, _formula_file(program))
+    value = loaded(np.array([0.5, -1.0, 200.0]))
+    np.testing.assert_allclose(value, [MAX_MINMAX_ARGS - 3] * 3)
+    loaded = load_bytes(tmp_path, _formula_file(_tower(1)), "tower.gcf")  # x0 * 2**999 is fine
+    np.testing.assert_allclose(loaded(np.array([0.0, 1.0, -1.0]) * 2.0 ** -990), [0.0, 2.0 ** 9, -2.0 ** 9])
+
+
+def test_elementwise_refuses_formulas_the_loader_would_refuse():
+    import sympy
+
+    def deep(v):
+        for _ in range(100):
+            v = sympy.sin(v)
+        return v
+
+    with pytest.raises(ValueError, match="nested more than 64"):
+        gc.elementwise("too_deep", deep)
+
+
+# ---- shapes the loader re-infers instead of trusting (issue 15, point 4) -------------------------
+
+def _shape_op_file():
+    """Unoptimized: reshape_like and broadcast_like with a reference input, getitem_grad and take_grad."""
+    from graphc.ops.shape import broadcast_like, reshape_like
+
+    x = gc.placeholder("x", (None, 2))
+    v = gc.placeholder("v", (10,))
+    flat = gc.reshape(x, (-1,))
+    twice = x * 2.0
+    loss = gc.sum(v[2:5] ** 2) + gc.sum(gc.take(v, gc.constant(np.array([1, 1, 4])), axis=0))
+    outputs = [reshape_like(flat, twice), broadcast_like(gc.constant(np.ones(1)), twice), gc.grad(loss, v)]
+    fn = gc.function([x, v], outputs, optimize=False)
+    _, _, manifest, data = split(encode(fn))
+    return json.loads(manifest), data, fn
+
+
+def _op_nodes(manifest, op):
+    return [n for n in manifest["nodes"] if n.get("op") == op]
+
+
+_TAMPERED_SHAPES = {
+    "reshape_like to a shape its reference does not have": ("reshape_like", [None, 3]),
+    "broadcast_like to a shape its reference does not have": ("broadcast_like", [None, 5]),
+    "getitem_grad into 10**12 zeros": ("getitem_grad", [10**12]),
+    "getitem_grad of another rank": ("getitem_grad", [10, 1]),
+    "take_grad into 10**12 zeros": ("take_grad", [10**12, 3]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_TAMPERED_SHAPES))
+def test_declared_shapes_are_inferred_again(tmp_path, case):
+    manifest, data, _ = _shape_op_file()
+    op, shape = _TAMPERED_SHAPES[case]
+    for node in _op_nodes(manifest, op):
+        node["params"]["shape"] = ["tuple", [["none"] if s is None else ["int", s] for s in shape]]
+        node["shape"] = shape
+    if op == "getitem_grad":  # a whole-array index: the scatter's target is the gradient's shape
+        for node in _op_nodes(manifest, op):
+            node["params"]["index"] = ["tuple", [["tuple", [["str", "slice"], ["none"], ["none"], ["none"]]]]]
+    exc = expect_load_error(tmp_path, assemble(manifest, data))
+    assert op in str(exc) and "declares shape" in str(exc)
+
+
+def test_a_reference_input_may_not_be_dropped_or_doubled(tmp_path):
+    manifest, data, _ = _shape_op_file()
+    (node,) = _op_nodes(manifest, "reshape_like")
+    node["inputs"] = node["inputs"][:1]
+    expect_load_error(tmp_path, assemble(manifest, data), "no reference input")
+    manifest, data, _ = _shape_op_file()
+    (node,) = _op_nodes(manifest, "reshape_like")
+    node["inputs"] = node["inputs"] + node["inputs"][1:]
+    expect_load_error(tmp_path, assemble(manifest, data), "at most one shape reference")
+
+
+def test_untampered_shape_ops_load_and_agree(tmp_path):
+    manifest, data, fn = _shape_op_file()
+    assert all(_op_nodes(manifest, op) for op in ("reshape_like", "broadcast_like", "getitem_grad", "take_grad"))
+    loaded = load_bytes(tmp_path, assemble(manifest, data))
+    feeds = (np.arange(6.0).reshape(3, 2), np.arange(10.0))
+    for got, want in zip(loaded(*feeds), fn(*feeds)):
+        np.testing.assert_array_equal(got, want)
+
+
+def _mutate_typed(value, rng):
+    """A random edit of one leaf, or of one list, inside a typed parameter value (in place)."""
+    paths = []
+
+    def walk(item, parent, key):
+        if isinstance(item, dict):
+            for k, child in item.items():
+                walk(child, item, k)
+        elif isinstance(item, list):
+            paths.append((parent, key, item))
+            for k, child in enumerate(item):
+                walk(child, item, k)
+
+    walk(value, None, None)
+    parent, key, item = paths[rng.randrange(len(paths))]
+    choice = rng.randrange(4)
+    if choice == 0 and item:
+        del item[rng.randrange(len(item))]
+    elif choice == 1 and item:
+        item.insert(rng.randrange(len(item) + 1), json.loads(json.dumps(item[rng.randrange(len(item))])))
+    elif item and item[0] == "int":
+        item[1] = rng.choice([-(2**63), -2, -1, 0, 1, 2, 3, 5, 10**12, 2**62])
+    elif item and item[0] == "str":
+        item[1] = rng.choice(["x", "int", "fn", "pow", "max", "mul", "stop_gradient", "exp", "slice", "999"])
+    elif item and item[0] == "dtype":
+        item[1] = rng.choice(["float32", "int64", "bool"])
+    elif parent is not None:
+        parent[key] = ["none"]
+
+
+def test_fuzz_tampered_fused_formula_and_shape_parameters(tmp_path):
+    """Points 2-4 of issue 15 under random checksum-valid edits: nothing but LoadError escapes the
+    loader, and what loads never writes into the caller's arrays."""
+    rng = random.Random(15)
+    fused_manifest, fused_data, _ = _fused_file()
+    shape_manifest, shape_data, _ = _shape_op_file()
+    formula_blob = _formula_file(_tower(1))
+    _, _, formula_manifest, formula_data = split(formula_blob)
+    sources = [(fused_manifest, fused_data, {"fused"}, [np.array([0.5, -1.0, 2.0])]),
+               (shape_manifest, shape_data, {"reshape_like", "broadcast_like", "getitem_grad", "take_grad"},
+                [np.arange(6.0).reshape(3, 2), np.arange(10.0)]),
+               (json.loads(formula_manifest), formula_data, {"sympy_elementwise"}, [np.array([0.0, 1.0, -1.0])])]
+    loaded = 0
+    for trial in range(90):
+        manifest, data, ops, feeds = sources[trial % len(sources)]
+        manifest = json.loads(json.dumps(manifest))
+        targets = [n for n in manifest["nodes"] if n.get("op") in ops]
+        for _ in range(rng.randrange(1, 4)):
+            node = rng.choice(targets)
+            _mutate_typed(node["params"], rng)
+        try:
+            fn = load_bytes(tmp_path, assemble(manifest, data))
+        except gc.LoadError:
+            continue
+        loaded += 1
+        copies = [feed.copy() for feed in feeds]
+        try:
+            fn(*copies)
+        except (gc.GraphcError, ValueError, TypeError):
+            pass
+        for feed, copy in zip(feeds, copies):
+            np.testing.assert_array_equal(copy, feed)
+    assert loaded < 90
 
 
 # ---- section 15's non-element-wise ops ------------------------------------------------------------

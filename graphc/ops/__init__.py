@@ -123,3 +123,7 @@ __all__ += [  # API contract section 15, element-wise
     "floor_divide", "isfinite", "isinf", "isnan", "log10", "log2", "logaddexp", "logical_not", "logical_or",
     "logical_xor", "mod", "reciprocal", "round", "rsqrt", "sinh", "tan", "trunc",
 ]
+
+from graphc.ops.docstrings import apply_docstrings as _apply_docstrings  # noqa: E402 - after the imports it documents
+
+_apply_docstrings(globals())

@@ -282,19 +282,17 @@ class Pad(Op):
 
 
 def _normalize_pad_width(pad_width, ndim: int) -> tuple:
-    """np.pad's forms: an int, (before, after), ((before, after),), or one pair per axis."""
-    def is_int(v):
-        return _is_int(v)
-
-    if is_int(pad_width):
+    """np.pad's forms: an int, (before, after), ((before, after),), or one pair (or one int) per axis."""
+    sequence = isinstance(pad_width, (tuple, list))
+    if _is_int(pad_width):
         pairs = [(pad_width, pad_width)] * ndim
-    elif isinstance(pad_width, (tuple, list)) and len(pad_width) == 2 and all(is_int(v) for v in pad_width):
-        pairs = [tuple(pad_width)] * ndim
-    elif isinstance(pad_width, (tuple, list)) and len(pad_width) == 1 and is_int(pad_width[0]):
+    elif sequence and len(pad_width) == 2 and all(_is_int(v) for v in pad_width):
+        pairs = [tuple(pad_width)] * ndim  # one (before, after) for every axis, as np.pad reads it
+    elif sequence and len(pad_width) == 1 and _is_int(pad_width[0]):
         pairs = [(pad_width[0], pad_width[0])] * ndim
-    elif (isinstance(pad_width, (tuple, list)) and pad_width and all(
-            isinstance(p, (tuple, list)) and len(p) in (1, 2) and all(is_int(v) for v in p) for p in pad_width)):
-        pairs = [tuple(p) * (3 - len(p)) if len(p) == 1 else tuple(p) for p in pad_width]
+    elif sequence and pad_width and all(isinstance(p, (tuple, list)) and len(p) in (1, 2)
+                                        and all(_is_int(v) for v in p) for p in pad_width):
+        pairs = [(p[0], p[0]) if len(p) == 1 else tuple(p) for p in pad_width]
         if len(pairs) == 1:
             pairs = pairs * ndim
         elif len(pairs) != ndim:
@@ -501,8 +499,12 @@ class Conv2dTranspose(_ConvParams):
         _rank4(self.name, "the input", x, "(N, C_in, H, W)")
         _rank4(self.name, "the weights", w, "(C_in, C_out/groups, kh, kw)")
         dtype = _float_dtype(self.name, x, w)
-        self.check_weight(w, None, "input", shapes)
         c_in, per_group = w.shape[:2]
+        if c_in is not None and c_in % self.groups:
+            raise ShapeError(f"{self.name}: groups={self.groups} does not divide the {c_in} input channels of the "
+                             f"weights: {shapes}")
+        if any(k is not None and k < 1 for k in w.shape[2:]):
+            raise ShapeError(f"{self.name}: the kernel must be at least 1 x 1: {shapes}")
         if None not in (x.shape[1], c_in) and x.shape[1] != c_in:
             raise ShapeError(f"{self.name}: the input has {x.shape[1]} channels but the weights expect {c_in}: "
                              f"{shapes}")

@@ -1135,7 +1135,11 @@ def clip(x, lo, hi) -> Tensor:
         if lo is None and hi is None:
             raise ValueError("clip: lo and hi cannot both be None")
         x = as_tensor(x)
-        if x.dtype.kind == "f":
+        bound = lo if hi is None else hi
+        bound_kind = bound.dtype.kind if isinstance(bound, Tensor) else np.asarray(bound).dtype.kind
+        if x.dtype.kind == "f" or bound_kind in "fc":
+            # a float bound makes the result float (NumPy: clip(uint8 [1, 2], 300.0, None) is
+            # [300., 300.]): the missing side is then unbounded, not the integer dtype's limit
             low, high = -math.inf, math.inf
         elif x.dtype.kind in "iu":
             low, high = int(np.iinfo(x.dtype).min), int(np.iinfo(x.dtype).max)

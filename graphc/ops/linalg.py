@@ -299,7 +299,14 @@ class DiagonalMask(Op):
 
 
 def einsum(subscripts: str, *operands) -> Tensor:
-    """NumPy's ``einsum`` (implicit or explicit output, ``...`` broadcasting)."""
+    """NumPy's ``einsum`` (implicit or explicit output, ``...`` broadcasting).
+
+    ``subscripts`` is a str such as ``"ij,jk->ik"``, one comma-separated term per operand.
+    Raises ``TypeError`` when it is not a str, ``ShapeError`` when it does not fit the operands.
+    """
+    if not isinstance(subscripts, str):
+        raise TypeError(f"einsum: subscripts must be a str such as 'ij,jk->ik' (one term per operand), got "
+                        f"{type(subscripts).__name__}; call gc.einsum(subscripts, *operands)")
     tensors = [as_tensor(o) for o in operands]
     inputs, output = _explicit_subscripts(subscripts, [t.ndim for t in tensors])
     return apply(Einsum(",".join(inputs) + "->" + output), *tensors)

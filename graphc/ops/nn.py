@@ -38,10 +38,24 @@ def _check_labels(labels: np.ndarray, depth: int) -> None:
         raise IndexError(f"class index {bad} is out of range for {depth} classes")
 
 
+def _check_label_shape(logits: np.ndarray, labels: np.ndarray, axis: int) -> None:
+    """Class indices broadcast against the logits without their class axis (batches fed separately can differ)."""
+    reduced = logits.shape[:axis] + logits.shape[axis + 1:]
+    try:
+        np.broadcast_shapes(np.shape(labels), reduced)
+    except ValueError:
+        raise ValueError(f"softmax_cross_entropy: labels of shape {np.shape(labels)} for logits of shape "
+                         f"{logits.shape}: give one class index per row (shape {reduced}); were the labels and "
+                         f"the logits fed from batches of different sizes?") from None
+
+
 def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the loss picking before subtracting, so that
     no matrix of log-probabilities is made (``np.maximum.reduce``, ``np.add.reduce``: what np.max, np.sum call)."""
     _check_labels(labels, logits.shape[1])
+    if labels.shape[0] != logits.shape[0]:  # broadcasting one way or the other, or batches that differ
+        _check_label_shape(logits, labels, 1)
+        logits = np.broadcast_to(logits, (labels.shape[0], logits.shape[1])) if logits.shape[0] == 1 else logits
     shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
     picked = shifted[np.arange(shifted.shape[0]), labels]
     np.exp(shifted, out=shifted)
@@ -99,12 +113,20 @@ class SoftmaxCrossEntropy(Op):
         dtype = _float_logits(self.name, logits)
         reduced = logits.shape[:self.axis] + logits.shape[self.axis + 1:]
         if self.sparse:
-            if labels.ndim != len(reduced) or (labels.shape != reduced and
-                                               broadcast_shapes(self.name, [labels.shape, reduced]) != reduced):
+            unified = None
+            if labels.ndim == len(reduced):
+                try:
+                    unified = broadcast_shapes(self.name, [labels.shape, reduced])
+                except ShapeError:
+                    unified = None
+            # labels may fill in a size the logits leave unknown (checked at run time), never grow a known one
+            if unified is None or any(r is not None and u != r for u, r in zip(unified, reduced)):
                 raise ShapeError(f"softmax_cross_entropy: integer labels must have shape {format_shape(reduced)} "
                                  f"(logits {format_shape(logits.shape)} without axis {self.axis}), "
                                  f"got {format_shape(labels.shape)}")
-            return reduced, dtype
+            return unified, dtype
+        if labels.ndim != logits.ndim:
+            _rank_lower_labels(logits, labels, self.axis)
         shape = broadcast_shapes(self.name, [logits.shape, labels.shape])
         lead = logits.ndim - labels.ndim
         depth, label_depth = logits.shape[self.axis], labels.shape[self.axis - lead] if self.axis >= lead else 1
@@ -122,6 +144,7 @@ class SoftmaxCrossEntropy(Op):
             return _sparse_cross_entropy(logits, labels)
         log_probs = _stable_log_softmax(logits, self.axis)
         if self.sparse:
+            _check_label_shape(logits, labels, self.axis)
             _check_labels(labels, logits.shape[self.axis])
             picked = np.take_along_axis(log_probs, np.expand_dims(labels, self.axis), axis=self.axis)
             return -np.squeeze(picked, self.axis)
@@ -129,7 +152,18 @@ class SoftmaxCrossEntropy(Op):
         if self.axis < lead or labels.shape[self.axis - lead] != logits.shape[self.axis]:  # (sizes unknown before)
             raise ValueError(f"softmax_cross_entropy: labels of shape {labels.shape} do not match logits of "
                              f"shape {logits.shape} along the class axis {self.axis}")
-        return -np.sum(labels * log_probs, axis=self.axis)
+        terms = labels * log_probs
+        # logits whose spread overflows (0 and +-1.7e308): x - max is -inf where the true log
+        # probability is merely huge, and a zero label times it is NaN; those entries are computed
+        # again as labels * x - labels * (max + log-sum) (a zero label contributes 0)
+        overflowed = np.isneginf(log_probs) & np.isfinite(logits)
+        if overflowed.any():
+            peak = np.max(logits, axis=self.axis, keepdims=True)
+            total = -np.max(log_probs, axis=self.axis, keepdims=True)  # log-sum-exp of the shifted logits
+            with np.errstate(over="ignore"):
+                fixed = labels * logits - labels * peak - labels * total
+            terms = np.where(overflowed, fixed, terms)
+        return -np.sum(terms, axis=self.axis)
 
     def vjp(self, node, g):
         logits, labels = node.inputs
@@ -206,11 +240,54 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     return apply(LogSoftmax(normalize_axis("log_softmax", axis, x.ndim)), x)
 
 
+@dataclass(frozen=True)
+class ShapeCheck(Op):
+    """Input 0 itself, after checking at run time that it has exactly the shape of input 1.
+
+    ``softmax_cross_entropy`` puts it before probability labels whose batch size is unknown
+    when the graph is built: a batch of one row would otherwise broadcast over the logits'."""
+
+    name = "shape_check"
+    view = True
+    nondiff_inputs = (1,)
+
+    def infer(self, x, like):
+        return x.shape, x.dtype
+
+    def impl(self, x, like):
+        if np.shape(x) != np.shape(like):
+            raise ValueError(f"softmax_cross_entropy: probability labels of shape {np.shape(x)} for logits of "
+                             f"shape {np.shape(like)}: they must have the logits' shape (no broadcasting over "
+                             f"the batch); were they fed from batches of different sizes?")
+        return x
+
+    def vjp(self, node, g):
+        return g, None
+
+
+def _rank_lower_labels(logits, labels, axis: int):
+    """Float labels that are not of the logits' rank: refused, saying what was probably meant."""
+    wanted = format_shape(logits.shape)
+    if labels.ndim == logits.ndim - 1:
+        raise DTypeError(f"softmax_cross_entropy: labels of dtype {labels.dtype} and shape "
+                         f"{format_shape(labels.shape)} look like class indices for logits of shape {wanted}: "
+                         f"class indices need an integer dtype (gc.cast(labels, 'int64'), or declare the "
+                         f"placeholder with dtype='int64'); probability labels must have the logits' shape "
+                         f"{wanted}")
+    raise ShapeError(f"softmax_cross_entropy: probability labels must have the logits' shape {wanted} "
+                     f"(batch and class axis {axis} included), got {format_shape(labels.shape)}")
+
+
 def softmax_cross_entropy(logits, labels, axis: int = -1) -> Tensor:
     """Per-example cross-entropy of ``softmax(logits)`` against ``labels``.
 
     ``labels`` holds integer class indices of shape ``logits.shape`` without
-    ``axis``, or probabilities of ``logits.shape``. Never inf or NaN for finite logits.
+    ``axis`` (broadcasting against it), or float probabilities of exactly
+    ``logits.shape`` (sizes unknown at build time are checked at run time;
+    probabilities are never broadcast over the batch). Float labels of rank
+    ``logits.ndim - 1`` raise ``DTypeError`` (class indices need an integer
+    dtype); other shapes ``ShapeError``; bool labels ``DTypeError``. Returns the
+    loss per example, never inf or NaN for finite logits.
     """
     logits = as_tensor(logits)
     labels = as_tensor(labels)
@@ -219,6 +296,12 @@ def softmax_cross_entropy(logits, labels, axis: int = -1) -> Tensor:
         return apply(SoftmaxCrossEntropy(axis, True), logits, labels)
     if labels.dtype.kind == "b":
         raise DTypeError("softmax_cross_entropy: labels must be integer class indices or float probabilities")
+    # (a static 1 against an unknown size would broadcast one row over the batch: refused too)
+    if labels.ndim != logits.ndim or any((a is not None and b is not None and a != b) or (a == 1 and b is None)
+                                         for a, b in zip(labels.shape, logits.shape)):
+        _rank_lower_labels(logits, labels, axis)
+    if None in labels.shape or None in logits.shape:  # sizes the run time must still compare
+        labels = apply(ShapeCheck(), labels, logits)
     return apply(SoftmaxCrossEntropy(axis, False), logits, labels)
 
 

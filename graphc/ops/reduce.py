@@ -10,10 +10,11 @@ import numpy as np
 from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor, same_elements_form
 from graphc.ops.elementwise import abs as abs_
-from graphc.ops.elementwise import cast, div, equal, mul, not_equal, sign, sub, where
+from graphc.ops.elementwise import cast, div, equal, maximum, mul, not_equal, sign, sub, where
 from graphc.ops.shape import broadcast_like, expand_dims
 from graphc.tensor import Tensor
 from graphc.types import (
+    broadcast_shapes,
     check_axes,
     float_dtype,
     format_shape,
@@ -186,10 +187,69 @@ class ProdOthers(Op):
         return np.transpose(others, np.argsort(kept + list(self.axes)))
 
     def vjp(self, node, g):
-        # d others_i / d x_j = others_j / x_i for i != j (exact where x has no zeros)
+        # d others_i / d x_j = prod of the entries other than i and j: computed without dividing
+        # by x, so the second derivative of prod is finite at zeros too
         (x,) = node.inputs
-        ratio = div(g, x)
-        return (mul(node, sub(Sum(self.axes, True)(ratio), ratio)),)
+        return (apply(ProdOthersGrad(self.axes), x, g),)
+
+
+def _along_last(x: np.ndarray, axes: tuple) -> tuple[np.ndarray, list, tuple]:
+    """``x`` with ``axes`` moved last and flattened into one: (flat, kept axes, moved shape)."""
+    kept = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(x, kept + list(axes))
+    count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    return moved.reshape(moved.shape[:len(kept)] + (count,)), kept, moved.shape
+
+
+@dataclass(frozen=True)
+class ProdOthersGrad(Op):
+    """The vector-Jacobian product of ``prod_others`` along ``axes``: for each entry ``j``,
+    ``sum over i != j of g_i * (product of the entries other than i and j)``.
+
+    Computed by the number of zeros in each slice, dividing only by nonzero entries: with one zero
+    at ``m`` the result is ``g_m * others_j`` off ``m`` and ``sum(g_i * others_i)`` at ``m`` (the
+    products taken with the zero read as 1); with two zeros only their two entries are nonzero.
+    """
+
+    name = "prod_others_grad"
+    axes: tuple = ()
+
+    def infer(self, x, g):
+        return broadcast_shapes(self.name, [x.shape, g.shape]), x.dtype
+
+    def impl(self, x, g):
+        x = np.asarray(x)
+        g = np.broadcast_to(np.asarray(g, dtype=x.dtype), x.shape)
+        flat, kept, moved_shape = _along_last(x, self.axes)
+        if flat.shape[-1] == 0:
+            return np.zeros(x.shape, x.dtype)
+        gflat = _along_last(g, self.axes)[0]
+        zeros = flat == 0
+        count = zeros.sum(axis=-1, keepdims=True)
+        safe = np.where(zeros, np.ones((), x.dtype), flat)
+        ones = np.ones(flat.shape[:-1] + (1,), x.dtype)
+        before = np.cumprod(np.concatenate([ones, safe[..., :-1]], axis=-1), axis=-1)
+        after = np.cumprod(np.concatenate([ones, safe[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+        others = before * after  # the products of the other entries, zeros read as 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = gflat / safe
+            none = others * (np.sum(ratio, axis=-1, keepdims=True) - ratio)
+        at_zero = np.sum(np.where(zeros, 0, gflat * others), axis=-1, keepdims=True)
+        g_zero = np.sum(np.where(zeros, gflat, 0), axis=-1, keepdims=True)
+        one = np.where(zeros, at_zero, g_zero * others)
+        two = np.where(zeros, (g_zero - gflat) * others, 0)
+        result = np.where(count == 0, none, np.where(count == 1, one, np.where(count == 2, two, 0)))
+        result = result.astype(x.dtype, copy=False).reshape(moved_shape)
+        return np.transpose(result, np.argsort(kept + list(self.axes)))
+
+    def vjp(self, node, h):
+        x, g = node.inputs
+        # linear in g with a symmetric matrix: its own transpose
+        grad_g = apply(ProdOthersGrad(self.axes), x, h)
+        # d/dx_k: (1 / x_k) (sum_j h_j out_j - h_k out_k - g_k (P h)_k), exact where x has no zeros
+        weighted = mul(h, node)
+        grad_x = div(sub(sub(Sum(self.axes, True)(weighted), weighted), mul(g, grad_g)), x)
+        return grad_x, grad_g
 
 
 @dataclass(frozen=True)
@@ -301,9 +361,12 @@ class Var(Reduction):
         return np.var(x, axis=self.axes, ddof=self.ddof, keepdims=self.keepdims)
 
     def dof(self, x: Tensor):
-        """``n - ddof`` (an int, or a run-time scalar when a reduced size is unknown)."""
+        """``max(n - ddof, 0)``, the divisor NumPy uses (an int, or a run-time scalar when a
+        reduced size is unknown)."""
         n = reduced_count(self.axes, x)
-        return n - self.ddof if isinstance(n, int) else sub(n, self.ddof)
+        if isinstance(n, int):
+            return n - self.ddof if n > self.ddof else 0
+        return maximum(sub(n, self.ddof), 0.0)
 
     def centered(self, x: Tensor) -> Tensor:
         return sub(x, Mean(self.axes, True)(x))

@@ -208,9 +208,15 @@ class Reshape(Op):
 
 
 def reshape(x, shape) -> Tensor:
-    """NumPy ``reshape``; one entry may be -1."""
-    if isinstance(shape, (int, np.integer)):
+    """NumPy ``reshape``; one entry may be -1.
+
+    ``shape`` is an int or a tuple/list of ints; raises ``ShapeError`` when the sizes do not fit.
+    """
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"reshape: the new shape must be an int or a tuple of ints (one may be -1), got "
+                        f"{type(shape).__name__}")
     shape = tuple(shape)
     if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
         raise ShapeError(f"reshape: the new shape must hold ints (one may be -1), got {shape!r}")
@@ -240,10 +246,16 @@ class Transpose(Op):
 
 
 def transpose(x, axes=None) -> Tensor:
-    """Permute the axes (reverse them when ``axes`` is None)."""
+    """Permute the axes (reverse them when ``axes`` is None); ``axes`` is a permutation of
+    ``range(x.ndim)`` (a tuple or list; negative entries count from the end)."""
     x = as_tensor(x)
     if axes is None:
         axes = tuple(reversed(range(x.ndim)))
+    elif isinstance(axes, (int, np.integer)) and not isinstance(axes, bool):
+        axes = (axes,)  # as np.transpose: a single int names the one axis of a 1-d array
+    elif not isinstance(axes, (tuple, list)):
+        raise TypeError(f"transpose: axes must be None or a tuple of ints (a permutation of range({x.ndim})), "
+                        f"got {type(axes).__name__}")
     axes = tuple(normalize_axis("transpose", a, x.ndim) for a in axes) if x.ndim else tuple(axes)
     return apply(Transpose(axes), x)
 
@@ -279,6 +291,9 @@ class ExpandDims(Op):
 def expand_dims(x, axis) -> Tensor:
     """Insert size-1 axes at the positions ``axis`` (an int or a tuple) of the result."""
     x = as_tensor(x)
+    if not isinstance(axis, (int, np.integer, tuple, list)) or isinstance(axis, bool):
+        raise TypeError(f"expand_dims: axis must be an int or a tuple of ints (positions in the result), got "
+                        f"{type(axis).__name__}")
     axes = normalize_axes("expand_dims", axis, x.ndim + (1 if isinstance(axis, (int, np.integer)) else len(axis)))
     return apply(ExpandDims(axes), x)
 
@@ -304,12 +319,44 @@ class Squeeze(Op):
         return (expand_dims(g, self.axes),)
 
 
+@dataclass(frozen=True)
+class SqueezeCheck(Op):
+    """``x`` itself, after checking at run time that the ``axes`` (unknown when the graph was
+    built) are not of size 1: ``squeeze(x)`` keeps them, where NumPy would remove them."""
+
+    name = "squeeze_check"
+    axes: tuple = ()
+    view = True
+
+    def infer(self, x):
+        return x.shape, x.dtype
+
+    def impl(self, x):
+        ones = [a for a in self.axes if x.shape[a] == 1]
+        if ones:
+            raise ValueError(f"squeeze: axis {ones[0]} of shape {x.shape} has size 1 at run time, but its size was "
+                             f"unknown when the graph was built, so squeeze() without axis kept it (NumPy would "
+                             f"remove it and change the rank); pass axis= to say which axes to remove")
+        return x
+
+    def vjp(self, node, g):
+        return (g,)
+
+
 def squeeze(x, axis=None) -> Tensor:
-    """Remove size-1 axes (all of them when ``axis`` is None)."""
+    """Remove size-1 axes (all of them when ``axis`` is None), as ``np.squeeze``.
+
+    The rank of a graphc tensor is known when the graph is built, so without ``axis`` the
+    axes of size 1 are those *known* to be 1; an axis of unknown size is kept, and is checked
+    at run time: if it is 1 there (where NumPy would remove it), the call raises an
+    ``ExecutionError`` that says to pass ``axis``. With ``axis``, an axis of unknown size is
+    removed and must be 1 at run time. Raises ``ShapeError`` for an axis known not to be 1.
+    """
     x = as_tensor(x)
     if axis is None:
-        if None in x.shape:
-            raise ShapeError(f"squeeze: shape {format_shape(x.shape)} has unknown sizes; pass axis explicitly")
+        unknown = tuple(i for i, s in enumerate(x.shape) if s is None)
+        if unknown:
+            x = apply(SqueezeCheck(unknown), x)
         axes = tuple(i for i, s in enumerate(x.shape) if s == 1)
     else:
         axes = normalize_axes("squeeze", axis, x.ndim)
@@ -415,8 +462,16 @@ def zeros_like_cast(x: Tensor, dtype) -> Tensor:
     return zeros if zeros.dtype == dtype else cast(zeros, dtype)
 
 
+def _tensor_list(op: str, xs) -> list[Tensor]:
+    if isinstance(xs, (Tensor, np.ndarray, str, bytes)) or not hasattr(xs, "__iter__"):
+        raise TypeError(f"{op}: takes a list or tuple of tensors (gc.{op}([a, b], axis=0)), got "
+                        f"{type(xs).__name__}")
+    return [as_tensor(x) for x in xs]
+
+
 def concatenate(xs, axis: int = 0) -> Tensor:
-    xs = [as_tensor(x) for x in xs]
+    """Join the tensors ``xs`` (a list or tuple) along an existing ``axis``, as ``np.concatenate``."""
+    xs = _tensor_list("concatenate", xs)
     if not xs:
         raise ShapeError("concatenate: needs at least one tensor")
     axis = normalize_axis("concatenate", axis, max(xs[0].ndim, 1))
@@ -442,7 +497,8 @@ class Stack(Op):
 
 
 def stack(xs, axis: int = 0) -> Tensor:
-    xs = [as_tensor(x) for x in xs]
+    """Join the tensors ``xs`` (a list or tuple, all of one shape) along a new ``axis``, as ``np.stack``."""
+    xs = _tensor_list("stack", xs)
     if not xs:
         raise ShapeError("stack: needs at least one tensor")
     axis = normalize_axis("stack", axis, xs[0].ndim + 1)

@@ -82,15 +82,24 @@ def optimize_tensors(tensors: Sequence[Tensor], pipeline: Sequence[tuple[str, Pa
     return run_pipeline(tensors, pipeline)
 
 
-def optimize(outputs, report: bool = False, pipeline: Sequence[tuple[str, Pass]] = DEFAULT_PIPELINE):
+def optimize(outputs, report: bool = False, pipeline: Sequence[tuple[str, Pass]] | None = None):
     """The optimized graph's outputs, in the structure of ``outputs``.
 
     With ``report=True``, ``(outputs, report)``: ``str(report)`` is a table of
     node counts (total and per op) before and after, how many times each rule
     fired, and the time each pass took. ``pipeline`` is a sequence of
-    ``(name, pass)`` pairs (default ``DEFAULT_PIPELINE``; ``FUSING_PIPELINE``
-    adds element-wise fusion).
+    ``(name, pass)`` pairs (None: ``graphc.passes.DEFAULT_PIPELINE``;
+    ``FUSING_PIPELINE`` adds element-wise fusion). Rewrites are exact under IEEE
+    rules; ``outputs`` is a Tensor or a nested list/tuple/dict of Tensors (else
+    ``TypeError``).
     """
+    if pipeline is None:
+        pipeline = DEFAULT_PIPELINE
+    if isinstance(pipeline, (str, bytes)) or not isinstance(pipeline, (list, tuple)) or not all(
+            isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], str) and callable(step[1])
+            for step in pipeline):
+        raise TypeError("optimize: pipeline must be a sequence of (name, pass) pairs, such as "
+                        "graphc.passes.DEFAULT_PIPELINE or FUSING_PIPELINE")
     flat, spec = flatten(outputs)
     result = Report()
     start = time.perf_counter()

@@ -46,7 +46,7 @@ def test_kinds_and_gradients_are_distinct():
     forward_lines = [line for line in node_lines if 'fillcolor="#ffffff"' in line]
     assert len(gradient_lines) == 6 and len(forward_lines) >= 6
     assert "cluster_legend" in text and "gradient op" in text
-    assert text.count("peripheries=2") == 3  # the outputs
+    assert text.count("peripheries=2") == 3 + 1  # the outputs, and the legend's output
 
 
 def test_gradient_from_grad_is_coloured():
@@ -75,7 +75,9 @@ def test_same_input_twice_gives_two_labelled_edges():
 def test_accepts_tensor_structure_and_function():
     x = gc.placeholder("x", (2,))
     y = gc.exp(x)
-    assert gc.to_dot(y) == gc.to_dot([y]) == gc.to_dot({"y": y})
+    # the structure only changes what the output says it is
+    assert gc.to_dot(y, legend=False).replace("output", "output 0") == gc.to_dot([y], legend=False)
+    assert gc.to_dot({"y": y}).replace("output 'y'", "output 0") == gc.to_dot([y])
     fn = gc.function([x], [y])
     assert "exp" in fn.to_dot()
     assert gc.to_dot(fn) == fn.to_dot()
@@ -185,3 +187,79 @@ def test_large_graph_is_iterative():
         _sys.setrecursionlimit(limit)
     assert text.count("->") == 3000
     assert np.isfinite(len(text))
+
+
+# ---- issue 15, point 9: pictures that teach -------------------------------------------------------
+
+def _training_step():
+    x = gc.placeholder("x", (None, 3))
+    w = gc.variable(np.ones((3, 2)), name="W")
+    b = gc.variable(np.zeros(2), name="b")
+    loss = gc.mean(gc.square(x @ w + b))
+    gw, gb = gc.grad(loss, [w, b])
+    return gc.function([x], {"loss": loss, "gW": gw}, updates={w: w - 0.1 * gw, b: b - 0.1 * gb})
+
+
+def _node_line(text, pattern):
+    return [line for line in text.splitlines() if re.match(r"\s+n\d+ \[", line) and re.search(pattern, line)]
+
+
+def test_updates_say_which_variable_they_write():
+    text = gc.to_dot(_training_step())
+    variables = {name: re.search(r"(n\d+) \[", line).group(1)
+                 for name in ("W", "b") for line in _node_line(text, rf"variable\\n{name}\\n")}
+    for name, node in variables.items():
+        (value,) = _node_line(text, rf"\\nupdate {name}\"")
+        source = re.search(r"(n\d+) \[", value).group(1)
+        assert f'{source} -> {node} [label="update {name}", style=dashed' in text
+    assert "legend_update" in text  # the legend explains the dashed edge
+
+
+def test_outputs_say_what_they_are():
+    text = gc.to_dot(_training_step())
+    assert len(_node_line(text, r"output 'loss'.*peripheries=2")) == 1
+    assert len(_node_line(text, r"output 'gW'.*peripheries=2")) == 1
+    x = gc.placeholder("x", (2,))
+    assert "output 1[0]" in gc.to_dot([x * 2.0, [gc.exp(x)]])
+
+
+def test_the_legend_explains_outlines_edge_numbers_and_red_borders():
+    text = gc.to_dot(_training_step())
+    legend = text[text.index("subgraph cluster_legend"):]
+    assert "double outline" in legend and "input's position" in legend and "red border" in legend
+    assert "cluster_legend" not in gc.to_dot(_training_step(), legend=False)
+    assert "cluster_legend" not in _training_step().to_dot(legend=False)
+
+
+def test_op_parameters_are_readable():
+    x = gc.placeholder("x", (None, 3))
+    labels = {
+        "getitem[0]\\n": x[0], "getitem[:, 1:3]": x[:, 1:3], "getitem[..., None]": x[..., None],
+        "einsum ,z->z (scalar times vector)": gc.einsum(",z->z", gc.constant(2.0), x[0]),
+        "einsum bi,ij->bj (matrix product)": gc.einsum("bi,ij->bj", x, gc.constant(np.ones((3, 2)))),
+        "sum axes=(1,), keepdims=True": gc.sum(x, axis=1, keepdims=True),
+        "mean axes=(0, 1)\\n": gc.mean(x),  # keepdims=False, the default, is left out
+    }
+    for label, tensor in labels.items():
+        text = gc.to_dot(tensor, legend=False)
+        assert label in text, (label, text)
+    assert "index=" not in gc.to_dot(x[0]) and "subscripts=" not in gc.to_dot(gc.einsum("ij->ji", x))
+
+
+def test_wide_graphs_are_laid_out_left_to_right():
+    x = gc.placeholder("x", ())
+    wide = gc.stack([gc.sin(x * float(k)) for k in range(40)])
+    assert "rankdir=LR" in gc.to_dot(wide)
+    assert "rankdir=TB" in gc.to_dot(gc.sin(x))
+    assert "rankdir=TB" in gc.to_dot(wide, rankdir="TB")
+    with pytest.raises(ValueError, match="rankdir"):
+        gc.to_dot(wide, rankdir="sideways")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_render_can_leave_the_legend_out(tmp_path):
+    step = _training_step()
+    gc.render(step, tmp_path / "with.svg")
+    gc.render(step, tmp_path / "without.svg", legend=False)
+    assert b"legend" in (tmp_path / "with.svg").read_bytes()
+    assert b"legend" not in (tmp_path / "without.svg").read_bytes()

@@ -371,6 +371,8 @@ def test_run_time_sizes_checked_when_unknown_at_build_time():
                                  output_padding=1), "output_padding"),
     (lambda: gc.conv2d_transpose(gc.placeholder("x", (2, 3, 1, 1)), gc.placeholder("w", (3, 3, 1, 1)),
                                  padding=1), "leaves nothing"),
+    (lambda: gc.conv2d_transpose(gc.placeholder("x", (2, 3, 4, 4)), gc.placeholder("w", (3, 2, 3, 3)), groups=2),
+     "does not divide the 3 input"),
     (lambda: gc.max_pool2d(gc.placeholder("x", (2, 3, 4, 4)), 5), "larger than"),
     (lambda: gc.max_pool2d(gc.placeholder("x", (2, 3, 8, 8)), 2, padding=2), "half the kernel"),
     (lambda: gc.avg_pool2d(gc.placeholder("x", (3, 8, 8)), 2), "4-D"),
@@ -735,3 +737,11 @@ def test_padded_convolution_gradient_is_formed_in_the_input_shape():
     # without a convolution under it, pad's gradient is the slice
     other = gc.grad(gc.sum(gc.square(gc.pad(x, 1))), x)
     assert "getitem" in {data["op"] for _, data in gc.to_networkx(other).nodes(data=True)}
+
+
+@pytest.mark.parametrize("pad_width", [2, (1, 2), [3], ((1, 0), (2, 3)), ((1,), (2,)), [(0, 1)], ((2, 1),)])
+def test_pad_takes_numpy_forms(pad_width):
+    value = np.arange(6.0).reshape(2, 3)
+    x = gc.placeholder("x", (2, 3))
+    got = run(gc.pad(x, pad_width, value=-1.0), {x: value})
+    np.testing.assert_array_equal(got, np.pad(value, pad_width, constant_values=-1.0))

@@ -875,3 +875,16 @@ def test_rounding_and_remainder_follow_numpy():
     np.testing.assert_array_equal(zero, np.zeros(8))
     ints = gc.placeholder("i", (3,), "int64")
     assert gc.round(ints).dtype == gc.floor(ints).dtype == np.int64 and gc.tan(ints).dtype == np.float64
+
+
+@pytest.mark.parametrize(("value", "lo", "hi"), [
+    (np.array([1, 2], np.uint8), 300.0, None), (np.array([1, 2], np.uint8), None, -0.5),
+    (-5, 1e308, None), (np.array([3, -7], np.int64), None, 2.5), (np.array([1, 2], np.uint8), np.float32(300), None),
+    (np.array([1, 200], np.uint8), 7, None), (np.array([1.5, -3.0], np.float32), None, 0.25)])
+def test_clip_with_one_bound_follows_numpy(value, lo, hi):
+    # issue 15.5b: an integer tensor with a float bound and None was clipped at the integer dtype's
+    # limit (clip(uint8 [1, 2], 300.0, None) gave [255, 255]; NumPy gives [300., 300.])
+    expected = np.clip(np.asarray(value), lo, hi) if not isinstance(value, int) else np.clip(value, lo, hi)
+    got = gc.Session().run(gc.clip(value, lo, hi))
+    assert got.dtype == np.asarray(expected).dtype
+    np.testing.assert_array_equal(got, expected)

@@ -83,8 +83,6 @@ CASES = [
          [Spec((2, 3, 4)), Spec((2, 3, 4), probabilities)]),
     Case("sce-probabilities-axis0", lambda x, y: gc.softmax_cross_entropy(x, y, axis=0),
          lambda x, y: np_dense_xent(x, y, 0), [Spec((3, 4)), Spec((3, 4), probabilities_axis0)]),
-    Case("sce-probabilities-broadcast", gc.softmax_cross_entropy, np_dense_xent,
-         [Spec((4, 3)), Spec((1, 3), probabilities)]),
     # a small classifier: the executor's relu-mask and cross-entropy kernels inside a real gradient
     Case("mlp-relu-sce", lambda x, w, b, y: gc.softmax_cross_entropy(gc.relu(x @ w + b), y),
          lambda x, w, b, y: np_sparse_xent(np.maximum(x @ w + b, 0), y),
@@ -138,22 +136,48 @@ def test_labels_carry_no_gradient():
 
 
 
-@pytest.mark.parametrize(("logits", "labels", "axis"), [((3, 1), (3, 4), -1), ((3, 4), (3, 1), -1),
-                                                         ((3, 4), (4,), 0)])
-def test_probability_labels_never_broadcast_along_the_class_axis(logits, labels, axis):
-    # other axes broadcast; along the class axis the gradient rules (softmax * sum(labels) - labels,
-    # -log_softmax) would be wrong or of the wrong shape
-    with pytest.raises(gc.ShapeError, match="class axis"):
-        gc.softmax_cross_entropy(gc.placeholder("x", logits), gc.placeholder("p", labels), axis=axis)
-    x = gc.placeholder("x", tuple(None if i == axis % 2 else n for i, n in enumerate(logits)))
-    p = gc.placeholder("p", labels)
-    if len(labels) < len(logits):  # no class axis at all: known to be wrong already
-        with pytest.raises(gc.ShapeError, match="class axis"):
-            gc.softmax_cross_entropy(x, p, axis=axis)
-        return
-    loss = gc.softmax_cross_entropy(x, p, axis=axis)  # an unknown class count is checked at run time
-    with pytest.raises(gc.ExecutionError, match="class axis"):
+@pytest.mark.parametrize(("logits", "labels"), [((3, 1), (3, 4)), ((3, 4), (3, 1)), ((3, 4), (1, 4)),
+                                                 ((None, 4), (1, 4)), ((None, 1), (None, 4))])
+def test_probability_labels_never_broadcast(logits, labels):
+    # probabilities have the logits' shape: along the class axis the gradient rules (softmax *
+    # sum(labels) - labels, -log_softmax) would be wrong, and over the batch one row would silently
+    # stand for every example (issue 15.5a); a static 1 against an unknown size is a broadcast too
+    with pytest.raises(gc.ShapeError, match="must have the logits' shape"):
+        gc.softmax_cross_entropy(gc.placeholder("x", logits), gc.placeholder("p", labels))
+
+
+@pytest.mark.parametrize(("logits", "labels"), [((3, 1), (3, 4)), ((3, 4), (3, 1))])
+def test_an_unknown_class_count_is_checked_at_run_time(logits, labels):
+    x = gc.placeholder("x", (logits[0], None))
+    p = gc.placeholder("p", (labels[0], None))
+    loss = gc.softmax_cross_entropy(x, p)
+    with pytest.raises(gc.ExecutionError, match="must have the logits' shape"):
         gc.Session().run(loss, {x: np.zeros(logits), p: np.full(labels, 0.25)})
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_probability_labels_of_unknown_batch_are_not_broadcast_at_run_time(optimize):
+    # issue 15.5a at run time: labels (None, 3) fed one row for logits of four rows broadcast silently
+    x, p = gc.placeholder("x", (None, 3)), gc.placeholder("p", (None, 3))
+    loss = gc.softmax_cross_entropy(x, p)
+    fn = gc.function([x, p], [loss, gc.grad(gc.sum(loss), x)], optimize=optimize)
+    with pytest.raises(gc.ExecutionError, match="no broadcasting over the batch"):
+        fn(np.zeros((4, 3)), np.full((1, 3), 1 / 3))
+    value, _ = fn(np.zeros((2, 3)), np.full((2, 3), 1 / 3))
+    np.testing.assert_allclose(value, [np.log(3.0)] * 2)
+
+
+@pytest.mark.parametrize("batch", [3, None])
+def test_float_labels_of_the_batch_shape_say_to_use_an_integer_dtype(batch):
+    # issue 15.5a: labels (None,) float with logits (None, 3) were taken as probabilities broadcast
+    # over the batch ([3.2958, 3.2958, 3.2958] at batch 3, no error)
+    x, y = gc.placeholder("x", (batch, 3)), gc.placeholder("y", (batch,))
+    with pytest.raises(gc.DTypeError, match="class indices need an integer dtype"):
+        gc.softmax_cross_entropy(x, y)
+    with pytest.raises(gc.DTypeError, match="class indices need an integer dtype"):
+        gc.softmax_cross_entropy(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(gc.ShapeError, match="must have the logits' shape"):
+        gc.softmax_cross_entropy(x, gc.placeholder("p", (2, batch, 3)))
 
 
 # ---- stability at +-1000 -------------------------------------------------------------------------
@@ -315,3 +339,49 @@ def test_second_order_unknown_sizes(case):
 def test_jvp(case, unknown):
     """Forward mode through the op (half of the table, sizes known and unknown)."""
     check_jvp(case, unknown)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_probability_labels_with_logits_whose_spread_overflows(dtype):
+    # issue 15.5c: x - max(x) overflows to -inf for logits [0, -big, big]; a zero label times it was NaN
+    big = np.finfo(dtype).max * 0.95
+    x, p = gc.placeholder("x", (None, 3), dtype), gc.placeholder("p", (None, 3), dtype)
+    loss = gc.softmax_cross_entropy(x, p)
+    gx = gc.grad(gc.sum(loss), x)
+    logits = np.array([[0.0, -big, big], [0.0, -big, big], [1.0, 2.0, 3.0]], dtype)
+    labels = np.array([[0.0, 0.0, 1.0], [0.5, 0.0, 0.5], [0.2, 0.3, 0.5]], dtype)
+    value, slope = gc.Session().run([loss, gx], {x: logits, p: labels})
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(slope))
+    assert value[0] == 0.0
+    np.testing.assert_allclose(value[1], 0.5 * big, rtol=1e-6)  # -0.5 * (0 - big) - 0.5 * (big - big)
+    np.testing.assert_allclose(slope[0], [0.0, 0.0, 0.0], atol=0)
+    np.testing.assert_allclose(slope[1], [-0.5, 0.0, 0.5], rtol=1e-6)
+    shifted = logits[2] - logits[2].max()
+    reference = -np.sum(labels[2] * (shifted - np.log(np.sum(np.exp(shifted)))))
+    np.testing.assert_allclose(value[2], reference, rtol=1e-6)
+
+
+def test_integer_labels_of_a_known_batch_unify_with_unknown_logits():
+    # issue 15.6: labels of static shape (3,) with logits (None, 4) were refused at build time
+    x, y = gc.placeholder("x", (None, 4)), gc.placeholder("y", (3,), "int64")
+    loss = gc.softmax_cross_entropy(x, y)
+    assert loss.shape == (3,)
+    slope = gc.grad(gc.sum(loss), x)
+    logits = np.arange(12.0).reshape(3, 4) / 7
+    for optimize in (True, False):
+        fn = gc.function([x, y], [loss, slope], optimize=optimize)
+        value, grad = fn(logits, np.array([0, 3, 1]))
+        np.testing.assert_allclose(value, np_sparse_xent(logits, np.array([0, 3, 1])), rtol=1e-12)
+        assert grad.shape == (3, 4)
+        with pytest.raises(gc.ExecutionError, match=r"labels of shape \(3,\) for logits of shape \(5, 4\)"):
+            fn(np.zeros((5, 4)), np.array([0, 1, 2]))
+    with pytest.raises(gc.ShapeError, match="integer labels must have shape"):
+        gc.softmax_cross_entropy(gc.placeholder("x", (2, 4)), y)
+
+
+def test_batches_of_different_sizes_are_a_clear_execution_error():
+    # issue 15.7: NumPy's "shape mismatch: indexing arrays could not be broadcast" leaked
+    x, y = gc.placeholder("x", (None, 4)), gc.placeholder("y", (None,), "int64")
+    fn = gc.function([x, y], gc.softmax_cross_entropy(x, y))
+    with pytest.raises(gc.ExecutionError, match="fed from batches of different sizes"):
+        fn(np.zeros((5, 4)), np.array([0, 1, 2]))

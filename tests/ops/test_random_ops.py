@@ -72,3 +72,63 @@ def test_a_constant_counter_is_never_folded():
     optimized = gc.optimize(u)
     assert optimized.op == "random_uniform"
     np.testing.assert_array_equal(gc.function([], u)(), _stream().random(3))
+
+
+STEP_CASES = [
+    Case("random_step_keys-count", lambda n: _keys(gc.cast(gc.sum(n) * 0.0 + 4.0, "int64")),
+         lambda n: np.arange(1, 5, dtype=np.int64), [Spec((2,))], grad=False, dynamic_shape=True),
+    Case("random_step_keys-sequence", lambda xs: _keys(None, xs), lambda xs: np.arange(1, 4, dtype=np.int64),
+         [Spec((3, 2))], grad=False),
+    Case("random_step_keys-nested", lambda xs: _keys(None, xs, parent=gc.constant(np.int64(2))),
+         lambda xs: (2 << 32) + np.arange(1, 6, dtype=np.int64), [Spec((5,))], grad=False),
+    Case("random_uniform-stepped", lambda x: _stepped(RandomUniform, 0.0, 1.0, like=x),
+         lambda x: _stream_at(9).random(x.shape), [Spec((2, 3))], grad=False),
+]
+
+
+def _keys(count, sequence=None, parent=None):
+    from graphc.random import StepKeys
+
+    op = StepKeys(from_count=count is not None, nested=parent is not None)
+    inputs = [count if count is not None else sequence] + ([parent] if parent is not None else [])
+    return apply(op, *inputs)
+
+
+def _stepped(cls, *params, like):
+    op = cls(seed=SEED, salt=SALT, shape=None, like=True, dtype=np.dtype("float64"), stepped=True)
+    return apply(op, gc.constant(np.int64(COUNTER)), *params, like, gc.constant(np.int64(9)))
+
+
+def _stream_at(step):  # Philox counter word 2 is the loop step's key
+    bits = np.random.Philox(key=np.array([SEED, SALT], np.uint64),
+                            counter=np.array([0, COUNTER, step, 0], np.uint64))
+    return np.random.Generator(bits)
+
+
+@pytest.mark.parametrize("case", STEP_CASES, ids=repr)
+def test_step_values(case):
+    check_value(case, np.float64)
+    check_unknown_sizes(case)
+
+
+def test_step_draws_keys_only_the_step_functions_own_draws():
+    from graphc.random import begin_step_function, end_step_function, step_draws
+
+    gen = gc.random.Generator(0)
+    outer = gen.uniform((2,))  # made before the step function: one value for every step
+    key = begin_step_function()
+    try:
+        inner = gen.normal((2,))
+        result = [outer + inner * 2.0, outer]
+    finally:
+        end_step_function(key)
+    (stepped, kept), used = step_draws(result, key)
+    assert used and kept is outer
+    draws = [n for n in gc.tensor.toposort([stepped]) if isinstance(n.primitive, RandomNormal)]
+    assert len(draws) == 1 and draws[0].primitive.stepped and draws[0].inputs[-1] is key
+    other = begin_step_function()
+    end_step_function(other)
+    assert step_draws([outer * 3.0], other)[1] is False  # no draw of its own: the key is not needed
+    again, used = step_draws([stepped], key)  # already stepped: left as they are
+    assert again[0] is stepped
+

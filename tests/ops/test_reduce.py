@@ -310,6 +310,41 @@ def test_random_reductions(spec, reduction):
         np.testing.assert_allclose(g_val, numeric, rtol=1e-6, atol=1e-8)
 
 
+def _exact_prod_hessian(row: np.ndarray) -> np.ndarray:
+    n = len(row)
+    return np.array([[0.0 if i == j else np.prod([row[k] for k in range(n) if k not in (i, j)])
+                      for j in range(n)] for i in range(n)])
+
+
+@pytest.mark.parametrize("rows", [[[0.0], [0.0]], [[0.0, 2.0, 3.0], [0.0, 0.0, 5.0]],
+                                  [[0.0, 0.0, 0.0], [1.5, -2.0, 0.5]], [[0.0, 0.0, 0.0, 7.0], [0.0, 1.0, 1.0, 1.0]]])
+def test_second_derivative_of_prod_is_finite_and_exact_at_zeros(rows):
+    # issue 15.5d: d2 prod / dx2 at a zero entry was NaN (the rule divided by x)
+    data = np.array(rows)
+    x = gc.placeholder("x", data.shape)
+    v = gc.placeholder("v", data.shape)
+    total = gc.prod(x)  # over everything
+    hvp = gc.grad(gc.sum(gc.grad(total, x) * v), x)
+    per_row = gc.prod(x, axis=1)
+    hessian = gc.hessian(gc.sum(per_row * np.arange(1.0, data.shape[0] + 1)), x)
+    direction = np.arange(1.0, data.size + 1).reshape(data.shape)
+    got_hvp, got_hessian = gc.Session().run([hvp, hessian], {x: data, v: direction})
+    flat = data.reshape(-1)
+    np.testing.assert_allclose(got_hvp.reshape(-1), _exact_prod_hessian(flat) @ direction.reshape(-1), atol=1e-12)
+    for r, row in enumerate(data):
+        block = got_hessian[r, :, r, :]
+        np.testing.assert_allclose(block, (r + 1) * _exact_prod_hessian(row), atol=1e-12)
+    assert np.all(np.isfinite(got_hessian))
+
+
+def test_third_derivative_of_prod_away_from_zeros():
+    x = gc.placeholder("x", (2, 3))
+    v = gc.placeholder("v", (2, 3))
+    hvp = gc.grad(gc.sum(gc.grad(gc.sum(gc.prod(x, axis=0) ** 2), x) * v), x)
+    point = {x: np.array([[0.5, -1.5, 2.0], [1.25, 0.75, -0.5]]), v: np.array([[1.0, -2.0, 0.5], [0.3, 0.2, 1.0]])}
+    assert gc.check_grad(gc.sum(hvp * hvp), [x, v], point) < 1e-5
+
+
 # ---- section 15: var std norm any all argmax argmin cumsum cumprod ------------------------------
 
 def _more(name, build, ref, shape=(2, 3, 4), gen=None, kind="f", **options):
@@ -625,3 +660,14 @@ def test_random_more_reductions(spec, reduction):
         np.testing.assert_allclose(got, expected, rtol=1e-12)
         numeric = numeric_gradient(lambda v: float(np.sum(ref(v, axis, keepdims) * w)), [values], 0)
         np.testing.assert_allclose(g_val, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")
+@pytest.mark.parametrize("sizes", ["static", "run time"])
+def test_var_and_std_with_ddof_past_the_count_divide_by_zero_as_numpy_does(sizes):
+    # np.var clamps n - ddof at 0, so the value is inf; the gradient must not be finite either
+    x = gc.placeholder("x", (3,) if sizes == "static" else (None,))
+    feeds = {x: np.arange(3.0)}
+    assert gc.var(x, ddof=5).eval(feeds) == np.inf
+    grads = gc.Session().run([gc.grad(gc.var(x, ddof=5), x), gc.grad(gc.std(x, ddof=4), x)], feeds)
+    assert not np.isfinite(grads[0]).any() and not np.isfinite(grads[1]).any()

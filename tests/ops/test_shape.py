@@ -214,8 +214,7 @@ def test_squeeze_with_unknown_sizes():
     x = gc.placeholder("x", (None, 1, 3))
     y = gc.squeeze(x, 1)
     assert y.shape == (None, 3)
-    with pytest.raises(gc.ShapeError, match="squeeze"):
-        gc.squeeze(x)  # which axes are size 1 is unknown
+    assert gc.squeeze(x).shape == (None, 3)  # the unknown axis is kept, checked at run time (issue 15.6)
     values = np.ones((2, 1, 3))
     np.testing.assert_array_equal(run(y, {x: values}), values[:, 0])
 
@@ -440,6 +439,23 @@ def test_random_indexing(spec):
 def test_jvp(case, unknown):
     """Forward mode through the op (half of the table, sizes known and unknown)."""
     check_jvp(case, unknown)
+
+
+def test_squeeze_without_axis_on_unknown_sizes_decides_at_run_time():
+    # issue 15.6: squeeze() of a shape with None was refused; now the known size-1 axes are removed
+    # and the unknown ones are kept, checked at run time not to be 1 (NumPy would remove them)
+    x = gc.placeholder("x", (None, 1, 3, None))
+    y = gc.squeeze(x)
+    assert y.shape == (None, 3, None)
+    for optimize in (True, False):
+        fn = gc.function([x], [y, gc.grad(gc.sum(y * y), x)], optimize=optimize)
+        data = np.arange(24.0).reshape(2, 1, 3, 4)
+        value, grad = fn(data)
+        np.testing.assert_array_equal(value, np.squeeze(data))
+        np.testing.assert_array_equal(grad, 2 * data)
+        with pytest.raises(gc.ExecutionError, match="pass axis="):
+            fn(np.zeros((1, 1, 3, 4)))
+    assert gc.squeeze(gc.placeholder("z", (2, 1))).shape == (2,)
 
 
 # ---- section 15: tile repeat flip roll split tril triu diagonal trace ---------------------------
