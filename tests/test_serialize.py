@@ -14,7 +14,8 @@ import pytest
 import graphc as gc
 from graphc.op import apply
 from graphc.ops.elementwise import erf
-from graphc.ops.nn import SoftmaxMinusOneHot, SparseTarget
+from graphc.ops.nn import ShapeCheck, SoftmaxMinusOneHot, SparseTarget
+from graphc.ops.shape import SqueezeCheck
 from graphc.passes.fuse import fuse
 from graphc.serialize import MAGIC, SaveError, encode
 
@@ -539,6 +540,8 @@ def _every_op_function(optimize: bool):
         gc.exp(x), gc.log(gc.abs(x) + 1.0), gc.relu(x), gc.less(x, 0.5), x.with_name("renamed"), erf(x),
         apply(SparseTarget(1), idx, h), fuse([gc.tanh(x * 2.0) + x])[0],
         gc.grad(gc.sum(gc.einsum("ii->i", m)), m),  # diagonal_mask
+        gc.grad(gc.sum(gc.grad(gc.sum(gc.prod(x, axis=1)), x) * x), x),  # prod_others_grad
+        apply(ShapeCheck(), x, x * 2.0), apply(SqueezeCheck((1,)), x),
     ]
     gen = gc.random.Generator(8)  # draws: the copies, saved before the first call, draw what it draws
     parts += [gen.uniform(like=x, low=-1.0, high=1.0), gen.normal((3,), dtype="float32"),

@@ -8,9 +8,9 @@ import numpy as np
 import graphc as gc
 from graphc.ops import shape
 from graphc.ops.elementwise import erf
-from graphc.ops.nn import SoftmaxMinusOneHot, SparseTarget
+from graphc.ops.nn import ShapeCheck, SoftmaxMinusOneHot, SparseTarget
 from graphc.ops.reduce import ProdOthers, ReducedCount, SoftmaxOver
-from graphc.ops.shape import ConcatPiece
+from graphc.ops.shape import ConcatPiece, SqueezeCheck
 from graphc.passes.fuse import fuse
 
 from .util import Case, Spec, fixed, np_erf, np_softmax, table_tests, uniform
@@ -26,6 +26,12 @@ def _scatter(index):
 
 def _prod_others(x):
     return np.prod(x, axis=1, keepdims=True) / x
+
+
+def _prod_others_grad(x, w):
+    """sum over i != j of w_i * (the product of the entries other than i and j), along axis 1."""
+    total = np.prod(x, axis=1, keepdims=True)
+    return total / x * (np.sum(w / x, axis=1, keepdims=True) - w / x)
 
 
 def _sort_grad(x, w):
@@ -73,6 +79,11 @@ CASES = [
          lambda x, w: w.reshape(2, 3, 2).sum(2), [Spec((2, 3), **REFERENCE), Spec((2, 6))]),
     Case("diagonal_grad", lambda x, w: gc.grad(gc.sum(gc.diagonal(x) * w), x),
          lambda x, w: np.diag(w) + 0 * x, [Spec((3, 3), **REFERENCE), Spec((3,))]),
+    Case("prod_others_grad", lambda x, w: gc.grad(gc.sum(ProdOthers((1,))(x) * w), x), _prod_others_grad,
+         [Spec((2, 3), uniform(0.5, 1.5)), Spec((2, 3))]),
+    Case("shape_check", lambda x, like: ShapeCheck()(x, like), lambda x, like: x.copy(),
+         [Spec((2, 3)), Spec((2, 3), **REFERENCE)]),
+    Case("squeeze_check", lambda x: SqueezeCheck((0,))(x), lambda x: x.copy(), [Spec((2, 3))]),
     Case("split_grad", lambda x, w: gc.grad(gc.sum(gc.split(x, 2, axis=1)[1] * w), x),
          lambda x, w: np.concatenate([np.zeros_like(w), w], 1), [Spec((2, 4), **REFERENCE), Spec((2, 2))]),
     Case("take_along_axis_grad", lambda x, w: gc.grad(gc.sum(gc.sort(x, 1) * w), x),
