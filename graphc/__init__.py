@@ -146,8 +146,7 @@ from graphc.random import dropout
 from graphc.serialize import SaveError, load, save
 from graphc.session import Session
 from graphc.tensor import Tensor, Variable
-
-__version__ = "0.1.0"
+from graphc.version import __version__ as __version__
 
 #: infinity and NaN as Python floats, so they are weak scalars: ``gc.where(mask, x32, -gc.inf)`` stays float32
 inf = float("inf")

@@ -14,11 +14,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphc.errors import DTypeError, GradientError, ShapeError
-from graphc.op import as_tensor
+from graphc.hooks import Hook
+from graphc.op import as_tensor, constant
 from graphc.ops.elementwise import add, cast, ones_like, zeros_like
-from graphc.ops.shape import broadcast_to, getitem, identity, reshape, stack, sum_to
+from graphc.ops.shape import broadcast_like, broadcast_to, getitem, identity, reshape, stack, sum_to
 from graphc.tensor import Tensor, building_gradient, toposort
 from graphc.types import broadcast_to_shape, format_shape
+
+#: ``(outputs, wrt) -> outputs``: the forward graph that is differentiated, rewritten first so that the
+#: gradient is built from stable primitives (``log(softmax(x)) -> log_softmax(x)``, ...). Rewriting the
+#: forward graph later cannot repair a gradient already built from the naive form. ``graphc.passes``
+#: provides its stabilizer; until then the graph is differentiated as it is.
+FORWARD_REWRITE = Hook("the forward rewrite before differentiation", "graphc.passes",
+                       default=lambda outputs, wrt: list(outputs))
 
 
 def _as_list(value) -> tuple[list, bool]:
@@ -60,8 +68,6 @@ def _fit_to_input(cotangent: Tensor, target: Tensor) -> Tensor:
 
 def _seed_for(seed: Tensor, output: Tensor) -> Tensor:
     """A cotangent seed broadcast to its output's shape and cast to its dtype."""
-    from graphc.ops.shape import broadcast_like
-
     if seed.shape != output.shape or None in seed.shape:
         seed = broadcast_like(seed, output)
     return seed if seed.dtype == output.dtype else cast(seed, output.dtype)
@@ -88,8 +94,6 @@ def zeros_for(tensor: Tensor) -> Tensor:
     """Zeros shaped like ``tensor``; independent of its value when its shape is known."""
     if None in tensor.shape:
         return zeros_like(tensor)
-    from graphc.leaves import constant
-
     return broadcast_to(constant(np.zeros((), tensor.dtype)), tensor.shape)
 
 
@@ -102,12 +106,9 @@ def _sum_all(terms: list[Tensor]) -> Tensor:
 
 def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[Tensor]) -> list[Tensor | None]:
     """Cotangents of ``wrt`` given ``seeds`` for ``outputs`` (None where disconnected)."""
-    # Differentiate a stabilized clone of the forward graph (log(softmax(x)) -> log_softmax(x), ...):
-    # rewriting the forward graph later cannot repair a gradient already built from the naive form.
-    # The clone shares every node that needs no rewrite, and the wrt tensors are kept as they are.
-    from graphc.passes.stabilize import stabilize_for_grad
-
-    outputs = stabilize_for_grad(outputs, wrt)
+    # Differentiate a stabilized clone of the forward graph (see FORWARD_REWRITE). The clone shares
+    # every node that needs no rewrite, and the wrt tensors are kept as they are.
+    outputs = FORWARD_REWRITE(outputs, wrt)
     order = toposort(outputs)
     wrt_ids = {id(t) for t in wrt}
     # tensors through which a gradient can reach some wrt: float, not piecewise constant

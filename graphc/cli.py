@@ -28,6 +28,16 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
+
+from graphc.errors import GraphcError, LoadError
+from graphc.export._common import graph_nodes, node_kind
+from graphc.export.dot import render, to_dot
+from graphc.printing import debugprint
+from graphc.serialize import load
+from graphc.types import format_shape
+from graphc.version import __version__
+
 EXIT_OK = 0
 EXIT_BAD_FILE = 1
 EXIT_USAGE = 2
@@ -36,15 +46,7 @@ EXIT_RUN = 4
 
 
 def _shape(shape) -> str:
-    from graphc.types import format_shape
-
     return format_shape(shape)
-
-
-def _load(path: str):
-    from graphc import load
-
-    return load(path)
 
 
 def _variables(plan) -> tuple:
@@ -53,8 +55,6 @@ def _variables(plan) -> tuple:
 
 def info_text(fn, path: str = "") -> str:
     """The text ``graphc info`` prints for a loaded Function."""
-    from graphc.export._common import graph_nodes, node_kind
-
     plan = fn.plan
     order, flat, _ = graph_nodes(fn)
     lines = [f"file: {path}"] if path else []
@@ -91,8 +91,6 @@ def info_text(fn, path: str = "") -> str:
 
 def info_json(fn, path: str = "") -> dict:
     """What ``graphc info --json`` prints: the same facts as :func:`info_text`, as a JSON object."""
-    from graphc.export._common import graph_nodes, node_kind
-
     plan = fn.plan
     order, _, _ = graph_nodes(fn)
 
@@ -152,8 +150,6 @@ def _shown(loaded, name: str | None):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from graphc import __version__
-
     parser = argparse.ArgumentParser(prog="graphc", description="Inspect and run graphc files written by gc.save.")
     parser.add_argument("--version", action="version", version=f"graphc {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -192,8 +188,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _input_value(text: str, name: str):
-    import numpy as np
-
     if text.endswith(".npy"):
         try:
             return np.load(text, allow_pickle=False)
@@ -221,10 +215,6 @@ def _flat_values(result) -> list:
 
 
 def _run(fn, args) -> int:
-    import numpy as np
-
-    from graphc.errors import GraphcError
-
     values = {}
     for item in args.input:
         name, sep, text = item.partition("=")
@@ -271,9 +261,6 @@ def _run(fn, args) -> int:
 
 
 def _render(fn, args) -> int:
-    from graphc.errors import GraphcError
-    from graphc.export.dot import render
-
     fmt = args.format
     output = args.output
     if output is None:
@@ -296,15 +283,13 @@ def _render(fn, args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``graphc`` command line; returns the exit code."""
-    from graphc.errors import LoadError
-
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        fn = _load(args.file)
+        fn = load(args.file)
     except LoadError as exc:
         print(f"graphc: error: not a valid graphc file: {exc}", file=sys.stderr)
         return EXIT_BAD_FILE
@@ -332,12 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"--function NAME", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "dot":
-        from graphc.export.dot import to_dot
-
         sys.stdout.write(to_dot(shown, legend=not args.no_legend))
     elif args.command == "print":
-        from graphc.printing import debugprint
-
         if isinstance(shown, dict):
             for name, outputs in shown.items():
                 sys.stdout.write(f"function {name!r}:\n{debugprint(outputs)}")

@@ -55,6 +55,7 @@ import numpy as np
 
 from graphc.errors import ExecutionError, FeedError
 from graphc.leaves import Constant, Placeholder, VariableLeaf
+from graphc.numerics import instrument
 from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import format_shape
 
@@ -169,11 +170,12 @@ def _tables() -> dict[str, dict]:
     from graphc.ops import elementwise as ew
     from graphc.ops import linalg, nn, reduce, shape
 
-    _TABLES.update(relu=ew.Relu, cast=ew.Cast, greater=ew.Greater, mul=ew.Mul, sum=reduce.Sum, square=ew.Square,
-                   transpose=shape.Transpose, sum_to=shape.SumTo, broadcast_like=shape.BroadcastLike,
-                   one_hot=shape.OneHot, sub=ew.Sub, softmax=nn.Softmax, mean=reduce.Mean,
-                   zeros_like=ew.ZerosLike, ones_like=ew.OnesLike, matmul=linalg.Matmul,
-                   softmax_minus_one_hot=nn.SoftmaxMinusOneHot)
+    _TABLES.update(classes={"relu": ew.Relu, "cast": ew.Cast, "greater": ew.Greater, "mul": ew.Mul,
+                            "sum": reduce.Sum, "square": ew.Square, "transpose": shape.Transpose,
+                            "sum_to": shape.SumTo, "broadcast_like": shape.BroadcastLike,
+                            "one_hot": shape.OneHot, "sub": ew.Sub, "softmax": nn.Softmax, "mean": reduce.Mean,
+                            "zeros_like": ew.ZerosLike, "ones_like": ew.OnesLike, "matmul": linalg.Matmul,
+                            "softmax_minus_one_hot": nn.SoftmaxMinusOneHot})
     return _TABLES
 
 
@@ -215,11 +217,17 @@ def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs:
     index = {id(n): i for i, n in enumerate(steps)}
     consumers: dict[int, list[Tensor]] = {id(n): [] for n in steps}
     for node in steps:
-        seen = set()
-        for parent in deps[id(node)]:
-            if id(parent) in consumers and id(parent) not in seen:
-                seen.add(id(parent))
+        for parent in dict.fromkeys(deps[id(node)]):
+            if id(parent) in consumers:
                 consumers[id(parent)].append(node)
+    distance, eager = _eager_distances(steps, deps, consumers, outputs, update_values, index)
+    if not eager:
+        return steps
+    return _emit_eagerly(steps, consumers, distance, eager, pull_deps, index)
+
+
+def _eager_distances(steps, deps, consumers, outputs, update_values, index) -> tuple[dict[int, int], set[int]]:
+    """(steps from each node to the nearest update value, the nodes only updates need)."""
     for_outputs: set[int] = set()
     stack = [t for t in outputs if id(t) in index]
     while stack:
@@ -237,10 +245,11 @@ def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs:
                 best = dc + 1
         if best is not None:
             distance[id(node)] = best
-    eager = {key for key in distance if key not in for_outputs}
-    if not eager:
-        return steps
+    return distance, {key for key in distance if key not in for_outputs}
 
+
+def _emit_eagerly(steps, consumers, distance, eager, pull_deps, index) -> list[Tensor]:
+    """``steps`` in order, each followed at once by the eager consumers it completes (see above)."""
     emitted: set[int] = set()
     order: list[Tensor] = []
 
@@ -306,7 +315,7 @@ def _is_exact_scale(node: Tensor) -> bool:
     return value >= 1.0 and math.isfinite(value) and math.frexp(value)[0] == 0.5
 
 
-def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int], classes: dict,
+def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int], tables: dict,
                special: dict[int, Callable], inserted: dict[int, list[Tensor]], replaced: dict[int, Tensor],
                fired: dict[int, str]) -> set[int]:
     """The lowering rules: rewrites of steps that save passes or memory; returns the steps to drop.
@@ -315,6 +324,7 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
     ``inserted`` new steps to compute right before a step; ``replaced`` steps whose value a new
     step (another op) computes; ``fired`` the name of the rule that changed each step.
     """
+    classes = tables["classes"]
     relu_cls, greater_cls, cast_cls, mul_cls = classes["relu"], classes["greater"], classes["cast"], classes["mul"]
     position = {id(n): i for i, n in enumerate(steps)}
     consumers: dict[int, list[Tensor]] = {}
@@ -453,9 +463,10 @@ def _scalar_dtype(expression: str, dtypes: list[np.dtype]) -> np.dtype | None:
     return getattr(value, "dtype", None)
 
 
-def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], classes: dict,
+def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], tables: dict,
                        namespace: dict, tag: str) -> str | None:
     """A Python expression computing ``node`` on NumPy scalars, or None."""
+    classes = tables["classes"]
     op = node.primitive
     cls = type(op)
     expression = getattr(op, "scalar_expr", None)
@@ -582,20 +593,8 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
             continue
         readers = [n for n in steps if n is not value and (id(variable) in looks.get(id(n), ()) or any(
             id(variable) in looks.get(id(p), ()) for p in deps[id(n)]))]
-        if not readers:
-            continue
-        # would an edge reader -> value close a cycle? (value reaches a reader)
-        targets = {id(r) for r in readers}
-        seen, stack, cycle = {id(value)}, [id(value)], False
-        while stack and not cycle:
-            for nxt in consumers.get(stack.pop(), ()):
-                if nxt in targets:
-                    cycle = True
-                    break
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        if cycle:
+        # an edge reader -> value would close a cycle if the value reaches a reader
+        if not readers or _reaches(id(value), {id(r) for r in readers}, consumers):
             continue
         extended[id(value)] = extended[id(value)] + readers
         for reader in readers:
@@ -607,6 +606,24 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
         reads = any(looks.get(id(p)) for p in deps[id(node)]) and not node.primitive.view
         return (0 if reads else 1, index[id(node)])
 
+    return _by_rank(steps, extended, consumers, index, rank), extended
+
+
+def _reaches(start: int, targets: set[int], consumers: dict[int, list[int]]) -> bool:
+    """Whether a path of consumers leads from ``start`` to one of ``targets`` (ids)."""
+    seen, stack = {start}, [start]
+    while stack:
+        for nxt in consumers.get(stack.pop(), ()):
+            if nxt in targets:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return False
+
+
+def _by_rank(steps, extended, consumers, index, rank) -> list[Tensor]:
+    """A topological order of ``extended`` taking, among the ready steps, the lowest ``rank`` first."""
     waiting = {id(n): sum(1 for p in extended[id(n)] if id(p) in index) for n in steps}
     ready = [rank(steps[index[key]]) for key, count in waiting.items() if count == 0]
     heapq.heapify(ready)
@@ -620,7 +637,7 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
                 heapq.heappush(ready, rank(steps[index[key]]))
     if len(order) != len(steps):  # pragma: no cover - the edges added above never close a cycle
         raise AssertionError("plan compiler: a cycle in the in-place update order")
-    return order, extended
+    return order
 
 
 def _looks_into(steps, deps, updates) -> dict[int, frozenset]:
@@ -638,6 +655,25 @@ def _nbytes(node: Tensor) -> int:
     return int(np.prod(node.shape, dtype=np.int64)) * node.dtype.itemsize
 
 
+def _uses(steps, deps, root_ids) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """(position of each step, the first and the last step using each value); a view keeps the
+    buffer it looks into alive, so a value lives as long as its views do."""
+    position = {id(n): i for i, n in enumerate(steps)}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, node in enumerate(steps):
+        for parent in deps[id(node)]:
+            first.setdefault(id(parent), i)
+            last[id(parent)] = i
+    for node in reversed(steps):
+        if node.primitive.view:
+            end = len(steps) if id(node) in root_ids else last.get(id(node), position[id(node)])
+            for parent in deps[id(node)]:
+                if id(parent) in position and last.get(id(parent), -1) < end:
+                    last[id(parent)] = end
+    return position, first, last
+
+
 def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int],
           updates: Sequence[tuple[Variable, Tensor]] = ()) -> list[Tensor]:
     """Move each step down to just before its first consumer when that holds less memory.
@@ -650,20 +686,7 @@ def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int]
     hold back that variable's update (and keep its gradient alive).
     """
     looks = _looks_into(steps, deps, updates)
-    position = {id(n): i for i, n in enumerate(steps)}
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for i, node in enumerate(steps):
-        for parent in deps[id(node)]:
-            first.setdefault(id(parent), i)
-            last[id(parent)] = i
-    # a view keeps the buffer it looks into alive: a value lives as long as its views do
-    for node in reversed(steps):
-        if node.primitive.view:
-            end = len(steps) if id(node) in root_ids else last.get(id(node), position[id(node)])
-            for parent in deps[id(node)]:
-                if id(parent) in position and last.get(id(parent), -1) < end:
-                    last[id(parent)] = end
+    position, first, last = _uses(steps, deps, root_ids)
     moved: dict[int, list[Tensor]] = {}
     sunk: set[int] = set()  # (a moved step's inputs stay where they are: they are not moved)
     for i, node in enumerate(steps):
@@ -673,10 +696,8 @@ def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int]
             continue
         # bytes x steps: what the moved value no longer holds, against inputs held longer
         saved = _nbytes(node) * (target - i - 1)
-        cost = 0
-        for parent in deps[id(node)]:
-            if id(parent) in position and last[id(parent)] < target:
-                cost += _nbytes(parent) * (target - last[id(parent)]) if _static(parent) else saved
+        cost = sum(_nbytes(parent) * (target - last[id(parent)]) if _static(parent) else saved
+                   for parent in deps[id(node)] if id(parent) in position and last[id(parent)] < target)
         if cost >= saved:
             continue
         for parent in deps[id(node)]:
@@ -692,6 +713,18 @@ def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int]
         if id(node) not in sunk:
             order.append(node)
     return order
+
+
+def _computes_into(value: Tensor, variable: Variable, deps, looks, tables) -> bool:
+    """Whether the step computing ``value`` can write it with ``out=`` the variable's storage: a float
+    ufunc or matmul (which does not read the variable) of the variable's shape and dtype."""
+    cls = type(value.primitive)
+    if (isinstance(value.primitive, _CopyStep) or value.primitive.view or not _static(value)
+            or value.shape != variable.shape or value.dtype != variable.dtype or value.dtype.kind != "f"):
+        return False
+    if _kernel(value) is not None or cls is tables["classes"]["relu"]:
+        return True
+    return cls is tables["classes"]["matmul"] and not any(id(variable) in looks.get(id(p), ()) for p in deps[id(value)])
 
 
 def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: list[Tensor],
@@ -711,13 +744,10 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
     """
     position = {id(n): i for i, n in enumerate(steps)}
     looks = _looks_into(steps, deps, updates)
-    last_read: dict[int, int] = {}
+    last_read: dict[int, int] = {}  # variable id -> the last step reading its storage (views included)
     for i, node in enumerate(steps):
-        for key in looks.get(id(node), ()):
+        for key in looks.get(id(node), frozenset()).union(*(looks.get(id(p), ()) for p in deps[id(node)])):
             last_read[key] = i
-        for parent in deps[id(node)]:
-            for key in looks.get(id(parent), ()):
-                last_read[key] = i
     copies_at: dict[int, list[Tensor]] = {}
     copies: dict[int, Tensor] = {}
 
@@ -741,20 +771,14 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
     counts: dict[int, int] = {}
     for value in values:
         counts[id(value)] = counts.get(id(value), 0) + 1
-    relu_cls, matmul_cls = tables["relu"], tables["matmul"]
     fused: dict[int, int] = {}
     writes: dict[int, int] = {}
     writes_at: dict[int, list[Tensor]] = {}
     for k, ((variable, _), value) in enumerate(zip(updates, values)):
         at = position.get(id(value), -1)
-        cls = type(value.primitive)
-        if (not isinstance(value.primitive, _CopyStep) and at >= 0 and id(value) not in used
-                and id(value) not in returned and counts[id(value)] == 1
-                and id(value) not in special and not value.primitive.view and _static(value)
-                and value.shape == variable.shape and value.dtype == variable.dtype and value.dtype.kind == "f"
-                and last_read.get(id(variable), -1) <= at
-                and (_kernel(value) is not None or cls is relu_cls or (cls is matmul_cls and not any(
-                    id(variable) in looks.get(id(p), ()) for p in deps[id(value)])))):
+        if (at >= 0 and id(value) not in used and id(value) not in returned and counts[id(value)] == 1
+                and id(value) not in special and last_read.get(id(variable), -1) <= at
+                and _computes_into(value, variable, deps, looks, tables)):
             fused[id(value)] = k
             continue
         write = Tensor(_WriteStep(k, variable.name or f"<variable {k}>"), [value], variable.shape,
@@ -796,6 +820,12 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     """
     # Lowering allocates many small, long-lived objects; the cyclic collector would rescan the
     # whole graph again and again (measured: 40% of the time at 35,000 steps). Pause it.
+    if check_numerics:
+        if inplace_updates and updates:
+            raise ValueError("check_numerics=True cannot be combined with inplace_updates=True: an in-place "
+                             "call writes variables before it ends, so a failed check could not leave them "
+                             "unchanged")
+        reuse_buffers = False  # a step's inputs must still hold their values when its check runs
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -811,17 +841,85 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
     outputs = tuple(outputs)
     updates = tuple(updates)
     inplace = bool(inplace_updates and updates)
-    if check_numerics:
-        if inplace:
-            raise ValueError("check_numerics=True cannot be combined with inplace_updates=True: an in-place "
-                             "call writes variables before it ends, so a failed check could not leave them "
-                             "unchanged")
-        reuse_buffers = False  # a step's inputs must still hold their values when its check runs
     inputs = tuple(inputs)
     update_values = [new for _, new in updates]
     roots = list(outputs) + update_values
-    input_ids = {id(t): k for k, t in enumerate(inputs)}
     order = toposort(roots, stop_at=list(inputs))
+    names, defaults, variables, steps, leaves, alias = _collect(order, inputs, expand_fused)
+    tables = _tables()
+    roots = [alias.get(id(t), t) for t in roots]
+    update_values = roots[len(outputs):]
+    root_ids = {id(t) for t in roots}
+    deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
+    special: dict[int, Callable] = {}
+    fired: dict[int, str] = {}
+    if peepholes:
+        inserted: dict[int, list[Tensor]] = {}
+        replaced: dict[int, Tensor] = {}
+        dropped = _peepholes(steps, deps, root_ids, tables, special, inserted, replaced, fired)
+        steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
+        if replaced:  # a lowering rule's new op computes these steps' values
+            deps = {key: [replaced.get(id(p), p) for p in parents] for key, parents in deps.items()}
+            roots = [replaced.get(id(t), t) for t in roots]
+            update_values = roots[len(outputs):]
+            root_ids = {id(t) for t in roots}
+    resolved_updates = [(var, value) for (var, _), value in zip(updates, update_values)]
+    steps, roots, fused, writes = _schedule(steps, deps, roots, len(outputs), resolved_updates, inplace,
+                                            schedule_updates, tables, special)
+    for index, node in enumerate(steps):
+        names[id(node)] = f"v{index}"
+    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab,
+                                    "_fresh": _fresh}
+    scalar = not inplace and scalar_mode and bool(steps) and all(n.shape == () for n in order)
+    if scalar:
+        lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
+        scalar = lines is not None
+    if scalar:
+        namespace.update((key, value[()]) for key, value in defaults.items())
+    else:
+        namespace.update(defaults)
+        lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
+                                              reuse_buffers, special, fused, writes)
+    if check_numerics:
+        instrument(lines, line_step, steps, deps, names, namespace, inputs, variables)
+    escaped = _escapes(roots[:len(outputs)] if inplace else roots, names, steps, scalar)
+    if inplace:
+        escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
+    source, offset = _source(len(inputs), len(variables), len(updates), namespace, lines, escaped, scalar,
+                             inplace, check_numerics)
+    step_of_line = {offset + line: step for line, step in line_step.items()}
+    namespace["_failure"] = _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates,
+                                             inplace)
+    exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
+    return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
+                tuple(kinds), scalar, inplace, bool(check_numerics), tuple(fired.get(id(n), "") for n in steps))
+
+
+def _schedule(steps, deps, roots, n_outputs, updates, inplace, schedule_updates, tables, special):
+    """The steps in run order, the roots (outputs, then what each update returns), and for in-place
+    plans the steps writing into a variable's storage (``fused``) and the write steps (``writes``)."""
+    fused: dict[int, int] = {}
+    writes: dict[int, int] = {}
+    order_deps = deps
+    if inplace:
+        steps, order_deps = _order_for_inplace(steps, deps, updates)
+    if schedule_updates and updates:
+        steps = _schedule_eager(steps, deps, roots[:n_outputs], roots[n_outputs:], order_deps)
+    if inplace:
+        steps = _sink(steps, deps, {id(t) for t in roots}, updates)
+        steps, staged_outputs, fused, writes = _stage_inplace(steps, deps, list(roots[:n_outputs]), updates,
+                                                              tables, special)
+        roots = staged_outputs + [n for n in steps if id(n) in fused]
+    return steps, roots, fused, writes
+
+
+def _collect(order: list[Tensor], inputs: tuple, expand_fused: bool):
+    """(names, constants' values by name, variables, steps, leaves, fused node -> its last step).
+
+    Leaves get their names (``x`` feeds, ``w`` variables, ``c`` constants); a placeholder that is
+    not fed is a FeedError before anything runs; fused nodes are expanded into steps if asked.
+    """
+    input_ids = {id(t): k for k, t in enumerate(inputs)}
     names: dict[int, str] = {}
     defaults: dict[str, object] = {}
     variables: list[Variable] = []
@@ -844,70 +942,19 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
             names[key] = f"c{len(defaults)}"
             defaults[names[key]] = node.primitive.value
             leaves.append(node)
-        elif expand_fused and _expand_fused(node, alias, steps):
-            pass
-        else:
+        elif not (expand_fused and _expand_fused(node, alias, steps)):
             steps.append(node)
-    tables = _tables()
-    roots = [alias.get(id(t), t) for t in roots]
-    outputs_resolved = roots[:len(outputs)]
-    update_values = roots[len(outputs):]
-    root_ids = {id(t) for t in roots}
-    deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
-    special: dict[int, Callable] = {}
-    fired: dict[int, str] = {}
-    if peepholes:
-        inserted: dict[int, list[Tensor]] = {}
-        replaced: dict[int, Tensor] = {}
-        dropped = _peepholes(steps, deps, root_ids, tables, special, inserted, replaced, fired)
-        steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
-        if replaced:
-            deps = {key: [replaced.get(id(p), p) for p in parents] for key, parents in deps.items()}
-            roots = [replaced.get(id(t), t) for t in roots]
-            outputs_resolved, update_values = roots[:len(outputs)], roots[len(outputs):]
-            root_ids = {id(t) for t in roots}
-    resolved_updates = [(var, value) for (var, _), value in zip(updates, update_values)]
-    order_deps = deps
-    if inplace:
-        steps, order_deps = _order_for_inplace(steps, deps, resolved_updates)
-    if schedule_updates and updates:
-        steps = _schedule_eager(steps, deps, outputs_resolved, update_values, order_deps)
-    fused: dict[int, int] = {}
-    writes: dict[int, int] = {}
-    if inplace:
-        steps = _sink(steps, deps, root_ids, resolved_updates)
-        steps, staged_outputs, fused, writes = _stage_inplace(steps, deps, list(outputs_resolved),
-                                                              resolved_updates, tables, special)
-        step_ids = {id(n) for n in steps}
-        roots = staged_outputs + [n for n in steps if id(n) in fused]
-    for index, node in enumerate(steps):
-        names[id(node)] = f"v{index}"
+    return names, defaults, variables, steps, leaves, alias
 
-    scalar = not inplace and scalar_mode and bool(steps) and all(n.shape == () for n in order)
-    namespace: dict[str, object] = {"_as_array": _as_array, "_copy": _copy, "_nd": np.array, "_grab": _grab,
-                                    "_fresh": _fresh}
-    if scalar:
-        lines, kinds, line_step = _scalar_body(steps, deps, names, tables, namespace)
-        if lines is None:
-            scalar = False
-    if scalar:
-        for key, value in defaults.items():
-            namespace[key] = value[()]
-    else:
-        namespace.update(defaults)
-        lines, kinds, line_step = _array_body(steps, deps, names, leaves, roots, tables, namespace,
-                                              reuse_buffers, special, fused, writes)
 
-    if check_numerics:
-        from graphc.numerics import instrument
 
-        instrument(lines, line_step, steps, deps, names, namespace, inputs, variables)
-
-    # outputs and update values escape to the caller: copy whatever could alias
+def _escapes(escaping: list[Tensor], names: dict[int, str], steps: list[Tensor], scalar: bool) -> list[str]:
+    """The returned expressions: outputs and update values escape to the caller, so whatever could
+    alias a feed, a variable, a constant, a view or another output is copied."""
     escaped: list[str] = []
     seen: set[int] = set()
     step_ids = {id(n) for n in steps}
-    for tensor in (roots[:len(outputs)] if inplace else roots):
+    for tensor in escaping:
         name = names[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
         if scalar:
             escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar
@@ -918,33 +965,36 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
         else:
             escaped.append(f"_as_array({name})")  # fresh, but maybe a NumPy scalar
         seen.add(id(tensor))
-    if inplace:
-        escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
+    return escaped
 
+
+def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, lines: list[str],
+            escaped: list[str], scalar: bool, inplace: bool, check_numerics: bool) -> tuple[str, int]:
+    """The ``run`` function's source, and the line number of its first body line minus one."""
     params = "feeds, variables, targets, _spare=None" if inplace else "feeds, variables, _spare=None"
     header = [f"def run({params}" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
-    if inputs:
-        header.append("    " + "".join(f"x{k}, " for k in range(len(inputs))) + "= feeds")
-    if variables:
-        header.append("    " + "".join(f"w{k}, " for k in range(len(variables))) + "= variables")
+    if n_inputs:
+        header.append("    " + "".join(f"x{k}, " for k in range(n_inputs)) + "= feeds")
+    if n_variables:
+        header.append("    " + "".join(f"w{k}, " for k in range(n_variables)) + "= variables")
     if inplace:
-        header.append("    " + "".join(f"t{k}, " for k in range(len(updates))) + "= targets")
+        header.append("    " + "".join(f"t{k}, " for k in range(n_updates)) + "= targets")
     if scalar:
-        for k in range(len(inputs)):
-            header.append(f"    x{k} = x{k}[()]")
-        for k in range(len(variables)):
-            header.append(f"    w{k} = w{k}[()]")
+        header.extend(f"    x{k} = x{k}[()]" for k in range(n_inputs))
+        header.extend(f"    w{k} = w{k}[()]" for k in range(n_variables))
     if check_numerics:
         header.insert(1, "    _check_leaves(feeds, variables)")
     header.append("    try:")
-    offset = len(header) + 1  # line numbers start at 1
     body = [f"        {line}" for line in lines] or ["        pass"]
     footer = (["    except _NumericsError:", "        raise"] if check_numerics else []) + [
               "    except Exception as exc:",
               "        raise _failure(exc) from exc",
               f"    return ({''.join(e + ', ' for e in escaped)})"]
-    source = "\n".join(header + body + footer) + "\n"
-    step_of_line = {offset + line: step for line, step in line_step.items()}
+    return "\n".join(header + body + footer) + "\n", len(header) + 1  # line numbers start at 1
+
+
+def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates, inplace):
+    """The plan's ``_failure``: the ExecutionError for an exception raised at a line of ``run``."""
     # in-place plans: the line writing each update (a write step, or a step computing into the storage)
     write_lines = sorted((line, fused.get(id(steps[step]), writes.get(id(steps[step]))))
                          for line, step in step_of_line.items()
@@ -967,12 +1017,7 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
             _report_written(error, tb.tb_lineno, write_lines, fused.get(id(node)), frame_locals, update_names)
         return error
 
-    namespace["_failure"] = failure
-    header[0] = header[0].replace(", _failure=_failure", "")
-    code = compile(source, "<graphc plan>", "exec")
-    exec(code, namespace)  # noqa: S102 - our own generated code, from the graph only
-    return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
-                tuple(kinds), scalar, inplace, bool(check_numerics), tuple(fired.get(id(n), "") for n in steps))
+    return failure
 
 
 def _report_written(error: ExecutionError, line: int, write_lines: list, partial: int | None,
@@ -1017,19 +1062,41 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
 
     ``fused`` (step id -> update index) are steps writing straight into target ``t{k}``;
     ``writes`` (step id -> update index) are in-place write steps (see ``_stage_inplace``).
+    Three stages: buffer lifetimes, where each step writes (``_choose_targets``), and the
+    code itself, a line per step (``_emit_lines``).
     """
     fused = fused or {}
     writes = writes or {}
-    classes = tables
-    relu_cls, matmul_cls = classes["relu"], classes["matmul"]
-    position = {id(n): i for i, n in enumerate(steps)}
-    never = len(steps) + 1
     returned = {id(t) for t in roots}
     last_use: dict[int, int] = {}
     for index, node in enumerate(steps):
         for parent in deps[id(node)]:
             last_use[id(parent)] = index
-    # which buffers each value may look into; only buffers a step allocated are "owned"
+    owned, buffer_end, ends_at = _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes)
+    kinds = [_step_kind(node, tables, special, fused, writes) for node in steps]
+    target, taken_at = ({}, {}) if not reuse_buffers else _choose_targets(steps, deps, kinds, owned, buffer_end,
+                                                                         ends_at)
+    frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
+    for key, index in last_use.items():
+        if key in returned or names[key][0] not in "vx":
+            continue
+        if key in taken_at and taken_at[key] > index:
+            frees.setdefault(taken_at[key], []).append(key)  # held for reuse, dropped once reused
+        else:
+            frees.setdefault(index, []).append(key)
+    lines, line_step = _emit_lines(steps, deps, names, kinds, target, taken_at, frees, tables, namespace, special,
+                                   fused, writes)
+    return lines, kinds, line_step
+
+
+def _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes):
+    """(owned buffers, the step after which each buffer is dead, buffers by the step they die at).
+
+    A value may look into the buffers of its inputs (views); only buffers a step allocated are
+    "owned", never a variable's storage; a returned buffer never dies.
+    """
+    position = {id(n): i for i, n in enumerate(steps)}
+    never = len(steps) + 1
     buffers: dict[int, tuple[int, ...]] = {id(n): (id(n),) for n in leaves}
     owned: dict[int, Tensor] = {}
     for node in steps:
@@ -1049,74 +1116,73 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
     for buffer, end in buffer_end.items():
         if buffer in owned and end < never:
             ends_at.setdefault(end, []).append(buffer)
+    return owned, buffer_end, ends_at
 
-    # decide, step by step, where each out= capable step writes
-    target: dict[int, int] = {}  # step index -> buffer (value id) it writes into
-    kinds: list[str] = []
-    taken_at: dict[int, int] = {}  # buffer -> step that reuses it from the pool
+
+def _step_kind(node, tables, special, fused, writes) -> str:
+    """How a step is lowered before buffers are chosen: "write", "copy", "special", "ufunc", ..."""
+    cls = type(node.primitive)
+    if id(node) in fused:
+        return "to-var"  # computed straight into the variable's storage (out=)
+    if id(node) in writes:
+        return "write"
+    if cls is _CopyStep:
+        return "copy"
+    if id(node) in special:
+        return "special"
+    if _kernel(node) is not None or cls is tables["classes"]["relu"]:
+        return "ufunc"
+    if cls is tables["classes"]["matmul"]:
+        return "matmul"
+    return "call"
+
+
+def _choose_targets(steps, deps, kinds, owned, buffer_end, ends_at):
+    """Where each ``out=`` capable step writes: (step index -> buffer, buffer -> step taking it).
+
+    An input dying at the step (in place, ufuncs only), else a dead buffer of the same shape and
+    dtype from the pool. Updates ``kinds`` with "inplace" / "reuse".
+    """
+    target: dict[int, int] = {}
+    taken_at: dict[int, int] = {}
     pool: dict[tuple, list[int]] = {}
     for index, node in enumerate(steps):
-        cls = type(node.primitive)
-        kind = "call"
-        if id(node) in writes:
-            kind = "write"
-        elif cls is _CopyStep:
-            kind = "copy"
-        elif id(node) in special:
-            kind = "special"
-        elif _kernel(node) is not None or cls is relu_cls:
-            kind = "ufunc"
-        elif cls is matmul_cls:
-            kind = "matmul"
-        if id(node) in fused:
-            kind = "to-var"  # computed straight into the variable's storage (out=)
-        elif reuse_buffers and kind in ("ufunc", "matmul") and _static(node):  # a special kernel has no out=
+        kind = kinds[index]
+        if kind in ("ufunc", "matmul") and _static(node):  # a special kernel has no out=
             choice = None
             if kind == "ufunc":
-                for parent in deps[id(node)]:
-                    key = id(parent)
-                    if (key in owned and buffer_end[key] == index and key not in taken_at
-                            and parent.shape == node.shape and parent.dtype == node.dtype):
-                        choice = key
-                        kind = "inplace"
-                        break
-            if choice is None:
-                free = pool.get((node.shape, node.dtype))
-                if free:
-                    choice = free.pop()
-                    taken_at[choice] = index
-                    kind = "reuse"
+                choice = next((id(p) for p in deps[id(node)]
+                               if id(p) in owned and buffer_end[id(p)] == index and id(p) not in taken_at
+                               and p.shape == node.shape and p.dtype == node.dtype), None)
+                if choice is not None:
+                    kinds[index] = "inplace"
+            if choice is None and pool.get((node.shape, node.dtype)):
+                choice = pool[(node.shape, node.dtype)].pop()
+                kinds[index] = "reuse"
             if choice is not None:
                 target[index] = choice
-                if kind == "inplace":
-                    taken_at[choice] = index
-        kinds.append(kind)
+                taken_at[choice] = index
         for buffer in ends_at.get(index, ()):
             if buffer not in taken_at:
-                node_b = owned[buffer]
-                pool.setdefault((node_b.shape, node_b.dtype), []).append(buffer)
+                dead = owned[buffer]
+                pool.setdefault((dead.shape, dead.dtype), []).append(buffer)
+    return target, taken_at
 
+
+def _emit_lines(steps, deps, names, kinds, target, taken_at, frees, tables, namespace, special, fused, writes):
+    """One line per step (plus ``del`` lines), values living in recycled local names.
+
+    A step's result takes the name ("register") of an input that dies there, so rebinding
+    drops the old value with no ``del`` line (fewer lines to compile, the same lifetimes).
+    ``names`` ends up mapping each value to its name while it lives.
+    """
     lines: list[str] = []
     line_step: dict[int, int] = {}
-    frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
-    for key, index in last_use.items():
-        if key in returned or names[key][0] not in "vx":
-            continue
-        if key in taken_at and taken_at[key] > index:
-            frees.setdefault(taken_at[key], []).append(key)  # held for reuse, dropped once reused
-        else:
-            frees.setdefault(index, []).append(key)
-    # Step values live in recycled local names ("registers"): a step's result takes the name of an
-    # input that dies there, so rebinding drops the old value with no `del` line (fewer lines to
-    # compile, the same lifetimes). `names` ends up mapping each value to its name while it lives.
     register: dict[int, str] = {}
     free_registers: list[str] = []
     registers_made = 0
     live: dict[str, int] = {}  # name -> the value it holds
     for index, node in enumerate(steps):
-        cls = type(node.primitive)
-        args = [names[id(p)] for p in deps[id(node)]]
-        kind = kinds[index]
         dying = frees.get(index, ())
         mine = target.get(index)
         if id(node) in fused or id(node) in writes:
@@ -1133,64 +1199,10 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
         out = f", out={names[target[index]]}" if index in target else ""
         if id(node) in fused:
             out = f", out={name}"
-        if (not out and kind in ("ufunc", "matmul") and _static(node)
-                and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
-            out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
-            kinds[index] = kind = kind + "+spare"
-        if kind == "call" and cls is classes["transpose"] and tuple(node.primitive.axes) == tuple(
-                reversed(range(len(node.shape)))):
-            kinds[index] = "T"
-            call = f"{args[0]}.T"
-        elif kind == "call" and cls is classes["sum_to"] and _static(node) and len(args) == 1 \
-                and _static(deps[id(node)][0]) and node.dtype.kind == "f":
-            source = deps[id(node)][0].shape
-            lead = len(source) - len(node.shape)
-            axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(node.shape)
-                                              if size == 1 and source[lead + i] != 1)
-            if not axes:
-                kinds[index] = "reshape"
-                call = f"{args[0]}.reshape({node.shape!r})"
-            else:
-                namespace[f"f{index}"] = np.add.reduce
-                kinds[index] = "reduce"
-                keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
-                call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
-                if keep:
-                    call += f".reshape({node.shape!r})"
-        elif kind == "call" and cls is classes["mean"] and node.dtype.kind == "f" and len(args) == 1 \
-                and deps[id(node)][0].dtype == node.dtype and None not in deps[id(node)][0].shape:
-            # np.mean's own arithmetic (a sum, then a true division by the count) without its
-            # Python-level wrapper
-            source = deps[id(node)][0].shape
-            items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
-            namespace[f"f{index}"] = np.add.reduce
-            kinds[index] = "reduce"
-            call = (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
-                    f"keepdims={bool(node.primitive.keepdims)}) / {items}")
-        elif kind == "write":
-            var_shape, var_dtype = node.shape, node.dtype
-            namespace[f"f{index}"] = functools.partial(_write, var_shape, var_dtype, node.primitive.variable)
-            call = f"f{index}({name}, {args[0]})"
-        elif kind == "copy":
-            call = f"_copy({args[0]})"
-        elif kind == "special":
-            namespace[f"f{index}"] = special[id(node)]
-            call = f"f{index}({', '.join(args)})"
-        elif kind == "call":
-            namespace[f"f{index}"] = node.primitive.impl
-            call = f"f{index}({', '.join(args)})"
-        elif cls is relu_cls:
-            namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
-            call = f"f{index}({args[0]}, z{index}{out})"
-        elif cls is matmul_cls:
-            namespace[f"f{index}"] = np.matmul  # Matmul.impl is exactly np.matmul
-            call = f"f{index}({', '.join(args)}{out})"
-        else:
-            namespace[f"f{index}"] = _kernel(node)
-            call = f"f{index}({', '.join(args)}{out})"
+        call = _step_call(index, node, deps, names, kinds, out, name, tables, namespace, special)
         if id(node) in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
             # a later step writes into this value's buffer: it must be one the plan allocated
-            call = f"_fresh({call}{''.join(', ' + a for a in args)})"
+            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[id(node)])})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
         dead = []
@@ -1209,4 +1221,65 @@ def _array_body(steps, deps, names, leaves, roots, tables, namespace, reuse_buff
         live[name] = id(node)
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
-    return lines, kinds, line_step
+    return lines, line_step
+
+
+def _step_call(index, node, deps, names, kinds, out, name, tables, namespace, special) -> str:
+    """The expression computing step ``index`` (its callables go into ``namespace``)."""
+    cls = type(node.primitive)
+    classes = tables["classes"]
+    args = [names[id(p)] for p in deps[id(node)]]
+    kind = kinds[index]
+    if (not out and kind in ("ufunc", "matmul") and _static(node)
+            and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
+        out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
+        kinds[index] = kind + "+spare"
+    if kind == "call":
+        return _cheap_call(index, node, deps, args, kinds, classes, namespace)
+    if kind == "write":
+        namespace[f"f{index}"] = functools.partial(_write, node.shape, node.dtype, node.primitive.variable)
+        return f"f{index}({name}, {args[0]})"
+    if kind == "copy":
+        return f"_copy({args[0]})"
+    if kind == "special":
+        namespace[f"f{index}"] = special[id(node)]
+        return f"f{index}({', '.join(args)})"
+    if cls is classes["relu"]:
+        namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
+        return f"f{index}({args[0]}, z{index}{out})"
+    # Matmul.impl is exactly np.matmul
+    namespace[f"f{index}"] = np.matmul if cls is classes["matmul"] else _kernel(node)
+    return f"f{index}({', '.join(args)}{out})"
+
+
+def _cheap_call(index, node, deps, args, kinds, classes, namespace) -> str:
+    """A step without ``out=``: ``x.T``, ``sum_to`` and ``mean`` as one reduction, else the op's impl."""
+    cls = type(node.primitive)
+    source = deps[id(node)][0].shape if deps[id(node)] else ()
+    if cls is classes["transpose"] and tuple(node.primitive.axes) == tuple(reversed(range(len(node.shape)))):
+        kinds[index] = "T"
+        return f"{args[0]}.T"
+    if (cls is classes["sum_to"] and _static(node) and len(args) == 1 and _static(deps[id(node)][0])
+            and node.dtype.kind == "f"):
+        lead = len(source) - len(node.shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(node.shape)
+                                          if size == 1 and source[lead + i] != 1)
+        if not axes:
+            kinds[index] = "reshape"
+            return f"{args[0]}.reshape({node.shape!r})"
+        namespace[f"f{index}"] = np.add.reduce
+        kinds[index] = "reduce"
+        keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
+        call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
+        return call + f".reshape({node.shape!r})" if keep else call
+    if (cls is classes["mean"] and node.dtype.kind == "f" and len(args) == 1
+            and deps[id(node)][0].dtype == node.dtype and None not in source):
+        # np.mean's own arithmetic (a sum, then a true division by the count) without its
+        # Python-level wrapper
+        items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
+        namespace[f"f{index}"] = np.add.reduce
+        kinds[index] = "reduce"
+        return (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
+                f"keepdims={bool(node.primitive.keepdims)}) / {items}")
+    namespace[f"f{index}"] = node.primitive.impl
+    return f"f{index}({', '.join(args)})"

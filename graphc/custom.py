@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from graphc.errors import DTypeError, GradientError, ShapeError
-from graphc.op import Op
+from graphc.op import Op, apply, as_inputs
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, format_shape, normalize_shape, shapes_match
 
@@ -36,8 +36,6 @@ class CustomOp(Op):
         self.out_type = out_type  # (shape, dtype) of one application, checked at run time
 
     def __call__(self, *inputs, name: str | None = None) -> Tensor:
-        from graphc.op import apply, as_inputs
-
         tensors = as_inputs(self, inputs)
         shape, dtype = self.infer(*tensors)
         bound = CustomOp(self.name, self.forward, self.grad, self.infer_fn, (shape, dtype), self.serial)

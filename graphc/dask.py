@@ -152,6 +152,15 @@ def _same_shape_along(node, args):
     return da.map_blocks(node.primitive.impl, x, dtype=node.dtype, meta=_meta(node))
 
 
+@lowers(reduce.ProdOthersGrad)
+def _prod_others_grad(node, args):
+    """Like prod_others: whole lines along the axes in one chunk, for both operands."""
+    axes = node.primitive.axes
+    x, g = da.broadcast_arrays(*args)
+    x, g = _one_chunk_along(x, axes), _one_chunk_along(g, axes).rechunk(_one_chunk_along(x, axes).chunks)
+    return da.map_blocks(node.primitive.impl, x, g, dtype=node.dtype, meta=_meta(node))
+
+
 def _letters(n: int, skip: str = "") -> str:
     return "".join(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in skip)[:n]
 
@@ -449,12 +458,6 @@ def _checked_at_lowering(node, args):
     return x
 
 
-@lowers(reduce.ProdOthersGrad)
-def _prod_others_grad(node, args):
-    operands = da.broadcast_arrays(*(_one_chunk_along(a, node.primitive.axes) for a in args))
-    return da.map_blocks(node.primitive.impl, *operands, dtype=node.dtype, meta=_meta(node))
-
-
 #: for each convolution op, the positions of its inputs whose axis 0 is the examples
 _PER_EXAMPLE = {conv.Conv2d: (0,), conv.Conv2dTranspose: (0,), conv.Conv2dInputGrad: (0, 2), conv.MaxPool2d: (0,),
                 conv.AvgPool2d: (0,), conv.MaxPool2dGrad: (0, 1, 2), conv.MaxPool2dGather: (0, 1, 2),
@@ -569,6 +572,28 @@ def _batch_along(node, statuses):
     if axis in tuple(a % node.ndim for a in _coupled_axes(node)):
         raise _NotBatchParallel
     return axis
+
+
+@batch_rule(reduce.ProdOthersGrad)
+def _batch_prod_others_grad(node, statuses):
+    position = _aligned(node, statuses)
+    if position in tuple(a % node.ndim for a in node.primitive.axes):
+        raise _NotBatchParallel
+    return position
+
+
+@batch_rule(shape.SqueezeCheck)
+def _batch_squeeze_check(node, statuses):
+    if statuses[0] in node.primitive.axes:  # a chunk of one example is not a batch of one
+        raise _NotBatchParallel
+    return statuses[0]
+
+
+@batch_rule(nn.ShapeCheck)
+def _batch_shape_check(node, statuses):
+    if not isinstance(statuses[0], int) or statuses[0] != statuses[1]:
+        raise _NotBatchParallel
+    return statuses[0]
 
 
 @batch_rule(nn.SoftmaxCrossEntropy)
@@ -763,15 +788,6 @@ def _batch_per_example(node, statuses):
                                                          if i not in carriers):
         return 0
     raise _NotBatchParallel
-
-
-@batch_rule(nn.ShapeCheck, shape.SqueezeCheck)
-def _batch_check(node, statuses):
-    if isinstance(node.primitive, shape.SqueezeCheck) and statuses[0] in node.primitive.axes:
-        raise _NotBatchParallel
-    if len(statuses) > 1 and statuses[1] != statuses[0]:
-        raise _NotBatchParallel
-    return statuses[0]
 
 
 @batch_rule(conv.Conv2dWeightGrad)

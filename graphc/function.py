@@ -12,16 +12,25 @@ import numpy as np
 from graphc.compile import SPARE_MIN_BYTES, Plan, build_plan
 from graphc.errors import DTypeError, ExecutionError, FeedError, ShapeError
 from graphc.graph import clone
-from graphc.leaves import Constant, Placeholder
+from graphc.hooks import Hook
+from graphc.leaves import Constant, Placeholder, placeholder
+from graphc.op import as_tensor
+from graphc.ops import add
+from graphc.passes import optimize_tensors
+from graphc.random import draws_exist
 from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import format_shape, shapes_match
 
+#: the views of a Function's optimized graph (``to_dot``, ``to_networkx``, ``debugprint``, ``repr_svg``,
+#: each taking a list of tensors), provided by ``graphc.export`` (a layer above)
+VIEWS = Hook("Function's graph views", "graphc.export")
+#: ``Function -> (callable, args)`` for ``Function.__reduce__``, provided by ``graphc.pickling``
+PICKLING = Hook("pickling a Function", "graphc.pickling")
+
 
 def normalize_updates(updates) -> list[tuple[Variable, Tensor]]:
     """``{variable: new_value}`` or a list of pairs, checked: variables only, once each."""
-    from graphc.op import as_tensor
-
     if updates is None:
         return []
     if not isinstance(updates, (Mapping, list, tuple)):
@@ -58,8 +67,6 @@ def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     (they are not computed) or whose state is fed. A user update of such a state is an
     error: the call advances it itself.
     """
-    from graphc.random import draws_exist
-
     if not draws_exist():  # no draw was ever made: nothing to look for
         return []
     roots = list(outputs) + [new for _, new in updates]
@@ -70,8 +77,6 @@ def random_updates(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
         if id(variable) in states:
             raise ValueError(f"updates: variable {variable.name!r} is the state of a random generator whose "
                              f"draws this call computes; the call advances it by itself (remove this update)")
-    from graphc.ops import add
-
     return [(state, add(state, np.int64(1))) for state in states.values()]
 
 
@@ -120,15 +125,11 @@ def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     replace = {}
     for tensor in inputs:
         if not isinstance(tensor.primitive, Placeholder):
-            from graphc.leaves import placeholder
-
             replace[tensor] = placeholder(tensor.name or f"fed {tensor.op}", tensor.shape, tensor.dtype)
     values = list(outputs) + [new for _, new in updates]
     if replace:
         values = clone(values, replace)
     if optimize:
-        from graphc.passes import optimize_tensors
-
         values = optimize_tensors(values)
     plan_inputs = [replace.get(t, t) for t in inputs]
     n = len(outputs)
@@ -259,7 +260,6 @@ class Executable:
         touched = {id(v): v for v in plan.variables + updated}
         self._locked = sorted(touched.values(), key=lambda v: v.serial)  # one global order: no deadlock
         self._updated = updated
-        self._hold_locks = bool(updated)
         # a single variable read without updates needs no lock: reading one attribute is atomic
         self._locks = tuple(v.lock for v in self._locked) if updated or len(self._locked) > 1 else ()
         self._variables = plan.variables
@@ -544,30 +544,22 @@ class Function:
 
     def to_dot(self, legend: bool = True) -> str:
         """Graphviz DOT of the optimized graph: outputs named, updates drawn to their variables."""
-        from graphc.export.dot import to_dot
-
-        return to_dot(self, legend=legend)
+        return VIEWS.to_dot(self, legend=legend)
 
     def to_networkx(self):
-        from graphc.export.nx import to_networkx
-
-        return to_networkx(self._graph_outputs())
+        """A ``networkx.DiGraph`` of the optimized graph."""
+        return VIEWS.to_networkx(self._graph_outputs())
 
     def debugprint(self, file=None) -> str:
-        from graphc.printing import debugprint
-
-        return debugprint(self._graph_outputs(), file=file)
+        """The optimized graph as a text tree (see ``gc.debugprint``)."""
+        return VIEWS.debugprint(self._graph_outputs(), file=file)
 
     def _repr_svg_(self):
-        from graphc.export.dot import repr_svg
-
-        return repr_svg(self)
+        return VIEWS.repr_svg(self)
 
     # ---- pickling: the optimized graph, rebuilt without optimizing (graphc/pickling.py) ----
     def __reduce__(self):
-        from graphc.pickling import function_state
-
-        return _restore_function, (function_state(self),)
+        return PICKLING(self)
 
 
 _MISSING = object()
@@ -591,13 +583,6 @@ def _rebuilder(spec):
     if kind == "seq" and kind_type in (list, tuple) and all(child is None for child in children):
         return kind_type
     return functools.partial(unflatten, spec)
-
-
-def _restore_function(state: dict) -> Function:
-    """Unpickle a Function (see ``Function.__reduce__`` and graphc/pickling.py)."""
-    from graphc.pickling import restore_function
-
-    return restore_function(state)
 
 
 def function(inputs, outputs, updates=None, optimize: bool = True, *, inplace_updates: bool = False,

@@ -6,8 +6,10 @@ import numpy as np
 
 from graphc.autodiff import grad
 from graphc.errors import GradientError
+from graphc.function import function
 from graphc.graph import clone
 from graphc.leaves import Constant, Placeholder, VariableLeaf, constant, placeholder
+from graphc.session import Session, resolve_feeds
 from graphc.tensor import Tensor, toposort
 
 _DEFAULT_TOLERANCES = {  # (rtol, atol) by the lowest float precision involved
@@ -30,8 +32,6 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
     largest relative error; raises ``GradientError`` naming the tensor and the
     worst entry when an entry is over ``atol + rtol * |numeric|``.
     """
-    from graphc.session import Session, resolve_feeds
-
     items = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
     symbolic = grad(cost, items)
     feeds = resolve_feeds(feed_dict, [cost, *items])
@@ -47,7 +47,31 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
     with Session(optimize=False) as session:
         analytic, point_values = session.run((symbolic, intermediate), feeds)
     point.update(zip(intermediate, point_values))
-    # a float64 copy of the cost, every leaf (and every wrt) replaced by a float64 placeholder
+    replace, evaluate, leaves = _float64_copy(cost, items, point)
+    base = [_float64(point[t]) for t in leaves]
+
+    precision = min([t.dtype.itemsize for t in items] + [cost.dtype.itemsize])
+    default_rtol, default_atol = _DEFAULT_TOLERANCES.get(precision, _DEFAULT_TOLERANCES[8])
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    eps = 1e-6 if eps is None else eps
+
+    worst = 0.0
+    for tensor, symbolic_value in zip(items, analytic):
+        symbolic_value = np.asarray(symbolic_value, dtype=np.float64)
+        numeric = np.zeros(symbolic_value.shape)  # stays 0 when the cost does not depend on it
+        if tensor in replace:
+            numeric = _central_differences(evaluate, base, leaves.index(tensor), eps)
+        worst = max(worst, _compare(tensor, symbolic_value, numeric, rtol, atol))
+    return worst
+
+
+def _float64_copy(cost: Tensor, items: list[Tensor], point: dict[Tensor, np.ndarray]):
+    """(replacements, a compiled float64 copy of the cost, its leaves in argument order).
+
+    Every leaf (and every wrt) is replaced by a float64 placeholder, float constants by float64 ones;
+    variables' values join ``point``.
+    """
     replace: dict[Tensor, Tensor] = {}
     for node in toposort([cost], stop_at=items):
         if node in items or isinstance(node.primitive, (Placeholder, VariableLeaf)):
@@ -62,37 +86,25 @@ def check_grad(cost: Tensor, wrt, feed_dict=None, eps: float | None = None, rtol
     missing = [t for t in leaves if t not in point]
     if missing:
         raise GradientError(f"check_grad: no value for {missing[0].describe()}; put it in feed_dict")
-    from graphc.function import function
+    return replace, function([replace[t] for t in leaves], cost64, optimize=False), leaves
 
-    evaluate = function([replace[t] for t in leaves], cost64, optimize=False)
-    base = [_float64(point[t]) for t in leaves]
 
-    precision = min([t.dtype.itemsize for t in items] + [cost.dtype.itemsize])
-    default_rtol, default_atol = _DEFAULT_TOLERANCES.get(precision, _DEFAULT_TOLERANCES[8])
-    rtol = default_rtol if rtol is None else rtol
-    atol = default_atol if atol is None else atol
-    eps = 1e-6 if eps is None else eps
-
-    worst = 0.0
-    for tensor, symbolic_value in zip(items, analytic):
-        symbolic_value = np.asarray(symbolic_value, dtype=np.float64)
-        numeric = np.zeros(symbolic_value.shape)  # stays 0 when the cost does not depend on it
-        if tensor in replace:
-            position = leaves.index(tensor)
-            values = list(base)
-            center = np.array(base[position], dtype=np.float64)
-            for index in np.ndindex(center.shape):
-                step = eps * max(1.0, abs(float(center[index])))
-                plus, minus = center.copy(), center.copy()
-                plus[index] += step
-                minus[index] -= step
-                values[position] = plus
-                high = float(evaluate(*values))
-                values[position] = minus
-                low = float(evaluate(*values))
-                numeric[index] = (high - low) / (2 * step)
-        worst = max(worst, _compare(tensor, symbolic_value, numeric, rtol, atol))
-    return worst
+def _central_differences(evaluate, base: list[np.ndarray], position: int, eps: float) -> np.ndarray:
+    """d cost / d (argument ``position``) of ``evaluate`` at ``base``, entry by entry."""
+    values = list(base)
+    center = np.array(base[position], dtype=np.float64)
+    numeric = np.zeros(center.shape)
+    for index in np.ndindex(center.shape):
+        step = eps * max(1.0, abs(float(center[index])))
+        plus, minus = center.copy(), center.copy()
+        plus[index] += step
+        minus[index] -= step
+        values[position] = plus
+        high = float(evaluate(*values))
+        values[position] = minus
+        low = float(evaluate(*values))
+        numeric[index] = (high - low) / (2 * step)
+    return numeric
 
 
 def _compare(tensor: Tensor, symbolic_value: np.ndarray, numeric: np.ndarray, rtol: float, atol: float) -> float:

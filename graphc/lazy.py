@@ -7,6 +7,11 @@ is imported the first time one of these functions is called.
 
 from __future__ import annotations
 
+from graphc.serialize import LAZY_OP_MODULES
+
+# gc.load imports the SymPy bridge when a file holds one of its ops (sympy is not imported before)
+LAZY_OP_MODULES["sympy_elementwise"] = "graphc.sympy_bridge"
+
 __all__ = ["elementwise", "from_sympy", "to_networkx", "to_sympy"]
 
 

@@ -1,22 +1,27 @@
-"""The Op base class, the op registry, and ``apply`` (building a node).
+"""The Op base class, the op registry, the leaf ops, and ``apply`` (building a node).
 
 An op is one small frozen dataclass holding its parameters. It says in one
 place how to infer the output's static shape and dtype (``infer``), how to
 compute it with NumPy (``impl``, which never writes to its inputs), and how to
 differentiate it (``vjp``, which returns graph tensors: symbol to symbol).
+
+The leaves (placeholders, constants, variables) are ops too, and ``apply`` wraps
+Python numbers and arrays as constants, so they live here with it (one module, no
+import cycle); :mod:`graphc.leaves` is their public home.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from graphc.errors import DTypeError, GradientError
-from graphc.tensor import Tensor
-from graphc.types import known_size
+from graphc.tensor import Tensor, Variable
+from graphc.types import as_dtype, known_size, normalize_shape
 
 #: Every op class by name; the safe loader accepts only these.
 REGISTRY: dict[str, type[Op]] = {}
@@ -117,15 +122,11 @@ def as_tensor(value, dtype=None) -> Tensor:
     """A Tensor for ``value``: tensors pass through, anything else becomes a constant."""
     if isinstance(value, Tensor):
         return value
-    from graphc.leaves import constant
-
     return constant(value, dtype=dtype)
 
 
 def weak_constant(value, strong_dtypes: Sequence[np.dtype]) -> Tensor:
     """A constant for a Python scalar, typed the way NumPy 2 treats weak scalars."""
-    from graphc.leaves import constant
-
     if not strong_dtypes:
         return constant(value)
     try:
@@ -153,3 +154,102 @@ def apply(op: Op, *inputs, name: str | None = None) -> Tensor:
     tensors = as_inputs(op, inputs)
     shape, dtype = op.infer(*tensors)
     return Tensor(op, tensors, shape, dtype, name=name)
+
+
+# ---- the leaves -----------------------------------------------------------------------------
+
+class Leaf(Op):
+    """An op with no inputs; its value comes from outside the graph."""
+
+    def infer(self, *inputs):  # pragma: no cover - leaves are built directly
+        raise TypeError("leaves are built by placeholder/constant/variable")
+
+
+class Placeholder(Leaf):
+    name = "placeholder"
+
+    def key_bytes(self, node: Tensor) -> bytes:
+        # Two placeholders are never the same value: key by creation order.
+        return f"placeholder#{node.serial}".encode()
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+
+class Constant(Leaf):
+    """Holds a read-only copy of its value."""
+
+    name = "constant"
+
+    def __init__(self, value: np.ndarray) -> None:
+        self.value = value
+
+    def impl(self) -> np.ndarray:
+        return self.value
+
+    def key_bytes(self, node: Tensor) -> bytes:
+        digest = hashlib.blake2b(self.value.tobytes(), digest_size=16).hexdigest()
+        return f"constant{self.value.dtype}{self.value.shape}{digest}".encode()
+
+    def params(self) -> dict:
+        return {"value": self.value}
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __reduce__(self):
+        return (Constant, (self.value,))
+
+
+class VariableLeaf(Leaf):
+    name = "variable"
+
+    def key_bytes(self, node: Tensor) -> bytes:
+        return f"variable#{node.serial}".encode()
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+
+def placeholder(name: str, shape=(), dtype="float64") -> Tensor:
+    """A value fed at run time. ``shape`` entries are ints or None (unknown size)."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"placeholder: name must be a non-empty str, got {name!r}")
+    return Tensor(Placeholder(), (), normalize_shape(shape, "placeholder shape"), as_dtype(dtype), name=name)
+
+
+def constant(value, dtype=None, name: str | None = None) -> Tensor:
+    """A constant holding a copy of ``np.asarray(value)`` (cast to ``dtype`` if given)."""
+    if isinstance(value, Tensor):
+        raise TypeError("constant: value is already a Tensor")
+    wanted = as_dtype(dtype) if dtype is not None else None  # (a DTypeError of its own for a bad dtype)
+    try:
+        array = np.array(value, dtype=wanted, copy=True)
+    except OverflowError as exc:  # NumPy 2: constant(-5, "uint8")
+        raise DTypeError(f"constant: {value!r:.60} does not fit dtype {wanted}; use a wider dtype or "
+                         f"cast explicitly (np.array(value).astype(dtype) wraps around)") from exc
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"constant: cannot make an array{' of ' + str(dtype) if dtype is not None else ''} from "
+                        f"{value!r:.60} (give a number, a nested list of numbers or a NumPy array): {exc}") from exc
+    as_dtype(array.dtype) if array.dtype.kind in "biuf" else _refuse(array)
+    array.flags.writeable = False
+    return Tensor(Constant(array), (), array.shape, array.dtype, name=name)
+
+
+def _refuse(array: np.ndarray):
+    raise DTypeError(f"constant: values of dtype {array.dtype} are not supported "
+                     f"(bool, integer and float arrays are)")
+
+
+def variable(value, name: str | None = None, dtype=None) -> Variable:
+    """State that persists between runs, changed by ``set_value`` or ``updates``."""
+    array = np.asarray(value, dtype=as_dtype(dtype) if dtype is not None else None)
+    if array.dtype.kind not in "biuf":
+        _refuse(array)
+    return Variable(VariableLeaf(), array, name)

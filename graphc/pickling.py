@@ -19,12 +19,29 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from graphc.compile import build_plan
+from graphc.errors import LoadError
+from graphc.function import PICKLING, Executable, Function, input_positions
 from graphc.leaves import Constant, Placeholder
+from graphc.structure import unflatten
 from graphc.tensor import Tensor, Variable
 
-__all__ = ["STATE_VERSION", "function_state", "rebuild_function", "restore_function"]
+__all__ = ["STATE_VERSION", "function_state", "rebuild_function", "restore_function", "snapshot"]
 
 STATE_VERSION = 1
+
+
+def snapshot(variables: list[Variable]) -> dict[int, np.ndarray]:
+    """The variables' values read together, under their locks (taken in the executor's order),
+    so that a save running beside a training call sees the state before or after it, not a mix."""
+    ordered = sorted(variables, key=lambda v: v.serial)
+    for variable in ordered:
+        variable.lock.acquire()
+    try:
+        return {id(v): v.value for v in ordered}
+    finally:
+        for variable in reversed(ordered):
+            variable.lock.release()
 
 
 def function_state(fn) -> dict:
@@ -33,9 +50,7 @@ def function_state(fn) -> dict:
     order = plan.graph_order()
     index = {id(node): k for k, node in enumerate(order)}
     input_ids = {id(t) for t in plan.inputs}
-    from graphc.serialize import _snapshot
-
-    values = _snapshot([node for node in order if isinstance(node, Variable)])
+    values = snapshot([node for node in order if isinstance(node, Variable)])
     nodes: list[tuple] = []
     for node in order:
         primitive = node.primitive
@@ -68,8 +83,6 @@ def restore_function(state: dict):
     """Rebuild a Function from :func:`function_state`'s description, without optimizing."""
     version = state.get("version") if isinstance(state, dict) else None
     if version != STATE_VERSION:
-        from graphc.errors import LoadError
-
         raise LoadError(f"this pickle holds a graphc Function of pickle state version {version!r}; "
                         f"this graphc reads version {STATE_VERSION}")
     tensors: list[Tensor] = []
@@ -113,10 +126,6 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
 
     Sets the same attributes as ``Function.__init__`` (a test checks they agree).
     """
-    from graphc.compile import build_plan
-    from graphc.function import Executable, Function, input_positions
-    from graphc.structure import unflatten
-
     fn = Function.__new__(Function)
     fn.inputs = list(inputs)
     fn.outputs = unflatten(spec, list(outputs))
@@ -130,3 +139,9 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
                                            inplace_updates=fn.inplace_updates, **options))
     fn._positions = input_positions(fn.inputs)
     return fn
+
+
+@PICKLING.provide
+def reduce_function(fn) -> tuple:
+    """``Function.__reduce__``: the function's flat state, rebuilt by :func:`restore_function`."""
+    return restore_function, (function_state(fn),)

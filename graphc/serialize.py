@@ -26,13 +26,18 @@ import json
 import os
 import secrets
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
+from graphc.custom import CustomOp
 from graphc.errors import GraphcError, LoadError
+from graphc.function import Function, normalize_updates
 from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
 from graphc.op import REGISTRY, Op
+from graphc.pickling import rebuild_function, snapshot
 from graphc.tensor import Tensor, Variable
+from graphc.version import __version__
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "SaveError", "load", "save"]
 
@@ -73,8 +78,9 @@ MAX_SITE_LINE = 1 << 31
 DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
           "float16", "float32", "float64")
 
-#: built-in ops that are registered only when their (fixed, built-in) module is imported
-_LAZY_OP_MODULES = {"sympy_elementwise": "graphc.sympy_bridge"}
+#: built-in ops registered only when their (fixed, built-in) module is imported: op name -> module.
+#: Filled by the layer above that defines such an op (graphc.lazy, for the SymPy bridge's op).
+LAZY_OP_MODULES: dict[str, str] = {}
 
 _NODE_KEYS = {
     "placeholder": {"kind", "name", "shape", "dtype"},
@@ -119,8 +125,6 @@ def _is_builtin_op_class(cls: type) -> bool:
 
 def _refuse_op(primitive, node: Tensor | None) -> SaveError:
     where = f" ({node.describe()})" if node is not None else ""
-    from graphc.custom import CustomOp
-
     if isinstance(primitive, CustomOp):
         return SaveError(f"gc.save cannot store the custom op {primitive.name!r}{where}: custom Python ops run "
                          f"user code, which the safe format never loads. Pickle the function instead "
@@ -258,25 +262,8 @@ def _array_bytes(array: np.ndarray) -> bytes:
     return array.astype(little, copy=False).tobytes(order="C")
 
 
-def _snapshot(variables: list[Variable]) -> dict[int, np.ndarray]:
-    """The variables' values read together, under their locks (taken in the executor's order),
-    so that a save running beside a training call sees the state before or after it, not a mix."""
-    ordered = sorted(variables, key=lambda v: v.serial)
-    for variable in ordered:
-        variable.lock.acquire()
-    try:
-        return {id(v): v.value for v in ordered}
-    finally:
-        for variable in reversed(ordered):
-            variable.lock.release()
-
-
 def _functions(fns) -> tuple[list[tuple[str | None, object]], bool]:
     """``([(name, Function), ...], is_a_model)``: one Function, or a dict of them (checked)."""
-    from collections.abc import Mapping
-
-    from graphc.function import Function
-
     if isinstance(fns, Function):
         return [(None, fns)], False
     if not isinstance(fns, Mapping):
@@ -317,8 +304,6 @@ def _encode_function(fn, index: dict[int, int]) -> dict:
 
 def encode(fns) -> bytes:
     """The bytes :func:`save` writes for the compiled Function (or dict of Functions) ``fns``."""
-    from graphc import __version__
-
     functions, is_model = _functions(fns)
     for _, fn in functions:
         depth = _structure_depth(fn._spec)
@@ -352,7 +337,7 @@ def encode(fns) -> bytes:
         return len(arrays) - 1
 
     # every variable of every function read together: a model is saved as of one moment
-    values = _snapshot([node for node in order if isinstance(node, Variable)])
+    values = snapshot([node for node in order if isinstance(node, Variable)])
     nodes: list[dict] = []
     for node in order:
         primitive = node.primitive
@@ -583,8 +568,8 @@ def _check_annotation(annotation, value, where: str) -> None:
 def _op_class(name, where: str) -> type:
     if type(name) is not str:
         raise _fail(f"{where}: op name must be a string")
-    if name not in REGISTRY and name in _LAZY_OP_MODULES:
-        importlib.import_module(_LAZY_OP_MODULES[name])  # a fixed built-in module, never a name from the file
+    if name not in REGISTRY and name in LAZY_OP_MODULES:
+        importlib.import_module(LAZY_OP_MODULES[name])  # a fixed built-in module, never a name from the file
     cls = REGISTRY.get(name)
     if cls is None or not _is_builtin_op_class(cls):
         raise _fail(f"{where}: unknown op {name[:100]!r} (only graphc's built-in ops can be loaded)")
@@ -977,8 +962,6 @@ def _build_nodes(manifest: dict, arrays: list[np.ndarray], path) -> tuple[list[T
 
 def _build_function(manifest: dict, tensors: list[Tensor], kinds: list[str], path, prefix: str):
     """One function of the file (``prefix`` names where its entry is, e.g. ``"functions[1]."``)."""
-    from graphc.function import normalize_updates
-    from graphc.pickling import rebuild_function
 
     optimize = _bool(manifest["optimize"], f"{prefix or 'manifest.'}optimize")
     inplace_updates = _bool(manifest.get("inplace_updates", False), f"{prefix or 'manifest.'}inplace_updates")

@@ -15,15 +15,23 @@ import itertools
 import os
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from graphc.errors import DTypeError, ShapeError
+from graphc.hooks import Hook
 from graphc.types import format_shape
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _serials = itertools.count()
 _local = threading.local()
+
+#: the ops behind Tensor's operators and methods (``x + y``, ``x.sum()``, ``x[i]``, ``with_name``):
+#: ops are built on Tensor, so they sit a layer above it and ``graphc.ops`` provides them at import
+OPERATORS = Hook("Tensor's operators and methods", "graphc.ops")
+#: ``Tensor._repr_svg_`` (Jupyter display), provided by ``graphc.export``
+SVG = Hook("Tensor._repr_svg_", "graphc.export")
 
 
 def user_site() -> tuple[str, int] | None:
@@ -50,6 +58,21 @@ def _in_gradient() -> bool:
     return getattr(_local, "gradient_depth", 0) > 0
 
 
+_KEEP = object()  # with_inputs: keep this metadata as it is
+_DTYPE_TEXT: dict[np.dtype, bytes] = {}
+
+
+def _dtype_text(dtype: np.dtype) -> bytes:
+    text = _DTYPE_TEXT.get(dtype)
+    if text is None:
+        text = _DTYPE_TEXT[dtype] = str(dtype).encode()
+    return text
+
+
+def _has_key(node: Tensor) -> bool:
+    return node._key is not None
+
+
 class Tensor:
     """A node of the graph. Build tensors with graphc's functions, not directly."""
 
@@ -66,8 +89,8 @@ class Tensor:
                 return inputs[0] is not inputs[1]
             op = _OPERATOR_UFUNCS.get(name)
             if op is not None:
-                return getattr(_ops(), op)(*inputs)
-        ops = _ops()
+                return getattr(OPERATORS, op)(*inputs)
+        ops = OPERATORS
         twin = _UFUNC_TWINS.get(name, name)
         if method == "reduce":
             hint = {"add": "gc.sum", "multiply": "gc.prod", "maximum": "gc.max", "minimum": "gc.min"}.get(name)
@@ -143,9 +166,7 @@ class Tensor:
 
     def with_name(self, name: str) -> Tensor:
         """A tensor computing the same value under a new name (an identity node)."""
-        from graphc.ops.shape import identity
-
-        return identity(self, name=name)
+        return OPERATORS.identity(self, name=name)
 
     def describe(self) -> str:
         """A one-line description used in error messages."""
@@ -167,114 +188,130 @@ class Tensor:
         Stable across processes: it uses no ``id()`` or ``hash()``.
         """
         if self._key is None:
-            for node in toposort([self]):
-                if node._key is None:
-                    digest = hashlib.blake2b(digest_size=16)
-                    digest.update(node.primitive.key_bytes(node))
-                    digest.update(str(node.dtype).encode())
-                    digest.update(repr(node.shape).encode())
-                    for parent in node.inputs:
-                        digest.update(parent._key.encode())
-                    object.__setattr__(node, "_key", digest.hexdigest())
+            # only the ancestors without a key yet are visited: keying a graph node by node is linear
+            for node in toposort([self], skip=_has_key):
+                digest = hashlib.blake2b(node.primitive.key_bytes(node), digest_size=16)
+                digest.update(_dtype_text(node.dtype))
+                digest.update(repr(node.shape).encode())
+                for parent in node.inputs:
+                    digest.update(parent._key.encode())
+                object.__setattr__(node, "_key", digest.hexdigest())
         return self._key
+
+    # ---- rebuilding -----------------------------------------------------------------
+    def with_inputs(self, inputs: Sequence[Tensor], *, name=_KEEP, site=_KEEP, is_gradient=_KEEP,
+                    retype: bool = False) -> Tensor:
+        """This node's op over ``inputs``, keeping its name, user site and gradient mark unless given.
+
+        Returns ``self`` when nothing would change. The shape and dtype are kept too, or
+        inferred again with ``retype=True`` (when an input's type may have changed, e.g. a
+        more specific shape). Every pass and clone rebuilds nodes with this method.
+        """
+        inputs = tuple(inputs)
+        name = self.name if name is _KEEP else name
+        site = self.site if site is _KEEP else site
+        is_gradient = self.is_gradient if is_gradient is _KEEP else is_gradient
+        if (name == self.name and site == self.site and is_gradient == self.is_gradient
+                and len(inputs) == len(self.inputs) and all(a is b for a, b in zip(inputs, self.inputs))):
+            return self
+        shape, dtype = self.primitive.infer(*inputs) if retype else (self.shape, self.dtype)
+        return Tensor(self.primitive, inputs, shape, dtype, name=name, site=site, is_gradient=is_gradient)
 
     # ---- operators (NumPy semantics) -------------------------------------------------
     def __add__(self, other):
-        return _ops().add(self, other)
+        return OPERATORS.add(self, other)
 
     def __radd__(self, other):
-        return _ops().add(other, self)
+        return OPERATORS.add(other, self)
 
     def __sub__(self, other):
-        return _ops().sub(self, other)
+        return OPERATORS.sub(self, other)
 
     def __rsub__(self, other):
-        return _ops().sub(other, self)
+        return OPERATORS.sub(other, self)
 
     def __mul__(self, other):
-        return _ops().mul(self, other)
+        return OPERATORS.mul(self, other)
 
     def __rmul__(self, other):
-        return _ops().mul(other, self)
+        return OPERATORS.mul(other, self)
 
     def __truediv__(self, other):
-        return _ops().div(self, other)
+        return OPERATORS.div(self, other)
 
     def __rtruediv__(self, other):
-        return _ops().div(other, self)
+        return OPERATORS.div(other, self)
 
     def __pow__(self, other):
-        return _ops().pow(self, other)
+        return OPERATORS.pow(self, other)
 
     def __rpow__(self, other):
-        return _ops().pow(other, self)
+        return OPERATORS.pow(other, self)
 
     def __matmul__(self, other):
-        return _ops().matmul(self, other)
+        return OPERATORS.matmul(self, other)
 
     def __rmatmul__(self, other):
-        return _ops().matmul(other, self)
+        return OPERATORS.matmul(other, self)
 
     def __neg__(self):
-        return _ops().neg(self)
+        return OPERATORS.neg(self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return _ops().abs(self)
+        return OPERATORS.abs(self)
 
     def __lt__(self, other):
-        return _ops().less(self, other)
+        return OPERATORS.less(self, other)
 
     def __le__(self, other):
-        return _ops().less_equal(self, other)
+        return OPERATORS.less_equal(self, other)
 
     def __gt__(self, other):
-        return _ops().greater(self, other)
+        return OPERATORS.greater(self, other)
 
     def __ge__(self, other):
-        return _ops().greater_equal(self, other)
+        return OPERATORS.greater_equal(self, other)
 
     def __getitem__(self, key):
-        return _ops().getitem(self, key)
+        return OPERATORS.getitem(self, key)
 
     @property
     def T(self) -> Tensor:
-        return _ops().transpose(self)
+        return OPERATORS.transpose(self)
 
     def sum(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().sum(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.sum(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().mean(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.mean(self, axis=axis, keepdims=keepdims)
 
     def max(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().max(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.max(self, axis=axis, keepdims=keepdims)
 
     def min(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().min(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.min(self, axis=axis, keepdims=keepdims)
 
     def prod(self, axis=None, keepdims=False) -> Tensor:
-        return _ops().prod(self, axis=axis, keepdims=keepdims)
+        return OPERATORS.prod(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape) -> Tensor:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
-        return _ops().reshape(self, shape)
+        return OPERATORS.reshape(self, shape)
 
     def transpose(self, *axes) -> Tensor:
         if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
             axes = axes[0]
-        return _ops().transpose(self, axes if axes else None)
+        return OPERATORS.transpose(self, axes if axes else None)
 
     def astype(self, dtype) -> Tensor:
-        return _ops().cast(self, dtype)
+        return OPERATORS.cast(self, dtype)
 
     def _repr_svg_(self):  # Jupyter display
-        from graphc.export.dot import repr_svg
-
-        return repr_svg([self])
+        return SVG([self])
 
 
 #: NumPy ufuncs behind Python operators, and the graphc op each builds (``ndarray + Tensor``)
@@ -284,12 +321,6 @@ _OPERATOR_UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide"
 #: NumPy ufunc names whose graphc op has another name
 _UFUNC_TWINS = {"absolute": "abs", "subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div",
                 "negative": "neg", "power": "pow", "fmax": "maximum", "fmin": "minimum", "tanh": "tanh"}
-
-
-def _ops():
-    import graphc.ops as ops
-
-    return ops
 
 
 class Variable(Tensor):
@@ -323,7 +354,7 @@ class Variable(Tensor):
         # A variable pickles as its current value and name (tensors in general do not pickle alone).
         with self.lock:
             value = self._value
-        return _restore_variable, (value, self.name)
+        return Variable, (self.primitive, value, self.name)
 
     def _install(self, value: np.ndarray) -> None:
         """Install an already-checked array owned by graphc (caller holds ``lock``)."""
@@ -331,15 +362,7 @@ class Variable(Tensor):
         object.__setattr__(self, "_value", value)
 
 
-def _restore_variable(value: np.ndarray, name: str | None) -> Variable:
-    from graphc.leaves import VariableLeaf
-
-    return Variable(VariableLeaf(), np.asarray(value), name)
-
-
 def _checked_variable_value(variable: Variable, value) -> np.ndarray:
-    from graphc.errors import DTypeError, ShapeError
-
     array = np.asarray(value)
     if array.shape != variable.shape:
         raise ShapeError(f"set_value: variable {variable.name or '<unnamed>'!r} has shape "
@@ -354,33 +377,33 @@ def _checked_variable_value(variable: Variable, value) -> np.ndarray:
 
 # ---- traversal ----------------------------------------------------------------------
 
-def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = ()) -> list[Tensor]:
-    """Every ancestor of ``outputs`` (inclusive), inputs before consumers.
+def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = (),
+             skip: Callable[[Tensor], bool] | None = None) -> list[Tensor]:
+    """Every ancestor of ``outputs`` (inclusive), inputs before consumers: graphc's one traversal.
 
     Iterative (deep graphs do not hit the recursion limit) and deterministic:
-    the order depends only on the graph, visiting inputs in argument order.
-    Tensors in ``stop_at`` are included but their inputs are not visited.
+    depth first, visiting inputs in argument order, so the order depends only on
+    the graph. Tensors in ``stop_at`` are included but their inputs are not
+    visited; tensors for which ``skip`` is true are neither included nor visited
+    (e.g. the part of a graph an earlier sweep already handled).
     """
     stop = {id(t) for t in stop_at}
     order: list[Tensor] = []
-    state: dict[int, int] = {}  # 1 = on the stack, 2 = emitted
+    seen: set[int] = set()
     for root in outputs:
-        if state.get(id(root)) == 2:
+        if id(root) in seen or (skip is not None and skip(root)):
             continue
-        stack = [(root, 0)]
-        state[id(root)] = 1
+        seen.add(id(root))
+        stack = [(root, iter(() if id(root) in stop else root.inputs))]
         while stack:
-            node, index = stack[-1]
-            parents = () if id(node) in stop else node.inputs
-            if index < len(parents):
-                stack[-1] = (node, index + 1)
-                parent = parents[index]
-                if id(parent) not in state:
-                    state[id(parent)] = 1
-                    stack.append((parent, 0))
+            node, parents = stack[-1]
+            for parent in parents:
+                if id(parent) not in seen and (skip is None or not skip(parent)):
+                    seen.add(id(parent))
+                    stack.append((parent, iter(() if id(parent) in stop else parent.inputs)))
+                    break
             else:
                 stack.pop()
-                state[id(node)] = 2
                 order.append(node)
     return order
 

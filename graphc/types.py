@@ -28,10 +28,6 @@ def as_dtype(dtype) -> np.dtype:
     return result
 
 
-def is_float(dtype: np.dtype) -> bool:
-    return dtype.kind == "f"
-
-
 def float_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype a transcendental function returns for ``dtype`` (NumPy's rule)."""
     return dtype if dtype.kind == "f" else np.dtype("float64")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphc.function import Function
 from graphc.leaves import Constant, Placeholder, VariableLeaf
 from graphc.structure import flatten
 from graphc.tensor import Tensor, toposort
@@ -20,8 +21,6 @@ SMALL_CONSTANT = 4
 
 def flat_outputs(outputs) -> list[Tensor]:
     """The tensors of ``outputs``: a Tensor, a nested list/tuple/dict of them, or a Function."""
-    from graphc.function import Function
-
     if isinstance(outputs, Function):
         return list(outputs._graph_outputs())
     flat, _ = flatten(outputs)

@@ -1,4 +1,10 @@
-"""Every public op function, by family. One op is one class in its family's module."""
+"""Every public op function, by family. One op is one class in its family's module.
+
+Importing this package provides Tensor's operators and methods (``x + y``, ``x.sum()``, ...)
+through the hook ``graphc.tensor.OPERATORS``: tensors sit a layer below the ops.
+"""
+
+import sys
 
 from graphc.ops.arrange import diagonal, flip, repeat, roll, split, tile, trace, tril, triu
 from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
@@ -101,6 +107,7 @@ from graphc.ops.shape import (
     take,
     transpose,
 )
+from graphc.tensor import OPERATORS
 
 __all__ = [
     "abs", "add", "broadcast_to", "cast", "clip", "concatenate", "cos", "div", "dot", "einsum", "elu", "equal",
@@ -127,3 +134,5 @@ __all__ += [  # API contract section 15, element-wise
 from graphc.ops.docstrings import apply_docstrings as _apply_docstrings  # noqa: E402 - after the imports it documents
 
 _apply_docstrings(globals())
+
+OPERATORS.provide(sys.modules[__name__])

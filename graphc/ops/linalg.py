@@ -111,8 +111,6 @@ class Dot(Op):
     def vjp(self, node, g):
         a, b = node.inputs
         if a.ndim == 0 or b.ndim == 0:
-            from graphc.ops.elementwise import mul
-
             return mul(g, b), mul(g, a)
         a_sub, b_sub, out = self.subscripts(a, b)
         return einsum(f"{out},{b_sub}->{a_sub}", g, b), einsum(f"{a_sub},{out}->{b_sub}", a, g)

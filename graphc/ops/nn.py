@@ -14,7 +14,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor
 from graphc.ops.elementwise import cast, exp, mul, neg, sigmoid, sub
 from graphc.ops.reduce import Sum
-from graphc.ops.shape import expand_dims, one_hot
+from graphc.ops.shape import expand_dims, one_hot, transpose
 from graphc.tensor import Tensor
 from graphc.types import broadcast_shapes, float_dtype, format_shape, normalize_axis
 
@@ -176,8 +176,6 @@ class SoftmaxCrossEntropy(Op):
             else:
                 target = one_hot(labels, depth, dtype=logits.dtype)
                 if self.axis != logits.ndim - 1:
-                    from graphc.ops.shape import transpose
-
                     axes = list(range(logits.ndim - 1))
                     axes.insert(self.axis, logits.ndim - 1)
                     target = transpose(target, tuple(axes))

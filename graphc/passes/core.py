@@ -10,7 +10,11 @@ node (and, through :func:`producer`, at the nodes feeding it) and returns a
 replacement computing the same value with the same shape and dtype, or None
 when it does not apply. :func:`rewrite` applies rules bottom-up over the whole
 graph with iterative traversals only (no recursion over the graph, so graphs
-of 100k nodes are fine) in a deterministic order.
+of 100k nodes are fine) in a deterministic order. What one rewrite shares with
+its rules (the protected tensors, a cache, the report) is an explicit
+:class:`RewriteContext`; a rule that takes a second parameter receives it. The
+helpers rules use (:func:`producer`, :func:`uniform_value`, ...) are pure
+functions of the graph: protected tensors are hidden from the rules structurally.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc.errors import GraphcError
-from graphc.leaves import Constant
-from graphc.tensor import Tensor
+from graphc.graph import substitute
+from graphc.leaves import Constant, Leaf
+from graphc.tensor import Tensor, toposort
 from graphc.types import format_shape
 
-Rule = Callable[[Tensor], "Tensor | None"]
+#: ``rule(node)`` or ``rule(node, context)`` (a :class:`RewriteContext`) -> replacement or None
+Rule = Callable[..., "Tensor | None"]
 Pass = Callable[[list[Tensor]], list[Tensor]]
 
 #: a rule fires at most this many times in a row on one node (a guard against rule ping-pong)
@@ -36,42 +42,12 @@ MAX_FIRINGS_PER_NODE = 32
 _local = threading.local()
 
 
-# ---- traversal ----------------------------------------------------------------------
-
-def topological(outputs: Iterable[Tensor], stop: frozenset[int] = frozenset()) -> list[Tensor]:
-    """Every ancestor of ``outputs`` (inclusive), inputs before consumers.
-
-    The same order as :func:`graphc.tensor.toposort` (depth first, inputs in
-    argument order), iterative, and a little faster (the passes call it
-    several times per round). Tensors whose id is in ``stop`` are included but
-    their inputs are not visited.
-    """
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    for root in outputs:
-        if id(root) in seen:
-            continue
-        seen.add(id(root))
-        stack = [(root, iter(() if id(root) in stop else root.inputs))]
-        while stack:
-            node, parents = stack[-1]
-            for parent in parents:
-                if id(parent) not in seen:
-                    seen.add(id(parent))
-                    stack.append((parent, iter(() if id(parent) in stop else parent.inputs)))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
-    return order
-
-
 # ---- the report -----------------------------------------------------------------------
 
 def op_counts(outputs: Iterable[Tensor]) -> dict[str, int]:
     """Nodes (leaves included) of the graph computing ``outputs``, by op name, sorted by name."""
     counts: dict[str, int] = {}
-    for node in topological(outputs):
+    for node in toposort(outputs):
         counts[node.op] = counts.get(node.op, 0) + 1
     return dict(sorted(counts.items()))
 
@@ -130,7 +106,12 @@ class Report:
 
 
 class recording:
-    """Context manager: rule firings and pass times inside go to ``report``."""
+    """Context manager: rule firings and pass times inside go to ``report``.
+
+    The report is the only state a pass reads from its surroundings, and it is written, never
+    read: what a pass computes never depends on it. (A thread-local stack, so that concurrent
+    ``optimize`` calls in several threads keep their reports apart.)
+    """
 
     def __init__(self, report: Report) -> None:
         self.report = report
@@ -170,27 +151,13 @@ def run_pass(name: str, function: Pass, outputs: list[Tensor]) -> list[Tensor]:
 
 # ---- matching helpers used by rules -----------------------------------------------------
 
-def _protected() -> frozenset[int]:
-    return getattr(_local, "protected", frozenset())
-
-
 def producer(tensor: Tensor, *ops: str) -> Tensor | None:
-    """``tensor`` if it was made by one of ``ops`` and rules may look inside it, else None.
+    """``tensor`` if it was made by one of ``ops``, else None (a rule's way to look at an input).
 
-    Tensors protected by the caller of :func:`rewrite` (e.g. the ``wrt`` of a
-    gradient) are opaque: no rule may rewrite them away.
+    Pure: protected tensors (e.g. the ``wrt`` of a gradient) never reach a rule as what they
+    are, :func:`rewrite` hides them behind opaque leaves while its rules run.
     """
-    if tensor.op in ops and id(tensor) not in _protected():
-        return tensor
-    return None
-
-
-def pass_cache() -> dict:
-    """A dict that lives as long as the current :func:`rewrite` call (for analyses rules share)."""
-    cache = getattr(_local, "cache", None)
-    if cache is None:
-        cache = _local.cache = {}
-    return cache
+    return tensor if tensor.op in ops else None
 
 
 def constant_value(tensor: Tensor) -> np.ndarray | None:
@@ -206,7 +173,7 @@ def uniform_value(tensor: Tensor):
     Sees through ``broadcast_to``/``broadcast_like`` of a constant.
     """
     base = tensor
-    while base.op in ("broadcast_to", "broadcast_like") and id(base) not in _protected():
+    while base.op in ("broadcast_to", "broadcast_like"):
         base = base.inputs[0]
     value = constant_value(base)
     if value is None or value.size == 0:
@@ -274,109 +241,113 @@ def named(name: str) -> Callable[[Rule], Rule]:
     return wrap
 
 
+def _takes_context(rule: Rule) -> bool:
+    code = getattr(rule, "__code__", None)
+    return code is not None and code.co_argcount >= 2
+
+
+@dataclass
+class RewriteContext:
+    """What one :func:`rewrite` shares with its rules, passed explicitly (never ambient).
+
+    ``protected``: tensors kept as they are and opaque to the rules; ``cache``: a dict living
+    as long as the rewrite, for analyses rules share (keyed by the analysis' name); ``report``:
+    where firings are counted (None: not counted).
+    """
+
+    protected: tuple[Tensor, ...] = ()
+    cache: dict = field(default_factory=dict)
+    report: Report | None = None
+
+    def count(self, rule: str, times: int = 1) -> None:
+        if self.report is not None:
+            self.report.count(rule, times)
+
+
+class _Hidden(Leaf):
+    """Stands for a protected tensor while the rules run: a leaf, so no rule can look inside it."""
+
+    def key_bytes(self, node: Tensor) -> bytes:
+        return f"hidden#{node.serial}".encode()
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+
+_Hidden.name = "protected"  # set after the class body: not a registered (loadable) op
+
+
 class _Rewriter:
-    def __init__(self, rules: Mapping[str, Sequence[Rule]], protected: Sequence[Tensor]) -> None:
+    def __init__(self, rules: Mapping[str, Sequence[Rule]], context: RewriteContext) -> None:
         self.rules = rules
+        self.context = context
         self.any_rules = tuple(rules.get("*", ()))
-        self.table: dict[str, tuple[Rule, ...]] = {}
-        self.protected_ids = frozenset(id(t) for t in protected)
+        self.table: dict[str, tuple[tuple[Rule, str, bool], ...]] = {}
         # id -> tensor for every tensor in final (rewritten) form; holds them alive
         self.settled: dict[int, Tensor] = {}
 
-    def rebuild(self, node: Tensor, inputs: tuple, origin: Tensor, name) -> Tensor:
-        """``node`` over ``inputs``, carrying ``origin``'s user site and gradient mark."""
-        if name == node.name and all(a is b for a, b in zip(inputs, node.inputs)) and node.site == origin.site \
-                and node.is_gradient == origin.is_gradient:
-            return node
-        return Tensor(node.primitive, inputs, node.shape, node.dtype, name=name, site=origin.site,
-                      is_gradient=origin.is_gradient)
-
-    def rules_for(self, op: str) -> tuple[Rule, ...]:
+    def rules_for(self, op: str) -> tuple[tuple[Rule, str, bool], ...]:
         found = self.table.get(op)
         if found is None:
-            found = self.table[op] = (*self.rules.get(op, ()), *self.any_rules)
+            found = self.table[op] = tuple((rule, _rule_name(rule), _takes_context(rule))
+                                           for rule in (*self.rules.get(op, ()), *self.any_rules))
         return found
 
     def simplify_node(self, node: Tensor) -> Tensor:
         """Apply rules to a node whose inputs are settled, until none applies."""
-        if not node.inputs or id(node) in self.protected_ids:
-            return node
         current = node
         for _ in range(MAX_FIRINGS_PER_NODE):
-            rules = self.rules_for(current.primitive.name)
+            if not current.inputs:
+                return current
             result = None
-            for rule in rules:
+            for entry in self.rules_for(current.primitive.name):
+                rule, _, takes_context = entry
                 try:
-                    result = rule(current)
+                    result = rule(current, self.context) if takes_context else rule(current)
                 except GraphcError:  # the replacement could not be built (e.g. a shape it cannot take)
                     result = None
                 if result is not None and result is not current:
                     break
             else:
                 return current
-            name = _rule_name(rule)
+            name = entry[1]
             check_type(name, current, result)
-            fired(name)
+            self.context.count(name)
             current = self.adopt(result, current)
-            if not current.inputs:
-                return current
         return current
 
     def adopt(self, result: Tensor, origin: Tensor) -> Tensor:
         """Settle the new nodes a rule built (rules may fire on them too)."""
-        if id(result) in self.settled:
+        settled = self.settled
+        if id(result) in settled:
             return result
-        # the new nodes: ancestors of result that are not settled yet (iterative DFS)
-        order: list[Tensor] = []
-        state: dict[int, bool] = {id(result): False}
-        stack = [(result, 0)]
-        while stack:
-            node, index = stack[-1]
-            if index < len(node.inputs):
-                stack[-1] = (node, index + 1)
-                parent = node.inputs[index]
-                if id(parent) not in self.settled and id(parent) not in state:
-                    state[id(parent)] = False
-                    stack.append((parent, 0))
-            else:
-                stack.pop()
-                order.append(node)
         mapping: dict[int, Tensor] = {}
-        for node in order:
+        for node in toposort([result], skip=lambda t: id(t) in settled):
             if not node.inputs:
                 final = node
             else:
-                inputs = tuple(mapping.get(id(p), p) for p in node.inputs)
-                name = origin.name if node is result else None
-                final = self.simplify_node(self.rebuild(node, inputs, origin, name))
+                inputs = [mapping.get(id(p), p) for p in node.inputs]
+                rebuilt = node.with_inputs(inputs, name=origin.name if node is result else None,
+                                           site=origin.site, is_gradient=origin.is_gradient)
+                final = self.simplify_node(rebuilt)
             mapping[id(node)] = final
-            self.settled[id(final)] = final
+            settled[id(final)] = final
         return mapping[id(result)]
 
     def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
-        _local.protected = self.protected_ids
-        _local.cache = {}
-        try:
-            memo: dict[int, Tensor] = {}
-            settled = self.settled
-            protected = self.protected_ids
-            for original in topological(outputs, protected):
-                parents = original.inputs
-                if not parents or id(original) in protected:
-                    final = original
-                else:
-                    node = original
-                    inputs = tuple([memo[id(p)] for p in parents])
-                    if any(a is not b for a, b in zip(inputs, parents)):
-                        node = Tensor(node.primitive, inputs, node.shape, node.dtype, name=node.name,
-                                      site=node.site, is_gradient=node.is_gradient)
-                    final = self.simplify_node(node) if self.rules_for(node.primitive.name) else node
-                memo[id(original)] = final
-                settled[id(final)] = final
-            return [memo[id(t)] for t in outputs]
-        finally:
-            _local.protected = frozenset()
-            _local.cache = None
+        memo: dict[int, Tensor] = {}
+        settled = self.settled
+        for original in toposort(outputs):
+            node = original
+            if node.inputs:
+                node = node.with_inputs([memo[id(p)] for p in node.inputs])
+                if self.rules_for(node.primitive.name):
+                    node = self.simplify_node(node)
+            memo[id(original)] = node
+            settled[id(node)] = node
+        return [memo[id(t)] for t in outputs]
 
 
 def rewrite(outputs: Sequence[Tensor], rules: Mapping[str, Sequence[Rule]],
@@ -384,9 +355,25 @@ def rewrite(outputs: Sequence[Tensor], rules: Mapping[str, Sequence[Rule]],
     """Apply ``rules`` (op name -> rules; ``"*"``: rules for every op) bottom-up to a fixed point.
 
     Returns the same tensor objects where nothing changed. ``protected``
-    tensors are kept as they are and rules cannot see through them.
+    tensors are kept as they are and rules cannot see through them: while the
+    rules run, each protected non-leaf stands behind an opaque leaf of its type.
+    Firings are counted in the report being recorded (see :class:`recording`).
     """
-    return _Rewriter(rules, protected).run(list(outputs))
+    context = RewriteContext(tuple(protected), report=current_report())
+    outputs = list(outputs)
+    hidden = {t: Tensor(_Hidden(), (), t.shape, t.dtype, name=t.name, site=t.site, is_gradient=t.is_gradient)
+              for t in context.protected if t.inputs}
+    if not hidden:
+        return _Rewriter(rules, context).run(outputs)
+    forward = substitute(outputs, hidden)
+    result = _Rewriter(rules, context).run([forward[id(t)] for t in outputs])
+    # back: the stand-ins become the protected tensors again, and every node no rule changed
+    # becomes its original again (so an unchanged graph comes back as the same objects)
+    originals = {id(t): t for t in toposort(outputs, stop_at=list(hidden))}
+    back = {copy: originals[key] for key, copy in forward.items() if copy is not originals.get(key)}
+    back.update({stand_in: tensor for tensor, stand_in in hidden.items()})
+    restored = substitute(result, back)
+    return [restored[id(t)] for t in result]
 
 
 def rule_table(*rules: tuple[str, Rule]) -> dict[str, tuple[Rule, ...]]:

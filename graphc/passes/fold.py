@@ -4,9 +4,10 @@ The value is computed by the op's own ``impl`` (the function the executor
 would call), so folding can never disagree with running the graph. A size cap
 keeps folding from bloating the graph with huge constants (``zeros((10**4,
 10**4))`` stays a node computed at run time). Placeholders and variables are
-never folded (they are leaves, not constants); custom ops and any op marked
-``random`` or ``stateful`` are left alone; an op that fails on its constant
-inputs is left for the executor to report, with the user's line.
+never folded (they are leaves, not constants); custom ops and draws (ops whose
+class says ``random = True``: their value depends on more than their inputs, see
+graphc/random.py) are left alone; an op that fails on its constant inputs is
+left for the executor to report, with the user's line.
 """
 
 from __future__ import annotations
@@ -25,9 +26,7 @@ MAX_FOLD_BYTES = 64 * 1024
 def foldable(node: Tensor) -> bool:
     """Whether ``node`` may be replaced by its value: constant inputs, a pure op, a small result."""
     op = node.primitive
-    if not node.inputs or isinstance(op, CustomOp):
-        return False
-    if getattr(op, "random", False) or getattr(op, "stateful", False):
+    if not node.inputs or isinstance(op, CustomOp) or getattr(op, "random", False):
         return False
     if not all(isinstance(t.primitive, Constant) for t in node.inputs):
         return False

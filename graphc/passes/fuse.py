@@ -27,8 +27,9 @@ import numpy as np
 
 from graphc.op import Op
 from graphc.ops import elementwise as ew
-from graphc.passes.core import fired, topological
+from graphc.passes.core import fired
 from graphc.tensor import Tensor, consumers
+from graphc.tensor import toposort as topological
 
 #: buffers smaller than this are not reused (allocation is cheap; the shape check is not free)
 MIN_INPLACE_ELEMENTS = 4096

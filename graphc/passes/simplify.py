@@ -18,9 +18,9 @@ from graphc.leaves import constant
 from graphc.ops import elementwise as ew
 from graphc.ops.shape import BroadcastTo, Reshape, Transpose
 from graphc.passes.core import (
+    RewriteContext,
     constant_value,
     named,
-    pass_cache,
     producer,
     replaces,
     rewrite,
@@ -82,7 +82,11 @@ def add_zero(node: Tensor) -> Tensor | None:
 
 @named("simplify.sub_zero")
 def sub_zero(node: Tensor) -> Tensor | None:
-    """x - 0 -> x   (for floats only a positive zero: ``-0.0 - (-0.0)`` is ``+0.0``, so ``x - (-0.0)`` is kept)"""
+    """x - 0.0 -> x ;  x - 0 -> x for integers
+
+    For floats only a positive zero is neutral: ``-0.0 - (-0.0)`` is ``+0.0``, so
+    ``x - (-0.0) -> x`` would turn the sign of a zero around.
+    """
     x, zero = node.inputs
     value = uniform_value(zero)
     if value is None or value != 0 or (node.dtype.kind == "f" and np.signbit(value)):
@@ -257,10 +261,9 @@ def _root_inputs(node: Tensor) -> list[Tensor] | None:
     return None
 
 
-def shape_root(tensor: Tensor) -> Tensor:
+def shape_root(tensor: Tensor, context: RewriteContext) -> Tensor:
     """A tensor with the same run-time shape as ``tensor``, as far up the graph as it can be traced."""
-    cache = pass_cache()
-    roots = cache.setdefault("shape_root", {})
+    roots = context.cache.setdefault("shape_root", {})
 
     def known(t: Tensor):
         entry = roots.get(id(t))
@@ -284,18 +287,18 @@ def shape_root(tensor: Tensor) -> Tensor:
     return known(tensor)
 
 
-def same_runtime_shape(a: Tensor, b: Tensor) -> bool:
+def same_runtime_shape(a: Tensor, b: Tensor, context: RewriteContext) -> bool:
     """Whether ``a`` and ``b`` certainly have the same shape when the graph runs."""
     if a.shape != b.shape:
         return False
-    return None not in a.shape or shape_root(a) is shape_root(b)
+    return None not in a.shape or shape_root(a, context) is shape_root(b, context)
 
 
 @named("simplify.shape_noop")
-def shape_noop(node: Tensor) -> Tensor | None:
+def shape_noop(node: Tensor, context: RewriteContext) -> Tensor | None:
     """sum_to(x, ref) -> x ;  broadcast_like(x, ref) -> x   (x already has ref's run-time shape)"""
     x = node.inputs[0]
-    if len(node.inputs) != 2 or x.dtype != node.dtype or not same_runtime_shape(x, node):
+    if len(node.inputs) != 2 or x.dtype != node.dtype or not same_runtime_shape(x, node, context):
         return None
     return x
 

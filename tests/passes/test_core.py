@@ -96,3 +96,32 @@ def test_a_rule_whose_replacement_cannot_be_built_does_not_apply():
     x = gc.placeholder("x", (2,))
     y = gc.exp(x)
     assert rewrite([y], {"exp": (impossible,)})[0] is y
+
+
+def test_protection_hides_the_tensor_even_from_rules_that_read_inputs_directly():
+    seen = []
+
+    def exp_to_sin(node):  # reads node.inputs without producer()
+        seen.append(node.inputs[0].op)
+        return gc.sin(node.inputs[0])
+
+    x = gc.placeholder("x", (2,))
+    middle = gc.log(x)
+    (z,) = rewrite([gc.exp(middle)], {"exp": (exp_to_sin,)}, protected=[middle])
+    assert seen == ["protected"]
+    assert z.op == "sin" and z.inputs[0] is middle  # built over the stand-in, handed back over the tensor
+
+
+def test_rules_taking_a_context_share_its_cache_within_one_rewrite():
+    contexts = []
+
+    def note(node, context):
+        contexts.append(context)
+        context.cache["calls"] = context.cache.get("calls", 0) + 1
+        return None
+
+    x = gc.placeholder("x", (2,))
+    rewrite([gc.exp(gc.exp(x))], {"exp": (note,)})
+    assert len(contexts) == 2 and contexts[0] is contexts[1] and contexts[0].cache["calls"] == 2
+    rewrite([gc.exp(x)], {"exp": (note,)})
+    assert contexts[2] is not contexts[0] and contexts[2].cache["calls"] == 1

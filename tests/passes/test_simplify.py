@@ -96,6 +96,16 @@ def test_adding_positive_zero_is_kept_for_floats():
     assert _check(y, x, kept=["add"]).shape == (2, 9)
 
 
+def test_subtracting_negative_zero_is_kept_for_floats():
+    # -0.0 - (-0.0) is +0.0: dropping the subtraction would turn the sign of a zero around
+    x = _x()
+    (z,) = simplify([x - (-0.0)])
+    assert z.op == "sub"
+    out = run([z], {x: np.full(x.shape, -0.0)})[0]
+    assert not np.signbit(out).any()
+    assert _check(gc.cast(x, "int64") - 0, gc.cast(x, "int64")).op == "cast"
+
+
 def test_never_folds_x_times_zero_x_minus_x_x_over_x():
     x = _x()
     for y in (x * 0.0, x - x, x / x, 0.0 * x):

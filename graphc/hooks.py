@@ -1,0 +1,58 @@
+"""Hooks: how an upper layer provides a service to a lower one without an upward import.
+
+graphc's modules import downward only (core -> ops -> autodiff -> passes -> compile ->
+function -> serialization -> export; see docs/architecture.md and tests/test_layering.py).
+Where a lower module needs something only an upper one can do (a Tensor's ``x + y`` needs
+the ops, ``gc.grad`` wants the stabilizer from the passes, ``Function.to_dot`` the exporter),
+the lower module declares a :class:`Hook` and calls through it, and the upper package
+provides the implementation when it is imported. ``import graphc`` imports every layer, so
+every hook is filled before user code runs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Hook"]
+
+_UNSET = object()
+
+
+class Hook:
+    """A named slot for a service that the package ``provider`` fills with :meth:`provide`.
+
+    Call the hook to call the implementation (``hook(*args)``), or read attributes through it
+    when the implementation is a namespace (``hook.add`` is ``implementation.add``). Before it
+    is provided, a hook with a ``default`` uses the default; one without raises a clear error.
+    """
+
+    __slots__ = ("service", "provider", "implementation", "provided")
+
+    def __init__(self, service: str, provider: str, default=_UNSET) -> None:
+        self.service = service
+        self.provider = provider
+        self.implementation = default
+        #: whether the provider has filled the hook (a default does not count)
+        self.provided = False
+
+    def provide(self, implementation):
+        """Fill the hook (the provider calls this at import); returns ``implementation``."""
+        self.implementation = implementation
+        self.provided = True
+        return implementation
+
+    def _get(self):
+        implementation = self.implementation
+        if implementation is _UNSET:
+            raise RuntimeError(f"{self.service} is provided by {self.provider}, which is not imported yet "
+                               f"(import graphc)")
+        return implementation
+
+    def __call__(self, *args, **kwargs):
+        return self._get()(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        # only reached for names that are not slots: forward to the provided namespace
+        return getattr(self._get(), name)
+
+    def __repr__(self) -> str:
+        state = "provided" if self.provided else "not provided"
+        return f"<Hook {self.service!r} from {self.provider} ({state})>"
