@@ -924,7 +924,7 @@ class LogicalNot(Comparison):
 
 @dataclass(frozen=True)
 class Isnan(Comparison):
-    """True where ``x`` is NaN."""
+    """True where ``x`` is NaN (a bool tensor, no gradient; integers are never NaN)."""
 
     name, ufunc = "isnan", np.isnan
     sympy_form = _opaque("isnan")
