@@ -871,32 +871,39 @@ def _run_batch_parallel(outputs: list, order: list, statuses: dict, counts: dict
     fed = [n for n in order if (n in feeds and n not in batch) or isinstance(n.primitive, VariableLeaf)
            or n in counts]
     fn = function(list(batch) + fed, frontier + rowwise, optimize=False)
-    first = next(iter(batch.values()))
-    chunks = first.chunks[0]
+    chunks = next(iter(batch.values())).chunks[0]
     blocks = [value.rechunk({0: chunks} | {a: -1 for a in range(1, value.ndim)}).to_delayed().reshape(-1)
               for value in batch.values()]
     others = [counts[n] if n in counts else feeds[n] if n in feeds else np.array(n.value) for n in fed]
     call = dask.delayed(fn, pure=True, nout=len(frontier) + len(rowwise))
     results = [call(*(block[k] for block in blocks), *others) for k in range(len(chunks))]
-    total = sum(chunks)
-    values = {}
-    for j, node in enumerate(frontier):
-        weights = [size / total if statuses[node] == MEAN else 1.0 for size in chunks]
-        parts = [dask.delayed(np.multiply)(r[j], w) if w != 1.0 else r[j] for r, w in zip(results, weights)]
-        shape = tuple(s for s in node.shape)
-        values[node] = da.from_delayed(_tree_sum(parts), shape=shape, dtype=node.dtype, meta=_meta(node)) \
-            if None not in shape else _whole_delayed(_tree_sum(parts), node)
+    values = {node: _combined(node, statuses[node], [r[j] for r in results], chunks)
+              for j, node in enumerate(frontier)}
     for j, node in enumerate(rowwise, start=len(frontier)):
-        axis = statuses[node]
-        pieces = []
-        for k, size in enumerate(chunks):
-            piece_shape = tuple(size if a == axis else s for a, s in enumerate(node.shape))
-            if None in piece_shape:
-                pieces.append(_whole_delayed(results[k][j], node))
-            else:
-                pieces.append(da.from_delayed(results[k][j], shape=piece_shape, dtype=node.dtype, meta=_meta(node)))
-        values[node] = da.concatenate(pieces, axis=axis)
+        values[node] = _concatenated(node, statuses[node], [r[j] for r in results], chunks)
     return values
+
+
+def _combined(node: Tensor, status, parts: list, chunks: tuple) -> da.Array:
+    """A frontier node from its chunks' values: their sum, weighted by chunk size for a mean."""
+    import dask
+
+    if status == MEAN:
+        total = sum(chunks)
+        parts = [dask.delayed(np.multiply)(part, size / total) for part, size in zip(parts, chunks)]
+    if None in node.shape:
+        return _whole_delayed(_tree_sum(parts), node)
+    return da.from_delayed(_tree_sum(parts), shape=node.shape, dtype=node.dtype, meta=_meta(node))
+
+
+def _concatenated(node: Tensor, axis: int, parts: list, chunks: tuple) -> da.Array:
+    """A row-wise output from its chunks' values, joined along the examples' axis."""
+    pieces = []
+    for part, size in zip(parts, chunks):
+        piece_shape = tuple(size if a == axis else s for a, s in enumerate(node.shape))
+        pieces.append(_whole_delayed(part, node) if None in piece_shape else
+                      da.from_delayed(part, shape=piece_shape, dtype=node.dtype, meta=_meta(node)))
+    return da.concatenate(pieces, axis=axis)
 
 
 def _whole_delayed(task, node: Tensor) -> da.Array:
