@@ -54,23 +54,36 @@ Lowering = Callable[[Tensor, list], "da.Array"]
 LOWERINGS: dict[type, Lowering] = {}
 
 
-def lowers(*op_classes: type) -> Callable[[Lowering], Lowering]:
-    """Register the decorated function as the Dask lowering of ``op_classes`` (and subclasses)."""
+def _registrar(table: dict, *op_classes: type) -> Callable:
+    """A decorator entering the decorated rule in ``table`` for each of ``op_classes``."""
 
-    def register(rule: Lowering) -> Lowering:
+    def register(rule):
         for op_class in op_classes:
-            LOWERINGS[op_class] = rule
+            table[op_class] = rule
         return rule
 
     return register
 
 
-def lowering_of(node: Tensor) -> Lowering:
-    """The rule for ``node``'s op: its class's own, else its nearest base class's."""
+def _rule_for(table: dict, node: Tensor):
+    """``node``'s op's rule in ``table``: its class's own, else its nearest base class's (or None)."""
     for op_class in type(node.primitive).__mro__:
-        rule = LOWERINGS.get(op_class)
+        rule = table.get(op_class)
         if rule is not None:
             return rule
+    return None
+
+
+def lowers(*op_classes: type) -> Callable[[Lowering], Lowering]:
+    """Register the decorated function as the Dask lowering of ``op_classes`` (and subclasses)."""
+    return _registrar(LOWERINGS, *op_classes)
+
+
+def lowering_of(node: Tensor) -> Lowering:
+    """The rule for ``node``'s op: its class's own, else its nearest base class's."""
+    rule = _rule_for(LOWERINGS, node)
+    if rule is not None:
+        return rule
     raise GraphcError(f"to_dask: no Dask lowering for op {node.op!r} ({node.describe()}); "
                       f"register one with graphc.dask.lowers({type(node.primitive).__name__})")
 
@@ -518,13 +531,7 @@ BATCH_RULES: dict[type, BatchRule] = {}
 
 def batch_rule(*op_classes: type) -> Callable[[BatchRule], BatchRule]:
     """Register how ``op_classes`` carry the batch axis (see ``_status``)."""
-
-    def register(rule: BatchRule) -> BatchRule:
-        for op_class in op_classes:
-            BATCH_RULES[op_class] = rule
-        return rule
-
-    return register
+    return _registrar(BATCH_RULES, *op_classes)
 
 
 def _aligned(node: Tensor, statuses: list) -> int:
@@ -805,11 +812,10 @@ def _status(node: Tensor, statuses: list):
         if any(isinstance(s, int) for s in statuses):
             raise _NotBatchParallel  # row-wise work that needs a reduction over all examples
         return POST
-    for op_class in type(node.primitive).__mro__:
-        rule = BATCH_RULES.get(op_class)
-        if rule is not None:
-            return rule(node, statuses)
-    raise _NotBatchParallel
+    rule = _rule_for(BATCH_RULES, node)
+    if rule is None:
+        raise _NotBatchParallel
+    return rule(node, statuses)
 
 
 def _batch_feeds(feeds: dict) -> dict:
