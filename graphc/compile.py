@@ -16,13 +16,15 @@ nothing but the NumPy work (measurements: docs/performance.md):
   spare buffer the caller passes (old variable values nobody references).
   Only buffers this call allocated, or spares, are ever written to: never a
   feed, a variable's value, a constant, a view of any of them, or a broadcast.
-* **Lowering peepholes.** Exact, value for value: a ReLU mask ``x > 0`` is
-  read from ``relu(x)`` (so the pre-activation dies at the ReLU, which then
-  runs in place); ``g * cast(mask)`` multiplies by the boolean mask; a
-  broadcast of one element feeding a ufunc is dropped; ``(w * 2**k) * s``
-  becomes ``w * (s * 2**k)``; ``softmax - one_hot`` and the sparse
-  cross-entropy run as one kernel each. ``sum(square(x))`` over all axes is a
-  dot product (the same value up to the order of the additions).
+* **Lowering.** Each op says how it lowers (``Op.lowering()``: the NumPy
+  function called with ``out=``; otherwise a call of ``impl``). The lowering
+  rules, exact value for value and named in ``plan.explain()``: a ReLU mask
+  ``x > 0`` is read from ``relu(x)`` (so the pre-activation dies at the ReLU,
+  which then runs in place); ``g * cast(mask)`` multiplies by the boolean mask;
+  a broadcast of one element feeding a ufunc is dropped; ``(w * 2**k) * s``
+  becomes ``w * (s * 2**k)``; ``softmax - one_hot`` becomes the op
+  ``softmax_minus_one_hot`` (one buffer). ``sum(square(x))`` over all axes is
+  a dot product (the same value up to the order of the additions).
 * **Fused nodes** from the optimizer's opt-in fusion are expanded back into
   their steps, which then share the plan's buffer reuse.
 * **Scalar graphs** (every value 0-d) run on NumPy scalars with Python
@@ -91,6 +93,8 @@ class Plan:
     inplace: bool = False
     #: True when every float step's value is checked for NaN and infinities (graphc/numerics.py)
     check_numerics: bool = False
+    #: per step, the lowering rule that rewrote it ("" if none; see ``_peepholes``)
+    rules: tuple[str, ...] = ()
 
     @property
     def updated_variables(self) -> tuple[Variable, ...]:
@@ -103,9 +107,11 @@ class Plan:
         return toposort(roots, stop_at=list(self.inputs))
 
     def explain(self) -> str:
-        """One line per step: its lowering and op (for debugging performance)."""
+        """One line per step: its lowering, op and type, and the lowering rule that made it, if one did."""
+        rules = self.rules or ("",) * len(self.steps)
         return "\n".join(f"{i:4d} {kind:8s} {node.op} {format_shape(node.shape)} {node.dtype}"
-                         for i, (kind, node) in enumerate(zip(self.kinds, self.steps)))
+                         + (f"  [rule {rule}]" if rule else "")
+                         for i, (kind, node, rule) in enumerate(zip(self.kinds, self.steps, rules)))
 
 
 def _as_array(value) -> np.ndarray:
@@ -152,47 +158,31 @@ def _describe_failure(node: Tensor, arrays: Sequence, exc: Exception) -> Executi
                           f"{type(exc).__name__}: {exc}")
 
 
-# ---- op tables (exact classes only: a subclass may compute something else) ---------------
+# ---- op classes the backend lowers in its own way (exact classes: a subclass may compute something else) ----
 
 _TABLES: dict[str, dict] = {}
 
 
 def _tables() -> dict[str, dict]:
-    """Ufuncs of element-wise ops, and scalar expressions, keyed by exact op class."""
+    """The op classes with lowerings of this backend's own (the ops declare everything else), by class."""
     if _TABLES:
         return _TABLES
     from graphc.ops import elementwise as ew
     from graphc.ops import linalg, nn, reduce, shape
 
-    ufuncs = {ew.Add: np.add, ew.Sub: np.subtract, ew.Mul: np.multiply, ew.Div: np.true_divide,
-              ew.Neg: np.negative, ew.Pow: np.power, ew.Exp: np.exp, ew.Log: np.log, ew.Log1p: np.log1p,
-              ew.Expm1: np.expm1, ew.Sqrt: np.sqrt, ew.Square: np.square, ew.Abs: np.absolute,
-              ew.Sign: np.sign, ew.Sin: np.sin, ew.Cos: np.cos, ew.Tanh: np.tanh, ew.Maximum: np.maximum,
-              ew.Minimum: np.minimum, ew.Equal: np.equal, ew.NotEqual: np.not_equal, ew.Greater: np.greater,
-              ew.GreaterEqual: np.greater_equal, ew.Less: np.less, ew.LessEqual: np.less_equal,
-              ew.LogicalAnd: np.logical_and}
-    # on NumPy scalars these operators are the very same IEEE operations as the ufuncs
-    operators = {ew.Add: "{0} + {1}", ew.Sub: "{0} - {1}", ew.Mul: "{0} * {1}", ew.Div: "{0} / {1}",
-                 ew.Neg: "-{0}", ew.Square: "{0} * {0}", ew.Equal: "{0} == {1}", ew.NotEqual: "{0} != {1}",
-                 ew.Greater: "{0} > {1}", ew.GreaterEqual: "{0} >= {1}", ew.Less: "{0} < {1}",
-                 ew.LessEqual: "{0} <= {1}"}
-    # np.maximum/np.minimum return the second operand on ties (signed zeros) and propagate NaN
-    same_dtype_operators = {ew.Maximum: "({0} if {0} > {1} or {0} != {0} else {1})",
-                            ew.Minimum: "({0} if {0} < {1} or {0} != {0} else {1})",
-                            ew.Where: "({1} if {0} else {2})"}
-    identities = (ew.StopGradient, shape.Identity, shape.SumTo, shape.BroadcastLike, shape.ReshapeLike,
-                  shape.Reshape, shape.Transpose, shape.ExpandDims, shape.Squeeze, shape.BroadcastTo,
-                  reduce.Sum, reduce.Mean, reduce.Max, reduce.Min, reduce.Prod)
-    _TABLES.update(check_labels=getattr(nn, "_check_labels", None),  # the op's own label validation
-                   ufuncs=ufuncs, operators=operators, same_dtype=same_dtype_operators,
-                   identities={cls: True for cls in identities},
-                   classes={"relu": ew.Relu, "cast": ew.Cast, "greater": ew.Greater, "mul": ew.Mul,
+    _TABLES.update(classes={"relu": ew.Relu, "cast": ew.Cast, "greater": ew.Greater, "mul": ew.Mul,
                             "sum": reduce.Sum, "square": ew.Square, "transpose": shape.Transpose,
                             "sum_to": shape.SumTo, "broadcast_like": shape.BroadcastLike,
-                            "one_hot": shape.OneHot, "sub": ew.Sub, "softmax": nn.Softmax,
-                            "sparse_ce": nn.SoftmaxCrossEntropy, "mean": reduce.Mean,
-                            "zeros_like": ew.ZerosLike, "ones_like": ew.OnesLike, "matmul": linalg.Matmul})
+                            "one_hot": shape.OneHot, "sub": ew.Sub, "softmax": nn.Softmax, "mean": reduce.Mean,
+                            "zeros_like": ew.ZerosLike, "ones_like": ew.OnesLike, "matmul": linalg.Matmul,
+                            "softmax_minus_one_hot": nn.SoftmaxMinusOneHot})
     return _TABLES
+
+
+def _kernel(node: Tensor):
+    """The function the op declares for a direct ``f(*arrays, out=...)`` call, or None (a call of ``impl``)."""
+    lowering = getattr(node.primitive, "lowering", None)
+    return lowering() if lowering is not None else None
 
 
 def _static(node: Tensor) -> bool:
@@ -317,46 +307,6 @@ def _is_zero_scalar_constant(node: Tensor) -> bool:
     return value.dtype.kind in "biuf" and bool(value == 0)
 
 
-def _softmax_minus_one_hot(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``softmax(logits, 1) - one_hot(labels)``: the very same operations, in one buffer.
-
-    (``np.maximum.reduce`` and ``np.add.reduce`` are what ``np.max`` and ``np.sum`` call.)
-    """
-    probs = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
-    np.exp(probs, out=probs)
-    probs /= np.add.reduce(probs, axis=1, keepdims=True)
-    rows, depth = probs.shape
-    if rows and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= depth):
-        valid = (labels >= 0) & (labels < depth)  # one_hot gives a zero row elsewhere
-        probs[np.arange(rows)[valid], labels[valid]] -= 1
-    elif rows:
-        probs[np.arange(rows), labels] -= 1
-    return probs
-
-
-def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray, check=None) -> np.ndarray:
-    """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the op's value, picking before subtracting.
-
-    ``check`` is the op's own label validation (out-of-range labels raise, as in the op).
-    """
-    if check is not None:
-        check(labels, logits.shape[1])
-    elif labels.size and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= logits.shape[1]):
-        raise IndexError(f"class indices must lie in [0, {logits.shape[1]})")
-    if labels.shape[0] != logits.shape[0]:  # broadcasting one way or the other, or batches that differ
-        from graphc.ops.nn import _check_label_shape
-
-        _check_label_shape(logits, labels, 1)
-        logits = np.broadcast_to(logits, (labels.shape[0], logits.shape[1])) if logits.shape[0] == 1 else logits
-    shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
-    picked = shifted[np.arange(shifted.shape[0]), labels]
-    np.exp(shifted, out=shifted)
-    total = np.add.reduce(shifted, axis=1)
-    np.log(total, out=total)
-    total -= picked
-    return total
-
-
 def _is_exact_scale(node: Tensor) -> bool:
     """A 0-d float constant +-2**k with k >= 0: multiplying by it only shifts the exponent."""
     if not isinstance(node.primitive, Constant) or node.shape != () or node.dtype.kind != "f":
@@ -366,11 +316,13 @@ def _is_exact_scale(node: Tensor) -> bool:
 
 
 def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int], tables: dict,
-               special: dict[int, Callable], inserted: dict[int, list[Tensor]]) -> set[int]:
-    """Rewrites of step inputs that save passes or memory; returns the steps to drop.
+               special: dict[int, Callable], inserted: dict[int, list[Tensor]], replaced: dict[int, Tensor],
+               fired: dict[int, str]) -> set[int]:
+    """The lowering rules: rewrites of steps that save passes or memory; returns the steps to drop.
 
     ``special`` receives steps to be computed by another NumPy function of the new inputs;
-    ``inserted`` new one-element steps to compute right before a step.
+    ``inserted`` new steps to compute right before a step; ``replaced`` steps whose value a new
+    step (another op) computes; ``fired`` the name of the rule that changed each step.
     """
     classes = tables["classes"]
     relu_cls, greater_cls, cast_cls, mul_cls = classes["relu"], classes["greater"], classes["cast"], classes["mul"]
@@ -391,6 +343,7 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
             if (type(user.primitive) is relu_cls and user.dtype == x.dtype and user.shape == x.shape
                     and position[id(user)] < position[id(node)]):
                 deps[id(node)] = [user, zero]
+                fired[id(node)] = "relu_mask"
                 consumers.setdefault(id(user), []).append(node)
                 break
     # g * cast(mask, g.dtype) == g * mask (NumPy multiplies by True/False as 1/0 in g's dtype)
@@ -413,20 +366,21 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
         if fits:
             for user in users:
                 deps[id(user)] = [mask if p is node else p for p in deps[id(user)]]
+                fired[id(user)] = "bool_mask_mul"
             dropped.add(id(node))
     # ufunc(broadcast(s), y) == ufunc(s, y) when y already has the broadcast shape: no view to build
-    ufuncs = tables["ufuncs"]
     for node in steps:
         if (type(node.primitive) is not classes["broadcast_like"] or id(node) in roots
                 or not _static(node) or len(deps[id(node)]) != 1):
             continue
         users = consumers.get(id(node), [])
-        if users and all(type(u.primitive) in ufuncs and u.shape == node.shape
+        if users and all(_kernel(u) is not None and u.shape == node.shape
                          and any(p is not node and p.shape == node.shape for p in deps[id(u)])
                          for u in users):
             source = deps[id(node)][0]
             for user in users:
                 deps[id(user)] = [source if p is node else p for p in deps[id(user)]]
+                fired[id(user)] = "drop_scalar_broadcast"
                 consumers.setdefault(id(source), []).append(user)
             dropped.add(id(node))
     # (w * c) * s -> w * (s * c) for a one-element s and a constant c = +-2**k, k >= 0: both products are
@@ -452,21 +406,15 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
                             is_gradient=node.is_gradient)
             deps[id(factor)] = [scale, c]
             deps[id(node)] = [w, factor]
+            fired[id(node)] = "exact_scale"
             inserted.setdefault(id(node), []).append(factor)
             consumers.setdefault(id(w), []).append(node)
             dropped.add(id(scaled))
             break
-    # softmax(z) - one_hot(labels) (the sparse cross-entropy's gradient) in one buffer, as by hand;
-    # the sparse cross-entropy itself without materializing every log-probability
+    # softmax(z) - one_hot(labels) (the sparse cross-entropy's gradient) becomes the op that computes it
+    # in one buffer, as by hand
     for node in steps:
-        cls = type(node.primitive)
-        if cls is classes["sparse_ce"] and node.primitive.sparse and len(deps[id(node)]) == 2:
-            logits, labels = deps[id(node)]
-            if (logits.ndim == 2 and node.primitive.axis == 1 and logits.dtype.kind == "f"
-                    and labels.ndim == 1 and node.dtype == logits.dtype):
-                special[id(node)] = functools.partial(_sparse_cross_entropy, check=tables["check_labels"])
-            continue
-        if cls is not classes["sub"] or id(node) in dropped or node.ndim != 2:
+        if type(node.primitive) is not classes["sub"] or id(node) in dropped or node.ndim != 2:
             continue
         probs, target = deps[id(node)]
         if (type(probs.primitive) is not classes["softmax"] or type(target.primitive) is not classes["one_hot"]
@@ -477,10 +425,14 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
         (labels,) = deps[id(target)]
         if (probs.primitive.axis in (1, -1) and logits.ndim == 2 and logits.dtype.kind == "f"
                 and target.primitive.depth == logits.shape[1] and target.dtype == logits.dtype
-                and node.dtype == logits.dtype and labels.ndim == 1):
-            deps[id(node)] = [logits, labels]
-            special[id(node)] = _softmax_minus_one_hot
-            dropped.update((id(probs), id(target)))
+                and node.dtype == logits.dtype and labels.ndim == 1 and labels.dtype.kind in "iu"):
+            kernel = Tensor(classes["softmax_minus_one_hot"](), [logits, labels], node.shape, node.dtype,
+                            name=node.name, site=node.site, is_gradient=node.is_gradient)
+            deps[id(kernel)] = [logits, labels]
+            inserted.setdefault(id(node), []).append(kernel)
+            replaced[id(node)] = kernel
+            fired[id(kernel)] = "softmax_minus_one_hot"
+            dropped.update((id(node), id(probs), id(target)))
     # sum(square(x)) over every axis is a dot product of x with itself: one BLAS pass, no temporary
     # (the same value up to the order of the additions, which np.sum does not promise either)
     for node in steps:
@@ -492,26 +444,42 @@ def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[in
                 and len(consumers.get(id(square), ())) == 1 and deps[id(square)][0].dtype == square.dtype):
             deps[id(node)] = [deps[id(square)][0]] * 2
             special[id(node)] = np.vdot
+            fired[id(node)] = "sum_of_squares_dot"
             dropped.add(id(square))
     return dropped
 
 
 # ---- scalar graphs ---------------------------------------------------------------------------
 
+def _scalar_dtype(expression: str, dtypes: list[np.dtype]) -> np.dtype | None:
+    """The dtype ``expression`` gives on NumPy scalars (ones) of these dtypes, or None if it fails there."""
+    names = [f"a{k}" for k in range(len(dtypes))]
+    try:
+        with np.errstate(all="ignore"):
+            value = eval(expression.format(*names), {"__builtins__": {}},  # noqa: S307 - the op's own declaration
+                         {n: d.type(1) for n, d in zip(names, dtypes)})
+    except Exception:  # noqa: BLE001 - then the ufunc lowering is used
+        return None
+    return getattr(value, "dtype", None)
+
+
 def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], tables: dict,
                        namespace: dict, tag: str) -> str | None:
     """A Python expression computing ``node`` on NumPy scalars, or None."""
-    cls = type(node.primitive)
     classes = tables["classes"]
-    # (np.square of a bool is int8, while bool * bool stays bool: the ufunc below keeps the node's dtype)
-    if cls in tables["operators"] and not (cls is classes["square"] and inputs[0].dtype != node.dtype):
-        return tables["operators"][cls].format(*args)
-    if cls in tables["same_dtype"]:
-        operands = inputs[1:] if cls.__name__ == "Where" else inputs
-        if all(p.dtype == node.dtype for p in operands):
-            return tables["same_dtype"][cls].format(*args)
-    if cls in tables["identities"] and len(inputs) >= 1 and inputs[0].dtype == node.dtype:
-        return args[0]
+    op = node.primitive
+    cls = type(op)
+    expression = getattr(op, "scalar_expr", None)
+    if expression is not None:
+        skip = op.nondiff_inputs
+        operands = {p.dtype for k, p in enumerate(inputs) if k not in skip}
+        # The same IEEE operation when the operands have the node's dtype or, for a comparison, share one.
+        # Operators on NumPy scalars call the very ufuncs, so they also do for mixed dtypes, as long as they
+        # give the node's dtype (np.square of a bool is int8, bool * bool stays bool); a conditional picks
+        # one operand, so it needs them all of the node's dtype.
+        if operands == {node.dtype} or (node.dtype == np.bool_ and len(operands) == 1) or (
+                " if " not in expression and _scalar_dtype(expression, [p.dtype for p in inputs]) == node.dtype):
+            return expression.format(*args)
     if cls is classes["zeros_like"] or cls is classes["ones_like"]:
         namespace[f"_k{tag}"] = node.dtype.type(0 if cls is classes["zeros_like"] else 1)
         return f"_k{tag}"
@@ -523,8 +491,9 @@ def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], tabl
             namespace[f"_t{tag}"] = node.dtype.type
             return f"_t{tag}({args[0]})"
         return None
-    if cls in tables["ufuncs"]:
-        namespace[f"_u{tag}"] = tables["ufuncs"][cls]
+    kernel = _kernel(node)
+    if kernel is not None:
+        namespace[f"_u{tag}"] = kernel
         return f"_u{tag}({', '.join(args)})"
     if cls is classes["relu"]:
         namespace[f"_u{tag}"], namespace[f"_z{tag}"] = np.maximum, np.zeros((), node.dtype)[()]
@@ -753,7 +722,7 @@ def _computes_into(value: Tensor, variable: Variable, deps, looks, tables) -> bo
     if (isinstance(value.primitive, _CopyStep) or value.primitive.view or not _static(value)
             or value.shape != variable.shape or value.dtype != variable.dtype or value.dtype.kind != "f"):
         return False
-    if cls in tables["ufuncs"] or cls is tables["classes"]["relu"]:
+    if _kernel(value) is not None or cls is tables["classes"]["relu"]:
         return True
     return cls is tables["classes"]["matmul"] and not any(id(variable) in looks.get(id(p), ()) for p in deps[id(value)])
 
@@ -883,10 +852,17 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
     root_ids = {id(t) for t in roots}
     deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
     special: dict[int, Callable] = {}
+    fired: dict[int, str] = {}
     if peepholes:
         inserted: dict[int, list[Tensor]] = {}
-        dropped = _peepholes(steps, deps, root_ids, tables, special, inserted)
+        replaced: dict[int, Tensor] = {}
+        dropped = _peepholes(steps, deps, root_ids, tables, special, inserted, replaced, fired)
         steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
+        if replaced:  # a lowering rule's new op computes these steps' values
+            deps = {key: [replaced.get(id(p), p) for p in parents] for key, parents in deps.items()}
+            roots = [replaced.get(id(t), t) for t in roots]
+            update_values = roots[len(outputs):]
+            root_ids = {id(t) for t in roots}
     resolved_updates = [(var, value) for (var, _), value in zip(updates, update_values)]
     steps, roots, fused, writes = _schedule(steps, deps, roots, len(outputs), resolved_updates, inplace,
                                             schedule_updates, tables, special)
@@ -916,7 +892,7 @@ def _build_plan(outputs, inputs, updates, reuse_buffers, schedule_updates, scala
                                              inplace)
     exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
     return Plan(inputs, tuple(variables), outputs, updates, tuple(steps), source, namespace["run"],
-                tuple(kinds), scalar, inplace, bool(check_numerics))
+                tuple(kinds), scalar, inplace, bool(check_numerics), tuple(fired.get(id(n), "") for n in steps))
 
 
 def _schedule(steps, deps, roots, n_outputs, updates, inplace, schedule_updates, tables, special):
@@ -1160,7 +1136,7 @@ def _step_kind(node, tables, special, fused, writes) -> str:
         return "copy"
     if id(node) in special:
         return "special"
-    if cls in tables["ufuncs"] or cls is tables["classes"]["relu"]:
+    if _kernel(node) is not None or cls is tables["classes"]["relu"]:
         return "ufunc"
     if cls is tables["classes"]["matmul"]:
         return "matmul"
@@ -1278,7 +1254,7 @@ def _step_call(index, node, deps, names, kinds, out, name, tables, namespace, sp
         namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
         return f"f{index}({args[0]}, z{index}{out})"
     # Matmul.impl is exactly np.matmul
-    namespace[f"f{index}"] = np.matmul if cls is classes["matmul"] else tables["ufuncs"][cls]
+    namespace[f"f{index}"] = np.matmul if cls is classes["matmul"] else _kernel(node)
     return f"f{index}({', '.join(args)}{out})"
 
 

@@ -59,23 +59,36 @@ Lowering = Callable[[Tensor, list], "da.Array"]
 LOWERINGS: dict[type, Lowering] = {}
 
 
-def lowers(*op_classes: type) -> Callable[[Lowering], Lowering]:
-    """Register the decorated function as the Dask lowering of ``op_classes`` (and subclasses)."""
+def _registrar(table: dict, *op_classes: type) -> Callable:
+    """A decorator entering the decorated rule in ``table`` for each of ``op_classes``."""
 
-    def register(rule: Lowering) -> Lowering:
+    def register(rule):
         for op_class in op_classes:
-            LOWERINGS[op_class] = rule
+            table[op_class] = rule
         return rule
 
     return register
 
 
-def lowering_of(node: Tensor) -> Lowering:
-    """The rule for ``node``'s op: its class's own, else its nearest base class's."""
+def _rule_for(table: dict, node: Tensor):
+    """``node``'s op's rule in ``table``: its class's own, else its nearest base class's (or None)."""
     for op_class in type(node.primitive).__mro__:
-        rule = LOWERINGS.get(op_class)
+        rule = table.get(op_class)
         if rule is not None:
             return rule
+    return None
+
+
+def lowers(*op_classes: type) -> Callable[[Lowering], Lowering]:
+    """Register the decorated function as the Dask lowering of ``op_classes`` (and subclasses)."""
+    return _registrar(LOWERINGS, *op_classes)
+
+
+def lowering_of(node: Tensor) -> Lowering:
+    """The rule for ``node``'s op: its class's own, else its nearest base class's."""
+    rule = _rule_for(LOWERINGS, node)
+    if rule is not None:
+        return rule
     raise GraphcError(f"to_dask: no Dask lowering for op {node.op!r} ({node.describe()}); "
                       f"register one with graphc.dask.lowers({type(node.primitive).__name__})")
 
@@ -196,6 +209,14 @@ def _sparse_target(node, args):
     index = _letters(logits.ndim)
     label_index = index[:axis] + index[axis + 1:]
     return da.blockwise(op.impl, index, labels, label_index, logits, index, dtype=node.dtype,
+                        concatenate=True, meta=_meta(node))
+
+
+@lowers(nn.SoftmaxMinusOneHot)
+def _softmax_minus_one_hot(node, args):
+    logits, labels = args
+    logits = _one_chunk_along(logits, [1])  # each row's softmax needs the whole row
+    return da.blockwise(node.primitive.impl, "ab", logits, "ab", labels, "a", dtype=node.dtype,
                         concatenate=True, meta=_meta(node))
 
 
@@ -541,13 +562,7 @@ BATCH_RULES: dict[type, BatchRule] = {}
 
 def batch_rule(*op_classes: type) -> Callable[[BatchRule], BatchRule]:
     """Register how ``op_classes`` carry the batch axis (see ``_status``)."""
-
-    def register(rule: BatchRule) -> BatchRule:
-        for op_class in op_classes:
-            BATCH_RULES[op_class] = rule
-        return rule
-
-    return register
+    return _registrar(BATCH_RULES, *op_classes)
 
 
 def _aligned(node: Tensor, statuses: list) -> int:
@@ -828,11 +843,10 @@ def _status(node: Tensor, statuses: list):
         if any(isinstance(s, int) for s in statuses):
             raise _NotBatchParallel  # row-wise work that needs a reduction over all examples
         return POST
-    for op_class in type(node.primitive).__mro__:
-        rule = BATCH_RULES.get(op_class)
-        if rule is not None:
-            return rule(node, statuses)
-    raise _NotBatchParallel
+    rule = _rule_for(BATCH_RULES, node)
+    if rule is None:
+        raise _NotBatchParallel
+    return rule(node, statuses)
 
 
 def _batch_feeds(feeds: dict) -> dict:
@@ -894,32 +908,39 @@ def _run_batch_parallel(outputs: list, order: list, statuses: dict, counts: dict
     fed = [n for n in order if (n in feeds and n not in batch) or isinstance(n.primitive, VariableLeaf)
            or n in counts]
     fn = function(list(batch) + fed, frontier + rowwise, optimize=False)
-    first = next(iter(batch.values()))
-    chunks = first.chunks[0]
+    chunks = next(iter(batch.values())).chunks[0]
     blocks = [value.rechunk({0: chunks} | {a: -1 for a in range(1, value.ndim)}).to_delayed().reshape(-1)
               for value in batch.values()]
     others = [counts[n] if n in counts else feeds[n] if n in feeds else np.array(n.value) for n in fed]
     call = dask.delayed(fn, pure=True, nout=len(frontier) + len(rowwise))
     results = [call(*(block[k] for block in blocks), *others) for k in range(len(chunks))]
-    total = sum(chunks)
-    values = {}
-    for j, node in enumerate(frontier):
-        weights = [size / total if statuses[node] == MEAN else 1.0 for size in chunks]
-        parts = [dask.delayed(np.multiply)(r[j], w) if w != 1.0 else r[j] for r, w in zip(results, weights)]
-        shape = tuple(s for s in node.shape)
-        values[node] = da.from_delayed(_tree_sum(parts), shape=shape, dtype=node.dtype, meta=_meta(node)) \
-            if None not in shape else _whole_delayed(_tree_sum(parts), node)
+    values = {node: _combined(node, statuses[node], [r[j] for r in results], chunks)
+              for j, node in enumerate(frontier)}
     for j, node in enumerate(rowwise, start=len(frontier)):
-        axis = statuses[node]
-        pieces = []
-        for k, size in enumerate(chunks):
-            piece_shape = tuple(size if a == axis else s for a, s in enumerate(node.shape))
-            if None in piece_shape:
-                pieces.append(_whole_delayed(results[k][j], node))
-            else:
-                pieces.append(da.from_delayed(results[k][j], shape=piece_shape, dtype=node.dtype, meta=_meta(node)))
-        values[node] = da.concatenate(pieces, axis=axis)
+        values[node] = _concatenated(node, statuses[node], [r[j] for r in results], chunks)
     return values
+
+
+def _combined(node: Tensor, status, parts: list, chunks: tuple) -> da.Array:
+    """A frontier node from its chunks' values: their sum, weighted by chunk size for a mean."""
+    import dask
+
+    if status == MEAN:
+        total = sum(chunks)
+        parts = [dask.delayed(np.multiply)(part, size / total) for part, size in zip(parts, chunks)]
+    if None in node.shape:
+        return _whole_delayed(_tree_sum(parts), node)
+    return da.from_delayed(_tree_sum(parts), shape=node.shape, dtype=node.dtype, meta=_meta(node))
+
+
+def _concatenated(node: Tensor, axis: int, parts: list, chunks: tuple) -> da.Array:
+    """A row-wise output from its chunks' values, joined along the examples' axis."""
+    pieces = []
+    for part, size in zip(parts, chunks):
+        piece_shape = tuple(size if a == axis else s for a, s in enumerate(node.shape))
+        pieces.append(_whole_delayed(part, node) if None in piece_shape else
+                      da.from_delayed(part, shape=piece_shape, dtype=node.dtype, meta=_meta(node)))
+    return da.concatenate(pieces, axis=axis)
 
 
 def _whole_delayed(task, node: Tensor) -> da.Array:

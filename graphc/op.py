@@ -21,7 +21,7 @@ import numpy as np
 
 from graphc.errors import DTypeError, GradientError
 from graphc.tensor import Tensor, Variable
-from graphc.types import as_dtype, normalize_shape
+from graphc.types import as_dtype, known_size, normalize_shape
 
 #: Every op class by name; the safe loader accepts only these.
 REGISTRY: dict[str, type[Op]] = {}
@@ -50,6 +50,14 @@ class Op:
     multi_output: ClassVar[bool] = False
     #: the node is a projection ``Output`` of a multi-output node (``Tensor.op`` reports the producer's name)
     projection: ClassVar[bool] = False
+    #: its SymPy form: the name of the SymPy function applied to the inputs ("tanh"); see ``sympy_form``
+    sympy: ClassVar[str | None] = None
+    #: a domain guard for ``where`` branches: (position of the input whose domain is limited, a value
+    #: safely inside it); the stabilizer feeds it that value where the branch is not selected
+    domain: ClassVar[tuple[int, float] | None] = None
+    #: on NumPy scalars, a Python expression of the inputs that is the very same IEEE operation
+    #: (``"{0} + {1}"``); used where the inputs have the node's dtype (or share one, for a bool result)
+    scalar_expr: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -85,6 +93,17 @@ class Op:
     def inner_graphs(self) -> tuple:
         """The inner graphs (:class:`graphc.graph.InnerGraph`) this op runs; none for plain ops."""
         return ()
+
+    def lowering(self):
+        """A NumPy function computing the op as ``f(*arrays, out=buffer)`` (the compiler and the fuser
+        then write through ``out=``), or None: the op is lowered as a call of ``impl``."""
+        return None
+
+    def sympy_form(self, sp, node: Tensor | None, *args):
+        """The op's value as a SymPy expression of ``args`` (``sp`` is the sympy module), or None.
+
+        The bridge derives its inverse map (SymPy function -> op) from these forms."""
+        return getattr(sp, self.sympy)(*args) if self.sympy else None
 
     # -- parameters -----------------------------------------------------------------------
     def params(self) -> dict:
@@ -140,6 +159,18 @@ def outputs_of(node: Tensor, count: int | None = None) -> list[Tensor]:
     """One ``Output`` projection per output of the multi-output ``node``."""
     total = len(node.primitive.output_types(*node.inputs)) if count is None else count
     return [apply(Output(k), node) for k in range(total)]
+def same_elements_form(op: Op, sp, node: Tensor, a, *references):
+    """The SymPy form of an op that moves or sums elements: its input's where it keeps every element
+    as it is (as many elements out as in: a reshape, a sum over size-1 axes), else a ValueError."""
+    source, target = known_size(node.inputs[0].shape), known_size(node.shape)
+    if source is not None and source == target:
+        return a
+    raise ValueError(f"{op.name} from shape {node.inputs[0].shape} to {node.shape} is not element-wise")
+
+
+def first_input_form(op: Op, sp, node, a, *references):
+    """The SymPy form of an op whose every element is its input's (a broadcast, an identity)."""
+    return a
 
 
 def _is_python_scalar(value) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from graphc.op import REGISTRY, Op
 from graphc.ops import elementwise as ew
 from graphc.ops.elementwise import Elementwise
 from graphc.tensor import Tensor, toposort
@@ -256,8 +257,6 @@ class SympyElementwise(Elementwise):
     def __post_init__(self) -> None:
         if type(self.name) is not str or not 0 < len(self.name) <= 200:
             raise ValueError("an element-wise op needs a name of 1 to 200 characters")
-        from graphc.op import REGISTRY
-
         if REGISTRY.get(self.name, SympyElementwise) is not SympyElementwise:
             # the optimizer recognizes ops by name: an op called "log" must be graphc's log
             raise ValueError(f"{self.name!r} is the name of a built-in op; choose another name")
@@ -301,6 +300,9 @@ class SympyElementwise(Elementwise):
             op = SympyElementwise(self.name + suffix, self.arity, formula_tokens(derivative, self.arity))
             grads.append(ew.mul(g, op(*node.inputs)))
         return tuple(grads)
+
+    def sympy_form(self, sp, node, *args):
+        return self.expression.xreplace(dict(zip(self.symbols, args)))
 
     def params(self) -> dict:
         """For printing and export: the formula as text (``gc.save`` stores the fields themselves)."""
@@ -354,10 +356,6 @@ def elementwise(name: str, fn: Callable, nargs: int | None = None) -> SympyEleme
 # graph -> SymPy
 # ======================================================================================
 
-def _piecewise01(condition) -> sympy.Expr:
-    return sympy.Piecewise((sympy.Integer(1), condition), (sympy.Integer(0), True))
-
-
 def _number(value) -> sympy.Expr:
     value = value.item() if hasattr(value, "item") else value
     if isinstance(value, (bool, np.bool_)):
@@ -367,88 +365,12 @@ def _number(value) -> sympy.Expr:
     return sympy.Float(float(value))
 
 
-def _known_size(shape) -> int | None:
-    total = 1
-    for size in shape:
-        if size is None:
-            return None
-        total *= size
-    return total
-
-
-def _gelu(x, approximate: bool):
-    if approximate:
-        inner = sympy.sqrt(2 / sympy.pi) * (x + sympy.Float(0.044715) * x ** 3)
-        return x * (1 + sympy.tanh(inner)) / 2
-    return x * (1 + sympy.erf(x / sympy.sqrt(2))) / 2
-
-
 def _sympy_rule(op, node, args):
-    """The SymPy expression of one op application, or raise ValueError."""
-    name = type(op).name if isinstance(op, SympyElementwise) else op.name
-    a = args[0] if args else None
-    simple = {
-        "add": lambda: args[0] + args[1], "sub": lambda: args[0] - args[1], "mul": lambda: args[0] * args[1],
-        "div": lambda: args[0] / args[1], "neg": lambda: -a, "pow": lambda: args[0] ** args[1],
-        "exp": lambda: sympy.exp(a), "log": lambda: sympy.log(a), "log1p": lambda: sympy.log(1 + a),
-        "expm1": lambda: sympy.exp(a) - 1, "sqrt": lambda: sympy.sqrt(a), "square": lambda: a ** 2,
-        "abs": lambda: sympy.Abs(a), "sign": lambda: sympy.sign(a), "sin": lambda: sympy.sin(a),
-        "cos": lambda: sympy.cos(a), "tanh": lambda: sympy.tanh(a), "erf": lambda: sympy.erf(a),
-        "sigmoid": lambda: 1 / (1 + sympy.exp(-a)), "softplus": lambda: sympy.log(1 + sympy.exp(a)),
-        "silu": lambda: a / (1 + sympy.exp(-a)),
-        "relu": lambda: sympy.Piecewise((a, a > 0), (0, True)),
-        "step": lambda: _piecewise01(a > 0),
-        "hard_tanh": lambda: sympy.Piecewise((-1, a <= -1), (1, a >= 1), (a, True)),
-        "maximum": lambda: sympy.Max(args[0], args[1]), "minimum": lambda: sympy.Min(args[0], args[1]),
-        "clip": lambda: sympy.Min(sympy.Max(args[0], args[1]), args[2]),
-        "prelu": lambda: sympy.Piecewise((args[0], args[0] > 0), (args[0] * args[1], True)),
-        "equal": lambda: sympy.Eq(args[0], args[1]), "not_equal": lambda: sympy.Ne(args[0], args[1]),
-        "greater": lambda: args[0] > args[1], "greater_equal": lambda: args[0] >= args[1],
-        "less": lambda: args[0] < args[1], "less_equal": lambda: args[0] <= args[1],
-        "logical_and": lambda: sympy.And(args[0], args[1]),
-        "where": lambda: sympy.Piecewise((args[1], args[0]), (args[2], True)),
-        "ones_like": lambda: sympy.Integer(1), "zeros_like": lambda: sympy.Integer(0),
-        "identity": lambda: a, "stop_gradient": lambda: a,
-    }
-    if name in simple:
-        return simple[name]()
-    if name == "leaky_relu":
-        return sympy.Piecewise((a, a > 0), (_number(op.alpha) * a, True))
-    if name == "elu":
-        return sympy.Piecewise((a, a > 0), (_number(op.alpha) * (sympy.exp(a) - 1), True))
-    if name == "gelu":
-        return _gelu(a, op.approximate)
-    if name == "cast":
-        if node.inputs[0].dtype == np.bool_:  # (not isinstance(a, Boolean): a Symbol is one too)
-            return _piecewise01(a)
-        if op.dtype.kind == "f":
-            return a
-        raise ValueError(f"cast to {op.dtype} has no element-wise SymPy form")
-    if name == "sympy_elementwise":
-        return op.expression.xreplace(dict(zip(op.symbols, args)))
-    if name in ("sum_to", "broadcast_like", "broadcast_to", "reshape", "reshape_like", "expand_dims", "squeeze"):
-        source, target = _known_size(node.inputs[0].shape), _known_size(node.shape)
-        if name in ("broadcast_like", "broadcast_to") or (source is not None and source == target):
-            return a
-        raise ValueError(f"{name} from shape {node.inputs[0].shape} to {node.shape} is not element-wise")
-    if name in ("sum", "mean", "max", "min", "prod", "logsumexp"):
-        if _known_size(node.inputs[0].shape) == 1:
-            return a
-        raise ValueError(f"the reduction {name} over {node.inputs[0].shape} is not element-wise")
-    if name == "reduced_count":
-        shape = node.inputs[0].shape
-        count = 1
-        for axis in op.axes:
-            if shape[axis] is None:
-                raise ValueError("reduced_count over an unknown size")
-            count *= shape[axis]
-        return sympy.Integer(count)
-    if name == "fused":
-        values = list(args)
-        for step_op, step_args in op.steps:
-            values.append(_sympy_rule(step_op, None, [values[k] for k in step_args]))
-        return values[-1]
-    raise ValueError(f"op {name!r} has no element-wise SymPy form")
+    """The SymPy expression of one op application (the op's own ``sympy_form``), or raise ValueError."""
+    form = op.sympy_form(sympy, node, *args)
+    if form is None:
+        raise ValueError(f"op {op.name!r} has no element-wise SymPy form")
+    return form
 
 
 def to_sympy(tensor: Tensor, symbols: Mapping[Tensor, sympy.Symbol] | None = None) -> sympy.Expr:
@@ -518,11 +440,29 @@ def _combine(values, binary):
     return result
 
 
-def _relational(expr, args):
-    table = {sympy.StrictGreaterThan: ew.greater, sympy.GreaterThan: ew.greater_equal,
-             sympy.StrictLessThan: ew.less, sympy.LessThan: ew.less_equal, sympy.Eq: ew.equal,
-             sympy.Ne: ew.not_equal}
-    return table[type(expr)](args[0], args[1])
+_inverse: dict = {}
+
+
+def _op_of_function() -> dict:
+    """SymPy function -> (op class, arity), derived from the ops' own ``sympy_form``: an op whose form is
+    one SymPy function applied to its inputs (``tanh(x0)``, ``Mod(x0, x1)``) is that function's op.
+    Built on first use and again whenever the op registry changed (the first op declaring a function wins)."""
+    classes = tuple(REGISTRY.values())
+    if _inverse.get("classes") != classes:
+        table: dict = {}
+        symbols = _argument_symbols(3)
+        for cls in classes:
+            if cls.sympy is None and cls.sympy_form is Op.sympy_form:
+                continue  # declares no form (and is not constructed: a draw op's constructor has effects)
+            for arity in (1, 2, 3):
+                try:
+                    form = cls().sympy_form(sympy, None, *symbols[:arity])
+                except Exception:  # noqa: BLE001 - an op with parameters, or another arity
+                    continue
+                if isinstance(form, sympy.Basic) and not form.is_Atom and form.args == tuple(symbols[:arity]):
+                    table.setdefault(form.func, (cls, arity))
+        _inverse.update(classes=classes, table=table)
+    return _inverse["table"]
 
 
 def _graph_rule(expr, args, built: dict):
@@ -562,30 +502,19 @@ def _graph_rule(expr, args, built: dict):
         if e.is_Integer and e > 0:
             return ew.pow(base, float(e))
         return ew.pow(base, exponent)
-    unary = {sympy.exp: ew.exp, sympy.log: ew.log, sympy.sin: ew.sin, sympy.cos: ew.cos, sympy.tanh: ew.tanh,
-             sympy.Abs: ew.abs, sympy.sign: ew.sign, sympy.erf: ew.erf}
-    if kind in unary:
-        return unary[kind](args[0])
-    if kind is sympy.tan:
-        return ew.div(ew.sin(args[0]), ew.cos(args[0]))
-    if kind is sympy.sinh:
-        return ew.mul(ew.sub(ew.exp(args[0]), ew.exp(ew.neg(args[0]))), 0.5)
-    if kind is sympy.cosh:
-        return ew.mul(ew.add(ew.exp(args[0]), ew.exp(ew.neg(args[0]))), 0.5)
+    found = _op_of_function().get(expr.func)
+    if found is not None:
+        cls, arity = found
+        if len(args) == arity:
+            return cls()(*args)
+        if arity == 2 and len(args) > 2:  # Max, Min, And, Or... of several arguments
+            return _combine(args, lambda a, b: cls()(a, b))
     if kind is sympy.erfc:
         return ew.sub(1.0, ew.erf(args[0]))
-    if kind is sympy.Max:
-        return _combine(args, ew.maximum)
-    if kind is sympy.Min:
-        return _combine(args, ew.minimum)
     if kind is sympy.Heaviside:
         x = args[0]
         at_zero = 0.5 if len(args) == 1 else args[1]
         return ew.where(ew.greater(x, 0.0), 1.0, ew.where(ew.less(x, 0.0), 0.0, at_zero))
-    if isinstance(expr, sympy.core.relational.Relational):
-        return _relational(expr, args)
-    if kind is sympy.And:
-        return _combine(args, ew.logical_and)
     if kind is sympy.functions.elementary.piecewise.ExprCondPair:
         return ("pair", args[0], args[1])
     if kind is sympy.Piecewise:
@@ -605,9 +534,10 @@ def from_sympy(expr, symbols: Mapping) -> Tensor:
     """A graph computing the SymPy expression ``expr``.
 
     ``symbols`` maps the SymPy symbols of ``expr`` to tensors. Numbers become
-    weak Python scalars, so ``float32`` tensors stay ``float32``. Supported:
-    + - * / and powers, exp, log, sin, cos, tan, sinh, cosh, tanh, Abs, sign,
-    erf, erfc, Max, Min, Heaviside, relations, And and Piecewise.
+    weak Python scalars, so ``float32`` tensors stay ``float32``. Supported: + - * / and powers, erfc,
+    Heaviside, Piecewise, and every SymPy function an op declares as its form (``Op.sympy_form``: exp, log,
+    the trigonometric and hyperbolic functions and their inverses, atan2, Abs, sign, erf, floor, ceiling,
+    Mod, Max, Min, relations, And, Or, Xor, Not, ...), which becomes that op.
     """
     if isinstance(expr, Tensor):
         raise TypeError("from_sympy: expr must be a SymPy expression (or a number), got a Tensor; gc.to_sympy "

@@ -393,3 +393,16 @@ def test_a_fed_intermediate_tensor_is_an_input():
     fed = np.arange(6.0).reshape(3, 2)
     want = gc.Session().run(out, {hidden: fed})
     np.testing.assert_allclose(to_dask(out, {hidden: da.from_array(fed, chunks=1)}).compute(), want, rtol=1e-12)
+
+
+def test_softmax_minus_one_hot_lowers_row_by_row():
+    """The op the compiler makes from softmax(z) - one_hot(labels), when a graph holds it, lowers too."""
+    from graphc.op import apply
+    from graphc.ops.nn import SoftmaxMinusOneHot
+
+    z, labels = gc.placeholder("z", (6, 4)), gc.placeholder("labels", (6,), "int64")
+    y = apply(SoftmaxMinusOneHot(), z, labels)
+    zv, lv = np.random.default_rng(0).normal(size=(6, 4)), np.array([0, 3, 1, 2, 2, 0])
+    out = to_dask(y, {z: da.from_array(zv, chunks=(2, 2)), labels: da.from_array(lv, chunks=2)},
+                  batch_parallel=False)
+    np.testing.assert_array_equal(out.compute(), gc.Session(optimize=False).run(y, {z: zv, labels: lv}))

@@ -12,6 +12,11 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.op import apply
+from graphc.ops.elementwise import erf
+from graphc.ops.nn import ShapeCheck, SoftmaxMinusOneHot, SparseTarget
+from graphc.ops.shape import SqueezeCheck
+from graphc.passes.fuse import fuse
 from graphc.serialize import MAGIC, SaveError, encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -525,6 +530,19 @@ def _every_op_function(optimize: bool):
         gc.cast(x > 0.0, "int32"), gc.cast(x, "bool"), gc.stop_gradient(x), gc.zeros_like(x), gc.ones_like(m),
         gc.equal(x, 0.0), gc.not_equal(x, 0.0), gc.less_equal(x, 1.0), gc.greater_equal(x, 1.0),
         gc.silu(x), gc.softplus(x), gc.log1p(gc.abs(x)), gc.expm1(x), gc.sqrt(gc.abs(x)), gc.cos(x), gc.sin(x),
+        # API contract section 15, element-wise
+        gc.tan(x), gc.arcsin(x * 0.1), gc.arccos(x * 0.1), gc.arctan(x), gc.arctan2(x, m[0]), gc.sinh(x), gc.cosh(x),
+        gc.arcsinh(x), gc.arccosh(gc.abs(x) + 1.5), gc.arctanh(x * 0.1), gc.exp2(x), gc.log2(gc.abs(x) + 1.0),
+        gc.log10(gc.abs(x) + 1.0), gc.reciprocal(x), gc.rsqrt(gc.abs(x) + 1.0), gc.floor(x), gc.ceil(x),
+        gc.trunc(x), gc.round(x * 3.0), gc.mod(x, 0.7), gc.floor_divide(x, 0.7), gc.logaddexp(x, m[1]),
+        gc.isnan(x), gc.isinf(x), gc.isfinite(x), gc.logical_and(x > 0.0, m[0] > 0.0),
+        gc.logical_or(x > 0.0, m[0] > 0.0), gc.logical_xor(x > 0.0, m[0] > 0.0), gc.logical_not(x > 0.0),
+        apply(SoftmaxMinusOneHot(), h, idx),  # made by the compiler, saved like any op
+        gc.exp(x), gc.log(gc.abs(x) + 1.0), gc.relu(x), gc.less(x, 0.5), x.with_name("renamed"), erf(x),
+        apply(SparseTarget(1), idx, h), fuse([gc.tanh(x * 2.0) + x])[0],
+        gc.grad(gc.sum(gc.einsum("ii->i", m)), m),  # diagonal_mask
+        gc.grad(gc.sum(gc.grad(gc.sum(gc.prod(x, axis=1)), x) * x), x),  # prod_others_grad
+        apply(ShapeCheck(), x, x * 2.0), apply(SqueezeCheck((1,)), x),
     ]
     gen = gc.random.Generator(8)  # draws: the copies, saved before the first call, draw what it draws
     parts += [gen.uniform(like=x, low=-1.0, high=1.0), gen.normal((3,), dtype="float32"),
@@ -532,6 +550,9 @@ def _every_op_function(optimize: bool):
               gc.random.StepKeys(from_count=False)(x)]
     loss = gc.sum(gc.square(h)) + gc.sum(gc.prod(x, axis=1)) + gc.sum(x[idx]) + gc.sum(gc.take(x, idx, axis=1))
     loss = loss + gc.sum(gc.concatenate([x, x], axis=0)) + gc.sum(gc.max(x, axis=0)) + gc.sum(gc.prelu(x, alpha))
+    loss = loss + gc.sum(gc.tanh(x) * gc.arctan(x) + gc.mod(x, 0.7) + gc.logaddexp(x, 0.5) + gc.rsqrt(x * x + 1.0))
+    # reduced_count, reshape_like, softmax_over: gradients over the unknown batch size
+    loss = loss + gc.sum(gc.mean(x, axis=0)) + gc.sum(gc.reshape(x, (-1, 2, 2)) ** 2) + gc.sum(gc.logsumexp(x, axis=1))
     grads = gc.grad(loss, [w, alpha, x])
     fn = gc.function([x, m, idx], {"parts": parts, "grads": grads}, updates={w: w - 0.01 * grads[0]},
                      optimize=optimize)

@@ -297,3 +297,60 @@ def test_from_sympy_explains_a_namesake_symbol_with_other_assumptions():
     with pytest.raises(ValueError, match=r"another symbol named 'x'.*sympy.Symbol\('x', real=True\)"):
         gc.from_sympy(expr, {sympy.Symbol("x"): x})
     assert gc.from_sympy(expr, {sympy.Symbol("x", real=True): x}).op == "exp"
+
+
+# ---- API contract section 15: every element-wise op has a SymPy form and comes back from it -----------
+
+SECTION15 = [  # (function, arity, a point in its domain, compare with SymPy's derivative (SymPy cannot evaluate Mod's))
+    (gc.tan, 1, (0.4,), True), (gc.arcsin, 1, (0.3,), True), (gc.arccos, 1, (-0.2,), True),
+    (gc.arctan, 1, (1.7,), True), (gc.arctan2, 2, (0.5, -1.5), True), (gc.sinh, 1, (0.8,), True),
+    (gc.cosh, 1, (-0.6,), True), (gc.arcsinh, 1, (2.5,), True), (gc.arccosh, 1, (1.8,), True),
+    (gc.arctanh, 1, (0.6,), True), (gc.exp2, 1, (1.3,), True), (gc.log2, 1, (3.0,), True),
+    (gc.log10, 1, (7.0,), True), (gc.reciprocal, 1, (-0.7,), True), (gc.rsqrt, 1, (2.2,), True),
+    (gc.floor, 1, (-1.3,), False), (gc.ceil, 1, (1.3,), False), (gc.trunc, 1, (-1.7,), False),
+    (gc.round, 1, (2.5,), False), (gc.mod, 2, (-3.5, 1.25), False), (gc.floor_divide, 2, (-3.5, 1.25), False),
+    (gc.logaddexp, 2, (0.3, -1.2), True), (gc.isnan, 1, (0.5,), False), (gc.isinf, 1, (0.5,), False),
+    (gc.isfinite, 1, (0.5,), False), (gc.logical_not, 1, (0.0,), False),
+]
+
+
+@pytest.mark.parametrize("fn,arity,point,smooth", SECTION15, ids=[c[0].__name__ for c in SECTION15])
+def test_section15_ops_round_trip_through_sympy(fn, arity, point, smooth):
+    x, y = gc.placeholder("x"), gc.placeholder("y")
+    graph = fn(*[x, y][:arity])
+    expr = gc.to_sympy(graph)
+    assert expr.free_symbols <= {X, Y}
+    back = gc.from_sympy(expr, {X: x, Y: y})
+    feeds = dict(zip([x, y], point))
+    value = gc.Session().run(graph, feeds)
+    if type(back.primitive) is type(graph.primitive):  # a SymPy function of its own: the very same op
+        np.testing.assert_array_equal(gc.Session().run(back, feeds), value)
+    else:  # log(x) / log(2), pow(2, x), 1 / x ...: the same function, other roundings
+        assert np.isclose(gc.Session().run(back, feeds), value, rtol=1e-14)
+    if smooth:  # SymPy's value and derivative agree with graphc's
+        at = {X: point[0], Y: point[-1]}
+        assert np.isclose(float(expr.subs(at).evalf(30)), value, rtol=1e-12)
+        g = gc.grad(graph, x)
+        assert np.isclose(gc.Session().run(g, feeds), float(sympy.diff(expr, X).subs(at).evalf(30)), rtol=1e-10)
+
+
+@pytest.mark.parametrize("fn", [gc.logical_and, gc.logical_or, gc.logical_xor], ids=lambda f: f.__name__)
+def test_logic_round_trips_through_sympy(fn):
+    x, y = gc.placeholder("x"), gc.placeholder("y")
+    graph = fn(x > 0.0, y > 0.0)
+    back = gc.from_sympy(gc.to_sympy(graph), {X: x, Y: y})
+    assert back.op == graph.op
+    session = gc.Session()
+    for point in [(1.0, -1.0), (1.0, 2.0), (-1.0, -2.0)]:
+        feeds = dict(zip([x, y], point))
+        assert session.run(back, feeds) == session.run(graph, feeds)
+
+
+def test_inverse_map_is_derived_from_the_ops():
+    from graphc.op import REGISTRY
+    from graphc.sympy_bridge import _op_of_function
+
+    table = _op_of_function()
+    assert table[sympy.tanh][0] is REGISTRY["tanh"] and table[sympy.Mod][0] is REGISTRY["mod"]
+    assert table[sympy.atan2] == (REGISTRY["arctan2"], 2)
+    assert gc.from_sympy(sympy.tan(X), {X: gc.placeholder("x")}).op == "tan"  # not sin / cos any more

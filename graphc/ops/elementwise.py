@@ -7,7 +7,9 @@ shapes matched; the grad driver undoes broadcasting.
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -15,19 +17,35 @@ import numpy as np
 
 from graphc.errors import DTypeError
 from graphc.leaves import constant
-from graphc.op import Op, apply, as_tensor, weak_constant
+from graphc.op import Op, apply, as_tensor, first_input_form, weak_constant
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, broadcast_shapes, float_dtype
 
 
 @dataclass(frozen=True)
 class Elementwise(Op):
-    """Base of element-wise ops: broadcast shapes, NumPy's dtype resolution."""
+    """Base of element-wise ops: broadcast shapes, NumPy's dtype resolution.
+
+    An op with a ``ufunc`` (or a ``kernel``) needs no ``impl``: its value is that NumPy function of
+    the inputs, which the compiler and the fuser call directly, writing through ``out=``.
+    """
 
     elementwise = True
     weak_scalars = True
-    #: the NumPy ufunc whose type resolution gives the output dtype (None: float rule)
+    #: the NumPy ufunc whose type resolution gives the output dtype (None: the float rule) and which
+    #: computes the op, unless ``kernel`` does
     ufunc: ClassVar = None
+    #: the NumPy function computing the op, ``kernel(*arrays, out=None)``, where that is not ``ufunc``
+    kernel: ClassVar = None
+
+    def lowering(self):
+        return (self.kernel or self.ufunc) if type(self).impl is Elementwise.impl else None
+
+    def impl(self, *arrays):
+        function = self.kernel or self.ufunc
+        if function is None:
+            raise NotImplementedError(f"op {self.name!r} declares no ufunc, kernel or impl")
+        return function(*arrays)
 
     def infer(self, *inputs):
         shape = broadcast_shapes(self.name, [t.shape for t in inputs])
@@ -43,6 +61,16 @@ class Elementwise(Op):
             raise DTypeError(f"{self.name}: no implementation for input dtypes ({listed})") from exc
 
 
+def _sympy_number(sp, value: float):
+    """An integral parameter as a SymPy Integer (``1 * x`` simplifies away), others as a Float."""
+    return sp.Integer(int(value)) if float(value).is_integer() else sp.Float(value)
+
+
+def _form(function):
+    """A ``sympy_form`` from ``function(sp, *inputs)`` (``sp`` is the sympy module, which only the bridge imports)."""
+    return lambda self, sp, node, *args: function(sp, *args)
+
+
 def _float_input(x: np.ndarray) -> np.ndarray:
     return x if x.dtype.kind == "f" else x.astype(np.float64)
 
@@ -51,12 +79,13 @@ def _float_input(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Add(Elementwise):
+    """``a + b`` with broadcasting."""
+
     name = "add"
+    sympy = "Add"
+    scalar_expr = "{0} + {1}"
     ufunc = np.add
     commutative = True
-
-    def impl(self, a, b):
-        return np.add(a, b)
 
     def vjp(self, node, g):
         return g, g
@@ -64,11 +93,12 @@ class Add(Elementwise):
 
 @dataclass(frozen=True)
 class Sub(Elementwise):
-    name = "sub"
-    ufunc = np.subtract
+    """``a - b`` with broadcasting."""
 
-    def impl(self, a, b):
-        return np.subtract(a, b)
+    name = "sub"
+    scalar_expr = "{0} - {1}"
+    ufunc = np.subtract
+    sympy_form = _form(lambda sp, a, b: a - b)
 
     def vjp(self, node, g):
         return g, neg(g)
@@ -76,12 +106,13 @@ class Sub(Elementwise):
 
 @dataclass(frozen=True)
 class Mul(Elementwise):
+    """``a * b`` with broadcasting."""
+
     name = "mul"
+    sympy = "Mul"
+    scalar_expr = "{0} * {1}"
     ufunc = np.multiply
     commutative = True
-
-    def impl(self, a, b):
-        return np.multiply(a, b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -90,11 +121,13 @@ class Mul(Elementwise):
 
 @dataclass(frozen=True)
 class Div(Elementwise):
-    name = "div"
-    ufunc = np.true_divide
+    """True division ``a / b`` (integers give float64, as in NumPy); gradients ``g / b`` and ``-(g / b) * out``."""
 
-    def impl(self, a, b):
-        return np.true_divide(a, b)
+    name = "div"
+    scalar_expr = "{0} / {1}"
+    domain = (1, 1.0)
+    ufunc = np.true_divide
+    sympy_form = _form(lambda sp, a, b: a / b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -105,11 +138,12 @@ class Div(Elementwise):
 
 @dataclass(frozen=True)
 class Neg(Elementwise):
-    name = "neg"
-    ufunc = np.negative
+    """``-x``."""
 
-    def impl(self, x):
-        return np.negative(x)
+    name = "neg"
+    scalar_expr = "-{0}"
+    ufunc = np.negative
+    sympy_form = _form(lambda sp, a: -a)
 
     def vjp(self, node, g):
         return (neg(g),)
@@ -120,10 +154,9 @@ class Pow(Elementwise):
     """``x ** y``. Conventions at ``x = 0``: d/dx is 0 when ``y == 0``; d/dy is 0 when ``y >= 0``."""
 
     name = "pow"
+    sympy = "Pow"
+    domain = (0, 1.0)
     ufunc = np.power
-
-    def impl(self, x, y):
-        return np.power(x, y)
 
     def vjp(self, node, g):
         x, y = node.inputs
@@ -142,11 +175,12 @@ class Pow(Elementwise):
 
 @dataclass(frozen=True)
 class Square(Elementwise):
-    name = "square"
-    ufunc = np.square
+    """``x * x``; gradient ``2 x``."""
 
-    def impl(self, x):
-        return np.square(x)
+    name = "square"
+    scalar_expr = "{0} * {0}"
+    ufunc = np.square
+    sympy_form = _form(lambda sp, a: a ** 2)
 
     def vjp(self, node, g):
         (x,) = node.inputs
@@ -158,10 +192,8 @@ class Abs(Elementwise):
     """``|x|``; its gradient at 0 is 0 (``sign(0) = 0``)."""
 
     name = "abs"
+    sympy = "Abs"
     ufunc = np.absolute
-
-    def impl(self, x):
-        return np.absolute(x)
 
     def vjp(self, node, g):
         (x,) = node.inputs
@@ -170,12 +202,12 @@ class Abs(Elementwise):
 
 @dataclass(frozen=True)
 class Sign(Elementwise):
+    """-1, 0 or 1 with the sign of ``x``; gradient 0."""
+
     name = "sign"
+    sympy = "sign"
     ufunc = np.sign
     zero_gradient = True
-
-    def impl(self, x):
-        return np.sign(x)
 
 
 @dataclass(frozen=True)
@@ -183,12 +215,11 @@ class Maximum(Elementwise):
     """Element-wise maximum; ties split the gradient evenly."""
 
     name = "maximum"
+    sympy = "Max"
+    scalar_expr = "({0} if {0} > {1} or {0} != {0} else {1})"  # NaN and ties as np.maximum
     ufunc = np.maximum
     # not ``commutative``: on ties of signed zeros np.maximum returns its second operand (maximum(-0.0, 0.0) is
     # 0.0, maximum(0.0, -0.0) is -0.0), so swapping the operands is not exact
-
-    def impl(self, a, b):
-        return np.maximum(a, b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -201,12 +232,11 @@ class Minimum(Elementwise):
     """Element-wise minimum; ties split the gradient evenly."""
 
     name = "minimum"
+    sympy = "Min"
+    scalar_expr = "({0} if {0} < {1} or {0} != {0} else {1})"
     ufunc = np.minimum
     # not ``commutative``: on ties of signed zeros np.minimum returns its second operand (minimum(-0.0, 0.0) is
     # 0.0, minimum(0.0, -0.0) is -0.0), so swapping the operands is not exact
-
-    def impl(self, a, b):
-        return np.minimum(a, b)
 
     def vjp(self, node, g):
         a, b = node.inputs
@@ -223,11 +253,12 @@ def tie_split_weight(wins: Tensor, ties: Tensor, dtype) -> Tensor:
 
 @dataclass(frozen=True)
 class Exp(Elementwise):
-    name = "exp"
-    ufunc = np.exp
+    """``e ** x``; gradient ``out``."""
 
-    def impl(self, x):
-        return np.exp(x)
+    name = "exp"
+    sympy = "exp"
+    domain = (0, 0.0)
+    ufunc = np.exp
 
     def vjp(self, node, g):
         return (mul(g, node),)
@@ -235,11 +266,12 @@ class Exp(Elementwise):
 
 @dataclass(frozen=True)
 class Log(Elementwise):
-    name = "log"
-    ufunc = np.log
+    """The natural logarithm; gradient ``1 / x``."""
 
-    def impl(self, x):
-        return np.log(x)
+    name = "log"
+    sympy = "log"
+    domain = (0, 1.0)
+    ufunc = np.log
 
     def vjp(self, node, g):
         return (div(g, node.inputs[0]),)
@@ -247,11 +279,12 @@ class Log(Elementwise):
 
 @dataclass(frozen=True)
 class Log1p(Elementwise):
-    name = "log1p"
-    ufunc = np.log1p
+    """``log(1 + x)``, accurate near 0; gradient ``1 / (1 + x)``."""
 
-    def impl(self, x):
-        return np.log1p(x)
+    name = "log1p"
+    domain = (0, 0.0)
+    ufunc = np.log1p
+    sympy_form = _form(lambda sp, a: sp.log(1 + a))
 
     def vjp(self, node, g):
         return (div(g, add(node.inputs[0], 1)),)
@@ -259,11 +292,12 @@ class Log1p(Elementwise):
 
 @dataclass(frozen=True)
 class Expm1(Elementwise):
-    name = "expm1"
-    ufunc = np.expm1
+    """``exp(x) - 1``, accurate near 0; gradient ``out + 1``."""
 
-    def impl(self, x):
-        return np.expm1(x)
+    name = "expm1"
+    domain = (0, 0.0)
+    ufunc = np.expm1
+    sympy_form = _form(lambda sp, a: sp.exp(a) - 1)
 
     def vjp(self, node, g):
         return (mul(g, add(node, 1)),)
@@ -274,10 +308,9 @@ class Sqrt(Elementwise):
     """Square root; its gradient at 0 is inf."""
 
     name = "sqrt"
+    sympy = "sqrt"
+    domain = (0, 1.0)
     ufunc = np.sqrt
-
-    def impl(self, x):
-        return np.sqrt(x)
 
     def vjp(self, node, g):
         return (div(g, mul(node, 2)),)
@@ -285,11 +318,11 @@ class Sqrt(Elementwise):
 
 @dataclass(frozen=True)
 class Sin(Elementwise):
-    name = "sin"
-    ufunc = np.sin
+    """``sin(x)``; gradient ``cos(x)``."""
 
-    def impl(self, x):
-        return np.sin(x)
+    name = "sin"
+    sympy = "sin"
+    ufunc = np.sin
 
     def vjp(self, node, g):
         return (mul(g, cos(node.inputs[0])),)
@@ -297,11 +330,11 @@ class Sin(Elementwise):
 
 @dataclass(frozen=True)
 class Cos(Elementwise):
-    name = "cos"
-    ufunc = np.cos
+    """``cos(x)``; gradient ``-sin(x)``."""
 
-    def impl(self, x):
-        return np.cos(x)
+    name = "cos"
+    sympy = "cos"
+    ufunc = np.cos
 
     def vjp(self, node, g):
         return (neg(mul(g, sin(node.inputs[0]))),)
@@ -309,16 +342,16 @@ class Cos(Elementwise):
 
 @dataclass(frozen=True)
 class Tanh(Elementwise):
+    """``tanh(x)``; gradient ``1 - out**2`` (from the output)."""
+
     name = "tanh"
+    sympy = "tanh"
     ufunc = np.tanh
 
-    def impl(self, x):
-        return np.tanh(x)
-
     def vjp(self, node, g):
-        # 1 - tanh(x)**2 rounds to 0 for |x| > ~19; 4 s(2x) s(-2x) keeps its tiny values accurate
-        (x,) = node.inputs
-        return (mul(g, mul(mul(sigmoid(mul(x, 2)), sigmoid(mul(x, -2))), 4)),)
+        # 1 - t*t from the forward value (2 ops, not 2 sigmoids): within 2 ulp of 1 absolute, and exactly 0 only
+        # where tanh'(x) = sech(x)**2 is below 1.1e-16 (|x| > 19; float32: 4e-8, |x| > 9)
+        return (mul(g, sub(1, square(node))),)
 
 
 _erf_scalar = np.frompyfunc(math.erf, 1, 1)
@@ -329,6 +362,7 @@ class Erf(Elementwise):
     """The error function (used by the exact GELU)."""
 
     name = "erf"
+    sympy = "erf"
 
     def impl(self, x):
         x = np.asarray(x)
@@ -338,6 +372,259 @@ class Erf(Elementwise):
     def vjp(self, node, g):
         (x,) = node.inputs
         return (mul(g, mul(exp(neg(square(x))), 2.0 / math.sqrt(math.pi))),)
+
+
+# ---- more of NumPy: trigonometric, hyperbolic, exponents and logarithms ------------------
+
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+
+
+def _rsqrt(x, out=None):
+    """``1 / sqrt(x)`` (two roundings) through ``out``: NumPy has no rsqrt ufunc."""
+    root = np.sqrt(x, out=out)
+    return np.reciprocal(root, out=root if isinstance(root, np.ndarray) else None)
+
+
+def _round(x, out=None):
+    """``np.round(x)``, halves to even: ``np.rint``, except that integers stay integers."""
+    return np.round(x, out=out) if x.dtype.kind in "iu" else np.rint(x, out=out)
+
+
+def _opaque(function: str):
+    """The SymPy form of a function SymPy lacks: an undefined function of that name (it round-trips)."""
+    def sympy_form(self, sp, node, *args):
+        return sp.Function(function)(*args)
+    return sympy_form
+
+
+@dataclass(frozen=True)
+class Tan(Elementwise):
+    """``tan(x)``; gradient ``1 + tan(x)**2`` (from the output)."""
+
+    name, ufunc, sympy = "tan", np.tan, "tan"
+
+    def vjp(self, node, g):
+        return (mul(g, add(square(node), 1)),)
+
+
+@dataclass(frozen=True)
+class Arcsin(Elementwise):
+    """``arcsin(x)`` on [-1, 1]; gradient ``1 / sqrt((1 - x)(1 + x))`` (no cancellation near +-1)."""
+
+    name, ufunc, sympy, domain = "arcsin", np.arcsin, "asin", (0, 0.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, rsqrt(mul(sub(1, x), add(1, x)))),)
+
+
+@dataclass(frozen=True)
+class Arccos(Elementwise):
+    """``arccos(x)`` on [-1, 1]; gradient ``-1 / sqrt((1 - x)(1 + x))``."""
+
+    name, ufunc, sympy, domain = "arccos", np.arccos, "acos", (0, 0.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (neg(mul(g, rsqrt(mul(sub(1, x), add(1, x))))),)
+
+
+@dataclass(frozen=True)
+class Arctan(Elementwise):
+    """``arctan(x)``; gradient ``1 / (1 + x**2)``."""
+
+    name, ufunc, sympy = "arctan", np.arctan, "atan"
+
+    def vjp(self, node, g):
+        return (div(g, add(square(node.inputs[0]), 1)),)
+
+
+@dataclass(frozen=True)
+class Arctan2(Elementwise):
+    """``arctan2(y, x)``, the angle of the point (x, y); gradients ``x / r**2`` and ``-y / r**2``."""
+
+    name, ufunc, sympy = "arctan2", np.arctan2, "atan2"
+
+    def vjp(self, node, g):
+        y, x = node.inputs
+        scale = div(g, add(square(y), square(x)))
+        return mul(scale, x), neg(mul(scale, y))
+
+
+@dataclass(frozen=True)
+class Sinh(Elementwise):
+    """``sinh(x)``; gradient ``cosh(x)``."""
+
+    name, ufunc, sympy, domain = "sinh", np.sinh, "sinh", (0, 0.0)
+
+    def vjp(self, node, g):
+        return (mul(g, cosh(node.inputs[0])),)
+
+
+@dataclass(frozen=True)
+class Cosh(Elementwise):
+    """``cosh(x)``; gradient ``sinh(x)``."""
+
+    name, ufunc, sympy, domain = "cosh", np.cosh, "cosh", (0, 0.0)
+
+    def vjp(self, node, g):
+        return (mul(g, sinh(node.inputs[0])),)
+
+
+@dataclass(frozen=True)
+class Arcsinh(Elementwise):
+    """``arcsinh(x)``; gradient ``1 / sqrt(x**2 + 1)``."""
+
+    name, ufunc, sympy = "arcsinh", np.arcsinh, "asinh"
+
+    def vjp(self, node, g):
+        return (mul(g, rsqrt(add(square(node.inputs[0]), 1))),)
+
+
+@dataclass(frozen=True)
+class Arccosh(Elementwise):
+    """``arccosh(x)`` for x >= 1; gradient ``1 / sqrt((x - 1)(x + 1))``."""
+
+    name, ufunc, sympy, domain = "arccosh", np.arccosh, "acosh", (0, 2.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (mul(g, rsqrt(mul(sub(x, 1), add(x, 1)))),)
+
+
+@dataclass(frozen=True)
+class Arctanh(Elementwise):
+    """``arctanh(x)`` on (-1, 1); gradient ``1 / ((1 - x)(1 + x))``."""
+
+    name, ufunc, sympy, domain = "arctanh", np.arctanh, "atanh", (0, 0.0)
+
+    def vjp(self, node, g):
+        (x,) = node.inputs
+        return (div(g, mul(sub(1, x), add(1, x))),)
+
+
+@dataclass(frozen=True)
+class Exp2(Elementwise):
+    """``2 ** x``; gradient ``2 ** x * log(2)`` (from the output)."""
+
+    name, ufunc, domain = "exp2", np.exp2, (0, 0.0)
+    sympy_form = _form(lambda sp, a: 2 ** a)
+
+    def vjp(self, node, g):
+        return (mul(g, mul(node, _LN2)),)
+
+
+@dataclass(frozen=True)
+class Log2(Elementwise):
+    """``log2(x)``; gradient ``1 / (x log(2))``."""
+
+    name, ufunc, domain = "log2", np.log2, (0, 1.0)
+    sympy_form = _form(lambda sp, a: sp.log(a, 2))
+
+    def vjp(self, node, g):
+        return (div(g, mul(node.inputs[0], _LN2)),)
+
+
+@dataclass(frozen=True)
+class Log10(Elementwise):
+    """``log10(x)``; gradient ``1 / (x log(10))``."""
+
+    name, ufunc, domain = "log10", np.log10, (0, 1.0)
+    sympy_form = _form(lambda sp, a: sp.log(a, 10))
+
+    def vjp(self, node, g):
+        return (div(g, mul(node.inputs[0], _LN10)),)
+
+
+@dataclass(frozen=True)
+class Reciprocal(Elementwise):
+    """``1 / x`` as NumPy's ``reciprocal`` (integers stay integers); gradient ``-1 / x**2`` (from the output)."""
+
+    name, ufunc, domain = "reciprocal", np.reciprocal, (0, 1.0)
+    sympy_form = _form(lambda sp, a: 1 / a)
+
+    def vjp(self, node, g):
+        return (neg(mul(g, square(node))),)
+
+
+@dataclass(frozen=True)
+class Rsqrt(Elementwise):
+    """``1 / sqrt(x)`` (sqrt's dtypes); gradient ``-rsqrt(x) / (2 x)`` (from the output)."""
+
+    name, ufunc, kernel, domain = "rsqrt", np.sqrt, staticmethod(_rsqrt), (0, 1.0)
+    sympy_form = _form(lambda sp, a: 1 / sp.sqrt(a))
+
+    def vjp(self, node, g):
+        return (mul(g, mul(div(node, node.inputs[0]), -0.5)),)
+
+
+# ---- rounding and division with remainder ------------------------------------------------
+
+@dataclass(frozen=True)
+class Floor(Elementwise):
+    """The largest integer ``<= x`` (NumPy's dtype: integers stay integers); gradient 0."""
+
+    name, ufunc, sympy, zero_gradient = "floor", np.floor, "floor", True
+
+
+@dataclass(frozen=True)
+class Ceil(Elementwise):
+    """The smallest integer ``>= x`` (integers stay integers); gradient 0."""
+
+    name, ufunc, sympy, zero_gradient = "ceil", np.ceil, "ceiling", True
+
+
+@dataclass(frozen=True)
+class Trunc(Elementwise):
+    """``x`` rounded towards zero (integers stay integers); gradient 0."""
+
+    name, ufunc, zero_gradient = "trunc", np.trunc, True
+    sympy_form = _opaque("trunc")
+
+
+@dataclass(frozen=True)
+class Round(Elementwise):
+    """``np.round(x)``: to the nearest integer, halves to even (integers stay integers); gradient 0."""
+
+    name, ufunc, kernel, zero_gradient = "round", np.rint, staticmethod(_round), True
+    sympy_form = _opaque("round")
+
+    def result_dtype(self, *dtypes):
+        return dtypes[0] if dtypes[0].kind in "iu" else super().result_dtype(*dtypes)
+
+
+@dataclass(frozen=True)
+class Mod(Elementwise):
+    """NumPy's ``remainder``: ``x - floor(x / y) * y``, with the sign of ``y``; gradients 1 and
+    ``-floor(x / y)``."""
+
+    name, ufunc, sympy, domain = "mod", np.remainder, "Mod", (1, 1.0)
+
+    def vjp(self, node, g):
+        x, y = node.inputs
+        return g, neg(mul(g, floor_divide(x, y)))
+
+
+@dataclass(frozen=True)
+class FloorDivide(Elementwise):
+    """NumPy's ``floor_divide``: ``floor(x / y)``; gradient 0."""
+
+    name, ufunc, zero_gradient = "floor_divide", np.floor_divide, True
+    sympy_form = _form(lambda sp, a, b: sp.floor(a / b))
+
+
+@dataclass(frozen=True)
+class Logaddexp(Elementwise):
+    """``log(exp(a) + exp(b))`` without overflow; gradients ``sigmoid(a - b)`` and ``sigmoid(b - a)``
+    (half each where ``a == b``, infinities included)."""
+
+    name, ufunc = "logaddexp", np.logaddexp
+    sympy_form = _form(lambda sp, a, b: sp.log(sp.exp(a) + sp.exp(b)))
+
+    def vjp(self, node, g):
+        a, b = node.inputs
+        tie = equal(a, b)
+        return mul(g, where(tie, 0.5, sigmoid(sub(a, b)))), mul(g, where(tie, 0.5, sigmoid(sub(b, a))))
 
 
 # ---- activations (stable primitives) --------------------------------------------------
@@ -355,6 +642,7 @@ class Sigmoid(Elementwise):
     """Logistic function, finite and accurate for any finite input."""
 
     name = "sigmoid"
+    sympy_form = _form(lambda sp, a: 1 / (1 + sp.exp(-a)))
 
     def impl(self, x):
         return _sigmoid(x)
@@ -370,6 +658,7 @@ class Softplus(Elementwise):
     """``log(1 + exp(x))`` without overflow; ``softplus'(0) = 0.5``."""
 
     name = "softplus"
+    sympy_form = _form(lambda sp, a: sp.log(1 + sp.exp(a)))
 
     def impl(self, x):
         x = _float_input(np.asarray(x))
@@ -384,6 +673,7 @@ class Relu(Elementwise):
     """``max(x, 0)``; ``relu'(0) = 0``."""
 
     name = "relu"
+    sympy_form = _form(lambda sp, a: sp.Piecewise((a, a > 0), (0, True)))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
@@ -409,12 +699,16 @@ class LeakyRelu(Elementwise):
         (x,) = node.inputs
         return (where(greater(x, 0), g, mul(g, self.alpha)),)
 
+    def sympy_form(self, sp, node, a):
+        return sp.Piecewise((a, a > 0), (_sympy_number(sp, self.alpha) * a, True))
+
 
 @dataclass(frozen=True)
 class Prelu(Elementwise):
     """Leaky ReLU with a learned slope ``alpha`` (broadcast against ``x``)."""
 
     name = "prelu"
+    sympy_form = _form(lambda sp, a, alpha: sp.Piecewise((a, a > 0), (a * alpha, True)))
 
     def impl(self, x, alpha):
         dtype = self.result_dtype(np.asarray(x).dtype, np.asarray(alpha).dtype)
@@ -440,6 +734,9 @@ class Elu(Elementwise):
         (x,) = node.inputs
         negative_slope = mul(exp(minimum(x, 0)), self.alpha)
         return (where(greater(x, 0), g, mul(g, negative_slope)),)
+
+    def sympy_form(self, sp, node, a):
+        return sp.Piecewise((a, a > 0), (_sympy_number(sp, self.alpha) * (sp.exp(a) - 1), True))
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -473,12 +770,18 @@ class Gelu(Elementwise):
             slope = add(cdf, mul(x, pdf))
         return (mul(g, slope),)
 
+    def sympy_form(self, sp, node, x):
+        if self.approximate:
+            return x * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (x + sp.Float(_GELU_CUBIC) * x ** 3))) / 2
+        return x * (1 + sp.erf(x / sp.sqrt(2))) / 2
+
 
 @dataclass(frozen=True)
 class Silu(Elementwise):
     """``x * sigmoid(x)`` (also called swish)."""
 
     name = "silu"
+    sympy_form = _form(lambda sp, a: a / (1 + sp.exp(-a)))
 
     def impl(self, x):
         x = _float_input(np.asarray(x))
@@ -496,6 +799,7 @@ class HardTanh(Elementwise):
     """``clip(x, -1, 1)``; the gradient is 1 strictly inside (-1, 1), else 0."""
 
     name = "hard_tanh"
+    sympy_form = _form(lambda sp, a: sp.Piecewise((-1, a <= -1), (1, a >= 1), (a, True)))
 
     def result_dtype(self, *dtypes):
         return np.clip(np.zeros(0, dtypes[0]), -1, 1).dtype  # NumPy's (bool gives int64)
@@ -515,6 +819,7 @@ class Step(Elementwise):
 
     name = "step"
     zero_gradient = True
+    sympy_form = _form(lambda sp, a: sp.Piecewise((1, a > 0), (0, True)))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
@@ -537,67 +842,108 @@ class Comparison(Elementwise):
 @dataclass(frozen=True)
 class Equal(Comparison):
     name = "equal"
+    sympy = "Eq"
+    scalar_expr = "{0} == {1}"
     ufunc = np.equal
     commutative = True
-
-    def impl(self, a, b):
-        return np.equal(a, b)
 
 
 @dataclass(frozen=True)
 class NotEqual(Comparison):
     name = "not_equal"
+    sympy = "Ne"
+    scalar_expr = "{0} != {1}"
     ufunc = np.not_equal
     commutative = True
-
-    def impl(self, a, b):
-        return np.not_equal(a, b)
 
 
 @dataclass(frozen=True)
 class Greater(Comparison):
     name = "greater"
+    sympy = "Gt"
+    scalar_expr = "{0} > {1}"
     ufunc = np.greater
-
-    def impl(self, a, b):
-        return np.greater(a, b)
 
 
 @dataclass(frozen=True)
 class GreaterEqual(Comparison):
     name = "greater_equal"
+    sympy = "Ge"
+    scalar_expr = "{0} >= {1}"
     ufunc = np.greater_equal
-
-    def impl(self, a, b):
-        return np.greater_equal(a, b)
 
 
 @dataclass(frozen=True)
 class Less(Comparison):
     name = "less"
+    sympy = "Lt"
+    scalar_expr = "{0} < {1}"
     ufunc = np.less
-
-    def impl(self, a, b):
-        return np.less(a, b)
 
 
 @dataclass(frozen=True)
 class LessEqual(Comparison):
     name = "less_equal"
+    sympy = "Le"
+    scalar_expr = "{0} <= {1}"
     ufunc = np.less_equal
-
-    def impl(self, a, b):
-        return np.less_equal(a, b)
 
 
 @dataclass(frozen=True)
 class LogicalAnd(Comparison):
+    """True where both ``a`` and ``b`` are (nonzero)."""
+
     name = "logical_and"
+    sympy = "And"
     ufunc = np.logical_and
     commutative = True
 
-    def impl(self, a, b):
-        return np.logical_and(a, b)
+
+@dataclass(frozen=True)
+class LogicalOr(Comparison):
+    """True where ``a`` or ``b`` is true (nonzero)."""
+
+    name, ufunc, sympy = "logical_or", np.logical_or, "Or"
+    commutative = True
+
+
+@dataclass(frozen=True)
+class LogicalXor(Comparison):
+    """True where exactly one of ``a`` and ``b`` is true (nonzero)."""
+
+    name, ufunc, sympy = "logical_xor", np.logical_xor, "Xor"
+    commutative = True
+
+
+@dataclass(frozen=True)
+class LogicalNot(Comparison):
+    """True where ``x`` is false (zero)."""
+
+    name, ufunc, sympy = "logical_not", np.logical_not, "Not"
+
+
+@dataclass(frozen=True)
+class Isnan(Comparison):
+    """True where ``x`` is NaN (a bool tensor, no gradient; integers are never NaN)."""
+
+    name, ufunc = "isnan", np.isnan
+    sympy_form = _opaque("isnan")
+
+
+@dataclass(frozen=True)
+class Isinf(Comparison):
+    """True where ``x`` is +inf or -inf."""
+
+    name, ufunc = "isinf", np.isinf
+    sympy_form = _opaque("isinf")
+
+
+@dataclass(frozen=True)
+class Isfinite(Comparison):
+    """True where ``x`` is neither NaN nor infinite."""
+
+    name, ufunc = "isfinite", np.isfinite
+    sympy_form = _opaque("isfinite")
 
 
 @dataclass(frozen=True)
@@ -605,7 +951,9 @@ class Where(Elementwise):
     """``cond ? a : b``; the unselected branch gets a zero gradient (never NaN)."""
 
     name = "where"
+    scalar_expr = "({1} if {0} else {2})"
     nondiff_inputs = (0,)
+    sympy_form = _form(lambda sp, cond, a, b: sp.Piecewise((a, cond), (b, True)))
 
     def result_dtype(self, cond, a, b):
         return np.result_type(a, b)
@@ -624,6 +972,7 @@ class Clip(Elementwise):
     """``minimum(maximum(x, lo), hi)``; at ``x == lo`` or ``x == hi`` the gradient is split evenly."""
 
     name = "clip"
+    sympy_form = _form(lambda sp, a, lo, hi: sp.Min(sp.Max(a, lo), hi))
 
     def result_dtype(self, *dtypes):
         return np.result_type(*dtypes)
@@ -665,12 +1014,21 @@ class Cast(Elementwise):
     def key_bytes(self, node):
         return f"cast{self.dtype.str}".encode()
 
+    def sympy_form(self, sp, node, a):
+        if node.inputs[0].dtype == np.bool_:  # (not isinstance(a, Boolean): a Symbol is one too)
+            return sp.Piecewise((1, a), (0, True))
+        if self.dtype.kind == "f":
+            return a
+        raise ValueError(f"cast to {self.dtype} has no element-wise SymPy form")
+
 
 @dataclass(frozen=True)
 class StopGradient(Elementwise):
     """The value of ``x``, with gradient 0."""
 
     name = "stop_gradient"
+    scalar_expr = "{0}"
+    sympy_form = first_input_form
     zero_gradient = True
     view = True
 
@@ -683,8 +1041,11 @@ class StopGradient(Elementwise):
 
 @dataclass(frozen=True)
 class ZerosLike(Elementwise):
+    """Zeros of ``x``'s shape and dtype; gradient 0."""
+
     name = "zeros_like"
     zero_gradient = True
+    sympy_form = _form(lambda sp, *args: sp.Integer(0))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
@@ -695,8 +1056,11 @@ class ZerosLike(Elementwise):
 
 @dataclass(frozen=True)
 class OnesLike(Elementwise):
+    """Ones of ``x``'s shape and dtype; gradient 0."""
+
     name = "ones_like"
     zero_gradient = True
+    sympy_form = _form(lambda sp, *args: sp.Integer(1))
 
     def result_dtype(self, *dtypes):
         return dtypes[0]
@@ -707,93 +1071,37 @@ class OnesLike(Elementwise):
 
 # ---- public functions -------------------------------------------------------------------
 
-def add(a, b) -> Tensor:
-    """``a + b`` with broadcasting."""
-    return apply(Add(), a, b)
+def _public(cls: type[Elementwise], *params: str) -> Callable[..., Tensor]:
+    """The public function of an op class without parameters: it applies the op to its positional
+    inputs (broadcast, weak Python scalars); its docstring is the class's."""
+    op = cls()
+
+    def function(*inputs) -> Tensor:
+        if len(inputs) != len(params):
+            raise TypeError(f"{cls.name}() takes {len(params)} positional arguments ({', '.join(params)}), "
+                            f"got {len(inputs)}")
+        return apply(op, *inputs)
+
+    function.__name__ = function.__qualname__ = cls.name
+    function.__doc__ = cls.__doc__
+    function.__signature__ = inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_ONLY) for p in params], return_annotation=Tensor)
+    return function
 
 
-def sub(a, b) -> Tensor:
-    """``a - b`` with broadcasting."""
-    return apply(Sub(), a, b)
-
-
-def mul(a, b) -> Tensor:
-    """``a * b`` with broadcasting."""
-    return apply(Mul(), a, b)
-
-
-def div(a, b) -> Tensor:
-    """True division ``a / b`` (integers give float64, as in NumPy)."""
-    return apply(Div(), a, b)
-
-
-def neg(x) -> Tensor:
-    return apply(Neg(), x)
-
-
-def pow(x, y) -> Tensor:  # noqa: A001 - the contract's name
-    """``x ** y``."""
-    return apply(Pow(), x, y)
-
-
-def exp(x) -> Tensor:
-    return apply(Exp(), x)
-
-
-def log(x) -> Tensor:
-    return apply(Log(), x)
-
-
-def log1p(x) -> Tensor:
-    return apply(Log1p(), x)
-
-
-def expm1(x) -> Tensor:
-    return apply(Expm1(), x)
-
-
-def sqrt(x) -> Tensor:
-    return apply(Sqrt(), x)
-
-
-def square(x) -> Tensor:
-    return apply(Square(), x)
-
-
-def abs(x) -> Tensor:  # noqa: A001 - the contract's name
-    return apply(Abs(), x)
-
-
-def sign(x) -> Tensor:
-    return apply(Sign(), x)
-
-
-def sin(x) -> Tensor:
-    return apply(Sin(), x)
-
-
-def cos(x) -> Tensor:
-    return apply(Cos(), x)
-
-
-def tanh(x) -> Tensor:
-    return apply(Tanh(), x)
-
-
-def erf(x) -> Tensor:
-    return apply(Erf(), x)
-
-
-def sigmoid(x) -> Tensor:
-    return apply(Sigmoid(), x)
-
-
-def softplus(x) -> Tensor:
-    return apply(Softplus(), x)
-
-
-def relu(x) -> Tensor:
-    return apply(Relu(), x)
+# the functions of the ops without parameters (each documented by its class)
+add, sub, mul = _public(Add, "a", "b"), _public(Sub, "a", "b"), _public(Mul, "a", "b")
+div, neg, exp = _public(Div, "a", "b"), _public(Neg, "x"), _public(Exp, "x")
+pow, abs = _public(Pow, "x", "y"), _public(Abs, "x")  # noqa: A001 - the contract's names
+log, log1p, expm1, sqrt = _public(Log, "x"), _public(Log1p, "x"), _public(Expm1, "x"), _public(Sqrt, "x")
+square, sign, sin = _public(Square, "x"), _public(Sign, "x"), _public(Sin, "x")
+cos, tanh, erf, sigmoid = _public(Cos, "x"), _public(Tanh, "x"), _public(Erf, "x"), _public(Sigmoid, "x")
+softplus, relu, prelu = _public(Softplus, "x"), _public(Relu, "x"), _public(Prelu, "x", "alpha")
+silu, hard_tanh, step = _public(Silu, "x"), _public(HardTanh, "x"), _public(Step, "x")
+maximum, minimum = _public(Maximum, "a", "b"), _public(Minimum, "a", "b")
+where, logical_and = _public(Where, "cond", "a", "b"), _public(LogicalAnd, "a", "b")
+stop_gradient, zeros_like = _public(StopGradient, "x"), _public(ZerosLike, "x")
+ones_like = _public(OnesLike, "x")
 
 
 def _number(op: str, name: str, value, hint: str = "") -> float:
@@ -804,48 +1112,21 @@ def _number(op: str, name: str, value, hint: str = "") -> float:
 
 
 def leaky_relu(x, alpha: float = 0.01) -> Tensor:
+    """``x`` where positive, else ``alpha * x`` (a number; gc.prelu takes a tensor slope)."""
     return apply(LeakyRelu(_number("leaky_relu", "alpha", alpha, "; gc.prelu takes a tensor slope")), x)
 
 
-def prelu(x, alpha) -> Tensor:
-    """Leaky ReLU whose negative slope ``alpha`` is a tensor (learnable)."""
-    return apply(Prelu(), x, alpha)
-
-
 def elu(x, alpha: float = 1.0) -> Tensor:
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``."""
     return apply(Elu(_number("elu", "alpha", alpha)), x)
 
 
 def gelu(x, approximate: bool = False) -> Tensor:
+    """``x * Phi(x)`` (Phi the normal CDF); ``approximate=True``: the tanh formula."""
     return apply(Gelu(bool(approximate)), x)
 
 
-def silu(x) -> Tensor:
-    return apply(Silu(), x)
-
-
 swish = silu
-
-
-def hard_tanh(x) -> Tensor:
-    return apply(HardTanh(), x)
-
-
-def step(x) -> Tensor:
-    return apply(Step(), x)
-
-
-def maximum(a, b) -> Tensor:
-    return apply(Maximum(), a, b)
-
-
-def minimum(a, b) -> Tensor:
-    return apply(Minimum(), a, b)
-
-
-def where(cond, a, b) -> Tensor:
-    """Pick ``a`` where ``cond`` is true, else ``b`` (broadcasting all three)."""
-    return apply(Where(), cond, a, b)
 
 
 def clip(x, lo, hi) -> Tensor:
@@ -887,31 +1168,33 @@ def _compare(op: Comparison, a, b) -> Tensor:
 
 
 def equal(a, b) -> Tensor:
+    """``a == b`` element-wise (bool, no gradient)."""
     return _compare(Equal(), a, b)
 
 
 def not_equal(a, b) -> Tensor:
+    """``a != b`` element-wise (bool, no gradient)."""
     return _compare(NotEqual(), a, b)
 
 
 def greater(a, b) -> Tensor:
+    """``a > b`` element-wise (bool, no gradient)."""
     return _compare(Greater(), a, b)
 
 
 def greater_equal(a, b) -> Tensor:
+    """``a >= b`` element-wise (bool, no gradient)."""
     return _compare(GreaterEqual(), a, b)
 
 
 def less(a, b) -> Tensor:
+    """``a < b`` element-wise (bool, no gradient)."""
     return _compare(Less(), a, b)
 
 
 def less_equal(a, b) -> Tensor:
+    """``a <= b`` element-wise (bool, no gradient)."""
     return _compare(LessEqual(), a, b)
-
-
-def logical_and(a, b) -> Tensor:
-    return apply(LogicalAnd(), a, b)
 
 
 def cast(x, dtype) -> Tensor:
@@ -919,14 +1202,15 @@ def cast(x, dtype) -> Tensor:
     return apply(Cast(as_dtype(dtype)), x)
 
 
-def stop_gradient(x) -> Tensor:
-    """The value of ``x``, through which no gradient flows."""
-    return apply(StopGradient(), x)
-
-
-def zeros_like(x) -> Tensor:
-    return apply(ZerosLike(), x)
-
-
-def ones_like(x) -> Tensor:
-    return apply(OnesLike(), x)
+# API contract section 15
+tan, arcsin, arccos, arctan = _public(Tan, "x"), _public(Arcsin, "x"), _public(Arccos, "x"), _public(Arctan, "x")
+arctan2 = _public(Arctan2, "y", "x")
+sinh, cosh, arcsinh = _public(Sinh, "x"), _public(Cosh, "x"), _public(Arcsinh, "x")
+arccosh, arctanh = _public(Arccosh, "x"), _public(Arctanh, "x")
+exp2, log2, log10 = _public(Exp2, "x"), _public(Log2, "x"), _public(Log10, "x")
+reciprocal, rsqrt = _public(Reciprocal, "x"), _public(Rsqrt, "x")
+floor, ceil, trunc, round = _public(Floor, "x"), _public(Ceil, "x"), _public(Trunc, "x"), _public(Round, "x")  # noqa: A001
+mod, floor_divide, logaddexp = _public(Mod, "x", "y"), _public(FloorDivide, "x", "y"), _public(Logaddexp, "a", "b")
+isnan, isinf, isfinite = _public(Isnan, "x"), _public(Isinf, "x"), _public(Isfinite, "x")
+logical_or, logical_xor = _public(LogicalOr, "a", "b"), _public(LogicalXor, "a", "b")
+logical_not = _public(LogicalNot, "x")

@@ -49,6 +49,22 @@ def _check_label_shape(logits: np.ndarray, labels: np.ndarray, axis: int) -> Non
                          f"the logits fed from batches of different sizes?") from None
 
 
+def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row ``log(sum(exp(shifted))) - shifted[label]``: the loss picking before subtracting, so that
+    no matrix of log-probabilities is made (``np.maximum.reduce``, ``np.add.reduce``: what np.max, np.sum call)."""
+    _check_labels(labels, logits.shape[1])
+    if labels.shape[0] != logits.shape[0]:  # broadcasting one way or the other, or batches that differ
+        _check_label_shape(logits, labels, 1)
+        logits = np.broadcast_to(logits, (labels.shape[0], logits.shape[1])) if logits.shape[0] == 1 else logits
+    shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
+    picked = shifted[np.arange(shifted.shape[0]), labels]
+    np.exp(shifted, out=shifted)
+    total = np.add.reduce(shifted, axis=1)
+    np.log(total, out=total)
+    total -= picked
+    return total
+
+
 @dataclass(frozen=True)
 class Softmax(Op):
     name = "softmax"
@@ -124,6 +140,8 @@ class SoftmaxCrossEntropy(Op):
         return shape[:self.axis] + shape[self.axis + 1:], np.result_type(dtype, labels.dtype)
 
     def impl(self, logits, labels):
+        if self.sparse and logits.ndim == 2 and self.axis in (1, -1) and np.ndim(labels) == 1:
+            return _sparse_cross_entropy(logits, labels)
         log_probs = _stable_log_softmax(logits, self.axis)
         if self.sparse:
             _check_label_shape(logits, labels, self.axis)
@@ -294,6 +312,39 @@ def sigmoid_cross_entropy(logits, targets) -> Tensor:
     if targets.dtype.kind != "f":
         targets = cast(targets, logits.dtype)
     return apply(SigmoidCrossEntropy(), logits, targets)
+
+
+@dataclass(frozen=True)
+class SoftmaxMinusOneHot(Op):
+    """``softmax(logits, 1) - one_hot(labels, depth)`` for 2-D logits and 1-D labels, in one buffer: the
+    sparse cross-entropy's gradient. The compiler makes it from that subtraction (see ``graphc.compile``);
+    a label outside ``[0, depth)`` gives a row of plain probabilities, as ``one_hot`` does."""
+
+    name = "softmax_minus_one_hot"
+    nondiff_inputs = (1,)
+
+    def infer(self, logits, labels):
+        if logits.ndim != 2 or labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise ShapeError(f"{self.name}: needs 2-D logits and 1-D integer labels, got "
+                             f"{format_shape(logits.shape)} and {format_shape(labels.shape)} {labels.dtype}")
+        broadcast_shapes(self.name, [logits.shape[:1], labels.shape])
+        return logits.shape, _float_logits(self.name, logits)
+
+    def impl(self, logits, labels):
+        probs = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
+        np.exp(probs, out=probs)
+        probs /= np.add.reduce(probs, axis=1, keepdims=True)
+        rows, depth = probs.shape
+        if rows and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= depth):
+            valid = (labels >= 0) & (labels < depth)  # one_hot gives a zero row elsewhere
+            probs[np.arange(rows)[valid], labels[valid]] -= 1
+        elif rows:
+            probs[np.arange(rows), labels] -= 1
+        return probs
+
+    def vjp(self, node, g):
+        probs = apply(Softmax(1), node.inputs[0])  # the one-hot term is constant: softmax's own rule
+        return mul(probs, sub(g, Sum((1,), True)(mul(g, probs)))), None
 
 
 # ---- normalization ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, same_elements_form
 from graphc.ops.elementwise import abs as abs_
 from graphc.ops.elementwise import cast, div, equal, maximum, mul, not_equal, sign, sub, where
 from graphc.ops.shape import broadcast_like, expand_dims
@@ -18,6 +18,7 @@ from graphc.types import (
     check_axes,
     float_dtype,
     format_shape,
+    known_size,
     normalize_axes,
     normalize_axis,
     reduced_shape,
@@ -51,6 +52,8 @@ def _reduction(op_class, x, axis, keepdims) -> Tensor:
 @dataclass(frozen=True)
 class Sum(Reduction):
     name = "sum"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
 
     def result_dtype(self, dtype):
         return np.sum(np.zeros((0,), dtype)).dtype
@@ -66,6 +69,8 @@ class Sum(Reduction):
 @dataclass(frozen=True)
 class Mean(Reduction):
     name = "mean"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
 
     def result_dtype(self, dtype):
         return np.mean(np.zeros((1,), dtype)).dtype
@@ -88,6 +93,12 @@ class ReducedCount(Op):
 
     def infer(self, x):
         return (), float_dtype(x.dtype)
+
+    def sympy_form(self, sp, node, a):
+        count = known_size([node.inputs[0].shape[axis] for axis in self.axes])
+        if count is None:
+            raise ValueError("reduced_count over an unknown size")
+        return sp.Integer(count)
 
     def impl(self, x):
         return np.asarray(np.prod([x.shape[a] for a in self.axes], dtype=np.int64), dtype=float_dtype(x.dtype))
@@ -116,6 +127,8 @@ class Extremum(Reduction):
 @dataclass(frozen=True)
 class Max(Extremum):
     name = "max"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
 
     def impl(self, x):
         return np.max(x, axis=self.axes, keepdims=self.keepdims)
@@ -124,6 +137,8 @@ class Max(Extremum):
 @dataclass(frozen=True)
 class Min(Extremum):
     name = "min"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
 
     def impl(self, x):
         return np.min(x, axis=self.axes, keepdims=self.keepdims)
@@ -132,6 +147,8 @@ class Min(Extremum):
 @dataclass(frozen=True)
 class Prod(Reduction):
     name = "prod"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
 
     def result_dtype(self, dtype):
         return np.prod(np.zeros((0,), dtype)).dtype
@@ -240,6 +257,7 @@ class Logsumexp(Reduction):
     """``log(sum(exp(x)))`` computed without overflow."""
 
     name = "logsumexp"
+    sympy_form = same_elements_form
 
     def result_dtype(self, dtype):
         if dtype.kind not in "biuf":

@@ -14,7 +14,7 @@ import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
 from graphc.leaves import Constant
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, first_input_form, same_elements_form
 from graphc.tensor import Tensor
 from graphc.types import (
     as_dtype,
@@ -58,6 +58,8 @@ class SumTo(Op):
     """Sum ``x`` down to ``shape`` (undoes broadcasting); input 1, if any, gives the shape."""
 
     name = "sum_to"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
     shape: tuple = ()
     view = True
     nondiff_inputs = (1,)
@@ -88,6 +90,8 @@ class BroadcastLike(Op):
     """Broadcast ``x`` to ``shape``; input 1, if any, gives the run-time shape."""
 
     name = "broadcast_like"
+    scalar_expr = "{0}"
+    sympy_form = first_input_form
     shape: tuple = ()
     view = True
     nondiff_inputs = (1,)
@@ -107,6 +111,8 @@ class ReshapeLike(Op):
     """Reshape ``x`` to ``shape``; input 1, if any, gives the run-time shape."""
 
     name = "reshape_like"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
     shape: tuple = ()
     view = True
     nondiff_inputs = (1,)
@@ -147,6 +153,8 @@ class Identity(Op):
     """The value of ``x`` under a new name."""
 
     name = "identity"
+    scalar_expr = "{0}"
+    sympy_form = first_input_form
     view = True
 
     def infer(self, x):
@@ -168,6 +176,8 @@ def identity(x, name: str | None = None) -> Tensor:
 @dataclass(frozen=True)
 class Reshape(Op):
     name = "reshape"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
     shape: tuple = ()
     view = True
 
@@ -219,6 +229,7 @@ def reshape(x, shape) -> Tensor:
 @dataclass(frozen=True)
 class Transpose(Op):
     name = "transpose"
+    scalar_expr = "{0}"
     axes: tuple = ()
     view = True
 
@@ -259,6 +270,8 @@ def swap_last_axes(x: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class ExpandDims(Op):
     name = "expand_dims"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
     axes: tuple = ()
     view = True
 
@@ -288,6 +301,8 @@ def expand_dims(x, axis) -> Tensor:
 @dataclass(frozen=True)
 class Squeeze(Op):
     name = "squeeze"
+    scalar_expr = "{0}"
+    sympy_form = same_elements_form
     axes: tuple = ()
     view = True
 
@@ -351,6 +366,8 @@ def squeeze(x, axis=None) -> Tensor:
 @dataclass(frozen=True)
 class BroadcastTo(Op):
     name = "broadcast_to"
+    scalar_expr = "{0}"
+    sympy_form = first_input_form
     shape: tuple = ()
     view = True
 

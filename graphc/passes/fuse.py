@@ -31,14 +31,6 @@ from graphc.passes.core import fired
 from graphc.tensor import Tensor, consumers
 from graphc.tensor import toposort as topological
 
-#: ops whose ``impl`` is exactly this ufunc applied to the inputs (so ``out=`` may be given)
-INPLACE_UFUNCS = {
-    ew.Add: np.add, ew.Sub: np.subtract, ew.Mul: np.multiply, ew.Div: np.true_divide, ew.Neg: np.negative,
-    ew.Pow: np.power, ew.Square: np.square, ew.Abs: np.absolute, ew.Maximum: np.maximum,
-    ew.Minimum: np.minimum, ew.Exp: np.exp, ew.Log: np.log, ew.Log1p: np.log1p, ew.Expm1: np.expm1,
-    ew.Sqrt: np.sqrt, ew.Sin: np.sin, ew.Cos: np.cos, ew.Tanh: np.tanh,
-}
-
 #: buffers smaller than this are not reused (allocation is cheap; the shape check is not free)
 MIN_INPLACE_ELEMENTS = 4096
 
@@ -104,6 +96,12 @@ class Fused(Op):
 
         return " -> ".join(f"{op.name}({', '.join(ref(a) for a in args)})" for op, args in self.steps)
 
+    def sympy_form(self, sp, node, *args):
+        values = list(args)
+        for op, step_args in self.steps:
+            values.append(op.sympy_form(sp, None, *(values[a] for a in step_args)))
+        return values[-1]
+
     def impl(self, *arrays):
         dying, ufuncs = _schedule(self)
         n = self.n_inputs
@@ -146,7 +144,7 @@ class Fused(Op):
 
 @functools.lru_cache(maxsize=4096)
 def _schedule(op: Fused) -> tuple[tuple[tuple[int, ...], ...], tuple]:
-    """For each step: the values (inputs included) last used there, and its in-place ufunc (or None)."""
+    """For each step: the values (inputs included) last used there, and its ``out=`` kernel (or None)."""
     last: dict[int, int] = {}
     for k, (_, args) in enumerate(op.steps):
         for a in args:
@@ -154,7 +152,7 @@ def _schedule(op: Fused) -> tuple[tuple[tuple[int, ...], ...], tuple]:
     dying: list[list[int]] = [[] for _ in op.steps]
     for value, k in sorted(last.items()):
         dying[k].append(value)
-    ufuncs = tuple(INPLACE_UFUNCS.get(type(step)) for step, _ in op.steps)
+    ufuncs = tuple(step.lowering() for step, _ in op.steps)
     return tuple(tuple(d) for d in dying), ufuncs
 
 

@@ -319,7 +319,8 @@ def _broadcast_axes(x_shape: tuple, full: tuple, axes: tuple) -> int | None:
 
 @named("simplify.sum_of_broadcast")
 def sum_of_broadcast(node: Tensor) -> Tensor | None:
-    """sum(broadcast_to(x, S), axes) -> reshape(x) * n   (n copies summed; n > 0, static shapes)"""
+    """sum(broadcast_to(x, S), axes) -> reshape(x) * n + 0.0   (n copies summed; n > 0, static shapes; + 0.0 for
+    floats, as np.sum: -0.0s sum to +0.0)"""
     b = producer(node.inputs[0], "broadcast_to", "broadcast_like")
     if b is None or None in b.shape or None in node.shape:
         return None
@@ -336,17 +337,22 @@ def sum_of_broadcast(node: Tensor) -> Tensor | None:
     result = x if x.shape == node.shape else Reshape(node.shape)(x)
     if copies != 1:
         result = ew.mul(result, copies)
-    return result
+    return _positive_zeros(result)
+
+
+def _positive_zeros(result: Tensor) -> Tensor:
+    """``result + 0.0`` for floats: NumPy's sum starts from +0.0, so a sum of -0.0s is +0.0 (nothing else changes)."""
+    return ew.add(result, 0.0) if result.dtype.kind == "f" else result
 
 
 @named("simplify.sum_nothing")
 def sum_nothing(node: Tensor) -> Tensor | None:
-    """sum(x, axes=()) -> x ;  sum over axes of size 1 -> reshape(x)   (same dtype)"""
+    """sum(x, axes=()) -> x + 0.0 ;  sum over axes of size 1 -> reshape(x) + 0.0   (same dtype; + 0.0 for floats)"""
     x = node.inputs[0]
     if x.dtype != node.dtype or None in node.shape:
         return None
     if all(x.shape[a] == 1 for a in node.primitive.axes):
-        return x if x.shape == node.shape else Reshape(node.shape)(x)
+        return _positive_zeros(x if x.shape == node.shape else Reshape(node.shape)(x))
     return None
 
 

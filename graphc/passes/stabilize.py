@@ -266,34 +266,27 @@ def negative_log_likelihood_take(node: Tensor) -> Tensor | None:
 
 # ---- where: keep the unselected branch out of the gradient -----------------------------------
 
-#: op -> (input position whose domain is limited, a value safely inside that domain)
-_GUARDED = {"log": (0, 1.0), "log1p": (0, 0.0), "sqrt": (0, 1.0), "exp": (0, 0.0), "expm1": (0, 0.0),
-            "div": (1, 1.0), "pow": (0, 1.0)}
-
-
-#: the element-wise ops the guard descends through
-_EW_OPS = ("add", "sub", "mul", "div", "neg", "pow", "exp", "log", "log1p", "expm1", "sqrt", "square", "abs",
-           "sin", "cos", "tanh", "sigmoid", "softplus", "maximum", "minimum")
-
-
 def _guard(branch: Tensor, cond: Tensor, selected_when: bool, depth: int) -> Tensor | None:
     """``branch`` with the domain-limited inputs replaced by safe values where it is not selected.
 
     Descends through element-wise ops only, at most ``depth`` levels (a bound
-    on pattern size, not on graph size).
+    on pattern size, not on graph size); each op declares its domain guard (``Op.domain``).
     """
-    node = producer(branch, *_EW_OPS)
+    op = branch.primitive
+    # through differentiable element-wise ops (the guard's own ``where`` and casts are boundaries)
+    node = producer(branch, branch.op) if op.elementwise and not op.zero_gradient \
+        and not isinstance(op, (ew.Where, ew.Cast)) else None
     if node is None or depth == 0:
         return None
     inputs = list(node.inputs)
     changed = False
-    guard = _GUARDED.get(node.op)
+    guard = op.domain
     if guard is not None and inputs[guard[0]].dtype.kind == "f":
         position, safe = guard
         x = inputs[position]
         already = producer(x, "where")
         value = constant_value(x)
-        harmless = value is not None and (node.op != "div" or not np.any(value == 0))
+        harmless = value is not None and (position == 0 or not np.any(value == 0))
         if not harmless and not (already is not None and already.inputs[0] is cond):
             safe_t = constant(np.asarray(safe, dtype=x.dtype))
             inputs[position] = ew.where(cond, x, safe_t) if selected_when else ew.where(cond, safe_t, x)

@@ -17,12 +17,9 @@ from .util import (
     assert_static_matches,
     away_from,
     booleans,
-    check_gradient,
     check_jvp,
     check_second_order,
     check_third_order,
-    check_unknown_sizes,
-    check_value,
     check_with_check_grad,
     draw,
     fixed,
@@ -32,6 +29,7 @@ from .util import (
     np_softplus,
     numeric_gradient,
     run,
+    table_tests,
     uniform,
 )
 
@@ -97,6 +95,25 @@ UNARY = [
     ("stop_gradient_value", gc.stop_gradient, lambda x: x.copy(), uniform(), False),
     ("zeros_like", gc.zeros_like, np.zeros_like, uniform(), False),
     ("ones_like", gc.ones_like, np.ones_like, uniform(), False),
+    # API contract section 15
+    ("tan", gc.tan, np.tan, uniform(-1.2, 1.2), True),
+    ("arcsin", gc.arcsin, np.arcsin, uniform(-0.9, 0.9), True),
+    ("arccos", gc.arccos, np.arccos, uniform(-0.9, 0.9), True),
+    ("arctan", gc.arctan, np.arctan, uniform(-3, 3), True),
+    ("sinh", gc.sinh, np.sinh, uniform(), True),
+    ("cosh", gc.cosh, np.cosh, uniform(), True),
+    ("arcsinh", gc.arcsinh, np.arcsinh, uniform(-3, 3), True),
+    ("arccosh", gc.arccosh, np.arccosh, uniform(1.2, 4.0), True),
+    ("arctanh", gc.arctanh, np.arctanh, uniform(-0.9, 0.9), True),
+    ("exp2", gc.exp2, np.exp2, uniform(), True),
+    ("log2", gc.log2, np.log2, uniform(0.2, 3.0), True),
+    ("log10", gc.log10, np.log10, uniform(0.2, 3.0), True),
+    ("reciprocal", gc.reciprocal, np.reciprocal, away_from(0.0, margin=0.3), True),
+    ("rsqrt", gc.rsqrt, lambda x: 1 / np.sqrt(x), uniform(0.2, 3.0), True),
+    ("floor", gc.floor, np.floor, away_from(-1.0, 0.0, 1.0), True),
+    ("ceil", gc.ceil, np.ceil, away_from(-1.0, 0.0, 1.0), True),
+    ("trunc", gc.trunc, np.trunc, away_from(-1.0, 0.0, 1.0), True),
+    ("round", gc.round, np.round, away_from(-1.5, -0.5, 0.5, 1.5), True),
 ]
 
 UNARY_SHAPES = [(2, 3), (), (1, 4, 1)]
@@ -107,7 +124,7 @@ UNARY_CASES = [Case(f"{name}{list(shape)}", fn, ref, [Spec(shape, gen)], second=
                for name, fn, ref, gen, second in UNARY for shape in UNARY_SHAPES[:1]]
 UNARY_CASES += [Case(f"{name}{list(shape)}", fn, ref, [Spec(shape, gen)], second=second)
                 for name, fn, ref, gen, second in UNARY for shape in UNARY_SHAPES[1:]
-                if name in ("exp", "sigmoid", "softplus", "relu", "gelu", "abs")]
+                if name in ("exp", "sigmoid", "softplus", "relu", "gelu", "abs", "tan", "arcsinh", "rsqrt", "round")]
 
 # ()x(): an all-0-d graph, which the executor runs on NumPy scalars
 BROADCAST_PAIRS = [((3, 1), (1, 4)), ((), (2, 3)), ((2, 1, 3), (4, 1)), ((2, 3), (2, 3)), ((3,), (2, 1)), ((), ())]
@@ -127,6 +144,12 @@ BINARY = [
     ("maximum", gc.maximum, np.maximum, uniform(), uniform()),
     ("minimum", gc.minimum, np.minimum, uniform(), uniform()),
     ("prelu", gc.prelu, lambda x, a: np.where(x > 0, x, x * a), away_from(0.0), uniform(0.0, 0.5)),
+    # API contract section 15 (x / y stays away from the jumps of floor: |x / y| < 0.75, not near 0)
+    ("arctan2", gc.arctan2, np.arctan2, away_from(0.0, margin=0.3), uniform()),
+    ("mod", gc.mod, np.remainder, away_from(0.0, low=-0.9, high=0.9), uniform(1.2, 2.0)),
+    ("mod_negative_divisor", gc.mod, np.remainder, away_from(0.0, low=-0.9, high=0.9), uniform(-2.0, -1.2)),
+    ("floor_divide", gc.floor_divide, np.floor_divide, away_from(0.0, low=-0.9, high=0.9), uniform(1.2, 2.0)),
+    ("logaddexp", gc.logaddexp, np.logaddexp, uniform(-3, 3), uniform(-3, 3)),
 ]
 
 BINARY_CASES = [Case(f"{name}{list(sa)}x{list(sb)}", fn, ref, [Spec(sa, ga), Spec(sb, gb)])
@@ -147,48 +170,42 @@ TERNARY_CASES = [
     Case("clip-0d", gc.clip, np.clip, [Spec((), away_from(-1.0, 1.0)), Spec((), fixed(-1.0)), Spec((), fixed(1.0))]),
 ]
 
-ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES
+_SPECIAL = fixed([[np.nan, np.inf, -np.inf], [0.0, -1.5, 2.0]])
+# predicates and logic: bool results, no gradient
+LOGIC_CASES = [
+    Case("isnan", gc.isnan, np.isnan, [Spec((2, 3), _SPECIAL)], grad=False),
+    Case("isinf", gc.isinf, np.isinf, [Spec((2, 3), _SPECIAL)], grad=False),
+    Case("isfinite", gc.isfinite, np.isfinite, [Spec((2, 3), _SPECIAL)], grad=False),
+    Case("logical_not", gc.logical_not, np.logical_not, [Spec((2, 3), booleans(), kind="bool")], grad=False),
+    Case("logical_not_floats", gc.logical_not, np.logical_not, [Spec((2, 3), fixed([[0.0, 1.0, -0.0]] * 2))],
+         grad=False),
+] + [Case(f"{fn.__name__}{list(sa)}x{list(sb)}", fn, ref, [Spec(sa, booleans(), kind="bool"),
+                                                          Spec(sb, booleans(), kind="bool")], grad=False)
+     for fn, ref in [(gc.logical_and, np.logical_and), (gc.logical_or, np.logical_or),
+                     (gc.logical_xor, np.logical_xor)] for sa, sb in BROADCAST_PAIRS[:3]]
+_TIES = [Spec((3, 1), fixed([[0.0], [1.0], [-1.0]])), Spec((1, 3), fixed([[1.0, 0.0, -1.0]]))]
+LOGIC_CASES += [Case(fn.__name__, fn, ref, _TIES, grad=False)
+                for fn, ref in [(gc.equal, np.equal), (gc.not_equal, np.not_equal), (gc.greater, np.greater),
+                                (gc.greater_equal, np.greater_equal), (gc.less, np.less),
+                                (gc.less_equal, np.less_equal)]]
+
+ALL_CASES = UNARY_CASES + BINARY_CASES + TERNARY_CASES + LOGIC_CASES
 SMOOTH_CASES = [c for c in ALL_CASES if c.grad and c.second]
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", ALL_CASES, ids=repr)
-def test_value(case, dtype):
-    check_value(case, dtype)
-
-
-@pytest.mark.parametrize("case", ALL_CASES, ids=repr)
-def test_unknown_sizes(case):
-    check_unknown_sizes(case)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", [c for c in ALL_CASES if c.grad], ids=repr)
-def test_gradient(case, dtype):
-    check_gradient(case, dtype)
-
-
-@pytest.mark.parametrize("case", [c for c in BINARY_CASES + TERNARY_CASES if "[2,3]x[2,3]" not in c.id], ids=repr)
-def test_gradient_unknown_sizes(case):
-    """Broadcasting decided at run time: the driver sums back to the fed shapes."""
-    check_gradient(case, np.float64, unknown=True)
-
-
-@pytest.mark.parametrize("case", SMOOTH_CASES, ids=repr)
-def test_second_order(case):
-    check_second_order(case, np.float64)
-
-
-@pytest.mark.parametrize("case", [c for c in SMOOTH_CASES if c.id.startswith(("exp", "tanh", "sigmoid", "mul",
-                                                                               "div", "pow", "softplus", "gelu",
-                                                                               "where"))], ids=repr)
-def test_second_order_float32(case):
-    check_second_order(case, np.float32)
+globals().update(table_tests(
+    ALL_CASES, gradient_unknown=lambda c: c in BINARY_CASES + TERNARY_CASES and "[2,3]x[2,3]" not in c.id,
+    float32_second=lambda c: c.id.startswith(("exp", "tanh", "sigmoid", "mul", "div", "pow", "softplus", "gelu",
+                                              "where"))))
 
 
 # ---- integer and bool inputs ------------------------------------------------------------------
 
 INT_UNARY = [
+    ("floor", gc.floor, np.floor), ("ceil", gc.ceil, np.ceil), ("trunc", gc.trunc, np.trunc),
+    ("round", gc.round, np.round), ("exp2", gc.exp2, np.exp2), ("log2", gc.log2, np.log2),
+    ("tan", gc.tan, np.tan), ("arctan", gc.arctan, np.arctan), ("isnan", gc.isnan, np.isnan),
+    ("isfinite", gc.isfinite, np.isfinite), ("logical_not", gc.logical_not, np.logical_not),
     ("neg", gc.neg, np.negative), ("abs", gc.abs, np.abs), ("square", gc.square, np.square),
     ("sign", gc.sign, np.sign), ("exp", gc.exp, np.exp), ("log", gc.log, np.log), ("sqrt", gc.sqrt, np.sqrt),
     ("sin", gc.sin, np.sin), ("relu", gc.relu, lambda x: np.maximum(x, 0)),
@@ -204,7 +221,7 @@ INT_DTYPES = ["int64", "int32", "uint8"]
 @pytest.mark.parametrize("dtype", INT_DTYPES)
 @pytest.mark.parametrize("name,fn,ref", INT_UNARY, ids=[u[0] for u in INT_UNARY])
 def test_integer_unary(name, fn, ref, dtype):
-    low = 1 if name in ("log", "sqrt") else (0 if dtype == "uint8" else -3)
+    low = 1 if name in ("log", "sqrt", "log2") else (0 if dtype == "uint8" else -3)
     values = np.arange(low, low + 6).reshape(2, 3).astype(dtype)
     x = gc.placeholder("x", (2, 3), dtype)
     out = fn(x)
@@ -221,6 +238,9 @@ INT_BINARY = [
     ("minimum", gc.minimum, np.minimum), ("equal", gc.equal, np.equal), ("not_equal", gc.not_equal, np.not_equal),
     ("greater", gc.greater, np.greater), ("greater_equal", gc.greater_equal, np.greater_equal),
     ("less", gc.less, np.less), ("less_equal", gc.less_equal, np.less_equal),
+    ("mod", gc.mod, np.remainder), ("floor_divide", gc.floor_divide, np.floor_divide),
+    ("arctan2", gc.arctan2, np.arctan2), ("logaddexp", gc.logaddexp, np.logaddexp),
+    ("logical_or", gc.logical_or, np.logical_or), ("logical_xor", gc.logical_xor, np.logical_xor),
 ]
 
 MIXED_DTYPES = [("int64", "int64"), ("int32", "int64"), ("int32", "float32"), ("uint8", "int8"),
@@ -569,8 +589,6 @@ STABLE_UNARY = [
      lambda x: _stable_sigmoid_reference(x) * (1 + x * _stable_sigmoid_reference(-x))),
     ("elu", gc.elu, lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
      lambda x: np.where(x > 0, 1.0, np.exp(np.minimum(x, 0)))),
-    ("tanh", gc.tanh, np.tanh,  # tanh' = 1 / cosh(x)**2, written without overflow
-     lambda x: 4 * np.exp(-2 * np.abs(x)) / (1 + np.exp(-2 * np.abs(x))) ** 2),
     ("gelu", gc.gelu, lambda x: x * 0.5 * (1 + np_erf(x / math.sqrt(2))),
      lambda x: 0.5 * (1 + np_erf(x / math.sqrt(2))) + x * np.exp(-0.5 * np.minimum(x * x, 1e4))
      / math.sqrt(2 * math.pi)),
@@ -592,6 +610,29 @@ def test_stable_at_extreme_inputs(name, fn, ref, dref, dtype):
     expected = ref(values.astype(np.float64))
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=tiny * 10)
     np.testing.assert_allclose(grad, dref(values.astype(np.float64)), rtol=rtol * 10, atol=tiny * 10)
+
+
+def _sech2(x):
+    """tanh'(x) = 1 / cosh(x)**2, written without overflow."""
+    e = np.exp(-2 * np.abs(np.asarray(x, np.float64)))
+    return 4 * e / (1 + e) ** 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tanh_gradient_from_the_output_at_extreme_inputs(dtype):
+    """g * (1 - t*t): within a few ulp of 1 absolute everywhere, exactly 0 in the saturated tails, never negative."""
+    values = np.concatenate([EXTREME, [-19.0, -9.0, -0.5, 1e-8, 0.5, 9.0, 19.0, 20.0]]).astype(dtype)
+    x = gc.placeholder("x", values.shape, dtype)
+    got, grad = run([gc.tanh(x), gc.grad(gc.sum(gc.tanh(x)), x)], {x: values})
+    assert got.dtype == grad.dtype == np.dtype(dtype)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(grad, _sech2(values), rtol=0, atol=2 * eps)
+    assert np.all(grad >= 0) and np.all(grad[np.abs(values) >= 50] == 0) and grad[values == 0] == 1
+    np.testing.assert_allclose(grad[np.abs(values) <= 1], _sech2(values[np.abs(values) <= 1]), rtol=8 * eps)
+    y = gc.placeholder("y", (5,))
+    point = {y: np.array([-1.5, -0.5, 0.3, 1.0, 2.5])}
+    assert gc.check_grad(gc.sum(gc.tanh(y)), y, point) < 1e-7
+    assert gc.check_grad(gc.sum(gc.grad(gc.sum(gc.tanh(y)), y)), y, point) < 1e-6  # second order
 
 
 def test_sigmoid_tail_is_accurate():
@@ -666,9 +707,12 @@ def test_op_names():
 ALL_DTYPES = ["bool", "int8", "uint8", "int32", "int64", "float32", "float64"]
 UNARY_FUNCTIONS = ["neg", "exp", "log", "log1p", "expm1", "sqrt", "square", "abs", "sign", "sin", "cos", "tanh",
                    "sigmoid", "softplus", "relu", "leaky_relu", "elu", "gelu", "silu", "hard_tanh", "step",
-                   "stop_gradient", "zeros_like", "ones_like"]
+                   "stop_gradient", "zeros_like", "ones_like", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh",
+                   "arcsinh", "arccosh", "arctanh", "exp2", "log2", "log10", "reciprocal", "rsqrt", "floor", "ceil",
+                   "trunc", "round", "isnan", "isinf", "isfinite", "logical_not"]
 BINARY_FUNCTIONS = ["add", "sub", "mul", "div", "pow", "maximum", "minimum", "prelu", "equal", "not_equal",
-                    "greater", "greater_equal", "less", "less_equal"]
+                    "greater", "greater_equal", "less", "less_equal", "arctan2", "mod", "floor_divide", "logaddexp",
+                    "logical_and", "logical_or", "logical_xor"]
 
 
 def _small_values(dtype):
@@ -784,6 +828,54 @@ def test_random_broadcasting(pair, op):
 def test_jvp(case, unknown):
     """Forward mode through the op (half of the table, sizes known and unknown)."""
     check_jvp(case, unknown)
+
+
+# ---- API contract section 15: conventions and hard inputs ----------------------------------------
+
+def test_logaddexp_at_ties_and_infinities():
+    a_val = np.array([1000.0, -np.inf, np.inf, 1000.0, -1e308, 3.0, 0.0])
+    b_val = np.array([1000.0, -np.inf, np.inf, -1000.0, 0.0, 3.0, -745.0])
+    a, b = gc.placeholder("a", (7,)), gc.placeholder("b", (7,))
+    y = gc.logaddexp(a, b)
+    value, ga, gb = run([y, *gc.grad(gc.sum(y), [a, b])], {a: a_val, b: b_val})
+    np.testing.assert_array_equal(value, np.logaddexp(a_val, b_val))
+    np.testing.assert_array_equal(ga[[0, 1, 2, 5]], 0.5)  # ties, infinite ones too: half each, not NaN
+    np.testing.assert_array_equal(ga + gb, np.ones(7))
+    assert ga[3] == 1.0 and gb[3] == 0.0 and gb[4] == 1.0
+    assert 0 < gb[6] < 1e-300  # exp(-745): the tiny share stays accurate (not 1 - 1 = 0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_inverse_trig_gradients_near_the_ends_of_the_domain(dtype):
+    """(1 - x)(1 + x) instead of 1 - x*x: the gradient keeps its digits next to +-1."""
+    eps = np.finfo(dtype).eps
+    values = np.array([1 - 4 * eps, -1 + 4 * eps, 0.5], dtype)
+    x = gc.placeholder("x", (3,), dtype)
+    exact = 1 / np.sqrt((1 - values.astype(np.longdouble)) * (1 + values.astype(np.longdouble)))
+    for fn, sign in ((gc.arcsin, 1), (gc.arccos, -1)):
+        got = run(gc.grad(gc.sum(fn(x)), x), {x: values})
+        np.testing.assert_allclose(got, sign * exact.astype(np.float64), rtol=4 * eps)
+    got = run(gc.grad(gc.sum(gc.arctanh(x)), x), {x: values})
+    np.testing.assert_allclose(got, (exact ** 2).astype(np.float64), rtol=4 * eps)
+
+
+def test_rounding_and_remainder_follow_numpy():
+    x = gc.placeholder("x", (8,))
+    y = gc.placeholder("y", (8,))
+    xv = np.array([2.5, -2.5, 0.5, -0.5, 1.5, -3.5, 3.5, -0.0])
+    yv = np.array([1.25, -1.25, 0.3, 0.3, -2.0, 1.25, -1.25, 1.0])
+    outs = [gc.round(x), gc.floor(x), gc.ceil(x), gc.trunc(x), gc.mod(x, y), gc.floor_divide(x, y)]
+    refs = [np.round(xv), np.floor(xv), np.ceil(xv), np.trunc(xv), np.remainder(xv, yv), np.floor_divide(xv, yv)]
+    for got, want in zip(run(outs, {x: xv, y: yv}), refs):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))  # -0.0 where NumPy gives it
+    gx, gy = run(gc.grad(gc.sum(gc.mod(x, y)), [x, y]), {x: xv, y: yv})
+    np.testing.assert_array_equal(gx, np.ones(8))
+    np.testing.assert_array_equal(gy, -np.floor_divide(xv, yv))
+    zero = run(gc.grad(gc.sum(gc.round(x) + gc.floor_divide(x, y)), x), {x: xv, y: yv})
+    np.testing.assert_array_equal(zero, np.zeros(8))
+    ints = gc.placeholder("i", (3,), "int64")
+    assert gc.round(ints).dtype == gc.floor(ints).dtype == np.int64 and gc.tan(ints).dtype == np.float64
 
 
 @pytest.mark.parametrize(("value", "lo", "hi"), [

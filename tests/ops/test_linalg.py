@@ -14,16 +14,14 @@ from .util import (
     Case,
     Spec,
     assert_static_matches,
-    check_gradient,
     check_jvp,
     check_second_order,
     check_third_order,
-    check_unknown_sizes,
-    check_value,
     check_with_check_grad,
     max_grad_error,
     numeric_gradient,
     run,
+    table_tests,
 )
 
 FLOATS = [np.float64, np.float32]
@@ -93,40 +91,11 @@ CASES = (
 )
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_value(case, dtype):
-    check_value(case, dtype)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_unknown_sizes(case):
-    check_unknown_sizes(case)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_gradient(case, dtype):
-    check_gradient(case, dtype)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if not c.id.startswith(("a@b", "einsum('ij')", "einsum('ji')",
-                                                                           "einsum('bA"))], ids=repr)
-def test_gradient_unknown_sizes(case):
-    """Batch broadcasting decided at run time (the driver sums back to the fed shapes); diagonals of
-    repeated letters whose size is unknown at build time."""
-    check_gradient(case, np.float64, unknown=True)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_second_order(case):
-    check_second_order(case, np.float64)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c.id.startswith(("matmul(2, 2, 3)", "dot(2, 3).(5",
-                                                                       "einsum('iij"))], ids=repr)
-def test_second_order_float32(case):
-    check_second_order(case, np.float32)
+# with unknown sizes: batch broadcasting decided at run time (the driver sums back to the fed shapes), and
+# diagonals of repeated letters whose size is unknown at build time
+globals().update(table_tests(
+    CASES, gradient_unknown=lambda c: not c.id.startswith(("a@b", "einsum('ij')", "einsum('ji')", "einsum('bA")),
+    float32_second=lambda c: c.id.startswith(("matmul(2, 2, 3)", "dot(2, 3).(5", "einsum('iij"))))
 
 
 # ---- integer operands ---------------------------------------------------------------------------

@@ -10,12 +10,9 @@ import graphc as gc
 from .util import (
     Case,
     Spec,
-    check_gradient,
     check_jvp,
     check_second_order,
     check_third_order,
-    check_unknown_sizes,
-    check_value,
     check_with_check_grad,
     fixed,
     max_grad_error,
@@ -23,6 +20,7 @@ from .util import (
     np_sigmoid,
     np_softmax,
     run,
+    table_tests,
     uniform,
 )
 
@@ -104,39 +102,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_value(case, dtype):
-    check_value(case, dtype)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_unknown_sizes(case):
-    check_unknown_sizes(case)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_gradient(case, dtype):
-    check_gradient(case, dtype)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_gradient_unknown_sizes(case):
-    """Including the class count unknown at build time (the sparse target is made at run time)."""
-    check_gradient(case, np.float64, unknown=True)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_second_order(case):
-    check_second_order(case, np.float64)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c.id in ("softmax", "log_softmax", "sce-int-labels",
-                                                               "sce-probabilities", "sigmoid_cross_entropy")],
-                         ids=repr)
-def test_second_order_float32(case):
-    check_second_order(case, np.float32)
+globals().update(table_tests(CASES, float32_second=lambda c: c.id in (
+    "softmax", "log_softmax", "sce-int-labels", "sce-probabilities", "sigmoid_cross_entropy")))
 
 
 def test_output_dtypes():

@@ -26,6 +26,7 @@ from .util import (
     max_grad_error,
     numeric_gradient,
     run,
+    table_tests,
     uniform,
 )
 
@@ -96,38 +97,11 @@ METHODS = [
 ALL = CASES + METHODS
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", ALL, ids=repr)
-def test_value(case, dtype):
-    check_value(case, dtype)
-
-
-@pytest.mark.parametrize("case", ALL, ids=repr)
-def test_unknown_sizes(case):
-    check_unknown_sizes(case)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", ALL, ids=repr)
-def test_gradient(case, dtype):
-    check_gradient(case, dtype)
-
-
-@pytest.mark.parametrize("case", [c for c in ALL if "keepdims=True" not in c.id], ids=repr)
-def test_gradient_unknown_sizes(case):
-    """mean's count and the broadcast back are decided at run time."""
-    check_gradient(case, np.float64, unknown=True)
-
-
-@pytest.mark.parametrize("case", [c for c in ALL if "keepdims=False" not in c.id or "axis=(0, 2)" in c.id],
-                         ids=repr)
-def test_second_order(case):
-    check_second_order(case, np.float64)
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if "axis=-1-keepdims=False" in c.id], ids=repr)
-def test_second_order_float32(case):
-    check_second_order(case, np.float32)
+# (mean's count and the broadcast back are decided at run time with unknown sizes)
+globals().update(table_tests(
+    ALL, gradient_unknown=lambda c: "keepdims=True" not in c.id,
+    second=lambda c: "keepdims=False" not in c.id or "axis=(0, 2)" in c.id,
+    float32_second=lambda c: c in CASES and "axis=-1-keepdims=False" in c.id))
 
 
 # ---- integer and bool inputs --------------------------------------------------------------------

@@ -26,6 +26,7 @@ from .util import (
     max_grad_error,
     numeric_gradient,
     run,
+    table_tests,
 )
 
 FLOATS = [np.float64, np.float32]
@@ -189,34 +190,10 @@ DIFF_CASES = SHAPE_CASES + JOIN_CASES + TAKE_CASES + INDEX_CASES
 ALL = DIFF_CASES + ONE_HOT_CASES
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", ALL, ids=repr)
-def test_value(case, dtype):
-    check_value(case, dtype)
-
-
-@pytest.mark.parametrize("case", [c for c in ALL if not c.id.startswith(("reshape", "x.reshape", "broadcast_to",
-                                                                           "squeeze"))], ids=repr)
-def test_unknown_sizes(case):
-    check_unknown_sizes(case)
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("case", DIFF_CASES, ids=repr)
-def test_gradient(case, dtype):
-    check_gradient(case, dtype)
-
-
-@pytest.mark.parametrize("case", [c for c in DIFF_CASES if c in JOIN_CASES + TAKE_CASES + INDEX_CASES
-                                  or c.id.startswith(("transpose", "expand_dims"))], ids=repr)
-def test_gradient_unknown_sizes(case):
-    check_gradient(case, np.float64, unknown=True)
-
-
-@pytest.mark.parametrize("case", DIFF_CASES, ids=repr)
-def test_second_order(case):
-    """The gradient rules (scatters, slices of cotangents) are themselves differentiable."""
-    check_second_order(case, np.float64)
+globals().update(table_tests(
+    ALL, unknown=lambda c: not c.id.startswith(("reshape", "x.reshape", "broadcast_to", "squeeze")),
+    gradient_unknown=lambda c: c in JOIN_CASES + TAKE_CASES + INDEX_CASES or c.id.startswith(("transpose",
+                                                                                              "expand_dims"))))
 
 
 # ---- unknown sizes in reshape/squeeze/broadcast ------------------------------------------------

@@ -382,3 +382,58 @@ def np_log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def np_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.exp(np_log_softmax(x, axis))
+
+
+# ---- one runner for every table ------------------------------------------------------------------
+
+def table_tests(cases: Sequence[Case], *, float32_second: Callable[[Case], bool] | None = None,
+                unknown: Callable[[Case], bool] | None = None, gradient_unknown: Callable[[Case], bool] | None = None,
+                second: Callable[[Case], bool] | None = None) -> dict[str, Callable]:
+    """The table-driven tests of ``cases``, to put in a test module: ``globals().update(table_tests(CASES))``.
+
+    ``test_value`` (float64, float32) of every case; ``test_unknown_sizes`` (the static type with every size
+    unknown) of those ``unknown`` selects; ``test_gradient`` (float64, float32) of the cases with ``grad``,
+    and with unknown sizes of those ``gradient_unknown`` selects; ``test_second_order`` (float64) of the
+    differentiable cases with ``second`` (and ``second`` selects, if given), and in float32 of those
+    ``float32_second`` selects. A selector left out takes every case (``float32_second``: none).
+    """
+    import pytest
+
+    def chosen(selected, pool):
+        return [c for c in pool if selected is None or selected(c)]
+
+    floats = [np.float64, np.float32]
+    differentiable = [c for c in cases if c.grad and diff_positions(c)]
+    twice = [c for c in differentiable if c.second]
+    smooth = chosen(second, twice)
+
+    @pytest.mark.parametrize("dtype", floats)
+    @pytest.mark.parametrize("case", cases, ids=repr)
+    def test_value(case, dtype):
+        check_value(case, dtype)
+
+    @pytest.mark.parametrize("case", chosen(unknown, cases), ids=repr)
+    def test_unknown_sizes(case):
+        check_unknown_sizes(case)
+
+    @pytest.mark.parametrize("dtype", floats)
+    @pytest.mark.parametrize("case", differentiable, ids=repr)
+    def test_gradient(case, dtype):
+        check_gradient(case, dtype)
+
+    @pytest.mark.parametrize("case", chosen(gradient_unknown, differentiable), ids=repr)
+    def test_gradient_unknown_sizes(case):
+        """Sizes (and so broadcasting) decided at run time: the driver sums back to the fed shapes."""
+        check_gradient(case, np.float64, unknown=True)
+
+    @pytest.mark.parametrize("case", smooth, ids=repr)
+    def test_second_order(case):
+        check_second_order(case, np.float64)
+
+    @pytest.mark.parametrize("case", [c for c in twice if float32_second is not None and float32_second(c)],
+                             ids=repr)
+    def test_second_order_float32(case):
+        check_second_order(case, np.float32)
+
+    tests = [test_value, test_unknown_sizes, test_gradient, test_gradient_unknown_sizes, test_second_order]
+    return {f.__name__: f for f in tests + ([test_second_order_float32] if float32_second else [])}

@@ -26,8 +26,10 @@ def count(outputs, op: str) -> int:
     return ops_of(outputs).count(op)
 
 
-def assert_same_values(expected: Sequence, actual: Sequence, rtol: float = 1e-9, atol: float = 1e-12) -> None:
-    """Same shapes and dtypes; equal to ``rtol``; NaN and inf exactly where ``expected`` has them."""
+def assert_same_values(expected: Sequence, actual: Sequence, rtol: float = 1e-9, atol: float = 1e-12,
+                       signed_zeros: bool = True) -> None:
+    """Same shapes and dtypes; equal to ``rtol``; NaN, inf and (unless ``signed_zeros=False``) the sign of zeros
+    exactly as in ``expected``."""
     assert len(expected) == len(actual)
     for want, got in zip(expected, actual):
         want, got = np.asarray(want), np.asarray(got)
@@ -38,6 +40,9 @@ def assert_same_values(expected: Sequence, actual: Sequence, rtol: float = 1e-9,
         np.testing.assert_array_equal(np.isinf(want) & (want < 0), np.isinf(got) & (got < 0))
         if want.dtype.kind == "f":
             np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+            # where both are zero, the same zero: -0.0 and +0.0 differ (1 / x, copysign, atan2 tell them apart)
+            zeros = (want == 0) & (got == 0) & signed_zeros
+            np.testing.assert_array_equal(np.signbit(got)[zeros], np.signbit(want)[zeros], err_msg="sign of zero")
         else:
             np.testing.assert_array_equal(got, want)
 
