@@ -438,6 +438,12 @@ def _rnn_function(optimize=True):
     return fn, np.random.default_rng(1).uniform(-1, 1, (4, 3)), np.full(3, 0.2)
 
 
+def _save_case(optimize: bool):
+    """The loop function in the op-coverage test's save/load cases (tests/ops/test_coverage.py)."""
+    fn, x, h0 = _rnn_function(optimize)
+    return fn, (x, h0)
+
+
 @pytest.mark.parametrize("optimize", [True, False])
 def test_pickle_and_save_load_round_trips(tmp_path, optimize):
     import pickle

@@ -73,7 +73,7 @@ def coverage() -> dict[str, set[str]]:
 
 #: the functions whose graphs the save/load tests store, load, pickle and compare (optimized and not)
 SAVE_CASES = (("tests.test_serialize", "_every_op_function"), ("tests.test_serialize", "_section15_function"),
-              ("tests.ops.test_conv", "_cnn_function"))
+              ("tests.ops.test_conv", "_cnn_function"), ("tests.test_scan", "_save_case"))
 
 #: what the tables still lack for ops that came before this test, by op: remove an entry when its case is
 #: added (test_known_gaps_are_still_gaps fails until then). New ops get no entry: they come with their cases.

@@ -40,6 +40,15 @@ def _sort_grad(x, w):
     return out
 
 
+def _tanh_loop(x, h0):
+    """The reference of the scan case: h = tanh(h / 2 + x[t]), every state stacked."""
+    states, h = [], h0
+    for row in x:
+        h = np.tanh(0.5 * h + row)
+        states.append(h)
+    return np.stack(states)
+
+
 def _minus_one_hot(z, labels):
     return np_softmax(z, 1) - np.eye(z.shape[1], dtype=z.dtype)[labels]
 
@@ -89,6 +98,9 @@ CASES = [
     Case("take_along_axis_grad", lambda x, w: gc.grad(gc.sum(gc.sort(x, 1) * w), x),
          lambda x, w: _sort_grad(x, w),
          [Spec((2, 4), fixed([[0.3, -1.0, 2.0, 0.5], [1.5, 0.2, -0.7, 0.9]]), diff=False), Spec((2, 4))]),
+    # a loop: one scan node read through its output projection
+    Case("scan", lambda x, h0: gc.scan(lambda xt, h: gc.tanh(0.5 * h + xt), sequences=x, outputs_info=h0),
+         _tanh_loop, [Spec((4, 3)), Spec((3,))]),
 ]
 
 globals().update(table_tests(CASES, float32_second=lambda c: c.id in ("fused", "softmax_minus_one_hot")))
