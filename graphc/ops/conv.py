@@ -375,6 +375,19 @@ class _ConvParams(Op):
     def weight_grad(self, x, g, w):
         return apply(Conv2dWeightGrad(self.stride, self.dilation, self.groups), x, g, w)
 
+    def check_gradient_operands(self, x, g, w, shapes: str, float_operands: tuple) -> np.dtype:
+        """The checks the two gradient ops share: ranks, the weights against the input's channels,
+        the gradient's channels against the weights' outputs; the result dtype."""
+        for t, what, layout in ((x, "the input", "(N, C, H, W)"), (g, "the gradient", "(N, O, H', W')"),
+                                (w, "the weights", "(O, C/groups, kh, kw)")):
+            _rank4(self.name, what, t, layout)
+        dtype = _float_dtype(self.name, *float_operands)
+        self.check_weight(w, x.shape[1], "input", shapes)
+        if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
+            raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
+                             f"outputs: {shapes}")
+        return dtype
+
 
 @dataclass(frozen=True)
 class Conv2d(_ConvParams):
@@ -421,14 +434,7 @@ class Conv2dInputGrad(_ConvParams):
     def infer(self, g, w, x):
         shapes = (f"gradient {format_shape(g.shape)}, weights {format_shape(w.shape)}, input {format_shape(x.shape)}"
                   f" ({self.describe_params()})")
-        for t, what, layout in ((g, "the gradient", "(N, O, H', W')"), (w, "the weights", "(O, C/groups, kh, kw)"),
-                                (x, "the input", "(N, C, H, W)")):
-            _rank4(self.name, what, t, layout)
-        dtype = _float_dtype(self.name, g, w)
-        self.check_weight(w, x.shape[1], "input", shapes)
-        if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
-            raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
-                             f"outputs: {shapes}")
+        dtype = self.check_gradient_operands(x, g, w, shapes, (g, w))
         self.check_windows(x, w, g, shapes, self.padding)
         channels = x.shape[1] if x.shape[1] is not None else (
             None if w.shape[1] is None else w.shape[1] * self.groups)
@@ -458,14 +464,7 @@ class Conv2dWeightGrad(_ConvParams):
     def infer(self, x, g, w):
         shapes = (f"input {format_shape(x.shape)}, gradient {format_shape(g.shape)}, weights {format_shape(w.shape)}"
                   f" ({self.describe_params()})")
-        for t, what, layout in ((x, "the input", "(N, C, H, W)"), (g, "the gradient", "(N, O, H', W')"),
-                                (w, "the weights", "(O, C/groups, kh, kw)")):
-            _rank4(self.name, what, t, layout)
-        dtype = _float_dtype(self.name, x, g)
-        self.check_weight(w, x.shape[1], "input", shapes)
-        if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
-            raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
-                             f"outputs: {shapes}")
+        dtype = self.check_gradient_operands(x, g, w, shapes, (x, g))
         self.check_windows(x, w, g, shapes)
         return w.shape, dtype
 
