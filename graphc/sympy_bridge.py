@@ -131,82 +131,139 @@ def formula_tokens(expr: sympy.Expr, arity: int) -> tuple:
     return tuple(tokens)
 
 
+def _is_int_text(value) -> bool:
+    return isinstance(value, str) and _INT_TEXT.fullmatch(value) is not None
+
+
+def _argument_token(token, symbols):
+    if len(token) == 2 and type(token[1]) is int and 0 <= token[1] < len(symbols):
+        return symbols[token[1]], 0
+    return None
+
+
+def _int_token(token, symbols):
+    if len(token) == 2 and _is_int_text(token[1]):
+        return sympy.Integer(int(token[1])), len(token[1])
+    return None
+
+
+def _rational_token(token, symbols):
+    if len(token) == 3 and _is_int_text(token[1]) and _is_int_text(token[2]) and int(token[2]) != 0:
+        return sympy.Rational(int(token[1]), int(token[2])), len(token[1]) + len(token[2])
+    return None
+
+
+def _float_token(token, symbols):
+    if not (len(token) == 2 and isinstance(token[1], str) and len(token[1]) <= 40):
+        return None
+    value = float.fromhex(token[1])
+    if not math.isfinite(value):
+        raise ValueError("formula numbers must be finite")
+    return sympy.Float(value), 0  # fixed precision: floats never grow
+
+
+def _constant_token(token, symbols):
+    if len(token) == 2 and token[1] in _CONSTANTS:
+        return _CONSTANTS[token[1]], 0
+    return None
+
+
+#: token kind -> its reader ``(token, argument symbols) -> (value, digits) or None`` (None: malformed).
+#: ``digits`` bounds the digits of the exact numbers in the value; "fn" tokens are applied by _apply_token.
+_VALUE_TOKENS: dict[str, Callable] = {"x": _argument_token, "int": _int_token, "rat": _rational_token,
+                                      "float": _float_token, "const": _constant_token}
+
+
+def _argument_limit(name: str) -> int:
+    """The most arguments the n-ary function ``name`` may take (SymPy compares Max/Min's pairwise)."""
+    return MAX_MINMAX_ARGS if name in ("max", "min") else MAX_SUM_ARGS
+
+
+def _check_argument_count(name: str, n: int) -> None:
+    """``name`` accepts ``n`` arguments (raises ValueError)."""
+    counts = _FUNCTIONS[name][1]
+    if counts is not None:
+        if n not in counts:
+            raise ValueError(f"{name} cannot take {n} arguments")
+        return
+    limit = _argument_limit(name)
+    if not 1 <= n <= limit:
+        raise ValueError(f"{name} cannot take {n} arguments (at most {limit})")
+
+
+def _check_flattened(name: str, args: list) -> None:
+    """An n-ary function of ``args`` once SymPy flattens nested ones (add(add(a, b), c) is one add of
+    three terms) stays within its argument limit; powers of exact numbers stay small (raises ValueError)."""
+    _, counts, cls = _FUNCTIONS[name]
+    if counts is None:
+        limit = _argument_limit(name)
+        flat = sum(len(a.args) if type(a) is cls else 1 for a in args)
+        if flat > limit:
+            raise ValueError(f"{name} of {flat} arguments once flattened (at most {limit})")
+    if name == "pow" and args[0].is_Number and args[1].is_Rational and \
+            max(abs(int(args[1].p)), int(args[1].q)) > MAX_EXACT_EXPONENT:
+        # SymPy would evaluate a number to this power exactly: refuse instead of hanging
+        raise ValueError("a number raised to a huge exact power")
+
+
+def _result_digits(name: str, args: list, arg_digits: list[int]) -> int:
+    """An upper bound on the digits of the exact numbers in ``name(*args)``."""
+    if name == "pow" and args[1].is_Rational:
+        # (2*x)**k distributes over a product: the numbers in the base may be raised to k
+        return arg_digits[0] * max(1, abs(int(args[1].p))) + arg_digits[1]
+    return sum(arg_digits)  # sums and products of exact numbers have at most the digits of all of them
+
+
+def _apply_token(token, stack: list) -> tuple:
+    """The stack entry ``(value, digits, depth)`` of the "fn" token ``token`` applied to the top of ``stack``
+    (its arguments, popped), every bound checked first (raises ValueError)."""
+    name, n = token[1], token[2]
+    _check_argument_count(name, n)
+    if n > len(stack):
+        raise ValueError("malformed formula: a function has too few arguments")
+    operands = stack[len(stack) - n:]
+    del stack[len(stack) - n:]
+    args = [value for value, _, _ in operands]
+    depth = 1 + max(d for _, _, d in operands)
+    if depth > MAX_FORMULA_DEPTH:
+        raise ValueError(f"the formula is nested more than {MAX_FORMULA_DEPTH} functions deep")
+    _check_flattened(name, args)
+    size = _result_digits(name, args, [digits for _, digits, _ in operands])
+    if size > MAX_FORMULA_DIGITS:
+        raise ValueError(f"the formula could make SymPy compute numbers of over {MAX_FORMULA_DIGITS} "
+                         f"digits (exact powers of exact numbers, long products)")
+    return _FUNCTIONS[name][0](*args), size, depth
+
+
+def _is_function_token(token) -> bool:
+    return len(token) == 3 and token[1] in _FUNCTIONS and type(token[2]) is int
+
+
 def _build_formula(arity, tokens) -> sympy.Expr:
-    """The SymPy expression of a postfix program, checking every token (raises ValueError)."""
+    """The SymPy expression of a postfix program, checking every token (raises ValueError).
+
+    Each stack entry is ``(value, digits, depth)``: the SymPy value, an upper bound on the digits of
+    the exact numbers in it, and its nesting depth in functions."""
     if type(arity) is not int or not 1 <= arity <= MAX_ARITY:
         raise ValueError(f"arity must be an int in [1, {MAX_ARITY}]")
     if not isinstance(tokens, tuple) or not tokens or len(tokens) > MAX_TOKENS:
         raise ValueError("the formula must be a non-empty tuple of tokens")
     symbols = _argument_symbols(arity)
-    stack: list = []
-    # per stack value: an upper bound on the digits of exact numbers in it, and its nesting depth
-    digits: list[int] = []
-    depths: list[int] = []
+    stack: list[tuple] = []
     for token in tokens:
         if not isinstance(token, tuple) or not token or not isinstance(token[0], str):
             raise ValueError(f"bad formula token {token!r:.80}")
-        kind = token[0]
-        size = 0
-        if kind == "x" and len(token) == 2 and type(token[1]) is int and 0 <= token[1] < arity:
-            stack.append(symbols[token[1]])
-        elif kind == "int" and len(token) == 2 and isinstance(token[1], str) and _INT_TEXT.fullmatch(token[1]):
-            stack.append(sympy.Integer(int(token[1])))
-            size = len(token[1])
-        elif (kind == "rat" and len(token) == 3 and all(isinstance(t, str) and _INT_TEXT.fullmatch(t)
-                                                          for t in token[1:]) and int(token[2]) != 0):
-            stack.append(sympy.Rational(int(token[1]), int(token[2])))
-            size = len(token[1]) + len(token[2])
-        elif kind == "float" and len(token) == 2 and isinstance(token[1], str) and len(token[1]) <= 40:
-            value = float.fromhex(token[1])
-            if not math.isfinite(value):
-                raise ValueError("formula numbers must be finite")
-            stack.append(sympy.Float(value))  # fixed precision: floats never grow
-        elif kind == "const" and len(token) == 2 and token[1] in _CONSTANTS:
-            stack.append(_CONSTANTS[token[1]])
-        elif kind == "fn" and len(token) == 3 and token[1] in _FUNCTIONS and type(token[2]) is int:
-            constructor, counts, cls = _FUNCTIONS[token[1]]
-            n = token[2]
-            limit = MAX_MINMAX_ARGS if token[1] in ("max", "min") else MAX_SUM_ARGS
-            if (counts is None and not 1 <= n <= limit) or (counts is not None and n not in counts):
-                raise ValueError(f"{token[1]} cannot take {n} arguments" + (
-                    f" (at most {limit})" if counts is None else ""))
-            if n > len(stack):
-                raise ValueError("malformed formula: a function has too few arguments")
-            args = stack[len(stack) - n:]
-            del stack[len(stack) - n:]
-            arg_digits = digits[len(digits) - n:]
-            del digits[len(digits) - n:]
-            depth = 1 + max(depths[len(depths) - n:])
-            del depths[len(depths) - n:]
-            if depth > MAX_FORMULA_DEPTH:
-                raise ValueError(f"the formula is nested more than {MAX_FORMULA_DEPTH} functions deep")
-            if counts is None:  # SymPy flattens add(add(a, b), c) into one add of three terms
-                flat = sum(len(a.args) if type(a) is cls else 1 for a in args)
-                if flat > limit:
-                    raise ValueError(f"{token[1]} of {flat} arguments once flattened (at most {limit})")
-            if token[1] == "pow" and args[0].is_Number and args[1].is_Rational and \
-                    max(abs(int(args[1].p)), int(args[1].q)) > MAX_EXACT_EXPONENT:
-                # SymPy would evaluate a number to this power exactly: refuse instead of hanging
-                raise ValueError("a number raised to a huge exact power")
-            if token[1] == "pow" and args[1].is_Rational:
-                # (2*x)**k distributes over a product: the numbers in the base may be raised to k
-                size = arg_digits[0] * max(1, abs(int(args[1].p))) + arg_digits[1]
-            else:  # sums and products of exact numbers have at most the digits of all of them
-                size = sum(arg_digits)
-            if size > MAX_FORMULA_DIGITS:
-                raise ValueError(f"the formula could make SymPy compute numbers of over {MAX_FORMULA_DIGITS} "
-                                 f"digits (exact powers of exact numbers, long products)")
-            stack.append(constructor(*args))
-            digits.append(size)
-            depths.append(depth)
+        if token[0] == "fn" and _is_function_token(token):
+            stack.append(_apply_token(token, stack))
             continue
-        else:
+        reader = _VALUE_TOKENS.get(token[0])
+        read = reader(token, symbols) if reader is not None else None
+        if read is None:
             raise ValueError(f"bad formula token {token!r:.80}")
-        digits.append(size)
-        depths.append(0)
+        stack.append((*read, 0))
     if len(stack) != 1:
         raise ValueError("malformed formula: it does not reduce to one expression")
-    return stack[0]
+    return stack[0][0]
 
 
 _cache: dict[tuple, tuple] = {}
@@ -465,69 +522,115 @@ def _op_of_function() -> dict:
     return _inverse["table"]
 
 
+def _graph_add(expr, args, built: dict):
+    """A sum, with ``a - b`` rather than ``a + (-1 * b)`` where ``b`` is built."""
+    result = args[0]
+    for term, value in zip(expr.args[1:], args[1:]):
+        coefficient, rest = term.as_coeff_Mul()
+        if coefficient == -1 and rest in built:
+            result = ew.sub(result, built[rest])
+        else:
+            result = ew.add(result, value)
+    return result
+
+
+def _graph_mul(expr, args, built: dict):
+    """A product, with ``a / b`` rather than ``a * b**-1``."""
+    numerator, denominator = [], []
+    for factor, value in zip(expr.args, args):
+        if isinstance(factor, sympy.Pow) and factor.exp == -1:
+            denominator.append(built[factor.base])
+        else:
+            numerator.append(value)
+    result = _combine(numerator, ew.mul) if numerator else 1.0
+    for base in denominator:
+        result = ew.div(result, base)
+    return result
+
+
+def _graph_pow(expr, args, built: dict):
+    """A power: the exponents 2, 1/2, -1 and -1/2 as square, sqrt, 1/x and 1/sqrt; a positive integer
+    exponent as a float (``pow(x, 3.0)``); any other exponent as the graph built for it."""
+    base, exponent = args
+    e = expr.exp
+    if e == 2:
+        return ew.square(base)
+    if e == sympy.Rational(1, 2):
+        return ew.sqrt(base)
+    if e == -1:
+        return ew.div(1.0, base)
+    if e == sympy.Rational(-1, 2):
+        return ew.div(1.0, ew.sqrt(base))
+    if e.is_Integer and e > 0:
+        return ew.pow(base, float(e))
+    return ew.pow(base, exponent)
+
+
+def _graph_erfc(expr, args, built: dict):
+    return ew.sub(1.0, ew.erf(args[0]))
+
+
+def _graph_heaviside(expr, args, built: dict):
+    """1 above 0, 0 below, and SymPy's value at 0 (1/2 unless given)."""
+    x = args[0]
+    at_zero = 0.5 if len(args) == 1 else args[1]
+    return ew.where(ew.greater(x, 0.0), 1.0, ew.where(ew.less(x, 0.0), 0.0, at_zero))
+
+
+def _graph_pair(expr, args, built: dict):
+    """A Piecewise branch: (value, condition), read by _graph_piecewise."""
+    return ("pair", args[0], args[1])
+
+
+def _graph_piecewise(expr, args, built: dict):
+    """Nested ``where``s, the last branch (whose condition must be True) innermost."""
+    result = None
+    for _, value, condition in reversed(args):
+        if condition is True:
+            result = value
+        elif result is None:
+            raise ValueError("a Piecewise without a final True branch has no graph form")
+        else:
+            result = ew.where(condition, value, result)
+    return result
+
+
+#: SymPy classes (and their subclasses) built structurally, before the ops' own forms are looked up:
+#: Add, Mul and Pow are n-ary or hold their inverse (a - b, a / b, sqrt), which one op per function cannot say
+_STRUCTURAL_RULES: dict[type, Callable] = {sympy.Add: _graph_add, sympy.Mul: _graph_mul, sympy.Pow: _graph_pow}
+#: SymPy functions that no op declares as its form, written with ops (looked up after the ops' forms)
+_FUNCTION_RULES: dict[type, Callable] = {
+    sympy.erfc: _graph_erfc, sympy.Heaviside: _graph_heaviside,
+    sympy.functions.elementary.piecewise.ExprCondPair: _graph_pair, sympy.Piecewise: _graph_piecewise,
+}
+
+
+def _graph_of_op_form(expr, args):
+    """The op whose declared form is ``expr``'s function, applied to ``args`` (None: no op declares it)."""
+    found = _op_of_function().get(expr.func)
+    if found is None:
+        return None
+    cls, arity = found
+    if len(args) == arity:
+        return cls()(*args)
+    if arity == 2 and len(args) > 2:  # Max, Min, And, Or... of several arguments
+        return _combine(args, lambda a, b: cls()(a, b))
+    return None
+
+
 def _graph_rule(expr, args, built: dict):
     """The tensor (or Python number) for one SymPy node whose arguments are in ``built``."""
     kind = type(expr)
-    if isinstance(expr, sympy.Add):
-        result = args[0]
-        for term, value in zip(expr.args[1:], args[1:]):
-            coefficient, rest = term.as_coeff_Mul()
-            if coefficient == -1 and rest in built:  # a - b rather than a + (-1 * b)
-                result = ew.sub(result, built[rest])
-            else:
-                result = ew.add(result, value)
+    structural = next((_STRUCTURAL_RULES[c] for c in kind.__mro__ if c in _STRUCTURAL_RULES), None)
+    if structural is not None:
+        return structural(expr, args, built)
+    result = _graph_of_op_form(expr, args)
+    if result is not None:
         return result
-    if isinstance(expr, sympy.Mul):
-        numerator, denominator = [], []
-        for factor, value in zip(expr.args, args):
-            if isinstance(factor, sympy.Pow) and factor.exp == -1:  # a / b rather than a * b**-1
-                denominator.append(built[factor.base])
-            else:
-                numerator.append(value)
-        result = _combine(numerator, ew.mul) if numerator else 1.0
-        for base in denominator:
-            result = ew.div(result, base)
-        return result
-    if isinstance(expr, sympy.Pow):
-        base, exponent = args
-        e = expr.exp
-        if e == 2:
-            return ew.square(base)
-        if e == sympy.Rational(1, 2):
-            return ew.sqrt(base)
-        if e == -1:
-            return ew.div(1.0, base)
-        if e == sympy.Rational(-1, 2):
-            return ew.div(1.0, ew.sqrt(base))
-        if e.is_Integer and e > 0:
-            return ew.pow(base, float(e))
-        return ew.pow(base, exponent)
-    found = _op_of_function().get(expr.func)
-    if found is not None:
-        cls, arity = found
-        if len(args) == arity:
-            return cls()(*args)
-        if arity == 2 and len(args) > 2:  # Max, Min, And, Or... of several arguments
-            return _combine(args, lambda a, b: cls()(a, b))
-    if kind is sympy.erfc:
-        return ew.sub(1.0, ew.erf(args[0]))
-    if kind is sympy.Heaviside:
-        x = args[0]
-        at_zero = 0.5 if len(args) == 1 else args[1]
-        return ew.where(ew.greater(x, 0.0), 1.0, ew.where(ew.less(x, 0.0), 0.0, at_zero))
-    if kind is sympy.functions.elementary.piecewise.ExprCondPair:
-        return ("pair", args[0], args[1])
-    if kind is sympy.Piecewise:
-        result = None
-        for _, value, condition in reversed(args):
-            if condition is True:
-                result = value
-            elif result is None:
-                raise ValueError("a Piecewise without a final True branch has no graph form")
-            else:
-                result = ew.where(condition, value, result)
-        return result
-    raise ValueError(f"from_sympy: {kind.__name__} ({expr}) is not supported")
+    rule = _FUNCTION_RULES.get(kind)
+    if rule is None:
+        raise ValueError(f"from_sympy: {kind.__name__} ({expr}) is not supported")
+    return rule(expr, args, built)
 
 
 def from_sympy(expr, symbols: Mapping) -> Tensor:
