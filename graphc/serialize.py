@@ -27,7 +27,7 @@ import os
 import secrets
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -37,8 +37,11 @@ from graphc.function import Function, normalize_updates
 from graphc.graph import InnerGraph
 from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
 from graphc.op import MULTI_TYPE, REGISTRY, Op
+from graphc.ops import shape as shape_ops
+from graphc.passes.fuse import Fused, _Stub, fusable
 from graphc.pickling import rebuild_function, snapshot
 from graphc.tensor import Tensor, Variable
+from graphc.types import format_shape, known_size
 from graphc.version import __version__
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "SaveError", "load", "save"]
@@ -660,18 +663,29 @@ def _positional_arity(primitive) -> tuple[int, int]:
     return sum(p.default is p.empty for p in positional), len(positional)
 
 
-def _check_fused(primitive, inputs: list, where: str) -> None:
-    """A fused op's program must be one the fuser could have written, checked in full.
+#: op class -> the check a loaded node of that op gets before ``infer``: ``check(primitive, inputs, where)``
+#: raises LoadError where the op's parameters claim what its ``infer`` takes on trust (a fused program, an
+#: output shape). Registered with ``@_load_check(cls, ...)`` below; ops without an entry need none.
+_LOAD_CHECKS: dict[type, Callable] = {}
 
-    A program that is empty, refers to a later or negative value, applies a view op
-    (``stop_gradient`` returns its input) or declares dtypes its steps do not have
-    would make the node return an array it did not compute (a feed, say), which the
-    executor could then overwrite.
-    """
-    from graphc.passes.fuse import Fused, _Stub, fusable
 
-    if not isinstance(primitive, Fused):
-        return
+def _load_check(*classes: type) -> Callable:
+    def register(check: Callable) -> Callable:
+        for cls in classes:
+            _LOAD_CHECKS[cls] = check
+        return check
+    return register
+
+
+def _check_loaded_op(primitive, inputs: list, where: str) -> None:
+    """The load check registered for ``primitive``'s class, if any (raises LoadError)."""
+    check = _LOAD_CHECKS.get(type(primitive))
+    if check is not None:
+        check(primitive, inputs, where)
+
+
+def _check_fused_header(primitive, inputs: list, where: str) -> None:
+    """A fused op's input count, step count, dtypes and source lines agree with each other and the node."""
     steps, n = primitive.steps, primitive.n_inputs
     if n != len(inputs):
         raise _fail(f"{where}: the fused program declares {n} inputs, the node has {len(inputs)}")
@@ -685,29 +699,46 @@ def _check_fused(primitive, inputs: list, where: str) -> None:
         if site is not None and not (isinstance(site, tuple) and len(site) == 2 and isinstance(site[0], str)
                                      and type(site[1]) is int):
             raise _fail(f"{where}: a fused step's source line must be (file, line) or none")
+
+
+def _fused_step_type(step, available: int, types: list, declared, here: str) -> tuple:
+    """The (shape, dtype) of one fused step ``(op, argument indices)``, whose arguments must be among the
+    first ``available`` of ``types``, checked to be a step the fuser could have written, with ``declared``
+    its dtype (raises LoadError)."""
+    if not (isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], Op) and isinstance(step[1], tuple)):
+        raise _fail(f"{here}: expected (op, argument indices)")
+    op, args = step
+    if not args or any(type(a) is not int or not 0 <= a < available for a in args):
+        raise _fail(f"{here}: arguments must be indices of the inputs or of earlier steps (below {available})")
+    if isinstance(op, Fused) or not fusable(_StepStub(op, len(args))):
+        raise _fail(f"{here}: op {op.name!r} cannot be a step of a fused op (only element-wise ops that "
+                    f"compute a fresh array)")
+    low, high = _positional_arity(op)
+    if not low <= len(args) <= high:
+        raise _fail(f"{here}: op {op.name!r} takes {low}..{high} arguments, the program gives {len(args)}")
+    try:
+        shape, dtype = op.infer(*(_Stub(*types[a]) for a in args))
+    except Exception as exc:  # noqa: BLE001 - the step rejects its arguments
+        raise _fail(f"{here}: op {op.name!r} rejects its arguments: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(declared, np.dtype) or declared != np.dtype(dtype):
+        raise _fail(f"{here}: declares dtype {declared}, but op {op.name!r} gives {np.dtype(dtype)}")
+    return tuple(shape), np.dtype(dtype)
+
+
+@_load_check(Fused)
+def _check_fused(primitive, inputs: list, where: str) -> None:
+    """A fused op's program must be one the fuser could have written, checked in full.
+
+    A program that is empty, refers to a later or negative value, applies a view op
+    (``stop_gradient`` returns its input) or declares dtypes its steps do not have
+    would make the node return an array it did not compute (a feed, say), which the
+    executor could then overwrite.
+    """
+    _check_fused_header(primitive, inputs, where)
     types = [(t.shape, t.dtype) for t in inputs]
-    for k, step in enumerate(steps):
-        here = f"{where} fused step {k}"
-        if not (isinstance(step, tuple) and len(step) == 2 and isinstance(step[0], Op)
-                and isinstance(step[1], tuple)):
-            raise _fail(f"{here}: expected (op, argument indices)")
-        op, args = step
-        if not args or any(type(a) is not int or not 0 <= a < n + k for a in args):
-            raise _fail(f"{here}: arguments must be indices of the inputs or of earlier steps (below {n + k})")
-        if isinstance(op, Fused) or not fusable(_StepStub(op, len(args))):
-            raise _fail(f"{here}: op {op.name!r} cannot be a step of a fused op (only element-wise ops that "
-                        f"compute a fresh array)")
-        low, high = _positional_arity(op)
-        if not low <= len(args) <= high:
-            raise _fail(f"{here}: op {op.name!r} takes {low}..{high} arguments, the program gives {len(args)}")
-        try:
-            shape, dtype = op.infer(*(_Stub(*types[a]) for a in args))
-        except Exception as exc:  # noqa: BLE001 - the step rejects its arguments
-            raise _fail(f"{here}: op {op.name!r} rejects its arguments: {type(exc).__name__}: {exc}") from exc
-        declared = primitive.dtypes[k]
-        if not isinstance(declared, np.dtype) or declared != np.dtype(dtype):
-            raise _fail(f"{here}: declares dtype {declared}, but op {op.name!r} gives {np.dtype(dtype)}")
-        types.append((tuple(shape), np.dtype(dtype)))
+    for k, step in enumerate(primitive.steps):
+        types.append(_fused_step_type(step, len(inputs) + k, types, primitive.dtypes[k],
+                                      f"{where} fused step {k}"))
 
 
 def _compatible(a: tuple, b: tuple) -> bool:
@@ -715,34 +746,22 @@ def _compatible(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
-def _check_shape_params(primitive, inputs: list, where: str) -> None:
-    """Ops that take their output shape as a parameter must have the one their inputs imply.
+def _declared_shape(primitive, inputs: list, operands: int, where: str) -> tuple:
+    """The output shape an op declares as its parameter ``shape``, checked to be a valid shape that fits
+    its shape reference input (the one input after the first ``operands``, if any) or, without one, has
+    no unknown sizes (raises LoadError).
 
-    ``sum_to``, ``broadcast_like``, ``reshape_like``, ``take_grad`` and ``getitem_grad``
-    return ``shape`` as their type without looking at it; a file could declare any shape
-    (``reshape_like`` to a shape its reference does not have, a ``getitem_grad`` scattering
-    into 10**12 zeros for a gradient of three entries). Their shape is inferred again from
-    what the op computes and compared.
+    ``sum_to``, ``broadcast_like``, ``reshape_like``, ``take_grad`` and ``getitem_grad`` return ``shape``
+    as their type without looking at it; a file could declare any shape (``reshape_like`` to a shape its
+    reference does not have, a ``getitem_grad`` scattering into 10**12 zeros for a gradient of three
+    entries). Each op's own check below then compares it with what the op computes.
     """
-    from graphc.ops import shape as ops
-    from graphc.passes.fuse import _Stub
-    from graphc.types import format_shape, known_size
-
-    cls = type(primitive)
-    fixed = {ops.SumTo: 1, ops.BroadcastLike: 1, ops.ReshapeLike: 1, ops.TakeGrad: 2}.get(cls)
-    if cls is ops.GetitemGrad:
-        if not 0 <= primitive.num_arrays <= len(inputs) - 1:
-            raise _fail(f"{where}: getitem_grad declares {primitive.num_arrays} index arrays, it has "
-                        f"{len(inputs) - 1} inputs besides the gradient")
-        fixed = 1 + primitive.num_arrays
-    if fixed is None:
-        return
     shape = tuple(primitive.shape)
     name = primitive.name
     if any(size is not None and (type(size) is not int or not 0 <= size <= MAX_DIM) for size in shape) \
             or len(shape) > MAX_RANK:
         raise _fail(f"{where}: {name} has an invalid shape {shape!r:.80}")
-    refs = inputs[fixed:]
+    refs = inputs[operands:]
     if len(refs) > 1:
         raise _fail(f"{where}: {name} takes at most one shape reference input, got {len(refs)}")
     if refs and not _compatible(tuple(refs[0].shape), shape):
@@ -751,34 +770,65 @@ def _check_shape_params(primitive, inputs: list, where: str) -> None:
     if not refs and None in shape:
         raise _fail(f"{where}: {name} declares shape {format_shape(shape)} with unknown sizes and no reference "
                     f"input to take them from at run time")
+    return shape
+
+
+@_load_check(shape_ops.BroadcastLike)
+def _check_broadcast_like(primitive, inputs: list, where: str) -> None:
+    _declared_shape(primitive, inputs, 1, where)  # infer checks that the input broadcasts to the shape
+
+
+@_load_check(shape_ops.ReshapeLike)
+def _check_reshape_like(primitive, inputs: list, where: str) -> None:
+    shape = _declared_shape(primitive, inputs, 1, where)
     source = inputs[0]
-    if cls is ops.ReshapeLike:
-        total, wanted = known_size(tuple(source.shape)), known_size(shape)
-        if total is not None and wanted is not None and total != wanted:
-            raise _fail(f"{where}: reshape_like of {format_shape(source.shape)} ({total} elements) to "
-                        f"{format_shape(shape)} ({wanted} elements)")
-    elif cls is ops.SumTo:
-        if len(shape) > len(source.shape) or not all(
-                t == 1 or t is None or s is None or s == t
-                for s, t in zip(tuple(source.shape)[len(source.shape) - len(shape):], shape)):
-            raise _fail(f"{where}: sum_to cannot sum {format_shape(source.shape)} down to {format_shape(shape)}")
-    elif cls is ops.BroadcastLike:
-        pass  # infer checks that the input broadcasts to the shape
-    else:  # a scatter's target: indexing (or taking from) that shape must give the gradient's shape
-        if cls is ops.TakeGrad:
-            if primitive.axis is not None and not 0 <= primitive.axis < len(shape):
-                raise _fail(f"{where}: take_grad axis {primitive.axis} is out of range for {format_shape(shape)}")
-            forward, args = ops.Take(primitive.axis), [inputs[1]]
-        else:
-            forward, args = ops.Getitem(primitive.index), inputs[1:fixed]
-        try:
-            implied, _ = forward.infer(_Stub(shape, source.dtype), *args)
-        except Exception as exc:  # noqa: BLE001 - the index does not fit the declared shape
-            raise _fail(f"{where}: {name}: its index does not fit shape {format_shape(shape)}: "
-                        f"{type(exc).__name__}: {exc}") from exc
-        if not _compatible(tuple(implied), tuple(source.shape)):
-            raise _fail(f"{where}: {name} declares shape {format_shape(shape)}, whose {forward.name} has shape "
-                        f"{format_shape(implied)}, but the gradient has {format_shape(source.shape)}")
+    total, wanted = known_size(tuple(source.shape)), known_size(shape)
+    if total is not None and wanted is not None and total != wanted:
+        raise _fail(f"{where}: reshape_like of {format_shape(source.shape)} ({total} elements) to "
+                    f"{format_shape(shape)} ({wanted} elements)")
+
+
+@_load_check(shape_ops.SumTo)
+def _check_sum_to(primitive, inputs: list, where: str) -> None:
+    shape = _declared_shape(primitive, inputs, 1, where)
+    source = inputs[0]
+    if len(shape) > len(source.shape) or not all(
+            t == 1 or t is None or s is None or s == t
+            for s, t in zip(tuple(source.shape)[len(source.shape) - len(shape):], shape)):
+        raise _fail(f"{where}: sum_to cannot sum {format_shape(source.shape)} down to {format_shape(shape)}")
+
+
+def _check_scatter_target(primitive, shape: tuple, forward: Op, args: list, gradient, where: str) -> None:
+    """A scatter's target ``shape``: indexing it with ``forward`` (and ``args``) must give the shape of
+    ``gradient``, what is scattered (raises LoadError)."""
+    name = primitive.name
+    try:
+        implied, _ = forward.infer(_Stub(shape, gradient.dtype), *args)
+    except Exception as exc:  # noqa: BLE001 - the index does not fit the declared shape
+        raise _fail(f"{where}: {name}: its index does not fit shape {format_shape(shape)}: "
+                    f"{type(exc).__name__}: {exc}") from exc
+    if not _compatible(tuple(implied), tuple(gradient.shape)):
+        raise _fail(f"{where}: {name} declares shape {format_shape(shape)}, whose {forward.name} has shape "
+                    f"{format_shape(implied)}, but the gradient has {format_shape(gradient.shape)}")
+
+
+@_load_check(shape_ops.TakeGrad)
+def _check_take_grad(primitive, inputs: list, where: str) -> None:
+    shape = _declared_shape(primitive, inputs, 2, where)
+    if primitive.axis is not None and not 0 <= primitive.axis < len(shape):
+        raise _fail(f"{where}: take_grad axis {primitive.axis} is out of range for {format_shape(shape)}")
+    _check_scatter_target(primitive, shape, shape_ops.Take(primitive.axis), [inputs[1]], inputs[0], where)
+
+
+@_load_check(shape_ops.GetitemGrad)
+def _check_getitem_grad(primitive, inputs: list, where: str) -> None:
+    if not 0 <= primitive.num_arrays <= len(inputs) - 1:
+        raise _fail(f"{where}: getitem_grad declares {primitive.num_arrays} index arrays, it has "
+                    f"{len(inputs) - 1} inputs besides the gradient")
+    operands = 1 + primitive.num_arrays
+    shape = _declared_shape(primitive, inputs, operands, where)
+    _check_scatter_target(primitive, shape, shape_ops.Getitem(primitive.index), inputs[1:operands], inputs[0],
+                          where)
 
 
 def _decode_structure(value, where: str, depth: int = 0):
@@ -1005,8 +1055,7 @@ def _decode_nodes(entries: list, prefix: str, allow_variables: bool, depth: int)
             primitive = _build_op(entry["op"], entry["params"], where, depth)
             if multi != bool(primitive.multi_output):
                 raise _fail(f"{where}: dtype {entry['dtype']!r} does not fit op {entry['op']!r}")
-            _check_fused(primitive, inputs, where)
-            _check_shape_params(primitive, inputs, where)
+            _check_loaded_op(primitive, inputs, where)
             try:
                 inferred_shape, inferred_dtype = primitive.infer(*inputs)
             except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent
