@@ -53,50 +53,56 @@ def _variables(plan) -> tuple:
     return plan.variables + tuple(v for v in plan.updated_variables if all(v is not w for w in plan.variables))
 
 
+def _section(title: str, rows: list[str]) -> list[str]:
+    """``title (count):`` and the rows, indented."""
+    return [f"{title} ({len(rows)}):"] + [f"  {row}" for row in rows]
+
+
+def _described(tensor) -> str:
+    return f"{_shape(tensor.shape)} {tensor.dtype}"
+
+
+def _loop_lines(order) -> list[str]:
+    """One line per inner graph of each loop node: its size and its ops (none if there are no loops)."""
+    loops = [node for node in order if node.inputs and node.primitive.inner_graphs()]
+    lines = [f"loops ({len(loops)}):"] if loops else []
+    for node in loops:
+        label = f" {node.name}" if node.name else ""
+        for graph in node.primitive.inner_graphs():
+            ops = Counter(n.op for n in graph.nodes() if n.inputs)
+            listed = ", ".join(f"{name} {ops[name]}" for name in sorted(ops))
+            lines.append(f"  {node.op}{label}: body of {graph.size} nodes "
+                         f"({len(graph.inputs)} inputs, {len(graph.outputs)} outputs; {listed})")
+    return lines
+
+
+def _count_lines(order) -> tuple[list[str], list[str]]:
+    """The ``nodes:`` summary line, and the ``nodes by op:`` table."""
+    kinds = Counter(node_kind(node) for node in order)
+    summary = [f"nodes: {len(order)} ({kinds['op']} ops, {kinds['placeholder']} placeholders, "
+               f"{kinds['constant']} constants, {kinds['variable']} variables; "
+               f"{sum(1 for n in order if n.is_gradient)} gradient nodes)"]
+    counts = Counter(node.op for node in order)
+    width = max((len(name) for name in counts), default=0)
+    return summary, ["nodes by op:"] + [f"  {name:<{width}}  {counts[name]}" for name in sorted(counts)]
+
+
 def info_text(fn, path: str = "") -> str:
     """The text ``graphc info`` prints for a loaded Function."""
     plan = fn.plan
-    order, flat, _ = graph_nodes(fn)
+    order, _, _ = graph_nodes(fn)
     lines = [f"file: {path}"] if path else []
-    lines.append(f"inputs ({len(plan.inputs)}):")
-    for position, tensor in enumerate(plan.inputs):
-        lines.append(f"  {position}: {tensor.name} {_shape(tensor.shape)} {tensor.dtype}")
-    lines.append(f"outputs ({len(plan.outputs)}):")
-    for position, tensor in enumerate(plan.outputs):
-        label = f" {tensor.name!r}" if tensor.name else ""
-        lines.append(f"  {position}: {tensor.op}{label} {_shape(tensor.shape)} {tensor.dtype}")
-    variables = _variables(plan)
-    lines.append(f"variables ({len(variables)}):")
-    for variable in variables:
-        lines.append(f"  {variable.name or '<unnamed>'} {_shape(variable.shape)} {variable.dtype}")
-    lines.append(f"updates ({len(plan.updates)}):")
-    for variable, value in plan.updates:
-        lines.append(f"  {variable.name or '<unnamed>'} <- {value.op} {_shape(value.shape)} {value.dtype}")
+    lines += _section("inputs", [f"{k}: {t.name} {_described(t)}" for k, t in enumerate(plan.inputs)])
+    lines += _section("outputs", [f"{k}: {t.op}{f' {t.name!r}' if t.name else ''} {_described(t)}"
+                                  for k, t in enumerate(plan.outputs)])
+    lines += _section("variables", [f"{v.name or '<unnamed>'} {_described(v)}" for v in _variables(plan)])
+    lines += _section("updates", [f"{v.name or '<unnamed>'} <- {value.op} {_described(value)}"
+                                  for v, value in plan.updates])
     named = [node for node in order if node.is_gradient and node.name]
     if named:  # gradients gc.grad named d(cost)/d(wrt)
-        lines.append(f"named gradients ({len(named)}):")
-        for node in named:
-            lines.append(f"  {node.name} {node.op} {_shape(node.shape)} {node.dtype}")
-    counts = Counter(node.op for node in order)
-    kinds = Counter(node_kind(node) for node in order)
-    lines.append(f"nodes: {len(order)} ({kinds['op']} ops, {kinds['placeholder']} placeholders, "
-                 f"{kinds['constant']} constants, {kinds['variable']} variables; "
-                 f"{sum(1 for n in order if n.is_gradient)} gradient nodes)")
-    loops = [node for node in order if node.inputs and node.primitive.inner_graphs()]
-    if loops:
-        lines.append(f"loops ({len(loops)}):")
-        for node in loops:
-            for graph in node.primitive.inner_graphs():
-                ops = Counter(n.op for n in graph.nodes() if n.inputs)
-                listed = ", ".join(f"{name} {ops[name]}" for name in sorted(ops))
-                label = f" {node.name}" if node.name else ""
-                lines.append(f"  {node.op}{label}: body of {graph.size} nodes "
-                             f"({len(graph.inputs)} inputs, {len(graph.outputs)} outputs; {listed})")
-    lines.append("nodes by op:")
-    width = max((len(name) for name in counts), default=0)
-    for name in sorted(counts):
-        lines.append(f"  {name:<{width}}  {counts[name]}")
-    return "\n".join(lines) + "\n"
+        lines += _section("named gradients", [f"{n.name} {n.op} {_described(n)}" for n in named])
+    summary, by_op = _count_lines(order)
+    return "\n".join(lines + summary + _loop_lines(order) + by_op) + "\n"
 
 
 def info_json(fn, path: str = "") -> dict:
