@@ -136,6 +136,110 @@ def ref_avg_pool2d(x, kernel_size, stride=None, padding=0):
     return _pool_ref(x, kernel_size, stride, padding, np.mean, 0.0)
 
 
+# ---- the gradient ops' references: the adjoints of the loops above, written out -------------------
+
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation):
+    """(stride pair, dilation pair, ((top, bottom), (left, right)), padded (H, W), output (H', W'))."""
+    (sh, sw), (dh, dw) = _pairs(stride), _pairs(dilation)
+    kh, kw = w_shape[2:]
+    (top, bottom), (left, right) = _conv_padding(padding, (kh, kw), (dh, dw))
+    hp, wp = x_shape[2] + top + bottom, x_shape[3] + left + right
+    return (sh, sw), (dh, dw), ((top, bottom), (left, right)), (hp, wp), \
+        ((hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1)
+
+
+def ref_conv2d_input_grad(x, w, g, stride=1, padding=0, dilation=1, groups=1):
+    """d/dx of sum(conv2d(x, w) * g): each output entry's g sent back through the kernel offset by offset
+    into the padded input, the padding then cropped (``x`` gives only the shape)."""
+    (sh, sw), (dh, dw), ((top, _), (left, _)), (hp, wp), (ho, wo) = _conv_geometry(x.shape, w.shape, stride,
+                                                                                  padding, dilation)
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    grad = np.zeros((x.shape[0], x.shape[1], hp, wp), np.result_type(w, g))
+    for k in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                for oo in range(og):
+                    grad[:, k * cg:(k + 1) * cg, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                         j * dw:j * dw + sw * (wo - 1) + 1:sw] += \
+                        g[:, k * og + oo][:, None] * w[k * og + oo, :, i, j][None, :, None, None]
+    return grad[:, :, top:top + x.shape[2], left:left + x.shape[3]]
+
+
+def ref_conv2d_weight_grad(x, w, g, stride=1, padding=0, dilation=1, groups=1):
+    """d/dw of sum(conv2d(x, w) * g): each offset's input patch against g (``w`` gives only the shape)."""
+    (sh, sw), (dh, dw), ((top, bottom), (left, right)), _, (ho, wo) = _conv_geometry(x.shape, w.shape, stride,
+                                                                                    padding, dilation)
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    o, cg, kh, kw = w.shape
+    og = o // groups
+    grad = np.zeros(w.shape, np.result_type(x, g))
+    for k in range(groups):
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, k * cg:(k + 1) * cg, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                           j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                for oo in range(og):
+                    grad[k * og + oo, :, i, j] = (patch * g[:, k * og + oo][:, None]).sum(axis=(0, 2, 3))
+    return grad
+
+
+def _pool_windows(x, kernel_size, stride, padding, fill):
+    """The padded input, (a, b, the slices of window (a, b) in it) for every output position, the padding
+    pair and the output's (H', W')."""
+    kh, kw = _pairs(kernel_size)
+    sh, sw = _pairs(stride if stride is not None else kernel_size)
+    ph, pw = _pairs(padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    windows = [(a, b, (slice(None), slice(None), slice(a * sh, a * sh + kh), slice(b * sw, b * sw + kw)))
+               for a in range(ho) for b in range(wo)]
+    return xp, windows, (ph, pw), (ho, wo)
+
+
+def _crop(xp, padding, shape):
+    ph, pw = padding
+    return xp[:, :, ph:ph + shape[2], pw:pw + shape[3]]
+
+
+def _max_pool_winners(window, xp):
+    """The entries of a window equal to its maximum (padding, at -inf, never among them) and how many."""
+    part = xp[window]
+    winners = part == part.max(axis=(2, 3), keepdims=True)
+    return winners, winners.sum(axis=(2, 3), keepdims=True)
+
+
+def ref_max_pool2d_grad(x, g, kernel_size, stride=None, padding=0):
+    """d/dx of sum(max_pool2d(x) * g): each window's g split evenly among its tied maxima."""
+    xp, windows, pads, _ = _pool_windows(x, kernel_size, stride, padding, -np.inf)
+    grad = np.zeros(xp.shape, g.dtype)
+    for a, b, window in windows:
+        winners, count = _max_pool_winners(window, xp)
+        grad[window] += np.where(winners, g[:, :, a:a + 1, b:b + 1] / count, 0)
+    return _crop(grad, pads, x.shape)
+
+
+def ref_max_pool2d_gather(x, h, kernel_size, stride=None, padding=0):
+    """The derivative of max_pool2d(x) along h: each window's mean of h over its tied maxima."""
+    xp, windows, pads, out_hw = _pool_windows(x, kernel_size, stride, padding, -np.inf)
+    hp = np.pad(h, ((0, 0), (0, 0), (pads[0], pads[0]), (pads[1], pads[1])))
+    out = np.zeros(xp.shape[:2] + out_hw, h.dtype)
+    for a, b, window in windows:
+        winners, count = _max_pool_winners(window, xp)
+        out[:, :, a, b] = (np.where(winners, hp[window], 0).sum(axis=(2, 3)) / count[:, :, 0, 0]).astype(h.dtype)
+    return out
+
+
+def ref_avg_pool2d_grad(x, g, kernel_size, stride=None, padding=0):
+    """d/dx of sum(avg_pool2d(x) * g): each window's g / (kh * kw) on every entry (padding's dropped)."""
+    xp, windows, pads, _ = _pool_windows(x, kernel_size, stride, padding, 0.0)
+    kh, kw = _pairs(kernel_size)
+    grad = np.zeros(xp.shape, g.dtype)
+    for a, b, window in windows:
+        grad[window] += g[:, :, a:a + 1, b:b + 1] / g.dtype.type(kh * kw)
+    return _crop(grad, pads, x.shape)
+
+
 def ref_layer_norm(x, axis=-1, eps=1e-5):
     mean = x.mean(axis=axis, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axis, keepdims=True)
@@ -214,6 +318,54 @@ def positive(rng, shape):
     return rng.uniform(0.5, 2.0, size=shape)
 
 
+def ties(rng, shape):
+    """Small integers as floats: pooling windows with tied maxima."""
+    return rng.integers(0, 3, size=shape).astype(np.float64)
+
+
+def _conv_output_shape(x_shape, w_shape, stride, padding, dilation):
+    return (x_shape[0], w_shape[0]) + _conv_geometry(x_shape, w_shape, stride, padding, dilation)[4]
+
+
+def conv_grad_case(wrt, x_shape, w_shape, stride, padding, dilation, groups):
+    """The gradient op of conv2d with respect to ``wrt`` ("input" or "weight"), built as gc.vjp does it, as a
+    case of its own: a function of the cotangent and of the other operand (the differentiated one gives only
+    its shape), so its own gradient rules (first and second order) are checked."""
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref = ref_conv2d_input_grad if wrt == "input" else ref_conv2d_weight_grad
+    g_shape = _conv_output_shape(x_shape, w_shape, stride, padding, dilation)
+    return Case(_conv_id(f"conv2d_{wrt}_grad", (x_shape, w_shape, stride, padding, dilation, groups)),
+                lambda x, w, g: gc.vjp(gc.conv2d(x, w, **kwargs), x if wrt == "input" else w, g),
+                lambda x, w, g: ref(x, w, g, **kwargs),
+                [Spec(x_shape, diff=wrt != "input"), Spec(w_shape, diff=wrt != "weight"), Spec(g_shape)],
+                rtol64=1e-12, rtol32=1e-5)
+
+
+def pool_grad_case(op, x_shape, kernel_size, stride, padding):
+    """A pooling gradient op as a case of its own, on inputs with tied maxima: ``max_pool2d_grad`` and
+    ``avg_pool2d_grad`` as gc.vjp builds them (a function of the cotangent; the input gives the shape and the
+    winners), ``max_pool2d_gather`` as gc.jvp builds it (a function of the tangent)."""
+    pool = gc.max_pool2d if op.startswith("max") else gc.avg_pool2d
+    ref = {"max_pool2d_grad": ref_max_pool2d_grad, "max_pool2d_gather": ref_max_pool2d_gather,
+           "avg_pool2d_grad": ref_avg_pool2d_grad}[op]
+    derivative = gc.jvp if op == "max_pool2d_gather" else gc.vjp
+    seed_shape = x_shape if op == "max_pool2d_gather" else \
+        ref_max_pool2d(np.zeros(x_shape), kernel_size, stride, padding).shape
+    return Case(_conv_id(op, (x_shape, kernel_size, stride, padding)),
+                lambda x, seed: derivative(pool(x, kernel_size, stride, padding), x, seed),
+                lambda x, seed: ref(x, seed, kernel_size, stride, padding),
+                [Spec(x_shape, ties, diff=False), Spec(seed_shape)], rtol64=1e-12, rtol32=1e-5)
+
+
+#: the gradient ops as cases of their own (their values, and their own gradients to second order)
+GRADIENT_CASES = (
+    [conv_grad_case(wrt, *config) for wrt in ("input", "weight")
+     for config in (CONV[1], CONV[3], CONV[7], ((2, 2, 6, 5), (3, 2, 2, 3), 1, "same", 1, 1))]  # 'same': (0, 1)
+    + [pool_grad_case(op, *POOL[k]) for op in ("max_pool2d_grad", "max_pool2d_gather", "avg_pool2d_grad")
+       for k in (1, 2, 3)]
+)
+
+
 CASES = (
     [conv_case(*c) for c in CONV]
     + [transpose_case(*c) for c in TRANSPOSE]
@@ -252,6 +404,7 @@ CASES = (
              lambda x, w1, w2: ref_conv2d_transpose(ref_avg_pool2d(ref_conv2d(x, w1), 2, padding=1), w2, stride=2),
              [Spec((1, 2, 6, 5)), Spec((3, 2, 2, 2)), Spec((3, 2, 2, 2))], rtol64=1e-12, rtol32=1e-5),
     ]
+    + GRADIENT_CASES
 )
 NEEDS_KNOWN_KERNEL = {c.id for c in CASES if "same" in c.id} | {"conv-pool-conv"}  # padding="same"
 
