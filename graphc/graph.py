@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
+from graphc.errors import ExecutionError, GraphcError
+from graphc.op import Constant, Placeholder
 from graphc.tensor import Tensor, toposort
 
 
@@ -43,9 +47,6 @@ class InnerGraph:
     __slots__ = ("inputs", "outputs", "key", "size", "__weakref__")
 
     def __init__(self, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:
-        from graphc.errors import GraphcError
-        from graphc.leaves import Constant, Placeholder
-
         inputs, outputs = tuple(inputs), tuple(outputs)
         position = {id(t): k for k, t in enumerate(inputs)}
         if len(position) != len(inputs):
@@ -105,9 +106,6 @@ class InnerGraph:
         The reference interpreter (the compiler's plans are what runs normally): every value
         computed, nothing reused, outputs copied so they never alias an input or each other.
         """
-        import numpy as np
-
-        from graphc.errors import ExecutionError
 
         values: dict[int, object] = {id(t): a for t, a in zip(self.inputs, arrays)}
         for node in self.nodes():
@@ -129,15 +127,8 @@ class InnerGraph:
         order = self.nodes()
         index = {id(node): k for k, node in enumerate(order)}
         position = {id(t): k for k, t in enumerate(self.inputs)}
-        nodes = []
-        for node in order:
-            if id(node) in position:
-                nodes.append(("input", node.name, node.shape, node.dtype))
-            elif not node.inputs:
-                nodes.append(("constant", node.primitive.value, node.name, node.is_gradient))
-            else:
-                nodes.append(("op", node.primitive, tuple(index[id(p)] for p in node.inputs), node.shape,
-                              node.dtype, node.name, node.is_gradient, node.site))
+        nodes = [("input", node.name, node.shape, node.dtype) if id(node) in position else pickled_node(node, index)
+                 for node in order]
         # inputs the outputs do not reach are kept too (they fix the positions)
         missing = [(k, t.name, t.shape, t.dtype) for k, t in enumerate(self.inputs) if id(t) not in index]
         return _restore_inner_graph, (nodes, [index.get(id(t), -1) for t in self.inputs],
@@ -145,31 +136,48 @@ class InnerGraph:
 
 
 def _restore_inner_graph(nodes, inputs, outputs, missing) -> InnerGraph:
-    import numpy as np
-
-    from graphc.leaves import Constant, Placeholder
-
+    site = ("<inner graph>", 0)
     tensors: list[Tensor] = []
     for entry in nodes:
-        kind = entry[0]
-        if kind == "input":
-            _, name, shape, dtype = entry
-            tensors.append(Tensor(Placeholder(), (), shape, dtype, name=name, is_gradient=False,
-                                  site=("<inner graph>", 0)))
-        elif kind == "constant":
-            _, value, name, is_gradient = entry
-            value = np.array(value, copy=True)
-            value.flags.writeable = False
-            tensors.append(Tensor(Constant(value), (), value.shape, value.dtype, name=name,
-                                  is_gradient=is_gradient, site=("<inner graph>", 0)))
-        elif kind == "op":
-            _, primitive, parents, shape, dtype, name, is_gradient, site = entry
-            tensors.append(Tensor(primitive, [tensors[k] for k in parents], shape, dtype, name=name,
-                                  site=site if site is not None else ("<inner graph>", 0),
-                                  is_gradient=is_gradient))
+        if entry[0] == "input":
+            tensors.append(pickled_placeholder(*entry[1:], site=site))
+        elif entry[0] in ("constant", "op"):
+            tensors.append(unpickled_node(entry, tensors, site))
         else:
-            raise ValueError(f"unknown node kind {kind!r} in a pickled inner graph")
-    extra = {k: Tensor(Placeholder(), (), shape, dtype, name=name, is_gradient=False, site=("<inner graph>", 0))
-             for k, name, shape, dtype in missing}
+            raise ValueError(f"unknown node kind {entry[0]!r} in a pickled inner graph")
+    extra = {k: pickled_placeholder(name, shape, dtype, site=site) for k, name, shape, dtype in missing}
     graph_inputs = [tensors[i] if i >= 0 else extra[k] for k, i in enumerate(inputs)]
     return InnerGraph(graph_inputs, [tensors[k] for k in outputs])
+
+
+# ---- pickled node lists ---------------------------------------------------------------------
+# A pickled graph (an inner graph's __reduce__, pickling.function_state) is a flat list of entries,
+# inputs before consumers; a constant or op node is one of
+#   ("constant", value, name, is_gradient)
+#   ("op", primitive, positions of its inputs in the list, shape, dtype, name, is_gradient, site)
+# and a placeholder (name, shape, dtype) under its writer's own tag.
+
+def pickled_node(node: Tensor, index: Mapping[int, int]) -> tuple:
+    """The entry of the constant or op ``node``; ``index`` maps ``id(tensor)`` to its position in the list."""
+    if isinstance(node.primitive, Constant):
+        return ("constant", node.primitive.value, node.name, node.is_gradient)
+    return ("op", node.primitive, tuple(index[id(p)] for p in node.inputs), node.shape, node.dtype, node.name,
+            node.is_gradient, node.site)
+
+
+def unpickled_node(entry: tuple, tensors: Sequence[Tensor], site: tuple) -> Tensor:
+    """The tensor of a "constant" or "op" entry, its inputs taken from ``tensors`` (the list so far);
+    ``site`` stands for a constant's, or an op's the pickle did not record. A constant holds a read-only copy."""
+    if entry[0] == "constant":
+        _, value, name, is_gradient = entry
+        value = np.array(value, copy=True)
+        value.flags.writeable = False
+        return Tensor(Constant(value), (), value.shape, value.dtype, name=name, site=site, is_gradient=is_gradient)
+    _, primitive, parents, shape, dtype, name, is_gradient, node_site = entry
+    return Tensor(primitive, [tensors[k] for k in parents], shape, dtype, name=name,
+                  site=node_site if node_site is not None else site, is_gradient=is_gradient)
+
+
+def pickled_placeholder(name: str, shape: tuple, dtype, *, site: tuple) -> Tensor:
+    """The placeholder of a pickled placeholder entry's fields."""
+    return Tensor(Placeholder(), (), shape, dtype, name=name, site=site, is_gradient=False)

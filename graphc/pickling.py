@@ -22,7 +22,8 @@ import numpy as np
 from graphc.compile import build_plan
 from graphc.errors import LoadError
 from graphc.function import PICKLING, Executable, Function, input_positions
-from graphc.leaves import Constant, Placeholder
+from graphc.graph import pickled_node, pickled_placeholder, unpickled_node
+from graphc.leaves import Placeholder
 from graphc.structure import unflatten
 from graphc.tensor import Tensor, Variable
 
@@ -60,11 +61,8 @@ def function_state(fn) -> dict:
             nodes.append(("variable", node, values[id(node)]))
         elif id(node) in input_ids or isinstance(primitive, Placeholder):
             nodes.append(("placeholder", node.name, node.shape, node.dtype))
-        elif isinstance(primitive, Constant):
-            nodes.append(("constant", primitive.value, node.name, node.is_gradient))
         else:
-            nodes.append(("op", primitive, tuple(index[id(p)] for p in node.inputs), node.shape, node.dtype,
-                          node.name, node.is_gradient, node.site))
+            nodes.append(pickled_node(node, index))
     return {
         "version": STATE_VERSION,
         "nodes": nodes,
@@ -87,12 +85,11 @@ def restore_function(state: dict):
                         f"this graphc reads version {STATE_VERSION}")
     tensors: list[Tensor] = []
     append = tensors.append
+    site = ("<unknown>", 0)
     for entry in state["nodes"]:
         kind = entry[0]
-        if kind == "op":
-            _, primitive, inputs, shape, dtype, name, is_gradient, site = entry
-            append(Tensor(primitive, [tensors[k] for k in inputs], shape, dtype, name=name,
-                          site=site if site is not None else ("<unknown>", 0), is_gradient=is_gradient))
+        if kind in ("constant", "op"):
+            append(unpickled_node(entry, tensors, site))
         elif kind == "variable":
             variable = entry[1]
             if len(entry) > 2 and entry[2] is not None:
@@ -101,14 +98,7 @@ def restore_function(state: dict):
                     variable._install(value)
             append(variable)
         elif kind == "placeholder":
-            _, name, shape, dtype = entry
-            append(Tensor(Placeholder(), (), shape, dtype, name=name, site=("<unknown>", 0), is_gradient=False))
-        elif kind == "constant":
-            _, value, name, is_gradient = entry
-            value = np.array(value, copy=True)
-            value.flags.writeable = False
-            append(Tensor(Constant(value), (), value.shape, value.dtype, name=name, site=("<unknown>", 0),
-                          is_gradient=is_gradient))
+            append(pickled_placeholder(*entry[1:], site=site))
         else:
             raise ValueError(f"unknown node kind {kind!r} in a pickled graphc Function")
     inputs = [tensors[k] for k in state["inputs"]]
