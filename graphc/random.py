@@ -39,7 +39,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.leaves import constant, variable
 from graphc.op import Op, apply, as_tensor
 from graphc.ops import div, mul, where
-from graphc.tensor import Tensor, Variable
+from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import as_dtype, broadcast_shapes, broadcast_to_shape, format_shape, normalize_shape
 
 __all__ = ["Generator", "dropout"]
@@ -355,30 +355,18 @@ def step_draws(outputs: list[Tensor], key: Tensor) -> tuple[list[Tensor], bool]:
     since = key.serial
     mapping: dict[int, Tensor] = {}
     used = False
-    stack = [(t, False) for t in reversed(outputs) if t.serial >= since]
-    done: set[int] = set()
-    while stack:
-        node, expanded = stack.pop()
-        if id(node) in done:
-            continue
-        if not expanded:
-            stack.append((node, True))
-            stack.extend((p, False) for p in node.inputs if p.serial >= since and id(p) not in done)
-            continue
-        done.add(id(node))
+    for node in toposort(outputs, skip=lambda t: t.serial < since):
         if node is key:
             used = True
             continue
         inputs = [mapping.get(id(p), p) for p in node.inputs]
         op = node.primitive
         if isinstance(op, RandomOp) and not op.stepped:
-            op = dataclasses.replace(op, stepped=True)
-            inputs.append(key)
+            mapping[id(node)] = Tensor(dataclasses.replace(op, stepped=True), [*inputs, key], node.shape,
+                                       node.dtype, name=node.name, site=node.site, is_gradient=node.is_gradient)
             used = True
-        elif all(a is b for a, b in zip(inputs, node.inputs)):
-            continue
-        mapping[id(node)] = Tensor(op, inputs, node.shape, node.dtype, name=node.name, site=node.site,
-                                   is_gradient=node.is_gradient)
+        else:
+            mapping[id(node)] = node.with_inputs(inputs)  # the node itself when no input changed
     return [mapping.get(id(t), t) for t in outputs], used
 
 

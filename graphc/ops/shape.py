@@ -781,7 +781,7 @@ class GetitemGrad(Op):
         return result
 
     def vjp(self, node, g):
-        g_in, *rest = node.inputs
+        _, *rest = node.inputs
         arrays = rest[:self.num_arrays]
         return (getitem_by_entries(g, self.index, arrays),) + (None,) * len(rest)
 
