@@ -40,6 +40,8 @@ class Op:
     view: ClassVar[bool] = False
     #: piecewise constant: the gradient through this op is zero everywhere
     zero_gradient: ClassVar[bool] = False
+    #: the value depends on more than the inputs' values (a random draw): never folded or hoisted
+    random: ClassVar[bool] = False
     #: positions of inputs that carry no gradient (indices, shape references)
     nondiff_inputs: ClassVar[tuple[int, ...]] = ()
     #: Python scalars given to this op are weak (take the other inputs' dtype)
