@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from graphc.errors import GraphcError, LoadError
-from graphc.export._common import graph_nodes, node_kind
+from graphc.export._common import graph_nodes, loop_nodes, node_kind
 from graphc.export.dot import render, to_dot
 from graphc.printing import debugprint
 from graphc.serialize import load
@@ -64,7 +64,7 @@ def _described(tensor) -> str:
 
 def _loop_lines(order) -> list[str]:
     """One line per inner graph of each loop node: its size and its ops (none if there are no loops)."""
-    loops = [node for node in order if node.inputs and node.primitive.inner_graphs()]
+    loops = loop_nodes(order)
     lines = [f"loops ({len(loops)}):"] if loops else []
     for node in loops:
         label = f" {node.name}" if node.name else ""

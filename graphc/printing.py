@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from graphc.export._common import constant_text, flat_outputs, param_text
+from graphc.export._common import constant_text, flat_outputs, loop_nodes, param_text
+from graphc.tensor import toposort
 
 __all__ = ["debugprint"]
 
@@ -55,9 +56,7 @@ def _describe(node, ident: str) -> str:
 
 def _inner_graph_nodes(roots) -> list:
     """The nodes of the graph that run inner graphs (loops), in topological order."""
-    from graphc.tensor import toposort
-
-    return [node for node in toposort(roots) if node.inputs and node.primitive.inner_graphs()]
+    return loop_nodes(toposort(roots))
 
 
 def _tree(roots, ids: dict[int, str], lines: list[str], max_depth: int) -> None:

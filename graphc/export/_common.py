@@ -35,6 +35,11 @@ def graph_nodes(outputs) -> tuple[list[Tensor], list[Tensor], dict[int, int]]:
     return order, flat, index
 
 
+def loop_nodes(order) -> list[Tensor]:
+    """The nodes of ``order`` that run inner graphs (loops: ``gc.scan``, ``gc.map``, ``gc.foldl``), in its order."""
+    return [node for node in order if node.inputs and node.primitive.inner_graphs()]
+
+
 def node_kind(node: Tensor) -> str:
     """``"placeholder"``, ``"constant"``, ``"variable"`` or ``"op"``."""
     primitive = node.primitive

@@ -28,7 +28,15 @@ import subprocess
 from collections import Counter
 
 from graphc.errors import GraphcError
-from graphc.export._common import constant_text, graph_nodes, node_kind, output_labels, readable_params, type_text
+from graphc.export._common import (
+    constant_text,
+    graph_nodes,
+    loop_nodes,
+    node_kind,
+    output_labels,
+    readable_params,
+    type_text,
+)
 
 __all__ = ["GraphvizError", "GraphvizNotFoundError", "render", "repr_svg", "to_dot"]
 
@@ -206,7 +214,7 @@ def _body_clusters(order, index) -> list[str]:
     from graphc.tensor import toposort
 
     lines: list[str] = []
-    pending = [(node, f"n{index[id(node)]}") for node in order if node.inputs and node.primitive.inner_graphs()]
+    pending = [(node, f"n{index[id(node)]}") for node in loop_nodes(order)]
     drawn = 0
     while pending:
         node, owner = pending.pop(0)
