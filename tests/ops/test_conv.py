@@ -29,6 +29,7 @@ from .util import (
     check_unknown_sizes,
     check_value,
     check_with_check_grad,
+    max_grad_error,
     run,
 )
 
@@ -433,9 +434,15 @@ def test_gradient_float32_and_unknown_sizes(case):
         check_gradient(case, np.float64, unknown=True)
 
 
+#: check_grad's largest relative error where it is not max_grad_error's: in conv-pool-conv an input entry
+#: whose gradient is 2.8e-6 (the largest is 6.7) differs from its central difference by 2e-9 (rounding)
+CHECK_GRAD_BOUND = {"conv-pool-conv": 1e-3}
+
+
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_check_grad(case):
-    assert check_with_check_grad(case, np.float64) >= 0.0  # raises GradientError past its tolerances
+    error = check_with_check_grad(case, np.float64)  # raises GradientError past check_grad's own tolerances
+    assert error < CHECK_GRAD_BOUND.get(case.id, max_grad_error(np.float64)), (case.id, error)
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
