@@ -43,8 +43,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from graphc.passes.fuse import Fused, fuse, fusable
-from graphc.tensor import Tensor
+from graphc.passes.fuse import Fused, fusable, fuse
+from graphc.tensor import Tensor, toposort
 
 #: NumPy ufuncs that numba computes as the very same exactly rounded operation: name -> scalar expression
 EXACT_UFUNCS: dict[object, str] = {
@@ -102,6 +102,15 @@ def compilable(node: Tensor) -> bool:
     if not fusable(node) or node.shape == () or step_expression(node.primitive) is None:
         return False
     return _types_compile(node.dtype, [p.dtype for p in node.inputs])
+
+
+def _fused_compiles(node: Tensor) -> bool:
+    """Every step of the fused ``node`` compiles (also true of a fused node the user's pipeline made)."""
+    op = node.primitive
+    dtypes = [p.dtype for p in node.inputs] + [np.dtype(d) for d in op.dtypes]
+    return len(node.inputs) == op.n_inputs and all(
+        step_expression(step) is not None and _types_compile(dtypes[op.n_inputs + k], [dtypes[a] for a in args])
+        for k, (step, args) in enumerate(op.steps))
 
 
 def fuse_for_kernels(outputs: list[Tensor]) -> list[Tensor]:
@@ -239,6 +248,22 @@ def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     return a.copy()
 
 
-def lowered_fused(op: Fused) -> Fused:
-    """``op`` carrying its numba kernel: a plan calls ``op.lowering()`` with ``out=``."""
-    return op.with_kernel(FusedKernel(op))
+def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
+    """``roots`` with each group of compilable nodes replaced by one ``fused`` node carrying its kernel.
+
+    The plan compiler lowers such a node as it lowers a ufunc, ``kernel(*arrays, out=buffer)``
+    (a ``Fused`` op's ``lowering()`` is its kernel), instead of expanding it into steps.
+    """
+    require_numba()
+    memo: dict[int, Tensor] = {}
+    fused = fuse_for_kernels(list(roots))
+    for node in toposort(fused):
+        inputs = [memo.get(id(p), p) for p in node.inputs]
+        op = node.primitive
+        if isinstance(op, Fused) and op.kernel is None and node.shape != () and _fused_compiles(node):
+            memo[id(node)] = Tensor(op.with_kernel(FusedKernel(op)), inputs, node.shape, node.dtype,
+                                    name=node.name, site=node.site, is_gradient=node.is_gradient)
+        elif any(a is not b for a, b in zip(inputs, node.inputs)):
+            memo[id(node)] = Tensor(op, inputs, node.shape, node.dtype, name=node.name, site=node.site,
+                                    is_gradient=node.is_gradient)
+    return [memo.get(id(t), t) for t in fused]
