@@ -134,12 +134,11 @@ def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     plan_inputs = [replace.get(t, t) for t in inputs]
     n = len(outputs)
     new_updates = [(var, value) for (var, _), value in zip(updates, values[n:])]
-    if check_numerics:  # (a separate plan option: the default plan is built exactly as before)
-        return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates,
-                          check_numerics=True)
-    if backend != "numpy":  # (likewise: the default plan is built exactly as before)
-        return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates, backend=backend)
-    return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates)
+    # (separate plan options, passed only when set: the default plan is built exactly as before)
+    options = {"check_numerics": True} if check_numerics else {}
+    if backend != "numpy":
+        options["backend"] = backend
+    return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates, **options)
 
 
 def check_feed(tensor: Tensor, value) -> np.ndarray:
