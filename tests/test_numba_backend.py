@@ -65,7 +65,10 @@ def test_numpy_backend_is_the_default_plan():
 
 # ---- kernels --------------------------------------------------------------------------------------
 
-numba = pytest.importorskip("numba")
+@pytest.fixture(autouse=False)
+def numba():
+    """numba, or the test is skipped (an optional extra)."""
+    return pytest.importorskip("numba")
 
 
 def _chains(x, w):
@@ -92,7 +95,7 @@ def _special(n: int, dtype, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_kernels_bit_identical_to_numpy(dtype):
+def test_kernels_bit_identical_to_numpy(numba, dtype):
     x = gc.placeholder("x", (N,), dtype=dtype)
     w = gc.placeholder("w", (N,), dtype=dtype)
     xs, ws = _special(N, dtype, 1), _special(N, dtype, 2)
@@ -104,7 +107,7 @@ def test_kernels_bit_identical_to_numpy(dtype):
             assert_identical(compiled(xs, ws), reference(xs, ws))
 
 
-def test_transcendental_steps_stay_numpy_steps():
+def test_transcendental_steps_stay_numpy_steps(numba):
     x = gc.placeholder("x", (N,))
     fn = gc.function([x], 0.5 * x * (1.0 + gc.tanh(0.79788456 * (x + 0.044715 * x * x * x))), backend="numba")
     kernels = kernel_steps(fn)
@@ -113,7 +116,7 @@ def test_transcendental_steps_stay_numpy_steps():
     assert [s.op for s in fn.plan.steps].count("tanh") == 1
 
 
-def test_mixed_precision_steps_are_not_compiled():
+def test_mixed_precision_steps_are_not_compiled(numba):
     x = gc.placeholder("x", (N,), dtype=np.float32)
     w = gc.placeholder("w", (N,), dtype=np.float64)
     fn = gc.function([x, w], (x * x + x) * w, backend="numba")
@@ -126,7 +129,7 @@ def test_mixed_precision_steps_are_not_compiled():
 
 @pytest.mark.parametrize("shapes", [((64, 1000), (1000,)), ((64, 1000), (64, 1)), ((64, 1000), ()),
                                     ((1, 1000), (64, 1)), ((8, 50, 100), (50, 1))])
-def test_broadcasting(shapes):
+def test_broadcasting(numba, shapes):
     x = gc.placeholder("x", shapes[0])
     b = gc.placeholder("b", shapes[1])
     y = gc.maximum(x * 2.0 + b, 0.0) * b - x
@@ -137,7 +140,7 @@ def test_broadcasting(shapes):
     assert_identical(fn(xs, bs), gc.function([x, b], y)(xs, bs))
 
 
-def test_unknown_sizes_and_small_calls():
+def test_unknown_sizes_and_small_calls(numba):
     x = gc.placeholder("x", (None, 30))
     y = (x * 3.0 - 1.0) * x + 2.0
     fn, reference = gc.function([x], y, backend="numba"), gc.function([x], y)
@@ -148,7 +151,7 @@ def test_unknown_sizes_and_small_calls():
         assert_identical(fn(xs), reference(xs))
 
 
-def test_non_contiguous_and_transposed_feeds():
+def test_non_contiguous_and_transposed_feeds(numba):
     x = gc.placeholder("x", (300, 200))
     w = gc.placeholder("w", (300, 200))
     y = (x - w) * (x + w) + 1.0
@@ -159,7 +162,7 @@ def test_non_contiguous_and_transposed_feeds():
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-def test_updates_and_gradients(inplace):
+def test_updates_and_gradients(numba, inplace):
     rng = np.random.default_rng(8)
     start = rng.normal(size=(200, 200))
     results = []
@@ -181,7 +184,7 @@ def test_updates_and_gradients(inplace):
     assert_identical(results[1][1], results[0][1])
 
 
-def test_pickle_keeps_the_backend():
+def test_pickle_keeps_the_backend(numba):
     x = gc.placeholder("x", (N,))
     fn = gc.function([x], (x * 2.0 + 1.0) * x, backend="numba")
     loaded = pickle.loads(pickle.dumps(fn))
@@ -190,7 +193,7 @@ def test_pickle_keeps_the_backend():
     assert_identical(loaded(xs), fn(xs))
 
 
-def test_kernels_cached_by_structure():
+def test_kernels_cached_by_structure(numba):
     from graphc.numba_kernels import KERNELS
 
     xs = np.random.default_rng(10).normal(size=N)
@@ -204,7 +207,7 @@ def test_kernels_cached_by_structure():
     assert len(KERNELS) == count + 1
 
 
-def test_the_optimized_graph_is_unchanged():
+def test_the_optimized_graph_is_unchanged(numba):
     x = gc.placeholder("x", (N,))
     y = (x * 2.0 + 1.0) * x
     fn, reference = gc.function([x], y, backend="numba"), gc.function([x], y)
