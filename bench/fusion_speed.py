@@ -20,6 +20,8 @@ result returned fresh), ``gc.function(...)`` and ``gc.function(..., backend="num
 (skipped when numba does not import). Medians and ratios of medians to NumPy by hand;
 the numba column's first call (its kernels' compilation) is reported apart. The
 three results are checked bit-identical.
+
+ulps:  python bench/fusion_speed.py --ulps   (numba's exp, log, tanh, ... against NumPy's, in ulp)
 """
 
 from __future__ import annotations
@@ -179,7 +181,31 @@ def backends(sizes: list[int], repeats: int) -> None:
     print(f"(float64; medians of {repeats} interleaved rounds; ratios of medians to NumPy by hand)")
 
 
-if __name__ == "__main__" and "--backends" in sys.argv:
+def ulps(n: int = 1_000_000) -> None:
+    """Max ulp distance of numba's transcendental functions from NumPy's ufuncs (why they are not compiled)."""
+    import numba
+
+    rng = np.random.default_rng(0)
+    print(f"numba {numba.__version__}, numpy {np.__version__}; {n:,} normal(0, 3) inputs (log, sqrt: |x| + 1e-3)")
+    for name in ("exp", "log", "log1p", "expm1", "tanh", "sin", "cos", "arctan", "sqrt", "absolute"):
+        row = []
+        for dtype, bits in ((np.float64, np.int64), (np.float32, np.int32)):
+            a = (rng.normal(size=n) * 3).astype(dtype)
+            if name in ("log", "log1p", "sqrt"):
+                a = np.abs(a) + dtype(1e-3)
+            namespace = {"np": np}
+            exec(f"def k(a, out):\n    for i in range(a.shape[0]):\n        out[i] = np.{name}(a[i])\n",
+                 namespace)  # noqa: S102
+            out = np.empty_like(a)
+            numba.njit(error_model="numpy")(namespace["k"])(a, out)
+            want = getattr(np, name)(a)
+            row.append(int(np.max(np.abs(out.view(bits).astype(np.int64) - want.view(bits)))))
+        print(f"  {name:9s} float64 {row[0]} ulp   float32 {row[1]} ulp")
+
+
+if __name__ == "__main__" and "--ulps" in sys.argv:
+    ulps()
+elif __name__ == "__main__" and "--backends" in sys.argv:
     args = [a for a in sys.argv[1:] if a != "--backends"]
     rounds = 15
     if "--repeats" in args:
