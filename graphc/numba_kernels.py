@@ -224,18 +224,23 @@ class FusedKernel:
             return out
         if out is None:
             out = np.empty(shape, self.op.dtypes[-1])
-        kinds = _layout(arrays, shape)
-        if out.flags.c_contiguous and "b" not in kinds:
-            ndim, target = 1, out.reshape(-1)
-            operands = [a.reshape(-1)[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
-        else:
-            kinds = tuple("s" if kind == "s" else "b" for kind in kinds)
-            ndim, target = len(shape), out
-            operands = [a.reshape(-1)[0] if kind == "s" else np.broadcast_to(a, shape)
-                        for a, kind in zip(arrays, kinds)]
-        operands = [_unaliased(a, target) if kind != "s" else a for a, kind in zip(operands, kinds)]
-        KERNELS.get(self.op, kinds, ndim)(*operands, target)
+        kinds, target, operands = _operands(arrays, shape, out)
+        KERNELS.get(self.op, kinds, target.ndim)(*operands, target)
         return out
+
+
+def _operands(arrays: Sequence[np.ndarray], shape: tuple, out: np.ndarray):
+    """(layout kinds, the array the kernel writes, its operands): one flat loop where every input is
+    flat or one element and ``out`` is C-contiguous, else a loop over broadcast views of ``shape``."""
+    kinds = _layout(arrays, shape)
+    if out.flags.c_contiguous and "b" not in kinds:
+        target = out.reshape(-1)
+        operands = [a.reshape(-1)[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
+    else:
+        kinds = tuple("s" if kind == "s" else "b" for kind in kinds)
+        target = out
+        operands = [a.reshape(-1)[0] if kind == "s" else np.broadcast_to(a, shape) for a, kind in zip(arrays, kinds)]
+    return kinds, target, [a if kind == "s" else _unaliased(a, target) for a, kind in zip(operands, kinds)]
 
 
 def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
