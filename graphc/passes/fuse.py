@@ -213,13 +213,13 @@ def _groups(order: list[Tensor], outputs: Sequence[Tensor], predicate: Callable[
     return group
 
 
-def fuse(outputs: list[Tensor], predicate: Callable[[Tensor], bool] = fusable) -> list[Tensor]:
+def fuse(outputs: list[Tensor], predicate: Callable[[Tensor], bool] | None = None) -> list[Tensor]:
     """Replace each group of two or more connected element-wise nodes by one ``fused`` node.
 
-    ``predicate`` says which nodes may join a group (a subset of :func:`fusable` ones: a backend's
+    ``predicate``, if given, limits which :func:`fusable` nodes may join a group (a backend's
     kernels compile only some ops)."""
     order = topological(outputs)
-    group = _groups(order, outputs, predicate)
+    group = _groups(order, outputs, fusable if predicate is None else lambda n: fusable(n) and predicate(n))
     members: dict[int, list[Tensor]] = {}
     for node in order:  # topological order within each group
         root = group.get(id(node))
