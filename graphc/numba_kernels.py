@@ -38,6 +38,7 @@ numba is imported only when a kernel is first built (:func:`require_numba`).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 
@@ -57,7 +58,7 @@ EXACT_UFUNCS: dict[object, str] = {
 }
 
 #: below this many elements a fused node runs its steps with NumPy (a kernel call costs a few microseconds)
-MIN_KERNEL_ELEMENTS = 16384
+MIN_KERNEL_ELEMENTS = 8192
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _BOOL = np.dtype(bool)
@@ -204,34 +205,51 @@ class FusedKernel:
     one of the inputs: each element is read before it is written) or into a fresh array.
     """
 
-    __slots__ = ("op", "__name__")
+    __slots__ = ("op", "__name__", "_dispatch")
 
     def __init__(self, op: Fused) -> None:
         self.op = op
         self.__name__ = "fused_kernel"
+        #: (layout kinds, rank) -> compiled kernel: this node's share of ``KERNELS``, found without
+        #: hashing the op at every call
+        self._dispatch: dict[tuple, Callable] = {}
 
     def __call__(self, *arrays, out: np.ndarray | None = None):
         arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
-        shape = arrays[0].shape if len(arrays) == 1 else np.broadcast_shapes(*(a.shape for a in arrays))
-        size = 1
-        for n in shape:
-            size *= n
-        if size < MIN_KERNEL_ELEMENTS or not shape:
+        shape = _broadcast_shape([a.shape for a in arrays])
+        if not shape or math.prod(shape) < MIN_KERNEL_ELEMENTS:
             result = self.op.impl(*arrays)  # the same values with NumPy (the call would cost more)
             if out is None:
                 return result
             out[...] = result
             return out
-        if out is None:
+        fresh = out is None
+        if fresh:
             out = np.empty(shape, self.op.dtypes[-1])
-        kinds, target, operands = _operands(arrays, shape, out)
-        KERNELS.get(self.op, kinds, target.ndim)(*operands, target)
+        kinds, target, operands = _operands(arrays, shape, out, fresh)
+        key = (kinds, target.ndim)
+        kernel = self._dispatch.get(key)
+        if kernel is None:
+            kernel = self._dispatch[key] = KERNELS.get(self.op, *key)
+        kernel(*operands, target)
         return out
 
 
-def _operands(arrays: Sequence[np.ndarray], shape: tuple, out: np.ndarray):
+def _broadcast_shape(shapes: list[tuple]) -> tuple:
+    """NumPy's broadcast shape, without ``np.broadcast_shapes``'s cost in the common cases."""
+    first = shapes[0]
+    if all(s == first for s in shapes):
+        return first
+    big = [s for s in shapes if s != ()]
+    if all(s == big[0] for s in big):
+        return big[0]
+    return np.broadcast_shapes(*shapes)
+
+
+def _operands(arrays: Sequence[np.ndarray], shape: tuple, out: np.ndarray, fresh: bool):
     """(layout kinds, the array the kernel writes, its operands): one flat loop where every input is
-    flat or one element and ``out`` is C-contiguous, else a loop over broadcast views of ``shape``."""
+    flat or one element and ``out`` is C-contiguous, else a loop over broadcast views of ``shape``.
+    A ``fresh`` ``out`` overlaps no input."""
     kinds = _layout(arrays, shape)
     if out.flags.c_contiguous and "b" not in kinds:
         target = out.reshape(-1)
@@ -240,6 +258,8 @@ def _operands(arrays: Sequence[np.ndarray], shape: tuple, out: np.ndarray):
         kinds = tuple("s" if kind == "s" else "b" for kind in kinds)
         target = out
         operands = [a.reshape(-1)[0] if kind == "s" else np.broadcast_to(a, shape) for a, kind in zip(arrays, kinds)]
+    if fresh:
+        return kinds, target, operands
     return kinds, target, [a if kind == "s" else _unaliased(a, target) for a, kind in zip(operands, kinds)]
 
 
