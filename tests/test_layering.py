@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ops", ("graphc.custom", "graphc.ops", "graphc.ops.*", "graphc.random")),
     ("autodiff", ("graphc.autodiff", "graphc.scan")),
     ("passes", ("graphc.passes", "graphc.passes.*")),
-    ("compile", ("graphc.compile", "graphc.compile.*", "graphc.numerics", "graphc.numba_kernels")),
+    ("compile", ("graphc.compile", "graphc.compile.*", "graphc.numerics")),
     ("function", ("graphc.function", "graphc.session", "graphc.gradcheck", "graphc.optim", "graphc.init",
                   "graphc.data")),
     ("serialization", ("graphc.pickling", "graphc.serialize")),

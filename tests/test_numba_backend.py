@@ -42,7 +42,7 @@ def test_unknown_backend_is_a_value_error():
 
 
 def test_missing_numba_is_a_clear_import_error(monkeypatch):
-    from graphc.numba_kernels import BackendUnavailable
+    from graphc.compile.numba_kernels import BackendUnavailable
 
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
     x = gc.placeholder("x", (3,))
@@ -194,7 +194,7 @@ def test_pickle_keeps_the_backend(numba):
 
 
 def test_kernels_cached_by_structure(numba):
-    from graphc.numba_kernels import KERNELS
+    from graphc.compile.numba_kernels import KERNELS
 
     xs = np.random.default_rng(10).normal(size=N)
     x = gc.placeholder("x", (N,))

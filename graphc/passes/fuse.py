@@ -74,7 +74,7 @@ class Fused(Op):
     #: the user source line of each step, for error messages (not part of the key)
     sites: tuple = field(default=(), compare=False, repr=False)
     #: a compiled ``kernel(*arrays, out=None)`` computing the same values in one pass, set by a code
-    #: generator's backend (graphc/numba_kernels.py); not part of the key, never saved
+    #: generator's backend (graphc/compile/numba_kernels.py); not part of the key, never saved
     kernel: object = field(default=None, compare=False, repr=False)
 
     def lowering(self):
