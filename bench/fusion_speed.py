@@ -144,7 +144,7 @@ def _hand_chains():
 
 
 def backends(sizes: list[int], repeats: int) -> None:
-    from common import conditions, interleaved
+    from common import CPU_TIMES, conditions, interleaved
 
     try:
         import numba  # noqa: F401
@@ -153,7 +153,7 @@ def backends(sizes: list[int], repeats: int) -> None:
         have_numba = False
     print(conditions() + ("" if have_numba else "; numba not installed: no numba column"))
     print(f"{'chain':<26}{'n':>10}{'by hand':>11}{'graphc':>11}{'numba':>11}{'graphc/hand':>13}"
-          f"{'numba/hand':>12}{'numba 1st call':>16}")
+          f"{'numba/hand':>12}{'cpu: graphc':>13}{'numba':>8}{'numba 1st call':>16}")
     for n in sizes:
         rng = np.random.default_rng(0)
         feeds = [rng.normal(size=n) for _ in range(3)]
@@ -174,11 +174,14 @@ def backends(sizes: list[int], repeats: int) -> None:
             calls = {key: (fn if key == "hand" else (lambda fn=fn, feeds=feeds: fn(*feeds)))
                      for key, fn in candidates.items()}
             times = {key: float(np.median(v)) for key, v in interleaved(calls, repeats, warmup=1).items()}
-            numba_time = times.get("numba", float("nan"))
+            cpu = {key: float(np.median(v)) for key, v in CPU_TIMES.items()}
+            numba_time, numba_cpu = times.get("numba", float("nan")), cpu.get("numba", float("nan"))
             print(f"{name:<26}{n:>10.0e}{times['hand'] * 1e3:>9.3f}ms{times['graphc'] * 1e3:>9.3f}ms"
                   f"{numba_time * 1e3:>9.3f}ms{times['graphc'] / times['hand']:>12.2f}x"
-                  f"{numba_time / times['hand']:>11.2f}x{first:>14.2f} s")
-    print(f"(float64; medians of {repeats} interleaved rounds; ratios of medians to NumPy by hand)")
+                  f"{numba_time / times['hand']:>11.2f}x{cpu['graphc'] / cpu['hand']:>12.2f}x"
+                  f"{numba_cpu / cpu['hand']:>7.2f}x{first:>14.2f} s")
+    print(f"(float64; medians of {repeats} interleaved rounds; ratios of medians to NumPy by hand, of wall-clock "
+          f"time and of the calling thread's CPU time)")
 
 
 def ulps(n: int = 1_000_000) -> None:
