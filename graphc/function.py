@@ -120,8 +120,8 @@ def drawn_states(roots: Sequence[Tensor], inputs: Sequence[Tensor] = ()) -> dict
 
 def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
                   updates: Sequence[tuple[Variable, Tensor]], optimize: bool,
-                  inplace_updates: bool = False, check_numerics: bool = False) -> Plan:
-    """Cut fed non-placeholder tensors, optimize if asked, and lower to a Plan."""
+                  inplace_updates: bool = False, check_numerics: bool = False, backend: str = "numpy") -> Plan:
+    """Cut fed non-placeholder tensors, optimize if asked, and lower to a Plan (on ``backend``)."""
     replace = {}
     for tensor in inputs:
         if not isinstance(tensor.primitive, Placeholder):
@@ -134,10 +134,11 @@ def prepare_graph(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     plan_inputs = [replace.get(t, t) for t in inputs]
     n = len(outputs)
     new_updates = [(var, value) for (var, _), value in zip(updates, values[n:])]
-    if check_numerics:  # (a separate plan option: the default plan is built exactly as before)
-        return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates,
-                          check_numerics=True)
-    return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates)
+    # (separate plan options, passed only when set: the default plan is built exactly as before)
+    options = {"check_numerics": True} if check_numerics else {}
+    if backend != "numpy":
+        options["backend"] = backend
+    return build_plan(values[:n], plan_inputs, new_updates, inplace_updates=inplace_updates, **options)
 
 
 def check_feed(tensor: Tensor, value) -> np.ndarray:
@@ -462,7 +463,7 @@ class Function:
     """A compiled graph: ``fn(*values)`` or ``fn(**{placeholder_name: value})``."""
 
     def __init__(self, inputs, outputs, updates=None, optimize: bool = True, *,
-                 inplace_updates: bool = False, check_numerics: bool = False) -> None:
+                 inplace_updates: bool = False, check_numerics: bool = False, backend: str = "numpy") -> None:
         if isinstance(inputs, Tensor):
             inputs = [inputs]
         if not isinstance(inputs, (list, tuple)):
@@ -481,8 +482,9 @@ class Function:
         self.optimize = optimize
         self.inplace_updates = bool(inplace_updates)
         self.check_numerics = bool(check_numerics)
+        self.backend = backend
         self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize,
-                                                    self.inplace_updates, self.check_numerics))
+                                                    self.inplace_updates, self.check_numerics, backend))
         self._positions = input_positions(self.inputs)
 
     @property
@@ -586,7 +588,7 @@ def _rebuilder(spec):
 
 
 def function(inputs, outputs, updates=None, optimize: bool = True, *, inplace_updates: bool = False,
-             check_numerics: bool = False) -> Function:
+             check_numerics: bool = False, backend: str = "numpy") -> Function:
     """Compile ``outputs`` (a tensor or a nested structure) as a function of ``inputs``.
 
     ``inplace_updates=True`` (opt-in, for large models) writes each variable's new
@@ -607,8 +609,17 @@ def function(inputs, outputs, updates=None, optimize: bool = True, *, inplace_up
     placeholder or variable. No variable changes. Off, it costs nothing: the
     default plan is generated as before. Not combinable with ``inplace_updates``.
 
+    ``backend="numba"`` (optional: ``pip install "graphc[numba]"``) runs each group of
+    connected element-wise steps on large arrays as one compiled kernel, a single pass
+    over memory, with bit-identical results: only operations that numba computes
+    exactly as NumPy does are compiled (arithmetic, comparisons, ``where``, ``maximum``,
+    ``sqrt``, ``abs``...); transcendental functions stay NumPy ufunc steps. Each kernel
+    compiles at its first call. ``BackendUnavailable`` (an ``ImportError``) if numba
+    does not import; ``ValueError`` for another name, or with ``check_numerics=True``.
+    See docs/performance.md.
+
     Draws of ``gc.random`` generators computed by the function advance their
     generators' states at every call, as implicit updates (see docs/random.md).
     """
     return Function(inputs, outputs, updates=updates, optimize=optimize, inplace_updates=inplace_updates,
-                    check_numerics=check_numerics)
+                    check_numerics=check_numerics, backend=backend)

@@ -74,6 +74,7 @@ def function_state(fn) -> dict:
         # an execution option, kept: the loaded Function behaves as the pickled one did
         "inplace_updates": bool(getattr(fn, "inplace_updates", False)),
         "check_numerics": bool(getattr(fn, "check_numerics", False)),
+        "backend": getattr(fn, "backend", "numpy"),
     }
 
 
@@ -106,12 +107,13 @@ def restore_function(state: dict):
     updates = [(tensors[v], tensors[k]) for v, k in state["updates"]]
     return rebuild_function(inputs, outputs, state["spec"], updates, state["optimize"],
                             inplace_updates=bool(state.get("inplace_updates", False)),
-                            check_numerics=bool(state.get("check_numerics", False)))
+                            check_numerics=bool(state.get("check_numerics", False)),
+                            backend=str(state.get("backend", "numpy")))
 
 
 def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
                      updates: Sequence[tuple[Variable, Tensor]], optimize: bool = True, *,
-                     inplace_updates: bool = False, check_numerics: bool = False):
+                     inplace_updates: bool = False, check_numerics: bool = False, backend: str = "numpy"):
     """A Function over an already optimized graph: lowered with ``build_plan``, never optimized.
 
     Sets the same attributes as ``Function.__init__`` (a test checks they agree).
@@ -124,7 +126,10 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
     fn.optimize = optimize
     fn.inplace_updates = bool(inplace_updates)
     fn.check_numerics = bool(check_numerics)
+    fn.backend = backend
     options = {"check_numerics": True} if fn.check_numerics else {}
+    if backend != "numpy":
+        options["backend"] = backend
     fn._executable = Executable(build_plan(list(outputs), list(inputs), list(updates),
                                            inplace_updates=fn.inplace_updates, **options))
     fn._positions = input_positions(fn.inputs)

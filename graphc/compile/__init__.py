@@ -23,6 +23,7 @@ never returns aliased arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 from collections.abc import Callable, Sequence
@@ -39,6 +40,9 @@ from .schedule import schedule
 
 __all__ = ["SPARE_MIN_BYTES", "STAGES", "Plan", "build_plan", "compile_inner"]
 
+#: the values of ``build_plan``'s ``backend``: "numba" is the optional extra (``pip install "graphc[numba]"``)
+BACKENDS = ("numpy", "numba")
+
 #: the compiler's stages, in the order they run (see the module docstring)
 STAGES: tuple[Callable[[Program], Program], ...] = (lower, schedule, plan_inplace, assign_buffers, generate)
 
@@ -46,7 +50,8 @@ STAGES: tuple[Callable[[Program], Program], ...] = (lower, schedule, plan_inplac
 def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
                updates: Sequence[tuple[Variable, Tensor]] = (), *, reuse_buffers: bool = True,
                schedule_updates: bool = True, scalar_mode: bool = True, peepholes: bool = True,
-               expand_fused: bool = True, inplace_updates: bool = False, check_numerics: bool = False) -> Plan:
+               expand_fused: bool = True, inplace_updates: bool = False, check_numerics: bool = False,
+               backend: str = "numpy") -> Plan:
     """Lower the graph computing ``outputs`` and the update values to a Plan.
 
     ``inputs`` are the tensors fed at call time, in call order. Every
@@ -64,7 +69,26 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     non-finite feed or variable value, raises ``NumericsError`` (an
     ``ExecutionError``). It writes no step into its inputs' buffers, and cannot be
     an in-place plan. Without it the generated code is what it always was.
+
+    ``backend="numba"`` runs each group of compilable element-wise steps as one compiled
+    kernel (``numba_kernels.py``; bit-identical values); the plan's graph (``outputs``,
+    ``updates``, what pickles hold) is still the one given.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; the backends are {', '.join(map(repr, BACKENDS))}")
+    if backend == "numba":
+        if check_numerics:
+            raise ValueError('backend="numba" cannot be combined with check_numerics=True: a kernel has no '
+                             "intermediate values to check")
+        from .numba_kernels import kernel_graph
+
+        updates = tuple(updates)
+        roots = kernel_graph(list(outputs) + [value for _, value in updates])
+        n = len(roots) - len(updates)
+        plan = build_plan(roots[:n], inputs, [(var, value) for (var, _), value in zip(updates, roots[n:])],
+                          reuse_buffers=reuse_buffers, schedule_updates=schedule_updates, scalar_mode=scalar_mode,
+                          peepholes=peepholes, expand_fused=expand_fused, inplace_updates=inplace_updates)
+        return dataclasses.replace(plan, outputs=tuple(outputs), updates=updates)
     if check_numerics:
         if inplace_updates and updates:
             raise ValueError("check_numerics=True cannot be combined with inplace_updates=True: an in-place "

@@ -86,6 +86,8 @@ def _expand_fused(node: Tensor, alias: dict[int, Tensor], steps: list[Tensor]) -
     op = node.primitive
     if op.name != "fused" or not all(hasattr(op, a) for a in ("steps", "n_inputs", "dtypes")):
         return False
+    if getattr(op, "kernel", None) is not None:
+        return False  # a backend's compiled kernel computes it: lowered as one ufunc-like step
     values: list[Tensor] = [alias.get(id(p), p) for p in node.inputs]
     if len(values) != op.n_inputs:
         return False

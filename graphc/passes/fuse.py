@@ -19,8 +19,9 @@ original nodes (used by its gradient rule and useful to exporters).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +73,16 @@ class Fused(Op):
     dtypes: tuple = ()
     #: the user source line of each step, for error messages (not part of the key)
     sites: tuple = field(default=(), compare=False, repr=False)
+    #: a compiled ``kernel(*arrays, out=None)`` computing the same values in one pass, set by a code
+    #: generator's backend (graphc/compile/numba_kernels.py); not part of the key, never saved
+    kernel: object = field(default=None, compare=False, repr=False)
+
+    def lowering(self):
+        return self.kernel
+
+    def with_kernel(self, kernel) -> Fused:
+        """This op, computed by ``kernel`` (same steps, same key)."""
+        return dataclasses.replace(self, kernel=kernel)
 
     def infer(self, *inputs):
         types = [(t.shape, t.dtype) for t in inputs]
@@ -184,13 +195,14 @@ def _step_error(op: Fused, k: int, exc: Exception) -> Exception:
 
 # ---- the pass ------------------------------------------------------------------------------------
 
-def _groups(order: list[Tensor], outputs: Sequence[Tensor]) -> dict[int, int]:
-    """``id(node) -> id(group root)`` for every fusable node (reverse topological sweep)."""
+def _groups(order: list[Tensor], outputs: Sequence[Tensor], predicate: Callable[[Tensor], bool] = fusable
+            ) -> dict[int, int]:
+    """``id(node) -> id(group root)`` for every node ``predicate`` accepts (reverse topological sweep)."""
     users = consumers(order)
     output_ids = {id(t) for t in outputs}
     group: dict[int, int] = {}
     for node in reversed(order):
-        if not fusable(node):
+        if not predicate(node):
             continue
         mine = users.get(id(node), [])
         roots = {group.get(id(u)) for u in mine}
@@ -201,10 +213,13 @@ def _groups(order: list[Tensor], outputs: Sequence[Tensor]) -> dict[int, int]:
     return group
 
 
-def fuse(outputs: list[Tensor]) -> list[Tensor]:
-    """Replace each group of two or more connected element-wise nodes by one ``fused`` node."""
+def fuse(outputs: list[Tensor], predicate: Callable[[Tensor], bool] | None = None) -> list[Tensor]:
+    """Replace each group of two or more connected element-wise nodes by one ``fused`` node.
+
+    ``predicate``, if given, limits which :func:`fusable` nodes may join a group (a backend's
+    kernels compile only some ops)."""
     order = topological(outputs)
-    group = _groups(order, outputs)
+    group = _groups(order, outputs, fusable if predicate is None else lambda n: fusable(n) and predicate(n))
     members: dict[int, list[Tensor]] = {}
     for node in order:  # topological order within each group
         root = group.get(id(node))

@@ -33,6 +33,25 @@ def test_a_chain_becomes_one_fused_node():
     assert "tanh" in z.primitive.describe_steps() and "tanh" in gc.debugprint(z)
 
 
+def test_a_predicate_limits_the_groups():
+    x, w = gc.placeholder("x", (5,)), gc.placeholder("w", (5,))
+    y = gc.tanh(x * w + 0.5) * 0.5 + 0.5
+    (z,) = fuse([y], predicate=lambda node: node.op != "tanh")
+    groups = [n for n in toposort([z]) if n.op == "fused"]
+    assert [[op.name for op, _ in g.primitive.steps] for g in groups] == [["mul", "add"], ["mul", "add"]]
+    assert [n.op for n in toposort([z]) if n.op not in ("placeholder", "constant")] == ["fused", "tanh", "fused"]
+    values = (np.linspace(-2, 2, 5), np.array([np.nan, np.inf, -0.0, 1.0, 3.0]))
+    assert_same_values(run([y], dict(zip([x, w], values))), _run_kernel([z], [x, w], values))
+
+
+def test_a_kernel_is_not_part_of_the_key():
+    (z,) = fuse([gc.placeholder("x", (5,)) * 2.0 + 1.0])
+    op = z.primitive
+    with_kernel = op.with_kernel(np.add)
+    assert with_kernel == op and hash(with_kernel) == hash(op) and with_kernel.lowering() is np.add
+    assert op.lowering() is None
+
+
 def test_shared_intermediates_and_outputs_stay_outside():
     x = gc.placeholder("x", (4,))
     shared = gc.exp(x) * 2.0           # used by two chains

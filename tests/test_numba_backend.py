@@ -1,0 +1,224 @@
+"""The optional numba backend: fused element-wise kernels with results bit-identical to NumPy's.
+
+Tests that compile kernels skip when numba is not installed (it is an optional extra, not in ``dev``);
+the keyword's errors are tested either way.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+N = 40_000  # above MIN_KERNEL_ELEMENTS: the kernels run
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint8) if a.dtype == bool else a.view(f"u{a.dtype.itemsize}")
+
+
+def assert_identical(got, want) -> None:
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(_bits(got), _bits(want)), f"{np.sum(_bits(got) != _bits(want))} elements differ"
+
+
+def kernel_steps(fn) -> list:
+    """The plan steps that run a compiled kernel."""
+    return [s for s in fn.plan.steps if s.op == "fused" and getattr(s.primitive, "kernel", None) is not None]
+
+
+# ---- the keyword (no numba needed) -----------------------------------------------------------------
+
+def test_unknown_backend_is_a_value_error():
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(ValueError, match="backend"):
+        gc.function([x], x * 2.0 + 1.0, backend="cuda")
+
+
+def test_missing_numba_is_a_clear_import_error(monkeypatch):
+    from graphc.compile.numba_kernels import BackendUnavailable
+
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(BackendUnavailable, match=r"pip install \"graphc\[numba\]\""):
+        gc.function([x], x * 2.0 + 1.0, backend="numba")
+    assert issubclass(BackendUnavailable, ImportError)
+
+
+def test_check_numerics_with_numba_is_refused():
+    x = gc.placeholder("x", (3,))
+    with pytest.raises(ValueError, match="check_numerics"):
+        gc.function([x], x * 2.0 + 1.0, backend="numba", check_numerics=True)
+
+
+def test_numpy_backend_is_the_default_plan():
+    x = gc.placeholder("x", (N,))
+    y = (x * 2.0 + 1.0) * x
+    assert gc.function([x], y, backend="numpy").plan.source == gc.function([x], y).plan.source
+
+
+# ---- kernels --------------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=False)
+def numba():
+    """numba, or the test is skipped (an optional extra)."""
+    return pytest.importorskip("numba")
+
+
+def _chains(x, w):
+    return {
+        "arithmetic": ((x * w + 1.0) * 0.5 - w) * 2.0 + x,
+        "division": (x / w - 3.0) / (w * w + 0.25),
+        "where-sqrt-abs": gc.where(x > w, gc.sqrt(gc.abs(x)), w * w) - gc.maximum(x, 0.0),
+        "min-max-neg": gc.minimum(-x, w) * gc.maximum(x, w) + gc.square(x - w),
+        "floor-ceil": gc.floor(x * 3.0) + gc.ceil(w * 0.5) - x,
+        "with tanh (split)": 0.5 * x * (1.0 + gc.tanh(0.79788456 * (x + 0.044715 * x * x * x))),
+        "with exp/log (split)": gc.log(gc.exp(gc.sin(x)) + 1.0) * w - x,
+        "comparison result": (x * w) > (w - 1.0),
+    }
+
+
+def _special(n: int, dtype, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=n) * 10.0 ** rng.integers(-3, 4, size=n)
+    specials = [0.0, -0.0, np.nan, np.inf, -np.inf, 5e-324, -1e-310, 1e308, 2.5, -2.5]
+    values[: len(specials) * 10] = np.repeat(specials, 10)
+    rng.shuffle(values)
+    with np.errstate(all="ignore"):
+        return values.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernels_bit_identical_to_numpy(numba, dtype):
+    x = gc.placeholder("x", (N,), dtype=dtype)
+    w = gc.placeholder("w", (N,), dtype=dtype)
+    xs, ws = _special(N, dtype, 1), _special(N, dtype, 2)
+    for name, y in _chains(x, w).items():
+        reference = gc.function([x, w], y)
+        compiled = gc.function([x, w], y, backend="numba")
+        assert kernel_steps(compiled), name
+        with np.errstate(all="ignore"):
+            assert_identical(compiled(xs, ws), reference(xs, ws))
+
+
+def test_transcendental_steps_stay_numpy_steps(numba):
+    x = gc.placeholder("x", (N,))
+    fn = gc.function([x], 0.5 * x * (1.0 + gc.tanh(0.79788456 * (x + 0.044715 * x * x * x))), backend="numba")
+    kernels = kernel_steps(fn)
+    assert len(kernels) == 2
+    assert all(step.name != "tanh" for k in kernels for step, _ in k.primitive.steps)
+    assert [s.op for s in fn.plan.steps].count("tanh") == 1
+
+
+def test_mixed_precision_steps_are_not_compiled(numba):
+    x = gc.placeholder("x", (N,), dtype=np.float32)
+    w = gc.placeholder("w", (N,), dtype=np.float64)
+    fn = gc.function([x, w], (x * x + x) * w, backend="numba")
+    for k in kernel_steps(fn):
+        assert all(np.dtype(d) == np.float32 for d in k.primitive.dtypes)
+    xs, ws = _special(N, np.float32, 3), _special(N, np.float64, 4)
+    with np.errstate(all="ignore"):
+        assert_identical(fn(xs, ws), gc.function([x, w], (x * x + x) * w)(xs, ws))
+
+
+@pytest.mark.parametrize("shapes", [((64, 1000), (1000,)), ((64, 1000), (64, 1)), ((64, 1000), ()),
+                                    ((1, 1000), (64, 1)), ((8, 50, 100), (50, 1))])
+def test_broadcasting(numba, shapes):
+    x = gc.placeholder("x", shapes[0])
+    b = gc.placeholder("b", shapes[1])
+    y = gc.maximum(x * 2.0 + b, 0.0) * b - x
+    rng = np.random.default_rng(5)
+    xs, bs = rng.normal(size=shapes[0]), rng.normal(size=shapes[1])
+    fn = gc.function([x, b], y, backend="numba")
+    assert kernel_steps(fn)
+    assert_identical(fn(xs, bs), gc.function([x, b], y)(xs, bs))
+
+
+def test_unknown_sizes_and_small_calls(numba):
+    x = gc.placeholder("x", (None, 30))
+    y = (x * 3.0 - 1.0) * x + 2.0
+    fn, reference = gc.function([x], y, backend="numba"), gc.function([x], y)
+    assert kernel_steps(fn)
+    rng = np.random.default_rng(6)
+    for rows in (1, 7, 2000):  # 30 and 210 elements run with NumPy; 60,000 through the kernel
+        xs = rng.normal(size=(rows, 30))
+        assert_identical(fn(xs), reference(xs))
+
+
+def test_non_contiguous_and_transposed_feeds(numba):
+    x = gc.placeholder("x", (300, 200))
+    w = gc.placeholder("w", (300, 200))
+    y = (x - w) * (x + w) + 1.0
+    rng = np.random.default_rng(7)
+    xs = rng.normal(size=(200, 300)).T  # F-ordered
+    ws = rng.normal(size=(300, 400))[:, ::2]  # strided
+    assert_identical(gc.function([x, w], y, backend="numba")(xs, ws), gc.function([x, w], y)(xs, ws))
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_updates_and_gradients(numba, inplace):
+    rng = np.random.default_rng(8)
+    start = rng.normal(size=(200, 200))
+    results = []
+    for backend in ("numpy", "numba"):
+        w = gc.variable(start.copy(), name="w")
+        x = gc.placeholder("x", (200, 200))
+        loss = gc.sum(gc.square(x * w - 1.0) * 0.5)
+        (g,) = gc.grad(loss, [w])
+        # w.T reads the storage the in-place update writes: the kernel must not read overwritten elements
+        new = w - 0.01 * (g + 1e-4 * w) + 1e-3 * w.T
+        fn = gc.function([x], loss, updates={w: new}, inplace_updates=inplace, backend=backend)
+        xs = rng.normal(size=(200, 200)) if not results else results[0][2]
+        losses = [fn(xs) for _ in range(3)]
+        results.append((losses, w.value.copy(), xs))
+        if backend == "numba":
+            assert kernel_steps(fn)
+    for a, b in zip(results[0][0], results[1][0]):
+        assert_identical(b, a)
+    assert_identical(results[1][1], results[0][1])
+
+
+def test_pickle_keeps_the_backend(numba):
+    x = gc.placeholder("x", (N,))
+    fn = gc.function([x], (x * 2.0 + 1.0) * x, backend="numba")
+    loaded = pickle.loads(pickle.dumps(fn))
+    assert loaded.backend == "numba" and kernel_steps(loaded)
+    xs = np.random.default_rng(9).normal(size=N)
+    assert_identical(loaded(xs), fn(xs))
+
+
+def test_kernels_cached_by_structure(numba):
+    from graphc.compile.numba_kernels import KERNELS
+
+    xs = np.random.default_rng(10).normal(size=N)
+    x = gc.placeholder("x", (N,))
+    y = (x * 7.0 + 1.0) * x - 2.0
+    gc.function([x], y, backend="numba")(xs)
+    count = len(KERNELS)
+    gc.function([x], y, backend="numba")(xs)  # another function, the same fused structure: no new kernel
+    assert len(KERNELS) == count
+    gc.function([x], gc.maximum(y, 0.5) * x, backend="numba")(xs)
+    assert len(KERNELS) == count + 1
+
+
+def test_the_optimized_graph_is_unchanged(numba):
+    x = gc.placeholder("x", (N,))
+    y = (x * 2.0 + 1.0) * x
+    fn, reference = gc.function([x], y, backend="numba"), gc.function([x], y)
+    assert [t.op for t in fn.plan.graph_order()] == [t.op for t in reference.plan.graph_order()]
+
+
+def test_saved_files_hold_the_graph_not_the_kernels(numba, tmp_path):
+    x = gc.placeholder("x", (N,))
+    fn = gc.function([x], (x * 2.0 + 1.0) * x, backend="numba")
+    gc.save(fn, tmp_path / "f.graphc")
+    loaded = gc.load(tmp_path / "f.graphc")
+    assert loaded.backend == "numpy" and not kernel_steps(loaded)  # the backend is this process's choice
+    xs = np.random.default_rng(11).normal(size=N)
+    assert_identical(loaded(xs), fn(xs))
