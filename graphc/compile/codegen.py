@@ -205,24 +205,26 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
         out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
         kinds[index] = kind + "+spare"
     if kind == "call":
-        return _cheap_call(index, node, deps, args, kinds, namespace, program.compile_graph)
+        return _cheap_call(index, node, deps, args, kinds, namespace, program)
     if kind == "write":
         namespace[f"f{index}"] = functools.partial(runtime.write, node.shape, node.dtype, node.primitive.variable)
         return f"f{index}({name}, {args[0]})"
     if kind == "copy":
         return f"_copy({args[0]})"
+    shared = program.shared
     if kind == "special":
-        namespace[f"f{index}"] = program.special[id(node)]
-        return f"f{index}({', '.join(args)})"
+        function = _bind(namespace, shared, program.special[id(node)], f"f{index}")
+        return f"{function}({', '.join(args)})"
     if cls is ew.Relu:
-        namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
-        return f"f{index}({args[0]}, z{index}{out})"
+        function = _bind(namespace, shared, np.maximum, f"f{index}")
+        zero = _bind(namespace, shared, None, f"z{index}", ("zero", node.dtype.str))
+        return f"{function}({args[0]}, {zero}{out})"
     # Matmul.impl is exactly np.matmul
-    namespace[f"f{index}"] = np.matmul if cls is linalg.Matmul else kernel(node)
-    return f"f{index}({', '.join(args)}{out})"
+    function = _bind(namespace, shared, np.matmul if cls is linalg.Matmul else kernel(node), f"f{index}")
+    return f"{function}({', '.join(args)}{out})"
 
 
-def _cheap_call(index, node, deps, args, kinds, namespace, compile_graph) -> str:
+def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
     """A step without ``out=``: ``x.T``, ``sum_to`` and ``mean`` as one reduction, else the op's impl."""
     cls = type(node.primitive)
     source = deps[id(node)][0].shape if deps[id(node)] else ()
@@ -237,23 +239,40 @@ def _cheap_call(index, node, deps, args, kinds, namespace, compile_graph) -> str
         if not axes:
             kinds[index] = "reshape"
             return f"{args[0]}.reshape({node.shape!r})"
-        namespace[f"f{index}"] = np.add.reduce
+        function = _bind(namespace, program.shared, None, f"f{index}", ("add.reduce",))
         kinds[index] = "reduce"
         keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
-        call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
+        call = f"{function}({args[0]}, axis={axes!r}, keepdims={keep})"
         return call + f".reshape({node.shape!r})" if keep else call
     if (cls is reduce.Mean and node.dtype.kind == "f" and len(args) == 1
             and deps[id(node)][0].dtype == node.dtype and None not in source):
         # np.mean's own arithmetic (a sum, then a true division by the count) without its
         # Python-level wrapper
         items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
-        namespace[f"f{index}"] = np.add.reduce
+        function = _bind(namespace, program.shared, None, f"f{index}", ("add.reduce",))
         kinds[index] = "reduce"
-        return (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
+        return (f"{function}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
                 f"keepdims={bool(node.primitive.keepdims)}) / {items}")
     compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
-    namespace[f"f{index}"] = compiled(compile_graph) if compiled is not None else node.primitive.impl
+    namespace[f"f{index}"] = compiled(program.compile_graph) if compiled is not None else node.primitive.impl
     return f"f{index}({', '.join(args)})"
+
+
+def _bind(namespace: dict, shared: dict, value, name: str, key: tuple | None = None) -> str:
+    """The name ``run`` knows ``value`` by: the name it already has if it is bound (the same object, or
+    the same ``key``), else ``name``. One name per NumPy function rather than one per step: every name
+    is a parameter of ``run``, and Python compiles a function of fewer parameters about twice as fast.
+    ``key`` stands for a value made on demand: ("zero", dtype) a 0-d zero, ("add.reduce",) ``np.add.reduce``.
+    """
+    key = id(value) if key is None else key
+    known = shared.get(key)
+    if known is not None:
+        return known
+    if value is None:
+        value = np.zeros((), key[1]) if key[0] == "zero" else np.add.reduce
+    namespace[name] = value
+    shared[key] = name
+    return name
 
 
 # ---- the function around the steps -------------------------------------------------------------
