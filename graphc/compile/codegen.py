@@ -15,6 +15,7 @@ when an op raises, the failing line of the generated code tells which step it wa
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -153,11 +154,13 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     free_registers: list[str] = []
     registers_made = 0
     live: dict[str, int] = {}  # name -> the value it holds
+    in_place = bool(fused or writes)
     for index, node in enumerate(steps):
+        key = id(node)
         dying = frees.get(index, ())
         mine = target.get(index)
-        if id(node) in fused or id(node) in writes:
-            name = f"t{fused.get(id(node), writes.get(id(node)))}"
+        if in_place and (key in fused or key in writes):
+            name = f"t{fused.get(key, writes.get(key))}"
         elif mine is not None and mine in register and mine in dying:
             name = register[mine]
         else:
@@ -167,29 +170,28 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
                     free_registers.append(f"r{registers_made}")
                     registers_made += 1
                 name = free_registers.pop()
-        out = f", out={names[target[index]]}" if index in target else ""
-        if id(node) in fused:
-            out = f", out={name}"
+        out = names[mine] if mine is not None else ""
+        if in_place and key in fused:
+            out = name
         call = _step_call(index, node, deps, names, kinds, out, name, namespace, program)
-        if id(node) in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
+        if key in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
             # a later step writes into this value's buffer: it must be one the plan allocated
-            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[id(node)])})"
+            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
         dead = []
-        for key in dying:
-            old = names[key]
+        for gone in dying:
+            old = names[gone]
+            live.pop(old, None)
             if old != name:
                 dead.append(old)
-                if key in register:
+                if gone in register:
                     free_registers.append(old)
         # invariant: a name is rebound only when the value it held has died here
-        if name in live and live[name] not in dying:
+        if name in live:
             raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
-        for key in dying:
-            live.pop(names[key], None)
-        register[id(node)] = names[id(node)] = name
-        live[name] = id(node)
+        register[key] = names[key] = name
+        live[name] = key
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
     return lines, line_step
@@ -201,8 +203,8 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
     args = [names[id(p)] for p in deps[id(node)]]
     kind = kinds[index]
     if (not out and kind in ("ufunc", "matmul") and static(node)
-            and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
-        out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
+            and math.prod(node.shape) * node.dtype.itemsize >= SPARE_MIN_BYTES):
+        out = f"_grab(_spare, {(node.shape, node.dtype.str)!r})"
         kinds[index] = kind + "+spare"
     if kind == "call":
         return _cheap_call(index, node, deps, args, kinds, namespace, program)
@@ -218,10 +220,15 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
     if cls is ew.Relu:
         function = _bind(namespace, shared, np.maximum, f"f{index}")
         zero = _bind(namespace, shared, None, f"z{index}", ("zero", node.dtype.str))
-        return f"{function}({args[0]}, {zero}{out})"
+        return f"{function}({args[0]}, {zero}{', ' + out if out else ''})"
     # Matmul.impl is exactly np.matmul
-    function = _bind(namespace, shared, np.matmul if cls is linalg.Matmul else kernel(node), f"f{index}")
-    return f"{function}({', '.join(args)}{out})"
+    value = np.matmul if cls is linalg.Matmul else kernel(node)
+    function = _bind(namespace, shared, value, f"f{index}")
+    if out:
+        # a ufunc (np.matmul is one) takes ``out`` positionally: the same call, and Python compiles a
+        # call without keywords faster
+        args.append(out if isinstance(value, np.ufunc) else f"out={out}")
+    return f"{function}({', '.join(args)})"
 
 
 def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
