@@ -220,14 +220,12 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
     if cls is ew.Relu:
         function = _bind(namespace, shared, np.maximum, f"f{index}")
         zero = _bind(namespace, shared, None, f"z{index}", ("zero", node.dtype.str))
-        return f"{function}({args[0]}, {zero}{', ' + out if out else ''})"
+        return f"{function}({args[0]}, {zero}{', out=' + out if out else ''})"  # (see _POSITIONAL_OUT)
     # Matmul.impl is exactly np.matmul
     value = np.matmul if cls is linalg.Matmul else kernel(node)
     function = _bind(namespace, shared, value, f"f{index}")
     if out:
-        # a ufunc (np.matmul is one) takes ``out`` positionally: the same call, and Python compiles a
-        # call without keywords faster
-        args.append(out if isinstance(value, np.ufunc) else f"out={out}")
+        args.append(out if _positional_out(value) else f"out={out}")
     return f"{function}({', '.join(args)})"
 
 
@@ -263,6 +261,13 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
     compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
     namespace[f"f{index}"] = compiled(program.compile_graph) if compiled is not None else node.primitive.impl
     return f"f{index}({', '.join(args)})"
+
+
+def _positional_out(function) -> bool:
+    """Whether ``function(*args, out)`` is ``function(*args, out=out)``: true of ufuncs (np.matmul is one),
+    and Python compiles a call without keywords faster; but NumPy deprecates a positional ``out`` for
+    np.maximum and np.minimum, and a kernel that is not a ufunc may take other arguments there."""
+    return isinstance(function, np.ufunc) and function is not np.maximum and function is not np.minimum
 
 
 def _bind(namespace: dict, shared: dict, value, name: str, key: tuple | None = None) -> str:
