@@ -52,23 +52,31 @@ def _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes):
     A value may look into the buffers of its inputs (views); only buffers a step allocated are
     "owned", never a variable's storage; a returned buffer never dies.
     """
-    position = {id(n): i for i, n in enumerate(steps)}
+    # one pass in dependency order: a view's buffers are its inputs' (already known), and a buffer
+    # first appears with the value that owns it, so ``buffer_end`` keeps that order (the pool's order)
     never = len(steps) + 1
-    buffers: dict[int, tuple[int, ...]] = {id(n): (id(n),) for n in leaves}
+    buffers: dict[int, tuple[int, ...]] = {}
     owned: dict[int, Tensor] = {}
-    for node in steps:
-        if node.primitive.view:
-            buffers[id(node)] = tuple(dict.fromkeys(b for p in deps[id(node)] for b in buffers[id(p)]))
-        else:
-            buffers[id(node)] = (id(node),)
-            if static(node) and id(node) not in writes and id(node) not in fused:  # never the storage
-                owned[id(node)] = node
     buffer_end: dict[int, int] = {}
-    for node in list(leaves) + steps:
-        end = never if id(node) in returned else last_use.get(id(node), position.get(id(node), -1))
-        for buffer in buffers[id(node)]:
-            if buffer_end.get(buffer, -1) < end:
-                buffer_end[buffer] = end
+    for node in leaves:
+        key = id(node)
+        buffers[key] = (key,)
+        end = never if key in returned else last_use.get(key, -1)
+        if end > -1:
+            buffer_end[key] = end
+    for index, node in enumerate(steps):
+        key = id(node)
+        end = never if key in returned else last_use.get(key, index)
+        if node.primitive.view:
+            mine = buffers[key] = tuple(dict.fromkeys(b for p in deps[key] for b in buffers[id(p)]))
+            for buffer in mine:
+                if buffer_end.get(buffer, -1) < end:
+                    buffer_end[buffer] = end
+        else:
+            buffers[key] = (key,)
+            buffer_end[key] = end
+            if key not in writes and key not in fused and static(node):  # never the storage
+                owned[key] = node
     ends_at: dict[int, list[int]] = {}
     for buffer, end in buffer_end.items():
         if buffer in owned and end < never:
@@ -108,11 +116,13 @@ def _choose_targets(steps, deps, kinds, owned, buffer_end, ends_at):
         if kind in ("ufunc", "matmul") and static(node):  # a special kernel has no out=
             choice = None
             if kind == "ufunc":
-                choice = next((id(p) for p in deps[id(node)]
-                               if id(p) in owned and buffer_end[id(p)] == index and id(p) not in taken_at
-                               and p.shape == node.shape and p.dtype == node.dtype), None)
-                if choice is not None:
-                    kinds[index] = "inplace"
+                for parent in deps[id(node)]:
+                    key = id(parent)
+                    if (key in owned and buffer_end[key] == index and key not in taken_at
+                            and parent.shape == node.shape and parent.dtype == node.dtype):
+                        choice = key
+                        kinds[index] = "inplace"
+                        break
             if choice is None and pool.get((node.shape, node.dtype)):
                 choice = pool[(node.shape, node.dtype)].pop()
                 kinds[index] = "reuse"

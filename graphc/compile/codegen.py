@@ -15,6 +15,7 @@ when an op raises, the failing line of the generated code tells which step it wa
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -153,11 +154,13 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     free_registers: list[str] = []
     registers_made = 0
     live: dict[str, int] = {}  # name -> the value it holds
+    in_place = bool(fused or writes)
     for index, node in enumerate(steps):
+        key = id(node)
         dying = frees.get(index, ())
         mine = target.get(index)
-        if id(node) in fused or id(node) in writes:
-            name = f"t{fused.get(id(node), writes.get(id(node)))}"
+        if in_place and (key in fused or key in writes):
+            name = f"t{fused.get(key, writes.get(key))}"
         elif mine is not None and mine in register and mine in dying:
             name = register[mine]
         else:
@@ -167,29 +170,28 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
                     free_registers.append(f"r{registers_made}")
                     registers_made += 1
                 name = free_registers.pop()
-        out = f", out={names[target[index]]}" if index in target else ""
-        if id(node) in fused:
-            out = f", out={name}"
+        out = names[mine] if mine is not None else ""
+        if in_place and key in fused:
+            out = name
         call = _step_call(index, node, deps, names, kinds, out, name, namespace, program)
-        if id(node) in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
+        if key in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
             # a later step writes into this value's buffer: it must be one the plan allocated
-            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[id(node)])})"
+            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
         dead = []
-        for key in dying:
-            old = names[key]
+        for gone in dying:
+            old = names[gone]
+            live.pop(old, None)
             if old != name:
                 dead.append(old)
-                if key in register:
+                if gone in register:
                     free_registers.append(old)
         # invariant: a name is rebound only when the value it held has died here
-        if name in live and live[name] not in dying:
+        if name in live:
             raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
-        for key in dying:
-            live.pop(names[key], None)
-        register[id(node)] = names[id(node)] = name
-        live[name] = id(node)
+        register[key] = names[key] = name
+        live[name] = key
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
     return lines, line_step
@@ -201,28 +203,33 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
     args = [names[id(p)] for p in deps[id(node)]]
     kind = kinds[index]
     if (not out and kind in ("ufunc", "matmul") and static(node)
-            and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
-        out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
+            and math.prod(node.shape) * node.dtype.itemsize >= SPARE_MIN_BYTES):
+        out = f"_grab(_spare, {(node.shape, node.dtype.str)!r})"
         kinds[index] = kind + "+spare"
     if kind == "call":
-        return _cheap_call(index, node, deps, args, kinds, namespace, program.compile_graph)
+        return _cheap_call(index, node, deps, args, kinds, namespace, program)
     if kind == "write":
         namespace[f"f{index}"] = functools.partial(runtime.write, node.shape, node.dtype, node.primitive.variable)
         return f"f{index}({name}, {args[0]})"
     if kind == "copy":
         return f"_copy({args[0]})"
+    shared = program.shared
     if kind == "special":
-        namespace[f"f{index}"] = program.special[id(node)]
-        return f"f{index}({', '.join(args)})"
+        function = _bind(namespace, shared, program.special[id(node)], f"f{index}")
+        return f"{function}({', '.join(args)})"
     if cls is ew.Relu:
-        namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
-        return f"f{index}({args[0]}, z{index}{out})"
+        function = _bind(namespace, shared, np.maximum, f"f{index}")
+        zero = _bind(namespace, shared, None, f"z{index}", ("zero", node.dtype.str))
+        return f"{function}({args[0]}, {zero}{', out=' + out if out else ''})"  # (see _POSITIONAL_OUT)
     # Matmul.impl is exactly np.matmul
-    namespace[f"f{index}"] = np.matmul if cls is linalg.Matmul else kernel(node)
-    return f"f{index}({', '.join(args)}{out})"
+    value = np.matmul if cls is linalg.Matmul else kernel(node)
+    function = _bind(namespace, shared, value, f"f{index}")
+    if out:
+        args.append(out if _positional_out(value) else f"out={out}")
+    return f"{function}({', '.join(args)})"
 
 
-def _cheap_call(index, node, deps, args, kinds, namespace, compile_graph) -> str:
+def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
     """A step without ``out=``: ``x.T``, ``sum_to`` and ``mean`` as one reduction, else the op's impl."""
     cls = type(node.primitive)
     source = deps[id(node)][0].shape if deps[id(node)] else ()
@@ -237,23 +244,47 @@ def _cheap_call(index, node, deps, args, kinds, namespace, compile_graph) -> str
         if not axes:
             kinds[index] = "reshape"
             return f"{args[0]}.reshape({node.shape!r})"
-        namespace[f"f{index}"] = np.add.reduce
+        function = _bind(namespace, program.shared, None, f"f{index}", ("add.reduce",))
         kinds[index] = "reduce"
         keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
-        call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
+        call = f"{function}({args[0]}, axis={axes!r}, keepdims={keep})"
         return call + f".reshape({node.shape!r})" if keep else call
     if (cls is reduce.Mean and node.dtype.kind == "f" and len(args) == 1
             and deps[id(node)][0].dtype == node.dtype and None not in source):
         # np.mean's own arithmetic (a sum, then a true division by the count) without its
         # Python-level wrapper
         items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
-        namespace[f"f{index}"] = np.add.reduce
+        function = _bind(namespace, program.shared, None, f"f{index}", ("add.reduce",))
         kinds[index] = "reduce"
-        return (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
+        return (f"{function}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
                 f"keepdims={bool(node.primitive.keepdims)}) / {items}")
     compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
-    namespace[f"f{index}"] = compiled(compile_graph) if compiled is not None else node.primitive.impl
+    namespace[f"f{index}"] = compiled(program.compile_graph) if compiled is not None else node.primitive.impl
     return f"f{index}({', '.join(args)})"
+
+
+def _positional_out(function) -> bool:
+    """Whether ``function(*args, out)`` is ``function(*args, out=out)``: true of ufuncs (np.matmul is one),
+    and Python compiles a call without keywords faster; but NumPy deprecates a positional ``out`` for
+    np.maximum and np.minimum, and a kernel that is not a ufunc may take other arguments there."""
+    return isinstance(function, np.ufunc) and function is not np.maximum and function is not np.minimum
+
+
+def _bind(namespace: dict, shared: dict, value, name: str, key: tuple | None = None) -> str:
+    """The name ``run`` knows ``value`` by: the name it already has if it is bound (the same object, or
+    the same ``key``), else ``name``. One name per NumPy function rather than one per step: every name
+    is a parameter of ``run``, and Python compiles a function of fewer parameters about twice as fast.
+    ``key`` stands for a value made on demand: ("zero", dtype) a 0-d zero, ("add.reduce",) ``np.add.reduce``.
+    """
+    key = id(value) if key is None else key
+    known = shared.get(key)
+    if known is not None:
+        return known
+    if value is None:
+        value = np.zeros((), key[1]) if key[0] == "zero" else np.add.reduce
+    namespace[name] = value
+    shared[key] = name
+    return name
 
 
 # ---- the function around the steps -------------------------------------------------------------

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from graphc.errors import FeedError
 from graphc.leaves import Constant, Placeholder, VariableLeaf
+from graphc.op import Op
 from graphc.ops import elementwise as ew
 from graphc.ops import nn, reduce
 from graphc.ops import shape as shape_ops
@@ -36,10 +38,10 @@ def lower(program: Program) -> Program:
     steps = program.steps
     deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
     if program.options.peepholes:
-        inserted: dict[int, list[Tensor]] = {}
-        replaced: dict[int, Tensor] = {}
-        dropped = _peepholes(steps, deps, root_ids, program.special, inserted, replaced, program.fired)
-        steps = [n for node in steps for n in inserted.get(id(node), []) + [node] if id(n) not in dropped]
+        rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired)
+        inserted, replaced, dropped = rewrites.inserted, rewrites.replaced, rewrites.dropped
+        if inserted or dropped:
+            steps = [n for node in steps for n in (*inserted.get(id(node), ()), node) if id(n) not in dropped]
         if replaced:  # a lowering rule's new op computes these steps' values
             deps = {key: [replaced.get(id(p), p) for p in parents] for key, parents in deps.items()}
             roots = [replaced.get(id(t), t) for t in roots]
@@ -112,6 +114,95 @@ def _expand_fused(node: Tensor, alias: dict[int, Tensor], steps: list[Tensor]) -
 
 
 # ---- lowering rules ---------------------------------------------------------------------------
+#
+# A lowering rule starts from a step of one op class and rewires the plan's dependencies
+# (``Rewrites.deps``), never the user's graph: it may make a step read other values, compute a
+# step with another NumPy function (``special``), insert a new step before it, or have a new op
+# compute its value (``replaced``); steps nobody reads any more are dropped. Every rule is exact
+# value for value under IEEE rules (its comment says why) and records itself in ``fired``, which
+# ``plan.explain()`` shows. Register a rule for a new op here, with ``@lowering_rule(ItsOpClass)``.
+
+#: a lowering rule: looks at one step (of its op class) and rewrites through the ``Rewrites``
+LoweringRule = Callable[[Tensor, "Rewrites"], None]
+
+#: the lowering rules by the exact op class of the step they start from (a subclass may compute
+#: something else). They run class by class in the order the classes were registered, a class's
+#: rules in registration order, each over that class's steps in dependency order.
+RULES: dict[type[Op], list[LoweringRule]] = {}
+
+
+def lowering_rule(op_class: type[Op]) -> Callable[[LoweringRule], LoweringRule]:
+    """Register the decorated function as a lowering rule for steps of ``op_class``; its name is the
+    rule's name in ``plan.explain()``."""
+    def register(rule: LoweringRule) -> LoweringRule:
+        RULES.setdefault(op_class, []).append(rule)
+        return rule
+    return register
+
+
+@dataclass
+class Rewrites:
+    """What the lowering rules read and write (ids are ``id(tensor)``)."""
+
+    #: each step's inputs, as the plan computes it
+    deps: dict[int, list[Tensor]]
+    #: the outputs and update values: their values must stay what they are
+    roots: set[int]
+    #: each step's position in dependency order
+    position: dict[int, int]
+    #: each value's readers (appended to as rules rewire; readers a rule drops may stay listed)
+    consumers: dict[int, list[Tensor]]
+    #: steps computed by another NumPy function of their (rewired) inputs
+    special: dict[int, Callable]
+    #: the rule that changed each step
+    fired: dict[int, str]
+    #: new steps to compute right before a step
+    inserted: dict[int, list[Tensor]] = field(default_factory=dict)
+    #: steps whose value a new step (of another op) computes
+    replaced: dict[int, Tensor] = field(default_factory=dict)
+    #: steps no longer needed
+    dropped: set[int] = field(default_factory=set)
+    #: the name of the rule running
+    rule: str = ""
+
+    def users(self, node: Tensor) -> list[Tensor]:
+        return self.consumers.get(id(node), [])
+
+    def sole_use(self, node: Tensor) -> bool:
+        """``node`` is an intermediate step (not a root, not dropped) read by exactly one step."""
+        return id(node) not in self.roots and id(node) not in self.dropped and len(self.users(node)) == 1
+
+    def rewire(self, user: Tensor, old: Tensor, new: Tensor) -> None:
+        """``user`` reads ``new`` where it read ``old``."""
+        self.deps[id(user)] = [new if p is old else p for p in self.deps[id(user)]]
+        self.consumers.setdefault(id(new), []).append(user)
+
+    def fire(self, node: Tensor) -> None:
+        self.fired[id(node)] = self.rule
+
+
+def apply_rules(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int],
+                special: dict[int, Callable], fired: dict[int, str]) -> Rewrites:
+    """Run every registered rule over the steps of its op class (see ``RULES``)."""
+    by_class: dict[type, list[Tensor]] = {}
+    for node in steps:
+        if type(node.primitive) in RULES:
+            by_class.setdefault(type(node.primitive), []).append(node)
+    if not by_class:
+        return Rewrites(deps, roots, {}, {}, special, fired)
+    position = {id(n): i for i, n in enumerate(steps)}
+    consumers: dict[int, list[Tensor]] = {}
+    for node in steps:
+        for parent in deps[id(node)]:
+            consumers.setdefault(id(parent), []).append(node)
+    rewrites = Rewrites(deps, roots, position, consumers, special, fired)
+    for op_class, rules in RULES.items():
+        for rule in rules:
+            rewrites.rule = rule.__name__
+            for node in by_class.get(op_class, ()):
+                rule(node, rewrites)
+    return rewrites
+
 
 def _is_zero_scalar_constant(node: Tensor) -> bool:
     if not isinstance(node.primitive, Constant) or node.shape != ():
@@ -128,134 +219,151 @@ def _is_exact_scale(node: Tensor) -> bool:
     return value >= 1.0 and math.isfinite(value) and math.frexp(value)[0] == 0.5
 
 
-def _peepholes(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int],
-               special: dict[int, Callable], inserted: dict[int, list[Tensor]], replaced: dict[int, Tensor],
-               fired: dict[int, str]) -> set[int]:
-    """The lowering rules: rewrites of steps that save passes or memory; returns the steps to drop.
+@lowering_rule(ew.Greater)
+def relu_mask(node: Tensor, rw: Rewrites) -> None:
+    # x > 0 -> relu(x) > 0: the same mask for every x (NaN included), read from the ReLU's output, so
+    # the pre-activation can die at the ReLU (which then runs in place) instead of living until backprop
+    x, zero = rw.deps[id(node)]
+    if x.dtype.kind != "f" or not _is_zero_scalar_constant(zero):
+        return
+    for user in rw.users(x):
+        if (type(user.primitive) is ew.Relu and user.dtype == x.dtype and user.shape == x.shape
+                and rw.position[id(user)] < rw.position[id(node)]):
+            rw.deps[id(node)] = [user, zero]
+            rw.consumers.setdefault(id(user), []).append(node)
+            rw.fire(node)
+            return
 
-    ``special`` receives steps to be computed by another NumPy function of the new inputs;
-    ``inserted`` new steps to compute right before a step; ``replaced`` steps whose value a new
-    step (another op) computes; ``fired`` the name of the rule that changed each step.
-    """
-    relu_cls, greater_cls, cast_cls, mul_cls = ew.Relu, ew.Greater, ew.Cast, ew.Mul
-    position = {id(n): i for i, n in enumerate(steps)}
-    consumers: dict[int, list[Tensor]] = {}
-    for node in steps:
-        for parent in deps[id(node)]:
-            consumers.setdefault(id(parent), []).append(node)
-    # x > 0 == relu(x) > 0 for every x (NaN included): read the mask from the ReLU output, so the
-    # pre-activation can die at the ReLU (which then runs in place) instead of living until backprop.
-    for node in steps:
-        if type(node.primitive) is not greater_cls:
-            continue
-        x, zero = deps[id(node)]
-        if x.dtype.kind != "f" or not _is_zero_scalar_constant(zero):
-            continue
-        for user in consumers.get(id(x), ()):
-            if (type(user.primitive) is relu_cls and user.dtype == x.dtype and user.shape == x.shape
-                    and position[id(user)] < position[id(node)]):
-                deps[id(node)] = [user, zero]
-                fired[id(node)] = "relu_mask"
-                consumers.setdefault(id(user), []).append(node)
-                break
-    # g * cast(mask, g.dtype) == g * mask (NumPy multiplies by True/False as 1/0 in g's dtype)
-    dropped: set[int] = set()
-    for node in steps:
-        if type(node.primitive) is not cast_cls or id(node) in roots:
-            continue
-        (mask,) = deps[id(node)]
-        if mask.dtype != np.dtype(bool) or node.dtype.kind != "f":
-            continue
-        users = consumers.get(id(node), [])
-        fits = bool(users)
-        for user in users:
-            operands = deps[id(user)]
-            others = [p for p in operands if p is not node]
-            if (type(user.primitive) is not mul_cls or len(operands) != 2 or len(others) != 1
-                    or others[0].dtype != node.dtype or user.dtype != node.dtype):
-                fits = False
-                break
-        if fits:
-            for user in users:
-                deps[id(user)] = [mask if p is node else p for p in deps[id(user)]]
-                fired[id(user)] = "bool_mask_mul"
-            dropped.add(id(node))
-    # ufunc(broadcast(s), y) == ufunc(s, y) when y already has the broadcast shape: no view to build
-    for node in steps:
-        if (type(node.primitive) is not shape_ops.BroadcastLike or id(node) in roots
-                or not static(node) or len(deps[id(node)]) != 1):
-            continue
-        users = consumers.get(id(node), [])
-        if users and all(kernel(u) is not None and u.shape == node.shape
-                         and any(p is not node and p.shape == node.shape for p in deps[id(u)])
-                         for u in users):
-            source = deps[id(node)][0]
-            for user in users:
-                deps[id(user)] = [source if p is node else p for p in deps[id(user)]]
-                fired[id(user)] = "drop_scalar_broadcast"
-                consumers.setdefault(id(source), []).append(user)
-            dropped.add(id(node))
+
+def _multiplies_by(user: Tensor, factor: Tensor, rw: Rewrites) -> bool:
+    """``user`` is ``g * factor`` (or ``factor * g``) with ``g`` and the product of ``factor``'s dtype."""
+    operands = rw.deps[id(user)]
+    others = [p for p in operands if p is not factor]
+    return (type(user.primitive) is ew.Mul and len(operands) == 2 and len(others) == 1
+            and others[0].dtype == factor.dtype and user.dtype == factor.dtype)
+
+
+@lowering_rule(ew.Cast)
+def bool_mask_mul(node: Tensor, rw: Rewrites) -> None:
+    # g * cast(mask, g.dtype) -> g * mask: NumPy multiplies by True/False as 1/0 in g's dtype
+    (mask,) = rw.deps[id(node)]
+    if id(node) in rw.roots or mask.dtype != np.dtype(bool) or node.dtype.kind != "f":
+        return
+    users = rw.users(node)
+    if not users or not all(_multiplies_by(user, node, rw) for user in users):
+        return
+    for user in list(users):
+        rw.rewire(user, node, mask)
+        rw.fire(user)
+    rw.dropped.add(id(node))
+
+
+def _full_shape_kernel(user: Tensor, broadcast: Tensor, rw: Rewrites) -> bool:
+    """``user`` is a kernel step of the broadcast's shape with another input of that shape."""
+    return (kernel(user) is not None and user.shape == broadcast.shape
+            and any(p is not broadcast and p.shape == broadcast.shape for p in rw.deps[id(user)]))
+
+
+@lowering_rule(shape_ops.BroadcastLike)
+def drop_scalar_broadcast(node: Tensor, rw: Rewrites) -> None:
+    # ufunc(broadcast(s), y) -> ufunc(s, y) when y already has the broadcast shape: NumPy broadcasts s
+    # itself, the same values, and no view is built
+    if id(node) in rw.roots or not static(node) or len(rw.deps[id(node)]) != 1:
+        return
+    users = rw.users(node)
+    if not users or not all(_full_shape_kernel(user, node, rw) for user in users):
+        return
+    source = rw.deps[id(node)][0]
+    for user in list(users):
+        rw.rewire(user, node, source)
+        rw.fire(user)
+    rw.dropped.add(id(node))
+
+
+def _scaled_weight(scaled: Tensor, scale: Tensor, node: Tensor, rw: Rewrites) -> tuple[Tensor, Tensor] | None:
+    """(w, c) when ``scaled`` is ``w * c`` (either order) for a constant c = +-2**k, k >= 0, that only
+    ``node`` (``scaled * scale``, ``scale`` of one element) reads, all of ``node``'s type; else None."""
+    if (type(scaled.primitive) is not ew.Mul or not rw.sole_use(scaled) or scaled is scale
+            or any(d != 1 for d in scale.shape) or len(scale.shape) > len(node.shape)
+            or scale.dtype != node.dtype or scaled.dtype != node.dtype):
+        return None
+    w, c = rw.deps[id(scaled)]
+    if not _is_exact_scale(c):
+        w, c = c, w
+    if not _is_exact_scale(c) or w.shape != node.shape or w.dtype != node.dtype or c.dtype != node.dtype:
+        return None
+    return w, c
+
+
+@lowering_rule(ew.Mul)
+def exact_scale(node: Tensor, rw: Rewrites) -> None:
     # (w * c) * s -> w * (s * c) for a one-element s and a constant c = +-2**k, k >= 0: both products are
     # exact scalings, so the result is the same single rounding of w*s*c (barring overflow to inf).
     # This is the weight-decay gradient's shape; it saves one pass over the weights.
-    for node in steps:
-        if type(node.primitive) is not mul_cls or not static(node) or id(node) in dropped:
+    if not static(node) or id(node) in rw.dropped:
+        return
+    operands = rw.deps[id(node)]
+    for k, scaled in enumerate(operands):
+        scale = operands[1 - k]
+        found = _scaled_weight(scaled, scale, node, rw)
+        if found is None:
             continue
-        operands = deps[id(node)]
-        for k, scaled in enumerate(operands):
-            scale = operands[1 - k]
-            if (type(scaled.primitive) is not mul_cls or id(scaled) in roots or id(scaled) in dropped
-                    or any(d != 1 for d in scale.shape) or len(scale.shape) > len(node.shape)
-                    or scale.dtype != node.dtype or scaled.dtype != node.dtype
-                    or len(consumers.get(id(scaled), ())) != 1 or scaled is scale):
-                continue
-            w, c = deps[id(scaled)]
-            if not _is_exact_scale(c):
-                w, c = c, w
-            if not _is_exact_scale(c) or w.shape != node.shape or w.dtype != node.dtype or c.dtype != node.dtype:
-                continue
-            factor = Tensor(mul_cls(), [scale, c], scale.shape, node.dtype, site=node.site,
-                            is_gradient=node.is_gradient)
-            deps[id(factor)] = [scale, c]
-            deps[id(node)] = [w, factor]
-            fired[id(node)] = "exact_scale"
-            inserted.setdefault(id(node), []).append(factor)
-            consumers.setdefault(id(w), []).append(node)
-            dropped.add(id(scaled))
-            break
-    # softmax(z) - one_hot(labels) (the sparse cross-entropy's gradient) becomes the op that computes it
-    # in one buffer, as by hand
-    for node in steps:
-        if type(node.primitive) is not ew.Sub or id(node) in dropped or node.ndim != 2:
-            continue
-        probs, target = deps[id(node)]
-        if (type(probs.primitive) is not nn.Softmax or type(target.primitive) is not shape_ops.OneHot
-                or id(probs) in roots or id(target) in roots or id(probs) in dropped
-                or len(consumers.get(id(probs), ())) != 1 or len(consumers.get(id(target), ())) != 1):
-            continue
-        (logits,) = deps[id(probs)]
-        (labels,) = deps[id(target)]
-        if (probs.primitive.axis in (1, -1) and logits.ndim == 2 and logits.dtype.kind == "f"
-                and target.primitive.depth == logits.shape[1] and target.dtype == logits.dtype
-                and node.dtype == logits.dtype and labels.ndim == 1 and labels.dtype.kind in "iu"):
-            made = Tensor(nn.SoftmaxMinusOneHot(), [logits, labels], node.shape, node.dtype,
-                            name=node.name, site=node.site, is_gradient=node.is_gradient)
-            deps[id(made)] = [logits, labels]
-            inserted.setdefault(id(node), []).append(made)
-            replaced[id(node)] = made
-            fired[id(made)] = "softmax_minus_one_hot"
-            dropped.update((id(node), id(probs), id(target)))
-    # sum(square(x)) over every axis is a dot product of x with itself: one BLAS pass, no temporary
-    # (the same value up to the order of the additions, which np.sum does not promise either)
-    for node in steps:
-        if type(node.primitive) is not reduce.Sum or node.shape != () or id(node) in dropped:
-            continue
-        (square,) = deps[id(node)]
-        if (type(square.primitive) is ew.Square and id(square) not in roots
-                and square.dtype.kind == "f" and square.dtype == node.dtype and static(square)
-                and len(consumers.get(id(square), ())) == 1 and deps[id(square)][0].dtype == square.dtype):
-            deps[id(node)] = [deps[id(square)][0]] * 2
-            special[id(node)] = np.vdot
-            fired[id(node)] = "sum_of_squares_dot"
-            dropped.add(id(square))
-    return dropped
+        w, c = found
+        factor = Tensor(ew.Mul(), [scale, c], scale.shape, node.dtype, site=node.site, is_gradient=node.is_gradient)
+        rw.deps[id(factor)] = [scale, c]
+        rw.deps[id(node)] = [w, factor]
+        rw.consumers.setdefault(id(w), []).append(node)
+        rw.inserted.setdefault(id(node), []).append(factor)
+        rw.dropped.add(id(scaled))
+        rw.fire(node)
+        return
+
+
+def _cross_entropy_operands(probs: Tensor, target: Tensor, node: Tensor, rw: Rewrites) -> tuple | None:
+    """(logits, labels) when ``node`` is ``softmax(logits, axis=-1) - one_hot(labels, depth)`` of 2-d float
+    logits and 1-d integer labels, with the softmax and the one-hot read by nothing else; else None."""
+    if (type(probs.primitive) is not nn.Softmax or type(target.primitive) is not shape_ops.OneHot
+            or not rw.sole_use(probs) or not rw.sole_use(target)):
+        return None
+    (logits,) = rw.deps[id(probs)]
+    (labels,) = rw.deps[id(target)]
+    if (probs.primitive.axis in (1, -1) and logits.ndim == 2 and logits.dtype.kind == "f"
+            and target.primitive.depth == logits.shape[1] and target.dtype == logits.dtype
+            and node.dtype == logits.dtype and labels.ndim == 1 and labels.dtype.kind in "iu"):
+        return logits, labels
+    return None
+
+
+@lowering_rule(ew.Sub)
+def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
+    # softmax(z) - one_hot(labels) -> softmax_minus_one_hot(z, labels): the sparse cross-entropy's gradient,
+    # computed by the op that does the same arithmetic in one buffer, as by hand
+    if id(node) in rw.dropped or node.ndim != 2:
+        return
+    probs, target = rw.deps[id(node)]
+    found = _cross_entropy_operands(probs, target, node, rw)
+    if found is None:
+        return
+    made = Tensor(nn.SoftmaxMinusOneHot(), list(found), node.shape, node.dtype, name=node.name, site=node.site,
+                  is_gradient=node.is_gradient)
+    rw.deps[id(made)] = list(found)
+    rw.inserted.setdefault(id(node), []).append(made)
+    rw.replaced[id(node)] = made
+    rw.dropped.update((id(node), id(probs), id(target)))
+    rw.fire(made)
+
+
+@lowering_rule(reduce.Sum)
+def sum_of_squares_dot(node: Tensor, rw: Rewrites) -> None:
+    # sum(square(x)) over every axis -> vdot(x, x): one BLAS pass, no temporary (the same value up to the
+    # order of the additions, which np.sum does not promise either)
+    if node.shape != () or id(node) in rw.dropped:
+        return
+    (square,) = rw.deps[id(node)]
+    if (type(square.primitive) is ew.Square and rw.sole_use(square) and square.dtype.kind == "f"
+            and square.dtype == node.dtype and static(square) and rw.deps[id(square)][0].dtype == square.dtype):
+        x = rw.deps[id(square)][0]
+        rw.deps[id(node)] = [x, x]
+        rw.special[id(node)] = np.vdot
+        rw.dropped.add(id(square))
+        rw.fire(node)

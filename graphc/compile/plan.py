@@ -131,6 +131,8 @@ class Program:
     #: step index -> the values whose names are dropped after it
     frees: dict[int, list[int]] = field(default_factory=dict)
     # ---- code generation ----
+    #: the name each shared value (a NumPy function, a 0-d zero) is bound to in ``run``'s namespace
+    shared: dict = field(default_factory=dict)
     plan: Plan | None = None
 
     @property

@@ -3,12 +3,9 @@ static, its size, and which updated variables' storage it may look into."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import numpy as np
-
-from graphc.ops.elementwise import Relu
-from graphc.ops.linalg import Matmul
 from graphc.tensor import Tensor, Variable
 
 
@@ -18,21 +15,14 @@ def kernel(node: Tensor):
     return lowering() if lowering is not None else None
 
 
-def writes_out(node: Tensor) -> bool:
-    """Whether the step runs as a NumPy call that can write through ``out=``: a kernel, ``relu``
-    (``np.maximum(x, 0, out=)``) or ``matmul`` (``np.matmul(a, b, out=)``); exact classes, since a
-    subclass may compute something else."""
-    cls = type(node.primitive)
-    return cls is Relu or cls is Matmul or kernel(node) is not None
-
-
 def static(node: Tensor) -> bool:
     """A known, non-empty-rank shape: its buffers can be reused through ``out=``."""
     return bool(node.shape) and None not in node.shape
 
 
 def nbytes(node: Tensor) -> int:
-    return int(np.prod(node.shape, dtype=np.int64)) * node.dtype.itemsize
+    """The bytes of a step's value (``node`` has a static shape)."""
+    return math.prod(node.shape) * node.dtype.itemsize
 
 
 def looks_into(steps: Sequence[Tensor], deps: dict[int, list[Tensor]],
