@@ -53,6 +53,15 @@ MODES = ("trace", "prev", "last", "final")
 _REVERSED = (slice(None, None, -1),)
 
 
+def _check_emit(entry, n_out: int, n_states: int) -> None:
+    """An emit is ``(body output, mode)``; ``prev`` and ``final`` are for states only."""
+    if (not isinstance(entry, tuple) or len(entry) != 2 or type(entry[0]) is not int
+            or not 0 <= entry[0] < n_out or entry[1] not in MODES):
+        raise ValueError(f"scan: bad output {entry!r}")
+    if entry[1] in ("prev", "final") and entry[0] >= n_states:
+        raise ValueError(f"scan: mode {entry[1]!r} is for fed-back outputs only, got {entry!r}")
+
+
 def _compatible(a: tuple, b: tuple) -> bool:
     """Same rank, and every size known on both sides agrees."""
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
@@ -101,11 +110,7 @@ class Scan(Op):
         if not self.emits:
             raise ValueError("scan: needs at least one output")
         for entry in self.emits:
-            if (not isinstance(entry, tuple) or len(entry) != 2 or type(entry[0]) is not int
-                    or not 0 <= entry[0] < n_out or entry[1] not in MODES):
-                raise ValueError(f"scan: bad output {entry!r}")
-            if entry[1] in ("prev", "final") and entry[0] >= self.n_states:
-                raise ValueError(f"scan: mode {entry[1]!r} is for fed-back outputs only, got {entry!r}")
+            _check_emit(entry, n_out, self.n_states)
         if len(self.empty_like) != n_out or any(type(k) is not int or k < -1 for k in self.empty_like):
             raise ValueError("scan: empty_like needs one int per body output")
 
@@ -582,10 +587,6 @@ def _lift(outputs: list[Tensor], args: list[Tensor]) -> list[Tensor]:
     return [t for t in frontier(order, outputs, depends) if id(t) in free]
 
 
-def _label(tensor: Tensor, fallback: str) -> str:
-    return tensor.name if tensor.name else fallback
-
-
 def _step_count(function: str, sequences: list[Tensor], n_steps) -> tuple[Tensor | None, int | None]:
     """``n_steps`` checked against the sequences: ``(count tensor, None)``, ``(None, static count)``, or
     ``(None, None)`` (the sequences' length)."""
@@ -624,10 +625,10 @@ def _trace(function: str, fn: Callable, sequences: list[Tensor], inits: list[Ten
     (the body's inputs so far) and the sequences; when ``fn`` draws random numbers, those draws are
     keyed by the step: the step keys (of ``count`` steps) are one more sequence (so a gradient sees the
     same draws), the key placeholder the last slice."""
-    seq_args = [placeholder(f"{_label(s, f'sequence{k}')}[t]", s.shape[1:], s.dtype) for k, s in enumerate(sequences)]
-    state_args = [placeholder(f"{_label(v, f'state{k}')}[t-1]", v.shape, v.dtype)
+    seq_args = [placeholder(f"{s.name or f'sequence{k}'}[t]", s.shape[1:], s.dtype) for k, s in enumerate(sequences)]
+    state_args = [placeholder(f"{v.name or f'state{k}'}[t-1]", v.shape, v.dtype)
                   for k, v in enumerate(inits) if v is not None]
-    nonseq_args = [placeholder(_label(v, f"non_sequence{k}"), v.shape, v.dtype) for k, v in enumerate(nonseqs)]
+    nonseq_args = [placeholder(v.name or f"non_sequence{k}", v.shape, v.dtype) for k, v in enumerate(nonseqs)]
     key = graphc_random.begin_step_function()  # (graphc/random.py)
     try:
         result = fn(*seq_args, *state_args, *nonseq_args)
@@ -678,7 +679,7 @@ def _check_outputs(function: str, outs: list[Tensor], inits: list[Tensor | None]
 def _closed_body(function: str, args: list[Tensor], outputs: list[Tensor]) -> tuple[InnerGraph, list[Tensor]]:
     """The body over ``args`` computing ``outputs``, and the outer tensors it captured (its last inputs)."""
     captured = _lift(outputs, args)
-    captured_args = [placeholder(_label(c, f"captured{k}"), c.shape, c.dtype) for k, c in enumerate(captured)]
+    captured_args = [placeholder(c.name or f"captured{k}", c.shape, c.dtype) for k, c in enumerate(captured)]
     if captured:
         outputs = clone(outputs, dict(zip(captured, captured_args)))
     try:
