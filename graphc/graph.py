@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +30,22 @@ def clone(outputs: Sequence[Tensor], replace: Mapping[Tensor, Tensor]) -> list[T
     """Copies of ``outputs`` with the tensors in ``replace`` substituted (see :func:`substitute`)."""
     mapping = substitute(outputs, replace)
     return [mapping[id(t)] for t in outputs]
+
+
+def depending(order: Sequence[Tensor], is_source: Callable[[Tensor], bool]) -> set[int]:
+    """``id`` of every node of ``order`` (inputs before consumers) that is a source or reads one, transitively."""
+    found: set[int] = set()
+    for node in order:
+        if is_source(node) or any(id(p) in found for p in node.inputs):
+            found.add(id(node))
+    return found
+
+
+def frontier(order: Sequence[Tensor], outputs: Sequence[Tensor], inside: set[int]) -> list[Tensor]:
+    """The tensors outside ``inside`` that a node of ``inside`` (from ``order``) reads or that are among
+    ``outputs``: where a part of a graph (a loop's step-dependent nodes) meets the rest. In order of first use."""
+    used = [p for node in order if id(node) in inside for p in node.inputs] + list(outputs)
+    return list({id(t): t for t in used if id(t) not in inside}.values())
 
 
 class InnerGraph:

@@ -40,8 +40,8 @@ import numpy as np
 from graphc import random as graphc_random
 from graphc.autodiff import backprop, zeros_for
 from graphc.errors import DTypeError, ExecutionError, GraphcError, ShapeError
-from graphc.graph import InnerGraph, clone
-from graphc.leaves import Constant, Placeholder, VariableLeaf, placeholder
+from graphc.graph import InnerGraph, clone, depending, frontier
+from graphc.leaves import Constant, placeholder
 from graphc.op import MULTI_TYPE, Op, Output, apply, as_tensor
 from graphc.ops.elementwise import add, zeros_like
 from graphc.tensor import Tensor, toposort
@@ -51,6 +51,15 @@ __all__ = ["Scan", "foldl", "map", "scan"]
 
 MODES = ("trace", "prev", "last", "final")
 _REVERSED = (slice(None, None, -1),)
+
+
+def _check_emit(entry, n_out: int, n_states: int) -> None:
+    """An emit is ``(body output, mode)``; ``prev`` and ``final`` are for states only."""
+    if (not isinstance(entry, tuple) or len(entry) != 2 or type(entry[0]) is not int
+            or not 0 <= entry[0] < n_out or entry[1] not in MODES):
+        raise ValueError(f"scan: bad output {entry!r}")
+    if entry[1] in ("prev", "final") and entry[0] >= n_states:
+        raise ValueError(f"scan: mode {entry[1]!r} is for fed-back outputs only, got {entry!r}")
 
 
 def _compatible(a: tuple, b: tuple) -> bool:
@@ -101,11 +110,7 @@ class Scan(Op):
         if not self.emits:
             raise ValueError("scan: needs at least one output")
         for entry in self.emits:
-            if (not isinstance(entry, tuple) or len(entry) != 2 or type(entry[0]) is not int
-                    or not 0 <= entry[0] < n_out or entry[1] not in MODES):
-                raise ValueError(f"scan: bad output {entry!r}")
-            if entry[1] in ("prev", "final") and entry[0] >= self.n_states:
-                raise ValueError(f"scan: mode {entry[1]!r} is for fed-back outputs only, got {entry!r}")
+            _check_emit(entry, n_out, self.n_states)
         if len(self.empty_like) != n_out or any(type(k) is not int or k < -1 for k in self.empty_like):
             raise ValueError("scan: empty_like needs one int per body output")
 
@@ -258,70 +263,82 @@ class Scan(Op):
         return n
 
     def _run(self, step: Callable, spare: dict | None, *arrays) -> tuple:
+        """The loop: ``step(values)`` runs the body once (its outputs' values for its inputs', in order);
+        ``spare`` keeps trace buffers from call to call (see ``compiled_impl``), or is None."""
         n_states = self.n_states
-        sequences, inits, nonseqs = self.split(arrays)
+        sequences, states, rest = self.split(arrays)
         n = self._count(arrays, sequences)
         if self.go_backwards:
             sequences = [s[::-1] for s in sequences]
-        body_outputs = self.body.outputs
-        n_out = len(body_outputs)
-        buffered = [False] * n_out
-        for j, mode in self.emits:
-            if mode in ("trace", "prev"):
-                buffered[j] = True
-        wanted = [j for j in range(n_out) if buffered[j]]
-        buffers: dict[int, np.ndarray] = {}
-        states = list(inits)
+        traced = sorted({j for j, mode in self.emits if mode in ("trace", "prev")})
+        buffers = self._state_traces(spare, n, traced, states)
+        rows = [(j, 1 if j < n_states else 0) for j in traced]  # step t goes to row t + offset of buffer j
+        checked, varying = self._shape_checks(traced)
         shapes = [np.shape(s) for s in states]
-        checks = [j for j in range(n_states) if body_outputs[j].shape != self.body.inputs[self.n_sequences + j].shape
-                  or None in body_outputs[j].shape]
-        for j in wanted:
-            if j < n_states:
-                buffer = self._buffer(spare, j, (n + 1,) + shapes[j], body_outputs[j].dtype)
-                buffer[0] = states[j]
-                buffers[j] = buffer
-        varying = [j for j in wanted if j >= n_states and None in body_outputs[j].shape]
-        last = None
-        rest = list(nonseqs)
+        states, rest, last = list(states), list(rest), None
         for t in range(n):
             try:
                 last = step([s[t] for s in sequences] + states + rest)
             except ExecutionError as exc:
                 raise ExecutionError(f"scan step {t} (of {n}): {exc}") from exc
-            for j in checks:
+            for j in checked:
                 if last[j].shape != shapes[j]:
                     raise ValueError(f"scan step {t}: output {j} has shape {last[j].shape}, its initial value "
                                      f"{shapes[j]} (a state must keep its shape)")
             if t == 0:
-                for j in wanted:
-                    if j >= n_states:
-                        buffers[j] = self._buffer(spare, j, (n,) + np.shape(last[j]), body_outputs[j].dtype)
+                buffers.update(self._other_traces(spare, n, traced, last, arrays))
             else:
                 for j in varying:  # a trace row must not broadcast a value of another shape silently
                     if np.shape(last[j]) != buffers[j].shape[1:]:
                         raise ValueError(f"scan step {t}: output {j} has shape {np.shape(last[j])}, but it had "
                                          f"{buffers[j].shape[1:]} at step 0 (every step's value must have one shape)")
-            for j in wanted:
-                buffers[j][t + 1 if j < n_states else t] = last[j]
+            for j, offset in rows:
+                buffers[j][t + offset] = last[j]
             states = list(last[:n_states])
         if n == 0:
-            for j in wanted:
-                if j >= n_states:
-                    buffers[j] = np.empty((0,) + self._empty_step_shape(j, arrays), body_outputs[j].dtype)
-        results = []
-        for j, mode in self.emits:
-            if mode == "trace":
-                results.append(buffers[j][1:] if j < n_states else buffers[j])
-            elif mode == "prev":
-                results.append(buffers[j][:-1])
-            elif mode == "final":
-                # no step: the initial value itself, copied (the executor may recycle the input's buffer)
-                results.append(states[j] if n else np.array(states[j], copy=True))
-            else:
-                if last is None:
-                    raise ValueError(f"scan: the last value of output {j} of a loop that ran no step")
-                results.append(last[j])
-        return tuple(results)
+            buffers.update(self._other_traces(None, 0, traced, None, arrays))
+        return tuple(self._emitted(j, mode, buffers, states, last) for j, mode in self.emits)
+
+    def _shape_checks(self, traced: list[int]) -> tuple[list[int], list[int]]:
+        """The outputs whose shape every step checks: the states whose body types leave their shape open (a
+        state must keep its shape), and the traced other outputs of partly unknown shape (one shape per trace)."""
+        outputs, args = self.body.outputs, self.body.inputs[self.n_sequences:]
+        states = [j for j in range(self.n_states) if outputs[j].shape != args[j].shape or None in outputs[j].shape]
+        others = [j for j in traced if j >= self.n_states and None in outputs[j].shape]
+        return states, others
+
+    def _state_traces(self, spare: dict | None, n: int, traced: list[int], inits: Sequence) -> dict[int, np.ndarray]:
+        """The traced states' buffers: ``n + 1`` rows, the initial value in row 0 (step t's value goes to row t + 1)."""
+        buffers = {}
+        for j in traced:
+            if j < self.n_states:
+                buffers[j] = self._buffer(spare, j, (n + 1,) + np.shape(inits[j]), self.body.outputs[j].dtype)
+                buffers[j][0] = inits[j]
+        return buffers
+
+    def _other_traces(self, spare: dict | None, n: int, traced: list[int], first, arrays: Sequence) -> dict:
+        """The traced other outputs' buffers: ``n`` rows shaped like step 0's values ``first``; when no step
+        runs (``first`` None), fresh buffers of 0 rows of the step shape ``empty_like`` gives."""
+        buffers = {}
+        for j in traced:
+            if j >= self.n_states:
+                dtype = self.body.outputs[j].dtype
+                buffers[j] = (np.empty((0,) + self._empty_step_shape(j, arrays), dtype) if first is None
+                              else self._buffer(spare, j, (n,) + np.shape(first[j]), dtype))
+        return buffers
+
+    def _emitted(self, j: int, mode: str, buffers: dict, states: list, last) -> np.ndarray:
+        """The node's output ``(j, mode)`` after the loop (``last``: the last step's values, None if none ran)."""
+        if mode == "trace":
+            return buffers[j][1:] if j < self.n_states else buffers[j]
+        if mode == "prev":
+            return buffers[j][:-1]
+        if mode == "final":
+            # no step: the initial value itself, copied (the executor may recycle the input's buffer)
+            return states[j] if last is not None else np.array(states[j], copy=True)
+        if last is None:
+            raise ValueError(f"scan: the last value of output {j} of a loop that ran no step")
+        return last[j]
 
     def _empty_step_shape(self, j: int, arrays: Sequence) -> tuple:
         k = self.empty_like[j]
@@ -341,37 +358,47 @@ class Scan(Op):
             position = {entry: k for k, entry in enumerate(op.emits)}
         return [apply(Output(position[entry]), source) for entry in wanted]
 
-    def _values_for_gradient(self, wx, float_states, ww, kept: set[int]) -> list[Tensor]:
-        """The body nodes whose values the step's gradient rules read, other than the outputs kept anyway.
+    def _values_for_gradient(self, diff: list[int], kept: set[int]) -> list[Tensor]:
+        """The body nodes whose values the step's gradient rules read, other than the outputs ``kept`` anyway.
 
-        Found by differentiating a probe copy of the body once: the nodes of the forward copy that a
-        gradient node reads directly and that change from step to step (they depend on a sequence or
-        a state). Loop invariants and constants are recomputed (the optimizer hoists them).
+        Found by differentiating a probe copy of the body once with respect to the body inputs ``diff``:
+        the nodes of the forward copy that a gradient node reads directly and that change from step to
+        step (they depend on a sequence or a state). Loop invariants and constants are recomputed (the
+        optimizer hoists them).
         """
         body = self.body
-        ns, nst = self.n_sequences, self.n_states
         probes = [placeholder("probe", t.shape, t.dtype) for t in body.inputs]
         outs, copies = _cloned(body, dict(zip(body.inputs, probes)))
-        heads = [o for j, o in enumerate(outs) if o.dtype.kind == "f"]
+        heads = [o for o in outs if o.dtype.kind == "f"]
         cotangents = [placeholder("cotangent", o.shape, o.dtype) for o in heads]
-        wrt = [probes[i] for i in wx] + [probes[ns + j] for j in float_states] + [probes[ns + nst + i] for i in ww]
-        grads = [g for g in backprop(heads, cotangents, wrt) if g is not None]
-        original = {id(copy): node for node, copy in ((n, copies.get(id(n))) for n in body.nodes()) if copy is not None}
+        grads = [g for g in backprop(heads, cotangents, [probes[k] for k in diff]) if g is not None]
+        nodes = body.nodes()
+        step_args = {id(t) for t in body.inputs[:self.n_sequences + self.n_states]}
+        varies = depending(nodes, lambda item: id(item) in step_args)
         outputs = {id(body.outputs[j]) for j in kept}
-        variant_args = {id(t) for t in body.inputs[:ns + nst]}
-        variant: dict[int, bool] = {}
-        for item in body.nodes():
-            variant[id(item)] = id(item) in variant_args or any(variant[id(p)] for p in item.inputs)
+        # (a copied node has inputs: the leaves are replaced or shared)
+        readable = {id(copies[id(item)]): item for item in nodes if id(item) in copies and id(item) in varies
+                    and id(item) not in outputs and not item.primitive.multi_output}
+        forward = {id(copy) for copy in copies.values()}
         found: dict[int, Tensor] = {}
         for item in toposort(grads, stop_at=probes + cotangents):
-            if id(item) in original:
-                continue  # a node of the forward copy
-            for parent in item.inputs:
-                source = original.get(id(parent))
-                if (source is not None and source.inputs and variant[id(source)] and id(source) not in outputs
-                        and not source.primitive.multi_output):
-                    found.setdefault(id(source), source)
+            if id(item) not in forward:
+                for parent in item.inputs:
+                    if id(parent) in readable:
+                        found.setdefault(id(parent), readable[id(parent)])
         return list(found.values())
+
+    def _cotangents(self, gs: Sequence[Tensor | None]) -> tuple[dict[int, Tensor], ...]:
+        """The cotangents ``gs`` (one per output) per body output ``j`` of the float outputs: those of its
+        trace, of its prev-trace, and of its last or final value (summed where two outputs emit the same)."""
+        trace_g: dict[int, Tensor] = {}
+        prev_g: dict[int, Tensor] = {}
+        last_g: dict[int, Tensor] = {}
+        for (j, mode), g in zip(self.emits, gs):
+            if g is not None and self.body.outputs[j].dtype.kind == "f":
+                table = trace_g if mode == "trace" else prev_g if mode == "prev" else last_g
+                table[j] = add(table[j], g) if j in table else g
+        return trace_g, prev_g, last_g
 
     def vjp(self, node: Tensor, gs: Sequence[Tensor | None]) -> list[Tensor | None]:
         """Backpropagation through time: one cotangent per input, computed by another (backward) scan.
@@ -380,111 +407,120 @@ class Scan(Op):
         once with the ordinary driver; the backward loop walks the steps in reverse, carrying
         the states' cotangents and summing the non-sequences' gradients (see docs/scan.md).
         """
-        body = self.body
-        ns, nst = self.n_sequences, self.n_states
-        sequences, inits, nonseqs = self.split(node.inputs)
-        n_out = len(body.outputs)
-        trace_g: dict[int, Tensor] = {}
-        prev_g: dict[int, Tensor] = {}
-        last_g: dict[int, Tensor] = {}
-        for (j, mode), g in zip(self.emits, gs):
-            if g is None or body.outputs[j].dtype.kind != "f":
-                continue
-            table = trace_g if mode == "trace" else prev_g if mode == "prev" else last_g
-            table[j] = g if j not in table else add(table[j], g)
-        float_states = [j for j in range(nst) if inits[j].dtype.kind == "f"]
-        wx = [i for i in range(ns) if sequences[i].dtype.kind == "f"]
-        ww = [i for i in range(len(nonseqs)) if nonseqs[i].dtype.kind == "f"]
-        if not (wx or float_states or ww) or not (trace_g or prev_g or last_g):
+        cotangents = self._cotangents(gs)
+        # the body inputs differentiated: the float ones (body input k is node input first + k)
+        diff = [k for k, t in enumerate(node.inputs[self.first:]) if t.dtype.kind == "f"]
+        if not diff or not any(cotangents):
             return [None] * len(node.inputs)
-        # sequences in step order (row t is what step t read)
-        xs = [s[_REVERSED] if self.go_backwards else s for s in sequences]
+        return _Backward(self, diff, *cotangents).gradients(node)
+
+
+class _Backward:
+    """The backward loop of a scan node (backpropagation through time), and its step function.
+
+    It walks the forward's steps from the last one. Its sequences, in the forward's step order: the
+    forward's sequences, the states before each step, the cotangents of the traces (outputs
+    ``trace_keys``) and of the prev-traces (states ``prev_keys``), and the values the forward kept (the
+    outputs ``kept``, then the intermediate values ``stored`` its rules read). Its fed-back outputs:
+    per float sequence the cotangent of its slice (traced: the sequence's gradient), per float state
+    its cotangent (carried back: its final value is the initial state's gradient), per other output read
+    as its last value the cotangent of that (``q_keys``: given before the first backward step, zero
+    after), and per float non-sequence its gradient summed over the steps. Its non-sequences are the
+    forward's.
+    """
+
+    def __init__(self, op: Scan, diff: list[int], trace_g: dict, prev_g: dict, last_g: dict) -> None:
+        ns, nst, n_out = op.n_sequences, op.n_states, len(op.body.outputs)
+        self.op, self.diff = op, diff
+        self.trace_g, self.prev_g, self.last_g = trace_g, prev_g, last_g
+        self.wx = [k for k in diff if k < ns]
+        self.float_states = [k - ns for k in diff if ns <= k < ns + nst]
+        self.ww = [k - ns - nst for k in diff if k >= ns + nst]
+        self.trace_keys, self.prev_keys = sorted(trace_g), sorted(prev_g)
+        self.q_keys = [j for j in sorted(last_g) if j >= nst]
         # what the forward loop kept: the states before each step, and the outputs' values (the states after
         # each step, and the traces it emits of the other outputs), so the backward loop recomputes only the
         # body's intermediate values the gradient rules need, never its outputs
-        kept = [j for j in range(nst)] + [j for j in range(nst, n_out) if (j, "trace") in self.emits]
+        self.kept = list(range(nst)) + [j for j in range(nst, n_out) if (j, "trace") in op.emits]
         # and the body's intermediate values the gradient rules read (tanh's rule reads its input): a twin
         # of the forward loop emits their traces too; the optimizer merges it with the forward loop
         # (scan.merge), so the forward runs once and the backward recomputes none of them
-        stored = self._values_for_gradient(wx, float_states, ww, set(kept))
-        source, source_op = node, self
+        self.stored = op._values_for_gradient(diff, set(self.kept))
+
+    def _saved(self, node: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """The traces of the forward ``node`` the backward loop reads: the states before each step, and the
+        values kept (of ``kept``, then of ``stored``, emitted by a twin of the forward loop)."""
+        op, n_out, stored = self.op, len(self.op.body.outputs), self.stored
+        source = node
         if stored:
-            source_op = dataclasses.replace(
-                self, body=InnerGraph(body.inputs, list(body.outputs) + stored),
-                emits=self.emits + tuple((n_out + k, "trace") for k in range(len(stored))),
-                empty_like=self.empty_like + (-1,) * len(stored))
-            source = apply(source_op, *node.inputs)
-        found = source_op._traces(source, [(j, "prev") for j in range(nst)] + [(j, "trace") for j in kept]
-                                  + [(n_out + k, "trace") for k in range(len(stored))])
-        prevs, values = found[:nst], found[nst:]
-        trace_keys, prev_keys = sorted(trace_g), sorted(k for k in prev_g if k in float_states)
-        q_keys = [j for j in sorted(last_g) if j >= nst]
-        back_sequences = (xs + prevs + [trace_g[j] for j in trace_keys] + [prev_g[j] for j in prev_keys]
-                          + values)
-        infos = ([None] * len(wx)
-                 + [last_g[j] if j in last_g else zeros_for(inits[j]) for j in float_states]
-                 + [last_g[j] for j in q_keys]
-                 + [zeros_for(nonseqs[i]) for i in ww])
-        n_seq_args = len(back_sequences)
+            op = dataclasses.replace(op, body=InnerGraph(op.body.inputs, list(op.body.outputs) + stored),
+                                     emits=op.emits + tuple((n_out + k, "trace") for k in range(len(stored))),
+                                     empty_like=op.empty_like + (-1,) * len(stored))
+            source = apply(op, *node.inputs)
+        wanted = ([(j, "prev") for j in range(op.n_states)] + [(j, "trace") for j in self.kept]
+                  + [(n_out + k, "trace") for k in range(len(stored))])
+        found = op._traces(source, wanted)
+        return found[:op.n_states], found[op.n_states:]
 
-        def step(*args):
-            x = args[:ns]
-            s_prev = args[ns:ns + nst]
-            offset = ns + nst
-            tg = dict(zip(trace_keys, args[offset:offset + len(trace_keys)]))
-            offset += len(trace_keys)
-            pg = dict(zip(prev_keys, args[offset:offset + len(prev_keys)]))
-            offset += len(prev_keys)
-            saved = args[offset:offset + len(kept) + len(stored)]
-            offset = n_seq_args
-            carries = dict(zip(float_states, args[offset:offset + len(float_states)]))
-            offset += len(float_states)
-            qs = dict(zip(q_keys, args[offset:offset + len(q_keys)]))
-            offset += len(q_keys)
-            sums = args[offset:offset + len(ww)]
-            w = args[offset + len(ww):]
-            replace = dict(zip(body.inputs, list(x) + list(s_prev) + list(w)))
-            outs, copies = _cloned(body, replace)
-            heads, cots = [], []
-            for j in range(n_out):
-                terms = [t for t in (carries.get(j), tg.get(j), qs.get(j)) if t is not None]
-                if terms and outs[j].dtype.kind == "f":
-                    total = terms[0]
-                    for term in terms[1:]:
-                        total = add(total, term)
-                    heads.append(outs[j])
-                    cots.append(total)
-            wrt = [x[i] for i in wx] + [s_prev[j] for j in float_states] + [w[i] for i in ww]
-            found = backprop(heads, cots, wrt) if heads else [None] * len(wrt)
-            split = len(wx) + len(float_states)
-            dx, ds, dw = found[:len(wx)], found[len(wx):split], found[split:]
-            new = [d if d is not None else zeros_for(x[i]) for d, i in zip(dx, wx)]
-            for d, j in zip(ds, float_states):
-                carry = d if d is not None else zeros_for(s_prev[j])
-                new.append(add(carry, pg[j]) if j in pg else carry)
-            new += [zeros_like(qs[j]) for j in q_keys]
-            new += [add(total, d) if d is not None else total for total, d in zip(sums, dw)]
-            # the rules read the outputs' values (tanh's rule reads tanh(x)): from what the forward kept
-            substitute = {outs[j]: value for j, value in zip(kept, saved) if outs[j] is not value}
-            substitute.update((copies[id(r)], value) for r, value in zip(stored, saved[len(kept):]))
-            return clone(new, substitute)
-
-        n_steps = node.inputs[0] if self.steps_input else self.n_steps
-        modes = (["trace"] * len(wx) + ["final"] * len(float_states) + [None] * len(q_keys)
-                 + ["final"] * len(ww))
-        first = 1 if self.steps_input else 0
-        empty_like = [first + i for i in wx]  # a sequence's gradient has the sequence's shape, also empty
-        results = _build(step, back_sequences, infos, list(nonseqs), n_steps, True, None, modes, empty_like)
+    def gradients(self, node: Tensor) -> list[Tensor | None]:
+        """The backward loop over the forward ``node``'s traces: the cotangent of each input of ``node``."""
+        op, ns = self.op, self.op.n_sequences
+        sequences, inits, nonseqs = op.split(node.inputs)
+        prevs, values = self._saved(node)
+        xs = [s[_REVERSED] if op.go_backwards else s for s in sequences]  # row t: what step t read
+        back_sequences = (xs + prevs + [self.trace_g[j] for j in self.trace_keys]
+                          + [self.prev_g[j] for j in self.prev_keys] + values)
+        infos = ([None] * len(self.wx)
+                 + [self.last_g[j] if j in self.last_g else zeros_for(inits[j]) for j in self.float_states]
+                 + [self.last_g[j] for j in self.q_keys] + [zeros_for(nonseqs[i]) for i in self.ww])
+        modes = (["trace"] * len(self.wx) + ["final"] * len(self.float_states) + [None] * len(self.q_keys)
+                 + ["final"] * len(self.ww))
+        empty_like = [op.first + i for i in self.wx]  # a sequence's gradient has the sequence's shape, also empty
+        n_steps = node.inputs[0] if op.steps_input else op.n_steps
+        results = _build(self, back_sequences, infos, list(nonseqs), n_steps, True, None, modes, empty_like)
+        carried = len(self.wx) + len(self.float_states)
         rules: list[Tensor | None] = [None] * len(node.inputs)
-        for k, i in enumerate(wx):
-            trace = results[k]
-            rules[self.first + i] = trace if self.go_backwards else trace[_REVERSED]
-        for k, j in enumerate(float_states):
-            rules[self.first + ns + j] = results[len(wx) + k]
-        base = len(wx) + len(float_states) + len(q_keys)
-        for k, i in enumerate(ww):
-            rules[self.first + ns + nst + i] = results[base + k]
+        for k, grad in zip(self.diff, results[:carried] + results[carried + len(self.q_keys):]):
+            rules[op.first + k] = grad[_REVERSED] if k < ns and not op.go_backwards else grad
         return rules
+
+    def __call__(self, *args: Tensor) -> list[Tensor]:
+        """One backward step (traced by ``_build``): the new values of the backward loop's fed-back outputs."""
+        op = self.op
+        body = op.body
+        x, s_prev, tg, pg, saved, carries, qs, sums, w = _chunks(
+            args, op.n_sequences, op.n_states, len(self.trace_keys), len(self.prev_keys),
+            len(self.kept) + len(self.stored), len(self.float_states), len(self.q_keys), len(self.ww))
+        inner = [*x, *s_prev, *w]  # the forward body's inputs at this step
+        outs, copies = _cloned(body, dict(zip(body.inputs, inner)))
+        terms: dict[int, list[Tensor]] = {}  # per body output, the terms of its cotangent
+        for keys, values in ((self.float_states, carries), (self.trace_keys, tg), (self.q_keys, qs)):
+            for j, value in zip(keys, values):
+                terms.setdefault(j, []).append(value)
+        heads = sorted(terms)
+        wrt = [inner[k] for k in self.diff]
+        found = (backprop([outs[j] for j in heads], [functools.reduce(add, terms[j]) for j in heads], wrt)
+                 if heads else [None] * len(wrt))
+        carried = len(self.wx) + len(self.float_states)
+        dx = [d if d is not None else zeros_for(t) for d, t in zip(found[:carried], wrt)]
+        adds = dict(zip(self.prev_keys, pg))  # a state's prev-trace cotangent joins its carry
+        new = dx[:len(self.wx)] + [add(d, adds[j]) if j in adds else d
+                                   for d, j in zip(dx[len(self.wx):], self.float_states)]
+        new += [zeros_like(q) for q in qs]
+        new += [add(total, d) if d is not None else total for total, d in zip(sums, found[carried:])]
+        # the rules read the outputs' values (tanh's rule reads tanh(x)): from what the forward kept
+        substitute = {outs[j]: value for j, value in zip(self.kept, saved) if outs[j] is not value}
+        substitute.update((copies[id(r)], value) for r, value in zip(self.stored, saved[len(self.kept):]))
+        return clone(new, substitute)
+
+
+def _chunks(items: Sequence, *sizes: int) -> list[Sequence]:
+    """``items`` cut into consecutive pieces of ``sizes``, and the rest."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(items[start:start + size])
+        start += size
+    return pieces + [items[start:]]
 
 
 def _cloned(body: InnerGraph, replace: dict) -> tuple[list[Tensor], dict[int, Tensor]]:
@@ -544,36 +580,112 @@ def _lift(outputs: list[Tensor], args: list[Tensor]) -> list[Tensor]:
     Constant-only subgraphs stay in the body (the optimizer folds them). Ordered by first use.
     """
     arg_ids = {id(a) for a in args}
-    depends: dict[int, bool] = {}
-    free: dict[int, bool] = {}
     order = toposort(outputs, stop_at=args)
-    for node in order:
-        if id(node) in arg_ids:
-            depends[id(node)], free[id(node)] = True, False
-        elif not node.inputs:
-            depends[id(node)] = False
-            free[id(node)] = isinstance(node.primitive, (Placeholder, VariableLeaf)) or not isinstance(
-                node.primitive, Constant)
-        else:
-            depends[id(node)] = any(depends[id(p)] for p in node.inputs)
-            free[id(node)] = any(free[id(p)] for p in node.inputs)
-    captured: dict[int, Tensor] = {}
-
-    def take(tensor: Tensor) -> None:
-        if not depends[id(tensor)] and free[id(tensor)]:
-            captured.setdefault(id(tensor), tensor)
-
-    for node in order:
-        if depends[id(node)] and id(node) not in arg_ids:
-            for parent in node.inputs:
-                take(parent)
-    for tensor in outputs:
-        take(tensor)
-    return list(captured.values())
+    depends = depending(order, lambda node: id(node) in arg_ids)
+    free = depending(order, lambda node: not node.inputs and id(node) not in arg_ids
+                     and not isinstance(node.primitive, Constant))
+    return [t for t in frontier(order, outputs, depends) if id(t) in free]
 
 
-def _label(tensor: Tensor, fallback: str) -> str:
-    return tensor.name if tensor.name else fallback
+def _step_count(function: str, sequences: list[Tensor], n_steps) -> tuple[Tensor | None, int | None]:
+    """``n_steps`` checked against the sequences: ``(count tensor, None)``, ``(None, static count)``, or
+    ``(None, None)`` (the sequences' length)."""
+    for k, sequence in enumerate(sequences):
+        if sequence.ndim < 1:
+            raise ShapeError(f"{function}: sequence {k} must have at least one dimension (the steps), "
+                             f"got {sequence.describe()}")
+    tensor = static = None
+    if n_steps is None:
+        if not sequences:
+            raise ValueError(f"{function}: give n_steps when there are no sequences")
+    elif isinstance(n_steps, Tensor):
+        if n_steps.ndim != 0:
+            raise ShapeError(f"{function}: n_steps must be 0-d, got {n_steps.describe()}")
+        if n_steps.dtype.kind not in "iu":
+            raise DTypeError(f"{function}: n_steps must be an integer tensor, got {n_steps.describe()}")
+        tensor = n_steps  # (the contract: a tensor count gives the outputs an unknown first size)
+    elif isinstance(n_steps, (int, np.integer)) and not isinstance(n_steps, (bool, np.bool_)):
+        static = int(n_steps)
+        if static < 0:
+            raise ValueError(f"{function}: n_steps must not be negative, got {static}")
+    else:
+        raise TypeError(f"{function}: n_steps must be an int or a 0-d integer tensor, got {n_steps!r}")
+    lengths = {s.shape[0] for s in sequences if s.shape[0] is not None} | ({static} if static is not None else set())
+    if len(lengths) > 1:
+        listed = ", ".join(s.describe() for s in sequences)
+        extra = f" and n_steps={static}" if static is not None else ""
+        raise ShapeError(f"{function}: the sequences must have one length (the number of steps): {listed}{extra}")
+    return tensor, static
+
+
+def _trace(function: str, fn: Callable, sequences: list[Tensor], inits: list[Tensor | None], nonseqs: list[Tensor],
+           count: Tensor | int | None) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Trace ``fn`` once on stand-ins of one step's values: the sequences' slices, the previous values of
+    the states (the ``inits`` not None), the non-sequences. Returns its outputs as tensors, the stand-ins
+    (the body's inputs so far) and the sequences; when ``fn`` draws random numbers, those draws are
+    keyed by the step: the step keys (of ``count`` steps) are one more sequence (so a gradient sees the
+    same draws), the key placeholder the last slice."""
+    seq_args = [placeholder(f"{s.name or f'sequence{k}'}[t]", s.shape[1:], s.dtype) for k, s in enumerate(sequences)]
+    state_args = [placeholder(f"{v.name or f'state{k}'}[t-1]", v.shape, v.dtype)
+                  for k, v in enumerate(inits) if v is not None]
+    nonseq_args = [placeholder(v.name or f"non_sequence{k}", v.shape, v.dtype) for k, v in enumerate(nonseqs)]
+    key = graphc_random.begin_step_function()  # (graphc/random.py)
+    try:
+        result = fn(*seq_args, *state_args, *nonseq_args)
+        if isinstance(result, dict):
+            raise TypeError(f"{function}: the step function returned a dict; return the new outputs (a tensor or "
+                            f"a list/tuple of tensors; graphc loops have no updates)")
+        outs = [as_tensor(o) for o in (result if isinstance(result, (list, tuple)) else [result])]
+        outs, keyed = graphc_random.step_draws(outs, key)
+    finally:
+        graphc_random.end_step_function(key)
+    if keyed:
+        sequences = sequences + [graphc_random.step_keys(count, sequences[0] if sequences else None)]
+        seq_args = seq_args + [key]
+    return outs, seq_args + state_args + nonseq_args, sequences
+
+
+def _emits(order: list[int], modes: list[str | None], n_states: int) -> tuple[list[tuple[int, str]], dict[int, int]]:
+    """The node's emits: of each output ``k`` of the step function (body output ``b`` is ``order[b]``)
+    whose ``modes[k]`` is not None, then every state's prev trace (and its trace, which shares the buffer)
+    for the gradient (the optimizer drops what nothing reads); and ``k -> its emit``."""
+    emits, returned = [], {}
+    for b, k in enumerate(order):
+        if modes[k] is not None:
+            returned[k] = len(emits)
+            emits.append((b, modes[k]))
+    emits += [(j, "prev") for j in range(n_states)]
+    emits += [(j, "trace") for j in range(n_states) if (j, "trace") not in emits]
+    return emits, returned
+
+
+def _check_outputs(function: str, outs: list[Tensor], inits: list[Tensor | None]) -> None:
+    """One initial value (or None) per output of the step function; a fed-back output keeps its type."""
+    if len(outs) != len(inits):
+        raise ValueError(f"{function}: the step function returned {len(outs)} outputs, but outputs_info has "
+                         f"{len(inits)} entries (one per output; None for one that is not fed back)")
+    for k, (out, init) in enumerate(zip(outs, inits)):
+        if init is not None and out.dtype != init.dtype:
+            raise DTypeError(f"{function}: output {k} of the step function has dtype {out.dtype}, but its initial "
+                             f"value (outputs_info[{k}], {init.describe()}) has {init.dtype}; a fed-back output "
+                             f"must keep its dtype ({out.describe()})")
+        if init is not None and not _compatible(out.shape, init.shape):
+            raise ShapeError(f"{function}: output {k} of the step function has shape {format_shape(out.shape)}, "
+                             f"but its initial value (outputs_info[{k}], {init.describe()}) has "
+                             f"{format_shape(init.shape)}; a fed-back output must keep its shape "
+                             f"({out.describe()})")
+
+
+def _closed_body(function: str, args: list[Tensor], outputs: list[Tensor]) -> tuple[InnerGraph, list[Tensor]]:
+    """The body over ``args`` computing ``outputs``, and the outer tensors it captured (its last inputs)."""
+    captured = _lift(outputs, args)
+    captured_args = [placeholder(c.name or f"captured{k}", c.shape, c.dtype) for k, c in enumerate(captured)]
+    if captured:
+        outputs = clone(outputs, dict(zip(captured, captured_args)))
+    try:
+        return InnerGraph(args + captured_args, outputs), captured
+    except GraphcError as exc:  # a step function returning no output
+        raise ValueError(f"{function}: {exc}") from exc
 
 
 def _build(fn: Callable, sequences: list[Tensor], infos: list | None, nonseqs: list[Tensor], n_steps,
@@ -588,113 +700,27 @@ def _build(fn: Callable, sequences: list[Tensor], infos: list | None, nonseqs: l
     when nothing does). ``empty_like`` (for internal callers) lists, per output that is not
     fed back, a node input whose shape gives the step shape when no step runs.
     """
-    for k, sequence in enumerate(sequences):
-        if sequence.ndim < 1:
-            raise ShapeError(f"{function}: sequence {k} must have at least one dimension (the steps), "
-                             f"got {sequence.describe()}")
-    steps_tensor = None
-    static_steps = None
-    if n_steps is None:
-        if not sequences:
-            raise ValueError(f"{function}: give n_steps when there are no sequences")
-    elif isinstance(n_steps, Tensor):
-        if n_steps.ndim != 0:
-            raise ShapeError(f"{function}: n_steps must be 0-d, got {n_steps.describe()}")
-        if n_steps.dtype.kind not in "iu":
-            raise DTypeError(f"{function}: n_steps must be an integer tensor, got {n_steps.describe()}")
-        steps_tensor = n_steps  # (the contract: a tensor count gives the outputs an unknown first size)
-    elif isinstance(n_steps, (int, np.integer)) and not isinstance(n_steps, (bool, np.bool_)):
-        static_steps = int(n_steps)
-    else:
-        raise TypeError(f"{function}: n_steps must be an int or a 0-d integer tensor, got {n_steps!r}")
-    if static_steps is not None and static_steps < 0:
-        raise ValueError(f"{function}: n_steps must not be negative, got {static_steps}")
-    lengths = [s.shape[0] for s in sequences if s.shape[0] is not None]
-    if static_steps is not None:
-        lengths.append(static_steps)
-    if len(set(lengths)) > 1:
-        listed = ", ".join(s.describe() for s in sequences)
-        extra = f" and n_steps={static_steps}" if static_steps is not None else ""
-        raise ShapeError(f"{function}: the sequences must have one length (the number of steps): {listed}{extra}")
-
+    steps_tensor, static_steps = _step_count(function, sequences, n_steps)
     inits = [] if infos is None else [_initial(function, k, info) for k, info in enumerate(infos)]
-    seq_args = [placeholder(f"{_label(s, f'sequence{k}')}[t]", s.shape[1:], s.dtype) for k, s in enumerate(sequences)]
-    state_inits = [(k, init) for k, init in enumerate(inits) if init is not None]
-    state_args = [placeholder(f"{_label(init, f'state{k}')}[t-1]", init.shape, init.dtype) for k, init in state_inits]
-    nonseq_args = [placeholder(_label(v, f"non_sequence{k}"), v.shape, v.dtype) for k, v in enumerate(nonseqs)]
-    # random draws made by the step function are keyed by the step (graphc/random.py): each step draws anew
-    key = graphc_random.begin_step_function()
-    try:
-        result = fn(*seq_args, *state_args, *nonseq_args)
-        if isinstance(result, dict):
-            raise TypeError(f"{function}: the step function returned a dict; return the new outputs (a tensor or "
-                            f"a list/tuple of tensors; graphc loops have no updates)")
-        outs = [as_tensor(o) for o in (result if isinstance(result, (list, tuple)) else [result])]
-        outs, keyed = graphc_random.step_draws(outs, key)
-    finally:
-        graphc_random.end_step_function(key)
-    if keyed:  # the steps' keys are one more sequence of the loop (so its gradient sees the same draws)
-        sequences = sequences + [graphc_random.step_keys(
-            steps_tensor if steps_tensor is not None else static_steps, sequences[0] if sequences else None)]
-        seq_args = seq_args + [key]
-    if infos is None:
-        inits = [None] * len(outs)
-    if isinstance(modes, str):
-        modes = [modes] * len(outs)
-    if len(outs) != len(inits):
-        raise ValueError(f"{function}: the step function returned {len(outs)} outputs, but outputs_info has "
-                         f"{len(inits)} entries (one per output; None for one that is not fed back)")
-    for k, init in state_inits:
-        out = outs[k]
-        if out.dtype != init.dtype:
-            raise DTypeError(f"{function}: output {k} of the step function has dtype {out.dtype}, but its initial "
-                             f"value (outputs_info[{k}], {init.describe()}) has {init.dtype}; a fed-back output "
-                             f"must keep its dtype ({out.describe()})")
-        if not _compatible(out.shape, init.shape):
-            raise ShapeError(f"{function}: output {k} of the step function has shape {format_shape(out.shape)}, "
-                             f"but its initial value (outputs_info[{k}], {init.describe()}) has "
-                             f"{format_shape(init.shape)}; a fed-back output must keep its shape "
-                             f"({out.describe()})")
-    state_positions = [k for k, _ in state_inits]
-    other_positions = [k for k, init in enumerate(inits) if init is None]
-    order = state_positions + other_positions
-    body_outputs = [outs[k] for k in order]
-    args = seq_args + state_args + nonseq_args
-    captured = _lift(body_outputs, args)
-    captured_args = [placeholder(_label(c, f"captured{k}"), c.shape, c.dtype) for k, c in enumerate(captured)]
-    if captured:
-        body_outputs = clone(body_outputs, dict(zip(captured, captured_args)))
-    try:
-        body = InnerGraph(args + captured_args, body_outputs)
-    except GraphcError as exc:  # pragma: no cover - _lift passes every outer leaf as an input
-        raise ValueError(f"{function}: {exc}") from exc
+    count = steps_tensor if steps_tensor is not None else static_steps
+    outs, args, sequences = _trace(function, fn, sequences, inits, nonseqs, count)
+    inits = [None] * len(outs) if infos is None else inits
+    modes = [modes] * len(outs) if isinstance(modes, str) else modes
+    _check_outputs(function, outs, inits)
+    states = [k for k, init in enumerate(inits) if init is not None]
+    order = states + [k for k, init in enumerate(inits) if init is None]  # body output b is output order[b] of fn
+    body, captured = _closed_body(function, args, [outs[k] for k in order])
+    emits, returned = _emits(order, modes, len(states))
     hints = [-1] * len(order)
-    for slot, hint in enumerate(empty_like or ()):
-        hints[len(state_positions) + slot] = hint
-    emits = []
-    returned: dict[int, int] = {}
-    for body_index, k in enumerate(order):
-        if modes[k] is not None:
-            returned[k] = len(emits)
-            emits.append((body_index, modes[k]))
-    # every state's prev trace (and its trace, which shares the buffer) is emitted for the gradient; the
-    # optimizer drops what nothing reads
-    emits += [(j, "prev") for j in range(len(state_positions))]
-    emits += [(j, "trace") for j in range(len(state_positions)) if (j, "trace") not in emits]
-    op = Scan(body=body, n_sequences=len(sequences), n_states=len(state_positions), n_steps=static_steps,
+    hints[len(states):len(states) + len(empty_like or ())] = empty_like or ()
+    op = Scan(body=body, n_sequences=len(sequences), n_states=len(states), n_steps=static_steps,
               steps_input=steps_tensor is not None, go_backwards=bool(go_backwards), emits=tuple(emits),
               empty_like=tuple(hints))
-    inputs = ([steps_tensor] if steps_tensor is not None else []) + sequences + [inits[k] for k in state_positions]
+    inputs = ([steps_tensor] if steps_tensor is not None else []) + sequences + [inits[k] for k in states]
     node = apply(op, *inputs, *nonseqs, *captured, name=name)
-    several = sum(1 for m in modes if m is not None) > 1
-    results: list[Tensor | None] = []
-    for k in range(len(outs)):
-        if k not in returned:
-            results.append(None)
-            continue
-        label = None if name is None else (f"{name}[{k}]" if several else name)
-        results.append(apply(Output(returned[k]), node, name=label))
-    return results
+    several = len(returned) > 1
+    return [apply(Output(returned[k]), node, name=None if name is None else f"{name}[{k}]" if several else name)
+            if k in returned else None for k in range(len(outs))]
 
 
 def _infos(outputs_info) -> list | None:

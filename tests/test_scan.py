@@ -373,6 +373,23 @@ def _all_nodes(outputs):
     return toposort(outputs if isinstance(outputs, list) else [outputs])
 
 
+def test_the_step_dependent_part_and_where_it_meets_the_rest():
+    """graph.depending / graph.frontier, which split a body (hoisting) and a traced step (capturing)."""
+    from graphc.graph import depending, frontier
+
+    x, w, c = gc.placeholder("x", (3,)), gc.placeholder("w", (3,)), gc.placeholder("c", (3,))
+    invariant = gc.exp(w) * c
+    varying = gc.sin(x) + invariant
+    out = varying * invariant
+    order = _all_nodes([out, invariant])
+    inside = depending(order, lambda node: node is x)
+    assert inside == {id(x), id(varying.inputs[0]), id(varying), id(out)}
+    # read by the x-dependent part, or returned, and not in it: once each, in order of first use
+    assert frontier(order, [out, invariant, x], inside) == [invariant]
+    assert frontier(order, [w], inside) == [invariant, w]
+    assert depending(order, lambda node: False) == set()
+
+
 def test_optimizer_hoists_drops_and_keeps_only_the_last_state():
     from graphc.scan import Scan
 

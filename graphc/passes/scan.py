@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from graphc.graph import InnerGraph, clone
+from graphc.graph import InnerGraph, clone, depending, frontier
 from graphc.leaves import placeholder
 from graphc.op import Output, apply
 from graphc.passes.core import fired
@@ -39,169 +39,136 @@ _LAST = (("int", -1),)
 def _reached_inputs(body_outputs, inputs) -> list[set[int]]:
     """Per body output, the positions of the body inputs it depends on."""
     position = {id(t): k for k, t in enumerate(inputs)}
-    result = []
-    for out in body_outputs:
-        result.append({position[id(n)] for n in toposort([out], stop_at=inputs) if id(n) in position})
-    return result
+    return [{position[id(n)] for n in toposort([out], stop_at=inputs) if id(n) in position} for out in body_outputs]
 
 
-
-
-
-def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], outer_nonseqs: list[Tensor]):
-    """Move loop-invariant body nodes out; returns (body inputs, body outputs, outer non-sequences)."""
+def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], args: list[Tensor]):
+    """Move loop-invariant body nodes out: returns (body inputs, body outputs, outer arguments), where the
+    outer arguments (the node's inputs after the count) match the body inputs one to one."""
     first_nonseq = op.n_sequences + op.n_states
-    variant: dict[int, bool] = {}
-    invariant: dict[int, bool] = {}  # depends on a non-sequence, on no sequence or state
     order = toposort(body_outputs, stop_at=body_inputs)
     position = {id(t): k for k, t in enumerate(body_inputs)}
-    for node in order:
-        k = position.get(id(node))
-        if k is not None:
-            variant[id(node)] = k < first_nonseq
-            invariant[id(node)] = k >= first_nonseq
-            continue
-        primitive = node.primitive
-        fixed = getattr(primitive, "random", False) or getattr(primitive, "stateful", False)
-        variant[id(node)] = fixed or any(variant[id(p)] for p in node.inputs)
-        invariant[id(node)] = not variant[id(node)] and any(invariant[id(p)] for p in node.inputs)
-    roots: dict[int, Tensor] = {}
-    for node in order:
-        if variant[id(node)] and id(node) not in position:
-            for parent in node.inputs:
-                if invariant[id(parent)] and id(parent) not in position:
-                    roots.setdefault(id(parent), parent)
-    for out in body_outputs:
-        if invariant[id(out)] and id(out) not in position:
-            roots.setdefault(id(out), out)
-    if not roots:
-        return body_inputs, body_outputs, outer_nonseqs
-    hoisted = list(roots.values())
+    # step-dependent: reads a sequence or a state, or draws (a draw is new every step)
+    variant = depending(order, lambda node: position.get(id(node), first_nonseq) < first_nonseq
+                        or getattr(node.primitive, "random", False))
+    invariant = depending(order, lambda node: position.get(id(node), -1) >= first_nonseq) - variant
+    hoisted = [t for t in frontier(order, body_outputs, variant) if id(t) in invariant and id(t) not in position]
+    if not hoisted:
+        return body_inputs, body_outputs, args
     fired("scan.hoist", len(hoisted))
-    binding = dict(zip(body_inputs[first_nonseq:], outer_nonseqs))
-    outer = clone(hoisted, binding)
+    outer = clone(hoisted, dict(zip(body_inputs[first_nonseq:], args[first_nonseq:])))
     new_args = [placeholder(f"hoisted {t.op}", t.shape, t.dtype) for t in hoisted]
     body_outputs = clone(body_outputs, dict(zip(hoisted, new_args)))
-    return body_inputs + new_args, body_outputs, outer_nonseqs + outer
+    return body_inputs + new_args, body_outputs, args + outer
 
 
-class _ScanRewrite:
-    """The new node for one scan node, and where each old output (and ``trace[-1]`` reader) went."""
+def _projections(node: Tensor, consumers: dict[int, list[Tensor]], output_ids: set[int]) -> list[Tensor]:
+    """The projections reading the scan ``node``'s outputs; every output, when the node is itself a result."""
+    found = [c for c in consumers.get(id(node), ()) if isinstance(c.primitive, Output)]
+    if id(node) in output_ids or not found:
+        found = [apply(Output(k), node) for k in range(len(node.primitive.emits))]
+    return found
 
-    def __init__(self, node: Tensor, inputs: list[Tensor], consumers: dict[int, list[Tensor]],
-                 output_ids: set[int], optimize_body) -> None:
-        op: Scan = node.primitive
-        self.node = None          # the new scan node (None: unchanged)
-        self.emit_map: dict[int, int] = {}
-        self.last_readers: dict[int, int] = {}  # id(getitem node) -> new emit index
-        body = op.body
-        changed = any(a is not b for a, b in zip(inputs, node.inputs))
-        # the body, optimized
-        body_outputs = optimize_body(list(body.outputs))
-        changed |= any(a is not b for a, b in zip(body_outputs, body.outputs))
-        body_inputs = list(body.inputs)
-        first = op.first
-        ns, nst = op.n_sequences, op.n_states
-        steps = inputs[:first]
-        sequences = inputs[first:first + ns]
-        inits = inputs[first + ns:first + ns + nst]
-        nonseqs = inputs[first + ns + nst:]
-        hints = list(op.empty_like)
-        nonseqs = list(nonseqs)
-        # which outputs are read, and how
-        projections = [c for c in consumers.get(id(node), ()) if isinstance(c.primitive, Output)]
-        if id(node) in output_ids or not projections:  # the loop node itself is an output: keep its outputs
-            projections = [apply(Output(k), node) for k in range(len(op.emits))]
-        used_modes: dict[int, set[str]] = {}
-        for projection in projections:
-            j, mode = op.emits[projection.primitive.index]
-            used_modes.setdefault(j, set()).add(mode)
-        # trace[-1] only: keep the last value
-        switch: dict[int, list[Tensor]] = {}
-        for j, modes in used_modes.items():
-            if "trace" not in modes or "prev" in modes:
-                continue
-            readers = []
-            for projection in projections:
-                if op.emits[projection.primitive.index] != (j, "trace"):
-                    continue
-                users = consumers.get(id(projection), [])
-                if id(projection) in output_ids or not users or not all(
-                        u.op == "getitem" and u.primitive.index == _LAST and len(u.inputs) == 1 for u in users):
-                    readers = None
-                    break
-                readers.extend(users)
-            if readers:
-                switch[j] = readers
-        # the body outputs needed: the read ones, and the states they depend on
-        reached = _reached_inputs(body_outputs, body_inputs)
-        needed = set(used_modes)
-        pending = list(needed)
-        while pending:
-            j = pending.pop()
-            for k in reached[j]:
-                if ns <= k < ns + nst and (k - ns) not in needed:
-                    needed.add(k - ns)
-                    pending.append(k - ns)
-        kept_states = [j for j in range(nst) if j in needed]
-        kept_others = [j for j in range(nst, len(body_outputs)) if j in needed]
-        new_index = {j: k for k, j in enumerate(kept_states + kept_others)}
-        emits: list[tuple[int, str]] = []
-        where: dict[tuple[int, str], int] = {}
-        for projection in projections:
-            j, mode = op.emits[projection.primitive.index]
-            if j in switch and mode == "trace":
-                continue
-            entry = (new_index[j], mode)
-            if entry not in where:
-                where[entry] = len(emits)
-                emits.append(entry)
-            self.emit_map[projection.primitive.index] = where[entry]
-        for j, readers in switch.items():
-            entry = (new_index[j], "last")
-            if entry not in where:
-                where[entry] = len(emits)
-                emits.append(entry)
-            for reader in readers:
-                self.last_readers[id(reader)] = where[entry]
-        if switch:
-            fired("scan.last_state", len(switch))
-        dropped_emits = len(op.emits) - len({e for e in op.emits if e[0] in used_modes
-                                             and e[1] in used_modes[e[0]]})
-        if dropped_emits:
-            fired("scan.drop_output", dropped_emits)
-        changed |= bool(dropped_emits) or bool(switch) or len(emits) != len(op.emits)
-        changed |= [op.emits[i] for i in sorted(self.emit_map)] != [emits[self.emit_map[i]]
-                                                                     for i in sorted(self.emit_map)]
-        # the new body: kept states, kept outputs, loop invariants out; inputs the outputs still read
-        new_outputs = [body_outputs[j] for j in kept_states + kept_others]
-        before = len(body_inputs)
-        body_inputs, new_outputs, nonseqs = _hoist(op, body_inputs, new_outputs, nonseqs)
-        changed |= len(body_inputs) != before
-        reached_any = set().union(*_reached_inputs(new_outputs, body_inputs)) if new_outputs else set()
-        hinted = {hints[j] for j in kept_others if hints[j] >= 0}
-        keep_seqs = [i for i in range(ns) if i in reached_any or first + i in hinted]
-        if not keep_seqs and ns and op.n_steps is None and not op.steps_input:
-            keep_seqs = [0]  # the loop's length
-        keep_nonseqs = [i for i in range(len(nonseqs)) if ns + nst + i in reached_any]
-        dropped_inputs = (ns - len(keep_seqs)) + (len(nonseqs) - len(keep_nonseqs))
-        if dropped_inputs:
-            fired("scan.drop_input", dropped_inputs)
-        changed |= bool(dropped_inputs) or len(kept_states) != nst or len(kept_others) != len(body_outputs) - nst
-        if not changed:
-            return
-        new_inputs = ([body_inputs[i] for i in keep_seqs] + [body_inputs[ns + j] for j in kept_states]
-                      + [body_inputs[ns + nst + i] for i in keep_nonseqs])
-        position = {}  # old node input position -> new
-        for new, i in enumerate(keep_seqs):
-            position[first + i] = first + new
-        new_hints = tuple(position.get(hints[j], -1) if hints[j] >= 0 else -1 for j in kept_states + kept_others)
-        new_op = dataclasses.replace(op, body=InnerGraph(new_inputs, new_outputs), n_sequences=len(keep_seqs),
-                                     n_states=len(kept_states), emits=tuple(emits), empty_like=new_hints)
-        outer = (list(steps) + [sequences[i] for i in keep_seqs] + [inits[j] for j in kept_states]
-                 + [nonseqs[i] for i in keep_nonseqs])
-        self.node = Tensor(new_op, outer, *new_op.infer(*outer), name=node.name, site=node.site,
-                           is_gradient=node.is_gradient)
+
+def _reads_last(tensor: Tensor) -> bool:
+    return tensor.op == "getitem" and tensor.primitive.index == _LAST and len(tensor.inputs) == 1
+
+
+def _read_as_last(op: Scan, projections: list[Tensor], consumers: dict[int, list[Tensor]],
+                  output_ids: set[int]) -> dict[int, list[Tensor]]:
+    """Body output -> the ``trace[-1]`` readers of its trace, for the outputs whose trace is read only
+    so (and whose prev-trace is not read): they can read its last value instead."""
+    readers: dict[int, list[Tensor] | None] = {}  # None: read otherwise
+    for projection in projections:
+        j, mode = op.emits[projection.primitive.index]
+        users = consumers.get(id(projection), [])
+        found = readers.setdefault(j, [])
+        if found is None or mode in ("last", "final"):
+            continue
+        if mode == "trace" and id(projection) not in output_ids and users and all(map(_reads_last, users)):
+            found.extend(users)
+        else:
+            readers[j] = None
+    return {j: found for j, found in readers.items() if found}
+
+
+def _needed(op: Scan, reached: list[set[int]], read: set[int]) -> list[int]:
+    """The body outputs to compute: those ``read``, and the states they depend on (``reached``: per body
+    output, the body inputs it depends on); in order."""
+    ns, nst = op.n_sequences, op.n_states
+    needed, pending = set(read), list(read)
+    while pending:
+        for k in reached[pending.pop()]:
+            if ns <= k < ns + nst and (k - ns) not in needed:
+                needed.add(k - ns)
+                pending.append(k - ns)
+    return sorted(needed)
+
+
+def _new_emits(op: Scan, projections: list[Tensor], last: dict[int, list[Tensor]], kept: list[int]):
+    """The new node's emits (over the body outputs ``kept``), and where each read output went: ``(emits,
+    {old output index: new}, {id(trace[-1] reader): new output index})``."""
+    new_index = {j: k for k, j in enumerate(kept)}
+    where: dict[tuple[int, str], int] = {}  # new emit -> its index
+    moved = {}
+    for projection in projections:
+        j, mode = op.emits[projection.primitive.index]
+        if not (mode == "trace" and j in last):
+            moved[projection.primitive.index] = where.setdefault((new_index[j], mode), len(where))
+    readers = {id(reader): where.setdefault((new_index[j], "last"), len(where))
+               for j, found in last.items() for reader in found}
+    return tuple(where), moved, readers
+
+
+def _kept_inputs(op: Scan, reached: set[int], kept: list[int], n_args: int) -> list[int]:
+    """The body inputs the new body keeps: the sequences it reads or an ``empty_like`` hint of a kept
+    output names (one, when a sequence gives the number of steps), the kept states, and the
+    non-sequences it reads."""
+    ns, nst = op.n_sequences, op.n_states
+    hinted = {op.empty_like[j] for j in kept if j >= nst and op.empty_like[j] >= 0}
+    sequences = [k for k in range(ns) if k in reached or op.first + k in hinted]
+    if not sequences and ns and op.n_steps is None and not op.steps_input:
+        sequences = [0]  # the loop's length
+    return sequences + [ns + j for j in kept if j < nst] + [k for k in range(ns + nst, n_args) if k in reached]
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _rewrite(node: Tensor, inputs: list[Tensor], consumers: dict[int, list[Tensor]], output_ids: set[int],
+             optimize_body) -> tuple[Tensor, dict[int, int], dict[int, int]] | None:
+    """The scan ``node`` (on its new ``inputs``) optimized: ``(new node, {old output index: new},
+    {id(trace[-1] reader): new output index})``, or None when nothing changes."""
+    op: Scan = node.primitive
+    ns, nst, first = op.n_sequences, op.n_states, op.first
+    body_outputs = optimize_body(list(op.body.outputs))
+    projections = _projections(node, consumers, output_ids)
+    last = _read_as_last(op, projections, consumers, output_ids)
+    if last:
+        fired("scan.last_state", len(last))
+    read = {op.emits[p.primitive.index] for p in projections}
+    if len(op.emits) > len(read):
+        fired("scan.drop_output", len(op.emits) - len(read))
+    kept = _needed(op, _reached_inputs(body_outputs, op.body.inputs), {j for j, _ in read})
+    emits, moved, readers = _new_emits(op, projections, last, kept)
+    # the new body: kept states, kept outputs, loop invariants out; inputs the outputs still read
+    body_inputs, outputs, args = _hoist(op, list(op.body.inputs), [body_outputs[j] for j in kept], inputs[first:])
+    keep = _kept_inputs(op, set().union(*_reached_inputs(outputs, body_inputs)), kept, len(body_inputs))
+    n_states = sum(1 for j in kept if j < nst)
+    if len(body_inputs) - len(keep) > nst - n_states:
+        fired("scan.drop_input", len(body_inputs) - len(keep) - (nst - n_states))
+    body_inputs, outer = [body_inputs[k] for k in keep], inputs[:first] + [args[k] for k in keep]
+    if (sorted(emits) == sorted(op.emits) and _same(outer, node.inputs) and _same(body_inputs, op.body.inputs)
+            and _same(outputs, op.body.outputs)):
+        return None  # (the same emits in another order are no change)
+    n_sequences = sum(1 for k in keep if k < ns)
+    position = {first + k: first + new for new, k in enumerate(keep[:n_sequences])}  # old node input -> new
+    new_op = dataclasses.replace(op, body=InnerGraph(body_inputs, outputs), n_sequences=n_sequences,
+                                 n_states=n_states, emits=emits,
+                                 empty_like=tuple(position.get(op.empty_like[j], -1) for j in kept))
+    return Tensor(new_op, outer, *new_op.infer(*outer), name=node.name, site=node.site,
+                  is_gradient=node.is_gradient), moved, readers
 
 
 def _extends(small: Scan, big: Scan) -> bool:
@@ -217,69 +184,92 @@ def _extends(small: Scan, big: Scan) -> bool:
     return prefix.key == small.body.key
 
 
-def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
-    """scan(...) and a twin emitting more of the same loop's values, on the same inputs -> one loop."""
+def _twins(outputs: list[Tensor], order: list[Tensor]) -> dict[int, Tensor]:
+    """``id(scan node) -> the twin it merges into``: a scan on the same inputs that extends it (neither a result)."""
     groups: dict[tuple, list[Tensor]] = {}
-    for node in order:
-        if isinstance(node.primitive, Scan):
-            groups.setdefault(tuple(id(p) for p in node.inputs), []).append(node)
-    into: dict[int, Tensor] = {}  # id(merged node) -> the node it merges into
     roots = {id(t) for t in outputs}
+    for node in order:
+        if isinstance(node.primitive, Scan) and id(node) not in roots:
+            groups.setdefault(tuple(id(p) for p in node.inputs), []).append(node)
+    into: dict[int, Tensor] = {}
     for nodes in groups.values():
-        nodes = [n for n in nodes if id(n) not in roots]
-        if len(nodes) < 2:
-            continue
-        nodes = sorted(nodes, key=lambda n: -len(n.primitive.body.outputs))
+        nodes.sort(key=lambda n: -len(n.primitive.body.outputs))
         for small in nodes[1:]:
             big = next((b for b in nodes if _extends(small.primitive, b.primitive)), None)
             if big is not None and id(big) not in into:
                 into[id(small)] = big
+    return into
+
+
+def _merged(big: Tensor, smalls: list[Tensor], inputs: list[Tensor]) -> tuple[Tensor, dict[int, dict[int, int]]]:
+    """The loop ``big`` (on ``inputs``) emitting what its twins ``smalls`` emit too, and per node merged
+    (``id``), ``{its output index: the merged node's}``."""
+    emits = list(big.primitive.emits)
+    tables = {id(big): {k: k for k in range(len(emits))}}
+    for small in smalls:
+        emits += [entry for entry in dict.fromkeys(small.primitive.emits) if entry not in emits]
+        tables[id(small)] = {k: emits.index(entry) for k, entry in enumerate(small.primitive.emits)}
+    op = dataclasses.replace(big.primitive, emits=tuple(emits))
+    # named and placed like the user's loop (the twin was built by a gradient)
+    name = next((n.name for n in smalls + [big] if n.name), None)
+    is_gradient = big.is_gradient and all(s.is_gradient for s in smalls)
+    return Tensor(op, inputs, *op.infer(*inputs), name=name, site=smalls[0].site, is_gradient=is_gradient), tables
+
+
+def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
+    """scan(...) and a twin emitting more of the same loop's values, on the same inputs -> one loop."""
+    into = _twins(outputs, order)
     if not into:
         return outputs
-    # the merged node: the big one, emitting what the small ones emitted too
-    merged: dict[int, Tensor] = {}
-    index_of: dict[int, dict[int, int]] = {}  # id(old node) -> {old output index: new output index}
-    smalls: dict[int, list[Tensor]] = {}
+    fired("scan.merge", len(into))
+    smalls: dict[int, list[Tensor]] = {}  # id(big) -> the nodes merging into it
     for node in order:
         if id(node) in into:
             smalls.setdefault(id(into[id(node)]), []).append(node)
-    fired("scan.merge", len(into))
+    merged: dict[int, tuple] = {}  # id(big) -> (the merged node, its index tables)
+
+    def merge(node: Tensor, inputs: list[Tensor]):
+        big = into.get(id(node), node)
+        if id(big) not in smalls:
+            return None
+        if id(big) not in merged:
+            merged[id(big)] = _merged(big, smalls[id(big)], inputs)
+        new, tables = merged[id(big)]
+        return new, tables[id(node)], {}
+
+    return _rebuild(outputs, order, merge)
+
+
+def _rebuild(outputs: list[Tensor], order: list[Tensor], rewrite) -> list[Tensor]:
+    """``outputs`` rebuilt over ``order`` (their nodes, inputs first), each scan node replaced as
+    ``rewrite(node, new inputs)`` says: None (kept), or ``(new node, {old output index: new}, {id(reader):
+    new output index})``; a reader so named becomes that projection of the new node (and the old
+    projection it read is left behind)."""
     memo: dict[int, Tensor] = {}
+    moved: dict[int, tuple[Tensor, dict[int, int]]] = {}  # id(old scan node) -> (new node, index map)
+    readers: dict[int, tuple[Tensor, int]] = {}            # id(old reader) -> (new node, output index)
     for node in order:
         inputs = [memo[id(p)] for p in node.inputs]
         primitive = node.primitive
-        if id(node) in smalls or id(node) in into:
-            big = node if id(node) in smalls else into[id(node)]
-            if id(big) not in merged:
-                emits = list(big.primitive.emits)
-                maps: dict[int, dict[int, int]] = {id(big): {k: k for k in range(len(emits))}}
-                for small in smalls[id(big)]:
-                    table = {}
-                    for k, entry in enumerate(small.primitive.emits):
-                        if entry not in emits:
-                            emits.append(entry)
-                        table[k] = emits.index(entry)
-                    maps[id(small)] = table
-                op = dataclasses.replace(big.primitive, emits=tuple(emits))
-                big_inputs = [memo[id(p)] for p in big.inputs]
-                # named and placed like the user's loop (the twin was built by a gradient)
-                first = smalls[id(big)][0]
-                name = next((n.name for n in smalls[id(big)] + [big] if n.name), None)
-                merged[id(big)] = Tensor(op, big_inputs, *op.infer(*big_inputs), name=name, site=first.site,
-                                         is_gradient=big.is_gradient and all(s.is_gradient for s in smalls[id(big)]))
-                index_of.update(maps)
-            memo[id(node)] = merged[id(big)]
-            continue
-        if isinstance(primitive, Output) and id(node.inputs[0]) in index_of:
-            memo[id(node)] = Tensor(Output(index_of[id(node.inputs[0])][primitive.index]), inputs, node.shape,
-                                    node.dtype, name=node.name, site=node.site, is_gradient=node.is_gradient)
-            continue
-        if all(a is b for a, b in zip(inputs, node.inputs)):
-            memo[id(node)] = node
+        found = rewrite(node, inputs) if isinstance(primitive, Scan) else None
+        if found is not None:
+            new, index, read = found
+            memo[id(node)], moved[id(node)] = new, (new, index)
+            readers.update((reader, (new, k)) for reader, k in read.items())
+        elif isinstance(primitive, Output) and id(node.inputs[0]) in moved:
+            new, index = moved[id(node.inputs[0])]
+            memo[id(node)] = _projection(node, new, index[primitive.index]) if primitive.index in index else node
+        elif id(node) in readers:
+            memo[id(node)] = _projection(node, *readers[id(node)])
         else:
-            memo[id(node)] = Tensor(primitive, inputs, node.shape, node.dtype, name=node.name, site=node.site,
-                                    is_gradient=node.is_gradient)
+            memo[id(node)] = node.with_inputs(inputs)
     return [memo[id(t)] for t in outputs]
+
+
+def _projection(old: Tensor, node: Tensor, index: int) -> Tensor:
+    """Output ``index`` of ``node``, in place of ``old`` (its name, site and type)."""
+    return Tensor(Output(index), [node], old.shape, old.dtype, name=old.name, site=old.site,
+                  is_gradient=old.is_gradient)
 
 
 def optimize_scans(outputs: list[Tensor], optimize_body=None) -> list[Tensor]:
@@ -304,36 +294,4 @@ def optimize_scans(outputs: list[Tensor], optimize_body=None) -> list[Tensor]:
             if not users or users[-1] is not node:
                 users.append(node)
     output_ids = {id(t) for t in outputs}
-    memo: dict[int, Tensor] = {}
-    rewrites: dict[int, _ScanRewrite] = {}   # id(old scan node) -> its rewrite
-    last_readers: dict[int, Tensor] = {}     # id(old getitem node) -> the new scan node's projection
-    for node in order:
-        inputs = [memo[id(p)] for p in node.inputs]
-        primitive = node.primitive
-        if isinstance(primitive, Scan):
-            rewrite = _ScanRewrite(node, inputs, consumers, output_ids, optimize_body)
-            if rewrite.node is not None:
-                rewrites[id(node)] = rewrite
-                memo[id(node)] = rewrite.node
-                for reader, index in rewrite.last_readers.items():
-                    last_readers[reader] = apply(Output(index), rewrite.node)
-                continue
-        elif isinstance(primitive, Output) and id(node.inputs[0]) in rewrites:
-            rewrite = rewrites[id(node.inputs[0])]
-            if primitive.index in rewrite.emit_map:
-                memo[id(node)] = Tensor(Output(rewrite.emit_map[primitive.index]), [rewrite.node], node.shape,
-                                        node.dtype, name=node.name, site=node.site, is_gradient=node.is_gradient)
-            else:  # a projection read only as trace[-1]: its readers now read the last value
-                memo[id(node)] = node
-            continue
-        elif id(node) in last_readers:
-            found = last_readers[id(node)]
-            memo[id(node)] = Tensor(found.primitive, found.inputs, node.shape, node.dtype, name=node.name,
-                                    site=node.site, is_gradient=node.is_gradient)
-            continue
-        if all(a is b for a, b in zip(inputs, node.inputs)):
-            memo[id(node)] = node
-        else:
-            memo[id(node)] = Tensor(primitive, inputs, node.shape, node.dtype, name=node.name, site=node.site,
-                                    is_gradient=node.is_gradient)
-    return [memo[id(t)] for t in outputs]
+    return _rebuild(outputs, order, lambda node, inputs: _rewrite(node, inputs, consumers, output_ids, optimize_body))

@@ -7,6 +7,7 @@ import numpy as np
 
 import graphc as gc
 from graphc.ops import shape
+from graphc.ops.cumulative import LinearScan, Shift
 from graphc.ops.elementwise import erf
 from graphc.ops.nn import ShapeCheck, SoftmaxMinusOneHot, SparseTarget
 from graphc.ops.reduce import ProdOthers, ReducedCount, SoftmaxOver
@@ -47,6 +48,26 @@ def _tanh_loop(x, h0):
         h = np.tanh(0.5 * h + row)
         states.append(h)
     return np.stack(states)
+
+
+def _shift(x, axis, offset, fill):
+    """``Shift``'s reference: entries moved ``offset`` places along ``axis``, vacated places ``fill``."""
+    out = np.full_like(x, fill)
+    size, lead = x.shape[axis], (slice(None),) * axis
+    moved = min(abs(offset), size)
+    source, target = (slice(0, size - moved), slice(moved, size))[::1 if offset >= 0 else -1]
+    out[lead + (target,)] = x[lead + (source,)]
+    return out
+
+
+def _linear_scan(a, b, axis, reverse):
+    """``LinearScan``'s reference, step by step: s_k = a_k s_{k-1} + b_k (from the end when ``reverse``)."""
+    out, state = np.zeros_like(b), 0.0
+    steps = range(out.shape[axis])
+    for k in (reversed(steps) if reverse else steps):
+        index = (slice(None),) * axis + (k,)
+        state = out[index] = a[index] * state + b[index]
+    return out
 
 
 def _minus_one_hot(z, labels):
@@ -98,6 +119,13 @@ CASES = [
     Case("take_along_axis_grad", lambda x, w: gc.grad(gc.sum(gc.sort(x, 1) * w), x),
          lambda x, w: _sort_grad(x, w),
          [Spec((2, 4), fixed([[0.3, -1.0, 2.0, 0.5], [1.5, 0.2, -0.7, 0.9]]), diff=False), Spec((2, 4))]),
+    # cumprod's gradient ops, as ops of their own (to second order: a Hessian of cumprod differentiates them)
+    Case("shift", lambda x: Shift(1, 2, 0.5)(x), lambda x: _shift(x, 1, 2, 0.5), [Spec((2, 5))]),
+    Case("shift-back", lambda x: Shift(0, -1)(x), lambda x: _shift(x, 0, -1, 0.0), [Spec((3, 2))]),
+    Case("linear_scan", lambda a, b: LinearScan(1)(a, b), lambda a, b: _linear_scan(a, b, 1, False),
+         [Spec((2, 5), uniform(-1.2, 1.2)), Spec((2, 5))]),
+    Case("linear_scan-reverse", lambda a, b: LinearScan(0, True)(a, b), lambda a, b: _linear_scan(a, b, 0, True),
+         [Spec((4, 3), uniform(-1.2, 1.2)), Spec((4, 3))]),
     # a loop: one scan node read through its output projection
     Case("scan", lambda x, h0: gc.scan(lambda xt, h: gc.tanh(0.5 * h + xt), sequences=x, outputs_info=h0),
          _tanh_loop, [Spec((4, 3)), Spec((3,))]),
