@@ -25,6 +25,10 @@ from graphc.types import as_dtype, known_size, normalize_shape
 
 #: Every op class by name; the safe loader accepts only these.
 REGISTRY: dict[str, type[Op]] = {}
+#: built-in ops registered only when their (fixed, built-in) module is imported: op name -> module;
+#: the safe loader imports that module for such a name. Filled by the layer above that defines such
+#: an op (graphc.lazy, for the SymPy bridge's op), so the loader never names an upper module itself.
+LAZY_OP_MODULES: dict[str, str] = {}
 
 
 class Op:

@@ -36,7 +36,7 @@ from graphc.errors import GraphcError, LoadError
 from graphc.function import Function, normalize_updates
 from graphc.graph import InnerGraph
 from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
-from graphc.op import MULTI_TYPE, REGISTRY, Op
+from graphc.op import LAZY_OP_MODULES, MULTI_TYPE, REGISTRY, Op
 from graphc.pickling import rebuild_function, snapshot
 from graphc.tensor import Tensor, Variable
 from graphc.version import __version__
@@ -86,9 +86,6 @@ MULTI_DTYPE = "outputs"
 #: the state of the save or load in progress (the array table inner graphs share with the outer graph)
 _local = threading.local()
 
-#: built-in ops registered only when their (fixed, built-in) module is imported: op name -> module.
-#: Filled by the layer above that defines such an op (graphc.lazy, for the SymPy bridge's op).
-LAZY_OP_MODULES: dict[str, str] = {}
 
 _NODE_KEYS = {
     "placeholder": {"kind", "name", "shape", "dtype"},
