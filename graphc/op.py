@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -31,8 +32,147 @@ REGISTRY: dict[str, type[Op]] = {}
 LAZY_OP_MODULES: dict[str, str] = {}
 
 
+@dataclasses.dataclass(frozen=True)
+class _FrozenParams:
+    """Only its ``__dataclass_params__`` are used: what every ``op_dataclass`` class is
+    (init, repr, eq, frozen), so real dataclasses may subclass an op class."""
+
+
+def op_dataclass(cls: type) -> type:
+    """``@dataclasses.dataclass(frozen=True)`` for op classes, without code generated per class.
+
+    The class is a dataclass to everyone (``dataclasses.fields``, ``replace``, ``is_dataclass``;
+    a real ``@dataclass(frozen=True)`` may subclass it) and behaves as one: ``__init__`` takes the
+    fields positionally or by name with their defaults and then calls ``__post_init__``;
+    ``__eq__``, ``__hash__`` and ``__repr__`` use the fields' ``compare``/``hash``/``repr``
+    flags; fields cannot be set or deleted. The methods are the shared generic ones below,
+    driven by a per-class spec: ``dataclasses.dataclass`` compiles six methods per class with
+    ``exec``, which was most of ``import graphc`` (about 1 ms per op class, 170 classes).
+    """
+    own = cls.__dict__.get("__annotations__", {})
+    fields: dict[str, dataclasses.Field] = {}
+    for base in cls.__mro__[-1:0:-1]:
+        fields.update(getattr(base, "__dataclass_fields__", {}))
+    if own:
+        # the stdlib reads the annotations (ClassVar, field(...), defaults) of a stand-in class with
+        # no bases and nothing to generate, so that part stays exactly the stdlib's
+        namespace = {name: cls.__dict__[name] for name in own if name in cls.__dict__}
+        stand_in = type(cls.__name__, (), {**namespace, "__annotations__": own, "__module__": cls.__module__,
+                                           "__qualname__": cls.__qualname__, "__doc__": "stand-in"})
+        for name, field in dataclasses.dataclass(init=False, repr=False, eq=False)(stand_in) \
+                .__dataclass_fields__.items():
+            fields[name] = field
+            if isinstance(cls.__dict__.get(name), dataclasses.Field):
+                if field.default is dataclasses.MISSING:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, field.default)
+    for name in ("__setattr__", "__delattr__"):
+        if name in cls.__dict__:
+            raise TypeError(f"cannot overwrite attribute {name} in class {cls.__name__}")
+    cls.__dataclass_fields__ = fields  # with the ClassVar pseudo-fields, as the stdlib keeps them
+    cls.__dataclass_params__ = _FrozenParams.__dataclass_params__
+    real = dataclasses.fields(cls)
+    init = [f for f in real if f.init]
+    seen_default = False
+    for f in init:
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        if seen_default and not has_default:
+            raise TypeError(f"non-default argument {f.name!r} follows default argument")
+        seen_default = seen_default or has_default
+    cls.__match_args__ = tuple(f.name for f in init)
+    cls._dataclass_spec = (
+        tuple(f.name for f in init),
+        {f.name: f for f in real if f.default is not dataclasses.MISSING
+         or f.default_factory is not dataclasses.MISSING},
+        tuple(f for f in real if not f.init),
+        hasattr(cls, "__post_init__"),
+        _tuple_getter([f.name for f in real if f.compare]),
+        _tuple_getter([f.name for f in real if (f.compare if f.hash is None else f.hash)]),
+        tuple(f.name for f in real if f.repr),
+    )
+    for name, method in _DATACLASS_METHODS.items():
+        if name not in cls.__dict__:
+            setattr(cls, name, method)
+    explicit_hash = cls.__dict__.get("__hash__", dataclasses.MISSING)
+    if explicit_hash is dataclasses.MISSING or (explicit_hash is None and "__eq__" in cls.__dict__):
+        cls.__hash__ = _dataclass_hash
+    cls.__setattr__ = _frozen_setattr
+    cls.__delattr__ = _frozen_delattr
+    return cls
+
+
+def _tuple_getter(names: list[str]) -> Callable:
+    """``op -> (op.a, op.b, ...)`` for ``names``, as the dataclass methods compare and hash them."""
+    if not names:
+        return lambda op: ()
+    if len(names) == 1:
+        single = operator.attrgetter(names[0])
+        return lambda op: (single(op),)
+    return operator.attrgetter(*names)
+
+
+def _field_default(field: dataclasses.Field):
+    return field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+
+
+def _dataclass_init(self, *args, **kwargs) -> None:
+    names, defaults, derived, post_init, _, _, _ = type(self)._dataclass_spec
+    if len(args) > len(names):
+        raise TypeError(f"{type(self).__name__}() takes {len(names)} positional arguments but {len(args)} "
+                        f"were given")
+    setter = object.__setattr__
+    for name, value in zip(names, args):
+        setter(self, name, value)
+    if kwargs:
+        for name in names[:len(args)]:
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
+    for name in names[len(args):]:
+        if name in kwargs:
+            setter(self, name, kwargs.pop(name))
+        elif name in defaults:
+            setter(self, name, _field_default(defaults[name]))
+        else:
+            raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
+    if kwargs:
+        raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    for field in derived:
+        if field.name in defaults:
+            setter(self, field.name, _field_default(field))
+    if post_init:
+        self.__post_init__()
+
+
+def _dataclass_eq(self, other):
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    compared = self._dataclass_spec[4]
+    return compared(self) == compared(other)  # tuples, as a dataclass compares (identity, then ==)
+
+
+def _dataclass_hash(self) -> int:
+    return hash(self._dataclass_spec[5](self))
+
+
+def _dataclass_repr(self) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._dataclass_spec[6])
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _frozen_setattr(self, name: str, value) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+_DATACLASS_METHODS = {"__init__": _dataclass_init, "__eq__": _dataclass_eq, "__repr__": _dataclass_repr}
+
+
 class Op:
-    """Base class of every op. Subclasses are ``@dataclass(frozen=True)``."""
+    """Base class of every op. Subclasses are ``@op_dataclass`` (a frozen dataclass, see there)."""
 
     #: public name, shown as ``Tensor.op``
     name: ClassVar[str] = ""
@@ -127,7 +267,7 @@ class Op:
 MULTI_TYPE: tuple[tuple, np.dtype] = ((), np.dtype("V1"))
 
 
-@dataclasses.dataclass(frozen=True)
+@op_dataclass
 class Output(Op):
     """Output ``index`` of a multi-output node: the one way consumers read such a node's values.
 
