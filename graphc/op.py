@@ -49,48 +49,14 @@ def op_dataclass(cls: type) -> type:
     driven by a per-class spec: ``dataclasses.dataclass`` compiles six methods per class with
     ``exec``, which was most of ``import graphc`` (about 1 ms per op class, 170 classes).
     """
-    own = cls.__dict__.get("__annotations__", {})
-    fields: dict[str, dataclasses.Field] = {}
-    for base in cls.__mro__[-1:0:-1]:
-        fields.update(getattr(base, "__dataclass_fields__", {}))
-    if own:
-        # the stdlib reads the annotations (ClassVar, field(...), defaults) of a stand-in class with
-        # no bases and nothing to generate, so that part stays exactly the stdlib's
-        namespace = {name: cls.__dict__[name] for name in own if name in cls.__dict__}
-        stand_in = type(cls.__name__, (), {**namespace, "__annotations__": own, "__module__": cls.__module__,
-                                           "__qualname__": cls.__qualname__, "__doc__": "stand-in"})
-        for name, field in dataclasses.dataclass(init=False, repr=False, eq=False)(stand_in) \
-                .__dataclass_fields__.items():
-            fields[name] = field
-            if isinstance(cls.__dict__.get(name), dataclasses.Field):
-                if field.default is dataclasses.MISSING:
-                    delattr(cls, name)
-                else:
-                    setattr(cls, name, field.default)
     for name in ("__setattr__", "__delattr__"):
         if name in cls.__dict__:
             raise TypeError(f"cannot overwrite attribute {name} in class {cls.__name__}")
-    cls.__dataclass_fields__ = fields  # with the ClassVar pseudo-fields, as the stdlib keeps them
+    cls.__dataclass_fields__ = _collect_fields(cls)  # with the ClassVar pseudo-fields, as the stdlib keeps them
     cls.__dataclass_params__ = _FrozenParams.__dataclass_params__
     real = dataclasses.fields(cls)
-    init = [f for f in real if f.init]
-    seen_default = False
-    for f in init:
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        if seen_default and not has_default:
-            raise TypeError(f"non-default argument {f.name!r} follows default argument")
-        seen_default = seen_default or has_default
-    cls.__match_args__ = tuple(f.name for f in init)
-    cls._dataclass_spec = (
-        tuple(f.name for f in init),
-        {f.name: f for f in real if f.default is not dataclasses.MISSING
-         or f.default_factory is not dataclasses.MISSING},
-        tuple(f for f in real if not f.init),
-        hasattr(cls, "__post_init__"),
-        _tuple_getter([f.name for f in real if f.compare]),
-        _tuple_getter([f.name for f in real if (f.compare if f.hash is None else f.hash)]),
-        tuple(f.name for f in real if f.repr),
-    )
+    cls._dataclass_spec = _dataclass_spec(cls, real)
+    cls.__match_args__ = cls._dataclass_spec[0]
     for name, method in _DATACLASS_METHODS.items():
         if name not in cls.__dict__:
             setattr(cls, name, method)
@@ -100,6 +66,52 @@ def op_dataclass(cls: type) -> type:
     cls.__setattr__ = _frozen_setattr
     cls.__delattr__ = _frozen_delattr
     return cls
+
+
+def _collect_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """The bases' fields, then the class's own, in the stdlib's order (a redefined field keeps its place)."""
+    fields: dict[str, dataclasses.Field] = {}
+    for base in cls.__mro__[-1:0:-1]:
+        fields.update(getattr(base, "__dataclass_fields__", {}))
+    own = cls.__dict__.get("__annotations__", {})
+    if not own:
+        return fields
+    # the stdlib reads the annotations (ClassVar, field(...), defaults) of a stand-in class with
+    # no bases and nothing to generate, so that part stays exactly the stdlib's
+    namespace = {name: cls.__dict__[name] for name in own if name in cls.__dict__}
+    stand_in = type(cls.__name__, (), {**namespace, "__annotations__": own, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__, "__doc__": "stand-in"})
+    for name, field in dataclasses.dataclass(init=False, repr=False, eq=False)(stand_in) \
+            .__dataclass_fields__.items():
+        fields[name] = field
+        if isinstance(cls.__dict__.get(name), dataclasses.Field):  # field(default=...): the class holds the default
+            if field.default is dataclasses.MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, field.default)
+    return fields
+
+
+def _has_default(field: dataclasses.Field) -> bool:
+    return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+
+def _dataclass_spec(cls: type, real: tuple[dataclasses.Field, ...]) -> tuple:
+    """What the generic methods need of ``cls``: (init names, defaults by name, derived fields,
+    has __post_init__, compared-values getter, hashed-values getter, shown names)."""
+    init = [f for f in real if f.init]
+    for before, after in zip(init, init[1:]):
+        if _has_default(before) and not _has_default(after):
+            raise TypeError(f"non-default argument {after.name!r} follows default argument")
+    return (
+        tuple(f.name for f in init),
+        {f.name: f for f in real if _has_default(f)},
+        tuple(f for f in real if not f.init),
+        hasattr(cls, "__post_init__"),
+        _tuple_getter([f.name for f in real if f.compare]),
+        _tuple_getter([f.name for f in real if (f.compare if f.hash is None else f.hash)]),
+        tuple(f.name for f in real if f.repr),
+    )
 
 
 def _tuple_getter(names: list[str]) -> Callable:
