@@ -536,6 +536,8 @@ def _reject_constant(text):
 
 
 def _obj(value, keys: set, where: str) -> dict:
+    if type(value) is dict and value.keys() == keys:
+        return value  # the common case without building a set; the checks below say what is wrong
     if not isinstance(value, dict):
         raise _fail(f"{where}: expected an object, got {type(value).__name__}")
     if set(value) != keys:
@@ -676,6 +678,15 @@ def _check_annotation(annotation, value, where) -> None:
 
 
 def _op_class(name, where: str) -> type:
+    state = getattr(_local, "load", None)
+    known = state["classes"] if state is not None else {}
+    cls = known.get(name) if type(name) is str else None
+    if cls is None:
+        cls = known[name] = _checked_op_class(name, where)  # once per op name and file
+    return cls
+
+
+def _checked_op_class(name, where: str) -> type:
     if type(name) is not str:
         raise _fail(f"{where}: op name must be a string")
     if name not in REGISTRY and name in LAZY_OP_MODULES:
@@ -696,12 +707,18 @@ def _build_op(name, params, where, depth: int = 0) -> Op:
     where = _Where(lambda outer=where: f"{outer} (op {name!r})")
     fields = _init_fields(cls)
     params = _obj(params, _param_names(cls), _Where(lambda: f"{where} params"))
+    if not fields:  # most ops have no parameters
+        return _construct(cls, {}, where)
     values = {}
     for field in fields:
         here = _Where(lambda name=field.name: f"{where} parameter {name!r}")
         value = _decode_value(params[field.name], here, depth)
         _check_annotation(field.type, value, here)
         values[field.name] = value
+    return _construct(cls, values, where)
+
+
+def _construct(cls: type, values: dict, where) -> Op:
     try:
         return cls(**values)
     except Exception as exc:  # noqa: BLE001 - the op refused its parameters
@@ -1014,7 +1031,7 @@ def _build_nodes(manifest: dict, arrays: list[np.ndarray], path) -> tuple[list[T
     """Every node of the file, in order, checked; and each one's kind."""
     entries = _list(manifest["nodes"], "nodes", MAX_NODES)
     label = os.path.basename(os.fspath(path))
-    _local.load = {"arrays": arrays, "used": set(), "label": label, "nodes": len(entries)}
+    _local.load = {"arrays": arrays, "used": set(), "label": label, "nodes": len(entries), "classes": {}}
     try:
         return _decode_nodes(entries, "nodes", allow_variables=True, depth=0)
     finally:
