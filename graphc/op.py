@@ -12,9 +12,11 @@ import cycle); :mod:`graphc.leaves` is their public home.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import operator
+import types
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -57,12 +59,15 @@ def op_dataclass(cls: type) -> type:
     real = dataclasses.fields(cls)
     cls._dataclass_spec = _dataclass_spec(cls, real)
     cls.__match_args__ = cls._dataclass_spec[0]
-    for name, method in _DATACLASS_METHODS.items():
+    eq, hash_ = _make_eq_hash(cls, [f.name for f in real if f.compare],
+                              [f.name for f in real if (f.compare if f.hash is None else f.hash)])
+    methods = {"__init__": _make_init(cls, real), "__eq__": eq, "__repr__": _dataclass_repr}
+    for name, method in methods.items():
         if name not in cls.__dict__:
             setattr(cls, name, method)
     explicit_hash = cls.__dict__.get("__hash__", dataclasses.MISSING)
     if explicit_hash is dataclasses.MISSING or (explicit_hash is None and "__eq__" in cls.__dict__):
-        cls.__hash__ = _dataclass_hash
+        cls.__hash__ = hash_
     cls.__setattr__ = _frozen_setattr
     cls.__delattr__ = _frozen_delattr
     return cls
@@ -112,6 +117,57 @@ def _dataclass_spec(cls: type, real: tuple[dataclasses.Field, ...]) -> tuple:
         _tuple_getter([f.name for f in real if (f.compare if f.hash is None else f.hash)]),
         tuple(f.name for f in real if f.repr),
     )
+
+
+#: the code of each generated method by signature ("__init__", field names, has __post_init__), or
+#: ("__eq__"/"__hash__", field names): classes with the same fields share it (each with its own
+#: defaults), so ``exec`` runs once per signature, not once per class
+_CODE: dict[tuple, types.CodeType] = {}
+_GLOBALS = {"_setattr": object.__setattr__, "__builtins__": builtins}
+
+
+def _generated(key: tuple, source: str, cls: type, defaults: tuple = ()) -> Callable:
+    """The function ``source`` defines (its code compiled once per ``key``), named for ``cls``."""
+    code = _CODE.get(key)
+    if code is None:
+        namespace: dict = {}
+        exec(source, _GLOBALS, namespace)  # noqa: S102 - source made above from identifiers only
+        code = _CODE[key] = next(iter(namespace.values())).__code__
+    function = types.FunctionType(code, _GLOBALS, key[0], defaults or None)
+    function.__qualname__ = f"{cls.__qualname__}.{key[0]}"
+    return function
+
+
+def _plain(names) -> bool:
+    return all(name.isidentifier() and name not in ("self", "other", "_setattr") for name in names)
+
+
+def _make_init(cls: type, real: tuple[dataclasses.Field, ...]) -> Callable:
+    """The ``__init__`` of ``cls``: a compiled one (as fast as a dataclass's) for the usual fields,
+    the generic ``_dataclass_init`` for derived fields, default factories or unusual names."""
+    names = tuple(f.name for f in real)
+    post_init = hasattr(cls, "__post_init__")
+    if any(not f.init or f.default_factory is not dataclasses.MISSING for f in real) or not _plain(names):
+        return _dataclass_init
+    body = "".join(f"    _setattr(self, {name!r}, {name})\n" for name in names)
+    body += "    self.__post_init__()\n" if post_init else ""
+    source = f"def __init__(self, {', '.join(names)}):\n{body or '    pass'}\n"
+    defaults = tuple(f.default for f in real if f.default is not dataclasses.MISSING)
+    return _generated(("__init__", names, post_init), source, cls, defaults)
+
+
+def _make_eq_hash(cls: type, compared: list[str], hashed: list[str]) -> tuple[Callable, Callable]:
+    """``__eq__`` and ``__hash__`` of ``cls`` comparing and hashing the tuples of those fields."""
+    if not (_plain(compared) and _plain(hashed)):
+        return _dataclass_eq, _dataclass_hash
+    mine = "".join(f"self.{name}," for name in compared)
+    theirs = "".join(f"other.{name}," for name in compared)
+    eq = _generated(("__eq__", tuple(compared)), f"def __eq__(self, other):\n"
+                    f"    if other.__class__ is self.__class__:\n        return ({mine}) == ({theirs})\n"
+                    f"    return NotImplemented\n", cls)
+    hashed_values = "".join(f"self.{name}," for name in hashed)
+    return eq, _generated(("__hash__", tuple(hashed)), f"def __hash__(self):\n    return hash(({hashed_values}))\n",
+                          cls)
 
 
 def _tuple_getter(names: list[str]) -> Callable:
@@ -179,8 +235,6 @@ def _frozen_setattr(self, name: str, value) -> None:
 def _frozen_delattr(self, name: str) -> None:
     raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
-
-_DATACLASS_METHODS = {"__init__": _dataclass_init, "__eq__": _dataclass_eq, "__repr__": _dataclass_repr}
 
 
 class Op:

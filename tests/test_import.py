@@ -101,16 +101,61 @@ def test_op_dataclass_behaves_as_a_frozen_dataclass():
         del op.axis
     with pytest.raises(ValueError, match="factor must not be 0"):
         _Scaled(0)
-    with pytest.raises(TypeError, match="missing required argument: 'factor'"):
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'factor'"):
         _Scaled()
-    with pytest.raises(TypeError, match="multiple values"):
+    with pytest.raises(TypeError, match="multiple values for argument 'factor'"):
         _Scaled(1.0, factor=2.0)
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         _Scaled(1.0, bogus=2)
-    with pytest.raises(TypeError, match="takes 3 positional arguments"):
+    with pytest.raises(TypeError, match="takes from 2 to 4 positional arguments but 5 were given"):
         _Scaled(1.0, 2, (), 4)
     child = _Child(3.0, extra=5)
     assert (child.factor, child.axis, child.extra) == (3.0, 0, 5) and child.__match_args__[-1] == "extra"
+
+
+def test_fields_with_factories_or_derived_values_take_the_generic_init():
+    @op_dataclass
+    class Derived(Op):
+        size: int
+        items: tuple = dataclasses.field(default_factory=tuple)
+        total: int = dataclasses.field(default=0, init=False)
+
+        def __post_init__(self):
+            object.__setattr__(self, "total", self.size + len(self.items))
+
+    op = Derived(2, items=(1, 2))
+    assert (op.size, op.items, op.total) == (2, (1, 2), 4) and Derived(1).items == ()
+    assert [f.name for f in dataclasses.fields(op)] == ["size", "items", "total"]
+    with pytest.raises(TypeError, match="missing required argument: 'size'"):
+        Derived()
+    with pytest.raises(TypeError, match="multiple values"):
+        Derived(1, size=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'total'"):
+        Derived(1, total=3)
+    with pytest.raises(TypeError, match="takes 2 positional arguments but 3 were given"):
+        Derived(1, (), 3)
+
+
+def test_classes_with_the_same_fields_share_init_code_but_not_defaults():
+    @op_dataclass
+    class One(Op):
+        axis: int = 1
+
+    @op_dataclass
+    class Two(Op):
+        axis: int = 2
+
+    assert One().axis == 1 and Two().axis == 2 and One(5).axis == 5
+    assert One.__init__.__code__ is Two.__init__.__code__ and One.__init__.__qualname__.endswith("One.__init__")
+    assert One.__eq__.__code__ is Two.__eq__.__code__ and One(1) != Two(1) and hash(One(3)) == hash(Two(3))
+
+
+def test_a_field_named_like_a_method_argument_takes_the_generic_methods():
+    @op_dataclass
+    class Odd(Op):
+        other: int = 0
+
+    assert Odd(1) == Odd(1) and Odd(1) != Odd(2) and hash(Odd(1)) == hash((1,)) and repr(Odd(2)) == "Odd(other=2)"
 
 
 def test_a_real_dataclass_may_subclass_an_op_dataclass():
