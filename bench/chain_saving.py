@@ -1,6 +1,6 @@
 """Saving and loading a compiled Function of a long chain of element-wise nodes: linear growth?
 
-Run:  python bench/chain_saving.py [--sizes 1000 10000 100000] [--repeat 1] [--optimize]
+Run:  python bench/chain_saving.py [--sizes 1000 10000 100000] [--repeat 1] [--optimize] [--clock cpu]
 
 The chain is ``x -> sin -> cos -> ... -> sum`` with N element-wise nodes (the ops cycle through
 sin, cos, tanh, exp, log1p, abs so the optimizer cannot fold or merge them). It is compiled with
@@ -39,25 +39,28 @@ def chain(n: int):
     return x, gc.sum(h)
 
 
-def best(fn, repeat: int) -> tuple[float, object]:
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best(fn, repeat: int, clock=time.perf_counter) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         result = fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return min(times), result
 
 
-def measure(n: int, path: str, repeat: int, optimize: bool) -> tuple:
+def measure(n: int, path: str, repeat: int, optimize: bool, clock=time.perf_counter) -> tuple:
     """(n, save, load, dumps, loads seconds, file bytes, pickle bytes) for the chain of ``n`` nodes."""
     x, y = chain(n)
     fn = gc.function([x], y, optimize=optimize)
     value = np.linspace(0.1, 0.9, 8)
     expected = fn(value)
-    save, _ = best(lambda: gc.save(fn, path), repeat)
-    load, loaded = best(lambda: gc.load(path), repeat)
-    dumps, blob = best(lambda: pickle.dumps(fn), repeat)
-    loads, unpickled = best(lambda: pickle.loads(blob), repeat)
+    save, _ = best(lambda: gc.save(fn, path), repeat, clock)
+    load, loaded = best(lambda: gc.load(path), repeat, clock)
+    dumps, blob = best(lambda: pickle.dumps(fn), repeat, clock)
+    loads, unpickled = best(lambda: pickle.loads(blob), repeat, clock)
     assert loaded(value).tobytes() == expected.tobytes() == unpickled(value).tobytes()
     return n, save, load, dumps, loads, os.path.getsize(path), len(blob)
 
@@ -67,12 +70,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--optimize", action="store_true", help="compile with the optimizer on")
+    parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                        help="wall time, or this process's CPU time (steadier on a loaded machine)")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, load average {os.getloadavg()[0]:.2f} at start")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {args.clock} time, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for n in args.sizes:
-            rows.append(measure(n, os.path.join(directory, "chain.gcf"), args.repeat, args.optimize))
+            rows.append(measure(n, os.path.join(directory, "chain.gcf"), args.repeat, args.optimize,
+                                CLOCK[args.clock]))
             n, save, load, dumps, loads, size, pickled = rows[-1]
             print(f"  N = {n:>7}: save {save:7.3f} s, load {load:7.3f} s, save + load {save + load:7.3f} s | "
                   f"pickle dumps {dumps:7.3f} s, loads {loads:7.3f} s | file {size / 1e6:.1f} MB, "
