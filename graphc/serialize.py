@@ -704,9 +704,11 @@ def _param_names(cls: type) -> frozenset[str]:
 
 def _build_op(name, params, where, depth: int = 0) -> Op:
     cls = _op_class(name, where)
-    where = _Where(lambda outer=where: f"{outer} (op {name!r})")
     fields = _init_fields(cls)
-    params = _obj(params, _param_names(cls), _Where(lambda: f"{where} params"))
+    names = _param_names(cls)
+    if not (type(params) is dict and params.keys() == names):
+        _obj(params, names, f"{where} (op {name!r}) params")  # raises, saying what is wrong
+    where = _Where(lambda outer=where: f"{outer} (op {name!r})")
     if not fields:  # most ops have no parameters
         return _construct(cls, {}, where)
     values = {}
