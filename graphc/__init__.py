@@ -7,18 +7,11 @@ gradients with ``gc.grad``, and run it with ``gc.Session`` or ``gc.function``.
 public name's contract; ``docs/`` is the full reference.
 """
 
-from graphc import (
-                           data,
-                           init,
-                           optim,
-                           random,  # the module ``gc.random`` (importing it registers its ops for gc.load)
-)
-from graphc.autodiff import grad, hessian, jacobian, jvp, vjp
+import sys as _sys
+import types as _types
+
 from graphc.custom import custom_op
 from graphc.errors import DTypeError, ExecutionError, FeedError, GradientError, GraphcError, LoadError, ShapeError
-from graphc.export.dot import render, to_dot
-from graphc.function import Function, function
-from graphc.gradcheck import check_grad
 from graphc.lazy import elementwise, from_sympy, to_networkx, to_sympy
 from graphc.leaves import constant, placeholder, variable
 from graphc.ops import (
@@ -140,14 +133,49 @@ from graphc.ops import (
 )
 from graphc.ops.conv import avg_pool2d, conv2d, conv2d_transpose, max_pool2d, pad
 from graphc.ops.nn import batch_norm, layer_norm
-from graphc.passes import optimize
-from graphc.printing import debugprint
-from graphc.random import dropout
-from graphc.scan import foldl, map, scan
-from graphc.serialize import SaveError, load, save
-from graphc.session import Session
 from graphc.tensor import Tensor, Variable
 from graphc.version import __version__ as __version__
+
+#: the public names imported on first use (PEP 562): name -> the module that defines it. Building a
+#: graph needs only the core and the ops; differentiating, optimizing, compiling, saving, exporting
+#: and the gc.optim/gc.data/gc.init/gc.random namespaces load when first touched, which keeps
+#: ``import graphc`` light (bench/import_time.py). A module as the value's own name is a submodule.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("grad", "hessian", "jacobian", "jvp", "vjp"), "graphc.autodiff"),
+    **dict.fromkeys(("render", "to_dot"), "graphc.export.dot"),
+    **dict.fromkeys(("Function", "function"), "graphc.function"),
+    "check_grad": "graphc.gradcheck",
+    "optimize": "graphc.passes",
+    "debugprint": "graphc.printing",
+    "dropout": "graphc.random",
+    **dict.fromkeys(("foldl", "map", "scan"), "graphc.scan"),
+    **dict.fromkeys(("SaveError", "load", "save"), "graphc.serialize"),
+    "Session": "graphc.session",
+}
+#: the submodules reachable as attributes before anyone imports them (``gc.optim``, ``gc.autodiff``):
+#: those ``import graphc`` used to load eagerly (not the CLI, nor the dask and SymPy bridges, whose
+#: optional dependencies may be missing)
+_SUBMODULES = frozenset({
+    "autodiff", "compile", "custom", "data", "errors", "export", "gradcheck", "graph", "hooks", "init", "lazy",
+    "leaves", "numerics", "op", "ops", "optim", "passes", "pickling", "printing", "random", "serialize",
+    "session", "structure", "tensor", "types", "version",
+})
+
+
+def __getattr__(name: str):
+    """Import a lazily loaded public name or submodule on first access (PEP 562); caches it."""
+    import importlib
+
+    module_name = _LAZY.get(name)
+    if module_name is not None:
+        value = getattr(importlib.import_module(module_name), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"graphc.{name}")
+    else:
+        raise AttributeError(f"module 'graphc' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 #: infinity and NaN as Python floats, so they are weak scalars: ``gc.where(mask, x32, -gc.inf)`` stays float32
 inf = float("inf")
@@ -181,34 +209,52 @@ __all__ += [  # API contract section 15, element-wise (and logical_and)
 ]
 
 
-def _tidy_namespace() -> None:
-    """``gc.gradcheck(...)`` checks gradients (an alias of ``gc.check_grad``) and ``gc.compile(...)``
-    says to use ``gc.function``: both names are also submodules, which would otherwise sit on the
-    namespace as uncallable modules."""
-    import sys
-    import types
-
-    class _GradcheckModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            """``gc.gradcheck(cost, wrt, feed_dict, ...)`` is ``gc.check_grad``."""
-            return check_grad(*args, **kwargs)
-
-    class _CompileModule(types.ModuleType):
-        def __call__(self, *args, **kwargs):
-            raise TypeError("graphc.compile is the module that lowers graphs to plans; to compile a function "
-                            "call gc.function(inputs, outputs, updates=None)")
-
-    sys.modules["graphc.gradcheck"].__class__ = _GradcheckModule
-    import graphc.compile  # noqa: F401 - loaded by graphc.function already
-
-    sys.modules["graphc.compile"].__class__ = _CompileModule
+class _GradcheckModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        """``gc.gradcheck(cost, wrt, feed_dict, ...)`` is ``gc.check_grad``."""
+        return self.check_grad(*args, **kwargs)
 
 
-_tidy_namespace()
+class _CompileModule(_types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        raise TypeError("graphc.compile is the module that lowers graphs to plans; to compile a function "
+                        "call gc.function(inputs, outputs, updates=None)")
+
+
+#: submodules whose names are also verbs: ``gc.gradcheck(...)`` checks gradients (an alias of
+#: ``gc.check_grad``) and ``gc.compile(...)`` says to use ``gc.function``, instead of failing as
+#: uncallable modules
+_CALLABLE_SUBMODULES: dict[str, type] = {"gradcheck": _GradcheckModule, "compile": _CompileModule}
+
+
+class _Package(_types.ModuleType):
+    """The type of the ``graphc`` module: the import system sets each submodule on its package
+    with ``setattr`` once it is loaded (whenever that is, now that most load lazily), which is
+    where the two submodules above get their call and where a submodule named like the public
+    function it defines leaves that function in place."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, _types.ModuleType) and _LAZY.get(name) == value.__name__:
+            # a submodule named as the public name it defines (graphc.function, graphc.scan): the
+            # package's attribute stays the public function
+            value = getattr(value, name)
+        kind = _CALLABLE_SUBMODULES.get(name)
+        if kind is not None and type(value) is _types.ModuleType:
+            value.__class__ = kind
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
+for _name, _kind in _CALLABLE_SUBMODULES.items():  # any already imported (none, as the imports above stand)
+    if type(_sys.modules.get(f"graphc.{_name}")) is _types.ModuleType:
+        _sys.modules[f"graphc.{_name}"].__class__ = _kind
 
 
 def _register_display() -> None:
-    """In IPython/Jupyter, lists of tensors display as one graph (see register_ipython_display)."""
+    """In IPython/Jupyter, lists of tensors display as one graph (see register_ipython_display);
+    outside IPython nothing is imported for it."""
+    if "IPython" not in _sys.modules:
+        return
     from graphc.export.dot import register_ipython_display
 
     try:

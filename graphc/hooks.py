@@ -5,8 +5,9 @@ function -> serialization -> export; see docs/architecture.md and tests/test_lay
 Where a lower module needs something only an upper one can do (a Tensor's ``x + y`` needs
 the ops, ``gc.grad`` wants the stabilizer from the passes, ``Function.to_dot`` the exporter),
 the lower module declares a :class:`Hook` and calls through it, and the upper package
-provides the implementation when it is imported. ``import graphc`` imports every layer, so
-every hook is filled before user code runs.
+provides the implementation when it is imported. ``import graphc`` loads the upper layers
+lazily (on first use), so a hook that is not filled yet imports its provider the first time it
+is used.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class Hook:
 
     Call the hook to call the implementation (``hook(*args)``), or read attributes through it
     when the implementation is a namespace (``hook.add`` is ``implementation.add``). Before it
-    is provided, a hook with a ``default`` uses the default; one without raises a clear error.
+    is provided, the first use imports ``provider``; if that does not fill it, a hook with a
+    ``default`` uses the default and one without raises a clear error.
     """
 
     __slots__ = ("service", "provider", "implementation", "provided")
@@ -40,6 +42,12 @@ class Hook:
         return implementation
 
     def _get(self):
+        if not self.provided:
+            # the provider loads lazily (graphc/__init__.py): importing it fills the hook. Its name
+            # is fixed where the hook is declared, never taken from data.
+            import importlib
+
+            importlib.import_module(self.provider)
         implementation = self.implementation
         if implementation is _UNSET:
             raise RuntimeError(f"{self.service} is provided by {self.provider}, which is not imported yet "

@@ -7,7 +7,7 @@ is imported the first time one of these functions is called.
 
 from __future__ import annotations
 
-from graphc.serialize import LAZY_OP_MODULES
+from graphc.op import LAZY_OP_MODULES
 
 # gc.load imports the SymPy bridge when a file holds one of its ops (sympy is not imported before)
 LAZY_OP_MODULES["sympy_elementwise"] = "graphc.sympy_bridge"

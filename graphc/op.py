@@ -12,8 +12,11 @@ import cycle); :mod:`graphc.leaves` is their public home.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
+import operator
+import types
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -25,10 +28,217 @@ from graphc.types import as_dtype, known_size, normalize_shape
 
 #: Every op class by name; the safe loader accepts only these.
 REGISTRY: dict[str, type[Op]] = {}
+#: built-in ops registered only when their (fixed, built-in) module is imported: op name -> module;
+#: the safe loader imports that module for such a name. Filled by the layer above that defines such
+#: an op (graphc.lazy, for the SymPy bridge's op), so the loader never names an upper module itself.
+LAZY_OP_MODULES: dict[str, str] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrozenParams:
+    """Only its ``__dataclass_params__`` are used: what every ``op_dataclass`` class is
+    (init, repr, eq, frozen), so real dataclasses may subclass an op class."""
+
+
+def op_dataclass(cls: type) -> type:
+    """``@dataclasses.dataclass(frozen=True)`` for op classes, without code generated per class.
+
+    The class is a dataclass to everyone (``dataclasses.fields``, ``replace``, ``is_dataclass``;
+    a real ``@dataclass(frozen=True)`` may subclass it) and behaves as one: ``__init__`` takes the
+    fields positionally or by name with their defaults and then calls ``__post_init__``;
+    ``__eq__``, ``__hash__`` and ``__repr__`` use the fields' ``compare``/``hash``/``repr``
+    flags; fields cannot be set or deleted. The methods are the shared generic ones below,
+    driven by a per-class spec: ``dataclasses.dataclass`` compiles six methods per class with
+    ``exec``, which was most of ``import graphc`` (about 1 ms per op class, 170 classes).
+    """
+    for name in ("__setattr__", "__delattr__"):
+        if name in cls.__dict__:
+            raise TypeError(f"cannot overwrite attribute {name} in class {cls.__name__}")
+    cls.__dataclass_fields__ = _collect_fields(cls)  # with the ClassVar pseudo-fields, as the stdlib keeps them
+    cls.__dataclass_params__ = _FrozenParams.__dataclass_params__
+    real = dataclasses.fields(cls)
+    cls._dataclass_spec = _dataclass_spec(cls, real)
+    cls.__match_args__ = cls._dataclass_spec[0]
+    eq, hash_ = _make_eq_hash(cls, [f.name for f in real if f.compare],
+                              [f.name for f in real if (f.compare if f.hash is None else f.hash)])
+    methods = {"__init__": _make_init(cls, real), "__eq__": eq, "__repr__": _dataclass_repr}
+    for name, method in methods.items():
+        if name not in cls.__dict__:
+            setattr(cls, name, method)
+    explicit_hash = cls.__dict__.get("__hash__", dataclasses.MISSING)
+    if explicit_hash is dataclasses.MISSING or (explicit_hash is None and "__eq__" in cls.__dict__):
+        cls.__hash__ = hash_
+    cls.__setattr__ = _frozen_setattr
+    cls.__delattr__ = _frozen_delattr
+    return cls
+
+
+def _collect_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """The bases' fields, then the class's own, in the stdlib's order (a redefined field keeps its place)."""
+    fields: dict[str, dataclasses.Field] = {}
+    for base in cls.__mro__[-1:0:-1]:
+        fields.update(getattr(base, "__dataclass_fields__", {}))
+    own = cls.__dict__.get("__annotations__", {})
+    if not own:
+        return fields
+    # the stdlib reads the annotations (ClassVar, field(...), defaults) of a stand-in class with
+    # no bases and nothing to generate, so that part stays exactly the stdlib's
+    namespace = {name: cls.__dict__[name] for name in own if name in cls.__dict__}
+    stand_in = type(cls.__name__, (), {**namespace, "__annotations__": own, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__, "__doc__": "stand-in"})
+    for name, field in dataclasses.dataclass(init=False, repr=False, eq=False)(stand_in) \
+            .__dataclass_fields__.items():
+        fields[name] = field
+        if isinstance(cls.__dict__.get(name), dataclasses.Field):  # field(default=...): the class holds the default
+            if field.default is dataclasses.MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, field.default)
+    return fields
+
+
+def _has_default(field: dataclasses.Field) -> bool:
+    return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+
+def _dataclass_spec(cls: type, real: tuple[dataclasses.Field, ...]) -> tuple:
+    """What the generic methods need of ``cls``: (init names, defaults by name, derived fields,
+    has __post_init__, compared-values getter, hashed-values getter, shown names)."""
+    init = [f for f in real if f.init]
+    for before, after in zip(init, init[1:]):
+        if _has_default(before) and not _has_default(after):
+            raise TypeError(f"non-default argument {after.name!r} follows default argument")
+    return (
+        tuple(f.name for f in init),
+        {f.name: f for f in real if _has_default(f)},
+        tuple(f for f in real if not f.init),
+        hasattr(cls, "__post_init__"),
+        _tuple_getter([f.name for f in real if f.compare]),
+        _tuple_getter([f.name for f in real if (f.compare if f.hash is None else f.hash)]),
+        tuple(f.name for f in real if f.repr),
+    )
+
+
+#: the code of each generated method by signature ("__init__", field names, has __post_init__), or
+#: ("__eq__"/"__hash__", field names): classes with the same fields share it (each with its own
+#: defaults), so ``exec`` runs once per signature, not once per class
+_CODE: dict[tuple, types.CodeType] = {}
+_GLOBALS = {"_setattr": object.__setattr__, "__builtins__": builtins}
+
+
+def _generated(key: tuple, source: str, cls: type, defaults: tuple = ()) -> Callable:
+    """The function ``source`` defines (its code compiled once per ``key``), named for ``cls``."""
+    code = _CODE.get(key)
+    if code is None:
+        namespace: dict = {}
+        exec(source, _GLOBALS, namespace)  # noqa: S102 - source made above from identifiers only
+        code = _CODE[key] = next(iter(namespace.values())).__code__
+    function = types.FunctionType(code, _GLOBALS, key[0], defaults or None)
+    function.__qualname__ = f"{cls.__qualname__}.{key[0]}"
+    return function
+
+
+def _plain(names) -> bool:
+    return all(name.isidentifier() and name not in ("self", "other", "_setattr") for name in names)
+
+
+def _make_init(cls: type, real: tuple[dataclasses.Field, ...]) -> Callable:
+    """The ``__init__`` of ``cls``: a compiled one (as fast as a dataclass's) for the usual fields,
+    the generic ``_dataclass_init`` for derived fields, default factories or unusual names."""
+    names = tuple(f.name for f in real)
+    post_init = hasattr(cls, "__post_init__")
+    if any(not f.init or f.default_factory is not dataclasses.MISSING for f in real) or not _plain(names):
+        return _dataclass_init
+    body = "".join(f"    _setattr(self, {name!r}, {name})\n" for name in names)
+    body += "    self.__post_init__()\n" if post_init else ""
+    source = f"def __init__(self, {', '.join(names)}):\n{body or '    pass'}\n"
+    defaults = tuple(f.default for f in real if f.default is not dataclasses.MISSING)
+    return _generated(("__init__", names, post_init), source, cls, defaults)
+
+
+def _make_eq_hash(cls: type, compared: list[str], hashed: list[str]) -> tuple[Callable, Callable]:
+    """``__eq__`` and ``__hash__`` of ``cls`` comparing and hashing the tuples of those fields."""
+    if not (_plain(compared) and _plain(hashed)):
+        return _dataclass_eq, _dataclass_hash
+    mine = "".join(f"self.{name}," for name in compared)
+    theirs = "".join(f"other.{name}," for name in compared)
+    eq = _generated(("__eq__", tuple(compared)), f"def __eq__(self, other):\n"
+                    f"    if other.__class__ is self.__class__:\n        return ({mine}) == ({theirs})\n"
+                    f"    return NotImplemented\n", cls)
+    hashed_values = "".join(f"self.{name}," for name in hashed)
+    return eq, _generated(("__hash__", tuple(hashed)), f"def __hash__(self):\n    return hash(({hashed_values}))\n",
+                          cls)
+
+
+def _tuple_getter(names: list[str]) -> Callable:
+    """``op -> (op.a, op.b, ...)`` for ``names``, as the dataclass methods compare and hash them."""
+    if not names:
+        return lambda op: ()
+    if len(names) == 1:
+        single = operator.attrgetter(names[0])
+        return lambda op: (single(op),)
+    return operator.attrgetter(*names)
+
+
+def _field_default(field: dataclasses.Field):
+    return field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+
+
+def _dataclass_init(self, *args, **kwargs) -> None:
+    names, defaults, derived, post_init, _, _, _ = type(self)._dataclass_spec
+    if len(args) > len(names):
+        raise TypeError(f"{type(self).__name__}() takes {len(names)} positional arguments but {len(args)} "
+                        f"were given")
+    setter = object.__setattr__
+    for name, value in zip(names, args):
+        setter(self, name, value)
+    if kwargs:
+        for name in names[:len(args)]:
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
+    for name in names[len(args):]:
+        if name in kwargs:
+            setter(self, name, kwargs.pop(name))
+        elif name in defaults:
+            setter(self, name, _field_default(defaults[name]))
+        else:
+            raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
+    if kwargs:
+        raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    for field in derived:
+        if field.name in defaults:
+            setter(self, field.name, _field_default(field))
+    if post_init:
+        self.__post_init__()
+
+
+def _dataclass_eq(self, other):
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    compared = self._dataclass_spec[4]
+    return compared(self) == compared(other)  # tuples, as a dataclass compares (identity, then ==)
+
+
+def _dataclass_hash(self) -> int:
+    return hash(self._dataclass_spec[5](self))
+
+
+def _dataclass_repr(self) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._dataclass_spec[6])
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _frozen_setattr(self, name: str, value) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
 
 
 class Op:
-    """Base class of every op. Subclasses are ``@dataclass(frozen=True)``."""
+    """Base class of every op. Subclasses are ``@op_dataclass`` (a frozen dataclass, see there)."""
 
     #: public name, shown as ``Tensor.op``
     name: ClassVar[str] = ""
@@ -125,7 +335,7 @@ class Op:
 MULTI_TYPE: tuple[tuple, np.dtype] = ((), np.dtype("V1"))
 
 
-@dataclasses.dataclass(frozen=True)
+@op_dataclass
 class Output(Op):
     """Output ``index`` of a multi-output node: the one way consumers read such a node's values.
 

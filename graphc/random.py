@@ -30,14 +30,13 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
 from graphc.leaves import constant, variable
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops import div, mul, where
 from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import as_dtype, broadcast_shapes, broadcast_to_shape, format_shape, normalize_shape
@@ -85,7 +84,7 @@ def _param_shape(arrays) -> tuple:
     return np.broadcast_shapes(*(np.shape(a) for a in arrays)) if arrays else ()
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class RandomOp(Op):
     """Base of the draws: inputs ``(state, *parameters[, like])``; see the module docstring.
 
@@ -207,7 +206,7 @@ def _unit_uniform(generator: np.random.Generator, shape: tuple, dtype: np.dtype)
     return np.where(narrow >= 1, np.nextafter(dtype.type(1), dtype.type(0)), narrow).astype(dtype)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class RandomUniform(RandomOp):
     """``low + (high - low) * u`` with ``u`` uniform in [0, 1)."""
 
@@ -221,7 +220,7 @@ class RandomUniform(RandomOp):
         return np.asarray(low + (high - low) * unit, dtype=dtype)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class RandomNormal(RandomOp):
     """``mean + std * z`` with ``z`` standard normal (NumPy's ziggurat)."""
 
@@ -235,7 +234,7 @@ class RandomNormal(RandomOp):
         return np.asarray(np.asarray(mean, dtype) + np.asarray(std, dtype) * z.astype(dtype), dtype=dtype)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class RandomBernoulli(RandomOp):
     """1 with probability ``p``, else 0 (``u < p`` for ``u`` uniform in [0, 1))."""
 
@@ -252,7 +251,7 @@ class RandomBernoulli(RandomOp):
         return (generator.random(shape) < p).astype(self.dtype, copy=False)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class RandomIntegers(RandomOp):
     """Integers uniform in ``[low, high)`` (NumPy's ``Generator.integers``)."""
 
@@ -279,7 +278,7 @@ class RandomIntegers(RandomOp):
 _tracing = threading.local()
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class StepKeys(Op):
     """The keys of a loop's steps: int64 ``[1, ..., n]``, plus ``parent * 2**32`` when ``nested``.
 

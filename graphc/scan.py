@@ -33,7 +33,6 @@ import dataclasses
 import functools
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,7 +41,7 @@ from graphc.autodiff import backprop, zeros_for
 from graphc.errors import DTypeError, ExecutionError, GraphcError, ShapeError
 from graphc.graph import InnerGraph, clone, depending, frontier
 from graphc.leaves import Constant, placeholder
-from graphc.op import MULTI_TYPE, Op, Output, apply, as_tensor
+from graphc.op import MULTI_TYPE, Op, Output, apply, as_tensor, op_dataclass
 from graphc.ops.elementwise import add, zeros_like
 from graphc.tensor import Tensor, toposort
 from graphc.types import format_shape
@@ -72,7 +71,7 @@ def _merge(a: tuple, b: tuple) -> tuple:
     return tuple(x if x is not None else y for x, y in zip(a, b))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Scan(Op):
     """A loop: run ``body`` ``n`` times, feeding the states back; see the module docstring.
 

@@ -20,6 +20,7 @@ timestamps).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -36,7 +37,7 @@ from graphc.errors import GraphcError, LoadError
 from graphc.function import Function, normalize_updates
 from graphc.graph import InnerGraph
 from graphc.leaves import Constant, Leaf, Placeholder, VariableLeaf
-from graphc.op import MULTI_TYPE, REGISTRY, Op
+from graphc.op import LAZY_OP_MODULES, MULTI_TYPE, REGISTRY, Op
 from graphc.ops import shape as shape_ops
 from graphc.passes.fuse import Fused, _Stub, fusable
 from graphc.pickling import rebuild_function, snapshot
@@ -89,9 +90,6 @@ MULTI_DTYPE = "outputs"
 #: the state of the save or load in progress (the array table inner graphs share with the outer graph)
 _local = threading.local()
 
-#: built-in ops registered only when their (fixed, built-in) module is imported: op name -> module.
-#: Filled by the layer above that defines such an op (graphc.lazy, for the SymPy bridge's op).
-LAZY_OP_MODULES: dict[str, str] = {}
 
 _NODE_KEYS = {
     "placeholder": {"kind", "name", "shape", "dtype"},
@@ -128,6 +126,40 @@ class SaveError(GraphcError, TypeError, ValueError):
 # ======================================================================================
 # saving
 # ======================================================================================
+
+#: the saveable dtypes by dtype (``np.dtype.name`` is Python code in NumPy, ~7 us a call); other
+#: dtypes (a byte-swapped one) fall back to ``.name``
+_DTYPE_NAMES: dict[np.dtype, str] = {np.dtype(name): name for name in DTYPES}
+
+
+def _dtype_text(dtype: np.dtype) -> str:
+    """``dtype.name``, fast for the saveable dtypes."""
+    name = _DTYPE_NAMES.get(dtype)
+    return dtype.name if name is None else name
+
+
+@functools.cache
+def _init_fields(cls: type) -> tuple[dataclasses.Field, ...]:
+    """The fields of op class ``cls`` its constructor takes (the saved parameters), in order; a
+    class's fields never change, so this is computed once per class and not once per node."""
+    return tuple(f for f in dataclasses.fields(cls) if f.init)
+
+
+class _Where:
+    """Where in a graph an error is, as text made only if an error message needs it: describing
+    a node costs more than encoding it, and almost every save and load raises nothing."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+    def __str__(self) -> str:
+        return self.make()
+
+    def __format__(self, spec: str) -> str:  # f"{where}: ..." in the messages
+        return format(self.make(), spec)
+
 
 def _is_builtin_op_class(cls: type) -> bool:
     return (REGISTRY.get(getattr(cls, "name", None)) is cls and cls.__module__.split(".")[0] == "graphc"
@@ -190,15 +222,14 @@ def _base_names(sites):
                  for site in sites)
 
 
-def _encode_op(primitive, where: str, depth: int = 0) -> dict:
+def _encode_op(primitive, where, depth: int = 0) -> dict:
     params = {}
-    for field in dataclasses.fields(primitive):
-        if not field.init:  # derived in __post_init__: rebuilt by the constructor on load
-            continue
+    for field in _init_fields(type(primitive)):  # not the derived fields: __post_init__ rebuilds them on load
         value = getattr(primitive, field.name)
         if field.name == "sites":  # user source lines (of a fused op's steps): no absolute paths in files
             value = _base_names(value)
-        params[field.name] = _encode_value(value, f"{where}, parameter {field.name!r}", depth)
+        params[field.name] = _encode_value(
+            value, _Where(lambda name=field.name: f"{where}, parameter {name!r}"), depth)
     return {"op": type(primitive).name, "params": params}  # the registry name (an instance may rename itself)
 
 
@@ -260,11 +291,17 @@ def _encode_structure(spec, where: str = "outputs"):
     return {name: [_encode_structure(child, where) for child in children]}
 
 
+@functools.lru_cache(maxsize=1024)
+def _site_file(file) -> str:
+    """A source file as saved: its base name (the nodes of a graph share a few files)."""
+    return os.path.basename(str(file))[:MAX_NAME_LENGTH]
+
+
 def _site(node: Tensor):
     if node.site is None:
         return None
     file, line = node.site
-    return [os.path.basename(str(file))[:MAX_NAME_LENGTH], min(max(int(line), 0), MAX_SITE_LINE)]
+    return [_site_file(file), min(max(int(line), 0), MAX_SITE_LINE)]
 
 
 def _array_bytes(array: np.ndarray) -> bytes:
@@ -279,38 +316,46 @@ def _dtype_name(node: Tensor) -> str:
     """A node's dtype as the file writes it (``MULTI_DTYPE`` for a multi-output node itself)."""
     if node.primitive.multi_output and (node.shape, node.dtype) == MULTI_TYPE:
         return MULTI_DTYPE
-    if node.dtype.name not in DTYPES:
+    name = _dtype_text(node.dtype)
+    if name not in DTYPES:
         raise SaveError(f"{node.describe()}: dtype {node.dtype} cannot be saved")
-    return node.dtype.name
+    return name
 
 
 def _encode_nodes(order, index, input_ids, values, add_array, depth: int = 0) -> list[dict]:
     """The manifest entries of ``order`` (a graph's nodes, inputs before consumers)."""
     nodes: list[dict] = []
+    builtin: dict[type, bool] = {}  # per op class, within this save (the registry may change between saves)
     for node in order:
         primitive = node.primitive
-        name = _check_name(node.name, f"gc.save: the {node.op} node named {_shorten(node.name)!r}")
+        name = _check_name(node.name, _Where(
+            lambda node=node: f"gc.save: the {node.op} node named {_shorten(node.name)!r}"))
         if isinstance(node, Variable):
             nodes.append({"kind": "variable", "name": name, "array": add_array(values[id(node)])})
         elif id(node) in input_ids or isinstance(primitive, Placeholder):
-            if node.dtype.name not in DTYPES:
+            dtype = _dtype_text(node.dtype)
+            if dtype not in DTYPES:
                 raise SaveError(f"placeholder {name!r} has dtype {node.dtype}, which cannot be saved")
             nodes.append({"kind": "placeholder", "name": name if name else "input",
                           "shape": _encode_shape(node.shape, f"gc.save: placeholder {name!r}"),
-                          "dtype": node.dtype.name})
+                          "dtype": dtype})
         elif isinstance(primitive, Constant):
             nodes.append({"kind": "constant", "name": name, "array": add_array(np.asarray(primitive.value)),
                           "grad": bool(node.is_gradient)})
         elif isinstance(primitive, VariableLeaf):  # pragma: no cover - variables are Variable tensors
             raise SaveError(f"variable node without a value ({node.describe()})")
         else:
-            if not _is_builtin_op_class(type(primitive)):
+            cls = type(primitive)
+            known = builtin.get(cls)
+            if known is None:
+                known = builtin[cls] = _is_builtin_op_class(cls)
+            if not known:
                 raise _refuse_op(primitive, node)
             dtype = _dtype_name(node)
-            encoded = _encode_op(primitive, f"op {node.op!r} ({node.describe()})", depth)
+            encoded = _encode_op(primitive, _Where(lambda node=node: f"op {node.op!r} ({node.describe()})"), depth)
             nodes.append({"kind": "op", "op": encoded["op"], "params": encoded["params"],
                           "inputs": [index[id(p)] for p in node.inputs],
-                          "shape": _encode_shape(node.shape, f"gc.save: {node.describe()}"),
+                          "shape": _encode_shape(node.shape, _Where(lambda node=node: f"gc.save: {node.describe()}")),
                           "dtype": dtype, "name": name, "grad": bool(node.is_gradient),
                           "site": _site(node)})
     return nodes
@@ -475,11 +520,13 @@ def _fail(message: str) -> LoadError:
 
 
 def _reject_duplicates(pairs):
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise _fail(f"manifest: duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)  # in C; a duplicate key shows as a shorter dict
+    if len(result) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _fail(f"manifest: duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -492,6 +539,8 @@ def _reject_constant(text):
 
 
 def _obj(value, keys: set, where: str) -> dict:
+    if type(value) is dict and value.keys() == keys:
+        return value  # the common case without building a set; the checks below say what is wrong
     if not isinstance(value, dict):
         raise _fail(f"{where}: expected an object, got {type(value).__name__}")
     if set(value) != keys:
@@ -534,14 +583,22 @@ def _str(value, where: str, allow_none: bool = False, max_length: int = MAX_NAME
     return value
 
 
+#: the loadable dtypes by name (``np.dtype(name)`` parses the name at every call)
+_DTYPES_BY_NAME: dict[str, np.dtype] = {name: np.dtype(name) for name in DTYPES}
+
+
 def _dtype(value, where: str) -> np.dtype:
-    if type(value) is not str or value not in DTYPES:
+    dtype = _DTYPES_BY_NAME.get(value) if type(value) is str else None
+    if dtype is None:
         raise _fail(f"{where}: unknown dtype {value!r}")
-    return np.dtype(value)
+    return dtype
 
 
 def _shape(value, where: str, allow_unknown: bool) -> tuple:
     entries = _list(value, where, MAX_RANK)
+    if all((type(entry) is int and 0 <= entry <= MAX_DIM) or (entry is None and allow_unknown)
+           for entry in entries):
+        return tuple(entries)  # the common case, checked in one pass; the loop below says what is wrong
     result = []
     for position, entry in enumerate(entries):
         if entry is None and allow_unknown:
@@ -580,7 +637,8 @@ def _decode_value(value, where: str, depth: int = 0):
         return _dtype(payload, where)
     if tag == "tuple":
         items = _list(payload, where, MAX_TUPLE_PARAM)
-        return tuple(_decode_value(item, f"{where}[{k}]", depth + 1) for k, item in enumerate(items))
+        return tuple(_decode_value(item, _Where(lambda k=k: f"{where}[{k}]"), depth + 1)
+                     for k, item in enumerate(items))
     if tag == "op":
         entry = _obj(payload, {"op", "params"}, where)
         return _build_op(entry["op"], entry["params"], where, depth + 1)
@@ -593,10 +651,10 @@ _ANNOTATION_TAGS = {"int": (int,), "float": (float, int), "bool": (bool,), "str"
                     "np.dtype": (np.dtype,), "dtype": (np.dtype,), "None": (type(None),)}
 
 
-def _check_annotation(annotation, value, where: str) -> None:
-    """Check a decoded value against a dataclass field annotation such as ``'int | None'``."""
-    if not isinstance(annotation, str):
-        annotation = getattr(annotation, "__name__", "")
+@functools.lru_cache(maxsize=1024)
+def _allowed_types(annotation) -> tuple[type, ...] | None:
+    """The types a field annotation such as ``'int | None'`` allows, or None for one we do not model
+    (parsed once per annotation, not once per node)."""
     allowed: list[type] = []
     for part in annotation.split("|"):
         base = part.strip().split("[")[0]
@@ -604,15 +662,34 @@ def _check_annotation(annotation, value, where: str) -> None:
             if base.endswith("Op"):
                 allowed.append(Op)
                 continue
-            return  # an annotation we do not model: the op's own checks and infer decide
+            return None  # an annotation we do not model: the op's own checks and infer decide
         allowed.extend(_ANNOTATION_TAGS[base])
+    return tuple(allowed)
+
+
+def _check_annotation(annotation, value, where) -> None:
+    """Check a decoded value against a dataclass field annotation such as ``'int | None'``."""
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", "")
+    allowed = _allowed_types(annotation)
+    if allowed is None:
+        return
     if isinstance(value, bool) and bool not in allowed:
         raise _fail(f"{where}: expected {annotation}, got a bool")
-    if not isinstance(value, tuple(allowed)):
+    if not isinstance(value, allowed):
         raise _fail(f"{where}: expected {annotation}, got {type(value).__name__}")
 
 
 def _op_class(name, where: str) -> type:
+    state = getattr(_local, "load", None)
+    known = state["classes"] if state is not None else {}
+    cls = known.get(name) if type(name) is str else None
+    if cls is None:
+        cls = known[name] = _checked_op_class(name, where)  # once per op name and file
+    return cls
+
+
+def _checked_op_class(name, where: str) -> type:
     if type(name) is not str:
         raise _fail(f"{where}: op name must be a string")
     if name not in REGISTRY and name in LAZY_OP_MODULES:
@@ -623,16 +700,30 @@ def _op_class(name, where: str) -> type:
     return cls
 
 
-def _build_op(name, params, where: str, depth: int = 0) -> Op:
+@functools.cache
+def _param_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in _init_fields(cls))
+
+
+def _build_op(name, params, where, depth: int = 0) -> Op:
     cls = _op_class(name, where)
-    where = f"{where} (op {name!r})"
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    params = _obj(params, {f.name for f in fields}, f"{where} params")
+    fields = _init_fields(cls)
+    names = _param_names(cls)
+    if not (type(params) is dict and params.keys() == names):
+        _obj(params, names, f"{where} (op {name!r}) params")  # raises, saying what is wrong
+    where = _Where(lambda outer=where: f"{outer} (op {name!r})")
+    if not fields:  # most ops have no parameters
+        return _construct(cls, {}, where)
     values = {}
     for field in fields:
-        value = _decode_value(params[field.name], f"{where} parameter {field.name!r}", depth)
-        _check_annotation(field.type, value, f"{where} parameter {field.name!r}")
+        here = _Where(lambda name=field.name: f"{where} parameter {name!r}")
+        value = _decode_value(params[field.name], here, depth)
+        _check_annotation(field.type, value, here)
         values[field.name] = value
+    return _construct(cls, values, where)
+
+
+def _construct(cls: type, values: dict, where) -> Op:
     try:
         return cls(**values)
     except Exception as exc:  # noqa: BLE001 - the op refused its parameters
@@ -992,7 +1083,7 @@ def _build_nodes(manifest: dict, arrays: list[np.ndarray], path) -> tuple[list[T
     """Every node of the file, in order, checked; and each one's kind."""
     entries = _list(manifest["nodes"], "nodes", MAX_NODES)
     label = os.path.basename(os.fspath(path))
-    _local.load = {"arrays": arrays, "used": set(), "label": label, "nodes": len(entries)}
+    _local.load = {"arrays": arrays, "used": set(), "label": label, "nodes": len(entries), "classes": {}}
     try:
         return _decode_nodes(entries, "nodes", allow_variables=True, depth=0)
     finally:
@@ -1036,38 +1127,53 @@ def _decode_nodes(entries: list, prefix: str, allow_variables: bool, depth: int)
             dtype = _dtype(entry["dtype"], f"{where}.dtype")
             tensor = Tensor(Placeholder(), (), shape, dtype, name=name, site=origin, is_gradient=False)
         else:
-            shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
-            multi = entry["dtype"] == MULTI_DTYPE
-            dtype = MULTI_TYPE[1] if multi else _dtype(entry["dtype"], f"{where}.dtype")
-            grad = _bool(entry["grad"], f"{where}.grad")
-            inputs = []
-            for position, parent in enumerate(_list(entry["inputs"], f"{where}.inputs", MAX_INPUTS_PER_NODE)):
-                if type(parent) is not int or not 0 <= parent < k:
-                    raise _fail(f"{where}.inputs[{position}]: {str(parent)[:20]} does not refer to an earlier "
-                                f"node (inputs must come before their consumers; no cycles)")
-                inputs.append(tensors[parent])
-            site = entry["site"]
-            if site is not None:
-                site = _list(site, f"{where}.site")
-                if len(site) != 2:
-                    raise _fail(f"{where}.site: expected [file, line]")
-                site = (_str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, MAX_SITE_LINE))
-            primitive = _build_op(entry["op"], entry["params"], where, depth)
-            if multi != bool(primitive.multi_output):
-                raise _fail(f"{where}: dtype {entry['dtype']!r} does not fit op {entry['op']!r}")
-            _check_loaded_op(primitive, inputs, where)
-            try:
-                inferred_shape, inferred_dtype = primitive.infer(*inputs)
-            except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent
-                raise _fail(f"{where}: op {entry['op']!r} rejects its inputs: {type(exc).__name__}: {exc}") from exc
-            if tuple(inferred_shape) != shape or np.dtype(inferred_dtype) != dtype:
-                raise _fail(f"{where}: op {entry['op']!r} declares shape {list(shape)} {dtype}, but its inputs "
-                            f"give {list(inferred_shape)} {np.dtype(inferred_dtype)}")
-            tensor = Tensor(primitive, inputs, shape, dtype, name=name,
-                            site=site if site is not None else origin, is_gradient=grad)
+            tensor = _decode_op_node(entry, k, name, where, origin, tensors, depth)
         tensors.append(tensor)
         kinds.append(kind)
     return tensors, kinds
+
+
+def _decode_site(site, where: str):
+    """A node's saved ``[file, line]`` (or None) as a site tuple."""
+    if site is None:
+        return None
+    if (type(site) is list and len(site) == 2 and type(site[0]) is str and len(site[0]) <= MAX_NAME_LENGTH
+            and type(site[1]) is int and 0 <= site[1] <= MAX_SITE_LINE):
+        return site[0], site[1]  # the common case in one test; the checks below say what is wrong
+    site = _list(site, f"{where}.site")
+    if len(site) != 2:
+        raise _fail(f"{where}.site: expected [file, line]")
+    return _str(site[0], f"{where}.site[0]"), _int(site[1], f"{where}.site[1]", 0, MAX_SITE_LINE)
+
+
+def _decode_op_node(entry: dict, k: int, name: str | None, where: str, origin: tuple, tensors: list[Tensor],
+                    depth: int) -> Tensor:
+    """Node ``k``, an op node: its inputs earlier nodes, its op built from the registry and checked
+    against them, and its re-inferred type equal to the declared one."""
+    shape = _shape(entry["shape"], f"{where}.shape", allow_unknown=True)
+    multi = entry["dtype"] == MULTI_DTYPE
+    dtype = MULTI_TYPE[1] if multi else _dtype(entry["dtype"], f"{where}.dtype")
+    grad = _bool(entry["grad"], f"{where}.grad")
+    parents = _list(entry["inputs"], f"{where}.inputs", MAX_INPUTS_PER_NODE)
+    for position, parent in enumerate(parents):
+        if type(parent) is not int or not 0 <= parent < k:
+            raise _fail(f"{where}.inputs[{position}]: {str(parent)[:20]} does not refer to an earlier "
+                        f"node (inputs must come before their consumers; no cycles)")
+    inputs = [tensors[parent] for parent in parents]
+    site = _decode_site(entry["site"], where)
+    primitive = _build_op(entry["op"], entry["params"], where, depth)
+    if multi != bool(primitive.multi_output):
+        raise _fail(f"{where}: dtype {entry['dtype']!r} does not fit op {entry['op']!r}")
+    _check_loaded_op(primitive, inputs, where)
+    try:
+        inferred_shape, inferred_dtype = primitive.infer(*inputs)
+    except Exception as exc:  # noqa: BLE001 - infer rejects the inputs: the file is inconsistent
+        raise _fail(f"{where}: op {entry['op']!r} rejects its inputs: {type(exc).__name__}: {exc}") from exc
+    if tuple(inferred_shape) != shape or np.dtype(inferred_dtype) != dtype:
+        raise _fail(f"{where}: op {entry['op']!r} declares shape {list(shape)} {dtype}, but its inputs "
+                    f"give {list(inferred_shape)} {np.dtype(inferred_dtype)}")
+    return Tensor(primitive, inputs, shape, dtype, name=name,
+                  site=site if site is not None else origin, is_gradient=grad)
 
 
 _GRAPH_KEYS = {"nodes", "inputs", "outputs"}

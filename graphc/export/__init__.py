@@ -11,9 +11,17 @@ from types import SimpleNamespace
 from graphc.export.dot import repr_svg, to_dot
 from graphc.function import VIEWS
 from graphc.lazy import to_networkx
-from graphc.printing import debugprint
 from graphc.tensor import SVG
 
+
+def _debugprint(outputs, file=None):
+    """``graphc.printing.debugprint``, imported on first use: printing imports this package's
+    ``_common``, so importing it here would be a cycle when printing is imported first."""
+    from graphc.printing import debugprint
+
+    return debugprint(outputs, file=file)
+
+
 SVG.provide(repr_svg)
-VIEWS.provide(SimpleNamespace(to_dot=to_dot, to_networkx=to_networkx, debugprint=debugprint,
+VIEWS.provide(SimpleNamespace(to_dot=to_dot, to_networkx=to_networkx, debugprint=_debugprint,
                                        repr_svg=repr_svg))

@@ -8,12 +8,10 @@ A gradient op whose target shape has unknown sizes takes the forward input as a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from graphc.errors import ShapeError
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.shape import _slice_length, _target_inputs, _target_shape, expand_dims, reshape, unify_shapes
 from graphc.tensor import Tensor
 from graphc.types import broadcast_to_shape, check_axes, format_shape, normalize_axes, normalize_axis
@@ -44,7 +42,7 @@ def _at_axis(axis: int, item) -> tuple:
 
 # ---- tile and repeat ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Tile(Op):
     """``np.tile(x, reps)`` with one repetition count per axis (the wrapper aligns the ranks)."""
 
@@ -67,7 +65,7 @@ class Tile(Op):
         return (apply(TileGrad(self.reps, x.shape), g, *_target_inputs(x)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class TileGrad(Op):
     """Sum the tiles of ``g`` into one of ``shape`` (input 1, if any, gives the run-time shape)."""
 
@@ -101,7 +99,7 @@ def tile(x, reps) -> Tensor:
     return apply(Tile((1,) * (x.ndim - len(reps)) + reps), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Repeat(Op):
     """``np.repeat(x, repeats, axis)``: each entry ``repeats`` times in a row."""
 
@@ -128,7 +126,7 @@ class Repeat(Op):
         return (apply(RepeatGrad(self.repeats, self.axis, x.shape), g, *_target_inputs(x)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class RepeatGrad(Op):
     """Sum each run of ``repeats`` entries of ``g`` along ``axis`` (the gradient of repeat)."""
 
@@ -166,7 +164,7 @@ def repeat(x, repeats: int, axis: int | None = None) -> Tensor:
 
 # ---- flip and roll -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Flip(Op):
     """``np.flip(x, axes)``: the order of the entries reversed along ``axes``."""
 
@@ -191,7 +189,7 @@ def flip(x, axis=None) -> Tensor:
     return apply(Flip(normalize_axes("flip", axis, x.ndim)), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Roll(Op):
     """``np.roll(x, shifts, axes)``; ``axes=None`` rolls the flattened entries (one shift)."""
 
@@ -241,7 +239,7 @@ def roll(x, shift, axis=None) -> Tensor:
 
 # ---- split -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Split(Op):
     """Piece ``index`` of ``np.split(x, sections or list(indices), axis)`` (one op per piece)."""
 
@@ -293,7 +291,7 @@ class Split(Op):
         return (apply(scatter, g, *_target_inputs(x)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class SplitGrad(Split):
     """``g`` written into zeros of ``shape`` where piece ``index`` was cut (the gradient of split)."""
 
@@ -332,7 +330,7 @@ def split(x, sections, axis: int = 0) -> list[Tensor]:
 
 # ---- triangles and diagonals -------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Tril(Op):
     """``np.tril(x, k)``: zeros above the k-th diagonal of the last two axes. Gradient: the same mask."""
 
@@ -353,7 +351,7 @@ class Tril(Op):
         return (type(self)(self.k)(g),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Triu(Tril):
     """``np.triu(x, k)``: zeros below the k-th diagonal of the last two axes."""
 
@@ -379,7 +377,7 @@ def triu(x, k: int = 0) -> Tensor:
     return _triangle(Triu, x, k)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Diagonal(Op):
     """``np.diagonal(x, offset, axis1, axis2)``: axes ``axis1`` and ``axis2`` removed, the diagonal
     appended as the last axis."""
@@ -426,7 +424,7 @@ def diagonal_grad(op: Diagonal, g: Tensor, x: Tensor) -> Tensor:
     return apply(scatter, g, *_target_inputs(x))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class DiagonalGrad(Diagonal):
     """``g`` written onto the diagonal of zeros of ``shape`` (broadcast along it: the gradient of
     trace passes one value per matrix)."""
@@ -452,7 +450,7 @@ class DiagonalGrad(Diagonal):
         return (Diagonal(self.offset, self.axis1, self.axis2)(g),) + (None,) * (len(node.inputs) - 1)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Trace(Diagonal):
     """``np.trace(x, offset, axis1, axis2)``: the sum of the diagonal."""
 

@@ -32,13 +32,11 @@ gradient then reuses the padded input instead of padding it again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from graphc.errors import DTypeError, ShapeError
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.shape import getitem
 from graphc.tensor import Tensor
 from graphc.types import format_shape
@@ -240,7 +238,7 @@ def _check_pad_width(op: str, pad_width) -> None:
         raise ShapeError(f"{op}: pad widths must be non-negative, got {pad_width!r}")
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Pad(Op):
     """``np.pad(x, pad_width, constant_values=value)``; the gradient is the matching slice of ``g``."""
 
@@ -324,7 +322,7 @@ def pad(x, pad_width, value: float = 0.0) -> Tensor:
 # ---- convolutions -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class _ConvParams(Op):
     stride: tuple = (1, 1)
     dilation: tuple = (1, 1)
@@ -389,7 +387,7 @@ class _ConvParams(Op):
         return dtype
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Conv2d(_ConvParams):
     """Cross-correlation of an already padded input (N, C, H, W) with weights (O, C/groups, kh, kw)."""
 
@@ -413,7 +411,7 @@ class Conv2d(_ConvParams):
         return self.input_grad(g, w, x), self.weight_grad(x, g, w)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Conv2dInputGrad(_ConvParams):
     """The input gradient of ``conv2d``: ``g`` (N, O, H', W') overlap-added through the weights into the
     shape of the (padded) input ``x``, which is only a shape reference."""
@@ -453,7 +451,7 @@ class Conv2dInputGrad(_ConvParams):
         return self.conv(h, w), self.weight_grad(h, g, w), None
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Conv2dWeightGrad(_ConvParams):
     """The weight gradient of ``conv2d``: the windows of the (padded) input ``x`` correlated with the
     output gradient ``g``; ``w`` is only a shape reference (the kernel size)."""
@@ -476,7 +474,7 @@ class Conv2dWeightGrad(_ConvParams):
         return self.input_grad(g, h, x), self.conv(x, h), None
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Conv2dTranspose(_ConvParams):
     """PyTorch's ``conv_transpose2d`` before cropping ``padding``: (N, C_in, H, W) with weights
     (C_in, C_out/groups, kh, kw) gives (N, C_out, (H-1)*s + d*(kh-1) + 1 + output_padding, ...)."""
@@ -616,7 +614,7 @@ def conv2d_transpose(x, w, stride=1, padding=0, output_padding=0, dilation=1, gr
 # ---- pooling -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class _PoolParams(Op):
     kernel_size: tuple = (1, 1)
     stride: tuple = (1, 1)
@@ -663,7 +661,7 @@ def _lowest(dtype: np.dtype):
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class MaxPool2d(_PoolParams):
     """Maximum over each window; padded entries never win."""
 
@@ -694,7 +692,7 @@ def _max_winners(op: _PoolParams, x: np.ndarray, y: np.ndarray):
     return winners, np.maximum(count, 1)  # a NaN window has no winner: its gradient is 0
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class MaxPool2dGrad(_PoolParams):
     """The gradient of ``max_pool2d``: each window's ``g`` split evenly among its tied maxima."""
 
@@ -721,7 +719,7 @@ class MaxPool2dGrad(_PoolParams):
         return None, None, apply(MaxPool2dGather(*self.params_tuple()), x, y, h)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class MaxPool2dGather(_PoolParams):
     """The adjoint of ``max_pool2d_grad``: for each window, the mean of ``h`` over its tied maxima."""
 
@@ -746,7 +744,7 @@ class MaxPool2dGather(_PoolParams):
         return None, None, apply(MaxPool2dGrad(*self.params_tuple()), x, y, g)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class AvgPool2d(_PoolParams):
     """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``)."""
 
@@ -765,7 +763,7 @@ class AvgPool2d(_PoolParams):
         return (apply(AvgPool2dGrad(*self.params_tuple()), g, x),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class AvgPool2dGrad(_PoolParams):
     """The gradient of ``avg_pool2d``: ``g / (kh * kw)`` spread over every window; ``x`` gives the shape."""
 

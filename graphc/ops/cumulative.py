@@ -5,12 +5,10 @@ linear recurrence ``s_k = a_k s_{k-1} + b_k``, whose gradient is the same recurr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from graphc.errors import ShapeError
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.arrange import Flip, _check_axis, _is_int
 from graphc.ops.elementwise import mul
 from graphc.ops.shape import reshape, unify_shapes
@@ -18,7 +16,7 @@ from graphc.tensor import Tensor
 from graphc.types import normalize_axis
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Cumulative(Op):
     axis: int = 0
 
@@ -30,7 +28,7 @@ class Cumulative(Op):
         return self.np_op(np.zeros((1,), dtype)).dtype  # NumPy's accumulator (bool and small ints -> int64)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Cumsum(Cumulative):
     """``np.cumsum(x, axis)``. Gradient: the reverse cumulative sum of ``g``."""
 
@@ -45,7 +43,7 @@ class Cumsum(Cumulative):
         return (back(Cumsum(self.axis)(back(g))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Cumprod(Cumulative):
     """``np.cumprod(x, axis)``. Gradient without dividing by ``x`` (exact where ``x`` has zeros)."""
 
@@ -65,7 +63,7 @@ class Cumprod(Cumulative):
         return (mul(before, after),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Shift(Op):
     """``result[..., i, ...] = x[..., i - offset, ...]`` along ``axis``; vacated places hold ``fill``."""
 
@@ -95,7 +93,7 @@ class Shift(Op):
         return (Shift(self.axis, -self.offset)(g),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LinearScan(Op):
     """``s_k = a_k * s_{k-1} + b_k`` along ``axis`` with ``s_{-1} = 0``; ``reverse`` runs from the end
     (``s_k = a_k * s_{k+1} + b_k``). Evaluated by recursive doubling (log2(n) vectorized steps) when the

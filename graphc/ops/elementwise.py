@@ -10,19 +10,18 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from graphc.errors import DTypeError
 from graphc.leaves import constant
-from graphc.op import Op, apply, as_tensor, first_input_form, weak_constant
+from graphc.op import Op, apply, as_tensor, first_input_form, op_dataclass, weak_constant
 from graphc.tensor import Tensor
 from graphc.types import as_dtype, broadcast_shapes, float_dtype
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Elementwise(Op):
     """Base of element-wise ops: broadcast shapes, NumPy's dtype resolution.
 
@@ -77,7 +76,7 @@ def _float_input(x: np.ndarray) -> np.ndarray:
 
 # ---- arithmetic ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Add(Elementwise):
     """``a + b`` with broadcasting."""
 
@@ -91,7 +90,7 @@ class Add(Elementwise):
         return g, g
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sub(Elementwise):
     """``a - b`` with broadcasting."""
 
@@ -104,7 +103,7 @@ class Sub(Elementwise):
         return g, neg(g)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Mul(Elementwise):
     """``a * b`` with broadcasting."""
 
@@ -119,7 +118,7 @@ class Mul(Elementwise):
         return mul(g, b), mul(g, a)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Div(Elementwise):
     """True division ``a / b`` (integers give float64, as in NumPy); gradients ``g / b`` and ``-(g / b) * out``."""
 
@@ -136,7 +135,7 @@ class Div(Elementwise):
         return grad_a, neg(mul(grad_a, node))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Neg(Elementwise):
     """``-x``."""
 
@@ -149,7 +148,7 @@ class Neg(Elementwise):
         return (neg(g),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Pow(Elementwise):
     """``x ** y``. Conventions at ``x = 0``: d/dx is 0 when ``y == 0``; d/dy is 0 when ``y >= 0``."""
 
@@ -173,7 +172,7 @@ class Pow(Elementwise):
         return grad_x, grad_y
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Square(Elementwise):
     """``x * x``; gradient ``2 x``."""
 
@@ -187,7 +186,7 @@ class Square(Elementwise):
         return (mul(g, mul(x, 2)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Abs(Elementwise):
     """``|x|``; its gradient at 0 is 0 (``sign(0) = 0``)."""
 
@@ -200,7 +199,7 @@ class Abs(Elementwise):
         return (mul(g, sign(x)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sign(Elementwise):
     """-1, 0 or 1 with the sign of ``x``; gradient 0."""
 
@@ -210,7 +209,7 @@ class Sign(Elementwise):
     zero_gradient = True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Maximum(Elementwise):
     """Element-wise maximum; ties split the gradient evenly."""
 
@@ -227,7 +226,7 @@ class Maximum(Elementwise):
         return mul(g, share_a), mul(g, sub(1, share_a))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Minimum(Elementwise):
     """Element-wise minimum; ties split the gradient evenly."""
 
@@ -251,7 +250,7 @@ def tie_split_weight(wins: Tensor, ties: Tensor, dtype) -> Tensor:
 
 # ---- transcendental -----------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Exp(Elementwise):
     """``e ** x``; gradient ``out``."""
 
@@ -264,7 +263,7 @@ class Exp(Elementwise):
         return (mul(g, node),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Log(Elementwise):
     """The natural logarithm; gradient ``1 / x``."""
 
@@ -277,7 +276,7 @@ class Log(Elementwise):
         return (div(g, node.inputs[0]),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Log1p(Elementwise):
     """``log(1 + x)``, accurate near 0; gradient ``1 / (1 + x)``."""
 
@@ -290,7 +289,7 @@ class Log1p(Elementwise):
         return (div(g, add(node.inputs[0], 1)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Expm1(Elementwise):
     """``exp(x) - 1``, accurate near 0; gradient ``out + 1``."""
 
@@ -303,7 +302,7 @@ class Expm1(Elementwise):
         return (mul(g, add(node, 1)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sqrt(Elementwise):
     """Square root; its gradient at 0 is inf."""
 
@@ -316,7 +315,7 @@ class Sqrt(Elementwise):
         return (div(g, mul(node, 2)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sin(Elementwise):
     """``sin(x)``; gradient ``cos(x)``."""
 
@@ -328,7 +327,7 @@ class Sin(Elementwise):
         return (mul(g, cos(node.inputs[0])),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Cos(Elementwise):
     """``cos(x)``; gradient ``-sin(x)``."""
 
@@ -340,7 +339,7 @@ class Cos(Elementwise):
         return (neg(mul(g, sin(node.inputs[0]))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Tanh(Elementwise):
     """``tanh(x)``; gradient ``1 - out**2`` (from the output)."""
 
@@ -357,7 +356,7 @@ class Tanh(Elementwise):
 _erf_scalar = np.frompyfunc(math.erf, 1, 1)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Erf(Elementwise):
     """The error function (used by the exact GELU)."""
 
@@ -397,7 +396,7 @@ def _opaque(function: str):
     return sympy_form
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Tan(Elementwise):
     """``tan(x)``; gradient ``1 + tan(x)**2`` (from the output)."""
 
@@ -407,7 +406,7 @@ class Tan(Elementwise):
         return (mul(g, add(square(node), 1)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Arcsin(Elementwise):
     """``arcsin(x)`` on [-1, 1]; gradient ``1 / sqrt((1 - x)(1 + x))`` (no cancellation near +-1)."""
 
@@ -418,7 +417,7 @@ class Arcsin(Elementwise):
         return (mul(g, rsqrt(mul(sub(1, x), add(1, x)))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Arccos(Elementwise):
     """``arccos(x)`` on [-1, 1]; gradient ``-1 / sqrt((1 - x)(1 + x))``."""
 
@@ -429,7 +428,7 @@ class Arccos(Elementwise):
         return (neg(mul(g, rsqrt(mul(sub(1, x), add(1, x))))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Arctan(Elementwise):
     """``arctan(x)``; gradient ``1 / (1 + x**2)``."""
 
@@ -439,7 +438,7 @@ class Arctan(Elementwise):
         return (div(g, add(square(node.inputs[0]), 1)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Arctan2(Elementwise):
     """``arctan2(y, x)``, the angle of the point (x, y); gradients ``x / r**2`` and ``-y / r**2``."""
 
@@ -451,7 +450,7 @@ class Arctan2(Elementwise):
         return mul(scale, x), neg(mul(scale, y))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sinh(Elementwise):
     """``sinh(x)``; gradient ``cosh(x)``."""
 
@@ -461,7 +460,7 @@ class Sinh(Elementwise):
         return (mul(g, cosh(node.inputs[0])),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Cosh(Elementwise):
     """``cosh(x)``; gradient ``sinh(x)``."""
 
@@ -471,7 +470,7 @@ class Cosh(Elementwise):
         return (mul(g, sinh(node.inputs[0])),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Arcsinh(Elementwise):
     """``arcsinh(x)``; gradient ``1 / sqrt(x**2 + 1)``."""
 
@@ -481,7 +480,7 @@ class Arcsinh(Elementwise):
         return (mul(g, rsqrt(add(square(node.inputs[0]), 1))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Arccosh(Elementwise):
     """``arccosh(x)`` for x >= 1; gradient ``1 / sqrt((x - 1)(x + 1))``."""
 
@@ -492,7 +491,7 @@ class Arccosh(Elementwise):
         return (mul(g, rsqrt(mul(sub(x, 1), add(x, 1)))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Arctanh(Elementwise):
     """``arctanh(x)`` on (-1, 1); gradient ``1 / ((1 - x)(1 + x))``."""
 
@@ -503,7 +502,7 @@ class Arctanh(Elementwise):
         return (div(g, mul(sub(1, x), add(1, x))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Exp2(Elementwise):
     """``2 ** x``; gradient ``2 ** x * log(2)`` (from the output)."""
 
@@ -514,7 +513,7 @@ class Exp2(Elementwise):
         return (mul(g, mul(node, _LN2)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Log2(Elementwise):
     """``log2(x)``; gradient ``1 / (x log(2))``."""
 
@@ -525,7 +524,7 @@ class Log2(Elementwise):
         return (div(g, mul(node.inputs[0], _LN2)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Log10(Elementwise):
     """``log10(x)``; gradient ``1 / (x log(10))``."""
 
@@ -536,7 +535,7 @@ class Log10(Elementwise):
         return (div(g, mul(node.inputs[0], _LN10)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Reciprocal(Elementwise):
     """``1 / x`` as NumPy's ``reciprocal`` (integers stay integers); gradient ``-1 / x**2`` (from the output)."""
 
@@ -547,7 +546,7 @@ class Reciprocal(Elementwise):
         return (neg(mul(g, square(node))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Rsqrt(Elementwise):
     """``1 / sqrt(x)`` (sqrt's dtypes); gradient ``-rsqrt(x) / (2 x)`` (from the output)."""
 
@@ -560,21 +559,21 @@ class Rsqrt(Elementwise):
 
 # ---- rounding and division with remainder ------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Floor(Elementwise):
     """The largest integer ``<= x`` (NumPy's dtype: integers stay integers); gradient 0."""
 
     name, ufunc, sympy, zero_gradient = "floor", np.floor, "floor", True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Ceil(Elementwise):
     """The smallest integer ``>= x`` (integers stay integers); gradient 0."""
 
     name, ufunc, sympy, zero_gradient = "ceil", np.ceil, "ceiling", True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Trunc(Elementwise):
     """``x`` rounded towards zero (integers stay integers); gradient 0."""
 
@@ -582,7 +581,7 @@ class Trunc(Elementwise):
     sympy_form = _opaque("trunc")
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Round(Elementwise):
     """``np.round(x)``: to the nearest integer, halves to even (integers stay integers); gradient 0."""
 
@@ -593,7 +592,7 @@ class Round(Elementwise):
         return dtypes[0] if dtypes[0].kind in "iu" else super().result_dtype(*dtypes)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Mod(Elementwise):
     """NumPy's ``remainder``: ``x - floor(x / y) * y``, with the sign of ``y``; gradients 1 and
     ``-floor(x / y)``."""
@@ -605,7 +604,7 @@ class Mod(Elementwise):
         return g, neg(mul(g, floor_divide(x, y)))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class FloorDivide(Elementwise):
     """NumPy's ``floor_divide``: ``floor(x / y)``; gradient 0."""
 
@@ -613,7 +612,7 @@ class FloorDivide(Elementwise):
     sympy_form = _form(lambda sp, a, b: sp.floor(a / b))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Logaddexp(Elementwise):
     """``log(exp(a) + exp(b))`` without overflow; gradients ``sigmoid(a - b)`` and ``sigmoid(b - a)``
     (half each where ``a == b``, infinities included)."""
@@ -637,7 +636,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, inverse, small * inverse)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sigmoid(Elementwise):
     """Logistic function, finite and accurate for any finite input."""
 
@@ -653,7 +652,7 @@ class Sigmoid(Elementwise):
         return (mul(g, mul(node, sigmoid(neg(x)))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Softplus(Elementwise):
     """``log(1 + exp(x))`` without overflow; ``softplus'(0) = 0.5``."""
 
@@ -668,7 +667,7 @@ class Softplus(Elementwise):
         return (mul(g, sigmoid(node.inputs[0])),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Relu(Elementwise):
     """``max(x, 0)``; ``relu'(0) = 0``."""
 
@@ -686,7 +685,7 @@ class Relu(Elementwise):
         return (mul(g, cast(greater(x, 0), g.dtype)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LeakyRelu(Elementwise):
     name = "leaky_relu"
     alpha: float = 0.01
@@ -703,7 +702,7 @@ class LeakyRelu(Elementwise):
         return sp.Piecewise((a, a > 0), (_sympy_number(sp, self.alpha) * a, True))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Prelu(Elementwise):
     """Leaky ReLU with a learned slope ``alpha`` (broadcast against ``x``)."""
 
@@ -720,7 +719,7 @@ class Prelu(Elementwise):
         return where(positive, g, mul(g, alpha)), where(positive, 0.0, mul(g, x))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Elu(Elementwise):
     name = "elu"
     alpha: float = 1.0
@@ -743,7 +742,7 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Gelu(Elementwise):
     """``x * Phi(x)``; with ``approximate=True`` the tanh approximation."""
 
@@ -776,7 +775,7 @@ class Gelu(Elementwise):
         return x * (1 + sp.erf(x / sp.sqrt(2))) / 2
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Silu(Elementwise):
     """``x * sigmoid(x)`` (also called swish)."""
 
@@ -794,7 +793,7 @@ class Silu(Elementwise):
         return (mul(g, mul(s, add(mul(x, sigmoid(neg(x))), 1))),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class HardTanh(Elementwise):
     """``clip(x, -1, 1)``; the gradient is 1 strictly inside (-1, 1), else 0."""
 
@@ -813,7 +812,7 @@ class HardTanh(Elementwise):
         return (mul(g, cast(inside, g.dtype)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Step(Elementwise):
     """The threshold unit: 1 where ``x > 0``, else 0 (same dtype as ``x``); gradient 0."""
 
@@ -830,7 +829,7 @@ class Step(Elementwise):
 
 # ---- comparisons and logic -------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Comparison(Elementwise):
     zero_gradient = True
 
@@ -839,7 +838,7 @@ class Comparison(Elementwise):
         return np.dtype(bool)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Equal(Comparison):
     name = "equal"
     sympy = "Eq"
@@ -848,7 +847,7 @@ class Equal(Comparison):
     commutative = True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class NotEqual(Comparison):
     name = "not_equal"
     sympy = "Ne"
@@ -857,7 +856,7 @@ class NotEqual(Comparison):
     commutative = True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Greater(Comparison):
     name = "greater"
     sympy = "Gt"
@@ -865,7 +864,7 @@ class Greater(Comparison):
     ufunc = np.greater
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class GreaterEqual(Comparison):
     name = "greater_equal"
     sympy = "Ge"
@@ -873,7 +872,7 @@ class GreaterEqual(Comparison):
     ufunc = np.greater_equal
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Less(Comparison):
     name = "less"
     sympy = "Lt"
@@ -881,7 +880,7 @@ class Less(Comparison):
     ufunc = np.less
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LessEqual(Comparison):
     name = "less_equal"
     sympy = "Le"
@@ -889,7 +888,7 @@ class LessEqual(Comparison):
     ufunc = np.less_equal
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LogicalAnd(Comparison):
     """True where both ``a`` and ``b`` are (nonzero)."""
 
@@ -899,7 +898,7 @@ class LogicalAnd(Comparison):
     commutative = True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LogicalOr(Comparison):
     """True where ``a`` or ``b`` is true (nonzero)."""
 
@@ -907,7 +906,7 @@ class LogicalOr(Comparison):
     commutative = True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LogicalXor(Comparison):
     """True where exactly one of ``a`` and ``b`` is true (nonzero)."""
 
@@ -915,14 +914,14 @@ class LogicalXor(Comparison):
     commutative = True
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LogicalNot(Comparison):
     """True where ``x`` is false (zero)."""
 
     name, ufunc, sympy = "logical_not", np.logical_not, "Not"
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Isnan(Comparison):
     """True where ``x`` is NaN (a bool tensor, no gradient; integers are never NaN)."""
 
@@ -930,7 +929,7 @@ class Isnan(Comparison):
     sympy_form = _opaque("isnan")
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Isinf(Comparison):
     """True where ``x`` is +inf or -inf."""
 
@@ -938,7 +937,7 @@ class Isinf(Comparison):
     sympy_form = _opaque("isinf")
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Isfinite(Comparison):
     """True where ``x`` is neither NaN nor infinite."""
 
@@ -946,7 +945,7 @@ class Isfinite(Comparison):
     sympy_form = _opaque("isfinite")
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Where(Elementwise):
     """``cond ? a : b``; the unselected branch gets a zero gradient (never NaN)."""
 
@@ -967,7 +966,7 @@ class Where(Elementwise):
         return None, where(cond, g, zero), where(cond, zero, g)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Clip(Elementwise):
     """``minimum(maximum(x, lo), hi)``; at ``x == lo`` or ``x == hi`` the gradient is split evenly."""
 
@@ -991,7 +990,7 @@ class Clip(Elementwise):
                 mul(g, sub(1, below_hi)))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Cast(Elementwise):
     """Convert to ``dtype``; the gradient flows back only between float dtypes."""
 
@@ -1022,7 +1021,7 @@ class Cast(Elementwise):
         raise ValueError(f"cast to {self.dtype} has no element-wise SymPy form")
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class StopGradient(Elementwise):
     """The value of ``x``, with gradient 0."""
 
@@ -1039,7 +1038,7 @@ class StopGradient(Elementwise):
         return x
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ZerosLike(Elementwise):
     """Zeros of ``x``'s shape and dtype; gradient 0."""
 
@@ -1054,7 +1053,7 @@ class ZerosLike(Elementwise):
         return np.zeros(np.shape(x), np.asarray(x).dtype)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class OnesLike(Elementwise):
     """Ones of ``x``'s shape and dtype; gradient 0."""
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
 
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.elementwise import cast, mul, ones_like
 from graphc.ops.shape import expand_dims, reshape, reshape_like, squeeze, swap_last_axes
 from graphc.tensor import Tensor
@@ -31,7 +30,7 @@ def _numeric_dtype(op: str, *dtypes) -> np.dtype:
     return result
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Matmul(Op):
     """``a @ b`` with NumPy's rules: 1-D operands are promoted and squeezed, batches broadcast."""
 
@@ -77,7 +76,7 @@ def matmul(a, b) -> Tensor:
     return apply(Matmul(), a, b)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Dot(Op):
     """``np.dot``: contracts the last axis of ``a`` with the second-to-last of ``b``."""
 
@@ -120,7 +119,7 @@ def dot(a, b) -> Tensor:
     return apply(Dot(), a, b)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Outer(Op):
     """``np.outer``: the inputs are flattened."""
 
@@ -190,7 +189,7 @@ def _explicit_subscripts(subscripts: str, ranks: list[int]) -> tuple[list[str], 
     return resolved, output
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Einsum(Op):
     """Einstein summation over explicit subscripts ``"ij,jk->ik"``."""
 
@@ -268,7 +267,7 @@ def _embed_diagonal(grad: Tensor, unique: str, sub: str, operand: Tensor) -> Ten
     return mul(grad, apply(DiagonalMask(repeated, grad.dtype), operand))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class DiagonalMask(Op):
     """Ones where, for every group of axes, the indices along the group's axes are equal; else zeros."""
 

@@ -6,12 +6,10 @@ gradients stay finite and accurate for logits of any finite size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.elementwise import cast, exp, mul, neg, sigmoid, sub
 from graphc.ops.reduce import Sum
 from graphc.ops.shape import expand_dims, one_hot, transpose
@@ -65,7 +63,7 @@ def _sparse_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return total
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Softmax(Op):
     name = "softmax"
     axis: int = -1
@@ -84,7 +82,7 @@ class Softmax(Op):
         return (mul(node, sub(g, inner)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class LogSoftmax(Op):
     name = "log_softmax"
     axis: int = -1
@@ -101,7 +99,7 @@ class LogSoftmax(Op):
         return (sub(g, mul(exp(node), total)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class SoftmaxCrossEntropy(Op):
     """Per-example ``-sum(labels * log_softmax(logits))``; integer labels are class indices."""
 
@@ -187,7 +185,7 @@ class SoftmaxCrossEntropy(Op):
         return mul(g, sub(mul(probs, total), labels)), neg(mul(g, log_probs))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class SparseTarget(Op):
     """One-hot rows for class indices, sized like ``logits`` at run time."""
 
@@ -205,7 +203,7 @@ class SparseTarget(Op):
         return target
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class SigmoidCrossEntropy(Op):
     """Element-wise ``-t log sigmoid(x) - (1 - t) log(1 - sigmoid(x))``, computed stably."""
 
@@ -238,7 +236,7 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     return apply(LogSoftmax(normalize_axis("log_softmax", axis, x.ndim)), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ShapeCheck(Op):
     """Input 0 itself, after checking at run time that it has exactly the shape of input 1.
 
@@ -314,7 +312,7 @@ def sigmoid_cross_entropy(logits, targets) -> Tensor:
     return apply(SigmoidCrossEntropy(), logits, targets)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class SoftmaxMinusOneHot(Op):
     """``softmax(logits, 1) - one_hot(labels, depth)`` for 2-D logits and 1-D labels, in one buffer: the
     sparse cross-entropy's gradient. The compiler makes it from that subtraction (see ``graphc.compile``);

@@ -7,19 +7,17 @@ Orders are stable: tied entries keep their input order (argsort and top_k agree 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
-from graphc.op import Op, apply, as_tensor
+from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.arrange import _check_axis, _is_int
 from graphc.ops.shape import _target_inputs, _target_shape, reshape, unify_shapes
 from graphc.tensor import Tensor
 from graphc.types import format_shape, normalize_axis
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sort(Op):
     """``np.sort(x, axis)``. Gradient: ``g`` sent back through the sorting permutation; tied entries
     take the cotangents of their positions in stable order (the first tied input gets the first)."""
@@ -39,7 +37,7 @@ class Sort(Op):
         return (take_along_axis_grad(g, Argsort(self.axis)(x), x, self.axis),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Argsort(Sort):
     """``np.argsort(x, axis, kind="stable")`` as int64. No gradient."""
 
@@ -54,7 +52,7 @@ class Argsort(Sort):
         return np.argsort(x, axis=self.axis, kind="stable").astype(np.int64, copy=False)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class TopK(Op):
     """The indices (int64) of the ``k`` largest entries along the last axis, largest first; ties
     in input order (lower index first); NaN counts as the largest value, as in ``np.sort``."""
@@ -101,7 +99,7 @@ def _descending(x: np.ndarray) -> np.ndarray:
     return (x.shape[-1] - 1 - order).astype(np.int64)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class TakeAlongAxis(Op):
     """``np.take_along_axis(x, indices, axis)`` (shapes equal outside ``axis``). Gradient: a
     scatter-add of ``g`` into zeros of ``x``'s shape; none to the indices."""
@@ -129,7 +127,7 @@ class TakeAlongAxis(Op):
         return take_along_axis_grad(g, indices, x, self.axis), None
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class TakeAlongAxisGrad(Op):
     """Scatter-add ``g`` into zeros of ``shape`` at ``indices`` along ``axis`` (repeats accumulate)."""
 

@@ -3,12 +3,10 @@ any, all; and argmax, argmin over one axis."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
-from graphc.op import Op, apply, as_tensor, same_elements_form
+from graphc.op import Op, apply, as_tensor, op_dataclass, same_elements_form
 from graphc.ops.elementwise import abs as abs_
 from graphc.ops.elementwise import cast, div, equal, maximum, mul, not_equal, sign, sub, where
 from graphc.ops.shape import broadcast_like, expand_dims
@@ -25,7 +23,7 @@ from graphc.types import (
 )
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Reduction(Op):
     """Base of reductions; ``axes`` is normalized (sorted, non-negative)."""
 
@@ -49,7 +47,7 @@ def _reduction(op_class, x, axis, keepdims) -> Tensor:
     return apply(op_class(normalize_axes(op_class.name, axis, x.ndim), bool(keepdims)), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Sum(Reduction):
     name = "sum"
     scalar_expr = "{0}"
@@ -66,7 +64,7 @@ class Sum(Reduction):
         return (broadcast_like(self.expand(g), x),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Mean(Reduction):
     name = "mean"
     scalar_expr = "{0}"
@@ -83,7 +81,7 @@ class Mean(Reduction):
         return (broadcast_like(div(self.expand(g), reduced_count(self.axes, x)), x),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ReducedCount(Op):
     """The number of elements a reduction over ``axes`` combines (known at run time), as a scalar."""
 
@@ -113,7 +111,7 @@ def reduced_count(axes: tuple, x: Tensor):
     return int(np.prod(sizes, dtype=np.int64))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Extremum(Reduction):
     """Max or min; tied entries share the gradient evenly."""
 
@@ -124,7 +122,7 @@ class Extremum(Reduction):
         return (mul(self.expand(g), share),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Max(Extremum):
     name = "max"
     scalar_expr = "{0}"
@@ -134,7 +132,7 @@ class Max(Extremum):
         return np.max(x, axis=self.axes, keepdims=self.keepdims)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Min(Extremum):
     name = "min"
     scalar_expr = "{0}"
@@ -144,7 +142,7 @@ class Min(Extremum):
         return np.min(x, axis=self.axes, keepdims=self.keepdims)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Prod(Reduction):
     name = "prod"
     scalar_expr = "{0}"
@@ -162,7 +160,7 @@ class Prod(Reduction):
         return (mul(self.expand(g), apply(ProdOthers(self.axes), x)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ProdOthers(Op):
     """For each entry, the product of the other entries along ``axes`` (exclusive products)."""
 
@@ -201,7 +199,7 @@ def _along_last(x: np.ndarray, axes: tuple) -> tuple[np.ndarray, list, tuple]:
     return moved.reshape(moved.shape[:len(kept)] + (count,)), kept, moved.shape
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ProdOthersGrad(Op):
     """The vector-Jacobian product of ``prod_others`` along ``axes``: for each entry ``j``,
     ``sum over i != j of g_i * (product of the entries other than i and j)``.
@@ -252,7 +250,7 @@ class ProdOthersGrad(Op):
         return grad_x, grad_g
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Logsumexp(Reduction):
     """``log(sum(exp(x)))`` computed without overflow."""
 
@@ -282,7 +280,7 @@ class Logsumexp(Reduction):
         return (mul(self.expand(g), apply(SoftmaxOver(self.axes), x)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class SoftmaxOver(Op):
     """``exp(x - logsumexp(x, axes, keepdims=True))``, computed stably (logsumexp's gradient)."""
 
@@ -346,7 +344,7 @@ def ratio_or_zero(num: Tensor, den: Tensor) -> Tensor:
     return where(nonzero, div(num, where(nonzero, den, 1)), 0)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Var(Reduction):
     """Variance with ``ddof`` delta degrees of freedom, computed in two passes like ``np.var`` (the
     mean, then the mean squared deviation from it): no cancellation for data far from zero."""
@@ -379,7 +377,7 @@ class Var(Reduction):
         return (mul(self.expand(g), mul(self.centered(x), scale)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Std(Var):
     """``sqrt(var)``. Its gradient ``(x - mean) / ((n - ddof) std)`` is 0 where the spread is 0.
 
@@ -401,7 +399,7 @@ class Std(Var):
 _NORM_ORDERS = (1.0, 2.0, np.inf)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Norm(Reduction):
     """Vector norm of order 1, 2 or inf over ``axes`` (``np.linalg.vector_norm``).
 
@@ -449,7 +447,7 @@ class Norm(Reduction):
         return (mul(g, sign(x)),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class AnyOf(Reduction):
     """Whether any entry is nonzero (bool)."""
 
@@ -463,7 +461,7 @@ class AnyOf(Reduction):
         return np.any(x, axis=self.axes, keepdims=self.keepdims)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class AllOf(AnyOf):
     """Whether every entry is nonzero (bool)."""
 
@@ -473,7 +471,7 @@ class AllOf(AnyOf):
         return np.all(x, axis=self.axes, keepdims=self.keepdims)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Argmax(Op):
     """Index (int64) of the first largest entry along ``axis`` (of the flattened input when None)."""
 
@@ -496,7 +494,7 @@ class Argmax(Op):
     pick = staticmethod(np.argmax)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Argmin(Argmax):
     """Index (int64) of the first smallest entry along ``axis``."""
 

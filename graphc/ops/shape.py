@@ -8,13 +8,11 @@ time, these ops take a reference tensor whose run-time shape is used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
 from graphc.leaves import Constant
-from graphc.op import Op, apply, as_tensor, first_input_form, same_elements_form
+from graphc.op import Op, apply, as_tensor, first_input_form, op_dataclass, same_elements_form
 from graphc.tensor import Tensor
 from graphc.types import (
     as_dtype,
@@ -53,7 +51,7 @@ def _target_shape(op, ref) -> tuple:
 
 # ---- internal shape-reference ops -------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class SumTo(Op):
     """Sum ``x`` down to ``shape`` (undoes broadcasting); input 1, if any, gives the shape."""
 
@@ -85,7 +83,7 @@ def sum_to_shape(x: np.ndarray, shape: tuple) -> np.ndarray:
     return np.sum(x, axis=axes, keepdims=True).reshape(shape) if axes else np.reshape(x, shape)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class BroadcastLike(Op):
     """Broadcast ``x`` to ``shape``; input 1, if any, gives the run-time shape."""
 
@@ -106,7 +104,7 @@ class BroadcastLike(Op):
         return (g,) + (None,) * (len(node.inputs) - 1)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ReshapeLike(Op):
     """Reshape ``x`` to ``shape``; input 1, if any, gives the run-time shape."""
 
@@ -148,7 +146,7 @@ def reshape_like(x: Tensor, target: Tensor) -> Tensor:
     return apply(ReshapeLike(target.shape), x, *_target_inputs(target))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Identity(Op):
     """The value of ``x`` under a new name."""
 
@@ -173,7 +171,7 @@ def identity(x, name: str | None = None) -> Tensor:
 
 # ---- public shape ops ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@op_dataclass
 class Reshape(Op):
     name = "reshape"
     scalar_expr = "{0}"
@@ -226,7 +224,7 @@ def reshape(x, shape) -> Tensor:
     return apply(Reshape(shape), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Transpose(Op):
     name = "transpose"
     scalar_expr = "{0}"
@@ -267,7 +265,7 @@ def swap_last_axes(x: Tensor) -> Tensor:
     return transpose(x, tuple(axes))
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ExpandDims(Op):
     name = "expand_dims"
     scalar_expr = "{0}"
@@ -298,7 +296,7 @@ def expand_dims(x, axis) -> Tensor:
     return apply(ExpandDims(axes), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Squeeze(Op):
     name = "squeeze"
     scalar_expr = "{0}"
@@ -319,7 +317,7 @@ class Squeeze(Op):
         return (expand_dims(g, self.axes),)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class SqueezeCheck(Op):
     """``x`` itself, after checking at run time that the ``axes`` (unknown when the graph was
     built) are not of size 1: ``squeeze(x)`` keeps them, where NumPy would remove them."""
@@ -363,7 +361,7 @@ def squeeze(x, axis=None) -> Tensor:
     return apply(Squeeze(axes), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class BroadcastTo(Op):
     name = "broadcast_to"
     scalar_expr = "{0}"
@@ -388,7 +386,7 @@ def broadcast_to(x, shape) -> Tensor:
     return apply(BroadcastTo(shape), x)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Concatenate(Op):
     name = "concatenate"
     axis: int = 0
@@ -428,7 +426,7 @@ class Concatenate(Op):
         return [apply(ConcatPiece(self.axis, i), g, *xs) for i in range(len(xs))]
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class ConcatPiece(Op):
     """The part of a concatenation's cotangent that belongs to input ``index`` (sizes at run time)."""
 
@@ -478,7 +476,7 @@ def concatenate(xs, axis: int = 0) -> Tensor:
     return apply(Concatenate(axis), *xs)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Stack(Op):
     name = "stack"
     axis: int = 0
@@ -512,7 +510,7 @@ def _check_indices(op: str, indices: Tensor) -> None:
         raise DTypeError(f"{op}: indices must be integers, got dtype {indices.dtype}")
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Take(Op):
     """``np.take(x, indices, axis)``."""
 
@@ -534,7 +532,7 @@ class Take(Op):
         return apply(TakeGrad(self.axis, x.shape), g, indices, *_target_inputs(x)), None
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class TakeGrad(Op):
     """Scatter-add ``g`` into zeros of ``shape`` at ``indices`` (the gradient of take)."""
 
@@ -570,7 +568,7 @@ def take(x, indices, axis=None) -> Tensor:
     return apply(Take(axis), x, indices)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class OneHot(Op):
     name = "one_hot"
     depth: int = 1
@@ -728,7 +726,7 @@ def _numpy_index(entries: tuple, arrays) -> tuple:
     return tuple(key)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class Getitem(Op):
     """``x[index]``: basic slicing, ints, ``None``, ``...``, integer and bool arrays."""
 
@@ -752,7 +750,7 @@ class Getitem(Op):
         return (apply(scatter, g, *arrays, *_target_inputs(x)),) + (None,) * len(arrays)
 
 
-@dataclass(frozen=True)
+@op_dataclass
 class GetitemGrad(Op):
     """Scatter-add ``g`` into zeros of ``shape`` at ``index`` (the gradient of indexing)."""
 
