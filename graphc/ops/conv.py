@@ -118,6 +118,18 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int = 1) 
                       writeable=False)
 
 
+def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int) -> np.ndarray:
+    """The windows of ``xp`` (N, C, Hp, Wp) copied into the matrices the contractions multiply:
+    (N, G, C/G * kh * kw, H' * W'). The copy runs along the windows' rows (stride ``stride[1]``), the
+    order in which the input is laid out."""
+    n, c = xp.shape[:2]
+    sn, sc, sh, sw = xp.strides
+    shape = (n, groups, c // groups, kernel[0], kernel[1], out_hw[0], out_hw[1])
+    strides = (sn, sc * (c // groups), sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
+    view = as_strided(xp, shape, strides, writeable=False)
+    return np.ascontiguousarray(view).reshape(n, groups, -1, out_hw[0] * out_hw[1])
+
+
 def _out_hw(op: str, padded_hw, kernel, stride, dilation) -> tuple[int, int]:
     result = []
     for size, k, s, d, axis in zip(padded_hw, kernel, stride, dilation, ("height", "width")):
@@ -196,16 +208,13 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 
             raise ValueError(f"conv2d_transpose: {out} windows of kernel {k} (stride {s}, dilation {d}) do not fit "
                              f"in an output of size {size}")
     dtype = np.result_type(g, w)
-    if groups == 1:
-        # every window's contribution at once (one GEMM), laid out so that each offset's slice is contiguous
-        cols = np.einsum("nohw,ocij->ijnchw", g, w, optimize=True)
-    else:
-        cols = np.einsum("ngohw,gocij->ijngchw", g.reshape(n, groups, o // groups, ho, wo),
-                         w.reshape(groups, o // groups, cg, *kernel), optimize=True)
-        cols = cols.reshape(kernel[0], kernel[1], n, groups * cg, ho, wo)
+    # every window's contribution at once, (N, G, C/G*kh*kw, H'*W'): one GEMM per sample and group that
+    # reads the gradient as it is laid out (N, O, H'*W') and writes each offset's plane with contiguous rows
+    cols = np.matmul(w.reshape(groups, o // groups, -1).swapaxes(-1, -2), g.reshape(n, groups, o // groups, -1))
+    cols = cols.reshape(n, groups * cg, kernel[0], kernel[1], ho, wo)
     top, bottom, left, right = padding
     shape = (n, groups * cg, padded_hw[0] - top - bottom, padded_hw[1] - left - right)
-    return _overlap_add(lambda i, j: cols[i, j], shape, kernel, stride, dilation, dtype, (top, left))
+    return _overlap_add(lambda i, j: cols[:, :, i, j], shape, kernel, stride, dilation, dtype, (top, left))
 
 
 def _weight_grad(xp, g, kernel, stride, dilation, groups):
@@ -221,12 +230,11 @@ def _weight_grad(xp, g, kernel, stride, dilation, groups):
             raise ValueError(f"conv2d_weight_grad: {out} windows of kernel {k} (stride {s}, dilation {d}) do not "
                              f"fit in an input of size {size}")
     dtype = np.result_type(xp, g)
-    if groups == 1:
-        return np.einsum("nchwij,nohw->ocij", _windows(xp, kernel, stride, dilation, out_hw), g,
-                         optimize=True).astype(dtype, copy=False)
-    view = _windows(xp, kernel, stride, dilation, out_hw, groups)
-    out = np.einsum("ngchwij,ngohw->gocij", view, g.reshape(n, groups, o // groups, *out_hw), optimize=True)
-    return out.reshape(o, c // groups, *kernel).astype(dtype, copy=False)
+    per_sample = np.matmul(g.reshape(n, groups, o // groups, -1), _columns(xp, kernel, stride, dilation, out_hw,
+                                                                          groups).swapaxes(-1, -2))
+    # (N, G, O/G, C/G*kh*kw) summed over the batch: one small array, where a single contraction over
+    # N*H'*W' would first copy the output gradient into (N*H'*W', O) order
+    return per_sample.sum(axis=0).reshape(o, c // groups, *kernel).astype(dtype, copy=False)
 
 
 # ---- pad -----------------------------------------------------------------------------------------
