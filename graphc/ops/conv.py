@@ -185,12 +185,9 @@ def _correlate(xp, w, stride, dilation, groups):
     kernel = w.shape[2:]
     out_hw = _out_hw("conv2d", xp.shape[2:], kernel, stride, dilation)
     dtype = np.result_type(xp, w)
-    if groups == 1:
-        return np.einsum("nchwij,ocij->nohw", _windows(xp, kernel, stride, dilation, out_hw), w,
-                         optimize=True).astype(dtype, copy=False)
-    o, cg = w.shape[:2]
-    view = _windows(xp, kernel, stride, dilation, out_hw, groups)
-    out = np.einsum("ngchwij,gocij->ngohw", view, w.reshape(groups, o // groups, cg, *kernel), optimize=True)
+    o = w.shape[0]
+    # (G, O/G, C/G*kh*kw) @ (N, G, C/G*kh*kw, H'*W'): the result comes out in NCHW order, contiguous
+    out = np.matmul(w.reshape(groups, o // groups, -1), _columns(xp, kernel, stride, dilation, out_hw, groups))
     return out.reshape(xp.shape[0], o, *out_hw).astype(dtype, copy=False)
 
 
