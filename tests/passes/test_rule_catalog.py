@@ -19,6 +19,7 @@ label = gc.placeholder("label", (), "int64")
 
 EXAMPLES = {
     "prune.identity": lambda: gc.exp(x.with_name("y")),
+    "prune.composite": lambda: gc.exp(gc.layer_norm(x)),
     "prune.stop_gradient_twice": lambda: gc.stop_gradient(gc.stop_gradient(x)),
     "stabilize.log_softmax": lambda: gc.log(gc.softmax(x)),
     "stabilize.softmax": lambda: gc.exp(x) / gc.sum(gc.exp(x), axis=1, keepdims=True),
