@@ -505,7 +505,7 @@ def _checked_at_lowering(node, args):
 #: for each convolution op, the positions of its inputs whose axis 0 is the examples
 _PER_EXAMPLE = {conv.Conv2d: (0,), conv.Conv2dTranspose: (0,), conv.Conv2dInputGrad: (0, 2), conv.MaxPool2d: (0,),
                 conv.AvgPool2d: (0,), conv.MaxPool2dGrad: (0, 1, 2), conv.MaxPool2dGather: (0, 1, 2),
-                conv.AvgPool2dGrad: (0, 1), conv.Pad: (0,)}
+                conv.AvgPool2dGrad: (0, 1), conv.Pad: (0,), conv.Conv2dColumns: (0,), conv.Conv2dGemm: (0,)}
 
 
 @lowers(*_PER_EXAMPLE)
@@ -525,7 +525,7 @@ def _per_example(node, args):
     return da.map_blocks(op.impl, *operands, chunks=chunks, dtype=node.dtype, meta=_meta(node))
 
 
-@lowers(conv.Conv2dWeightGrad)
+@lowers(conv.Conv2dWeightGrad, conv.Conv2dWeightGradGemm)
 def _summed_over_examples(node, args):
     """The weight gradient: one partial sum per chunk of examples, tree-summed."""
     import dask
@@ -828,7 +828,7 @@ def _batch_per_example(node, statuses):
     raise _NotBatchParallel
 
 
-@batch_rule(conv.Conv2dWeightGrad)
+@batch_rule(conv.Conv2dWeightGrad, conv.Conv2dWeightGradGemm)
 def _batch_weight_grad(node, statuses):
     if statuses[0] == 0 and statuses[1] == 0 and statuses[2] == CONST:
         return SUM

@@ -120,14 +120,14 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int = 1) 
 
 def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int) -> np.ndarray:
     """The windows of ``xp`` (N, C, Hp, Wp) copied into the matrices the contractions multiply:
-    (N, G, C/G * kh * kw, H' * W'). The copy runs along the windows' rows (stride ``stride[1]``), the
+    (N, G, C/G * kh * kw, H', W'). The copy runs along the windows' rows (stride ``stride[1]``), the
     order in which the input is laid out."""
     n, c = xp.shape[:2]
     sn, sc, sh, sw = xp.strides
     shape = (n, groups, c // groups, kernel[0], kernel[1], out_hw[0], out_hw[1])
     strides = (sn, sc * (c // groups), sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
     view = as_strided(xp, shape, strides, writeable=False)
-    return np.ascontiguousarray(view).reshape(n, groups, -1, out_hw[0] * out_hw[1])
+    return np.ascontiguousarray(view).reshape(n, groups, -1, out_hw[0], out_hw[1])
 
 
 def _out_hw(op: str, padded_hw, kernel, stride, dilation) -> tuple[int, int]:
@@ -184,11 +184,16 @@ def _correlate(xp, w, stride, dilation, groups):
     _check_channels("conv2d", xp.shape[1], w.shape, groups)
     kernel = w.shape[2:]
     out_hw = _out_hw("conv2d", xp.shape[2:], kernel, stride, dilation)
-    dtype = np.result_type(xp, w)
+    return _columns_times_weights(_columns(xp, kernel, stride, dilation, out_hw, groups), w, out_hw)
+
+
+def _columns_times_weights(cols, w, out_hw):
+    """The correlation from the window columns (N, G, C/G*kh*kw, H'*W'): (G, O/G, C/G*kh*kw) times them,
+    which comes out in NCHW order, contiguous."""
+    n, groups = cols.shape[:2]
     o = w.shape[0]
-    # (G, O/G, C/G*kh*kw) @ (N, G, C/G*kh*kw, H'*W'): the result comes out in NCHW order, contiguous
-    out = np.matmul(w.reshape(groups, o // groups, -1), _columns(xp, kernel, stride, dilation, out_hw, groups))
-    return out.reshape(xp.shape[0], o, *out_hw).astype(dtype, copy=False)
+    out = np.matmul(w.reshape(groups, o // groups, -1), cols.reshape(n, groups, -1, out_hw[0] * out_hw[1]))
+    return out.reshape(n, o, *out_hw).astype(np.result_type(cols, w), copy=False)
 
 
 def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 0, 0, 0)):
@@ -226,12 +231,19 @@ def _weight_grad(xp, g, kernel, stride, dilation, groups):
         if d * (k - 1) + s * (out - 1) + 1 > size:
             raise ValueError(f"conv2d_weight_grad: {out} windows of kernel {k} (stride {s}, dilation {d}) do not "
                              f"fit in an input of size {size}")
-    dtype = np.result_type(xp, g)
-    per_sample = np.matmul(g.reshape(n, groups, o // groups, -1), _columns(xp, kernel, stride, dilation, out_hw,
-                                                                          groups).swapaxes(-1, -2))
+    return _weight_grad_from_columns(_columns(xp, kernel, stride, dilation, out_hw, groups), g, (o, c // groups)
+                                     + tuple(kernel))
+
+
+def _weight_grad_from_columns(cols, g, weight_shape):
+    """(O, C/G, kh, kw) from the window columns (N, G, C/G*kh*kw, H'*W') and the output gradient."""
+    n, groups = cols.shape[:2]
+    o = g.shape[1]
+    cols = cols.reshape(n, groups, -1, g.shape[2] * g.shape[3])
+    per_sample = np.matmul(g.reshape(n, groups, o // groups, -1), cols.swapaxes(-1, -2))
     # (N, G, O/G, C/G*kh*kw) summed over the batch: one small array, where a single contraction over
     # N*H'*W' would first copy the output gradient into (N*H'*W', O) order
-    return per_sample.sum(axis=0).reshape(o, c // groups, *kernel).astype(dtype, copy=False)
+    return per_sample.sum(axis=0).reshape(weight_shape).astype(np.result_type(cols, g), copy=False)
 
 
 # ---- pad -----------------------------------------------------------------------------------------
@@ -479,6 +491,93 @@ class Conv2dWeightGrad(_ConvParams):
     def vjp(self, node, h):
         x, g, w = node.inputs
         return self.input_grad(g, h, x), self.conv(x, h), None
+
+
+# ---- the optimizer's forms: the windows copied once, shared by the forward and the weight gradient ----
+
+
+@dataclass(frozen=True)
+class Conv2dColumns(_ConvParams):
+    """The windows of a padded input ``x`` (N, C, H, W) for weights ``w`` (O, C/G, kh, kw; only a shape
+    reference) copied into (N, G, C/G*kh*kw, H', W'): the matrices ``conv2d`` and ``conv2d_weight_grad``
+    multiply. Made by the optimizer (``conv2d(x, w) -> conv2d_gemm(conv2d_columns(x, w), w)``, and the
+    same for the weight gradient), so that CSE merges a training step's two copies of the windows into
+    one. The price: the copy (kh*kw times the padded input) lives from the forward pass to the weight
+    gradient. No gradient (it exists only in optimized graphs)."""
+
+    name = "conv2d_columns"
+    nondiff_inputs = (1,)
+
+    def infer(self, x, w):
+        shapes = f"input {format_shape(x.shape)}, weights {format_shape(w.shape)} ({self.describe_params()})"
+        (n, g, hw), dtype = self.windows_shape(x, w, shapes)
+        per_group = w.shape[1]
+        size = None if None in (per_group, w.shape[2], w.shape[3]) else per_group * w.shape[2] * w.shape[3]
+        return (n, g, size) + hw, dtype
+
+    def windows_shape(self, x, w, shapes: str):
+        """((N, G, (H', W')), the input's dtype) after the checks ``conv2d`` makes."""
+        _rank4(self.name, "the input", x, "(N, C, H, W)")
+        _rank4(self.name, "the weights", w, "(O, C/groups, kh, kw)")
+        _float_dtype(self.name, x, w)
+        self.check_weight(w, x.shape[1], "input", shapes)
+        hw = tuple(_window_count(self.name, x.shape[2 + a], w.shape[2 + a], self.stride[a], self.dilation[a],
+                                 shapes, ("height", "width")[a]) for a in (0, 1))
+        return (x.shape[0], self.groups, hw), x.dtype
+
+    def impl(self, x, w):
+        _check_channels(self.name, x.shape[1], w.shape, self.groups)
+        out_hw = _out_hw(self.name, x.shape[2:], w.shape[2:], self.stride, self.dilation)
+        return _columns(x, w.shape[2:], self.stride, self.dilation, out_hw, self.groups)
+
+
+def _check_columns(op: str, cols: Tensor, w: Tensor, groups: int) -> None:
+    if cols.ndim != 5:
+        raise ShapeError(f"{op}: the columns must be 5-D (N, G, C/G*kh*kw, H', W'), got {format_shape(cols.shape)}")
+    _rank4(op, "the weights", w, "(O, C/groups, kh, kw)")
+    size = None if None in w.shape[1:] else w.shape[1] * w.shape[2] * w.shape[3]
+    if cols.shape[1] != groups or None not in (cols.shape[2], size) and cols.shape[2] != size:
+        raise ShapeError(f"{op}: columns of shape {format_shape(cols.shape)} do not fit weights of shape "
+                         f"{format_shape(w.shape)} with groups={groups}")
+    if w.shape[0] is not None and w.shape[0] % groups:
+        raise ShapeError(f"{op}: groups={groups} does not divide the {w.shape[0]} output channels of the weights")
+
+
+@dataclass(frozen=True)
+class Conv2dGemm(_ConvParams):
+    """``conv2d`` from its window columns (``conv2d_columns``) and the weights: (N, O, H', W')."""
+
+    name = "conv2d_gemm"
+
+    def infer(self, cols, w):
+        _check_columns(self.name, cols, w, self.groups)
+        return (cols.shape[0], w.shape[0]) + cols.shape[3:], _float_dtype(self.name, cols, w)
+
+    def impl(self, cols, w):
+        return _columns_times_weights(cols, w, cols.shape[3:])
+
+
+@dataclass(frozen=True)
+class Conv2dWeightGradGemm(_ConvParams):
+    """``conv2d_weight_grad`` from the input's window columns and the output gradient; ``w`` gives the
+    shape."""
+
+    name = "conv2d_weight_grad_gemm"
+    nondiff_inputs = (2,)
+
+    def infer(self, cols, g, w):
+        _check_columns(self.name, cols, w, self.groups)
+        _rank4(self.name, "the gradient", g, "(N, O, H', W')")
+        for a, b in zip((cols.shape[0],) + cols.shape[3:], (g.shape[0],) + g.shape[2:]):
+            if None not in (a, b) and a != b:
+                raise ShapeError(f"{self.name}: columns of shape {format_shape(cols.shape)} do not match the "
+                                 f"gradient of shape {format_shape(g.shape)}")
+        if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
+            raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} outputs")
+        return w.shape, _float_dtype(self.name, cols, g)
+
+    def impl(self, cols, g, w):
+        return _weight_grad_from_columns(cols, g, w.shape)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.leaves import constant
+from graphc.op import apply
 from graphc.ops import elementwise as ew
+from graphc.ops.conv import Conv2dColumns, Conv2dGemm, Conv2dWeightGradGemm
 from graphc.ops.shape import BroadcastTo, Reshape, Transpose
 from graphc.passes.core import (
     RewriteContext,
@@ -448,7 +450,29 @@ def add_self(node: Tensor) -> Tensor | None:
     return None
 
 
+@named("simplify.conv2d_columns")
+def conv2d_by_columns(node: Tensor) -> Tensor | None:
+    """conv2d(x, w) -> conv2d_gemm(conv2d_columns(x, w), w)   (the same copy of the windows and the same
+    matmul, in two steps: CSE then gives a training step one copy for the forward and the weight gradient)"""
+    op = node.primitive
+    x, w = node.inputs
+    return apply(Conv2dGemm(op.stride, op.dilation, op.groups), _windows_copy(op, x, w), w)
+
+
+@named("simplify.conv2d_weight_grad_columns")
+def weight_grad_by_columns(node: Tensor) -> Tensor | None:
+    """conv2d_weight_grad(x, g, w) -> conv2d_weight_grad_gemm(conv2d_columns(x, w), g, w)   (likewise)"""
+    op = node.primitive
+    x, g, w = node.inputs
+    return apply(Conv2dWeightGradGemm(op.stride, op.dilation, op.groups), _windows_copy(op, x, w), g, w)
+
+
+def _windows_copy(op, x: Tensor, w: Tensor) -> Tensor:
+    return apply(Conv2dColumns(op.stride, op.dilation, op.groups), x, w)
+
+
 RULES = rule_table(
+    ("conv2d", conv2d_by_columns), ("conv2d_weight_grad", weight_grad_by_columns),
     ("mul", mul_one), ("mul", mul_minus_one), ("mul", neg_times_neg),
     ("div", div_one), ("div", neg_times_neg),
     ("add", add_zero), ("add", add_neg), ("add", add_self),
