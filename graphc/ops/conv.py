@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from graphc.errors import DTypeError, ShapeError
+from graphc.errors import DTypeError, GradientError, ShapeError
 from graphc.op import Op, apply, as_tensor
 from graphc.ops.shape import getitem
 from graphc.tensor import Tensor
@@ -413,6 +413,9 @@ class Conv2d(_ConvParams):
     name = "conv2d"
 
     def infer(self, x, w):
+        if x.ndim == 5:  # the windows already copied (an optimized graph): see Conv2dColumns
+            _check_columns(self, x, w)
+            return (x.shape[0], w.shape[0]) + x.shape[3:], _float_dtype(self.name, x, w)
         shapes = f"input {format_shape(x.shape)}, weights {format_shape(w.shape)} ({self.describe_params()})"
         _rank4(self.name, "the input", x, "(N, C, H, W)")
         _rank4(self.name, "the weights", w, "(O, C/groups, kh, kw)")
@@ -423,10 +426,13 @@ class Conv2d(_ConvParams):
         return (x.shape[0], w.shape[0]) + hw, dtype
 
     def impl(self, x, w):
+        if x.ndim == 5:
+            return _columns_times_weights(x, w, x.shape[3:])
         return _correlate(x, w, self.stride, self.dilation, self.groups)
 
     def vjp(self, node, g):
         x, w = node.inputs
+        _no_gradient_of_columns(self.name, x)
         return self.input_grad(g, w, x), self.weight_grad(x, g, w)
 
 
@@ -481,15 +487,31 @@ class Conv2dWeightGrad(_ConvParams):
     def infer(self, x, g, w):
         shapes = (f"input {format_shape(x.shape)}, gradient {format_shape(g.shape)}, weights {format_shape(w.shape)}"
                   f" ({self.describe_params()})")
+        if x.ndim == 5:  # the windows already copied (an optimized graph): see Conv2dColumns
+            return self.check_columns_and_gradient(x, g, w, shapes)
         dtype = self.check_gradient_operands(x, g, w, shapes, (x, g))
         self.check_windows(x, w, g, shapes)
         return w.shape, dtype
 
+    def check_columns_and_gradient(self, cols, g, w, shapes: str):
+        _check_columns(self, cols, w)
+        _rank4(self.name, "the gradient", g, "(N, O, H', W')")
+        for a, b in zip((cols.shape[0],) + cols.shape[3:], (g.shape[0],) + g.shape[2:]):
+            if None not in (a, b) and a != b:
+                raise ShapeError(f"{self.name}: the columns do not match the gradient: {shapes}")
+        if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
+            raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
+                             f"outputs: {shapes}")
+        return w.shape, _float_dtype(self.name, cols, g)
+
     def impl(self, x, g, w):
+        if x.ndim == 5:
+            return _weight_grad_from_columns(x, g, w.shape)
         return _weight_grad(x, g, w.shape[2:], self.stride, self.dilation, self.groups)
 
     def vjp(self, node, h):
         x, g, w = node.inputs
+        _no_gradient_of_columns(self.name, x)
         return self.input_grad(g, h, x), self.conv(x, h), None
 
 
@@ -500,10 +522,12 @@ class Conv2dWeightGrad(_ConvParams):
 class Conv2dColumns(_ConvParams):
     """The windows of a padded input ``x`` (N, C, H, W) for weights ``w`` (O, C/G, kh, kw; only a shape
     reference) copied into (N, G, C/G*kh*kw, H', W'): the matrices ``conv2d`` and ``conv2d_weight_grad``
-    multiply. Made by the optimizer (``conv2d(x, w) -> conv2d_gemm(conv2d_columns(x, w), w)``, and the
-    same for the weight gradient), so that CSE merges a training step's two copies of the windows into
-    one. The price: the copy (kh*kw times the padded input) lives from the forward pass to the weight
-    gradient. No gradient (it exists only in optimized graphs)."""
+    multiply. Made by the optimizer (``conv2d(x, w) -> conv2d(conv2d_columns(x, w), w)``, and the same
+    for the weight gradient: both ops also take the copied windows as their first input, rank 5 instead
+    of 4, with stride and dilation (1, 1) since the copy holds them), so that CSE merges a training
+    step's two copies of the windows into one. The price: the
+    copy (kh*kw times the padded input) lives from the forward pass to the weight gradient. No
+    gradient (it exists only in optimized graphs)."""
 
     name = "conv2d_columns"
     nondiff_inputs = (1,)
@@ -531,53 +555,30 @@ class Conv2dColumns(_ConvParams):
         return _columns(x, w.shape[2:], self.stride, self.dilation, out_hw, self.groups)
 
 
-def _check_columns(op: str, cols: Tensor, w: Tensor, groups: int) -> None:
+def _no_gradient_of_columns(op: str, x: Tensor) -> None:
+    if x.ndim == 5:
+        raise GradientError(f"{op} of copied windows (conv2d_columns) is the optimizer's form and has no gradient: "
+                            f"differentiate the graph before optimizing it")
+
+
+def _check_columns(op, cols: Tensor, w: Tensor) -> None:
+    """``op`` (a conv2d or conv2d_weight_grad) applied to copied windows ``cols``: the copy holds the stride
+    and dilation, so the op's own are (1, 1)."""
+    groups = op.groups
+    if op.stride != (1, 1) or op.dilation != (1, 1):
+        raise ShapeError(f"{op.name} of copied windows (conv2d_columns) takes stride and dilation (1, 1): the "
+                         f"copy holds them; got {op.describe_params()}")
     if cols.ndim != 5:
-        raise ShapeError(f"{op}: the columns must be 5-D (N, G, C/G*kh*kw, H', W'), got {format_shape(cols.shape)}")
-    _rank4(op, "the weights", w, "(O, C/groups, kh, kw)")
+        raise ShapeError(f"{op.name}: the columns must be 5-D (N, G, C/G*kh*kw, H', W'), got "
+                         f"{format_shape(cols.shape)}")
+    _rank4(op.name, "the weights", w, "(O, C/groups, kh, kw)")
     size = None if None in w.shape[1:] else w.shape[1] * w.shape[2] * w.shape[3]
     if cols.shape[1] != groups or None not in (cols.shape[2], size) and cols.shape[2] != size:
-        raise ShapeError(f"{op}: columns of shape {format_shape(cols.shape)} do not fit weights of shape "
+        raise ShapeError(f"{op.name}: columns of shape {format_shape(cols.shape)} do not fit weights of shape "
                          f"{format_shape(w.shape)} with groups={groups}")
     if w.shape[0] is not None and w.shape[0] % groups:
-        raise ShapeError(f"{op}: groups={groups} does not divide the {w.shape[0]} output channels of the weights")
-
-
-@dataclass(frozen=True)
-class Conv2dGemm(_ConvParams):
-    """``conv2d`` from its window columns (``conv2d_columns``) and the weights: (N, O, H', W')."""
-
-    name = "conv2d_gemm"
-
-    def infer(self, cols, w):
-        _check_columns(self.name, cols, w, self.groups)
-        return (cols.shape[0], w.shape[0]) + cols.shape[3:], _float_dtype(self.name, cols, w)
-
-    def impl(self, cols, w):
-        return _columns_times_weights(cols, w, cols.shape[3:])
-
-
-@dataclass(frozen=True)
-class Conv2dWeightGradGemm(_ConvParams):
-    """``conv2d_weight_grad`` from the input's window columns and the output gradient; ``w`` gives the
-    shape."""
-
-    name = "conv2d_weight_grad_gemm"
-    nondiff_inputs = (2,)
-
-    def infer(self, cols, g, w):
-        _check_columns(self.name, cols, w, self.groups)
-        _rank4(self.name, "the gradient", g, "(N, O, H', W')")
-        for a, b in zip((cols.shape[0],) + cols.shape[3:], (g.shape[0],) + g.shape[2:]):
-            if None not in (a, b) and a != b:
-                raise ShapeError(f"{self.name}: columns of shape {format_shape(cols.shape)} do not match the "
-                                 f"gradient of shape {format_shape(g.shape)}")
-        if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
-            raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} outputs")
-        return w.shape, _float_dtype(self.name, cols, g)
-
-    def impl(self, cols, g, w):
-        return _weight_grad_from_columns(cols, g, w.shape)
+        raise ShapeError(f"{op.name}: groups={groups} does not divide the {w.shape[0]} output channels of the "
+                         f"weights")
 
 
 @dataclass(frozen=True)
