@@ -114,6 +114,18 @@ def ratios(times: dict[str, np.ndarray], name: str, reference: str) -> tuple[flo
     return wall, cpu
 
 
+def round_ratios(name: str, reference: str) -> tuple[float, float, float]:
+    """Per-round CPU-time ratios of ``name`` to ``reference`` from the last ``interleaved`` run:
+    (median, 25th percentile, 75th percentile).
+
+    Each round times the two back to back, so a ratio within one round sees the same load; its
+    median over the rounds is steadier on a shared machine than the ratio of the two medians.
+    """
+    per_round = CPU_TIMES[name] / CPU_TIMES[reference]
+    low, median, high = np.percentile(per_round, [25, 50, 75])
+    return float(median), float(low), float(high)
+
+
 def peers() -> list[str]:
     """Which optional peer libraries are importable."""
     import importlib.util

@@ -505,7 +505,7 @@ def _checked_at_lowering(node, args):
 #: for each convolution op, the positions of its inputs whose axis 0 is the examples
 _PER_EXAMPLE = {conv.Conv2d: (0,), conv.Conv2dTranspose: (0,), conv.Conv2dInputGrad: (0, 2), conv.MaxPool2d: (0,),
                 conv.AvgPool2d: (0,), conv.MaxPool2dGrad: (0, 1, 2), conv.MaxPool2dGather: (0, 1, 2),
-                conv.AvgPool2dGrad: (0, 1), conv.Pad: (0,)}
+                conv.AvgPool2dGrad: (0, 1), conv.Pad: (0,), conv.Conv2dColumns: (0,)}
 
 
 @lowers(*_PER_EXAMPLE)
@@ -522,7 +522,12 @@ def _per_example(node, args):
                  for i, a in enumerate(args))
     out_shape, _ = op.infer(*rows)  # the shape of one example's result
     chunks = (first.chunks[0],) + tuple((size,) for size in out_shape[1:])
-    return da.map_blocks(op.impl, *operands, chunks=chunks, dtype=node.dtype, meta=_meta(node))
+    # the windows' copy (conv2d_columns) has one axis more than its input, a convolution of it one less
+    # (those axes are whole: one block)
+    new_axis = list(range(first.ndim, len(out_shape))) or None
+    drop_axis = list(range(len(out_shape), first.ndim)) or None
+    return da.map_blocks(op.impl, *operands, chunks=chunks, dtype=node.dtype, meta=_meta(node), new_axis=new_axis,
+                         drop_axis=drop_axis)
 
 
 @lowers(conv.Conv2dWeightGrad)

@@ -262,6 +262,9 @@ class Op:
     multi_output: ClassVar[bool] = False
     #: the node is a projection ``Output`` of a multi-output node (``Tensor.op`` reports the producer's name)
     projection: ClassVar[bool] = False
+    #: the node is the result of a public function built from other ops (``Composite``): ``Tensor.op``
+    #: reports that function's name, the instance's ``label``
+    labelled: ClassVar[bool] = False
     #: its SymPy form: the name of the SymPy function applied to the inputs ("tanh"); see ``sympy_form``
     sympy: ClassVar[str | None] = None
     #: a domain guard for ``where`` branches: (position of the input whose domain is limited, a value

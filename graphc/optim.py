@@ -93,7 +93,10 @@ def _gradients(loss_or_grads, params: list[Variable], where: str) -> list[Tensor
 
 def _hyper(value, name: str, where: str, low: float = 0.0, high: float | None = None,
            high_open: bool = False, low_open: bool = False):
-    """A Python number checked against its range (as a float), or a 0-d numeric tensor."""
+    """A Python number checked against its range (as a float), or a 0-d numeric tensor; a 0-d
+    NumPy array is the number it holds (``np.asarray(0.01)``, a value read back from a file)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if isinstance(value, Tensor):
         if value.ndim != 0:
             raise ShapeError(f"{where}: {name} must be a number or a 0-d tensor, got {value.describe()}")

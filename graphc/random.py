@@ -37,7 +37,8 @@ import numpy as np
 from graphc.errors import DTypeError, ShapeError
 from graphc.leaves import constant, variable
 from graphc.op import Op, apply, as_tensor, op_dataclass
-from graphc.ops import div, mul, where
+from graphc.ops import cast, div, equal, mul, stop_gradient, sub, where
+from graphc.ops.shape import composite
 from graphc.tensor import Tensor, Variable, toposort
 from graphc.types import as_dtype, broadcast_shapes, broadcast_to_shape, format_shape, normalize_shape
 
@@ -548,16 +549,15 @@ def dropout(x, rate, gen: Generator, training=True) -> Tensor:
     ``training`` is a Python bool or a 0-d bool tensor (a placeholder or variable,
     to switch between training and evaluation without recompiling: both branches
     are computed and the mask's stream advances either way). ``rate`` is a number
-    in [0, 1] (1 drops everything). The gradient with respect to ``x`` is
-    ``mask / (1 - rate)``, with the forward pass's mask.
+    in [0, 1] (1 drops everything) or a 0-d floating-point tensor (to change the rate
+    without recompiling; a value outside [0, 1] fails at run time, and the rate gets no
+    gradient: the expected output does not depend on it). The gradient with respect to
+    ``x`` is ``mask / (1 - rate)``, with the forward pass's mask. The result's ``op`` is
+    ``"dropout"``.
     """
     if not isinstance(gen, Generator):
         raise TypeError(f"dropout: gen must be a gc.random.Generator, got {type(gen).__name__}")
-    if isinstance(rate, Tensor) or isinstance(rate, bool) or not isinstance(rate, (int, float, np.number)):
-        raise TypeError(f"dropout: rate must be a number in [0, 1], got {rate!r}")
-    rate = float(rate)
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"dropout: rate must lie in [0, 1], got {rate}")
+    rate = _dropout_rate(rate)
     x = as_tensor(x)
     if x.dtype.kind != "f":
         raise DTypeError(f"dropout: x must be floating point, got {x.describe()}")
@@ -571,11 +571,35 @@ def dropout(x, rate, gen: Generator, training=True) -> Tensor:
             return x
     else:
         raise TypeError(f"dropout: training must be a Python bool or a 0-d bool tensor, got {training!r}")
-    if rate == 0.0:
+    if isinstance(rate, Tensor):
+        keep = stop_gradient(sub(1.0, rate))
+        mask = gen.bernoulli(keep, dtype=bool, like=x)
+        # a rate of 1 keeps nothing: x * mask is 0 there, divided by 1 instead of 0
+        dropped = div(mul(x, mask), cast(where(equal(keep, 0.0), 1.0, keep), x.dtype))
+    elif rate == 0.0:
         return x
-    # a bool mask: multiplying by True/False is multiplying by 1/0 in x's dtype, one byte an entry
-    mask = gen.bernoulli(1.0 - rate, dtype=bool, like=x)
-    dropped = mul(x, mask) if rate == 1.0 else div(mul(x, mask), constant(np.asarray(1.0 - rate, x.dtype)))
+    else:
+        # a bool mask: multiplying by True/False is multiplying by 1/0 in x's dtype, one byte an entry
+        mask = gen.bernoulli(1.0 - rate, dtype=bool, like=x)
+        dropped = mul(x, mask) if rate == 1.0 else div(mul(x, mask), constant(np.asarray(1.0 - rate, x.dtype)))
     if isinstance(training, Tensor):
-        return where(training, dropped, x)
-    return dropped
+        dropped = where(training, dropped, x)
+    return composite(dropped, "dropout")
+
+
+def _dropout_rate(rate):
+    """A Python float in [0, 1], or a 0-d floating-point tensor."""
+    if isinstance(rate, Tensor):
+        if rate.ndim != 0:
+            raise ShapeError(f"dropout: rate must be a number or a 0-d tensor, got {rate.describe()}")
+        if rate.dtype.kind != "f":
+            raise DTypeError(f"dropout: a rate tensor must be floating point, got {rate.describe()}")
+        return rate
+    if isinstance(rate, np.ndarray) and rate.ndim == 0:
+        rate = rate[()]
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise TypeError(f"dropout: rate must be a number in [0, 1] or a 0-d tensor, got {rate!r}")
+    rate = float(rate)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"dropout: rate must lie in [0, 1], got {rate}")
+    return rate

@@ -150,11 +150,15 @@ class Tensor:
     def op(self) -> str:
         """The name of the public function that made this tensor (e.g. ``"matmul"``).
 
-        An output of a multi-output node (a projection) reports its producer's name (``"scan"``).
+        An output of a multi-output node (a projection) reports its producer's name (``"scan"``); the
+        result of a function composed of other ops (``layer_norm``: a ``composite`` node over a ``div``)
+        reports that function.
         """
         primitive = self.primitive
         if getattr(primitive, "projection", False):
             return self.inputs[0].primitive.name
+        if getattr(primitive, "labelled", False):
+            return primitive.label
         return primitive.name
 
     @property

@@ -99,26 +99,42 @@ def tile(x, reps) -> Tensor:
     return apply(Tile((1,) * (x.ndim - len(reps)) + reps), x)
 
 
+def _check_repeats(op: str, repeats) -> None:
+    """An op parameter: a non-negative int, or a tuple of them (one count per entry)."""
+    counts = repeats if isinstance(repeats, tuple) else (repeats,)
+    if not all(_is_int(r) and r >= 0 for r in counts):
+        raise ShapeError(f"{op}: repeats must be a non-negative int or a tuple of them, got {repeats!r}")
+
+
 @op_dataclass
 class Repeat(Op):
-    """``np.repeat(x, repeats, axis)``: each entry ``repeats`` times in a row."""
+    """``np.repeat(x, repeats, axis)``: each entry ``repeats`` times in a row, or with a tuple, entry
+    ``i`` ``repeats[i]`` times."""
 
     name = "repeat"
-    repeats: int = 1
+    repeats: int | tuple = 1
     axis: int = 0
 
     def repeated(self, shape: tuple) -> tuple:
         _check_axis(self.name, self.axis, len(shape))
-        if not _is_int(self.repeats) or self.repeats < 0:
-            raise ShapeError(f"{self.name}: repeats must be a non-negative int, got {self.repeats!r}")
+        _check_repeats(self.name, self.repeats)
         size = shape[self.axis]
-        size = 0 if self.repeats == 0 else None if size is None else size * self.repeats
+        if isinstance(self.repeats, tuple):
+            if size is not None and size != len(self.repeats):
+                raise ShapeError(f"{self.name}: {len(self.repeats)} counts for {size} entries along axis "
+                                 f"{self.axis} of shape {format_shape(shape)}")
+            size = sum(self.repeats)
+        else:
+            size = 0 if self.repeats == 0 else None if size is None else size * self.repeats
         return shape[:self.axis] + (size,) + shape[self.axis + 1:]
 
     def infer(self, x):
         return self.repeated(x.shape), x.dtype
 
     def impl(self, x):
+        if isinstance(self.repeats, tuple) and x.shape[self.axis] != len(self.repeats):
+            raise ValueError(f"{self.name}: {len(self.repeats)} counts for {x.shape[self.axis]} entries along "
+                             f"axis {self.axis}")
         return np.repeat(x, self.repeats, self.axis)
 
     def vjp(self, node, g):
@@ -128,10 +144,11 @@ class Repeat(Op):
 
 @op_dataclass
 class RepeatGrad(Op):
-    """Sum each run of ``repeats`` entries of ``g`` along ``axis`` (the gradient of repeat)."""
+    """Sum each run of ``repeats`` entries of ``g`` along ``axis`` (the gradient of repeat); an entry
+    repeated 0 times gets 0."""
 
     name = "repeat_grad"
-    repeats: int = 1
+    repeats: int | tuple = 1
     axis: int = 0
     shape: tuple = ()
     nondiff_inputs = (1,)
@@ -142,24 +159,45 @@ class RepeatGrad(Op):
 
     def impl(self, g, *ref):
         shape = _target_shape(self, ref)
-        runs = shape[:self.axis] + (shape[self.axis], self.repeats) + shape[self.axis + 1:]
-        return np.sum(np.reshape(g, runs), axis=self.axis + 1)
+        if not isinstance(self.repeats, tuple):
+            runs = shape[:self.axis] + (shape[self.axis], self.repeats) + shape[self.axis + 1:]
+            return np.sum(np.reshape(g, runs), axis=self.axis + 1)
+        counts = np.asarray(self.repeats, dtype=np.int64)
+        out = np.zeros(shape, g.dtype)
+        kept = np.flatnonzero(counts)
+        if kept.size:
+            starts = (np.cumsum(counts) - counts)[kept]  # the first copy of each entry repeated at least once
+            out[(slice(None),) * self.axis + (kept,)] = np.add.reduceat(g, starts, axis=self.axis)
+        return out
 
     def vjp(self, node, g):
         return (Repeat(self.repeats, self.axis)(g),) + (None,) * (len(node.inputs) - 1)
 
 
-def repeat(x, repeats: int, axis: int | None = None) -> Tensor:
-    """``np.repeat`` with an int ``repeats``: each entry repeated along ``axis`` (of the flattened
-    input when None). Gradient: each run summed."""
-    if not _is_int(repeats):
-        raise TypeError(f"repeat: repeats must be an int (per-entry counts are not supported), got {repeats!r}")
-    if repeats < 0:
+def repeat(x, repeats, axis: int | None = None) -> Tensor:
+    """``np.repeat``: each entry repeated ``repeats`` times along ``axis`` (of the flattened input
+    when None). ``repeats`` is an int or, as in NumPy, one count per entry along the axis (a
+    sequence of ints; a single count broadcasts). Gradient: each run summed (0 for an entry
+    repeated 0 times)."""
+    if _is_int(repeats):
+        counts = int(repeats)
+    elif isinstance(repeats, (tuple, list, np.ndarray)) and np.ndim(repeats) == 1 \
+            and all(_is_int(r) for r in repeats):
+        counts = tuple(int(r) for r in repeats)
+        if len(counts) == 1:
+            counts = counts[0]
+    else:
+        raise TypeError(f"repeat: repeats must be an int or a sequence of ints, got {repeats!r}")
+    if min(counts if isinstance(counts, tuple) else (counts,), default=0) < 0:
         raise ShapeError(f"repeat: repeats must be non-negative, got {repeats}")
     x = as_tensor(x)
     if axis is None:
         x, axis = reshape(x, (-1,)), 0
-    return apply(Repeat(int(repeats), normalize_axis("repeat", axis, x.ndim)), x)
+    axis = normalize_axis("repeat", axis, x.ndim)
+    if isinstance(counts, tuple) and x.shape[axis] is not None and x.shape[axis] != len(counts):
+        raise ShapeError(f"repeat: {len(counts)} counts for {x.shape[axis]} entries along axis {axis} of "
+                         f"shape {format_shape(x.shape)}")
+    return apply(Repeat(counts, axis), x)
 
 
 # ---- flip and roll -----------------------------------------------------------------------------
@@ -219,14 +257,14 @@ class Roll(Op):
 
 def roll(x, shift, axis=None) -> Tensor:
     """``np.roll``: entries shifted cyclically by ``shift`` along ``axis`` (ints or matching tuples;
-    an int broadcasts over several axes; the flattened entries when ``axis`` is None; an axis given
-    twice rolls twice). Gradient: rolled back."""
+    an int broadcasts over several axes; the flattened entries when ``axis`` is None, by the sum of
+    the shifts if ``shift`` is a tuple, as NumPy; an axis given twice rolls twice). Gradient: rolled
+    back."""
     x = as_tensor(x)
     shifts = _ints("roll", "shift", shift)
     if axis is None:
-        if not _is_int(shift):
-            raise TypeError(f"roll: without an axis the shift must be an int, got {shift!r}")
-        return apply(Roll(shifts, None), x)
+        # np.roll rolls the flattened entries by each shift in turn: by their sum
+        return apply(Roll((sum(shifts),), None), x)
     axes = tuple(normalize_axis("roll", a, x.ndim) for a in _ints("roll", "axis", axis))
     if len(shifts) == 1 and len(axes) > 1:
         shifts *= len(axes)

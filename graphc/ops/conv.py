@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from graphc.errors import DTypeError, ShapeError
+from graphc.errors import DTypeError, GradientError, ShapeError
 from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.shape import getitem
 from graphc.tensor import Tensor
@@ -116,6 +116,18 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int = 1) 
                       writeable=False)
 
 
+def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int) -> np.ndarray:
+    """The windows of ``xp`` (N, C, Hp, Wp) copied into the matrices the contractions multiply:
+    (N, G, C/G * kh * kw, H', W'). The copy runs along the windows' rows (stride ``stride[1]``), the
+    order in which the input is laid out."""
+    n, c = xp.shape[:2]
+    sn, sc, sh, sw = xp.strides
+    shape = (n, groups, c // groups, kernel[0], kernel[1], out_hw[0], out_hw[1])
+    strides = (sn, sc * (c // groups), sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
+    view = as_strided(xp, shape, strides, writeable=False)
+    return np.ascontiguousarray(view).reshape(n, groups, -1, out_hw[0], out_hw[1])
+
+
 def _out_hw(op: str, padded_hw, kernel, stride, dilation) -> tuple[int, int]:
     result = []
     for size, k, s, d, axis in zip(padded_hw, kernel, stride, dilation, ("height", "width")):
@@ -170,14 +182,16 @@ def _correlate(xp, w, stride, dilation, groups):
     _check_channels("conv2d", xp.shape[1], w.shape, groups)
     kernel = w.shape[2:]
     out_hw = _out_hw("conv2d", xp.shape[2:], kernel, stride, dilation)
-    dtype = np.result_type(xp, w)
-    if groups == 1:
-        return np.einsum("nchwij,ocij->nohw", _windows(xp, kernel, stride, dilation, out_hw), w,
-                         optimize=True).astype(dtype, copy=False)
-    o, cg = w.shape[:2]
-    view = _windows(xp, kernel, stride, dilation, out_hw, groups)
-    out = np.einsum("ngchwij,gocij->ngohw", view, w.reshape(groups, o // groups, cg, *kernel), optimize=True)
-    return out.reshape(xp.shape[0], o, *out_hw).astype(dtype, copy=False)
+    return _columns_times_weights(_columns(xp, kernel, stride, dilation, out_hw, groups), w, out_hw)
+
+
+def _columns_times_weights(cols, w, out_hw):
+    """The correlation from the window columns (N, G, C/G*kh*kw, H'*W'): (G, O/G, C/G*kh*kw) times them,
+    which comes out in NCHW order, contiguous."""
+    n, groups = cols.shape[:2]
+    o = w.shape[0]
+    out = np.matmul(w.reshape(groups, o // groups, -1), cols.reshape(n, groups, -1, out_hw[0] * out_hw[1]))
+    return out.reshape(n, o, *out_hw).astype(np.result_type(cols, w), copy=False)
 
 
 def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 0, 0, 0)):
@@ -194,16 +208,13 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 
             raise ValueError(f"conv2d_transpose: {out} windows of kernel {k} (stride {s}, dilation {d}) do not fit "
                              f"in an output of size {size}")
     dtype = np.result_type(g, w)
-    if groups == 1:
-        # every window's contribution at once (one GEMM), laid out so that each offset's slice is contiguous
-        cols = np.einsum("nohw,ocij->ijnchw", g, w, optimize=True)
-    else:
-        cols = np.einsum("ngohw,gocij->ijngchw", g.reshape(n, groups, o // groups, ho, wo),
-                         w.reshape(groups, o // groups, cg, *kernel), optimize=True)
-        cols = cols.reshape(kernel[0], kernel[1], n, groups * cg, ho, wo)
+    # every window's contribution at once, (N, G, C/G*kh*kw, H'*W'): one GEMM per sample and group that
+    # reads the gradient as it is laid out (N, O, H'*W') and writes each offset's plane with contiguous rows
+    cols = np.matmul(w.reshape(groups, o // groups, -1).swapaxes(-1, -2), g.reshape(n, groups, o // groups, -1))
+    cols = cols.reshape(n, groups * cg, kernel[0], kernel[1], ho, wo)
     top, bottom, left, right = padding
     shape = (n, groups * cg, padded_hw[0] - top - bottom, padded_hw[1] - left - right)
-    return _overlap_add(lambda i, j: cols[i, j], shape, kernel, stride, dilation, dtype, (top, left))
+    return _overlap_add(lambda i, j: cols[:, :, i, j], shape, kernel, stride, dilation, dtype, (top, left))
 
 
 def _weight_grad(xp, g, kernel, stride, dilation, groups):
@@ -218,13 +229,19 @@ def _weight_grad(xp, g, kernel, stride, dilation, groups):
         if d * (k - 1) + s * (out - 1) + 1 > size:
             raise ValueError(f"conv2d_weight_grad: {out} windows of kernel {k} (stride {s}, dilation {d}) do not "
                              f"fit in an input of size {size}")
-    dtype = np.result_type(xp, g)
-    if groups == 1:
-        return np.einsum("nchwij,nohw->ocij", _windows(xp, kernel, stride, dilation, out_hw), g,
-                         optimize=True).astype(dtype, copy=False)
-    view = _windows(xp, kernel, stride, dilation, out_hw, groups)
-    out = np.einsum("ngchwij,ngohw->gocij", view, g.reshape(n, groups, o // groups, *out_hw), optimize=True)
-    return out.reshape(o, c // groups, *kernel).astype(dtype, copy=False)
+    return _weight_grad_from_columns(_columns(xp, kernel, stride, dilation, out_hw, groups), g, (o, c // groups)
+                                     + tuple(kernel))
+
+
+def _weight_grad_from_columns(cols, g, weight_shape):
+    """(O, C/G, kh, kw) from the window columns (N, G, C/G*kh*kw, H'*W') and the output gradient."""
+    n, groups = cols.shape[:2]
+    o = g.shape[1]
+    cols = cols.reshape(n, groups, -1, g.shape[2] * g.shape[3])
+    per_sample = np.matmul(g.reshape(n, groups, o // groups, -1), cols.swapaxes(-1, -2))
+    # (N, G, O/G, C/G*kh*kw) summed over the batch: one small array, where a single contraction over
+    # N*H'*W' would first copy the output gradient into (N*H'*W', O) order
+    return per_sample.sum(axis=0).reshape(weight_shape).astype(np.result_type(cols, g), copy=False)
 
 
 # ---- pad -----------------------------------------------------------------------------------------
@@ -394,6 +411,9 @@ class Conv2d(_ConvParams):
     name = "conv2d"
 
     def infer(self, x, w):
+        if x.ndim == 5:  # the windows already copied (an optimized graph): see Conv2dColumns
+            _check_columns(self, x, w)
+            return (x.shape[0], w.shape[0]) + x.shape[3:], _float_dtype(self.name, x, w)
         shapes = f"input {format_shape(x.shape)}, weights {format_shape(w.shape)} ({self.describe_params()})"
         _rank4(self.name, "the input", x, "(N, C, H, W)")
         _rank4(self.name, "the weights", w, "(O, C/groups, kh, kw)")
@@ -404,10 +424,13 @@ class Conv2d(_ConvParams):
         return (x.shape[0], w.shape[0]) + hw, dtype
 
     def impl(self, x, w):
+        if x.ndim == 5:
+            return _columns_times_weights(x, w, x.shape[3:])
         return _correlate(x, w, self.stride, self.dilation, self.groups)
 
     def vjp(self, node, g):
         x, w = node.inputs
+        _no_gradient_of_columns(self.name, x)
         return self.input_grad(g, w, x), self.weight_grad(x, g, w)
 
 
@@ -462,16 +485,98 @@ class Conv2dWeightGrad(_ConvParams):
     def infer(self, x, g, w):
         shapes = (f"input {format_shape(x.shape)}, gradient {format_shape(g.shape)}, weights {format_shape(w.shape)}"
                   f" ({self.describe_params()})")
+        if x.ndim == 5:  # the windows already copied (an optimized graph): see Conv2dColumns
+            return self.check_columns_and_gradient(x, g, w, shapes)
         dtype = self.check_gradient_operands(x, g, w, shapes, (x, g))
         self.check_windows(x, w, g, shapes)
         return w.shape, dtype
 
+    def check_columns_and_gradient(self, cols, g, w, shapes: str):
+        _check_columns(self, cols, w)
+        _rank4(self.name, "the gradient", g, "(N, O, H', W')")
+        for a, b in zip((cols.shape[0],) + cols.shape[3:], (g.shape[0],) + g.shape[2:]):
+            if None not in (a, b) and a != b:
+                raise ShapeError(f"{self.name}: the columns do not match the gradient: {shapes}")
+        if None not in (g.shape[1], w.shape[0]) and g.shape[1] != w.shape[0]:
+            raise ShapeError(f"{self.name}: the gradient has {g.shape[1]} channels, the weights {w.shape[0]} "
+                             f"outputs: {shapes}")
+        return w.shape, _float_dtype(self.name, cols, g)
+
     def impl(self, x, g, w):
+        if x.ndim == 5:
+            return _weight_grad_from_columns(x, g, w.shape)
         return _weight_grad(x, g, w.shape[2:], self.stride, self.dilation, self.groups)
 
     def vjp(self, node, h):
         x, g, w = node.inputs
+        _no_gradient_of_columns(self.name, x)
         return self.input_grad(g, h, x), self.conv(x, h), None
+
+
+# ---- the optimizer's forms: the windows copied once, shared by the forward and the weight gradient ----
+
+
+@op_dataclass
+class Conv2dColumns(_ConvParams):
+    """The windows of a padded input ``x`` (N, C, H, W) for weights ``w`` (O, C/G, kh, kw; only a shape
+    reference) copied into (N, G, C/G*kh*kw, H', W'): the matrices ``conv2d`` and ``conv2d_weight_grad``
+    multiply. Made by the optimizer (``conv2d(x, w) -> conv2d(conv2d_columns(x, w), w)``, and the same
+    for the weight gradient: both ops also take the copied windows as their first input, rank 5 instead
+    of 4, with stride and dilation (1, 1) since the copy holds them), so that CSE merges a training
+    step's two copies of the windows into one. The price: the
+    copy (kh*kw times the padded input) lives from the forward pass to the weight gradient. No
+    gradient (it exists only in optimized graphs)."""
+
+    name = "conv2d_columns"
+    nondiff_inputs = (1,)
+
+    def infer(self, x, w):
+        shapes = f"input {format_shape(x.shape)}, weights {format_shape(w.shape)} ({self.describe_params()})"
+        (n, g, hw), dtype = self.windows_shape(x, w, shapes)
+        per_group = w.shape[1]
+        size = None if None in (per_group, w.shape[2], w.shape[3]) else per_group * w.shape[2] * w.shape[3]
+        return (n, g, size) + hw, dtype
+
+    def windows_shape(self, x, w, shapes: str):
+        """((N, G, (H', W')), the input's dtype) after the checks ``conv2d`` makes."""
+        _rank4(self.name, "the input", x, "(N, C, H, W)")
+        _rank4(self.name, "the weights", w, "(O, C/groups, kh, kw)")
+        _float_dtype(self.name, x, w)
+        self.check_weight(w, x.shape[1], "input", shapes)
+        hw = tuple(_window_count(self.name, x.shape[2 + a], w.shape[2 + a], self.stride[a], self.dilation[a],
+                                 shapes, ("height", "width")[a]) for a in (0, 1))
+        return (x.shape[0], self.groups, hw), x.dtype
+
+    def impl(self, x, w):
+        _check_channels(self.name, x.shape[1], w.shape, self.groups)
+        out_hw = _out_hw(self.name, x.shape[2:], w.shape[2:], self.stride, self.dilation)
+        return _columns(x, w.shape[2:], self.stride, self.dilation, out_hw, self.groups)
+
+
+def _no_gradient_of_columns(op: str, x: Tensor) -> None:
+    if x.ndim == 5:
+        raise GradientError(f"{op} of copied windows (conv2d_columns) is the optimizer's form and has no gradient: "
+                            f"differentiate the graph before optimizing it")
+
+
+def _check_columns(op, cols: Tensor, w: Tensor) -> None:
+    """``op`` (a conv2d or conv2d_weight_grad) applied to copied windows ``cols``: the copy holds the stride
+    and dilation, so the op's own are (1, 1)."""
+    groups = op.groups
+    if op.stride != (1, 1) or op.dilation != (1, 1):
+        raise ShapeError(f"{op.name} of copied windows (conv2d_columns) takes stride and dilation (1, 1): the "
+                         f"copy holds them; got {op.describe_params()}")
+    if cols.ndim != 5:
+        raise ShapeError(f"{op.name}: the columns must be 5-D (N, G, C/G*kh*kw, H', W'), got "
+                         f"{format_shape(cols.shape)}")
+    _rank4(op.name, "the weights", w, "(O, C/groups, kh, kw)")
+    size = None if None in w.shape[1:] else w.shape[1] * w.shape[2] * w.shape[3]
+    if cols.shape[1] != groups or None not in (cols.shape[2], size) and cols.shape[2] != size:
+        raise ShapeError(f"{op.name}: columns of shape {format_shape(cols.shape)} do not fit weights of shape "
+                         f"{format_shape(w.shape)} with groups={groups}")
+    if w.shape[0] is not None and w.shape[0] % groups:
+        raise ShapeError(f"{op.name}: groups={groups} does not divide the {w.shape[0]} output channels of the "
+                         f"weights")
 
 
 @op_dataclass

@@ -12,7 +12,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.elementwise import cast, exp, mul, neg, sigmoid, sub
 from graphc.ops.reduce import Sum
-from graphc.ops.shape import expand_dims, one_hot, transpose
+from graphc.ops.shape import composite, expand_dims, one_hot, transpose
 from graphc.tensor import Tensor
 from graphc.types import broadcast_shapes, float_dtype, format_shape, normalize_axis
 
@@ -370,7 +370,7 @@ def layer_norm(x, axis=-1, eps: float = 1e-5) -> Tensor:
     axes = normalize_axes("layer_norm", axis, x.ndim)
     centered = sub(x, mean(x, axes, keepdims=True))
     variance = mean(square(centered), axes, keepdims=True)
-    return div(centered, sqrt(add(variance, eps)))
+    return composite(div(centered, sqrt(add(variance, eps))), "layer_norm")
 
 
 def _per_channel(op: str, what: str, stat, x: Tensor):
@@ -413,4 +413,4 @@ def batch_norm(x, mean, var, scale=None, offset=None, eps: float = 1e-5) -> Tens
         out = mul(out, scale)
     if offset is not None:
         out = add(out, offset)
-    return out
+    return composite(out, "batch_norm")

@@ -12,7 +12,7 @@ import numpy as np
 from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.arrange import _check_axis, _is_int
-from graphc.ops.shape import _target_inputs, _target_shape, reshape, unify_shapes
+from graphc.ops.shape import _target_inputs, _target_shape, composite, reshape, unify_shapes
 from graphc.tensor import Tensor
 from graphc.types import format_shape, normalize_axis
 
@@ -181,8 +181,8 @@ def top_k(x, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` largest entries along the last axis, largest first: ``(values, indices)``.
 
     ``indices`` (int64, op ``top_k``) lists tied entries in input order (the lower index first,
-    also where a tie straddles the k-th place); NaN counts as largest. ``values`` is the gather
-    ``take_along_axis(x, indices, -1)``: its gradient is scattered (added) to the chosen entries,
+    also where a tie straddles the k-th place); NaN counts as largest. ``values`` (op ``top_k`` too) is the
+    gather ``take_along_axis(x, indices, -1)``: its gradient is scattered (added) to the chosen entries,
     the others get 0.
     """
     if not _is_int(k):
@@ -191,4 +191,4 @@ def top_k(x, k: int) -> tuple[Tensor, Tensor]:
     if k < 0:
         raise ShapeError(f"top_k: k must be non-negative, got {k}")
     indices = apply(TopK(int(k)), x)
-    return apply(TakeAlongAxis(x.ndim - 1), x, indices), indices
+    return composite(apply(TakeAlongAxis(x.ndim - 1), x, indices), "top_k"), indices

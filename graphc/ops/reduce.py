@@ -503,7 +503,8 @@ class Argmin(Argmax):
 
 
 def var(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Tensor:
-    """Variance ``mean((x - mean(x))**2) * n / (n - ddof)`` over ``axis`` (``np.var``)."""
+    """Variance ``mean((x - mean(x))**2) * n / (n - ddof)`` over ``axis`` (``np.var``). ``ddof`` is an
+    int or a whole-numbered float (``1.0``)."""
     return _statistic(Var, x, axis, ddof, keepdims)
 
 
@@ -513,8 +514,11 @@ def std(x, axis=None, ddof: int = 0, keepdims: bool = False) -> Tensor:
 
 
 def _statistic(op_class, x, axis, ddof, keepdims) -> Tensor:
-    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)):
-        raise TypeError(f"{op_class.name}: ddof must be an int, got {ddof!r}")
+    # NumPy takes a float ddof too; a whole-numbered one (ddof=1.0, np.float32(1)) is the int
+    # it equals, while a fractional one (a divisor n - 0.5) is refused as before
+    whole_float = isinstance(ddof, (float, np.floating)) and np.isfinite(ddof) and float(ddof).is_integer()
+    if isinstance(ddof, (bool, np.bool_)) or not (isinstance(ddof, (int, np.integer)) or whole_float):
+        raise TypeError(f"{op_class.name}: ddof must be an int (or a whole-numbered float), got {ddof!r}")
     x = as_tensor(x)
     return apply(op_class(normalize_axes(op_class.name, axis, x.ndim), bool(keepdims), int(ddof)), x)
 

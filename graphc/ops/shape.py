@@ -8,6 +8,8 @@ time, these ops take a reference tensor whose run-time shape is used.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
@@ -167,6 +169,29 @@ class Identity(Op):
 
 def identity(x, name: str | None = None) -> Tensor:
     return apply(Identity(), x, name=name)
+
+
+@op_dataclass
+class Composite(Identity):
+    """The result of a public function that is built from other ops, under that function's name:
+    ``gc.layer_norm(x)`` is a ``composite`` node over the ``div`` that computes it, and its
+    ``Tensor.op`` is ``"layer_norm"`` (the ``label``). An identity otherwise: the optimizer drops it
+    (``composite(x) -> x``) and its gradient is the cotangent."""
+
+    name = "composite"
+    label: str = ""
+    labelled = True
+    #: the public functions that mark their results this way (what a loaded file may name)
+    LABELS: ClassVar[tuple[str, ...]] = ("top_k", "layer_norm", "batch_norm", "dropout")
+
+    def __post_init__(self):
+        if self.label not in self.LABELS:
+            raise ValueError(f"composite: label must be one of {', '.join(self.LABELS)}, got {self.label!r}")
+
+
+def composite(x: Tensor, label: str) -> Tensor:
+    """``x`` as the result of the public function ``label`` (see ``Composite``)."""
+    return apply(Composite(label), x)
 
 
 # ---- public shape ops ---------------------------------------------------------------------

@@ -25,7 +25,13 @@ def stop_gradient_twice(node: Tensor) -> Tensor | None:
     return inner if inner is not None and same_type(inner, node) else None
 
 
-RULES = {"identity": (drop_identity,), "stop_gradient": (stop_gradient_twice,)}
+@named("prune.composite")
+def drop_composite(node: Tensor) -> Tensor | None:
+    """composite(x) -> x   (the name of the function that built x; the value is the same)"""
+    return node.inputs[0]
+
+
+RULES = {"identity": (drop_identity,), "composite": (drop_composite,), "stop_gradient": (stop_gradient_twice,)}
 
 
 def prune(outputs: list[Tensor]) -> list[Tensor]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from graphc.leaves import constant
+from graphc.op import apply
 from graphc.ops import elementwise as ew
+from graphc.ops.conv import Conv2d, Conv2dColumns, Conv2dWeightGrad
 from graphc.ops.shape import BroadcastTo, Reshape, Transpose
 from graphc.passes.core import (
     RewriteContext,
@@ -448,7 +450,33 @@ def add_self(node: Tensor) -> Tensor | None:
     return None
 
 
+@named("simplify.conv2d_columns")
+def conv2d_by_columns(node: Tensor) -> Tensor | None:
+    """conv2d(x, w) -> conv2d(conv2d_columns(x, w), w)   (the same copy of the windows and the same matmul,
+    in two steps, the copy taking the stride and dilation: CSE then gives a training step one copy for
+    the forward and the weight gradient)"""
+    x, w = node.inputs
+    if x.ndim != 4:
+        return None
+    return apply(Conv2d((1, 1), (1, 1), node.primitive.groups), _windows_copy(node.primitive, x, w), w)
+
+
+@named("simplify.conv2d_weight_grad_columns")
+def weight_grad_by_columns(node: Tensor) -> Tensor | None:
+    """conv2d_weight_grad(x, g, w) -> conv2d_weight_grad(conv2d_columns(x, w), g, w)   (likewise)"""
+    x, g, w = node.inputs
+    if x.ndim != 4:
+        return None
+    columns = _windows_copy(node.primitive, x, w)
+    return apply(Conv2dWeightGrad((1, 1), (1, 1), node.primitive.groups), columns, g, w)
+
+
+def _windows_copy(op, x: Tensor, w: Tensor) -> Tensor:
+    return apply(Conv2dColumns(op.stride, op.dilation, op.groups), x, w)
+
+
 RULES = rule_table(
+    ("conv2d", conv2d_by_columns), ("conv2d_weight_grad", weight_grad_by_columns),
     ("mul", mul_one), ("mul", mul_minus_one), ("mul", neg_times_neg),
     ("div", div_one), ("div", neg_times_neg),
     ("add", add_zero), ("add", add_neg), ("add", add_self),

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.op import apply
+from graphc.ops.conv import Conv2d, Conv2dColumns, Conv2dWeightGrad
 from graphc.serialize import encode
 
 from .util import (
@@ -410,6 +412,68 @@ CASES = (
 NEEDS_KNOWN_KERNEL = {c.id for c in CASES if "same" in c.id} | {"conv-pool-conv"}  # padding="same"
 
 
+def _shared_windows(x, w, stride, dilation, groups):
+    """What the optimizer makes of a convolution: its windows copied by conv2d_columns."""
+    return apply(Conv2dColumns(stride, dilation, groups), x, w)
+
+
+def ref_weight_grad(x, g, kernel, stride, dilation):
+    """dW of conv2d (groups 1) by its definition: the windows of x weighted by g, summed."""
+    n, c, _, _ = x.shape
+    o, ho, wo = g.shape[1:]
+    out = np.zeros((o, c) + kernel, np.result_type(x, g))
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            rows = x[:, :, i * dilation[0]::stride[0], j * dilation[1]::stride[1]][:, :, :ho, :wo]
+            out[:, :, i, j] = np.einsum("nchw,nohw->oc", rows, g)
+    return out
+
+
+#: the optimizer's forms (the windows copied once, shared by the forward and the weight gradient),
+#: built directly: they exist only in optimized graphs and have no gradient
+SHARED_WINDOWS_CASES = [
+    Case("conv2d-of-columns-grouped-strided-dilated",
+         lambda x, w: apply(Conv2d((1, 1), (1, 1), 2), _shared_windows(x, w, (2, 1), (1, 2), 2), w),
+         lambda x, w: ref_conv2d(x, w, stride=(2, 1), dilation=(1, 2), groups=2),
+         [Spec((2, 4, 7, 8)), Spec((6, 2, 3, 2))], grad=False, second=False, rtol64=1e-12, rtol32=1e-5),
+    Case("conv2d_weight_grad-of-columns-strided-dilated",
+         lambda x, g, w: apply(Conv2dWeightGrad((1, 1), (1, 1), 1), _shared_windows(x, w, (2, 1), (2, 1), 1), g, w),
+         lambda x, g, w: ref_weight_grad(x, g, (2, 3), (2, 1), (2, 1)),
+         [Spec((2, 3, 7, 6)), Spec((2, 4, 3, 4)), Spec((4, 3, 2, 3))], grad=False, second=False,
+         rtol64=1e-12, rtol32=1e-5),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("case", SHARED_WINDOWS_CASES, ids=repr)
+def test_shared_windows_values(case, dtype):
+    check_value(case, dtype)
+
+
+def test_windows_are_shared_by_the_forward_and_the_weight_gradient():
+    """Optimized, a training step copies each layer's windows once; the values are the unoptimized ones,
+    bit for bit (the same NumPy calls), and the optimizer's form refuses to be differentiated."""
+    rng = np.random.default_rng(11)
+    x = gc.placeholder("x", (2, 3, 7, 7))
+    w = gc.placeholder("w", (4, 3, 3, 3))
+    y = gc.conv2d(x, w, stride=2, padding=1)
+    gy = gc.placeholder("gy", y.shape)
+    dx, dw = gc.vjp(y, [x, w], gy)
+    fn = gc.function([x, w, gy], [y, dw, dx])
+    assert [t.op for t in fn.plan.steps] == ["pad", "conv2d_columns", "conv2d", "conv2d_weight_grad",
+                                             "conv2d_input_grad"]
+    forward_only = gc.function([x, w], y).plan.steps
+    assert [t.op for t in forward_only] == ["pad", "conv2d_columns", "conv2d"]  # the same work in two steps
+    feeds = (rng.normal(size=(2, 3, 7, 7)), rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(2, 4, 4, 4)))
+    for a, b in zip(fn(*feeds), gc.function([x, w, gy], [y, dw, dx], optimize=False)(*feeds)):
+        np.testing.assert_array_equal(a, b)
+    optimized = gc.optimize(y)
+    with pytest.raises(gc.GradientError, match="before optimizing"):
+        gc.grad(gc.sum(optimized), w)
+    with pytest.raises(gc.ShapeError, match="stride and dilation"):
+        apply(Conv2d((2, 2), (1, 1), 1), optimized.inputs[0], w)
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_value(case, dtype):
@@ -767,6 +831,7 @@ def test_save_load_and_pickle_round_trips(tmp_path, optimize):
     fn, data = _cnn_function(optimize)
     ops = {node.op for node in fn.plan.graph_order()}
     assert NEW_OPS <= ops, NEW_OPS - ops
+    assert ("conv2d_columns" in ops) == optimize  # optimized: the forward and weight gradient share windows
     gc.save(fn, tmp_path / "cnn.gcf")
     copies = [gc.load(tmp_path / "cnn.gcf"), pickle.loads(pickle.dumps(fn))]
     expected = fn(data)

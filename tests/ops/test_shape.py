@@ -485,6 +485,19 @@ MORE_SHAPE_CASES = [
     _one("roll((1,7),(0,-1))", lambda x: gc.roll(x, (1, 7), (0, -1)), lambda x: np.roll(x, (1, 7), (0, -1)),
          (2, 3, 4)),
     _one("roll(1,(0,0))", lambda x: gc.roll(x, 1, (0, 0)), lambda x: np.roll(x, 1, (0, 0)), (3, 2)),
+    # NumPy's per-entry counts and tuple shifts without an axis
+    _one("repeat((1,0,2),axis=0)", lambda x: gc.repeat(x, (1, 0, 2), axis=0),
+         lambda x: np.repeat(x, (1, 0, 2), axis=0), (3, 4)),
+    _one("repeat([2,1,0,3],axis=-1)", lambda x: gc.repeat(x, [2, 1, 0, 3], axis=-1),
+         lambda x: np.repeat(x, [2, 1, 0, 3], axis=-1), (2, 3, 4)),
+    _one("repeat(array[3])-flat", lambda x: gc.repeat(x, np.array([3])), lambda x: np.repeat(x, np.array([3])),
+         (2, 3)),
+    _one("repeat(counts)-flat", lambda x: gc.repeat(x, [0, 1, 2, 3, 0, 1]), lambda x: np.repeat(x, [0, 1, 2, 3, 0, 1]),
+         (2, 3)),
+    _one("repeat((0,0),axis=0)", lambda x: gc.repeat(x, (0, 0), axis=0), lambda x: np.repeat(x, (0, 0), axis=0),
+         (2, 3)),
+    _one("roll((1,2))-flat", lambda x: gc.roll(x, (1, 2)), lambda x: np.roll(x, (1, 2)), (2, 3)),
+    _one("roll((4,-9,1))-flat", lambda x: gc.roll(x, [4, -9, 1]), lambda x: np.roll(x, [4, -9, 1]), (3, 2)),
     _one("split(3,axis=1)", *_split_joined(3, 1), (2, 6)),
     _one("split([1,3],axis=-1)", *_split_joined([1, 3], -1), (2, 3, 5)),
     _one("split([2,9,-1])", *_split_joined([2, 9, -1], 0), (4, 2)),
@@ -612,12 +625,31 @@ def test_more_shape_errors():
         _assert_shape_error(lambda f=fn: f(v), fn.__name__, format_shape((3,)))
     _assert_shape_error(lambda: gc.diagonal(x, 0, 1, -1), "diagonal")
     _assert_shape_error(lambda: gc.trace(x, 0, 0, 2), "trace")
-    for bad in (lambda: gc.tile(x, 1.5), lambda: gc.tile(x, [1, "a"]), lambda: gc.repeat(x, [1, 2]),
-                lambda: gc.repeat(x, 2.0), lambda: gc.roll(x, 1.0, 0), lambda: gc.roll(x, (1, 1)),
+    # per-entry counts and tuple shifts without an axis are NumPy's (cases in MORE_SHAPE_CASES):
+    # two counts for x's six flattened entries are a shape error, as np.repeat refuses them
+    _assert_shape_error(lambda: gc.repeat(x, [1, 2]), "repeat")
+    for bad in (lambda: gc.tile(x, 1.5), lambda: gc.tile(x, [1, "a"]), lambda: gc.repeat(x, [1.0, 2.0]),
+                lambda: gc.repeat(x, 2.0), lambda: gc.roll(x, 1.0, 0), lambda: gc.roll(x, (1, 1.0)),
+                lambda: gc.repeat(x, [[1, 2, 3]], axis=1), lambda: gc.repeat(x, [True, 2, 3], axis=1),
                 lambda: gc.split(x, 1.5), lambda: gc.split(x, v), lambda: gc.tril(x, 0.5),
                 lambda: gc.diagonal(x, 1.0), lambda: gc.trace(x, True)):
         with pytest.raises(TypeError):
             bad()
+
+
+def test_repeat_counts_shapes_gradient_and_errors():
+    x = gc.placeholder("x", (None, 3))
+    assert gc.repeat(x, (2, 0, 1), axis=1).shape == (None, 3)
+    assert gc.repeat(x, (2, 0), axis=0).shape == (2, 3)  # the counts give the size, also of an unknown axis
+    assert gc.repeat(x, [5], axis=1).primitive == gc.repeat(x, 5, axis=1).primitive  # one count broadcasts
+    values = np.arange(6.0).reshape(2, 3)
+    w = np.arange(12.0).reshape(2, 6)
+    gx = run(gc.grad(gc.sum(gc.repeat(x, (3, 0, 3), axis=1) * w), x), {x: values})
+    np.testing.assert_array_equal(gx, [[0 + 1 + 2, 0, 3 + 4 + 5], [6 + 7 + 8, 0, 9 + 10 + 11]])
+    _assert_shape_error(lambda: gc.repeat(x, (1, 2), axis=1), "repeat", "2 counts for 3 entries")
+    _assert_shape_error(lambda: gc.repeat(x, (1, -2, 0), axis=1), "repeat")
+    with pytest.raises(gc.ExecutionError, match="repeat"):  # an unknown size that does not match the counts
+        run(gc.repeat(x, (1, 2), axis=0), {x: np.ones((3, 3))})
 
 
 def test_more_op_names():

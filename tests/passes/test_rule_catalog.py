@@ -19,6 +19,10 @@ label = gc.placeholder("label", (), "int64")
 
 EXAMPLES = {
     "prune.identity": lambda: gc.exp(x.with_name("y")),
+    "prune.composite": lambda: gc.exp(gc.layer_norm(x)),
+    "simplify.conv2d_columns": lambda: gc.conv2d(gc.reshape(x, (1, 1, 3, 4)), gc.reshape(v, (1, 1, 2, 2))),
+    "simplify.conv2d_weight_grad_columns": lambda: gc.grad(
+        gc.sum(gc.conv2d(gc.reshape(u, (1, 1, 5, 4)), gc.reshape(x[:2, :2], (1, 1, 2, 2)), stride=(2, 1)) ** 2), x),
     "prune.stop_gradient_twice": lambda: gc.stop_gradient(gc.stop_gradient(x)),
     "stabilize.log_softmax": lambda: gc.log(gc.softmax(x)),
     "stabilize.softmax": lambda: gc.exp(x) / gc.sum(gc.exp(x), axis=1, keepdims=True),
