@@ -244,6 +244,41 @@ def _recyclable(arrays: list) -> dict | None:
     return spare or None
 
 
+def _kept_buffers(plan: Plan) -> list | None:
+    """A buffer for each of the plan's large fresh steps (``+spare``), or None if it has none.
+
+    ``np.empty`` touches no memory: a buffer costs memory once a call writes into it, where the
+    step would have allocated its own.
+    """
+    kept = [np.empty(node.shape, node.dtype) for kind, node in zip(plan.kinds, plan.steps)
+            if kind.endswith("+spare")]
+    return kept or None
+
+
+def _lend(kept: list, spare: dict | None) -> dict:
+    """``spare`` (or a new dict) with the kept buffers added, by (shape, dtype), for one call's ``_grab``."""
+    if spare is None:
+        spare = {}
+    for array in kept:
+        spare.setdefault((array.shape, array.dtype.str), []).append(array)
+    return spare
+
+
+def _still_ours(kept: list) -> list | None:
+    """The kept buffers that did not leave the call (as an output or a new value) after it ran.
+
+    A buffer only the kept list refers to (and ``getrefcount``'s argument) is nobody's: the next
+    call may write into it. One that left is the caller's or a variable's now, never written again.
+    """
+    ours = []
+    for k in range(len(kept)):
+        array = kept[k]
+        if sys.getrefcount(array) <= 3:  # kept, the local name, getrefcount's argument
+            ours.append(array)
+        del array
+    return ours or None
+
+
 class Executable:
     """Runs a Plan: snapshot variables, compute, install updates atomically.
 
@@ -278,6 +313,11 @@ class Executable:
         self._large = tuple(v for v in updated
                             if int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize >= SPARE_MIN_BYTES)
         self._inplace = bool(plan.inplace and updated)
+        # buffers of the plan's large fresh steps ("+spare" in plan.kinds), kept from call to call:
+        # a step writes into the one its previous call used instead of allocating it again, which
+        # freed large blocks go back to the system between calls and come back as page faults.
+        # Only calls that hold every lock of the plan's variables use them (one call at a time).
+        self._kept: list | None = _kept_buffers(plan) if updated else None
         if self._inplace:
             self._large = ()
             where = {id(v): j for j, v in enumerate(updated)}
@@ -381,11 +421,13 @@ class Executable:
             olds = [v._value for v in updated]
             for variable in updated:
                 object.__setattr__(variable, "_value", None)
+            kept = self._kept
             try:
                 targets = tuple(_claim(olds))
                 values = tuple([olds[j] if j >= 0 else v._value for v, j in self._reads])
-                results = self._run(feeds, values, targets)
+                results = self._run(feeds, values, targets, _lend(kept, None) if kept else None)
             except BaseException as exc:
+                self._kept = None  # (the failed call's frames may still refer to them)
                 written = getattr(exc, "_graphc_written", None) or {}
                 if isinstance(exc, ExecutionError):
                     exc.changed_variables = tuple(updated[k] for k in sorted(written))
@@ -395,6 +437,8 @@ class Executable:
             n = self._n
             for variable, value in zip(updated, results[n:]):
                 variable._install(value)
+            if kept:
+                self._kept = _still_ours(kept)
             return results[:n]
         finally:
             for lock in reversed(locks):
@@ -406,6 +450,10 @@ class Executable:
             lock.acquire()
         try:
             spare, self._spare = self._spare, None
+            kept = self._kept
+            if kept:
+                spare = _lend(kept, spare)
+                self._kept = None  # (given back below, once the call has succeeded)
             results = self._run(feeds, tuple([v._value for v in self._variables]), spare)
             del spare
             n = self._n
@@ -426,6 +474,8 @@ class Executable:
                 variable._install(value)
             del new_values, value
             self._spare = _recyclable(old_values) if old_values else None
+            if kept:
+                self._kept = _still_ours(kept)
             return results[:n]
         finally:
             for lock in reversed(locks):
@@ -519,18 +569,19 @@ class Function:
     def __call__(self, *args, **kwargs):
         """The outputs for the given input values: ``fn(*values)`` in the order of ``inputs``, or
         ``fn(**{placeholder_name: value})``; see :func:`function`."""
-        if any(type(a) is dict for a in args):
-            raise FeedError(f"a Function takes its input values positionally (fn(value, ...), in the order "
-                            f"{self._input_names()}) or by name (fn(name=value)), not a feed dict; "
-                            f"Session.run(fetches, feed_dict) is the one that takes {{placeholder: value}}")
         if kwargs or len(args) != len(self.inputs):
+            _refuse_feed_dict(args, self._input_names)
             return unflatten(self._spec, self._executable.execute(self._gather(args, kwargs)))
-        results = self._executable.execute_args(args)
         try:
             rebuild = self._rebuild
         except AttributeError:
             rebuild = self._rebuild = _rebuilder(self._spec)
-        return rebuild(results)
+        try:
+            return rebuild(self._executable.execute_args(args))
+        except FeedError:
+            # (checked only once a feed is refused: a feed dict is never a valid value)
+            _refuse_feed_dict(args, self._input_names)
+            raise
 
     def __repr__(self) -> str:  # also what Jupyter shows when Graphviz is absent
         inputs = [t.name for t in getattr(self, "inputs", ())]
@@ -564,6 +615,14 @@ class Function:
 
 _MISSING = object()
 _AMBIGUOUS = -1
+
+
+def _refuse_feed_dict(args: tuple, input_names) -> None:
+    """The FeedError for ``fn({placeholder: value})``: a Function's values come positionally or by name."""
+    if any(type(a) is dict for a in args):
+        raise FeedError(f"a Function takes its input values positionally (fn(value, ...), in the order "
+                        f"{input_names()}) or by name (fn(name=value)), not a feed dict; "
+                        f"Session.run(fetches, feed_dict) is the one that takes {{placeholder: value}}")
 
 
 def input_positions(inputs: list[Tensor]) -> dict[str, int]:
