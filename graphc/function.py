@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import operator
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -279,6 +280,97 @@ def _still_ours(kept: list) -> list | None:
     return ours or None
 
 
+def _picker(positions: list[int]):
+    """``values -> tuple of values[p] for p in positions``."""
+    if len(positions) == 1:
+        (position,) = positions
+        return lambda values: (values[position],)
+    if not positions:
+        return lambda values: ()
+    return operator.itemgetter(*positions)
+
+
+class _ShapeDispatch:
+    """A plan whose inputs have unknown sizes, run by a plan made for each call shape in use.
+
+    Steps whose sizes are unknown cannot be decided when the plan is built: ``sum_to`` and
+    ``mean`` run as their ops' Python ``impl``, element-wise steps allocate instead of writing
+    into a dead buffer. Once a call shape (the feeds' shapes) has come back ``_AFTER`` times,
+    the plan's graph is lowered again with those sizes known, and calls of that shape run the
+    new plan, decided once per call shape instead of at every step. When the function was
+    optimized, the graph with known sizes is optimized again: the steps computing sizes
+    (``reduced_count``, ``broadcast_like``, a ``sum_to`` to the same shape) fold away, as they do
+    for a function declared with those sizes. The optimizer's rewrites and the lowering rules
+    are exact, so the values are those of the general plan. At most ``_SHAPES`` shapes get a plan of their own (a
+    loop over ever new shapes keeps the general plan); a shape whose plan cannot be built (its
+    sizes do not fit together: the general plan then raises the error) keeps the general one.
+    """
+
+    _AFTER = 3
+    _SHAPES = 4
+
+    def __init__(self, plan: Plan, optimize: bool) -> None:
+        self.plan = plan
+        self.optimize = optimize
+        self.runs: dict[tuple, Callable] = {}
+        self.calls: dict[tuple, int] = {}
+        self.lock = threading.Lock()
+        #: the kept buffers of plans made since the executable last took them (see Executable)
+        self.new_buffers: list = []
+
+    def run(self, feeds, *rest):
+        key = tuple([feed.shape for feed in feeds])
+        run = self.runs.get(key)
+        if run is None:
+            run = self._count(key)
+        return run(feeds, *rest)
+
+    def _count(self, key: tuple) -> Callable:
+        with self.lock:
+            run = self.runs.get(key)
+            if run is not None:
+                return run
+            if key not in self.calls and len(self.calls) >= 4 * self._SHAPES:
+                return self.plan.run  # (ever new shapes: stop counting them)
+            seen = self.calls[key] = self.calls.get(key, 0) + 1
+            if seen < self._AFTER:
+                return self.plan.run
+            if sum(r is not self.plan.run for r in self.runs.values()) >= self._SHAPES:
+                run = self.plan.run
+            else:
+                run = self._specialized(key) or self.plan.run
+            self.runs[key] = run
+            return run
+
+    def _specialized(self, shapes: tuple) -> Callable | None:
+        """The ``run`` of the plan's graph lowered with the inputs of these shapes, or None."""
+        plan = self.plan
+        known = [placeholder(t.name or "input", shape, t.dtype) for t, shape in zip(plan.inputs, shapes)]
+        roots = list(plan.outputs) + [value for _, value in plan.updates]
+        try:
+            values = clone(roots, dict(zip(plan.inputs, known)))
+            if self.optimize:  # with the sizes known, the optimizer folds the steps that computed them
+                values = optimize_tensors(values)
+            if any(new.dtype != old.dtype for new, old in zip(values, roots)):
+                return None
+            n = len(plan.outputs)
+            made = build_plan(values[:n], known, [(v, new) for (v, _), new in zip(plan.updates, values[n:])],
+                              inplace_updates=plan.inplace, check_numerics=plan.check_numerics)
+        except Exception:  # noqa: BLE001 - sizes that do not fit: the general plan reports it when it runs
+            return None
+        where = {id(v): k for k, v in enumerate(plan.variables)}
+        if any(id(v) not in where for v in made.variables):
+            return None  # pragma: no cover - (lowering again reads no new variable)
+        if plan.updates:
+            self.new_buffers.extend(_kept_buffers(made) or ())
+        order = [where[id(v)] for v in made.variables]
+        if order == list(range(len(plan.variables))):
+            return made.run
+        # the new plan reads the variables in another order (or fewer of them): pick its own
+        pick, run = _picker(order), made.run
+        return lambda feeds, variables, *rest: run(feeds, pick(variables), *rest)
+
+
 class Executable:
     """Runs a Plan: snapshot variables, compute, install updates atomically.
 
@@ -289,7 +381,8 @@ class Executable:
     Both return the output values (a sequence, in ``plan.outputs`` order).
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, optimize: bool = False) -> None:
+        """``optimize``: whether the plan's graph was optimized (plans made for call shapes are too)."""
         self.plan = plan
         updated = plan.updated_variables
         touched = {id(v): v for v in plan.variables + updated}
@@ -299,6 +392,10 @@ class Executable:
         self._locks = tuple(v.lock for v in self._locked) if updated or len(self._locked) > 1 else ()
         self._variables = plan.variables
         self._run = plan.run
+        self._dispatch = None
+        if any(None in t.shape for t in plan.inputs) and plan.steps:
+            self._dispatch = _ShapeDispatch(plan, optimize)
+            self._run = self._dispatch.run
         self._n = len(plan.outputs)
         self._installs = tuple(
             (variable, None in value.shape or value.shape != variable.shape,
@@ -439,10 +536,17 @@ class Executable:
                 variable._install(value)
             if kept:
                 self._kept = _still_ours(kept)
+            if self._dispatch is not None and self._dispatch.new_buffers:
+                self._take_new_buffers()
             return results[:n]
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+    def _take_new_buffers(self) -> None:
+        """Keep the buffers of a plan just made for a call shape too (the caller holds the locks)."""
+        new, self._dispatch.new_buffers = self._dispatch.new_buffers, []
+        self._kept = (self._kept or []) + new
 
     def _execute_updating(self, feeds: tuple) -> Sequence:
         locks = self._locks
@@ -476,6 +580,8 @@ class Executable:
             self._spare = _recyclable(old_values) if old_values else None
             if kept:
                 self._kept = _still_ours(kept)
+            if self._dispatch is not None and self._dispatch.new_buffers:
+                self._take_new_buffers()
             return results[:n]
         finally:
             for lock in reversed(locks):
@@ -532,7 +638,7 @@ class Function:
         self.inplace_updates = bool(inplace_updates)
         self.check_numerics = bool(check_numerics)
         self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize,
-                                                    self.inplace_updates, self.check_numerics))
+                                                    self.inplace_updates, self.check_numerics), optimize)
         self._positions = input_positions(self.inputs)
 
     @property

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import operator
 import threading
 from collections.abc import Mapping
 
 from graphc.errors import FeedError
-from graphc.function import Executable, _rebuilder, check_feed, normalize_updates, prepare_graph, random_updates
+from graphc.function import (
+    Executable,
+    _picker,
+    _rebuilder,
+    check_feed,
+    normalize_updates,
+    prepare_graph,
+    random_updates,
+)
 from graphc.leaves import Placeholder
 from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, toposort
@@ -130,7 +137,8 @@ class Session:
                 if executable is None:
                     pairs = pairs + random_updates(flat, fed, pairs)
                     executable = Executable(prepare_graph(flat, fed, pairs, self.optimize,
-                                                            bool(inplace_updates), self.check_numerics))
+                                                            bool(inplace_updates), self.check_numerics),
+                                            self.optimize)
                     self._cache[signature] = executable
         values = tuple(check_feed(t, feeds[t]) for t in fed)
         result = unflatten(spec, executable.execute(values))
@@ -152,7 +160,7 @@ class Session:
         resolved = list(feeds)  # (resolve_feeds keeps the dict's order)
         where = {id(t): k for k, t in enumerate(resolved)}
         positions = [where[id(t)] for t in fed]
-        order = _selector(positions)
+        order = (lambda values: values) if positions == list(range(len(positions))) else _picker(positions)
         with self._lock:
             if len(self._fast) >= _FAST_ENTRIES:
                 self._fast.clear()
@@ -162,18 +170,6 @@ class Session:
 #: fast-path entries a session keeps (the same fetches listed in another order each call would
 #: otherwise grow it without bound; compiled plans stay in the main cache)
 _FAST_ENTRIES = 256
-
-
-def _selector(positions: list[int]):
-    """``values -> tuple of values[p] for p in positions``."""
-    if not positions:
-        return lambda values: ()
-    if len(positions) == 1:
-        (position,) = positions
-        return lambda values: (values[position],)
-    if positions == list(range(len(positions))):
-        return lambda values: values
-    return operator.itemgetter(*positions)
 
 
 def _tensor_eval(self: Tensor, feed_dict=None):
