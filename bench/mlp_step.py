@@ -44,9 +44,11 @@ SIZES = [784, 256, 256, 10]
 LR, WD = 0.01, 1e-4
 
 
-def build_graphc_step(sizes: list[int], batch: int, dtype, params: list[np.ndarray], lr: float = LR,
+def build_graphc_step(sizes: list[int], batch: int | None, dtype, params: list[np.ndarray], lr: float = LR,
                       wd: float = WD, optimize: bool = True, inplace_updates: bool = False):
-    """(function, variables): ``function(x, labels)`` returns the loss and applies the SGD update."""
+    """(function, variables): ``function(x, labels)`` returns the loss and applies the SGD update.
+
+    ``batch=None`` declares the batch size unknown, as users often do."""
     x = gc.placeholder("x", (batch, sizes[0]), dtype)
     labels = gc.placeholder("labels", (batch,), "int64")
     variables = [gc.variable(p, name=f"{'Wb'[k % 2]}{k // 2 + 1}") for k, p in enumerate(params)]
@@ -170,6 +172,8 @@ def peer_steps(batch: int, dtype, x, labels) -> dict:
 
 
 OWN_PROCESS_KINDS = ("graphc", "graphc in place", "numpy reference")
+#: with ``--unknown-batch``: graphc with the batch size declared None, beside the others
+UNKNOWN_BATCH_KIND = "graphc, batch None"
 
 
 def own_process_child(kind: str, batch: int, dtype: str, steps: int, warmup: int = 20) -> dict:
@@ -180,7 +184,8 @@ def own_process_child(kind: str, batch: int, dtype: str, steps: int, warmup: int
         def step(p=params, x=x, labels=labels):
             return sgd_step(p, x, labels, LR, WD)
     else:
-        fn, _ = build_graphc_step(SIZES, batch, dtype, params, inplace_updates=(kind == "graphc in place"))
+        known = None if kind == UNKNOWN_BATCH_KIND else batch
+        fn, _ = build_graphc_step(SIZES, known, dtype, params, inplace_updates=(kind == "graphc in place"))
 
         def step(fn=fn, x=x, labels=labels):
             return fn(x, labels)
@@ -217,14 +222,15 @@ def own_process(args) -> None:
           f"{args.runs} runs per candidate, {args.steps} timed steps per run")
     print(conditions())
     shuffle = random.Random(0)
+    kinds = OWN_PROCESS_KINDS + ((UNKNOWN_BATCH_KIND,) if args.unknown_batch else ())
     summary = []
     for batch in map(int, args.batches.split(",")):
         for dtype in args.dtypes.split(","):
             check_equal(batch, dtype)
             check_equal(batch, dtype, inplace_updates=True)
-            results: dict[str, list[dict]] = {kind: [] for kind in OWN_PROCESS_KINDS}
+            results: dict[str, list[dict]] = {kind: [] for kind in kinds}
             for _ in range(args.runs):
-                order = list(OWN_PROCESS_KINDS)
+                order = list(kinds)
                 shuffle.shuffle(order)
                 for kind in order:
                     results[kind].append(run_own_process(kind, batch, dtype, args.steps))
@@ -234,7 +240,7 @@ def own_process(args) -> None:
             print(f"batch {batch}, {dtype} (results equal the reference; medians of {args.runs} processes)")
             print(f"  {'':18s} {'wall/step':>11s} {'ratio':>7s} {'cpu/step':>11s} {'ratio':>7s} "
                   f"{'faults/step':>11s}   wall ratio per run")
-            for kind in OWN_PROCESS_KINDS:
+            for kind in kinds:
                 m = med[kind]
                 runs = " ".join(f"{r['wall'] / base['wall']:.2f}" for r in results[kind])
                 print(f"  {kind:18s} {fmt_time(m['wall'])} {m['wall'] / base['wall']:6.3f}x "
@@ -246,7 +252,9 @@ def own_process(args) -> None:
         g, gi = med["graphc"], med["graphc in place"]
         print(f"  batch {batch:4d} {dtype:8s} wall {g['wall'] / ref['wall']:.3f}x  cpu {g['cpu'] / ref['cpu']:.3f}x"
               f"   in place: wall {gi['wall'] / ref['wall']:.3f}x  cpu {gi['cpu'] / ref['cpu']:.3f}x   "
-              f"faults/step {g['faults']:.0f} / {gi['faults']:.0f} / {ref['faults']:.0f}")
+              f"faults/step {g['faults']:.0f} / {gi['faults']:.0f} / {ref['faults']:.0f}"
+              + (f"   batch None: wall {med[UNKNOWN_BATCH_KIND]['wall'] / ref['wall']:.3f}x  "
+                 f"cpu {med[UNKNOWN_BATCH_KIND]['cpu'] / ref['cpu']:.3f}x" if UNKNOWN_BATCH_KIND in med else ""))
 
 
 def main() -> None:
@@ -259,6 +267,8 @@ def main() -> None:
                         help="each candidate in fresh processes (default batches then 1,32,256)")
     parser.add_argument("--runs", type=int, default=5, help="own-process runs per candidate")
     parser.add_argument("--steps", type=int, default=200, help="timed steps per own-process run")
+    parser.add_argument("--unknown-batch", action="store_true",
+                        help="own process: also graphc with the batch size declared None")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
