@@ -115,7 +115,7 @@ class Session:
         try:
             key = (fetches if type(fetches) is not list else (list, *fetches),
                    tuple(feed_dict) if type(feed_dict) is dict else feed_dict,
-                   tuple(updates.items()) if type(updates) is dict else updates, inplace_updates)
+                   _updates_key(updates), inplace_updates)
             entry = self._fast.get(key)
         except TypeError:  # unhashable: a nested list, a list of updates, an array as a value
             key = entry = None
@@ -143,18 +143,15 @@ class Session:
         values = tuple(check_feed(t, feeds[t]) for t in fed)
         result = unflatten(spec, executable.execute(values))
         if key is not None:
-            self._remember(key, executable, feed_dict, feeds, fed, spec, pairs, updates)
+            self._remember(key, executable, feed_dict, feeds, fed, spec, updates)
         return result
 
-    def _remember(self, key, executable: Executable, feed_dict, feeds: dict, fed: list, spec, pairs,
-                  updates) -> None:
+    def _remember(self, key, executable: Executable, feed_dict, feeds: dict, fed: list, spec, updates) -> None:
         """Add a fast-path entry for ``key`` once a call with it has succeeded (see ``run``)."""
         if type(feed_dict) is not dict and feed_dict is not None:
             return
-        if type(updates) is dict and not all(isinstance(new, Tensor) for new in updates.values()):
+        if updates is not None and not all(isinstance(new, Tensor) for _, new in _pairs_of(updates)):
             return  # (a constant value would be a new tensor at each call: nothing to reuse)
-        if updates is not None and type(updates) is not dict:
-            return
         rebuild = _rebuilder(spec)
         # the plan's inputs in feed-dict order: key position of each placeholder the plan takes
         resolved = list(feeds)  # (resolve_feeds keeps the dict's order)
@@ -165,6 +162,20 @@ class Session:
             if len(self._fast) >= _FAST_ENTRIES:
                 self._fast.clear()
             self._fast[key] = (executable, order, rebuild)
+
+
+def _updates_key(updates):
+    """``updates`` as a hashable key: a dict's items, a list's pairs (anything else: itself)."""
+    if type(updates) is dict:
+        return tuple(updates.items())
+    if type(updates) is list:
+        return (list, *updates)
+    return updates
+
+
+def _pairs_of(updates) -> list:
+    """The (variable, new value) pairs of a dict or a list/tuple of pairs (as given, unchecked)."""
+    return list(updates.items()) if isinstance(updates, Mapping) else list(updates)
 
 
 #: fast-path entries a session keeps (the same fetches listed in another order each call would

@@ -213,3 +213,20 @@ def test_fast_path_keeps_the_checks_and_the_updates():
         assert not np.shares_memory(out[0], fed) and not np.shares_memory(out[1], w.value)
     with pytest.raises(RuntimeError, match="closed"):
         sess.run(w_now, {x: np.ones(2)}, updates)
+
+
+def test_fast_path_with_a_list_of_updates():
+    x = gc.placeholder("x", (2,))
+    w = gc.variable(np.zeros(2), name="w")
+    read = w * 1.0
+    with gc.Session() as sess:
+        updates = [(w, w + x)]
+        for k in range(1, 4):
+            np.testing.assert_array_equal(sess.run(read, {x: np.ones(2)}, updates), np.ones(2) * (k - 1))
+        updates.append((gc.variable(np.zeros(2), name="v"), x * 2.0))  # the same list, grown
+        sess.run(read, {x: np.ones(2)}, updates)
+        np.testing.assert_array_equal(updates[1][0].value, [2.0, 2.0])
+        np.testing.assert_array_equal(w.value, [4.0, 4.0])
+        with pytest.raises(ValueError, match="twice"):  # still checked: the key is a new one
+            sess.run(read, {x: np.ones(2)}, [(w, w + x), (w, w - x)])
+        np.testing.assert_array_equal(w.value, [4.0, 4.0])
