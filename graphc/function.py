@@ -293,15 +293,15 @@ def _picker(positions: list[int]):
 class _ShapeDispatch:
     """A plan whose inputs have unknown sizes, run by a plan made for each call shape in use.
 
-    Steps whose sizes are unknown cannot be decided when the plan is built: ``sum_to`` and
-    ``mean`` run as their ops' Python ``impl``, element-wise steps allocate instead of writing
-    into a dead buffer. Once a call shape (the feeds' shapes) has come back ``_AFTER`` times,
-    the plan's graph is lowered again with those sizes known, and calls of that shape run the
-    new plan, decided once per call shape instead of at every step. When the function was
-    optimized, the graph with known sizes is optimized again: the steps computing sizes
-    (``reduced_count``, ``broadcast_like``, a ``sum_to`` to the same shape) fold away, as they do
-    for a function declared with those sizes. The optimizer's rewrites and the lowering rules
-    are exact, so the values are those of the general plan. At most ``_SHAPES`` shapes get a plan of their own (a
+    Steps whose sizes are unknown cannot be decided when the plan is built: element-wise steps
+    allocate instead of writing into a dead buffer, and the steps computing sizes
+    (``reduced_count``, ``broadcast_like``, a ``sum_to`` to the same shape) run at every call.
+    Once a call shape (the feeds' shapes) has come back ``_AFTER`` times, the plan's graph is
+    lowered again with those sizes known, and calls of that shape run the new plan: decided
+    once per call shape instead of at every step. When the function was optimized, the graph
+    with known sizes is optimized again, so the size steps fold away as they do for a function
+    declared with those sizes. The optimizer's rewrites and the lowering rules are exact: the
+    values are those of the general plan. At most ``_SHAPES`` shapes get a plan of their own (a
     loop over ever new shapes keeps the general plan); a shape whose plan cannot be built (its
     sizes do not fit together: the general plan then raises the error) keeps the general one.
     """
