@@ -361,7 +361,7 @@ class _ShapeDispatch:
         where = {id(v): k for k, v in enumerate(plan.variables)}
         if any(id(v) not in where for v in made.variables):
             return None  # pragma: no cover - (lowering again reads no new variable)
-        if plan.updates:
+        if made.inplace:
             self.new_buffers.extend(_kept_buffers(made) or ())
         order = [where[id(v)] for v in made.variables]
         if order == list(range(len(plan.variables))):
@@ -410,11 +410,14 @@ class Executable:
         self._large = tuple(v for v in updated
                             if int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize >= SPARE_MIN_BYTES)
         self._inplace = bool(plan.inplace and updated)
-        # buffers of the plan's large fresh steps ("+spare" in plan.kinds), kept from call to call:
-        # a step writes into the one its previous call used instead of allocating it again, which
-        # freed large blocks go back to the system between calls and come back as page faults.
-        # Only calls that hold every lock of the plan's variables use them (one call at a time).
-        self._kept: list | None = _kept_buffers(plan) if updated else None
+        # in-place plans: buffers of the plan's large fresh steps ("+spare" in plan.kinds), kept from
+        # call to call: a step writes into the one its previous call used instead of allocating it
+        # again (freed large blocks go back to the system between calls and come back as page
+        # faults). An in-place call holds every lock of its variables (one call at a time). The
+        # default mode needs none: its replaced old values serve as such buffers, and a kept buffer,
+        # held past its last use, would be memory malloc cannot give to a later step of the call
+        # (measured: +28 MiB on the deep chain of bench/peak_memory.py).
+        self._kept: list | None = _kept_buffers(plan) if plan.inplace and updated else None
         if self._inplace:
             self._large = ()
             where = {id(v): j for j, v in enumerate(updated)}
@@ -554,10 +557,6 @@ class Executable:
             lock.acquire()
         try:
             spare, self._spare = self._spare, None
-            kept = self._kept
-            if kept:
-                spare = _lend(kept, spare)
-                self._kept = None  # (given back below, once the call has succeeded)
             results = self._run(feeds, tuple([v._value for v in self._variables]), spare)
             del spare
             n = self._n
@@ -578,10 +577,6 @@ class Executable:
                 variable._install(value)
             del new_values, value
             self._spare = _recyclable(old_values) if old_values else None
-            if kept:
-                self._kept = _still_ours(kept)
-            if self._dispatch is not None and self._dispatch.new_buffers:
-                self._take_new_buffers()
             return results[:n]
         finally:
             for lock in reversed(locks):
