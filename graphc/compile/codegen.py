@@ -287,12 +287,16 @@ def _direct_call(index, node, deps, args, namespace) -> str | None:
     same view ``np.expand_dims`` makes); ``broadcast_like`` ``np.broadcast_to`` to the reference's
     shape; ``sum_to`` to a reference of the same shape is the input itself, as in ``sum_to_shape``.
     """
-    op = node.primitive
-    cls = type(op)
     inputs = deps[id(node)]
     if not inputs:
         return None
-    source = inputs[0].shape
+    return _direct_count(index, node, inputs, args, namespace) or _direct_view(index, node, inputs, args,
+                                                                               namespace)
+
+
+def _direct_count(index, node, inputs, args, namespace) -> str | None:
+    """``mean`` and ``reduced_count`` with their counts read from the array's shape (see ``_direct_call``)."""
+    op, cls, source = node.primitive, type(node.primitive), inputs[0].shape
     if (cls is reduce.Mean and node.dtype.kind == "f" and len(args) == 1 and inputs[0].dtype == node.dtype
             and all(-len(source) <= a < len(source) for a in op.axes)):
         namespace[f"f{index}"] = np.add.reduce
@@ -301,6 +305,12 @@ def _direct_call(index, node, deps, args, namespace) -> str | None:
     if cls is reduce.ReducedCount and len(args) == 1 and all(0 <= a < len(source) for a in op.axes):
         namespace[f"d{index}"] = node.dtype
         return f"_nd({_size_product(args[0], source, op.axes)}, d{index})"
+    return None
+
+
+def _direct_view(index, node, inputs, args, namespace) -> str | None:
+    """``expand_dims``, ``broadcast_like`` and a same-shape ``sum_to`` as views (see ``_direct_call``)."""
+    op, cls, source = node.primitive, type(node.primitive), inputs[0].shape
     if (cls is shape_ops.ExpandDims and len(args) == 1 and op.axes and node.ndim == len(source) + len(op.axes)
             and all(0 <= a < node.ndim for a in op.axes)):
         index_text = ", ".join("None" if axis in op.axes else ":" for axis in range(node.ndim))
@@ -309,8 +319,7 @@ def _direct_call(index, node, deps, args, namespace) -> str | None:
         namespace[f"f{index}"] = np.broadcast_to
         target = f"{args[1]}.shape" if len(args) == 2 else repr(tuple(op.shape))
         return f"f{index}({args[0]}, {target})"
-    if (cls is shape_ops.SumTo and len(args) == 2 and source == node.shape
-            and inputs[0].dtype == node.dtype):
+    if cls is shape_ops.SumTo and len(args) == 2 and source == node.shape and inputs[0].dtype == node.dtype:
         namespace[f"f{index}"] = op.impl
         return f"({args[0]} if {args[0]}.shape == {args[1]}.shape else f{index}({args[0]}, {args[1]}))"
     return None
