@@ -113,7 +113,7 @@ class Session:
         # call resolved: its executable, where each feed value goes, how the results are rebuilt.
         # The feed values themselves are still checked, by the executable's generated feed check.
         try:
-            key = (fetches if type(fetches) is not list else (list, *fetches),
+            key = (type(fetches), fetches if type(fetches) is not list else tuple(fetches),
                    tuple(feed_dict) if type(feed_dict) is dict else feed_dict,
                    _updates_key(updates), inplace_updates)
             entry = self._fast.get(key)

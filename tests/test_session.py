@@ -179,6 +179,10 @@ def test_repeated_runs_take_the_fast_path_with_the_same_results():
             out = sess.run((diff,), {a: [1.0, 1.0], b: [1.0, 0.0]})
             assert isinstance(out, tuple) and out[0].tolist() == [0.0, 1.0]
         assert sess.cache_size == 2
+        pair = collections.namedtuple("pair", "first second")
+        assert type(sess.run(pair(diff, a), {a: [1.0, 1.0], b: [1.0, 0.0]})) is pair
+        assert type(sess.run((diff, a), {a: [1.0, 1.0], b: [1.0, 0.0]})) is tuple  # equal, but a plain tuple
+        assert type(sess.run([diff, a], {a: [1.0, 1.0], b: [1.0, 0.0]})) is list
         fetches = [diff, a]
         sess.run(fetches, {a: [1.0, 2.0], b: [0.0, 0.0]})
         fetches[1] = b  # the same list object, changed: the new fetch is computed
