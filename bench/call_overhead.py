@@ -1,9 +1,10 @@
 """Benchmark: per-call overhead on a tiny graph, graphc vs a hand-written NumPy function.
 
 ``f(x, y, z) = (x + y) * max(y, z)`` and its three gradients, on 0-d float64
-inputs. The hand-written function computes the same four numbers with NumPy
-(ties of ``max`` split the gradient evenly, as graphc's ``maximum`` does) and
-returns them as 0-d arrays, as graphc does.
+inputs, as a compiled Function and through ``Session.run`` with a feed dict (the
+same graph; its signature cached after the first call). The hand-written
+function computes the same four numbers with NumPy (ties of ``max`` split the
+gradient evenly, as graphc's ``maximum`` does) and returns them as 0-d arrays, as graphc does.
 
     python bench/call_overhead.py [--repeats 300] [--inner 200]
 """
@@ -23,6 +24,18 @@ def build_graphc():
     x, y, z = (gc.placeholder(n) for n in "xyz")
     f = (x + y) * gc.maximum(y, z)
     return gc.function([x, y, z], [f, *gc.grad(f, [x, y, z])])
+
+
+def build_session_run(fn):
+    """``Session.run`` of the same graph (the function's fetches and placeholders), with a feed dict."""
+    session = gc.Session()
+    x, y, z = fn.inputs
+    fetches = fn.outputs
+
+    def run(a, b, c):
+        return session.run(fetches, {x: a, y: b, z: c})
+
+    return run
 
 
 def reference(x, y, z):
@@ -92,13 +105,19 @@ def main() -> None:
             assert type(a) is np.ndarray and a.shape == () and a == b, (point, got, want)
     print(f"results equal the reference at {len(points)} points (ties included)")
     x, y, z = (np.array(v) for v in points[0])
-    candidates = {"graphc": lambda: fn(x, y, z), "numpy by hand": lambda: reference(x, y, z)}
+    run = build_session_run(fn)
+    for a, b in zip(run(x, y, z), fn(x, y, z)):
+        assert a == b
+    candidates = {"graphc": lambda: fn(x, y, z), "graphc Session.run": lambda: run(x, y, z),
+                  "numpy by hand": lambda: reference(x, y, z)}
     candidates.update(peer_functions(x, y, z))
     times = interleaved(candidates, args.repeats, inner=args.inner)
     for line in table(f"per call ({args.repeats} rounds x {args.inner} calls)", times, "numpy by hand"):
         print(line)
     wall, cpu = ratios(times, "graphc", "numpy by hand")
     print(f"summary, graphc / hand-written: wall {wall:.3f}x  cpu {cpu:.3f}x")
+    wall, cpu = ratios(times, "graphc Session.run", "graphc")
+    print(f"summary, Session.run / Function: wall {wall:.3f}x  cpu {cpu:.3f}x")
 
 
 if __name__ == "__main__":

@@ -9,15 +9,33 @@ and "graphc in place", ``inplace_updates=True``); the reference is
 step their losses and new parameters must agree.
 
     python bench/mlp_step.py [--repeats 200] [--blas-threads 1]
+    python bench/mlp_step.py --own-process [--runs 5] [--steps 200] [--batches 1,32,256]
+
+``--own-process`` runs each candidate alone in a fresh Python process, as a user
+runs a training loop: nothing else shares its heap, so the allocator's handling
+of the large arrays freed and allocated each step (glibc returns freed memory to
+the system, and fresh memory costs page faults on first touch) is the
+candidate's own. The runs alternate between the candidates (``--runs`` of each,
+in a shuffled order per round, so load from other jobs hits all alike); each
+child warms up, then times ``--steps`` calls and reports its median wall time
+per step, its CPU time per step and its minor page faults per step
+(``resource.getrusage``). The table shows the medians over the runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
 
 import common  # noqa: F401 - sets BLAS threads before NumPy loads
 import numpy as np
-from common import conditions, interleaved, peers, ratios, table
+from common import conditions, fmt_time, interleaved, peers, ratios, table
 from reference_mlp import init_params, sgd_step
 
 import graphc as gc
@@ -26,9 +44,11 @@ SIZES = [784, 256, 256, 10]
 LR, WD = 0.01, 1e-4
 
 
-def build_graphc_step(sizes: list[int], batch: int, dtype, params: list[np.ndarray], lr: float = LR,
+def build_graphc_step(sizes: list[int], batch: int | None, dtype, params: list[np.ndarray], lr: float = LR,
                       wd: float = WD, optimize: bool = True, inplace_updates: bool = False):
-    """(function, variables): ``function(x, labels)`` returns the loss and applies the SGD update."""
+    """(function, variables): ``function(x, labels)`` returns the loss and applies the SGD update.
+
+    ``batch=None`` declares the batch size unknown, as users often do."""
     x = gc.placeholder("x", (batch, sizes[0]), dtype)
     labels = gc.placeholder("labels", (batch,), "int64")
     variables = [gc.variable(p, name=f"{'Wb'[k % 2]}{k // 2 + 1}") for k, p in enumerate(params)]
@@ -151,13 +171,114 @@ def peer_steps(batch: int, dtype, x, labels) -> dict:
     return found
 
 
+OWN_PROCESS_KINDS = ("graphc", "graphc in place", "numpy reference")
+#: with ``--unknown-batch``: graphc with the batch size declared None, beside the others
+UNKNOWN_BATCH_KIND = "graphc, batch None"
+
+
+def own_process_child(kind: str, batch: int, dtype: str, steps: int, warmup: int = 20) -> dict:
+    """One candidate alone in this process: per-step median wall time, CPU time and minor faults."""
+    params = init_params(SIZES, dtype)
+    x, labels = data(batch, dtype)
+    if kind == "numpy reference":
+        def step(p=params, x=x, labels=labels):
+            return sgd_step(p, x, labels, LR, WD)
+    else:
+        known = None if kind == UNKNOWN_BATCH_KIND else batch
+        fn, _ = build_graphc_step(SIZES, known, dtype, params, inplace_updates=(kind == "graphc in place"))
+
+        def step(fn=fn, x=x, labels=labels):
+            return fn(x, labels)
+    for _ in range(warmup):
+        step()
+    import gc as collector
+
+    collector.disable()
+    times = []
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu_before = time.process_time()
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    cpu = (time.process_time() - cpu_before) / steps
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / steps
+    return {"kind": kind, "wall": float(np.median(times)), "cpu": cpu, "faults": faults}
+
+
+def run_own_process(kind: str, batch: int, dtype: str, steps: int) -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    command = [sys.executable, os.path.abspath(__file__), "--child", kind, "--batches", str(batch),
+               "--dtypes", dtype, "--steps", str(steps), "--blas-threads", common.BLAS_THREADS]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=here)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def own_process(args) -> None:
+    """Each candidate in fresh processes, alternating; medians over ``args.runs`` runs each."""
+    print(f"mlp_step --own-process: MLP {'-'.join(map(str, SIZES))}, one fresh process per run, "
+          f"{args.runs} runs per candidate, {args.steps} timed steps per run")
+    print(conditions())
+    shuffle = random.Random(0)
+    kinds = OWN_PROCESS_KINDS + ((UNKNOWN_BATCH_KIND,) if args.unknown_batch else ())
+    summary = []
+    for batch in map(int, args.batches.split(",")):
+        for dtype in args.dtypes.split(","):
+            check_equal(batch, dtype)
+            check_equal(batch, dtype, inplace_updates=True)
+            results: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for _ in range(args.runs):
+                order = list(kinds)
+                shuffle.shuffle(order)
+                for kind in order:
+                    results[kind].append(run_own_process(kind, batch, dtype, args.steps))
+            med = {kind: {key: float(np.median([r[key] for r in rs])) for key in ("wall", "cpu", "faults")}
+                   for kind, rs in results.items()}
+            base = med["numpy reference"]
+            print(f"batch {batch}, {dtype} (results equal the reference; medians of {args.runs} processes)")
+            print(f"  {'':18s} {'wall/step':>11s} {'ratio':>7s} {'cpu/step':>11s} {'ratio':>7s} "
+                  f"{'faults/step':>11s}   wall ratio per run")
+            for kind in kinds:
+                m = med[kind]
+                runs = " ".join(f"{r['wall'] / base['wall']:.2f}" for r in results[kind])
+                print(f"  {kind:18s} {fmt_time(m['wall'])} {m['wall'] / base['wall']:6.3f}x "
+                      f"{fmt_time(m['cpu'])} {m['cpu'] / base['cpu']:6.3f}x {m['faults']:11.1f}   {runs}")
+            summary.append((batch, dtype, med))
+    print("summary, own process, graphc / reference (medians; wall, process CPU time):")
+    for batch, dtype, med in summary:
+        ref = med["numpy reference"]
+        g, gi = med["graphc"], med["graphc in place"]
+        print(f"  batch {batch:4d} {dtype:8s} wall {g['wall'] / ref['wall']:.3f}x  cpu {g['cpu'] / ref['cpu']:.3f}x"
+              f"   in place: wall {gi['wall'] / ref['wall']:.3f}x  cpu {gi['cpu'] / ref['cpu']:.3f}x   "
+              f"faults/step {g['faults']:.0f} / {gi['faults']:.0f} / {ref['faults']:.0f}"
+              + (f"   batch None: wall {med[UNKNOWN_BATCH_KIND]['wall'] / ref['wall']:.3f}x  "
+                 f"cpu {med[UNKNOWN_BATCH_KIND]['cpu'] / ref['cpu']:.3f}x" if UNKNOWN_BATCH_KIND in med else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=200, help="timed rounds per configuration")
     parser.add_argument("--blas-threads", default=None, help="BLAS threads (read by bench/common.py)")
     parser.add_argument("--batches", default="32,256")
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--own-process", action="store_true",
+                        help="each candidate in fresh processes (default batches then 1,32,256)")
+    parser.add_argument("--runs", type=int, default=5, help="own-process runs per candidate")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per own-process run")
+    parser.add_argument("--unknown-batch", action="store_true",
+                        help="own process: also graphc with the batch size declared None")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(own_process_child(args.child, int(args.batches), args.dtypes, args.steps)))
+        return
+    if args.own_process:
+        if args.batches == "32,256" and "--batches" not in " ".join(sys.argv):
+            args.batches = "1,32,256"
+        own_process(args)
+        return
     print(f"mlp_step: MLP {'-'.join(map(str, SIZES))}, ReLU, mean softmax cross-entropy, L2 {WD}, SGD lr {LR}")
     print(conditions())
     summary = []

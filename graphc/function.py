@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import operator
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -245,6 +246,134 @@ def _recyclable(arrays: list) -> dict | None:
     return spare or None
 
 
+def _kept_buffers(plan: Plan) -> list | None:
+    """A buffer for each of the plan's large fresh steps (``+spare``), or None if it has none.
+
+    ``np.empty`` touches no memory: a buffer costs memory once a call writes into it, where the
+    step would have allocated its own.
+    """
+    kept = [np.empty(node.shape, node.dtype) for kind, node in zip(plan.kinds, plan.steps)
+            if kind.endswith("+spare")]
+    return kept or None
+
+
+def _lend(kept: list, spare: dict | None) -> dict:
+    """``spare`` (or a new dict) with the kept buffers added, by (shape, dtype), for one call's ``_grab``."""
+    if spare is None:
+        spare = {}
+    for array in kept:
+        spare.setdefault((array.shape, array.dtype.str), []).append(array)
+    return spare
+
+
+def _still_ours(kept: list) -> list | None:
+    """The kept buffers that did not leave the call (as an output or a new value) after it ran.
+
+    A buffer only the kept list refers to (and ``getrefcount``'s argument) is nobody's: the next
+    call may write into it. One that left is the caller's or a variable's now, never written again.
+    """
+    ours = []
+    for k in range(len(kept)):
+        array = kept[k]
+        if sys.getrefcount(array) <= 3:  # kept, the local name, getrefcount's argument
+            ours.append(array)
+        del array
+    return ours or None
+
+
+def _picker(positions: list[int]):
+    """``values -> tuple of values[p] for p in positions``."""
+    if len(positions) == 1:
+        (position,) = positions
+        return lambda values: (values[position],)
+    if not positions:
+        return lambda values: ()
+    return operator.itemgetter(*positions)
+
+
+class _ShapeDispatch:
+    """A plan whose inputs have unknown sizes, run by a plan made for each call shape in use.
+
+    Steps whose sizes are unknown cannot be decided when the plan is built: element-wise steps
+    allocate instead of writing into a dead buffer, and the steps computing sizes
+    (``reduced_count``, ``broadcast_like``, a ``sum_to`` to the same shape) run at every call.
+    Once a call shape (the feeds' shapes) has come back ``_AFTER`` times, the plan's graph is
+    lowered again with those sizes known, and calls of that shape run the new plan: decided
+    once per call shape instead of at every step. When the function was optimized, the graph
+    with known sizes is optimized again, so the size steps fold away as they do for a function
+    declared with those sizes. The optimizer's rewrites and the lowering rules are exact: the
+    values are those of the general plan. At most ``_SHAPES`` shapes get a plan of their own (a
+    loop over ever new shapes keeps the general plan); a shape whose plan cannot be built (its
+    sizes do not fit together: the general plan then raises the error) keeps the general one.
+    """
+
+    _AFTER = 3
+    _SHAPES = 4
+
+    def __init__(self, plan: Plan, optimize: bool, backend: str = "numpy") -> None:
+        self.plan = plan
+        self.optimize = optimize
+        self.backend = backend
+        self.runs: dict[tuple, Callable] = {}
+        self.calls: dict[tuple, int] = {}
+        self.lock = threading.Lock()
+        #: the kept buffers of plans made since the executable last took them (see Executable)
+        self.new_buffers: list = []
+
+    def run(self, feeds, *rest):
+        key = tuple([feed.shape for feed in feeds])
+        run = self.runs.get(key)
+        if run is None:
+            run = self._count(key)
+        return run(feeds, *rest)
+
+    def _count(self, key: tuple) -> Callable:
+        with self.lock:
+            run = self.runs.get(key)
+            if run is not None:
+                return run
+            if key not in self.calls and len(self.calls) >= 4 * self._SHAPES:
+                return self.plan.run  # (ever new shapes: stop counting them)
+            seen = self.calls[key] = self.calls.get(key, 0) + 1
+            if seen < self._AFTER:
+                return self.plan.run
+            if sum(r is not self.plan.run for r in self.runs.values()) >= self._SHAPES:
+                run = self.plan.run
+            else:
+                run = self._specialized(key) or self.plan.run
+            self.runs[key] = run
+            return run
+
+    def _specialized(self, shapes: tuple) -> Callable | None:
+        """The ``run`` of the plan's graph lowered with the inputs of these shapes, or None."""
+        plan = self.plan
+        known = [placeholder(t.name or "input", shape, t.dtype) for t, shape in zip(plan.inputs, shapes)]
+        roots = list(plan.outputs) + [value for _, value in plan.updates]
+        try:
+            values = clone(roots, dict(zip(plan.inputs, known)))
+            if self.optimize:  # with the sizes known, the optimizer folds the steps that computed them
+                values = optimize_tensors(values)
+            if any(new.dtype != old.dtype for new, old in zip(values, roots)):
+                return None
+            n = len(plan.outputs)
+            made = build_plan(values[:n], known, [(v, new) for (v, _), new in zip(plan.updates, values[n:])],
+                              inplace_updates=plan.inplace, check_numerics=plan.check_numerics,
+                              backend=self.backend)
+        except Exception:  # noqa: BLE001 - sizes that do not fit: the general plan reports it when it runs
+            return None
+        where = {id(v): k for k, v in enumerate(plan.variables)}
+        if any(id(v) not in where for v in made.variables):
+            return None  # pragma: no cover - (lowering again reads no new variable)
+        if made.inplace:
+            self.new_buffers.extend(_kept_buffers(made) or ())
+        order = [where[id(v)] for v in made.variables]
+        if order == list(range(len(plan.variables))):
+            return made.run
+        # the new plan reads the variables in another order (or fewer of them): pick its own
+        pick, run = _picker(order), made.run
+        return lambda feeds, variables, *rest: run(feeds, pick(variables), *rest)
+
+
 class Executable:
     """Runs a Plan: snapshot variables, compute, install updates atomically.
 
@@ -255,7 +384,9 @@ class Executable:
     Both return the output values (a sequence, in ``plan.outputs`` order).
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, optimize: bool = False, backend: str = "numpy") -> None:
+        """``optimize``: whether the plan's graph was optimized (plans made for call shapes are too);
+        ``backend``: the one the plan was built for (plans made for call shapes use it too)."""
         self.plan = plan
         updated = plan.updated_variables
         touched = {id(v): v for v in plan.variables + updated}
@@ -265,6 +396,10 @@ class Executable:
         self._locks = tuple(v.lock for v in self._locked) if updated or len(self._locked) > 1 else ()
         self._variables = plan.variables
         self._run = plan.run
+        self._dispatch = None
+        if any(None in t.shape for t in plan.inputs) and plan.steps:
+            self._dispatch = _ShapeDispatch(plan, optimize, backend)
+            self._run = self._dispatch.run
         self._n = len(plan.outputs)
         self._installs = tuple(
             (variable, None in value.shape or value.shape != variable.shape,
@@ -279,6 +414,14 @@ class Executable:
         self._large = tuple(v for v in updated
                             if int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize >= SPARE_MIN_BYTES)
         self._inplace = bool(plan.inplace and updated)
+        # in-place plans: buffers of the plan's large fresh steps ("+spare" in plan.kinds), kept from
+        # call to call: a step writes into the one its previous call used instead of allocating it
+        # again (freed large blocks go back to the system between calls and come back as page
+        # faults). An in-place call holds every lock of its variables (one call at a time). The
+        # default mode needs none: its replaced old values serve as such buffers, and a kept buffer,
+        # held past its last use, would be memory malloc cannot give to a later step of the call
+        # (measured: +28 MiB on the deep chain of bench/peak_memory.py).
+        self._kept: list | None = _kept_buffers(plan) if plan.inplace and updated else None
         if self._inplace:
             self._large = ()
             where = {id(v): j for j, v in enumerate(updated)}
@@ -382,11 +525,13 @@ class Executable:
             olds = [v._value for v in updated]
             for variable in updated:
                 object.__setattr__(variable, "_value", None)
+            kept = self._kept
             try:
                 targets = tuple(_claim(olds))
                 values = tuple([olds[j] if j >= 0 else v._value for v, j in self._reads])
-                results = self._run(feeds, values, targets)
+                results = self._run(feeds, values, targets, _lend(kept, None) if kept else None)
             except BaseException as exc:
+                self._kept = None  # (the failed call's frames may still refer to them)
                 written = getattr(exc, "_graphc_written", None) or {}
                 if isinstance(exc, ExecutionError):
                     exc.changed_variables = tuple(updated[k] for k in sorted(written))
@@ -396,10 +541,19 @@ class Executable:
             n = self._n
             for variable, value in zip(updated, results[n:]):
                 variable._install(value)
+            if kept:
+                self._kept = _still_ours(kept)
+            if self._dispatch is not None and self._dispatch.new_buffers:
+                self._take_new_buffers()
             return results[:n]
         finally:
             for lock in reversed(locks):
                 lock.release()
+
+    def _take_new_buffers(self) -> None:
+        """Keep the buffers of a plan just made for a call shape too (the caller holds the locks)."""
+        new, self._dispatch.new_buffers = self._dispatch.new_buffers, []
+        self._kept = (self._kept or []) + new
 
     def _execute_updating(self, feeds: tuple) -> Sequence:
         locks = self._locks
@@ -484,7 +638,8 @@ class Function:
         self.check_numerics = bool(check_numerics)
         self.backend = backend
         self._executable = Executable(prepare_graph(flat, self.inputs, self._updates, optimize,
-                                                    self.inplace_updates, self.check_numerics, backend))
+                                                    self.inplace_updates, self.check_numerics, backend),
+                                      optimize, backend)
         self._positions = input_positions(self.inputs)
 
     @property
@@ -521,18 +676,19 @@ class Function:
     def __call__(self, *args, **kwargs):
         """The outputs for the given input values: ``fn(*values)`` in the order of ``inputs``, or
         ``fn(**{placeholder_name: value})``; see :func:`function`."""
-        if any(type(a) is dict for a in args):
-            raise FeedError(f"a Function takes its input values positionally (fn(value, ...), in the order "
-                            f"{self._input_names()}) or by name (fn(name=value)), not a feed dict; "
-                            f"Session.run(fetches, feed_dict) is the one that takes {{placeholder: value}}")
         if kwargs or len(args) != len(self.inputs):
+            _refuse_feed_dict(args, self._input_names)
             return unflatten(self._spec, self._executable.execute(self._gather(args, kwargs)))
-        results = self._executable.execute_args(args)
         try:
             rebuild = self._rebuild
         except AttributeError:
             rebuild = self._rebuild = _rebuilder(self._spec)
-        return rebuild(results)
+        try:
+            return rebuild(self._executable.execute_args(args))
+        except FeedError:
+            # (checked only once a feed is refused: a feed dict is never a valid value)
+            _refuse_feed_dict(args, self._input_names)
+            raise
 
     def __repr__(self) -> str:  # also what Jupyter shows when Graphviz is absent
         inputs = [t.name for t in getattr(self, "inputs", ())]
@@ -566,6 +722,14 @@ class Function:
 
 _MISSING = object()
 _AMBIGUOUS = -1
+
+
+def _refuse_feed_dict(args: tuple, input_names) -> None:
+    """The FeedError for ``fn({placeholder: value})``: a Function's values come positionally or by name."""
+    if any(type(a) is dict for a in args):
+        raise FeedError(f"a Function takes its input values positionally (fn(value, ...), in the order "
+                        f"{input_names()}) or by name (fn(name=value)), not a feed dict; "
+                        f"Session.run(fetches, feed_dict) is the one that takes {{placeholder: value}}")
 
 
 def input_positions(inputs: list[Tensor]) -> dict[str, int]:

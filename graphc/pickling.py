@@ -131,7 +131,7 @@ def rebuild_function(inputs: Sequence[Tensor], outputs: Sequence[Tensor], spec,
     if backend != "numpy":
         options["backend"] = backend
     fn._executable = Executable(build_plan(list(outputs), list(inputs), list(updates),
-                                           inplace_updates=fn.inplace_updates, **options))
+                                           inplace_updates=fn.inplace_updates, **options), backend=backend)
     fn._positions = input_positions(fn.inputs)
     return fn
 

@@ -6,7 +6,15 @@ import threading
 from collections.abc import Mapping
 
 from graphc.errors import FeedError
-from graphc.function import Executable, check_feed, normalize_updates, prepare_graph, random_updates
+from graphc.function import (
+    Executable,
+    _picker,
+    _rebuilder,
+    check_feed,
+    normalize_updates,
+    prepare_graph,
+    random_updates,
+)
 from graphc.leaves import Placeholder
 from graphc.structure import flatten, unflatten
 from graphc.tensor import Tensor, toposort
@@ -51,6 +59,9 @@ class Session:
         self.optimize = optimize
         self.check_numerics = bool(check_numerics)
         self._cache: dict[tuple, Executable] = {}
+        # the repeat-call fast path: (fetches, feed keys in the dict's order, updates, in place) as
+        # given, compared by identity -> (executable, feed values in plan order, rebuild); see run
+        self._fast: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -63,6 +74,7 @@ class Session:
     def close(self) -> None:
         """Forget the compiled plans; a closed session cannot run."""
         self._cache.clear()
+        self._fast.clear()
         self._closed = True
 
     def __repr__(self) -> str:
@@ -96,6 +108,21 @@ class Session:
         ``inplace_updates=True`` writes the new values into the variables' storage,
         as :func:`graphc.function` does with the same keyword.
         """
+        # The fast path: a repeated call with the very same fetches, feed keys and updates (compared
+        # by identity: tensors compare by identity, and graphs never change) reuses what the first
+        # call resolved: its executable, where each feed value goes, how the results are rebuilt.
+        # The feed values themselves are still checked, by the executable's generated feed check.
+        try:
+            key = (type(fetches), fetches if type(fetches) is not list else tuple(fetches),
+                   tuple(feed_dict) if type(feed_dict) is dict else feed_dict,
+                   _updates_key(updates), inplace_updates)
+            entry = self._fast.get(key)
+        except TypeError:  # unhashable: a nested list, a list of updates, an array as a value
+            key = entry = None
+        if entry is not None and not self._closed:
+            executable, order, rebuild = entry
+            values = tuple(feed_dict.values()) if feed_dict else ()
+            return rebuild(executable.execute_args(order(values)))
         if self._closed:
             raise RuntimeError("this Session is closed")
         flat, spec = flatten(fetches)
@@ -110,10 +137,50 @@ class Session:
                 if executable is None:
                     pairs = pairs + random_updates(flat, fed, pairs)
                     executable = Executable(prepare_graph(flat, fed, pairs, self.optimize,
-                                                            bool(inplace_updates), self.check_numerics))
+                                                            bool(inplace_updates), self.check_numerics),
+                                            self.optimize)
                     self._cache[signature] = executable
         values = tuple(check_feed(t, feeds[t]) for t in fed)
-        return unflatten(spec, executable.execute(values))
+        result = unflatten(spec, executable.execute(values))
+        if key is not None:
+            self._remember(key, executable, feed_dict, feeds, fed, spec, updates)
+        return result
+
+    def _remember(self, key, executable: Executable, feed_dict, feeds: dict, fed: list, spec, updates) -> None:
+        """Add a fast-path entry for ``key`` once a call with it has succeeded (see ``run``)."""
+        if type(feed_dict) is not dict and feed_dict is not None:
+            return
+        if updates is not None and not all(isinstance(new, Tensor) for _, new in _pairs_of(updates)):
+            return  # (a constant value would be a new tensor at each call: nothing to reuse)
+        rebuild = _rebuilder(spec)
+        # the plan's inputs in feed-dict order: key position of each placeholder the plan takes
+        resolved = list(feeds)  # (resolve_feeds keeps the dict's order)
+        where = {id(t): k for k, t in enumerate(resolved)}
+        positions = [where[id(t)] for t in fed]
+        order = (lambda values: values) if positions == list(range(len(positions))) else _picker(positions)
+        with self._lock:
+            if len(self._fast) >= _FAST_ENTRIES:
+                self._fast.clear()
+            self._fast[key] = (executable, order, rebuild)
+
+
+def _updates_key(updates):
+    """``updates`` as a hashable key: a dict's items, a list's pairs (anything else: itself)."""
+    if type(updates) is dict:
+        return tuple(updates.items())
+    if type(updates) is list:
+        return (list, *updates)
+    return updates
+
+
+def _pairs_of(updates) -> list:
+    """The (variable, new value) pairs of a dict or a list/tuple of pairs (as given, unchecked)."""
+    return list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+
+
+#: fast-path entries a session keeps (the same fetches listed in another order each call would
+#: otherwise grow it without bound; compiled plans stay in the main cache)
+_FAST_ENTRIES = 256
 
 
 def _tensor_eval(self: Tensor, feed_dict=None):

@@ -736,3 +736,42 @@ def test_never_writes_into_an_array_an_op_returned_unchanged():
             np.testing.assert_array_equal(w.value, [1.0, 2.0, 3.0])
             assert not np.shares_memory(out, feed)
             np.testing.assert_allclose(out, np.exp(np.array([1.0, 2.0, 3.0]) * 2) + feed)
+
+
+def _by_impl(outputs, feeds: dict):
+    """Every node evaluated by its op's own ``impl`` (the definition the lowerings restate)."""
+    from graphc.leaves import Constant
+    from graphc.tensor import toposort
+
+    values = {}
+    for node in toposort(list(outputs)):
+        if id(node) in feeds:
+            values[id(node)] = feeds[id(node)]
+        elif isinstance(node.primitive, Constant):
+            values[id(node)] = node.primitive.value
+        else:
+            values[id(node)] = node.primitive.impl(*[values[id(p)] for p in node.inputs])
+    return [values[id(t)] for t in outputs]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_unknown_size_steps_are_direct_numpy_calls_equal_to_their_impl(rng, dtype):
+    # mean, reduced_count, expand_dims, broadcast_like and sum_to over an unknown batch size: direct
+    # NumPy expressions reading the sizes from the arrays, bit for bit what the ops' impls give
+    x = gc.placeholder("x", (None, 5, 3), dtype)
+    w = gc.placeholder("w", (5, 3), dtype)
+    loss = gc.mean(gc.square(x * w)) + gc.mean(x, axis=(0, 2)).sum() + gc.mean(x, axis=0, keepdims=True).sum()
+    outputs = [loss, *gc.grad(loss, [x, w]), gc.expand_dims(gc.sum(x, axis=(1, 2)), 1)]
+    plan = build_plan(outputs, [x, w])
+    direct = {n.op for k, n in zip(plan.kinds, plan.steps) if k == "direct"}
+    assert {"mean", "reduced_count", "broadcast_like", "expand_dims"} <= direct, plan.explain()
+    lowered = {"mean", "reduced_count", "broadcast_like", "expand_dims", "sum_to"}
+    assert not [n.op for k, n in zip(plan.kinds, plan.steps) if k == "call" and n.op in lowered], plan.explain()
+    for batch in (1, 4, 0):
+        feeds = ((rng.standard_normal((batch, 5, 3)) * 10).astype(dtype), rng.standard_normal((5, 3)).astype(dtype))
+        with np.errstate(all="ignore"):
+            want = _by_impl(plan.outputs, {id(plan.inputs[0]): feeds[0], id(plan.inputs[1]): feeds[1]})
+            got = run_plan(plan, feeds)
+        for a, b in zip(got, want):
+            a, b = np.asarray(a), np.asarray(b)
+            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), plan.explain()

@@ -190,3 +190,63 @@ def test_a_bad_positional_feed_for_an_intermediate_input_names_its_op():
     e = gc.exp(x)
     with pytest.raises(gc.FeedError, match=r"'fed exp': shape \(3,\)"):
         gc.function([e], e * 2.0)(np.ones(3))
+
+
+def _mlp_step(batch, rng_seed=0, layers=(6, 5, 4)):
+    """An MLP step with the batch size ``batch`` (None: unknown) and its variables."""
+    rng = np.random.default_rng(rng_seed)
+    x = gc.placeholder("x", (batch, layers[0]))
+    labels = gc.placeholder("labels", (batch,), "int64")
+    params = []
+    h = x
+    for k, (a, b) in enumerate(zip(layers[:-1], layers[1:])):
+        w, bias = gc.variable(rng.standard_normal((a, b)), name=f"W{k}"), gc.variable(np.zeros(b), name=f"b{k}")
+        params += [w, bias]
+        h = h @ w + bias
+        if k < len(layers) - 2:
+            h = gc.relu(h)
+    loss = gc.mean(gc.softmax_cross_entropy(h, labels)) + 1e-3 * gc.sum(gc.square(params[0]))
+    grads = gc.grad(loss, params)
+    return gc.function([x, labels], [loss, h], updates=[(p, p - 0.1 * g) for p, g in zip(params, grads)]), params
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_unknown_sizes_get_a_plan_per_call_shape_with_the_same_values(optimize):
+    # a batch size declared None: after a few calls of one shape, calls of that shape run a plan
+    # made with the size known; its values are those of the general plan, bit for bit (checked
+    # against a function declared with each size, which never had unknown sizes)
+    free, free_params = _mlp_step(None)
+    free = gc.function(free.inputs, free.outputs, updates=free._updates, optimize=optimize)
+    fixed = {}
+    for batch in (7, 3):
+        fn, params = _mlp_step(batch)
+        fixed[batch] = (gc.function(fn.inputs, fn.outputs, updates=fn._updates, optimize=optimize), params)
+    rng = np.random.default_rng(1)
+    for step in range(12):
+        batch = (7, 3)[step % 2]
+        fn, params = fixed[batch]
+        for p, q in zip(params, free_params):
+            p.set_value(q.value)
+        x, labels = rng.standard_normal((batch, 6)), rng.integers(0, 4, batch)
+        got, want = free(x, labels), fn(x, labels)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and a.tobytes() == b.tobytes(), step
+        for p, q in zip(params, free_params):
+            assert p.value.tobytes() == q.value.tobytes(), step
+    runs = free._executable._dispatch.runs
+    assert set(runs) == {((7, 6), (7,)), ((3, 6), (3,))}
+    assert all(run is not free.plan.run for run in runs.values())
+
+
+def test_unknown_sizes_that_do_not_fit_still_raise_when_running():
+    a = gc.placeholder("a", (None,))
+    b = gc.placeholder("b", (None,))
+    fn = gc.function([a, b], a + b)
+    for _ in range(5):  # (past the calls after which a shape gets its own plan)
+        with pytest.raises(gc.ExecutionError, match="add"):
+            fn(np.ones(3), np.ones(4))
+    for n in range(1, 12):  # many shapes: a few get plans of their own, all are right
+        for _ in range(3):
+            np.testing.assert_array_equal(fn(np.arange(n, dtype=float), np.ones(n)), np.arange(n) + 1.0)
+    specialized = [run for run in fn._executable._dispatch.runs.values() if run is not fn.plan.run]
+    assert 1 <= len(specialized) <= 4

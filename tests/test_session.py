@@ -158,3 +158,79 @@ def test_a_bad_feed_for_an_intermediate_tensor_describes_that_tensor():
             sess.run(e * 2.0, {e: np.ones(3)})
         with pytest.raises(gc.FeedError, match=r"feed for placeholder 'x': shape \(3,\)"):
             sess.run(e * 2.0, {x: np.ones(3)})
+
+
+def test_repeated_runs_take_the_fast_path_with_the_same_results():
+    # the same fetches / feed keys / updates as an earlier call reuse what it resolved: the
+    # values must still follow each call's feeds, in the right places, whatever the key order
+    a = gc.placeholder("a", (2,))
+    b = gc.placeholder("b", (2,))
+    diff = a - b
+    with gc.Session() as sess:
+        for k in range(3):
+            out = sess.run(diff, {a: np.array([k, 1.0]), b: np.array([0.5, 2.0 * k])})
+            np.testing.assert_array_equal(out, [k - 0.5, 1.0 - 2.0 * k])
+            out = sess.run(diff, {b: np.array([0.5, 2.0 * k]), a: np.array([k, 1.0])})  # other key order
+            np.testing.assert_array_equal(out, [k - 0.5, 1.0 - 2.0 * k])
+            out = sess.run([diff, a], {"b": [1.0, 1.0], "a": [3.0, float(k)]})  # by name
+            assert isinstance(out, list) and len(out) == 2
+            np.testing.assert_array_equal(out[0], [2.0, k - 1.0])
+            np.testing.assert_array_equal(out[1], [3.0, float(k)])
+            out = sess.run((diff,), {a: [1.0, 1.0], b: [1.0, 0.0]})
+            assert isinstance(out, tuple) and out[0].tolist() == [0.0, 1.0]
+        assert sess.cache_size == 2
+        pair = collections.namedtuple("pair", "first second")
+        assert type(sess.run(pair(diff, a), {a: [1.0, 1.0], b: [1.0, 0.0]})) is pair
+        assert type(sess.run((diff, a), {a: [1.0, 1.0], b: [1.0, 0.0]})) is tuple  # equal, but a plain tuple
+        assert type(sess.run([diff, a], {a: [1.0, 1.0], b: [1.0, 0.0]})) is list
+        fetches = [diff, a]
+        sess.run(fetches, {a: [1.0, 2.0], b: [0.0, 0.0]})
+        fetches[1] = b  # the same list object, changed: the new fetch is computed
+        out = sess.run(fetches, {a: [1.0, 2.0], b: [5.0, 6.0]})
+        np.testing.assert_array_equal(out[1], [5.0, 6.0])
+
+
+def test_fast_path_keeps_the_checks_and_the_updates():
+    x = gc.placeholder("x", (2,))
+    w = gc.variable(np.zeros(2), name="w")
+    w_now = w * 1.0
+    with gc.Session() as sess:
+        updates = {w: w + x}
+        for k in range(1, 4):
+            np.testing.assert_array_equal(sess.run(w_now, {x: np.ones(2)}, updates), np.ones(2) * (k - 1))
+            np.testing.assert_array_equal(w.value, np.ones(2) * k)
+        # a bad feed on a repeated call is still refused before anything runs
+        with pytest.raises(gc.FeedError, match="'x'"):
+            sess.run(w_now, {x: np.ones(3)}, updates)
+        with pytest.raises(gc.FeedError, match="'x'"):
+            sess.run(w_now, {x: np.array(["a", "b"])}, updates)
+        np.testing.assert_array_equal(w.value, [3.0, 3.0])
+        updates[w] = w - x  # the same dict, changed: the new update applies
+        sess.run(w_now, {x: np.ones(2)}, updates)
+        np.testing.assert_array_equal(w.value, [2.0, 2.0])
+        # a fed array is not written, a returned array aliases nothing
+        both = [x * 1.0, w * 1.0]
+        fed = np.ones(2)
+        fed.flags.writeable = False
+        out = sess.run(both, {x: fed})
+        out = sess.run(both, {x: fed})
+        assert not np.shares_memory(out[0], fed) and not np.shares_memory(out[1], w.value)
+    with pytest.raises(RuntimeError, match="closed"):
+        sess.run(w_now, {x: np.ones(2)}, updates)
+
+
+def test_fast_path_with_a_list_of_updates():
+    x = gc.placeholder("x", (2,))
+    w = gc.variable(np.zeros(2), name="w")
+    read = w * 1.0
+    with gc.Session() as sess:
+        updates = [(w, w + x)]
+        for k in range(1, 4):
+            np.testing.assert_array_equal(sess.run(read, {x: np.ones(2)}, updates), np.ones(2) * (k - 1))
+        updates.append((gc.variable(np.zeros(2), name="v"), x * 2.0))  # the same list, grown
+        sess.run(read, {x: np.ones(2)}, updates)
+        np.testing.assert_array_equal(updates[1][0].value, [2.0, 2.0])
+        np.testing.assert_array_equal(w.value, [4.0, 4.0])
+        with pytest.raises(ValueError, match="twice"):  # still checked: the key is a new one
+            sess.run(read, {x: np.ones(2)}, [(w, w + x), (w, w - x)])
+        np.testing.assert_array_equal(w.value, [4.0, 4.0])

@@ -174,7 +174,7 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
         if in_place and key in fused:
             out = name
         call = _step_call(index, node, deps, names, kinds, out, name, namespace, program)
-        if key in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
+        if key in taken_at and kinds[index] in ("call", "special", "T", "reshape", "direct"):
             # a later step writes into this value's buffer: it must be one the plan allocated
             call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
         line_step[len(lines)] = index
@@ -236,7 +236,7 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
     if cls is shape_ops.Transpose and tuple(node.primitive.axes) == tuple(reversed(range(len(node.shape)))):
         kinds[index] = "T"
         return f"{args[0]}.T"
-    if (cls is shape_ops.SumTo and static(node) and len(args) == 1 and static(deps[id(node)][0])
+    if (cls is shape_ops.SumTo and static(node) and len(args) == 1 and _sum_axes_known(source, node.shape)
             and node.dtype.kind == "f"):
         lead = len(source) - len(node.shape)
         axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(node.shape)
@@ -258,6 +258,10 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
         kinds[index] = "reduce"
         return (f"{function}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
                 f"keepdims={bool(node.primitive.keepdims)}) / {items}")
+    direct = _direct_call(index, node, deps, args, namespace)
+    if direct is not None:
+        kinds[index] = "direct"
+        return direct
     compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
     namespace[f"f{index}"] = compiled(program.compile_graph) if compiled is not None else node.primitive.impl
     return f"f{index}({', '.join(args)})"
@@ -285,6 +289,69 @@ def _bind(namespace: dict, shared: dict, value, name: str, key: tuple | None = N
     namespace[name] = value
     shared[key] = name
     return name
+def _sum_axes_known(source: tuple, target: tuple) -> bool:
+    """Whether ``sum_to`` from ``source`` to ``target`` reduces axes known before running: an unknown
+    source size is fine on a leading axis (always summed) or where the target's size is not 1
+    (never summed: the sizes must agree)."""
+    lead = len(source) - len(target)
+    return lead >= 0 and all(size is not None or (axis < lead or target[axis - lead] != 1)
+                             for axis, size in enumerate(source))
+
+
+def _size_product(arg: str, shape: tuple, axes) -> str:
+    """A Python expression for the product of ``shape[a]`` over ``axes``: known sizes as numbers,
+    unknown ones read from ``arg.shape`` (exact: Python ints)."""
+    known = int(np.prod([shape[a] for a in axes if shape[a] is not None], dtype=np.int64))
+    unknown = [f"{arg}.shape[{a}]" for a in axes if shape[a] is None]
+    return " * ".join(([str(known)] if known != 1 or not unknown else []) + unknown)
+
+
+def _direct_call(index, node, deps, args, namespace) -> str | None:
+    """The op's impl written out as the NumPy expression it evaluates, where the sizes it needs are
+    read from the arrays (so unknown sizes cost no Python call of ``impl``); None for other steps.
+
+    Each restates its op's ``impl`` exactly: ``mean`` is ``np.add.reduce`` then a true division by
+    the count (``np.mean``'s arithmetic, as the static lowering above); ``reduced_count`` the count
+    as a 0-d array of the node's dtype; ``expand_dims`` an index with ``None`` at the new axes (the
+    same view ``np.expand_dims`` makes); ``broadcast_like`` ``np.broadcast_to`` to the reference's
+    shape; ``sum_to`` to a reference of the same shape is the input itself, as in ``sum_to_shape``.
+    """
+    inputs = deps[id(node)]
+    if not inputs:
+        return None
+    return _direct_count(index, node, inputs, args, namespace) or _direct_view(index, node, inputs, args,
+                                                                               namespace)
+
+
+def _direct_count(index, node, inputs, args, namespace) -> str | None:
+    """``mean`` and ``reduced_count`` with their counts read from the array's shape (see ``_direct_call``)."""
+    op, cls, source = node.primitive, type(node.primitive), inputs[0].shape
+    if (cls is reduce.Mean and node.dtype.kind == "f" and len(args) == 1 and inputs[0].dtype == node.dtype
+            and all(-len(source) <= a < len(source) for a in op.axes)):
+        namespace[f"f{index}"] = np.add.reduce
+        return (f"f{index}({args[0]}, axis={tuple(op.axes)!r}, keepdims={bool(op.keepdims)}) / "
+                f"({_size_product(args[0], source, op.axes)})")
+    if cls is reduce.ReducedCount and len(args) == 1 and all(0 <= a < len(source) for a in op.axes):
+        namespace[f"d{index}"] = node.dtype
+        return f"_nd({_size_product(args[0], source, op.axes)}, d{index})"
+    return None
+
+
+def _direct_view(index, node, inputs, args, namespace) -> str | None:
+    """``expand_dims``, ``broadcast_like`` and a same-shape ``sum_to`` as views (see ``_direct_call``)."""
+    op, cls, source = node.primitive, type(node.primitive), inputs[0].shape
+    if (cls is shape_ops.ExpandDims and len(args) == 1 and op.axes and node.ndim == len(source) + len(op.axes)
+            and all(0 <= a < node.ndim for a in op.axes)):
+        index_text = ", ".join("None" if axis in op.axes else ":" for axis in range(node.ndim))
+        return f"{args[0]}[{index_text},]"
+    if cls is shape_ops.BroadcastLike and len(args) in (1, 2):
+        namespace[f"f{index}"] = np.broadcast_to
+        target = f"{args[1]}.shape" if len(args) == 2 else repr(tuple(op.shape))
+        return f"f{index}({args[0]}, {target})"
+    if cls is shape_ops.SumTo and len(args) == 2 and source == node.shape and inputs[0].dtype == node.dtype:
+        namespace[f"f{index}"] = op.impl
+        return f"({args[0]} if {args[0]}.shape == {args[1]}.shape else f{index}({args[0]}, {args[1]}))"
+    return None
 
 
 # ---- the function around the steps -------------------------------------------------------------

@@ -51,6 +51,15 @@ def _target_shape(op, ref) -> tuple:
     return ref[0].shape if ref else op.shape
 
 
+def _inferred_target(op, ref) -> tuple:
+    """The target shape as far as it is known before running: the reference input's when that is
+    fully known (it is what ``_target_shape`` takes at run time; e.g. a graph cloned with the
+    sizes of a call's feeds), else the op's own, with its unknown sizes."""
+    if ref and None not in ref[0].shape and len(ref[0].shape) == len(op.shape):
+        return ref[0].shape
+    return op.shape
+
+
 # ---- internal shape-reference ops -------------------------------------------------------
 
 @op_dataclass
@@ -65,8 +74,9 @@ class SumTo(Op):
     nondiff_inputs = (1,)
 
     def infer(self, x, *ref):
-        broadcast_shapes(self.name, [x.shape, self.shape])
-        return self.shape, x.dtype
+        target = _inferred_target(self, ref)
+        broadcast_shapes(self.name, [x.shape, target])
+        return target, x.dtype
 
     def impl(self, x, *ref):
         return sum_to_shape(x, _target_shape(self, ref))
@@ -97,7 +107,7 @@ class BroadcastLike(Op):
     nondiff_inputs = (1,)
 
     def infer(self, x, *ref):
-        return broadcast_to_shape(self.name, x.shape, self.shape), x.dtype
+        return broadcast_to_shape(self.name, x.shape, _inferred_target(self, ref)), x.dtype
 
     def impl(self, x, *ref):
         return np.broadcast_to(x, _target_shape(self, ref))
@@ -118,7 +128,7 @@ class ReshapeLike(Op):
     nondiff_inputs = (1,)
 
     def infer(self, x, *ref):
-        return self.shape, x.dtype
+        return _inferred_target(self, ref), x.dtype
 
     def impl(self, x, *ref):
         return np.reshape(x, _target_shape(self, ref))
