@@ -25,15 +25,21 @@ itself).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from graphc.graph import InnerGraph, clone
 from graphc.leaves import placeholder
 from graphc.op import Output, apply
-from graphc.passes.core import fired
 from graphc.scan import Scan
 from graphc.tensor import Tensor, toposort
 
 _LAST = (("int", -1),)
+#: ``count(rule name, times)``: where the loop rewrites count their firings
+Count = Callable[[str, int], None]
+
+
+def _not_counted(rule: str, times: int = 1) -> None:
+    """The default ``count``: firings go nowhere."""
 
 
 def _reached_inputs(body_outputs, inputs) -> list[set[int]]:
@@ -48,7 +54,8 @@ def _reached_inputs(body_outputs, inputs) -> list[set[int]]:
 
 
 
-def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], outer_nonseqs: list[Tensor]):
+def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], outer_nonseqs: list[Tensor],
+           count: Count):
     """Move loop-invariant body nodes out; returns (body inputs, body outputs, outer non-sequences)."""
     first_nonseq = op.n_sequences + op.n_states
     variant: dict[int, bool] = {}
@@ -77,7 +84,7 @@ def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], oute
     if not roots:
         return body_inputs, body_outputs, outer_nonseqs
     hoisted = list(roots.values())
-    fired("scan.hoist", len(hoisted))
+    count("scan.hoist", len(hoisted))
     binding = dict(zip(body_inputs[first_nonseq:], outer_nonseqs))
     outer = clone(hoisted, binding)
     new_args = [placeholder(f"hoisted {t.op}", t.shape, t.dtype) for t in hoisted]
@@ -89,7 +96,7 @@ class _ScanRewrite:
     """The new node for one scan node, and where each old output (and ``trace[-1]`` reader) went."""
 
     def __init__(self, node: Tensor, inputs: list[Tensor], consumers: dict[int, list[Tensor]],
-                 output_ids: set[int], optimize_body) -> None:
+                 output_ids: set[int], optimize_body, count: Count) -> None:
         op: Scan = node.primitive
         self.node = None          # the new scan node (None: unchanged)
         self.emit_map: dict[int, int] = {}
@@ -165,18 +172,18 @@ class _ScanRewrite:
             for reader in readers:
                 self.last_readers[id(reader)] = where[entry]
         if switch:
-            fired("scan.last_state", len(switch))
+            count("scan.last_state", len(switch))
         dropped_emits = len(op.emits) - len({e for e in op.emits if e[0] in used_modes
                                              and e[1] in used_modes[e[0]]})
         if dropped_emits:
-            fired("scan.drop_output", dropped_emits)
+            count("scan.drop_output", dropped_emits)
         changed |= bool(dropped_emits) or bool(switch) or len(emits) != len(op.emits)
         changed |= [op.emits[i] for i in sorted(self.emit_map)] != [emits[self.emit_map[i]]
                                                                      for i in sorted(self.emit_map)]
         # the new body: kept states, kept outputs, loop invariants out; inputs the outputs still read
         new_outputs = [body_outputs[j] for j in kept_states + kept_others]
         before = len(body_inputs)
-        body_inputs, new_outputs, nonseqs = _hoist(op, body_inputs, new_outputs, nonseqs)
+        body_inputs, new_outputs, nonseqs = _hoist(op, body_inputs, new_outputs, nonseqs, count)
         changed |= len(body_inputs) != before
         reached_any = set().union(*_reached_inputs(new_outputs, body_inputs)) if new_outputs else set()
         hinted = {hints[j] for j in kept_others if hints[j] >= 0}
@@ -186,7 +193,7 @@ class _ScanRewrite:
         keep_nonseqs = [i for i in range(len(nonseqs)) if ns + nst + i in reached_any]
         dropped_inputs = (ns - len(keep_seqs)) + (len(nonseqs) - len(keep_nonseqs))
         if dropped_inputs:
-            fired("scan.drop_input", dropped_inputs)
+            count("scan.drop_input", dropped_inputs)
         changed |= bool(dropped_inputs) or len(kept_states) != nst or len(kept_others) != len(body_outputs) - nst
         if not changed:
             return
@@ -217,7 +224,7 @@ def _extends(small: Scan, big: Scan) -> bool:
     return prefix.key == small.body.key
 
 
-def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
+def _merge_twins(outputs: list[Tensor], order: list[Tensor], count: Count) -> list[Tensor]:
     """scan(...) and a twin emitting more of the same loop's values, on the same inputs -> one loop."""
     groups: dict[tuple, list[Tensor]] = {}
     for node in order:
@@ -243,7 +250,7 @@ def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
     for node in order:
         if id(node) in into:
             smalls.setdefault(id(into[id(node)]), []).append(node)
-    fired("scan.merge", len(into))
+    count("scan.merge", len(into))
     memo: dict[int, Tensor] = {}
     for node in order:
         inputs = [memo[id(p)] for p in node.inputs]
@@ -282,18 +289,20 @@ def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
     return [memo[id(t)] for t in outputs]
 
 
-def optimize_scans(outputs: list[Tensor], optimize_body=None) -> list[Tensor]:
+def optimize_scans(outputs: list[Tensor], optimize_body=None, count: Count | None = None) -> list[Tensor]:
     """Optimize every scan node's body and loop (see the module docstring).
 
     ``optimize_body(outputs)`` optimizes a body's outputs: the default pipeline, which
     graphc/passes/pipeline.py passes in (this module does not import the pipeline back); by
-    default bodies are left as they are.
+    default bodies are left as they are. ``count(rule, times)`` counts firings (the pipeline
+    passes its context's; by default they are not counted).
     """
+    count = count if count is not None else _not_counted
     optimize_body = optimize_body if optimize_body is not None else (lambda body_outputs: body_outputs)
     order = toposort(outputs)
     if not any(isinstance(node.primitive, Scan) for node in order):
         return outputs
-    merged = _merge_twins(outputs, order)
+    merged = _merge_twins(outputs, order, count)
     if any(a is not b for a, b in zip(merged, outputs)):
         outputs = merged
         order = toposort(outputs)
@@ -311,7 +320,7 @@ def optimize_scans(outputs: list[Tensor], optimize_body=None) -> list[Tensor]:
         inputs = [memo[id(p)] for p in node.inputs]
         primitive = node.primitive
         if isinstance(primitive, Scan):
-            rewrite = _ScanRewrite(node, inputs, consumers, output_ids, optimize_body)
+            rewrite = _ScanRewrite(node, inputs, consumers, output_ids, optimize_body, count)
             if rewrite.node is not None:
                 rewrites[id(node)] = rewrite
                 memo[id(node)] = rewrite.node
