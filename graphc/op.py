@@ -25,6 +25,8 @@ from graphc.types import as_dtype, known_size, normalize_shape
 
 #: Every op class by name; the safe loader accepts only these.
 REGISTRY: dict[str, type[Op]] = {}
+#: op class -> the key text shared by its instances (b"": the class has parameters, keyed per instance)
+_CLASS_KEYS: dict[type, bytes] = {}
 
 
 class Op:
@@ -113,7 +115,13 @@ class Op:
 
     def key_bytes(self, node: Tensor) -> bytes:
         """Bytes identifying this op and its parameters (input keys are added by the caller)."""
-        return f"{self.name}{sorted(self.params().items())!r}".encode()
+        cls = type(self)
+        fixed = _CLASS_KEYS.get(cls)
+        if fixed is None:
+            # an op class without parameters has one key text for all its instances: made once
+            plain = cls.params is Op.params and dataclasses.is_dataclass(cls) and not dataclasses.fields(cls)
+            fixed = _CLASS_KEYS[cls] = f"{self.name}[]".encode() if plain else b""
+        return fixed or f"{self.name}{sorted(self.params().items())!r}".encode()
 
     def __call__(self, *inputs, name: str | None = None) -> Tensor:
         return apply(self, *inputs, name=name)

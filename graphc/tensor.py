@@ -73,6 +73,18 @@ def _has_key(node: Tensor) -> bool:
     return node._key is not None
 
 
+def _set_key(node: Tensor) -> str:
+    """Digest ``node``'s key from its op, type and its (keyed) inputs' keys, and cache it on the node."""
+    digest = hashlib.blake2b(node.primitive.key_bytes(node), digest_size=16)
+    digest.update(_dtype_text(node.dtype))
+    digest.update(repr(node.shape).encode())
+    for parent in node.inputs:
+        digest.update(parent._key.encode())
+    key = digest.hexdigest()
+    object.__setattr__(node, "_key", key)
+    return key
+
+
 class Tensor:
     """A node of the graph. Build tensors with graphc's functions, not directly."""
 
@@ -196,16 +208,16 @@ class Tensor:
 
         Stable across processes: it uses no ``id()`` or ``hash()``.
         """
-        if self._key is None:
-            # only the ancestors without a key yet are visited: keying a graph node by node is linear
-            for node in toposort([self], skip=_has_key):
-                digest = hashlib.blake2b(node.primitive.key_bytes(node), digest_size=16)
-                digest.update(_dtype_text(node.dtype))
-                digest.update(repr(node.shape).encode())
-                for parent in node.inputs:
-                    digest.update(parent._key.encode())
-                object.__setattr__(node, "_key", digest.hexdigest())
-        return self._key
+        key = self._key
+        if key is None:
+            for parent in self.inputs:
+                if parent._key is None:
+                    # only the ancestors without a key yet are visited: keying a graph node by node is linear
+                    for node in toposort([self], skip=_has_key):
+                        _set_key(node)
+                    return self._key
+            key = _set_key(self)  # the usual case in the passes: the inputs are keyed, one digest
+        return key
 
     # ---- rebuilding -----------------------------------------------------------------
     def with_inputs(self, inputs: Sequence[Tensor], *, name=_KEEP, site=_KEEP, is_gradient=_KEEP,
