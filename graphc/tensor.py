@@ -41,7 +41,12 @@ def user_site() -> tuple[str, int] | None:
         frame = frame.f_back
     if frame is None:
         return None
-    return (frame.f_code.co_filename, frame.f_lineno)
+    site = (frame.f_code.co_filename, frame.f_lineno)
+    return _SITES.setdefault(site, site)  # one tuple per source line, shared by its nodes (memory per node)
+
+
+#: every user site seen, so that the nodes made on one line share one tuple
+_SITES: dict[tuple[str, int], tuple[str, int]] = {}
 
 
 class building_gradient:
@@ -127,7 +132,7 @@ class Tensor:
         setattr_(self, "primitive", primitive)
         setattr_(self, "inputs", tuple(inputs))
         setattr_(self, "shape", tuple(shape))
-        setattr_(self, "dtype", np.dtype(dtype))
+        setattr_(self, "dtype", dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
         setattr_(self, "name", name)
         setattr_(self, "site", site if site is not None else user_site())
         setattr_(self, "is_gradient", _in_gradient() if is_gradient is None else is_gradient)

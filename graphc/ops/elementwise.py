@@ -48,10 +48,21 @@ class Elementwise(Op):
         return function(*arrays)
 
     def infer(self, *inputs):
-        shape = broadcast_shapes(self.name, [t.shape for t in inputs])
+        shapes = [t.shape for t in inputs]
+        first = shapes[0]
+        # the common case, inputs of one shape, needs no broadcasting
+        shape = first if all(s == first for s in shapes) else broadcast_shapes(self.name, shapes)
         return shape, self.result_dtype(*(t.dtype for t in inputs))
 
     def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
+        # NumPy's type resolution is a pure function of (ufunc, input dtypes): resolved once per pair
+        key = (self.ufunc, dtypes)
+        found = _RESOLVED.get(key)
+        if found is None:
+            found = _RESOLVED[key] = self._resolve(dtypes)
+        return found
+
+    def _resolve(self, dtypes: tuple[np.dtype, ...]) -> np.dtype:
         if self.ufunc is None:
             return float_dtype(np.result_type(*dtypes))
         try:
@@ -59,6 +70,11 @@ class Elementwise(Op):
         except TypeError as exc:
             listed = ", ".join(str(d) for d in dtypes)
             raise DTypeError(f"{self.name}: no implementation for input dtypes ({listed})") from exc
+
+
+#: (ufunc or None, input dtypes) -> the result dtype of ``Elementwise.result_dtype`` (a small table:
+#: one entry per ufunc and dtype combination used)
+_RESOLVED: dict[tuple, np.dtype] = {}
 
 
 def _sympy_number(sp, value: float):
