@@ -197,11 +197,21 @@ def weak_constant(value, strong_dtypes: Sequence[np.dtype]) -> Tensor:
     if not strong_dtypes:
         return constant(value)
     try:
-        dtype = np.result_type(*strong_dtypes, value)
-        return constant(np.asarray(value, dtype=dtype))
+        # NumPy 2's weak-scalar promotion depends on the scalar's type, not its value: resolved once
+        key = (type(value), *strong_dtypes)
+        dtype = _WEAK_DTYPES.get(key)
+        if dtype is None:
+            dtype = _WEAK_DTYPES[key] = np.result_type(*strong_dtypes, value)
+        array = np.array(value, dtype=dtype)
     except (OverflowError, TypeError) as exc:
         raise DTypeError(f"the Python scalar {value!r} does not fit the dtype "
                          f"{np.result_type(*strong_dtypes)} of the tensor it combines with") from exc
+    array.flags.writeable = False  # (a fresh 0-d array of a supported dtype: what ``constant`` would make)
+    return Tensor(Constant(array), (), (), array.dtype)
+
+
+#: (Python scalar type, strong dtypes...) -> the dtype NumPy 2 gives the scalar among them
+_WEAK_DTYPES: dict[tuple, np.dtype] = {}
 
 
 def as_inputs(op: Op, inputs: Sequence) -> list[Tensor]:

@@ -50,8 +50,8 @@ class Elementwise(Op):
     def infer(self, *inputs):
         shapes = [t.shape for t in inputs]
         first = shapes[0]
-        # the common case, inputs of one shape, needs no broadcasting
-        shape = first if all(s == first for s in shapes) else broadcast_shapes(self.name, shapes)
+        # the common cases, inputs of one shape (and 0-d ones with them), need no broadcasting
+        shape = first if all(s == first or s == () for s in shapes) else broadcast_shapes(self.name, shapes)
         return shape, self.result_dtype(*(t.dtype for t in inputs))
 
     def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
