@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import os
 import sys
 import threading
@@ -234,12 +235,18 @@ class Tensor:
         more specific shape). Every pass and clone rebuilds nodes with this method.
         """
         inputs = tuple(inputs)
-        name = self.name if name is _KEEP else name
-        site = self.site if site is _KEEP else site
-        is_gradient = self.is_gradient if is_gradient is _KEEP else is_gradient
-        if (name == self.name and site == self.site and is_gradient == self.is_gradient
-                and len(inputs) == len(self.inputs) and all(a is b for a, b in zip(inputs, self.inputs))):
-            return self
+        old = self.inputs
+        same = len(inputs) == len(old) and all(map(operator.is_, inputs, old))
+        if name is _KEEP and site is _KEEP and is_gradient is _KEEP:  # the passes' usual call
+            if same:
+                return self
+            name, site, is_gradient = self.name, self.site, self.is_gradient
+        else:
+            name = self.name if name is _KEEP else name
+            site = self.site if site is _KEEP else site
+            is_gradient = self.is_gradient if is_gradient is _KEEP else is_gradient
+            if same and name == self.name and site == self.site and is_gradient == self.is_gradient:
+                return self
         shape, dtype = self.primitive.infer(*inputs) if retype else (self.shape, self.dtype)
         return Tensor(self.primitive, inputs, shape, dtype, name=name, site=site, is_gradient=is_gradient)
 

@@ -129,11 +129,12 @@ def optimize(outputs, report: bool = False, pipeline: Sequence[tuple[str, Pass]]
         raise TypeError("optimize: pipeline must be a sequence of (name, pass) pairs, such as "
                         "graphc.passes.DEFAULT_PIPELINE or FUSING_PIPELINE")
     flat, spec = flatten(outputs)
+    if not report:  # no report: nothing counted, no extra traversals
+        return unflatten(spec, run_pipeline(flat, pipeline))
     result = Report()
     start = time.perf_counter()
     result.before = op_counts(flat)
     optimized = run_pipeline(flat, pipeline, RewriteContext(report=result))
     result.after = op_counts(optimized)
     result.seconds = time.perf_counter() - start
-    structured = unflatten(spec, optimized)
-    return (structured, result) if report else structured
+    return unflatten(spec, optimized), result
