@@ -26,7 +26,15 @@ from graphc.types import format_shape
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _serials = itertools.count()
-_local = threading.local()
+
+
+class _State(threading.local):
+    #: how many ``building_gradient`` blocks the thread is in (a class default: reading it never fails,
+    #: which a missing thread-local attribute with ``getattr(..., 0)`` does, slowly, on every node)
+    gradient_depth = 0
+
+
+_local = _State()
 
 #: the ops behind Tensor's operators and methods (``x + y``, ``x.sum()``, ``x[i]``, ``with_name``):
 #: ops are built on Tensor, so they sit a layer above it and ``graphc.ops`` provides them at import
@@ -54,14 +62,14 @@ class building_gradient:
     """Context manager: tensors built inside are marked as gradient nodes."""
 
     def __enter__(self) -> None:
-        _local.gradient_depth = getattr(_local, "gradient_depth", 0) + 1
+        _local.gradient_depth += 1
 
     def __exit__(self, *exc_info) -> None:
         _local.gradient_depth -= 1
 
 
 def _in_gradient() -> bool:
-    return getattr(_local, "gradient_depth", 0) > 0
+    return _local.gradient_depth > 0
 
 
 _KEEP = object()  # with_inputs: keep this metadata as it is

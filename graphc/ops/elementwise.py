@@ -48,11 +48,17 @@ class Elementwise(Op):
         return function(*arrays)
 
     def infer(self, *inputs):
-        shapes = [t.shape for t in inputs]
-        first = shapes[0]
-        # the common cases, inputs of one shape (and 0-d ones with them), need no broadcasting
-        shape = first if all(s == first or s == () for s in shapes) else broadcast_shapes(self.name, shapes)
-        return shape, self.result_dtype(*(t.dtype for t in inputs))
+        # the common cases (one input; two of one shape, or one of them 0-d) need no broadcasting
+        if len(inputs) == 1:
+            x = inputs[0]
+            return x.shape, self.result_dtype(x.dtype)
+        if len(inputs) == 2:
+            a, b = inputs
+            shape = a.shape if a.shape == b.shape or b.shape == () else b.shape if a.shape == () else None
+            if shape is not None:
+                return shape, self.result_dtype(a.dtype, b.dtype)
+        shape = broadcast_shapes(self.name, [t.shape for t in inputs])
+        return shape, self.result_dtype(*[t.dtype for t in inputs])
 
     def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
         # NumPy's type resolution is a pure function of (ufunc, input dtypes): resolved once per pair
