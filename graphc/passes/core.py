@@ -263,14 +263,16 @@ _OpRules = tuple[tuple[int, tuple[tuple[Rule, str, bool], ...]], ...]
 class _Rewriter:
     """One bottom-up pass: every node settled (rules to a fixed point, then merged) after its inputs."""
 
-    def __init__(self, families: Sequence[tuple[str, RuleTable]], context: RewriteContext, merge: bool) -> None:
+    def __init__(self, families: Sequence[tuple[str, RuleTable]], context: RewriteContext, merge: bool,
+                 timed: bool) -> None:
         self.families = families
         self.context = context
         self.table: dict[str, _OpRules] = {}
         # id -> tensor for every tensor in final (rewritten) form; holds them alive
         self.settled: dict[int, Tensor] = {}
         self.by_key: dict[str, Tensor] | None = {} if merge else None
-        self.seconds = [0.0] * len(families)
+        # seconds per family (None: not timed, no clock read per node)
+        self.seconds: list[float] | None = [0.0] * len(families) if timed else None
         self.merge_seconds = 0.0
         self.merged = self.reordered = 0
 
@@ -288,6 +290,16 @@ class _Rewriter:
     def first_firing(self, node: Tensor, families: _OpRules) -> tuple[Tensor, str] | None:
         """The first rule (families in order) that rewrites ``node``: (its result, its name), or None."""
         context, seconds = self.context, self.seconds
+        if seconds is None:  # not timed
+            for _, rules in families:
+                for rule, name, with_context in rules:
+                    try:
+                        result = rule(node, context) if with_context else rule(node)
+                    except GraphcError:
+                        continue
+                    if result is not None and result is not node:
+                        return result, name
+            return None
         clock = time.perf_counter()
         for index, rules in families:
             for rule, name, with_context in rules:
@@ -336,9 +348,12 @@ class _Rewriter:
     def _merged(self, node: Tensor) -> Tensor:
         by_key = self.by_key
         if by_key is not None:
-            start = time.perf_counter()
-            twin = by_key.setdefault(node.key, node)  # the inputs are keyed already: one digest
-            self.merge_seconds += time.perf_counter() - start
+            if self.seconds is None:
+                twin = by_key.setdefault(node.key, node)  # the inputs are keyed already: one digest
+            else:
+                start = time.perf_counter()
+                twin = by_key.setdefault(node.key, node)
+                self.merge_seconds += time.perf_counter() - start
             if twin is not node:
                 self.merged += 1
                 return twin
@@ -403,7 +418,8 @@ def rewrite(outputs: Sequence[Tensor], rules, protected: Sequence[Tensor] = (), 
     outputs = list(outputs)
     hidden = {t: Tensor(_Hidden(), (), t.shape, t.dtype, name=t.name, site=t.site, is_gradient=t.is_gradient)
               for t in protected if t.inputs}
-    rewriter = _Rewriter(families, context, merge)
+    timed = timed and context.report is not None
+    rewriter = _Rewriter(families, context, merge, timed)
     if not hidden:
         result = rewriter.run(outputs)
     else:
