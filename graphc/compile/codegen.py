@@ -1,0 +1,350 @@
+"""Stage 5, code generation: the plan's ``run`` as straight-line Python source, one line per step.
+
+Each step is one call: a NumPy function with ``out=`` where buffer assignment chose a
+buffer (a large array without one may take a spare buffer the caller passes, ``_grab``),
+``x.T``, ``sum_to`` and ``mean`` as one reduction, else the op's ``impl``. Values live in
+recycled local names: a result takes the name of an input that dies at its step.
+Scalar graphs (every value 0-d) run on NumPy scalars with Python operators, an order of
+magnitude cheaper per op than ufunc calls on 0-d arrays; the results are the same IEEE
+operations. Outputs and update values that could alias a feed, a variable, a constant or
+another output are copied; everything else is returned as is. No per-step bookkeeping:
+when an op raises, the failing line of the generated code tells which step it was, and the
+``ExecutionError`` names the op, its input shapes and the user's source line.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from graphc.errors import ExecutionError
+from graphc.numerics import instrument
+from graphc.ops import elementwise as ew
+from graphc.ops import linalg, reduce
+from graphc.ops import shape as shape_ops
+from graphc.tensor import Tensor
+
+from . import runtime
+from .plan import Plan, Program
+from .runtime import SPARE_MIN_BYTES
+from .steps import kernel, static
+
+
+def generate(program: Program) -> Program:
+    """Stage 5: writes, compiles and wraps the ``run`` function into ``program.plan``."""
+    steps, deps, names = program.steps, program.deps, program.names
+    options, roots, updates = program.options, program.roots, program.updates
+    inplace = options.inplace
+    for index, node in enumerate(steps):
+        names[id(node)] = f"v{index}"
+    namespace: dict[str, object] = {"_as_array": runtime.as_array, "_copy": runtime.copy, "_nd": np.array,
+                                    "_grab": runtime.grab, "_fresh": runtime.fresh}
+    scalar = not inplace and options.scalar_mode and bool(steps) and all(n.shape == () for n in program.order)
+    if scalar:
+        lines, kinds, line_step = _scalar_body(steps, deps, names, namespace)
+        scalar = lines is not None
+    if scalar:
+        namespace.update((key, value[()]) for key, value in program.defaults.items())
+    else:
+        namespace.update(program.defaults)
+        kinds = program.kinds
+        lines, line_step = _emit_lines(program, kinds, namespace)
+    if options.check_numerics:
+        instrument(lines, line_step, steps, deps, names, namespace, program.inputs, program.variables)
+    n_outputs = program.n_outputs
+    escaped = _escapes(roots[:n_outputs] if inplace else roots, names, steps, scalar)
+    if inplace:
+        escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
+    source, offset = _source(len(program.inputs), len(program.variables), len(updates), namespace, lines, escaped,
+                             scalar, inplace, options.check_numerics)
+    step_of_line = {offset + line: step for line, step in line_step.items()}
+    namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line, program.fused,
+                                             program.writes, updates, inplace)
+    exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
+    program.plan = Plan(program.inputs, tuple(program.variables), program.outputs, updates, tuple(steps), source,
+                        namespace["run"], tuple(kinds), scalar, inplace, bool(options.check_numerics),
+                        tuple(program.fired.get(id(n), "") for n in steps))
+    return program
+
+
+# ---- scalar graphs ---------------------------------------------------------------------------
+
+def _scalar_body(steps, deps, names, namespace):
+    lines: list[str] = []
+    kinds: list[str] = []
+    line_step: dict[int, int] = {}
+    for index, node in enumerate(steps):
+        inputs = deps[id(node)]
+        expression = _scalar_expression(node, [names[id(p)] for p in inputs], inputs, namespace,
+                                        str(index))
+        if expression is None:
+            return None, None, None
+        line_step[len(lines)] = index
+        lines.append(f"v{index} = {expression}")
+        kinds.append("scalar")
+    return lines, kinds, line_step
+
+
+def _scalar_dtype(expression: str, dtypes: list[np.dtype]) -> np.dtype | None:
+    """The dtype ``expression`` gives on NumPy scalars (ones) of these dtypes, or None if it fails there."""
+    names = [f"a{k}" for k in range(len(dtypes))]
+    try:
+        with np.errstate(all="ignore"):
+            value = eval(expression.format(*names), {"__builtins__": {}},  # noqa: S307 - the op's own declaration
+                         {n: d.type(1) for n, d in zip(names, dtypes)})
+    except Exception:  # noqa: BLE001 - then the ufunc lowering is used
+        return None
+    return getattr(value, "dtype", None)
+
+
+def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], namespace: dict,
+                       tag: str) -> str | None:
+    """A Python expression computing ``node`` on NumPy scalars, or None."""
+    op = node.primitive
+    cls = type(op)
+    expression = getattr(op, "scalar_expr", None)
+    if expression is not None:
+        skip = op.nondiff_inputs
+        operands = {p.dtype for k, p in enumerate(inputs) if k not in skip}
+        # The same IEEE operation when the operands have the node's dtype or, for a comparison, share one.
+        # Operators on NumPy scalars call the very ufuncs, so they also do for mixed dtypes, as long as they
+        # give the node's dtype (np.square of a bool is int8, bool * bool stays bool); a conditional picks
+        # one operand, so it needs them all of the node's dtype.
+        if operands == {node.dtype} or (node.dtype == np.bool_ and len(operands) == 1) or (
+                " if " not in expression and _scalar_dtype(expression, [p.dtype for p in inputs]) == node.dtype):
+            return expression.format(*args)
+    if cls is ew.ZerosLike or cls is ew.OnesLike:
+        namespace[f"_k{tag}"] = node.dtype.type(0 if cls is ew.ZerosLike else 1)
+        return f"_k{tag}"
+    if cls is ew.Cast:
+        if inputs[0].dtype == np.dtype(bool):
+            namespace[f"_one{tag}"], namespace[f"_zero{tag}"] = node.dtype.type(1), node.dtype.type(0)
+            return f"(_one{tag} if {args[0]} else _zero{tag})"
+        if node.dtype.kind == "f" and inputs[0].dtype.kind in "biuf":
+            namespace[f"_t{tag}"] = node.dtype.type
+            return f"_t{tag}({args[0]})"
+        return None
+    function = kernel(node)
+    if function is not None:
+        namespace[f"_u{tag}"] = function
+        return f"_u{tag}({', '.join(args)})"
+    if cls is ew.Relu:
+        namespace[f"_u{tag}"], namespace[f"_z{tag}"] = np.maximum, np.zeros((), node.dtype)[()]
+        return f"_u{tag}({args[0]}, _z{tag})"
+    return None
+
+
+# ---- array graphs ------------------------------------------------------------------------------
+
+def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[list[str], dict[int, int]]:
+    """One line per step (plus ``del`` lines), values living in recycled local names.
+
+    A step's result takes the name ("register") of an input that dies there, so rebinding
+    drops the old value with no ``del`` line (fewer lines to compile, the same lifetimes).
+    ``names`` ends up mapping each value to its name while it lives.
+    """
+    steps, deps, names = program.steps, program.deps, program.names
+    target, taken_at, frees = program.target, program.taken_at, program.frees
+    fused, writes = program.fused, program.writes
+    lines: list[str] = []
+    line_step: dict[int, int] = {}
+    register: dict[int, str] = {}
+    free_registers: list[str] = []
+    registers_made = 0
+    live: dict[str, int] = {}  # name -> the value it holds
+    for index, node in enumerate(steps):
+        dying = frees.get(index, ())
+        mine = target.get(index)
+        if id(node) in fused or id(node) in writes:
+            name = f"t{fused.get(id(node), writes.get(id(node)))}"
+        elif mine is not None and mine in register and mine in dying:
+            name = register[mine]
+        else:
+            name = next((register[k] for k in dying if k in register), None)
+            if name is None:
+                if not free_registers:
+                    free_registers.append(f"r{registers_made}")
+                    registers_made += 1
+                name = free_registers.pop()
+        out = f", out={names[target[index]]}" if index in target else ""
+        if id(node) in fused:
+            out = f", out={name}"
+        call = _step_call(index, node, deps, names, kinds, out, name, namespace, program)
+        if id(node) in taken_at and kinds[index] in ("call", "special", "T", "reshape"):
+            # a later step writes into this value's buffer: it must be one the plan allocated
+            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[id(node)])})"
+        line_step[len(lines)] = index
+        lines.append(f"{name} = {call}")
+        dead = []
+        for key in dying:
+            old = names[key]
+            if old != name:
+                dead.append(old)
+                if key in register:
+                    free_registers.append(old)
+        # invariant: a name is rebound only when the value it held has died here
+        if name in live and live[name] not in dying:
+            raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
+        for key in dying:
+            live.pop(names[key], None)
+        register[id(node)] = names[id(node)] = name
+        live[name] = id(node)
+        if dead:
+            lines.append("del " + ", ".join(sorted(dead)))
+    return lines, line_step
+
+
+def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -> str:
+    """The expression computing step ``index`` (its callables go into ``namespace``)."""
+    cls = type(node.primitive)
+    args = [names[id(p)] for p in deps[id(node)]]
+    kind = kinds[index]
+    if (not out and kind in ("ufunc", "matmul") and static(node)
+            and int(np.prod(node.shape)) * node.dtype.itemsize >= SPARE_MIN_BYTES):
+        out = f", out=_grab(_spare, {(node.shape, node.dtype.str)!r})"
+        kinds[index] = kind + "+spare"
+    if kind == "call":
+        return _cheap_call(index, node, deps, args, kinds, namespace, program.compile_graph)
+    if kind == "write":
+        namespace[f"f{index}"] = functools.partial(runtime.write, node.shape, node.dtype, node.primitive.variable)
+        return f"f{index}({name}, {args[0]})"
+    if kind == "copy":
+        return f"_copy({args[0]})"
+    if kind == "special":
+        namespace[f"f{index}"] = program.special[id(node)]
+        return f"f{index}({', '.join(args)})"
+    if cls is ew.Relu:
+        namespace[f"f{index}"], namespace[f"z{index}"] = np.maximum, np.zeros((), node.dtype)
+        return f"f{index}({args[0]}, z{index}{out})"
+    # Matmul.impl is exactly np.matmul
+    namespace[f"f{index}"] = np.matmul if cls is linalg.Matmul else kernel(node)
+    return f"f{index}({', '.join(args)}{out})"
+
+
+def _cheap_call(index, node, deps, args, kinds, namespace, compile_graph) -> str:
+    """A step without ``out=``: ``x.T``, ``sum_to`` and ``mean`` as one reduction, else the op's impl."""
+    cls = type(node.primitive)
+    source = deps[id(node)][0].shape if deps[id(node)] else ()
+    if cls is shape_ops.Transpose and tuple(node.primitive.axes) == tuple(reversed(range(len(node.shape)))):
+        kinds[index] = "T"
+        return f"{args[0]}.T"
+    if (cls is shape_ops.SumTo and static(node) and len(args) == 1 and static(deps[id(node)][0])
+            and node.dtype.kind == "f"):
+        lead = len(source) - len(node.shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, size in enumerate(node.shape)
+                                          if size == 1 and source[lead + i] != 1)
+        if not axes:
+            kinds[index] = "reshape"
+            return f"{args[0]}.reshape({node.shape!r})"
+        namespace[f"f{index}"] = np.add.reduce
+        kinds[index] = "reduce"
+        keep = len(axes) != lead  # size-1 axes kept: reduce with keepdims, then drop the lead
+        call = f"f{index}({args[0]}, axis={axes!r}, keepdims={keep})"
+        return call + f".reshape({node.shape!r})" if keep else call
+    if (cls is reduce.Mean and node.dtype.kind == "f" and len(args) == 1
+            and deps[id(node)][0].dtype == node.dtype and None not in source):
+        # np.mean's own arithmetic (a sum, then a true division by the count) without its
+        # Python-level wrapper
+        items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
+        namespace[f"f{index}"] = np.add.reduce
+        kinds[index] = "reduce"
+        return (f"f{index}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
+                f"keepdims={bool(node.primitive.keepdims)}) / {items}")
+    compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
+    namespace[f"f{index}"] = compiled(compile_graph) if compiled is not None else node.primitive.impl
+    return f"f{index}({', '.join(args)})"
+
+
+# ---- the function around the steps -------------------------------------------------------------
+
+def _escapes(escaping: list[Tensor], names: dict[int, str], steps: list[Tensor], scalar: bool) -> list[str]:
+    """The returned expressions: outputs and update values escape to the caller, so whatever could
+    alias a feed, a variable, a constant, a view or another output is copied."""
+    escaped: list[str] = []
+    seen: set[int] = set()
+    step_ids = {id(n) for n in steps}
+    for tensor in escaping:
+        name = names[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
+        if scalar:
+            escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar
+        elif id(tensor) not in step_ids or tensor.primitive.view or id(tensor) in seen:
+            escaped.append(f"_copy({name})")
+        elif static(tensor):
+            escaped.append(name)  # a fresh ndarray this call allocated
+        else:
+            escaped.append(f"_as_array({name})")  # fresh, but maybe a NumPy scalar
+        seen.add(id(tensor))
+    return escaped
+
+
+def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, lines: list[str],
+            escaped: list[str], scalar: bool, inplace: bool, check_numerics: bool) -> tuple[str, int]:
+    """The ``run`` function's source, and the line number of its first body line minus one."""
+    params = "feeds, variables, targets, _spare=None" if inplace else "feeds, variables, _spare=None"
+    header = [f"def run({params}" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
+    if n_inputs:
+        header.append("    " + "".join(f"x{k}, " for k in range(n_inputs)) + "= feeds")
+    if n_variables:
+        header.append("    " + "".join(f"w{k}, " for k in range(n_variables)) + "= variables")
+    if inplace:
+        header.append("    " + "".join(f"t{k}, " for k in range(n_updates)) + "= targets")
+    if scalar:
+        header.extend(f"    x{k} = x{k}[()]" for k in range(n_inputs))
+        header.extend(f"    w{k} = w{k}[()]" for k in range(n_variables))
+    if check_numerics:
+        header.insert(1, "    _check_leaves(feeds, variables)")
+    header.append("    try:")
+    body = [f"        {line}" for line in lines] or ["        pass"]
+    footer = (["    except _NumericsError:", "        raise"] if check_numerics else []) + [
+              "    except Exception as exc:",
+              "        raise _failure(exc) from exc",
+              f"    return ({''.join(e + ', ' for e in escaped)})"]
+    return "\n".join(header + body + footer) + "\n", len(header) + 1  # line numbers start at 1
+
+
+def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates, inplace):
+    """The plan's ``_failure``: the ExecutionError for an exception raised at a line of ``run``."""
+    # in-place plans: the line writing each update (a write step, or a step computing into the storage)
+    write_lines = sorted((line, fused.get(id(steps[step]), writes.get(id(steps[step]))))
+                         for line, step in step_of_line.items()
+                         if id(steps[step]) in fused or id(steps[step]) in writes)
+    update_names = [var.name or f"<variable {k}>" for k, (var, _) in enumerate(updates)]
+
+    def failure(exc: Exception) -> ExecutionError:
+        tb = exc.__traceback__
+        step = step_of_line.get(tb.tb_lineno) if tb is not None else None
+        if step is None:  # pragma: no cover - only the op lines can raise
+            return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
+        node = steps[step]
+        frame_locals = tb.tb_frame.f_locals
+        arrays = [frame_locals.get(names[id(p)], defaults.get(names[id(p)])) for p in deps[id(node)]]
+        if id(node) in writes:
+            error = ExecutionError(f"update of variable {update_names[writes[id(node)]]!r} failed: {exc}")
+        else:
+            error = runtime.describe_failure(node, arrays, exc)
+        if inplace:
+            _report_written(error, tb.tb_lineno, write_lines, fused.get(id(node)), frame_locals, update_names)
+        return error
+
+    return failure
+
+
+def _report_written(error: ExecutionError, line: int, write_lines: list, partial: int | None,
+                    frame_locals: dict, update_names: list[str]) -> None:
+    """Say in ``error`` which variables an in-place plan had already written when it failed."""
+    written: dict[int, np.ndarray] = {}
+    for write_line, k in write_lines:
+        if write_line < line:
+            written[k] = frame_locals.get(f"t{k}")
+    changed = [update_names[k] for k in sorted(written)]
+    # ``partial``: the failing step computes straight into a variable's storage. It is a float ufunc or
+    # matmul, and NumPy checks shapes and casting before writing anything (float loops do not raise
+    # with errors ignored), so it wrote nothing: that variable is unchanged.
+    note = ("in-place updates: variables already updated by this call: " + ", ".join(map(repr, changed))
+            if changed else "in-place updates: no variable had been updated yet")
+    unchanged = [name for k, name in enumerate(update_names) if k not in written]
+    if unchanged:
+        note += "; unchanged: " + ", ".join(map(repr, unchanged))
+    error.args = (f"{error.args[0]} [{note}]",) if error.args else (note,)
+    error._graphc_written = {k: a for k, a in written.items() if a is not None}
