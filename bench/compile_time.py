@@ -4,18 +4,31 @@
 2. A chain of N element-wise ops on a 1,000-vector and the gradient of its sum,
    N = 100, 1,000, 10,000; the growth exponent is the slope of a least-squares
    fit of log(time) against log(N).
+3. Issue 16's chain of N *blocks* of 5 element-wise ops on a 1,000-vector, each block
+   ``h = exp(sin(tanh(h) * 0.9 + 0.1))`` (tanh, multiply by a constant, add a constant,
+   sin, exp: a unary op with a reused forward value, two constant binaries, two
+   transcendentals; values stay in [1/e, e]), and the gradient of its sum. Each size runs
+   in its own subprocess (``--blocks``, default 100,1000,10000; add 30000 by hand), so
+   the peak memory (``ru_maxrss`` minus the process' size after ``import graphc``) is
+   that size's alone; phases: build, grad, optimize, compile (lowering to the plan),
+   first run; the growth exponent of each phase is fitted over the sizes.
 
 Each phase is timed separately (build, grad, optimize, compile = lowering to
 the plan) and the total is their sum; each configuration runs ``--repeats``
 times on a fresh graph and the median is reported. The compiled chain is run
 once and checked against NumPy.
 
-    python bench/compile_time.py [--repeats 7] [--sizes 100,1000,10000]
+    python bench/compile_time.py [--repeats 7] [--sizes 100,1000,10000] [--blocks 100,1000,10000,30000]
+    python bench/compile_time.py --blocks-only --blocks 1000,10000   # only part 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
 import time
 
@@ -28,6 +41,7 @@ import graphc as gc
 from graphc.compile import build_plan
 from graphc.function import Executable
 from graphc.passes import optimize_tensors
+from graphc.tensor import toposort
 
 CHAIN_OPS = ("tanh", "scale", "shift", "sin")
 
@@ -56,6 +70,87 @@ def chain_numpy(x: np.ndarray, n: int) -> np.ndarray:
         h = np.tanh(h) if kind == "tanh" else h * 1.01 if kind == "scale" else h + 0.1 if kind == "shift" \
             else np.sin(h)
     return np.sum(h)
+
+
+BLOCK_OPS = ("tanh", "mul 0.9", "add 0.1", "sin", "exp")
+BLOCK_PHASES = ("build", "grad", "optimize", "compile", "first run")
+
+
+def block_graph(n: int):
+    """Issue 16's chain: ``n`` blocks of the 5 element-wise ops ``BLOCK_OPS``, and the sum."""
+    x = gc.placeholder("x", (1000,))
+    h = x
+    for _ in range(n):
+        h = gc.exp(gc.sin(gc.tanh(h) * 0.9 + 0.1))
+    return x, gc.sum(h)
+
+
+def block_numpy(x: np.ndarray, n: int) -> float:
+    h = x
+    for _ in range(n):
+        h = np.exp(np.sin(np.tanh(h) * 0.9 + 0.1))
+    return float(np.sum(h))
+
+
+def _rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+
+
+def time_blocks(n: int) -> dict:
+    """One fresh N-block graph through every phase (run in a process of its own: see ``--one-block``)."""
+    base = _rss_bytes()
+    t0 = time.perf_counter()
+    x, cost = block_graph(n)
+    t1 = time.perf_counter()
+    (g,) = gc.grad(cost, [x])
+    t2 = time.perf_counter()
+    optimized = optimize_tensors([cost, g])
+    t3 = time.perf_counter()
+    plan = build_plan(optimized, [x], [])
+    executable = Executable(plan)
+    t4 = time.perf_counter()
+    value = np.linspace(-1, 1, 1000)
+    result_cost, result_grad = executable.execute_args((value,))
+    t5 = time.perf_counter()
+    nodes = len(toposort([cost, g]))
+    assert abs(float(result_cost) - block_numpy(value, n)) <= 1e-9 * abs(block_numpy(value, n))
+    assert result_grad.shape == (1000,) and np.all(np.isfinite(result_grad))
+    return {"build": t1 - t0, "grad": t2 - t1, "optimize": t3 - t2, "compile": t4 - t3, "first run": t5 - t4,
+            "total": t5 - t0, "peak": _rss_bytes() - base, "rss": _rss_bytes(), "nodes": nodes,
+            "steps": len(plan.steps)}
+
+
+def run_blocks_in_subprocess(n: int) -> dict:
+    script = os.path.abspath(__file__)
+    done = subprocess.run([sys.executable, script, "--one-block", str(n)], capture_output=True, text=True,
+                          check=True, env=dict(os.environ))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def exponent(sizes: list[int], values: list[float]) -> float:
+    """Slope of the least-squares line through (log size, log value)."""
+    if len(sizes) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(sizes), np.log(np.maximum(values, 1e-9)), 1)[0])
+
+
+def block_report(sizes: list[int]) -> None:
+    print(f"block chain ({' -> '.join(BLOCK_OPS)} per block, 1000-vector, its sum and the gradient); "
+          f"one subprocess per size")
+    print(f"  {'blocks':>7s} {'nodes':>7s} " + " ".join(f"{k:>11s}" for k in BLOCK_PHASES)
+          + f" {'total':>11s} {'ms/block':>9s} {'peak MB':>8s}")
+    rows = []
+    for n in sizes:
+        r = run_blocks_in_subprocess(n)
+        rows.append(r)
+        print(f"  {n:7d} {r['nodes']:7d} " + " ".join(fmt_time(r[k]) for k in BLOCK_PHASES)
+              + f" {fmt_time(r['total'])} {r['total'] / n * 1e3:9.3f} {r['peak'] / 2**20:8.1f}", flush=True)
+    if len(sizes) > 1:
+        print("  growth exponent per phase: " + ", ".join(
+            f"{k} {exponent(sizes, [r[k] for r in rows]):.3f}" for k in (*BLOCK_PHASES, "total")))
+    targets = {1000: 0.5, 10000: 5.0, 30000: 15.0}
+    notes = [f"N={n}: {r['total']:.2f} s (target <= {targets[n]} s)" for n, r in zip(sizes, rows) if n in targets]
+    print("  block summary: " + "; ".join(notes))
 
 
 MLP_PARAMS = init_params([784, 256, 256, 10], "float64")  # the random initial values are not timed
@@ -121,8 +216,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--blocks", default="100,1000,10000", help="block-chain sizes (each in a subprocess)")
+    parser.add_argument("--blocks-only", action="store_true", help="only the block chain")
+    parser.add_argument("--one-block", type=int, default=None, help=argparse.SUPPRESS)  # the subprocess' job
     parser.add_argument("--blas-threads", default=None)
     args = parser.parse_args()
+    if args.one_block is not None:
+        result = time_blocks(args.one_block)
+        print(json.dumps(result))
+        return
+    if args.blocks_only:
+        print(conditions())
+        block_report([int(s) for s in args.blocks.split(",")])
+        return
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))  # graphc must not need more
     print("compile_time: build + grad + optimize + compile (medians of fresh graphs)")
     print(conditions())
@@ -148,6 +254,7 @@ def main() -> None:
     if 1000 in sizes:
         summary.append(f"N=1000 in {totals[sizes.index(1000)]:.3f} s (target <= 1 s)")
     print("summary: " + "; ".join(summary))
+    block_report([int(s) for s in args.blocks.split(",")])
 
 
 if __name__ == "__main__":

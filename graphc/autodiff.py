@@ -104,61 +104,86 @@ def _sum_all(terms: list[Tensor]) -> Tensor:
     return total
 
 
+def _reaching(order: list[Tensor], wrt: Sequence[Tensor]) -> set[int]:
+    """Ids of the tensors through which a gradient can reach some ``wrt``: float, not piecewise constant."""
+    reaches: set[int] = {id(t) for t in wrt}
+    for node in order:
+        primitive = node.primitive
+        if id(node) in reaches or primitive.zero_gradient:
+            continue
+        if node.dtype.kind != "f" and not primitive.multi_output:
+            continue
+        skip = primitive.nondiff_inputs
+        if any(id(parent) in reaches for i, parent in enumerate(node.inputs) if i not in skip):
+            reaches.add(id(node))
+    return reaches
+
+
+class _Cotangents:
+    """The reverse sweep's bookkeeping: incoming terms per tensor, summed once when the sweep reaches it."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, list[Tensor]] = {}
+        self.totals: dict[int, Tensor] = {}
+        # several outputs: id(multi-output node) -> {output index: cotangent terms}, filled by its projections
+        self.by_output: dict[int, dict[int, list[Tensor]]] = {}
+
+    def add(self, tensor: Tensor, term: Tensor) -> None:
+        self.pending.setdefault(id(tensor), []).append(term)
+
+    def take(self, node: Tensor):
+        """The summed cotangent of ``node`` to propagate to its inputs (for a multi-output node, one per
+        output, None where none came), or None when there is nothing to propagate."""
+        primitive = node.primitive
+        if primitive.multi_output:
+            slots = self.by_output.pop(id(node), None)
+            if slots is None:
+                return None
+            count = len(primitive.output_types(*node.inputs))
+            return [_sum_all(slots[k]) if k in slots else None for k in range(count)]
+        terms = self.pending.pop(id(node), None)
+        if terms is None:
+            return None
+        total = self.totals[id(node)] = _sum_all(terms)
+        if primitive.projection:  # the cotangent of one output of a multi-output node: to its producer
+            self.by_output.setdefault(id(node.inputs[0]), {}).setdefault(primitive.index, []).append(total)
+            return None
+        return total
+
+
+def _propagate(node: Tensor, total, reaches: set[int], cotangents: _Cotangents) -> None:
+    """Call ``node``'s gradient rule and hand each input on a path to ``wrt`` its cotangent."""
+    inputs = node.inputs
+    skip = node.primitive.nondiff_inputs
+    targets = [i for i, parent in enumerate(inputs) if id(parent) in reaches and i not in skip]
+    if not targets:
+        return
+    rules = node.primitive.vjp(node, total)
+    if len(rules) != len(inputs):
+        raise GradientError(f"the gradient rule of {node.op!r} returned {len(rules)} cotangents "
+                            f"for {len(inputs)} inputs ({node.describe()})")
+    for i in targets:
+        if rules[i] is not None:
+            parent = inputs[i]
+            cotangents.add(parent, _fit_to_input(as_tensor(rules[i]), parent))
+
+
 def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[Tensor]) -> list[Tensor | None]:
     """Cotangents of ``wrt`` given ``seeds`` for ``outputs`` (None where disconnected)."""
     # Differentiate a stabilized clone of the forward graph (see FORWARD_REWRITE). The clone shares
     # every node that needs no rewrite, and the wrt tensors are kept as they are.
     outputs = FORWARD_REWRITE(outputs, wrt)
     order = toposort(outputs)
-    wrt_ids = {id(t) for t in wrt}
-    # tensors through which a gradient can reach some wrt: float, not piecewise constant
-    reaches: set[int] = set(wrt_ids)
-    for node in order:
-        if id(node) in reaches or node.primitive.zero_gradient:
-            continue
-        if node.dtype.kind != "f" and not node.primitive.multi_output:
-            continue
-        skip = node.primitive.nondiff_inputs
-        if any(id(parent) in reaches for i, parent in enumerate(node.inputs) if i not in skip):
-            reaches.add(id(node))
-    pending: dict[int, list[Tensor]] = {}
+    reaches = _reaching(order, wrt)
+    cotangents = _Cotangents()
     for output, seed in zip(outputs, seeds):
         if id(output) in reaches:
-            pending.setdefault(id(output), []).append(_seed_for(seed, output))
-    totals: dict[int, Tensor] = {}
-    # several outputs: id(multi-output node) -> {output index: cotangent terms}, filled by its projections
-    by_output: dict[int, dict[int, list[Tensor]]] = {}
+            cotangents.add(output, _seed_for(seed, output))
     for node in reversed(order):
-        primitive = node.primitive
-        if primitive.multi_output:
-            slots = by_output.pop(id(node), None)
-            if slots is None:
-                continue
-            count = len(primitive.output_types(*node.inputs))
-            total = [_sum_all(slots[k]) if k in slots else None for k in range(count)]
-        else:
-            terms = pending.pop(id(node), None)
-            if terms is None:
-                continue
-            total = _sum_all(terms)
-            totals[id(node)] = total
-            if primitive.projection:  # the cotangent of one output of a multi-output node: to its producer
-                by_output.setdefault(id(node.inputs[0]), {}).setdefault(primitive.index, []).append(total)
-                continue
-        skip = node.primitive.nondiff_inputs
-        targets = [i for i, parent in enumerate(node.inputs) if id(parent) in reaches and i not in skip]
-        if not targets:
-            continue
-        rules = node.primitive.vjp(node, total)
-        if len(rules) != len(node.inputs):
-            raise GradientError(f"the gradient rule of {node.op!r} returned {len(rules)} cotangents "
-                                f"for {len(node.inputs)} inputs ({node.describe()})")
-        for i in targets:
-            if rules[i] is None:
-                continue
-            parent = node.inputs[i]
-            pending.setdefault(id(parent), []).append(_fit_to_input(as_tensor(rules[i]), parent))
-    return [totals.get(id(t)) for t in wrt]
+        total = cotangents.take(node)
+        if total is not None:
+            _propagate(node, total, reaches, cotangents)
+    return [cotangents.totals.get(id(t)) for t in wrt]
 
 
 def gradient_name(cost: Tensor, wrt: Tensor) -> str | None:

@@ -235,6 +235,8 @@ def _frozen_setattr(self, name: str, value) -> None:
 def _frozen_delattr(self, name: str) -> None:
     raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
+#: op class -> the key text shared by its instances (b"": the class has parameters, keyed per instance)
+_CLASS_KEYS: dict[type, bytes] = {}
 
 
 class Op:
@@ -328,7 +330,13 @@ class Op:
 
     def key_bytes(self, node: Tensor) -> bytes:
         """Bytes identifying this op and its parameters (input keys are added by the caller)."""
-        return f"{self.name}{sorted(self.params().items())!r}".encode()
+        cls = type(self)
+        fixed = _CLASS_KEYS.get(cls)
+        if fixed is None:
+            # an op class without parameters has one key text for all its instances: made once
+            plain = cls.params is Op.params and dataclasses.is_dataclass(cls) and not dataclasses.fields(cls)
+            fixed = _CLASS_KEYS[cls] = f"{self.name}[]".encode() if plain else b""
+        return fixed or f"{self.name}{sorted(self.params().items())!r}".encode()
 
     def __call__(self, *inputs, name: str | None = None) -> Tensor:
         return apply(self, *inputs, name=name)
@@ -404,11 +412,21 @@ def weak_constant(value, strong_dtypes: Sequence[np.dtype]) -> Tensor:
     if not strong_dtypes:
         return constant(value)
     try:
-        dtype = np.result_type(*strong_dtypes, value)
-        return constant(np.asarray(value, dtype=dtype))
+        # NumPy 2's weak-scalar promotion depends on the scalar's type, not its value: resolved once
+        key = (type(value), *strong_dtypes)
+        dtype = _WEAK_DTYPES.get(key)
+        if dtype is None:
+            dtype = _WEAK_DTYPES[key] = np.result_type(*strong_dtypes, value)
+        array = np.array(value, dtype=dtype)
     except (OverflowError, TypeError) as exc:
         raise DTypeError(f"the Python scalar {value!r} does not fit the dtype "
                          f"{np.result_type(*strong_dtypes)} of the tensor it combines with") from exc
+    array.flags.writeable = False  # (a fresh 0-d array of a supported dtype: what ``constant`` would make)
+    return Tensor(Constant(array), (), (), array.dtype)
+
+
+#: (Python scalar type, strong dtypes...) -> the dtype NumPy 2 gives the scalar among them
+_WEAK_DTYPES: dict[tuple, np.dtype] = {}
 
 
 def as_inputs(op: Op, inputs: Sequence) -> list[Tensor]:

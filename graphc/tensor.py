@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import os
 import sys
 import threading
@@ -25,7 +26,15 @@ from graphc.types import format_shape
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _serials = itertools.count()
-_local = threading.local()
+
+
+class _State(threading.local):
+    #: how many ``building_gradient`` blocks the thread is in (a class default: reading it never fails,
+    #: which a missing thread-local attribute with ``getattr(..., 0)`` does, slowly, on every node)
+    gradient_depth = 0
+
+
+_local = _State()
 
 #: the ops behind Tensor's operators and methods (``x + y``, ``x.sum()``, ``x[i]``, ``with_name``):
 #: ops are built on Tensor, so they sit a layer above it and ``graphc.ops`` provides them at import
@@ -41,21 +50,26 @@ def user_site() -> tuple[str, int] | None:
         frame = frame.f_back
     if frame is None:
         return None
-    return (frame.f_code.co_filename, frame.f_lineno)
+    site = (frame.f_code.co_filename, frame.f_lineno)
+    return _SITES.setdefault(site, site)  # one tuple per source line, shared by its nodes (memory per node)
+
+
+#: every user site seen, so that the nodes made on one line share one tuple
+_SITES: dict[tuple[str, int], tuple[str, int]] = {}
 
 
 class building_gradient:
     """Context manager: tensors built inside are marked as gradient nodes."""
 
     def __enter__(self) -> None:
-        _local.gradient_depth = getattr(_local, "gradient_depth", 0) + 1
+        _local.gradient_depth += 1
 
     def __exit__(self, *exc_info) -> None:
         _local.gradient_depth -= 1
 
 
 def _in_gradient() -> bool:
-    return getattr(_local, "gradient_depth", 0) > 0
+    return _local.gradient_depth > 0
 
 
 _KEEP = object()  # with_inputs: keep this metadata as it is
@@ -71,6 +85,18 @@ def _dtype_text(dtype: np.dtype) -> bytes:
 
 def _has_key(node: Tensor) -> bool:
     return node._key is not None
+
+
+def _set_key(node: Tensor) -> str:
+    """Digest ``node``'s key from its op, type and its (keyed) inputs' keys, and cache it on the node."""
+    digest = hashlib.blake2b(node.primitive.key_bytes(node), digest_size=16)
+    digest.update(_dtype_text(node.dtype))
+    digest.update(repr(node.shape).encode())
+    for parent in node.inputs:
+        digest.update(parent._key.encode())
+    key = digest.hexdigest()
+    object.__setattr__(node, "_key", key)
+    return key
 
 
 class Tensor:
@@ -115,7 +141,7 @@ class Tensor:
         setattr_(self, "primitive", primitive)
         setattr_(self, "inputs", tuple(inputs))
         setattr_(self, "shape", tuple(shape))
-        setattr_(self, "dtype", np.dtype(dtype))
+        setattr_(self, "dtype", dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
         setattr_(self, "name", name)
         setattr_(self, "site", site if site is not None else user_site())
         setattr_(self, "is_gradient", _in_gradient() if is_gradient is None else is_gradient)
@@ -200,16 +226,16 @@ class Tensor:
 
         Stable across processes: it uses no ``id()`` or ``hash()``.
         """
-        if self._key is None:
-            # only the ancestors without a key yet are visited: keying a graph node by node is linear
-            for node in toposort([self], skip=_has_key):
-                digest = hashlib.blake2b(node.primitive.key_bytes(node), digest_size=16)
-                digest.update(_dtype_text(node.dtype))
-                digest.update(repr(node.shape).encode())
-                for parent in node.inputs:
-                    digest.update(parent._key.encode())
-                object.__setattr__(node, "_key", digest.hexdigest())
-        return self._key
+        key = self._key
+        if key is None:
+            for parent in self.inputs:
+                if parent._key is None:
+                    # only the ancestors without a key yet are visited: keying a graph node by node is linear
+                    for node in toposort([self], skip=_has_key):
+                        _set_key(node)
+                    return self._key
+            key = _set_key(self)  # the usual case in the passes: the inputs are keyed, one digest
+        return key
 
     # ---- rebuilding -----------------------------------------------------------------
     def with_inputs(self, inputs: Sequence[Tensor], *, name=_KEEP, site=_KEEP, is_gradient=_KEEP,
@@ -221,12 +247,18 @@ class Tensor:
         more specific shape). Every pass and clone rebuilds nodes with this method.
         """
         inputs = tuple(inputs)
-        name = self.name if name is _KEEP else name
-        site = self.site if site is _KEEP else site
-        is_gradient = self.is_gradient if is_gradient is _KEEP else is_gradient
-        if (name == self.name and site == self.site and is_gradient == self.is_gradient
-                and len(inputs) == len(self.inputs) and all(a is b for a, b in zip(inputs, self.inputs))):
-            return self
+        old = self.inputs
+        same = len(inputs) == len(old) and all(map(operator.is_, inputs, old))
+        if name is _KEEP and site is _KEEP and is_gradient is _KEEP:  # the passes' usual call
+            if same:
+                return self
+            name, site, is_gradient = self.name, self.site, self.is_gradient
+        else:
+            name = self.name if name is _KEEP else name
+            site = self.site if site is _KEEP else site
+            is_gradient = self.is_gradient if is_gradient is _KEEP else is_gradient
+            if same and name == self.name and site == self.site and is_gradient == self.is_gradient:
+                return self
         shape, dtype = self.primitive.infer(*inputs) if retype else (self.shape, self.dtype)
         return Tensor(self.primitive, inputs, shape, dtype, name=name, site=site, is_gradient=is_gradient)
 

@@ -190,3 +190,27 @@ def test_a_tensor_slope_for_leaky_relu_points_to_prelu():
     with pytest.raises(TypeError, match="elu: alpha must be a number, got str"):
         gc.elu(x, alpha="1")
     assert gc.leaky_relu(x, np.float32(0.2)).shape == gc.elu(x, 2).shape == (3,)
+
+
+def test_a_scalar_that_does_not_fit_fails_even_after_one_that_fits():
+    """The weak-scalar dtype is resolved once per (scalar type, dtypes); the value is still checked each time."""
+    x = gc.placeholder("x", (3,), dtype="int8")
+    small = x + 100
+    assert small.dtype == np.int8 and small.inputs[1].primitive.value == 100
+    with pytest.raises(gc.DTypeError, match="does not fit"):
+        x + 1000
+    assert (x + 7).inputs[1].primitive.value.dtype == np.int8
+
+
+def test_nodes_made_on_one_line_share_their_site():
+    x = gc.placeholder("x", (2,))
+    a, b = gc.exp(x), gc.sin(x)
+    assert a.site == b.site and a.site is b.site  # one tuple per source line (memory per node)
+
+
+def test_key_of_a_node_over_keyed_inputs_equals_the_traversal_s():
+    x = gc.placeholder("x", (2,))
+    y = gc.exp(x) * 2.0
+    _ = gc.exp(x).key  # inputs keyed: the next node's key is one digest
+    fresh = gc.exp(x) * 2.0  # keyed from scratch by a traversal
+    assert y.key == (gc.exp(x) * 2.0).key == fresh.key

@@ -47,10 +47,27 @@ class Elementwise(Op):
         return function(*arrays)
 
     def infer(self, *inputs):
+        # the common cases (one input; two of one shape, or one of them 0-d) need no broadcasting
+        if len(inputs) == 1:
+            x = inputs[0]
+            return x.shape, self.result_dtype(x.dtype)
+        if len(inputs) == 2:
+            a, b = inputs
+            shape = a.shape if a.shape == b.shape or b.shape == () else b.shape if a.shape == () else None
+            if shape is not None:
+                return shape, self.result_dtype(a.dtype, b.dtype)
         shape = broadcast_shapes(self.name, [t.shape for t in inputs])
-        return shape, self.result_dtype(*(t.dtype for t in inputs))
+        return shape, self.result_dtype(*[t.dtype for t in inputs])
 
     def result_dtype(self, *dtypes: np.dtype) -> np.dtype:
+        # NumPy's type resolution is a pure function of (ufunc, input dtypes): resolved once per pair
+        key = (self.ufunc, dtypes)
+        found = _RESOLVED.get(key)
+        if found is None:
+            found = _RESOLVED[key] = self._resolve(dtypes)
+        return found
+
+    def _resolve(self, dtypes: tuple[np.dtype, ...]) -> np.dtype:
         if self.ufunc is None:
             return float_dtype(np.result_type(*dtypes))
         try:
@@ -58,6 +75,11 @@ class Elementwise(Op):
         except TypeError as exc:
             listed = ", ".join(str(d) for d in dtypes)
             raise DTypeError(f"{self.name}: no implementation for input dtypes ({listed})") from exc
+
+
+#: (ufunc or None, input dtypes) -> the result dtype of ``Elementwise.result_dtype`` (a small table:
+#: one entry per ufunc and dtype combination used)
+_RESOLVED: dict[tuple, np.dtype] = {}
 
 
 def _sympy_number(sp, value: float):

@@ -1,25 +1,28 @@
-"""Shared machinery of the passes: the report, rule counting, and the local-rewrite engine.
+"""Shared machinery of the passes: the report, the rewrite context, and the local-rewrite engine.
 
-A *pass* is a named function ``list[Tensor] -> list[Tensor]`` (the outputs of
-a graph in, the outputs of the rewritten graph out). Tensors are immutable,
-so rewriting means building new tensors; a pass that changes nothing returns
-the very same tensor objects, which is how the pipeline detects a fixed point.
+A *pass* is a named function ``(outputs[, context]) -> outputs`` (the outputs of a graph in,
+the outputs of the rewritten graph out); a pass that takes a second parameter receives the
+:class:`RewriteContext` of the optimization it runs in (its report, its cache). Tensors are
+immutable, so rewriting means building new tensors; a pass that changes nothing returns the
+very same tensor objects, which is how the pipeline detects a fixed point.
 
-A *rule* is a small function ``Tensor -> Tensor | None`` that looks at one
-node (and, through :func:`producer`, at the nodes feeding it) and returns a
-replacement computing the same value with the same shape and dtype, or None
-when it does not apply. :func:`rewrite` applies rules bottom-up over the whole
-graph with iterative traversals only (no recursion over the graph, so graphs
-of 100k nodes are fine) in a deterministic order. What one rewrite shares with
-its rules (the protected tensors, a cache, the report) is an explicit
-:class:`RewriteContext`; a rule that takes a second parameter receives it. The
-helpers rules use (:func:`producer`, :func:`uniform_value`, ...) are pure
-functions of the graph: protected tensors are hidden from the rules structurally.
+A *rule* is a small function ``Tensor -> Tensor | None`` that looks at one node (and, through
+:func:`producer`, at the nodes feeding it) and returns a replacement computing the same value
+with the same shape and dtype, or None when it does not apply. :func:`rewrite` is the one
+rewrite engine: a single pass over the graph in topological order (iterative, deterministic),
+where every node, once its inputs are final, gets its rules applied until none fires (the new
+nodes a rule builds are settled the same way), and, with ``merge=True``, is merged with its
+structural twin (common-subexpression elimination by :attr:`Tensor.key`, which is cached on
+each tensor, so keying is one digest per node). Rules only look upward (at inputs), so that one
+pass reaches the fixed point: no whole-graph rounds. What a rewrite shares with its rules (the
+protected tensors, a cache, the report) is an explicit :class:`RewriteContext`, never ambient
+state; a rule that takes a second parameter receives it. The helpers rules use
+(:func:`producer`, :func:`uniform_value`, ...) are pure functions of the graph: protected
+tensors are hidden from the rules structurally.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,12 +37,13 @@ from graphc.types import format_shape
 
 #: ``rule(node)`` or ``rule(node, context)`` (a :class:`RewriteContext`) -> replacement or None
 Rule = Callable[..., "Tensor | None"]
-Pass = Callable[[list[Tensor]], list[Tensor]]
+#: ``pass(outputs)`` or ``pass(outputs, context)`` -> outputs
+Pass = Callable[..., list[Tensor]]
+#: rules by op name (``"*"``: for every op)
+RuleTable = Mapping[str, Sequence[Rule]]
 
 #: a rule fires at most this many times in a row on one node (a guard against rule ping-pong)
 MAX_FIRINGS_PER_NODE = 32
-
-_local = threading.local()
 
 
 # ---- the report -----------------------------------------------------------------------
@@ -60,7 +64,7 @@ class Report:
     after: dict[str, int] = field(default_factory=dict)
     #: rule name -> how many times it fired
     rules: dict[str, int] = field(default_factory=dict)
-    #: pass name -> seconds spent in it (summed over fixed-point rounds)
+    #: pass name -> seconds spent in it (in the one canonicalizing pass: each rule family's time)
     pass_seconds: dict[str, float] = field(default_factory=dict)
     #: pass name -> how many times it ran
     pass_runs: dict[str, int] = field(default_factory=dict)
@@ -105,47 +109,17 @@ class Report:
     __repr__ = __str__
 
 
-class recording:
-    """Context manager: rule firings and pass times inside go to ``report``.
-
-    The report is the only state a pass reads from its surroundings, and it is written, never
-    read: what a pass computes never depends on it. (A thread-local stack, so that concurrent
-    ``optimize`` calls in several threads keep their reports apart.)
-    """
-
-    def __init__(self, report: Report) -> None:
-        self.report = report
-
-    def __enter__(self) -> Report:
-        stack = getattr(_local, "reports", None)
-        if stack is None:
-            stack = _local.reports = []
-        stack.append(self.report)
-        return self.report
-
-    def __exit__(self, *exc_info) -> None:
-        _local.reports.pop()
+def takes_context(function: Callable) -> bool:
+    """Whether a rule or pass takes a second parameter (the :class:`RewriteContext`)."""
+    code = getattr(function, "__code__", None)
+    return code is not None and code.co_argcount >= 2
 
 
-def current_report() -> Report | None:
-    stack = getattr(_local, "reports", None)
-    return stack[-1] if stack else None
-
-
-def fired(rule: str, times: int = 1) -> None:
-    """Count one firing of ``rule`` in the active report (if any)."""
-    report = current_report()
-    if report is not None:
-        report.count(rule, times)
-
-
-def run_pass(name: str, function: Pass, outputs: list[Tensor]) -> list[Tensor]:
-    """Run one pass, timing it into the active report."""
+def run_pass(name: str, function: Pass, outputs: list[Tensor], context: RewriteContext) -> list[Tensor]:
+    """Run one pass (giving it ``context`` if it takes one), timing it into the context's report."""
     start = time.perf_counter()
-    result = function(outputs)
-    report = current_report()
-    if report is not None:
-        report.timed(name, time.perf_counter() - start)
+    result = function(outputs, context) if takes_context(function) else function(outputs)
+    context.timed(name, time.perf_counter() - start)
     return result
 
 
@@ -241,27 +215,31 @@ def named(name: str) -> Callable[[Rule], Rule]:
     return wrap
 
 
-def _takes_context(rule: Rule) -> bool:
-    code = getattr(rule, "__code__", None)
-    return code is not None and code.co_argcount >= 2
-
-
 @dataclass
 class RewriteContext:
-    """What one :func:`rewrite` shares with its rules, passed explicitly (never ambient).
+    """What one optimization shares with its passes and rules, passed explicitly (never ambient).
 
     ``protected``: tensors kept as they are and opaque to the rules; ``cache``: a dict living
-    as long as the rewrite, for analyses rules share (keyed by the analysis' name); ``report``:
-    where firings are counted (None: not counted).
+    as long as the context, for analyses rules share (keyed by the analysis' name); ``report``:
+    where firings and pass times are counted (None: not counted). ``loops`` is set by
+    :func:`rewrite` when the graph it rewrote has a multi-output node (a loop), so the pipeline
+    runs the loop pass only where there are loops.
     """
 
     protected: tuple[Tensor, ...] = ()
     cache: dict = field(default_factory=dict)
     report: Report | None = None
+    loops: bool = False
 
     def count(self, rule: str, times: int = 1) -> None:
-        if self.report is not None:
+        """Count ``times`` firings of ``rule`` in the report (if any)."""
+        if self.report is not None and times:
             self.report.count(rule, times)
+
+    def timed(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` to pass ``name``'s time in the report (if any)."""
+        if self.report is not None:
+            self.report.timed(name, seconds)
 
 
 class _Hidden(Leaf):
@@ -278,47 +256,111 @@ class _Hidden(Leaf):
 
 _Hidden.name = "protected"  # set after the class body: not a registered (loadable) op
 
+#: one op's rules, by family: ((family index, ((rule, name, takes context), ...)), ...)
+_OpRules = tuple[tuple[int, tuple[tuple[Rule, str, bool], ...]], ...]
+
 
 class _Rewriter:
-    def __init__(self, rules: Mapping[str, Sequence[Rule]], context: RewriteContext) -> None:
-        self.rules = rules
+    """One bottom-up pass: every node settled (rules to a fixed point, then merged) after its inputs."""
+
+    def __init__(self, families: Sequence[tuple[str, RuleTable]], context: RewriteContext, merge: bool,
+                 timed: bool) -> None:
+        self.families = families
         self.context = context
-        self.any_rules = tuple(rules.get("*", ()))
-        self.table: dict[str, tuple[tuple[Rule, str, bool], ...]] = {}
+        self.table: dict[str, _OpRules] = {}
         # id -> tensor for every tensor in final (rewritten) form; holds them alive
         self.settled: dict[int, Tensor] = {}
+        self.by_key: dict[str, Tensor] | None = {} if merge else None
+        # seconds per family (None: not timed, no clock read per node)
+        self.seconds: list[float] | None = [0.0] * len(families) if timed else None
+        self.merge_seconds = 0.0
+        self.merged = self.reordered = 0
 
-    def rules_for(self, op: str) -> tuple[tuple[Rule, str, bool], ...]:
+    def rules_for(self, op: str) -> _OpRules:
         found = self.table.get(op)
         if found is None:
-            found = self.table[op] = tuple((rule, _rule_name(rule), _takes_context(rule))
-                                           for rule in (*self.rules.get(op, ()), *self.any_rules))
+            entries = []
+            for index, (_, rules) in enumerate(self.families):
+                chosen = (*rules.get(op, ()), *rules.get("*", ()))
+                if chosen:
+                    entries.append((index, tuple((rule, _rule_name(rule), takes_context(rule)) for rule in chosen)))
+            found = self.table[op] = tuple(entries)
         return found
 
-    def simplify_node(self, node: Tensor) -> Tensor:
-        """Apply rules to a node whose inputs are settled, until none applies."""
-        current = node
-        for _ in range(MAX_FIRINGS_PER_NODE):
-            if not current.inputs:
-                return current
-            result = None
-            for entry in self.rules_for(current.primitive.name):
-                rule, _, takes_context = entry
+    def first_firing(self, node: Tensor, families: _OpRules) -> tuple[Tensor, str] | None:
+        """The first rule (families in order) that rewrites ``node``: (its result, its name), or None."""
+        context, seconds = self.context, self.seconds
+        if seconds is None:  # not timed
+            for _, rules in families:
+                for rule, name, with_context in rules:
+                    try:
+                        result = rule(node, context) if with_context else rule(node)
+                    except GraphcError:
+                        continue
+                    if result is not None and result is not node:
+                        return result, name
+            return None
+        clock = time.perf_counter()
+        for index, rules in families:
+            for rule, name, with_context in rules:
                 try:
-                    result = rule(current, self.context) if takes_context else rule(current)
+                    result = rule(node, context) if with_context else rule(node)
                 except GraphcError:  # the replacement could not be built (e.g. a shape it cannot take)
                     result = None
-                if result is not None and result is not current:
-                    break
-            else:
-                return current
-            name = entry[1]
-            check_type(name, current, result)
-            self.context.count(name)
-            current = self.adopt(result, current)
-        return current
+                if result is not None and result is not node:
+                    now = time.perf_counter()
+                    seconds[index] += now - clock
+                    return result, name
+            now = time.perf_counter()
+            seconds[index] += now - clock
+            clock = now
+        return None
 
-    def adopt(self, result: Tensor, origin: Tensor) -> Tensor:
+    def settle(self, node: Tensor, depth: int = 0) -> Tensor:
+        """The final form of a node whose inputs are final: its rules until none applies, then its twin.
+
+        A rule's result is settled the same way (``adopt``), so it comes back final; ``depth``
+        counts the firings in a row (a guard against rules undoing each other).
+        """
+        current = node
+        if current.inputs:
+            if self.by_key is not None:
+                current = self._canonical_order(current)
+            families = self.rules_for(current.primitive.name)
+            fired = self.first_firing(current, families) if families and depth < MAX_FIRINGS_PER_NODE else None
+            if fired is not None:
+                result, name = fired
+                check_type(name, current, result)
+                self.context.count(name)
+                return self.adopt(result, current, depth + 1)
+            if current.primitive.multi_output:
+                self.context.loops = True
+        return self._merged(current)
+
+    def _canonical_order(self, node: Tensor) -> Tensor:
+        """A commutative node's two inputs sorted by key (so ``a + b`` and ``b + a`` merge)."""
+        inputs = node.inputs
+        if node.primitive.commutative and len(inputs) == 2 and inputs[1].key < inputs[0].key:
+            self.reordered += 1
+            return node.with_inputs((inputs[1], inputs[0]))
+        return node
+
+    def _merged(self, node: Tensor) -> Tensor:
+        by_key = self.by_key
+        if by_key is not None:
+            if self.seconds is None:
+                twin = by_key.setdefault(node.key, node)  # the inputs are keyed already: one digest
+            else:
+                start = time.perf_counter()
+                twin = by_key.setdefault(node.key, node)
+                self.merge_seconds += time.perf_counter() - start
+            if twin is not node:
+                self.merged += 1
+                return twin
+        self.settled[id(node)] = node
+        return node
+
+    def adopt(self, result: Tensor, origin: Tensor, depth: int) -> Tensor:
         """Settle the new nodes a rule built (rules may fire on them too)."""
         settled = self.settled
         if id(result) in settled:
@@ -326,49 +368,78 @@ class _Rewriter:
         mapping: dict[int, Tensor] = {}
         for node in toposort([result], skip=lambda t: id(t) in settled):
             if not node.inputs:
-                final = node
+                final = self._merged(node)
             else:
                 inputs = [mapping.get(id(p), p) for p in node.inputs]
                 rebuilt = node.with_inputs(inputs, name=origin.name if node is result else None,
                                            site=origin.site, is_gradient=origin.is_gradient)
-                final = self.simplify_node(rebuilt)
+                final = self.settle(rebuilt, depth if node is result else 0)
             mapping[id(node)] = final
-            settled[id(final)] = final
         return mapping[id(result)]
 
     def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
         memo: dict[int, Tensor] = {}
-        settled = self.settled
         for original in toposort(outputs):
             node = original
             if node.inputs:
-                node = node.with_inputs([memo[id(p)] for p in node.inputs])
-                if self.rules_for(node.primitive.name):
-                    node = self.simplify_node(node)
+                node = self.settle(node.with_inputs([memo[id(p)] for p in node.inputs]))
+            else:
+                node = self._merged(node)
             memo[id(original)] = node
-            settled[id(node)] = node
         return [memo[id(t)] for t in outputs]
 
 
-def rewrite(outputs: Sequence[Tensor], rules: Mapping[str, Sequence[Rule]],
-            protected: Sequence[Tensor] = ()) -> list[Tensor]:
-    """Apply ``rules`` (op name -> rules; ``"*"``: rules for every op) bottom-up to a fixed point.
+def _families(rules) -> tuple[tuple[str, RuleTable], ...]:
+    if isinstance(rules, Mapping):
+        return (("rewrite", rules),)
+    return tuple(rules)
 
-    Returns the same tensor objects where nothing changed. ``protected``
-    tensors are kept as they are and rules cannot see through them: while the
-    rules run, each protected non-leaf stands behind an opaque leaf of its type.
-    Firings are counted in the report being recorded (see :class:`recording`).
+
+def rewrite(outputs: Sequence[Tensor], rules, protected: Sequence[Tensor] = (), *,
+            context: RewriteContext | None = None, merge: bool = False, timed: bool = False) -> list[Tensor]:
+    """Apply ``rules`` bottom-up to a fixed point, in one pass over the graph.
+
+    ``rules`` maps op names to rules (``"*"``: rules for every op), or is a sequence of
+    ``(family name, mapping)`` pairs whose rules are tried in that order at each node (each
+    family's time is reported under its name). ``merge=True`` also merges structural twins
+    (common-subexpression elimination, commutative inputs in canonical order; counted as
+    ``cse.merge`` and ``cse.commutative_order``, timed as ``cse``).
+
+    Returns the same tensor objects where nothing changed. ``protected`` tensors are kept as
+    they are and rules cannot see through them: while the rules run, each protected non-leaf
+    stands behind an opaque leaf of its type. Firings are counted in ``context.report``, and with
+    ``timed=True`` each family's time too (a pass run by the pipeline is timed as a whole instead).
     """
-    context = RewriteContext(tuple(protected), report=current_report())
+    if context is None:
+        context = RewriteContext(tuple(protected))
+    elif protected:
+        context.protected = tuple(protected)
+    families = _families(rules)
     outputs = list(outputs)
     hidden = {t: Tensor(_Hidden(), (), t.shape, t.dtype, name=t.name, site=t.site, is_gradient=t.is_gradient)
-              for t in context.protected if t.inputs}
+              for t in protected if t.inputs}
+    timed = timed and context.report is not None
+    rewriter = _Rewriter(families, context, merge, timed)
     if not hidden:
-        return _Rewriter(rules, context).run(outputs)
-    forward = substitute(outputs, hidden)
-    result = _Rewriter(rules, context).run([forward[id(t)] for t in outputs])
-    # back: the stand-ins become the protected tensors again, and every node no rule changed
-    # becomes its original again (so an unchanged graph comes back as the same objects)
+        result = rewriter.run(outputs)
+    else:
+        forward = substitute(outputs, hidden)
+        result = _restore(outputs, hidden, forward, rewriter.run([forward[id(t)] for t in outputs]))
+    if timed:
+        for (name, _), seconds in zip(families, rewriter.seconds):
+            context.timed(name, seconds)
+        if merge:
+            context.timed("cse", rewriter.merge_seconds)
+    if merge:
+        context.count("cse.merge", rewriter.merged)
+        context.count("cse.commutative_order", rewriter.reordered)
+    return result
+
+
+def _restore(outputs: list[Tensor], hidden: dict[Tensor, Tensor], forward: dict[int, Tensor],
+             result: list[Tensor]) -> list[Tensor]:
+    """The stand-ins become the protected tensors again, and every node no rule changed becomes
+    its original again (so an unchanged graph comes back as the same objects)."""
     originals = {id(t): t for t in toposort(outputs, stop_at=list(hidden))}
     # (a protected tensor the outputs do not reach is in ``forward`` but not in ``originals``)
     back = {copy: originals[key] for key, copy in forward.items() if key in originals and copy is not originals[key]}

@@ -6,33 +6,16 @@ and (merged) inputs: the same :attr:`Tensor.key`, graphc's one structural key
 process and under any ``PYTHONHASHSEED``. Commutative ops get their two
 inputs in a canonical order (sorted by key) first, so ``a + b`` and ``b + a``
 merge. Placeholders and variables are never merged (their keys are unique);
-equal constants are.
+equal constants are. The merging is the rewrite engine's (``rewrite(..., merge=True)``),
+which the canonicalizing pass runs together with the rules; this pass is it without rules.
 """
 
 from __future__ import annotations
 
-from graphc.passes.core import fired
-from graphc.tensor import Tensor, toposort
+from graphc.passes.core import RewriteContext, rewrite
+from graphc.tensor import Tensor
 
 
-def cse(outputs: list[Tensor]) -> list[Tensor]:
+def cse(outputs: list[Tensor], context: RewriteContext | None = None) -> list[Tensor]:
     """Merge twins (commutative operands in canonical order)."""
-    by_key: dict[str, Tensor] = {}
-    memo: dict[int, Tensor] = {}
-    merged = reordered = 0
-    for node in toposort(outputs):
-        inputs = [memo[id(p)] for p in node.inputs]
-        if node.primitive.commutative and len(inputs) == 2 and inputs[1].key < inputs[0].key:
-            inputs.reverse()
-            reordered += 1
-        candidate = node.with_inputs(inputs)
-        key = candidate.key  # the inputs are keyed already: this digests one node
-        twin = by_key.setdefault(key, candidate)
-        if twin is not candidate:
-            merged += 1
-        memo[id(node)] = twin
-    if merged:
-        fired("cse.merge", merged)
-    if reordered:
-        fired("cse.commutative_order", reordered)
-    return [memo[id(t)] for t in outputs]
+    return rewrite(outputs, {}, context=context, merge=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from graphc.custom import CustomOp
 from graphc.leaves import Constant, constant
-from graphc.passes.core import named, rewrite
+from graphc.passes.core import RewriteContext, named, rewrite
 from graphc.tensor import Tensor
 
 #: the largest constant folding may create, in bytes (and elements)
@@ -54,6 +54,6 @@ def fold_node(node: Tensor) -> Tensor | None:
 RULES = {"*": (fold_node,)}
 
 
-def fold_constants(outputs: list[Tensor]) -> list[Tensor]:
+def fold_constants(outputs: list[Tensor], context: RewriteContext | None = None) -> list[Tensor]:
     """Replace every foldable node by a constant holding its value."""
-    return rewrite(outputs, RULES)
+    return rewrite(outputs, RULES, context=context)

@@ -28,7 +28,7 @@ import numpy as np
 
 from graphc.op import Op
 from graphc.ops import elementwise as ew
-from graphc.passes.core import fired
+from graphc.passes.core import RewriteContext
 from graphc.tensor import Tensor, consumers
 from graphc.tensor import toposort as topological
 
@@ -213,7 +213,8 @@ def _groups(order: list[Tensor], outputs: Sequence[Tensor], predicate: Callable[
     return group
 
 
-def fuse(outputs: list[Tensor], predicate: Callable[[Tensor], bool] | None = None) -> list[Tensor]:
+def fuse(outputs: list[Tensor], context: RewriteContext | None = None,
+         predicate: Callable[[Tensor], bool] | None = None) -> list[Tensor]:
     """Replace each group of two or more connected element-wise nodes by one ``fused`` node.
 
     ``predicate``, if given, limits which :func:`fusable` nodes may join a group (a backend's
@@ -240,8 +241,8 @@ def fuse(outputs: list[Tensor], predicate: Callable[[Tensor], bool] | None = Non
         else:
             memo[id(node)] = Tensor(node.primitive, inputs, node.shape, node.dtype, name=node.name,
                                     site=node.site, is_gradient=node.is_gradient)
-    if count:
-        fired("fuse.group", count)
+    if count and context is not None:
+        context.count("fuse.group", count)
     return [memo[id(t)] for t in outputs]
 
 

@@ -7,7 +7,7 @@ not being reached. This pass also removes the nodes that compute nothing.
 
 from __future__ import annotations
 
-from graphc.passes.core import named, producer, rewrite, same_type
+from graphc.passes.core import RewriteContext, named, producer, rewrite, same_type
 from graphc.tensor import Tensor
 
 
@@ -34,6 +34,6 @@ def drop_composite(node: Tensor) -> Tensor | None:
 RULES = {"identity": (drop_identity,), "composite": (drop_composite,), "stop_gradient": (stop_gradient_twice,)}
 
 
-def prune(outputs: list[Tensor]) -> list[Tensor]:
+def prune(outputs: list[Tensor], context: RewriteContext | None = None) -> list[Tensor]:
     """The graph reachable from ``outputs``, without identity nodes."""
-    return rewrite(outputs, RULES)
+    return rewrite(outputs, RULES, context=context)

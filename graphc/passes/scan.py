@@ -25,15 +25,21 @@ itself).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 from graphc.graph import InnerGraph, clone, depending, frontier
 from graphc.leaves import placeholder
 from graphc.op import Output, apply
-from graphc.passes.core import fired
 from graphc.scan import Scan
 from graphc.tensor import Tensor, toposort
 
 _LAST = (("int", -1),)
+#: ``count(rule name, times)``: where the loop rewrites count their firings
+Count = Callable[[str, int], None]
+
+
+def _not_counted(rule: str, times: int = 1) -> None:
+    """The default ``count``: firings go nowhere."""
 
 
 def _reached_inputs(body_outputs, inputs) -> list[set[int]]:
@@ -42,7 +48,7 @@ def _reached_inputs(body_outputs, inputs) -> list[set[int]]:
     return [{position[id(n)] for n in toposort([out], stop_at=inputs) if id(n) in position} for out in body_outputs]
 
 
-def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], args: list[Tensor]):
+def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], args: list[Tensor], count: Count):
     """Move loop-invariant body nodes out: returns (body inputs, body outputs, outer arguments), where the
     outer arguments (the node's inputs after the count) match the body inputs one to one."""
     first_nonseq = op.n_sequences + op.n_states
@@ -55,7 +61,7 @@ def _hoist(op: Scan, body_inputs: list[Tensor], body_outputs: list[Tensor], args
     hoisted = [t for t in frontier(order, body_outputs, variant) if id(t) in invariant and id(t) not in position]
     if not hoisted:
         return body_inputs, body_outputs, args
-    fired("scan.hoist", len(hoisted))
+    count("scan.hoist", len(hoisted))
     outer = clone(hoisted, dict(zip(body_inputs[first_nonseq:], args[first_nonseq:])))
     new_args = [placeholder(f"hoisted {t.op}", t.shape, t.dtype) for t in hoisted]
     body_outputs = clone(body_outputs, dict(zip(hoisted, new_args)))
@@ -137,7 +143,7 @@ def _same(a, b) -> bool:
 
 
 def _rewrite(node: Tensor, inputs: list[Tensor], consumers: dict[int, list[Tensor]], output_ids: set[int],
-             optimize_body) -> tuple[Tensor, dict[int, int], dict[int, int]] | None:
+             optimize_body, count: Count) -> tuple[Tensor, dict[int, int], dict[int, int]] | None:
     """The scan ``node`` (on its new ``inputs``) optimized: ``(new node, {old output index: new},
     {id(trace[-1] reader): new output index})``, or None when nothing changes."""
     op: Scan = node.primitive
@@ -146,18 +152,19 @@ def _rewrite(node: Tensor, inputs: list[Tensor], consumers: dict[int, list[Tenso
     projections = _projections(node, consumers, output_ids)
     last = _read_as_last(op, projections, consumers, output_ids)
     if last:
-        fired("scan.last_state", len(last))
+        count("scan.last_state", len(last))
     read = {op.emits[p.primitive.index] for p in projections}
     if len(op.emits) > len(read):
-        fired("scan.drop_output", len(op.emits) - len(read))
+        count("scan.drop_output", len(op.emits) - len(read))
     kept = _needed(op, _reached_inputs(body_outputs, op.body.inputs), {j for j, _ in read})
     emits, moved, readers = _new_emits(op, projections, last, kept)
     # the new body: kept states, kept outputs, loop invariants out; inputs the outputs still read
-    body_inputs, outputs, args = _hoist(op, list(op.body.inputs), [body_outputs[j] for j in kept], inputs[first:])
+    body_inputs, outputs, args = _hoist(op, list(op.body.inputs), [body_outputs[j] for j in kept], inputs[first:],
+                                    count)
     keep = _kept_inputs(op, set().union(*_reached_inputs(outputs, body_inputs)), kept, len(body_inputs))
     n_states = sum(1 for j in kept if j < nst)
     if len(body_inputs) - len(keep) > nst - n_states:
-        fired("scan.drop_input", len(body_inputs) - len(keep) - (nst - n_states))
+        count("scan.drop_input", len(body_inputs) - len(keep) - (nst - n_states))
     body_inputs, outer = [body_inputs[k] for k in keep], inputs[:first] + [args[k] for k in keep]
     if (sorted(emits) == sorted(op.emits) and _same(outer, node.inputs) and _same(body_inputs, op.body.inputs)
             and _same(outputs, op.body.outputs)):
@@ -216,12 +223,12 @@ def _merged(big: Tensor, smalls: list[Tensor], inputs: list[Tensor]) -> tuple[Te
     return Tensor(op, inputs, *op.infer(*inputs), name=name, site=smalls[0].site, is_gradient=is_gradient), tables
 
 
-def _merge_twins(outputs: list[Tensor], order: list[Tensor]) -> list[Tensor]:
+def _merge_twins(outputs: list[Tensor], order: list[Tensor], count: Count) -> list[Tensor]:
     """scan(...) and a twin emitting more of the same loop's values, on the same inputs -> one loop."""
     into = _twins(outputs, order)
     if not into:
         return outputs
-    fired("scan.merge", len(into))
+    count("scan.merge", len(into))
     smalls: dict[int, list[Tensor]] = {}  # id(big) -> the nodes merging into it
     for node in order:
         if id(node) in into:
@@ -272,18 +279,20 @@ def _projection(old: Tensor, node: Tensor, index: int) -> Tensor:
                   is_gradient=old.is_gradient)
 
 
-def optimize_scans(outputs: list[Tensor], optimize_body=None) -> list[Tensor]:
+def optimize_scans(outputs: list[Tensor], optimize_body=None, count: Count | None = None) -> list[Tensor]:
     """Optimize every scan node's body and loop (see the module docstring).
 
     ``optimize_body(outputs)`` optimizes a body's outputs: the default pipeline, which
     graphc/passes/pipeline.py passes in (this module does not import the pipeline back); by
-    default bodies are left as they are.
+    default bodies are left as they are. ``count(rule, times)`` counts firings (the pipeline
+    passes its context's; by default they are not counted).
     """
+    count = count if count is not None else _not_counted
     optimize_body = optimize_body if optimize_body is not None else (lambda body_outputs: body_outputs)
     order = toposort(outputs)
     if not any(isinstance(node.primitive, Scan) for node in order):
         return outputs
-    merged = _merge_twins(outputs, order)
+    merged = _merge_twins(outputs, order, count)
     if any(a is not b for a, b in zip(merged, outputs)):
         outputs = merged
         order = toposort(outputs)
@@ -294,4 +303,5 @@ def optimize_scans(outputs: list[Tensor], optimize_body=None) -> list[Tensor]:
             if not users or users[-1] is not node:
                 users.append(node)
     output_ids = {id(t) for t in outputs}
-    return _rebuild(outputs, order, lambda node, inputs: _rewrite(node, inputs, consumers, output_ids, optimize_body))
+    return _rebuild(outputs, order, lambda node, inputs: _rewrite(node, inputs, consumers, output_ids, optimize_body,
+                                                                 count))

@@ -500,6 +500,6 @@ RULES = rule_table(
 )
 
 
-def simplify(outputs: list[Tensor]) -> list[Tensor]:
+def simplify(outputs: list[Tensor], context: RewriteContext | None = None) -> list[Tensor]:
     """Apply the exact simplification rules to a fixed point."""
-    return rewrite(outputs, RULES)
+    return rewrite(outputs, RULES, context=context)

@@ -20,7 +20,16 @@ from graphc.ops import elementwise as ew
 from graphc.ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
 from graphc.ops.reduce import Logsumexp
 from graphc.ops.shape import BroadcastTo
-from graphc.passes.core import constant_value, is_uniform, named, producer, rewrite, rule_table, same_type
+from graphc.passes.core import (
+    RewriteContext,
+    constant_value,
+    is_uniform,
+    named,
+    producer,
+    rewrite,
+    rule_table,
+    same_type,
+)
 from graphc.tensor import Tensor
 
 
@@ -273,8 +282,9 @@ def _guard(branch: Tensor, cond: Tensor, selected_when: bool, depth: int) -> Ten
     on pattern size, not on graph size); each op declares its domain guard (``Op.domain``).
     """
     op = branch.primitive
-    # through differentiable element-wise ops (the guard's own ``where`` and casts are boundaries)
-    node = producer(branch, branch.op) if op.elementwise and not op.zero_gradient \
+    # through differentiable element-wise ops (the guard's own ``where`` and casts are boundaries; so is a
+    # fused kernel, which has no gradient rule and whose steps would otherwise be reached to any depth)
+    node = producer(branch, branch.op) if isinstance(op, ew.Elementwise) and not op.zero_gradient \
         and not isinstance(op, (ew.Where, ew.Cast)) else None
     if node is None or depth == 0:
         return None
@@ -330,9 +340,9 @@ RULES = rule_table(
 )
 
 
-def stabilize(outputs: list[Tensor]) -> list[Tensor]:
+def stabilize(outputs: list[Tensor], context: RewriteContext | None = None) -> list[Tensor]:
     """Rewrite the fragile hand-written patterns into stable primitives."""
-    return rewrite(outputs, RULES)
+    return rewrite(outputs, RULES, context=context)
 
 
 def stabilize_for_grad(outputs: Sequence[Tensor], wrt: Sequence[Tensor]) -> list[Tensor]:

@@ -7,7 +7,7 @@ import pytest
 
 import graphc as gc
 from graphc.ops import elementwise as ew
-from graphc.passes.core import Report, named, op_counts, producer, recording, rewrite
+from graphc.passes.core import Report, RewriteContext, named, op_counts, producer, rewrite
 from graphc.tensor import toposort
 
 
@@ -21,8 +21,7 @@ def test_rules_fire_bottom_up_to_a_fixed_point_and_are_counted():
     x = gc.placeholder("x", (2,))
     y = gc.exp(gc.log(gc.exp(gc.log(x))))
     report = Report()
-    with recording(report):
-        (z,) = rewrite([y], {"exp": (exp_of_log,)})
+    (z,) = rewrite([y], {"exp": (exp_of_log,)}, context=RewriteContext(report=report))
     assert z is x and report.rules == {"test.exp_log": 2}
 
 
@@ -139,3 +138,51 @@ def test_rewrite_with_a_protected_tensor_the_outputs_do_not_reach():
     values = gc.Session(optimize=False).run(tangents, {x: np.arange(3.0), s: 1.0, w: np.ones(3)})
     np.testing.assert_array_equal(values[0], np.arange(3.0))
     np.testing.assert_array_equal(values[1], 0.0)
+
+
+def test_canonicalize_reaches_the_fixed_point_in_one_pass():
+    """Folding that enables a stabilization takes no second round: rules fire once a node's inputs are final."""
+    x = gc.placeholder("x", (3,))
+    one = gc.constant(0.5) + gc.constant(0.5)
+    (y,), report = gc.optimize([gc.log(one + gc.exp(x)) * 1.0], report=True)
+    assert y.op == "softplus" and y.inputs[0] is x
+    assert report.rounds == 1 and report.rules["fold.constant"] == 1 and report.rules["stabilize.softplus"] == 1
+    assert "scan" not in report.pass_runs  # no loop in the graph: the loop pass does not run
+
+
+def test_a_pass_taking_a_context_gets_the_optimizations():
+    seen = []
+
+    def counting(outputs, context):
+        seen.append(context)
+        context.count("test.seen", len(outputs))
+        return outputs
+
+    x = gc.placeholder("x", (2,))
+    pipeline = (("prune", __import__("graphc.passes.prune", fromlist=["prune"]).prune), ("counting", counting))
+    _, report = gc.optimize([gc.exp(x), gc.sin(x)], report=True, pipeline=pipeline)
+    assert report.rules == {"test.seen": 2} and seen[0].report is report
+    _, other = gc.optimize([gc.exp(x)], report=True, pipeline=pipeline)
+    assert other.rules == {"test.seen": 1} and seen[1] is not seen[0]
+
+
+def test_merging_inside_the_rewrite_makes_twins_one_before_their_consumers_rules():
+    x = gc.placeholder("x", (3,))
+    # where(c, a, a') with twins a, a' only simplifies once they are merged (where_same)
+    y = gc.where(x > 0, gc.tanh(x) + 1.0, 1.0 + gc.tanh(x))
+    (out,), report = gc.optimize([y], report=True)
+    assert out.op == "add" and report.rules["simplify.where_same"] == 1 and report.rounds == 1
+
+
+def test_rewrite_counts_into_an_explicit_context_only():
+    @named("test.neg_neg")
+    def neg_neg(node):
+        inner = producer(node.inputs[0], "neg")
+        return inner.inputs[0] if inner is not None else None
+
+    x = gc.placeholder("x", (2,))
+    report = Report()
+    (z,) = rewrite([ew.neg(ew.neg(x))], {"neg": (neg_neg,)}, context=RewriteContext(report=report))
+    assert z is x and report.rules == {"test.neg_neg": 1}
+    (z,) = rewrite([ew.neg(ew.neg(x))], {"neg": (neg_neg,)})  # no context: counted nowhere
+    assert z is x and report.rules == {"test.neg_neg": 1}
