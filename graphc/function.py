@@ -182,14 +182,14 @@ except (ImportError, AttributeError, TypeError):  # pragma: no cover - another N
     _IGNORE_ALL = None
 
 
-def _feed_checker(inputs: Sequence[Tensor]):
-    """A generated function validating positional feeds: a few identity tests per array.
+def _feed_checks(inputs: Sequence[Tensor], namespace: dict) -> list[str]:
+    """Lines validating positional feeds ``x0, x1, ...``: a few identity tests per array.
 
-    Arrays of exactly the declared dtype and shape pass straight through;
-    anything else goes to :func:`check_feed` (conversion, or a FeedError
-    naming the placeholder).
+    Arrays of exactly the declared dtype and shape pass straight through; anything else goes
+    to :func:`check_feed` (conversion, or a FeedError naming the placeholder). The names the
+    lines use are added to ``namespace``.
     """
-    namespace: dict[str, object] = {"_nd": np.ndarray, "_slow": check_feed}
+    namespace.update(_nd=np.ndarray, _slow=check_feed)
     lines = []
     for k, tensor in enumerate(inputs):
         namespace[f"_t{k}"], namespace[f"_d{k}"] = tensor, tensor.dtype
@@ -201,11 +201,102 @@ def _feed_checker(inputs: Sequence[Tensor]):
             shape_test = f"x{k}.shape != _s{k}"
         lines.append(f"    if type(x{k}) is not _nd or x{k}.dtype is not _d{k} or {shape_test}:")
         lines.append(f"        x{k} = _slow(_t{k}, x{k})")
-    names = "".join(f"x{k}, " for k in range(len(inputs)))
+    return lines
+
+
+def _generated(argument: str, body: list[str], namespace: dict, label: str) -> Callable:
+    """``def f(argument): body`` compiled with ``namespace``'s entries as default arguments (locals,
+    read faster than globals)."""
     params = "".join(f", {n}={n}" for n in sorted(namespace))
-    source = f"def check(args{params}):\n    ({names}) = args\n" + "\n".join(lines) + f"\n    return ({names})\n"
-    exec(compile(source, "<graphc feed check>", "exec"), namespace)  # noqa: S102 - generated here
-    return namespace["check"]
+    source = f"def generated({argument}{params}):\n" + "\n".join(body) + "\n"
+    exec(compile(source, label, "exec"), namespace)  # noqa: S102 - generated here
+    return namespace["generated"]
+
+
+def _feed_checker(inputs: Sequence[Tensor]):
+    """A generated function validating positional feeds (see :func:`_feed_checks`): ``args -> feeds``."""
+    namespace: dict[str, object] = {}
+    names = "".join(f"x{k}, " for k in range(len(inputs)))
+    body = [f"    ({names}) = args", *_feed_checks(inputs, namespace), f"    return ({names})"]
+    return _generated("args", body, namespace, "<graphc feed check>")
+
+
+_set_value = Variable._value.__set__  # the slot's setter: what ``object.__setattr__`` does, without the lookup
+
+
+def _update_error(variable: Variable, value: np.ndarray) -> ExecutionError:
+    return ExecutionError(f"update of variable {variable.name!r}: new value has shape "
+                          f"{format_shape(value.shape)}, the variable {format_shape(variable.shape)}; "
+                          f"no variable was changed")
+
+
+def _call_body(executable: Executable, namespace: dict) -> list[str]:
+    """The lines of ``executable``'s call on the validated ``feeds``, straight-line for its plan.
+
+    What the shared ``Executable`` methods decide at every call is decided here once: which
+    locks (in the global order; ``with`` releases them in reverse, on failure too), which
+    variables are read, and for each update whether its new value needs a shape check or a cast
+    and whether its old value may be recycled. Every check runs before the first install: a
+    failure changes no variable. The plan's ``run`` returns fresh arrays (none aliases a feed,
+    a variable or another result), installed read-only.
+    """
+    plan, n = executable.plan, executable._n
+    namespace.update(_run=executable._run, _ignored=_errors_ignored, _restored=_errors_restored,
+                     _IGNORE_ALL=_IGNORE_ALL)
+    names = {}
+    for k, variable in enumerate(executable._locked):
+        names[id(variable)] = f"_w{k}"
+        namespace[f"_w{k}"], namespace[f"_l{k}"] = variable, variable.lock
+    values = "(" + "".join(f"{names[id(v)]}._value, " for v in plan.variables) + ")"
+    locks = ", ".join(f"_l{k}" for k in range(len(executable._locked))) if executable._locks else ""
+    body = ["    token = _ignored(_IGNORE_ALL)", "    try:"]
+    if not executable._updated:
+        if locks:
+            body += [f"        with {locks}:", f"            values = {values}"]
+        elif plan.variables:  # one variable, no lock: an in-place call writing it has set it to None
+            first = names[id(plan.variables[0])]
+            body += [f"        values = ({first}._value,)",
+                     "        if values[0] is None:", f"            values = ({first}.value,)"]
+        else:
+            body += ["        values = ()"]
+        body += ["        return _run(feeds, values)"]
+    else:
+        namespace.update(_box=executable._spare_box, _recyclable=_recyclable, _set=_set_value,
+                         _update_error=_update_error)
+        body += [f"        with {locks}:", "            spare = _box[0]", "            _box[0] = None",
+                 f"            results = _run(feeds, {values}, spare)", "            del spare"]
+        installs = []
+        for k, (variable, check_shape, cast) in enumerate(executable._installs):
+            name, new = names[id(variable)], f"new{k}"
+            body.append(f"            {new} = results[{n + k}]")
+            if check_shape:
+                namespace[f"_s{name}"] = variable.shape
+                body += [f"            if {new}.shape != _s{name}:",
+                         f"                raise _update_error({name}, {new})"]
+            if cast:
+                namespace[f"_d{name}"] = variable.dtype
+                body.append(f"            {new} = {new}.astype(_d{name})")
+            installs += [f"            {new}.flags.writeable = False", f"            _set({name}, {new})"]
+        # every new value is a fresh array of this call: install them all, or (above) none
+        if executable._large:
+            body.append("            olds = [" + ", ".join(f"{names[id(v)]}._value" for v in executable._large) + "]")
+        body += installs
+        if executable._large:
+            body.append("            _box[0] = _recyclable(olds)")
+        body.append(f"        return results[:{n}]")
+    body += ["    finally:", "        _restored(token)"]
+    return body
+
+
+def _call_wrapper(executable: Executable) -> tuple[Callable, Callable]:
+    """``(execute, execute_args)`` generated for ``executable`` (see :func:`_call_body`)."""
+    inputs = executable.plan.inputs
+    namespace: dict[str, object] = {}
+    body = _call_body(executable, namespace)
+    execute = _generated("feeds", body, dict(namespace), "<graphc call>")
+    names = "".join(f"x{k}, " for k in range(len(inputs)))
+    checks = [f"    ({names}) = args", *_feed_checks(inputs, namespace), f"    feeds = ({names})"]
+    return execute, _generated("args", checks + body, namespace, "<graphc call>")
 
 
 def _claim(arrays: list) -> list:
@@ -408,8 +499,8 @@ class Executable:
         self._check = _feed_checker(plan.inputs)
         # old values of the updated variables that nothing else references: the next call writes
         # new values into them instead of fresh memory (page faults are the cost of fresh memory)
-        self._spare: dict | None = None
-        self._checked = any(check or cast for _, check, cast in self._installs)
+        # (in a list the generated call reads and writes, so that it refers to no Executable)
+        self._spare_box: list = [None]
         # the updated variables big enough for their old values to be worth recycling
         self._large = tuple(v for v in updated
                             if int(np.prod(v.shape, dtype=np.int64)) * v.dtype.itemsize >= SPARE_MIN_BYTES)
@@ -426,52 +517,25 @@ class Executable:
             self._large = ()
             where = {id(v): j for j, v in enumerate(updated)}
             self._reads = tuple((v, where.get(id(v), -1)) for v in plan.variables)
-        if not self._variables and not updated:  # the common stateless case, with nothing to snapshot
-            self.execute_args = self._stateless(self._run, self._check)
         # calls whose only updates advance random generators reserve their counters when they
         # start and then run without the locks, so that concurrent calls overlap (each reads its
         # own counter); see _execute_reserving
         self._reserved = _counter_updates(plan) if updated and not self._inplace else None
-
-    @staticmethod
-    def _stateless(run, check):
-        def execute_args(args: Sequence) -> Sequence:
-            feeds = check(args)
-            token = _errors_ignored(_IGNORE_ALL)
-            try:
-                return run(feeds, ())
-            finally:
-                _errors_restored(token)
-
-        return execute_args
+        if not self._inplace and not self._reserved:  # the call generated for this plan (shared code before)
+            self.execute, self.execute_args = _call_wrapper(self)
 
     def execute_args(self, args: Sequence) -> Sequence:
         """Validate positional feeds (fast when they already have the declared dtype and shape), run."""
         return self.execute(self._check(args))
 
     def execute(self, feeds: tuple) -> Sequence:
+        """Run on validated feeds. (Plans other than in-place or counter-reserving ones run a call
+        generated for them instead: see :func:`_call_body`.)"""
         token = _errors_ignored(_IGNORE_ALL)
         try:
-            if self._updated:
-                if self._inplace:
-                    return self._execute_inplace(feeds)
-                if self._reserved:
-                    return self._execute_reserving(feeds)
-                return self._execute_updating(feeds)
-            locks = self._locks
-            if locks:
-                for lock in locks:
-                    lock.acquire()
-                try:
-                    values = tuple(v._value for v in self._variables)
-                finally:
-                    for lock in reversed(locks):
-                        lock.release()
-                return self._run(feeds, values)
-            values = tuple(v._value for v in self._variables)
-            if values and values[0] is None:  # an in-place call is writing it: wait for it (the lock)
-                values = (self._variables[0].value,)
-            return self._run(feeds, values)
+            if self._inplace:
+                return self._execute_inplace(feeds)
+            return self._execute_reserving(feeds)
         finally:
             _errors_restored(token)
 
@@ -554,37 +618,6 @@ class Executable:
         """Keep the buffers of a plan just made for a call shape too (the caller holds the locks)."""
         new, self._dispatch.new_buffers = self._dispatch.new_buffers, []
         self._kept = (self._kept or []) + new
-
-    def _execute_updating(self, feeds: tuple) -> Sequence:
-        locks = self._locks
-        for lock in locks:
-            lock.acquire()
-        try:
-            spare, self._spare = self._spare, None
-            results = self._run(feeds, tuple([v._value for v in self._variables]), spare)
-            del spare
-            n = self._n
-            new_values = results[n:]
-            if self._checked:
-                new_values = list(new_values)
-                for k, (variable, check_shape, cast) in enumerate(self._installs):
-                    value = new_values[k]
-                    if check_shape and value.shape != variable.shape:
-                        raise ExecutionError(f"update of variable {variable.name!r}: new value has shape "
-                                             f"{format_shape(value.shape)}, the variable "
-                                             f"{format_shape(variable.shape)}; no variable was changed")
-                    if cast:
-                        new_values[k] = value.astype(variable.dtype)
-            # every new value is a fresh array of this call: install them all, or (above) none
-            old_values = [variable._value for variable in self._large]
-            for variable, value in zip(self._updated, new_values):
-                variable._install(value)
-            del new_values, value
-            self._spare = _recyclable(old_values) if old_values else None
-            return results[:n]
-        finally:
-            for lock in reversed(locks):
-                lock.release()
 
 
 def _count(n: int, noun: str) -> str:
