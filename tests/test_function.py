@@ -250,3 +250,50 @@ def test_unknown_sizes_that_do_not_fit_still_raise_when_running():
             np.testing.assert_array_equal(fn(np.arange(n, dtype=float), np.ones(n)), np.arange(n) + 1.0)
     specialized = [run for run in fn._executable._dispatch.runs.values() if run is not fn.plan.run]
     assert 1 <= len(specialized) <= 4
+
+
+@pytest.mark.parametrize("positional", [True, False], ids=["positional", "keyword"])
+def test_generated_call_checks_every_update_before_installing_any(optimize, positional):
+    # the call is generated per function (straight-line installs): a new value whose size was
+    # unknown is checked at run time, and its failure must leave the variable installed before it
+    # in the plan's order unchanged too; a float32 new value of a float64 variable is cast
+    w = gc.variable(np.zeros(3), name="w")
+    v = gc.variable(np.zeros(3), name="v")
+    c = gc.variable(np.zeros(2, np.float64), name="c")
+    p = gc.placeholder("p", (None,))
+    q = gc.placeholder("q", (2,), "float32")
+    fn = gc.function([p, q], gc.sum(p), updates=[(w, w + 1.0), (v, p), (c, q)], optimize=optimize)
+    assert fn._executable.execute_args.__code__.co_filename == "<graphc call>"
+    bad = np.arange(4.0)
+    for _ in range(4):  # past the per-shape plan's threshold too
+        with pytest.raises(gc.ExecutionError, match="no variable was changed"):
+            fn(bad, np.ones(2, np.float32)) if positional else fn(p=bad, q=np.ones(2, np.float32))
+        for variable in (w, v, c):
+            np.testing.assert_array_equal(variable.value, np.zeros(variable.shape))
+    fed = np.array([1.0, 2.0, 3.0])
+    total = fn(fed, np.full(2, 0.5, np.float32)) if positional else fn(p=fed, q=np.full(2, 0.5, np.float32))
+    assert total == 6.0
+    np.testing.assert_array_equal(w.value, np.ones(3))
+    np.testing.assert_array_equal(v.value, fed)
+    assert c.value.dtype == np.float64 and not c.value.flags.writeable
+    np.testing.assert_array_equal(c.value, [0.5, 0.5])
+    assert not np.may_share_memory(v.value, fed)  # the fed array is not installed as the variable
+    fed[0] = 9.0
+    np.testing.assert_array_equal(v.value, [1.0, 2.0, 3.0])
+
+
+def test_generated_call_reading_one_variable_waits_for_an_inplace_writer():
+    # a function only reading a variable takes no lock; while an in-place call of another function
+    # writes the variable, its value is None and the reader must wait for the lock instead
+    v = gc.variable(np.arange(3.0), name="v")
+    read = gc.function([], v * 2.0)
+    with v.lock:
+        object.__setattr__(v, "_value", None)
+        got = []
+        thread = threading.Thread(target=lambda: got.append(read()))
+        thread.start()
+        thread.join(0.2)
+        assert thread.is_alive() and not got  # blocked on the lock
+        v._install(np.arange(3.0) + 1.0)
+    thread.join()
+    np.testing.assert_array_equal(got[0], [2.0, 4.0, 6.0])
