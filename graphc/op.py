@@ -275,6 +275,11 @@ class Op:
     #: on NumPy scalars, a Python expression of the inputs that is the very same IEEE operation
     #: (``"{0} + {1}"``); used where the inputs have the node's dtype (or share one, for a bool result)
     scalar_expr: ClassVar[str | None] = None
+    #: ``scalar_expr`` gives the very same value on Python floats and bools as on NumPy ``float64`` and
+    #: ``bool`` scalars, where the node is ``float64`` or ``bool``: operators that neither raise nor change
+    #: type there (``+``, ``*``, comparisons; not ``/``, which raises on a zero). Scalar plans whose values
+    #: are all ``float64`` or ``bool`` then run on Python floats, about 4x cheaper per operator
+    python_exact: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

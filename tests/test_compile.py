@@ -775,3 +775,47 @@ def test_unknown_size_steps_are_direct_numpy_calls_equal_to_their_impl(rng, dtyp
         for a, b in zip(got, want):
             a, b = np.asarray(a), np.asarray(b)
             assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), plan.explain()
+
+
+# ---- scalar plans on Python floats ---------------------------------------------------------------------
+
+def _float64_scalar_graph(x, y, w):
+    s = x + y
+    m = gc.maximum(y, w)
+    picked = gc.where(x > y, s * m, gc.minimum(x, -w))
+    mask = gc.cast(gc.equal(x, y), "float64")
+    return [picked, s / y, gc.square(s) - m, mask * x, gc.relu(s), gc.exp(y) * 0.5, x <= w, gc.zeros_like(x) + y]
+
+
+def test_float64_scalar_plans_run_on_python_floats_with_bit_identical_results():
+    # every value float64 or bool: operators on Python floats instead of NumPy scalars (4x cheaper);
+    # the same IEEE operations, so bit for bit the array plan's values, dtypes included, at the
+    # special values too (a zero divisor, NaN, infinities, -0.0, overflow, ties)
+    x, y = gc.placeholder("x"), gc.placeholder("y")
+    w = gc.variable(np.array(2.0), name="w")
+    outputs = _float64_scalar_graph(x, y, w)
+    fast = build_plan(outputs, [x, y])
+    arrays = build_plan(outputs, [x, y], scalar_mode=False)
+    assert fast.scalar and ".item()" in fast.source
+    assert not arrays.scalar
+    specials = [0.0, -0.0, 1.5, -2.0, 2.0, np.nan, np.inf, -np.inf, 1e308, -1e308, 5e-324]
+    with np.errstate(all="ignore"):
+        for a in specials:
+            for b in specials:
+                got = run_plan(fast, [np.array(a), np.array(b)])
+                want = run_plan(arrays, [np.array(a), np.array(b)])
+                for g, e in zip(got, want):
+                    assert type(g) is np.ndarray and g.shape == () and g.dtype == e.dtype, (a, b, g, e)
+                    assert g.tobytes() == e.tobytes(), (a, b, g, e)
+
+
+def test_scalar_plans_with_other_dtypes_or_python_kernels_stay_on_numpy_scalars():
+    x, y = gc.placeholder("x", (), "float32"), gc.placeholder("y", (), "float32")
+    plan = build_plan([x * y + 1.0], [x, y])
+    assert plan.scalar and ".item()" not in plan.source and "[()]" in plan.source
+    got = run_plan(plan, [np.float32(1.5), np.float32(3.0)])[0]
+    assert got.dtype == np.float32 and got == np.float32(5.5)
+    a = gc.placeholder("a")
+    rounded = build_plan([gc.round(a) * 2.0], [a])  # round's kernel is a Python function, not a ufunc
+    assert rounded.scalar and ".item()" not in rounded.source
+    assert run_plan(rounded, [np.array(2.5)])[0] == 4.0

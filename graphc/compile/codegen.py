@@ -42,11 +42,16 @@ def generate(program: Program) -> Program:
     namespace: dict[str, object] = {"_as_array": runtime.as_array, "_copy": runtime.copy, "_nd": np.array,
                                     "_grab": runtime.grab, "_fresh": runtime.fresh}
     scalar = not inplace and options.scalar_mode and bool(steps) and all(n.shape == () for n in program.order)
+    # all float64 and bool: Python floats and bools instead of NumPy scalars (op.python_exact)
+    python = scalar and not options.check_numerics and _all_float64_or_bool(program.order)
     if scalar:
-        lines, kinds, line_step = _scalar_body(steps, deps, names, namespace)
+        lines, kinds, line_step = _scalar_body(steps, deps, names, namespace, python)
+        if lines is None and python:  # a step has no exact form on Python floats: NumPy scalars throughout
+            python = False
+            lines, kinds, line_step = _scalar_body(steps, deps, names, namespace, python)
         scalar = lines is not None
     if scalar:
-        namespace.update((key, value[()]) for key, value in program.defaults.items())
+        namespace.update((key, value.item() if python else value[()]) for key, value in program.defaults.items())
     else:
         namespace.update(program.defaults)
         kinds = program.kinds
@@ -58,7 +63,7 @@ def generate(program: Program) -> Program:
     if inplace:
         escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
     source, offset = _source(len(program.inputs), len(program.variables), len(updates), namespace, lines, escaped,
-                             scalar, inplace, options.check_numerics)
+                             scalar, inplace, options.check_numerics, python)
     step_of_line = {offset + line: step for line, step in line_step.items()}
     namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line, program.fused,
                                              program.writes, updates, inplace)
@@ -71,20 +76,30 @@ def generate(program: Program) -> Program:
 
 # ---- scalar graphs ---------------------------------------------------------------------------
 
-def _scalar_body(steps, deps, names, namespace):
+def _all_float64_or_bool(order: list[Tensor]) -> bool:
+    return all(node.dtype == np.float64 or node.dtype == np.bool_ for node in order)
+
+
+def _scalar_body(steps, deps, names, namespace, python: bool = False):
+    """The scalar plan's lines (``python``: its values are Python floats and bools), or Nones."""
     lines: list[str] = []
     kinds: list[str] = []
     line_step: dict[int, int] = {}
     for index, node in enumerate(steps):
         inputs = deps[id(node)]
         expression = _scalar_expression(node, [names[id(p)] for p in inputs], inputs, namespace,
-                                        str(index))
+                                        str(index), python)
         if expression is None:
             return None, None, None
         line_step[len(lines)] = index
         lines.append(f"v{index} = {expression}")
         kinds.append("scalar")
     return lines, kinds, line_step
+
+
+def _constant(value: np.generic, python: bool):
+    """``value`` as the scalar plan holds it: a Python float or bool in a ``python`` plan."""
+    return value.item() if python else value
 
 
 def _scalar_dtype(expression: str, dtypes: list[np.dtype]) -> np.dtype | None:
@@ -100,11 +115,15 @@ def _scalar_dtype(expression: str, dtypes: list[np.dtype]) -> np.dtype | None:
 
 
 def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], namespace: dict,
-                       tag: str) -> str | None:
-    """A Python expression computing ``node`` on NumPy scalars, or None."""
+                       tag: str, python: bool = False) -> str | None:
+    """A Python expression computing ``node`` on NumPy scalars (``python``: on Python floats and bools,
+    where every value is float64 or bool; NumPy functions of them give NumPy scalars of the same
+    values), or None."""
     op = node.primitive
     cls = type(op)
     expression = getattr(op, "scalar_expr", None)
+    if python and expression != "{0}" and not getattr(op, "python_exact", False):
+        expression = None  # (e.g. ``/`` raises on a Python zero): the ufunc below
     if expression is not None:
         skip = op.nondiff_inputs
         operands = {p.dtype for k, p in enumerate(inputs) if k not in skip}
@@ -116,17 +135,20 @@ def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], name
                 " if " not in expression and _scalar_dtype(expression, [p.dtype for p in inputs]) == node.dtype):
             return expression.format(*args)
     if cls is ew.ZerosLike or cls is ew.OnesLike:
-        namespace[f"_k{tag}"] = node.dtype.type(0 if cls is ew.ZerosLike else 1)
+        namespace[f"_k{tag}"] = _constant(node.dtype.type(0 if cls is ew.ZerosLike else 1), python)
         return f"_k{tag}"
     if cls is ew.Cast:
         if inputs[0].dtype == np.dtype(bool):
-            namespace[f"_one{tag}"], namespace[f"_zero{tag}"] = node.dtype.type(1), node.dtype.type(0)
+            namespace[f"_one{tag}"] = _constant(node.dtype.type(1), python)
+            namespace[f"_zero{tag}"] = _constant(node.dtype.type(0), python)
             return f"(_one{tag} if {args[0]} else _zero{tag})"
         if node.dtype.kind == "f" and inputs[0].dtype.kind in "biuf":
             namespace[f"_t{tag}"] = node.dtype.type
             return f"_t{tag}({args[0]})"
         return None
     function = kernel(node)
+    if python and function is not None and not isinstance(function, np.ufunc):
+        return None  # (a Python kernel may need NumPy scalars; a ufunc takes floats as float64)
     if function is not None:
         namespace[f"_u{tag}"] = function
         return f"_u{tag}({', '.join(args)})"
@@ -377,7 +399,8 @@ def _escapes(escaping: list[Tensor], names: dict[int, str], steps: list[Tensor],
 
 
 def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, lines: list[str],
-            escaped: list[str], scalar: bool, inplace: bool, check_numerics: bool) -> tuple[str, int]:
+            escaped: list[str], scalar: bool, inplace: bool, check_numerics: bool,
+            python: bool = False) -> tuple[str, int]:
     """The ``run`` function's source, and the line number of its first body line minus one."""
     params = "feeds, variables, targets, _spare=None" if inplace else "feeds, variables, _spare=None"
     header = [f"def run({params}" + "".join(f", {n}={n}" for n in sorted(namespace)) + "):"]
@@ -388,8 +411,9 @@ def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, li
     if inplace:
         header.append("    " + "".join(f"t{k}, " for k in range(n_updates)) + "= targets")
     if scalar:
-        header.extend(f"    x{k} = x{k}[()]" for k in range(n_inputs))
-        header.extend(f"    w{k} = w{k}[()]" for k in range(n_variables))
+        scalar_of = ".item()" if python else "[()]"  # a Python float or bool, else a NumPy scalar
+        header.extend(f"    x{k} = x{k}{scalar_of}" for k in range(n_inputs))
+        header.extend(f"    w{k} = w{k}{scalar_of}" for k in range(n_variables))
     if check_numerics:
         header.insert(1, "    _check_leaves(feeds, variables)")
     header.append("    try:")

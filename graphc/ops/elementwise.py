@@ -105,6 +105,7 @@ class Add(Elementwise):
     name = "add"
     sympy = "Add"
     scalar_expr = "{0} + {1}"
+    python_exact = True
     ufunc = np.add
     commutative = True
 
@@ -118,6 +119,7 @@ class Sub(Elementwise):
 
     name = "sub"
     scalar_expr = "{0} - {1}"
+    python_exact = True
     ufunc = np.subtract
     sympy_form = _form(lambda sp, a, b: a - b)
 
@@ -132,6 +134,7 @@ class Mul(Elementwise):
     name = "mul"
     sympy = "Mul"
     scalar_expr = "{0} * {1}"
+    python_exact = True
     ufunc = np.multiply
     commutative = True
 
@@ -163,6 +166,7 @@ class Neg(Elementwise):
 
     name = "neg"
     scalar_expr = "-{0}"
+    python_exact = True
     ufunc = np.negative
     sympy_form = _form(lambda sp, a: -a)
 
@@ -200,6 +204,7 @@ class Square(Elementwise):
 
     name = "square"
     scalar_expr = "{0} * {0}"
+    python_exact = True
     ufunc = np.square
     sympy_form = _form(lambda sp, a: a ** 2)
 
@@ -238,6 +243,7 @@ class Maximum(Elementwise):
     name = "maximum"
     sympy = "Max"
     scalar_expr = "({0} if {0} > {1} or {0} != {0} else {1})"  # NaN and ties as np.maximum
+    python_exact = True
     ufunc = np.maximum
     # not ``commutative``: on ties of signed zeros np.maximum returns its second operand (maximum(-0.0, 0.0) is
     # 0.0, maximum(0.0, -0.0) is -0.0), so swapping the operands is not exact
@@ -255,6 +261,7 @@ class Minimum(Elementwise):
     name = "minimum"
     sympy = "Min"
     scalar_expr = "({0} if {0} < {1} or {0} != {0} else {1})"
+    python_exact = True
     ufunc = np.minimum
     # not ``commutative``: on ties of signed zeros np.minimum returns its second operand (minimum(-0.0, 0.0) is
     # 0.0, minimum(0.0, -0.0) is -0.0), so swapping the operands is not exact
@@ -865,6 +872,7 @@ class Equal(Comparison):
     name = "equal"
     sympy = "Eq"
     scalar_expr = "{0} == {1}"
+    python_exact = True
     ufunc = np.equal
     commutative = True
 
@@ -874,6 +882,7 @@ class NotEqual(Comparison):
     name = "not_equal"
     sympy = "Ne"
     scalar_expr = "{0} != {1}"
+    python_exact = True
     ufunc = np.not_equal
     commutative = True
 
@@ -883,6 +892,7 @@ class Greater(Comparison):
     name = "greater"
     sympy = "Gt"
     scalar_expr = "{0} > {1}"
+    python_exact = True
     ufunc = np.greater
 
 
@@ -891,6 +901,7 @@ class GreaterEqual(Comparison):
     name = "greater_equal"
     sympy = "Ge"
     scalar_expr = "{0} >= {1}"
+    python_exact = True
     ufunc = np.greater_equal
 
 
@@ -899,6 +910,7 @@ class Less(Comparison):
     name = "less"
     sympy = "Lt"
     scalar_expr = "{0} < {1}"
+    python_exact = True
     ufunc = np.less
 
 
@@ -907,6 +919,7 @@ class LessEqual(Comparison):
     name = "less_equal"
     sympy = "Le"
     scalar_expr = "{0} <= {1}"
+    python_exact = True
     ufunc = np.less_equal
 
 
@@ -973,6 +986,7 @@ class Where(Elementwise):
 
     name = "where"
     scalar_expr = "({1} if {0} else {2})"
+    python_exact = True
     nondiff_inputs = (0,)
     sympy_form = _form(lambda sp, cond, a, b: sp.Piecewise((a, cond), (b, True)))
 
