@@ -114,6 +114,24 @@ def _scalar_dtype(expression: str, dtypes: list[np.dtype]) -> np.dtype | None:
     return getattr(value, "dtype", None)
 
 
+def _operator_expression(node: Tensor, args: list[str], inputs: list[Tensor], python: bool) -> str | None:
+    """The op's ``scalar_expr`` for ``node`` where it is the very same IEEE operation, else None."""
+    op = node.primitive
+    expression = getattr(op, "scalar_expr", None)
+    if expression is None or (python and expression != "{0}" and not getattr(op, "python_exact", False)):
+        return None  # (on Python floats, e.g. ``/`` raises on a zero: a ufunc then)
+    skip = op.nondiff_inputs
+    operands = {p.dtype for k, p in enumerate(inputs) if k not in skip}
+    # The same IEEE operation when the operands have the node's dtype or, for a comparison, share one.
+    # Operators on NumPy scalars call the very ufuncs, so they also do for mixed dtypes, as long as they
+    # give the node's dtype (np.square of a bool is int8, bool * bool stays bool); a conditional picks
+    # one operand, so it needs them all of the node's dtype.
+    if operands == {node.dtype} or (node.dtype == np.bool_ and len(operands) == 1) or (
+            " if " not in expression and _scalar_dtype(expression, [p.dtype for p in inputs]) == node.dtype):
+        return expression.format(*args)
+    return None
+
+
 def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], namespace: dict,
                        tag: str, python: bool = False) -> str | None:
     """A Python expression computing ``node`` on NumPy scalars (``python``: on Python floats and bools,
@@ -121,19 +139,9 @@ def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], name
     values), or None."""
     op = node.primitive
     cls = type(op)
-    expression = getattr(op, "scalar_expr", None)
-    if python and expression != "{0}" and not getattr(op, "python_exact", False):
-        expression = None  # (e.g. ``/`` raises on a Python zero): the ufunc below
+    expression = _operator_expression(node, args, inputs, python)
     if expression is not None:
-        skip = op.nondiff_inputs
-        operands = {p.dtype for k, p in enumerate(inputs) if k not in skip}
-        # The same IEEE operation when the operands have the node's dtype or, for a comparison, share one.
-        # Operators on NumPy scalars call the very ufuncs, so they also do for mixed dtypes, as long as they
-        # give the node's dtype (np.square of a bool is int8, bool * bool stays bool); a conditional picks
-        # one operand, so it needs them all of the node's dtype.
-        if operands == {node.dtype} or (node.dtype == np.bool_ and len(operands) == 1) or (
-                " if " not in expression and _scalar_dtype(expression, [p.dtype for p in inputs]) == node.dtype):
-            return expression.format(*args)
+        return expression
     if cls is ew.ZerosLike or cls is ew.OnesLike:
         namespace[f"_k{tag}"] = _constant(node.dtype.type(0 if cls is ew.ZerosLike else 1), python)
         return f"_k{tag}"
