@@ -276,7 +276,8 @@ def _call_body(executable: Executable, namespace: dict) -> list[str]:
             if cast:
                 namespace[f"_d{name}"] = variable.dtype
                 body.append(f"            {new} = {new}.astype(_d{name})")
-            installs += [f"            {new}.flags.writeable = False", f"            _set({name}, {new})"]
+            # (``setflags`` costs a fifth of ``flags.writeable = False``: no flags object is made)
+            installs += [f"            {new}.setflags(write=False)", f"            _set({name}, {new})"]
         # every new value is a fresh array of this call: install them all, or (above) none
         if executable._large:
             body.append("            olds = [" + ", ".join(f"{names[id(v)]}._value" for v in executable._large) + "]")
@@ -312,7 +313,7 @@ def _claim(arrays: list) -> list:
         array = arrays[k]
         if (type(array) is np.ndarray and array.base is None and array.flags.owndata
                 and sys.getrefcount(array) <= 3):
-            array.flags.writeable = True
+            array.setflags(write=True)
             targets.append(array)
         else:
             targets.append(None)
@@ -331,7 +332,7 @@ def _recyclable(arrays: list) -> dict | None:
         array = arrays[k]
         if (type(array) is np.ndarray and array.base is None and array.flags.c_contiguous
                 and array.nbytes >= SPARE_MIN_BYTES and sys.getrefcount(array) <= 3):
-            array.flags.writeable = True
+            array.setflags(write=True)
             spare.setdefault((array.shape, array.dtype.str), []).append(array)
         del array
     return spare or None
