@@ -28,9 +28,22 @@ def _stable_log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
+def _out_of_range(labels: np.ndarray, depth: int) -> bool:
+    """Whether a class index lies outside [0, depth), in one reduction: viewed as unsigned integers of
+    the same size, negative indices are at least 2**(bits - 1), more than any depth (``labels.min() < 0
+    or labels.max() >= depth`` -> ``max(labels as unsigned) >= depth``, exact for integers)."""
+    if not labels.size:
+        return False
+    if labels.dtype.kind == "i":
+        labels = labels.view(f"u{labels.dtype.itemsize}")
+    return bool(np.maximum.reduce(labels, axis=None) >= depth)
+
+
 def _check_labels(labels: np.ndarray, depth: int) -> None:
     """Class indices must lie in [0, depth): NumPy would wrap negative ones around silently."""
     labels = np.asarray(labels)
+    if labels.dtype.kind in "iu" and not _out_of_range(labels, depth):
+        return
     if labels.size and (labels.min() < 0 or labels.max() >= depth):
         bad = labels[(labels < 0) | (labels >= depth)].flat[0]
         raise IndexError(f"class index {bad} is out of range for {depth} classes")
@@ -333,7 +346,7 @@ class SoftmaxMinusOneHot(Op):
         np.exp(probs, out=probs)
         probs /= np.add.reduce(probs, axis=1, keepdims=True)
         rows, depth = probs.shape
-        if rows and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= depth):
+        if rows and _out_of_range(labels, depth):
             valid = (labels >= 0) & (labels < depth)  # one_hot gives a zero row elsewhere
             probs[np.arange(rows)[valid], labels[valid]] -= 1
         elif rows:

@@ -386,3 +386,20 @@ def test_batches_of_different_sizes_are_a_clear_execution_error():
     fn = gc.function([x, y], gc.softmax_cross_entropy(x, y))
     with pytest.raises(gc.ExecutionError, match="fed from batches of different sizes"):
         fn(np.zeros((5, 4)), np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", "uint8", "uint64"])
+def test_the_one_reduction_label_range_check_is_the_two_reduction_one(dtype):
+    from graphc.ops.nn import _out_of_range
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    for depth in (1, 10, 127):
+        candidates = [np.array([], dtype), np.array([0], dtype), np.array([depth - 1], dtype),
+                      np.array([depth], dtype) if depth <= info.max else np.array([0], dtype),
+                      np.array([info.min, 0], dtype), np.array([info.max], dtype),
+                      rng.integers(max(info.min, -3), min(info.max, depth + 2), 40).astype(dtype),
+                      np.arange(24, dtype=dtype).reshape(4, 6)[:, 1] % depth]  # a strided view
+        for labels in candidates:
+            want = bool(labels.size) and bool(labels.min() < 0 or labels.max() >= depth)
+            assert _out_of_range(labels, depth) == want, (labels, depth)
