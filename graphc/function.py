@@ -260,6 +260,8 @@ def _call_body(executable: Executable, namespace: dict) -> list[str]:
         else:
             body += ["        values = ()"]
         body += ["        return _run(feeds, values)"]
+    elif executable._inplace:
+        body += _inplace_lines(executable, namespace, names, locks)
     else:
         namespace.update(_box=executable._spare_box, _recyclable=_recyclable, _set=_set_value,
                          _update_error=_update_error)
@@ -286,6 +288,42 @@ def _call_body(executable: Executable, namespace: dict) -> list[str]:
             body.append("            _box[0] = _recyclable(olds)")
         body.append(f"        return results[:{n}]")
     body += ["    finally:", "        _restored(token)"]
+    return body
+
+
+def _inplace_lines(executable: Executable, namespace: dict, names: dict, locks: str) -> list[str]:
+    """The in-place call's lines (see ``Executable._execute_inplace`` before: the same steps, written
+    out for this plan). The locks are held for the whole call; while it runs each updated variable's
+    ``_value`` is None (``Variable.value`` waits for the lock); storage someone else refers to is
+    never written (``_claim``); on failure, variables already written keep their new values (the
+    ``ExecutionError`` names them), the others get their old ones back."""
+    plan, n, updated = executable.plan, executable._n, executable._updated
+    namespace.update(_kept=executable._kept_box, _claim=_claim, _lend=_lend, _still_ours=_still_ours,
+                     _install=Variable._install, _set=_set_value, _ExecutionError=ExecutionError,
+                     _updated=updated)
+    slot = {id(v): k for k, v in enumerate(updated)}
+    olds = "[" + ", ".join(f"{names[id(v)]}._value" for v in updated) + "]"
+    reads = "(" + "".join(f"olds[{slot[id(v)]}], " if id(v) in slot else f"{names[id(v)]}._value, "
+                          for v in plan.variables) + ")"
+    body = [f"        with {locks}:", f"            olds = {olds}"]
+    body += [f"            _set({names[id(v)]}, None)" for v in updated]
+    body += ["            kept = _kept[0]", "            try:", "                targets = tuple(_claim(olds))",
+             f"                results = _run(feeds, {reads}, targets, _lend(kept, None) if kept else None)",
+             "            except BaseException as exc:",
+             "                _kept[0] = None  # (the failed call's frames may still refer to them)",
+             "                written = getattr(exc, '_graphc_written', None) or {}",
+             "                if isinstance(exc, _ExecutionError):",
+             "                    exc.changed_variables = tuple(_updated[k] for k in sorted(written))"]
+    body += [f"                _install({names[id(v)]}, written.get({k}, olds[{k}]))" for k, v in enumerate(updated)]
+    body.append("                raise")
+    body += [f"            _install({names[id(v)]}, results[{n + k}])" for k, v in enumerate(updated)]
+    body += ["            if kept:", "                _kept[0] = _still_ours(kept)"]
+    if executable._dispatch is not None:  # keep the buffers of a plan just made for a call shape too
+        namespace["_dispatch"] = executable._dispatch
+        body += ["            if _dispatch.new_buffers:",
+                 "                new, _dispatch.new_buffers = _dispatch.new_buffers, []",
+                 "                _kept[0] = (_kept[0] or []) + new"]
+    body.append(f"            return results[:{n}]")
     return body
 
 
@@ -513,16 +551,15 @@ class Executable:
         # default mode needs none: its replaced old values serve as such buffers, and a kept buffer,
         # held past its last use, would be memory malloc cannot give to a later step of the call
         # (measured: +28 MiB on the deep chain of bench/peak_memory.py).
-        self._kept: list | None = _kept_buffers(plan) if plan.inplace and updated else None
+        # (in a list, as ``_spare_box``: the generated call refers to no Executable)
+        self._kept_box: list = [_kept_buffers(plan) if plan.inplace and updated else None]
         if self._inplace:
             self._large = ()
-            where = {id(v): j for j, v in enumerate(updated)}
-            self._reads = tuple((v, where.get(id(v), -1)) for v in plan.variables)
         # calls whose only updates advance random generators reserve their counters when they
         # start and then run without the locks, so that concurrent calls overlap (each reads its
         # own counter); see _execute_reserving
         self._reserved = _counter_updates(plan) if updated and not self._inplace else None
-        if not self._inplace and not self._reserved:  # the call generated for this plan (shared code before)
+        if not self._reserved:  # the call generated for this plan (shared code before)
             self.execute, self.execute_args = _call_wrapper(self)
 
     def execute_args(self, args: Sequence) -> Sequence:
@@ -530,12 +567,10 @@ class Executable:
         return self.execute(self._check(args))
 
     def execute(self, feeds: tuple) -> Sequence:
-        """Run on validated feeds. (Plans other than in-place or counter-reserving ones run a call
-        generated for them instead: see :func:`_call_body`.)"""
+        """Run on validated feeds. (Plans other than counter-reserving ones run a call generated for
+        them instead: see :func:`_call_body`.)"""
         token = _errors_ignored(_IGNORE_ALL)
         try:
-            if self._inplace:
-                return self._execute_inplace(feeds)
             return self._execute_reserving(feeds)
         finally:
             _errors_restored(token)
@@ -572,53 +607,6 @@ class Executable:
                         state._install(old)
             raise
         return results[:self._n]
-
-    def _execute_inplace(self, feeds: tuple) -> Sequence:
-        """Run an in-place plan: new values are written into the variables' storage.
-
-        The locks are held for the whole call. While it runs, each updated variable's
-        ``_value`` is None, so that nobody can take a new reference to storage being
-        written (``Variable.value`` waits for the lock); storage someone else refers to
-        is never written (``_claim``). On failure, variables already written keep their
-        new values (the ``ExecutionError`` names them), the others their old ones.
-        """
-        locks = self._locks
-        for lock in locks:
-            lock.acquire()
-        try:
-            updated = self._updated
-            olds = [v._value for v in updated]
-            for variable in updated:
-                object.__setattr__(variable, "_value", None)
-            kept = self._kept
-            try:
-                targets = tuple(_claim(olds))
-                values = tuple([olds[j] if j >= 0 else v._value for v, j in self._reads])
-                results = self._run(feeds, values, targets, _lend(kept, None) if kept else None)
-            except BaseException as exc:
-                self._kept = None  # (the failed call's frames may still refer to them)
-                written = getattr(exc, "_graphc_written", None) or {}
-                if isinstance(exc, ExecutionError):
-                    exc.changed_variables = tuple(updated[k] for k in sorted(written))
-                for k, variable in enumerate(updated):
-                    variable._install(written.get(k, olds[k]))
-                raise
-            n = self._n
-            for variable, value in zip(updated, results[n:]):
-                variable._install(value)
-            if kept:
-                self._kept = _still_ours(kept)
-            if self._dispatch is not None and self._dispatch.new_buffers:
-                self._take_new_buffers()
-            return results[:n]
-        finally:
-            for lock in reversed(locks):
-                lock.release()
-
-    def _take_new_buffers(self) -> None:
-        """Keep the buffers of a plan just made for a call shape too (the caller holds the locks)."""
-        new, self._dispatch.new_buffers = self._dispatch.new_buffers, []
-        self._kept = (self._kept or []) + new
 
 
 def _count(n: int, noun: str) -> str:
