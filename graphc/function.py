@@ -262,6 +262,8 @@ def _call_body(executable: Executable, namespace: dict) -> list[str]:
         body += ["        return _run(feeds, values)"]
     elif executable._inplace:
         body += _inplace_lines(executable, namespace, names, locks)
+    elif executable._reserved:
+        body += _reserving_lines(executable, namespace, names, locks, values)
     else:
         namespace.update(_box=executable._spare_box, _recyclable=_recyclable, _set=_set_value,
                          _update_error=_update_error)
@@ -324,6 +326,29 @@ def _inplace_lines(executable: Executable, namespace: dict, names: dict, locks: 
                  "                new, _dispatch.new_buffers = _dispatch.new_buffers, []",
                  "                _kept[0] = (_kept[0] or []) + new"]
     body.append(f"            return results[:{n}]")
+    return body
+
+
+def _reserving_lines(executable: Executable, namespace: dict, names: dict, locks: str, values: str) -> list[str]:
+    """The lines of a call whose only updates are random generators' ``state -> state + 1``.
+
+    Under the locks: read every variable, and install each state's next value at once (the call
+    reserves its counter). Then run without the locks: a concurrent call reads the next counter,
+    so no two calls draw the same numbers, and they overlap. If the run fails, each state goes
+    back to its old value unless another call has advanced it since (then the counter stays
+    used: giving it back would let a later call repeat it).
+    """
+    namespace.update(_install=Variable._install, _array=np.array, _int64=np.int64)
+    states = [names[id(state)] for state in executable._reserved]
+    body = [f"        with {locks}:", f"            values = {values}"]
+    for k, name in enumerate(states):
+        body += [f"            old{k} = {name}._value", f"            new{k} = _array(old{k} + 1, dtype=_int64)",
+                 f"            _install({name}, new{k})"]
+    body += ["        try:", "            results = _run(feeds, values)", "        except BaseException:"]
+    for k, name in enumerate(states):
+        body += [f"            with {name}.lock:", f"                if {name}._value is new{k}:",
+                 f"                    _install({name}, old{k})"]
+    body += ["            raise", f"        return results[:{executable._n}]"]
     return body
 
 
@@ -509,10 +534,14 @@ class Executable:
 
     Everything that does not depend on the call is prepared here once: the
     lock order, which update values need a run-time shape check or a cast, and
-    a generated feed check. ``execute`` takes validated feeds; ``execute_args``
-    validates positional values itself (the fast path of ``Function.__call__``).
-    Both return the output values (a sequence, in ``plan.outputs`` order).
+    the call itself, generated for this plan (:func:`_call_body`): ``execute(feeds)``
+    takes validated feeds; ``execute_args(args)`` validates positional values itself
+    (the fast path of ``Function.__call__``). Both return the output values (a
+    sequence, in ``plan.outputs`` order).
     """
+
+    execute: Callable[[tuple], Sequence]
+    execute_args: Callable[[Sequence], Sequence]
 
     def __init__(self, plan: Plan, optimize: bool = False, backend: str = "numpy") -> None:
         """``optimize``: whether the plan's graph was optimized (plans made for call shapes are too);
@@ -559,54 +588,7 @@ class Executable:
         # start and then run without the locks, so that concurrent calls overlap (each reads its
         # own counter); see _execute_reserving
         self._reserved = _counter_updates(plan) if updated and not self._inplace else None
-        if not self._reserved:  # the call generated for this plan (shared code before)
-            self.execute, self.execute_args = _call_wrapper(self)
-
-    def execute_args(self, args: Sequence) -> Sequence:
-        """Validate positional feeds (fast when they already have the declared dtype and shape), run."""
-        return self.execute(self._check(args))
-
-    def execute(self, feeds: tuple) -> Sequence:
-        """Run on validated feeds. (Plans other than counter-reserving ones run a call generated for
-        them instead: see :func:`_call_body`.)"""
-        token = _errors_ignored(_IGNORE_ALL)
-        try:
-            return self._execute_reserving(feeds)
-        finally:
-            _errors_restored(token)
-
-    def _execute_reserving(self, feeds: tuple) -> Sequence:
-        """Run a plan whose only updates are random generators' ``state -> state + 1``.
-
-        Under the locks: read every variable, and install each state's next value at once
-        (the call reserves its counter). Then run without the locks: a concurrent call reads
-        the next counter, so no two calls draw the same numbers, and they overlap. If the run
-        fails, each state goes back to its old value unless another call has advanced it
-        since (then the counter stays used: giving it back would let a later call repeat it).
-        """
-        locks = self._locks
-        for lock in locks:
-            lock.acquire()
-        try:
-            values = tuple([v._value for v in self._variables])
-            reserved = []
-            for state in self._reserved:
-                old = state._value
-                new = np.array(old + 1, dtype=state.dtype)
-                state._install(new)
-                reserved.append((state, old, new))
-        finally:
-            for lock in reversed(locks):
-                lock.release()
-        try:
-            results = self._run(feeds, values)
-        except BaseException:
-            for state, old, new in reserved:
-                with state.lock:
-                    if state._value is new:
-                        state._install(old)
-            raise
-        return results[:self._n]
+        self.execute, self.execute_args = _call_wrapper(self)  # generated for this plan
 
 
 def _count(n: int, noun: str) -> str:
