@@ -233,7 +233,7 @@ def _update_error(variable: Variable, value: np.ndarray) -> ExecutionError:
 def _call_body(executable: Executable, namespace: dict) -> list[str]:
     """The lines of ``executable``'s call on the validated ``feeds``, straight-line for its plan.
 
-    What the shared ``Executable`` methods decide at every call is decided here once: which
+    What a shared call method would decide at every call is decided here once: which
     locks (in the global order; ``with`` releases them in reverse, on failure too), which
     variables are read, and for each update whether its new value needs a shape check or a cast
     and whether its old value may be recycled. Every check runs before the first install: a
@@ -294,8 +294,8 @@ def _call_body(executable: Executable, namespace: dict) -> list[str]:
 
 
 def _inplace_lines(executable: Executable, namespace: dict, names: dict, locks: str) -> list[str]:
-    """The in-place call's lines (see ``Executable._execute_inplace`` before: the same steps, written
-    out for this plan). The locks are held for the whole call; while it runs each updated variable's
+    """The in-place call's lines, written out for this plan (new values go into the variables'
+    storage: ``Plan``'s in-place ``run``). The locks are held for the whole call; while it runs each updated variable's
     ``_value`` is None (``Variable.value`` waits for the lock); storage someone else refers to is
     never written (``_claim``); on failure, variables already written keep their new values (the
     ``ExecutionError`` names them), the others get their old ones back."""
