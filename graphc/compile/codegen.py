@@ -43,7 +43,8 @@ def generate(program: Program) -> Program:
                                     "_grab": runtime.grab, "_fresh": runtime.fresh}
     scalar = not inplace and options.scalar_mode and bool(steps) and all(n.shape == () for n in program.order)
     # all float64 and bool: Python floats and bools instead of NumPy scalars (op.python_exact)
-    python = scalar and not options.check_numerics and _all_float64_or_bool(program.order)
+    python = (scalar and not options.check_numerics and _all_float64_or_bool(program.order)
+              and _all_float64_or_bool(steps))  # (steps: the lowering rules may have made new ones)
     if scalar:
         lines, kinds, line_step = _scalar_body(steps, deps, names, namespace, python)
         if lines is None and python:  # a step has no exact form on Python floats: NumPy scalars throughout
