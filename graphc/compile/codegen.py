@@ -15,8 +15,10 @@ when an op raises, the failing line of the generated code tells which step it wa
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
+from array import array
 
 import numpy as np
 
@@ -38,12 +40,12 @@ def generate(program: Program) -> Program:
     steps, deps, names = program.steps, program.deps, program.names
     options, roots, updates = program.options, program.roots, program.updates
     inplace = options.inplace
-    for index, node in enumerate(steps):
-        names[id(node)] = f"v{index}"
     namespace: dict[str, object] = {"_as_array": runtime.as_array, "_copy": runtime.copy, "_nd": np.array,
                                     "_grab": runtime.grab, "_fresh": runtime.fresh}
     scalar = not inplace and options.scalar_mode and bool(steps) and all(n.shape == () for n in program.order)
     if scalar:
+        for index, node in enumerate(steps):  # (array plans name their values in _emit_lines)
+            names[id(node)] = f"v{index}"
         lines, kinds, line_step = _scalar_body(steps, deps, names, namespace)
         scalar = lines is not None
     if scalar:
@@ -67,6 +69,7 @@ def generate(program: Program) -> Program:
         step_of_line = {offset + line: step for line, step in line_step.items()}
         exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
     del lines, line_step
+    step_of_line = _line_table(step_of_line)
     namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line, program.fused,
                                              program.writes, updates, inplace, pieces)
     program.plan = Plan(program.inputs, tuple(program.variables), program.outputs, updates, tuple(steps), source,
@@ -158,27 +161,22 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     line_step: dict[int, int] = {}
     register: dict[int, str] = {}
     free_registers: list[str] = []
-    registers_made = 0
+    new_registers = (f"r{k}" for k in itertools.count())
     live: dict[str, int] = {}  # name -> the value it holds
     in_place = bool(fused or writes)
-    chunks = _Chunks() if _chunkable(program) and len(steps) > CHUNK_LINES else None
+    chunks = _Chunks() if _chunkable(program) and len(steps) > CHUNK_LINES else _NoChunks()
     for index, node in enumerate(steps):
         key = id(node)
         dying = frees.get(index, ())
         mine = target.get(index)
-        if chunks is not None:  # (an ``out=`` buffer is read too)
-            chunks.step(len(lines), live, [names[id(p)] for p in deps[key]] + ([names[mine]] if mine is not None else []))
+        chunks.step(len(lines), live, deps[key], mine, names)
         if in_place and (key in fused or key in writes):
             name = f"t{fused.get(key, writes.get(key))}"
         elif mine is not None and mine in register and mine in dying:
             name = register[mine]
         else:
-            name = next((register[k] for k in dying if k in register), None)
-            if name is None:
-                if not free_registers:
-                    free_registers.append(f"r{registers_made}")
-                    registers_made += 1
-                name = free_registers.pop()
+            name = next((register[k] for k in dying if k in register), None) or (
+                free_registers.pop() if free_registers else next(new_registers))
         out = names[mine] if mine is not None else ""
         if in_place and key in fused:
             out = name
@@ -188,26 +186,16 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
             call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
-        dead = []
-        for gone in dying:
-            old = names[gone]
-            live.pop(old, None)
-            if old != name:
-                dead.append(old)
-                if gone in register:
-                    free_registers.append(old)
+        dead = _drop(dying, name, names, live, register, free_registers)
         # invariant: a name is rebound only when the value it held has died here
         if name in live:
             raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
         register[key] = names[key] = name
         live[name] = key
-        if chunks is not None:
-            chunks.written.add(name)
+        chunks.wrote(name)
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
-    if chunks is not None:
-        chunks.close(len(lines), live)
-    program.chunks = chunks.spans if chunks is not None else None
+    program.chunks = chunks.close(len(lines), live)
     return lines, line_step
 
 
@@ -239,22 +227,60 @@ class _Chunks:
         self.reads: set[str] = set()
         self.written: set[str] = set()
 
-    def step(self, line: int, live: dict[str, int], reads: list[str]) -> None:
-        """A step's lines start at ``line`` and read ``reads``; cut here if the piece is long enough."""
+    def step(self, line: int, live: dict[str, int], inputs: list[Tensor], out: int | None,
+             names: dict[int, str]) -> None:
+        """A step's lines start at ``line`` and read ``inputs`` (and the ``out=`` buffer ``out``); cut here
+        first if the piece is long enough."""
         if line - self.start >= CHUNK_LINES:
             self.close(line, live)
             self.start, self.live_at_start = line, set(live)
             self.reads, self.written = set(), set()
-        self.reads.update(reads)
+        self.reads.update(names[id(p)] for p in inputs)
+        if out is not None:
+            self.reads.add(names[out])
 
-    def close(self, line: int, live: dict[str, int]) -> None:
+    def wrote(self, name: str) -> None:
+        """The step just recorded binds ``name``."""
+        self.written.add(name)
+
+    def close(self, line: int, live: dict[str, int]) -> list | None:
+        """End the piece at ``line`` (``live``: the names then holding live values); returns the spans."""
         loads = sorted(self.reads & self.live_at_start, key=_register_number)
         stores = sorted((self.written | set(loads)) & live.keys(), key=_register_number)
         self.spans.append((self.start, line, loads, stores))
+        return self.spans
+
+
+class _NoChunks:
+    """A plan written as one function: nothing to record."""
+
+    def step(self, line, live, inputs, out, names) -> None:
+        pass
+
+    def wrote(self, name: str) -> None:
+        pass
+
+    def close(self, line, live) -> None:
+        return None
 
 
 def _register_number(name: str) -> int:
     return int(name[1:])
+
+
+def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], register: dict[int, str],
+          free_registers: list[str]) -> list[str]:
+    """Forget the values dying at a step whose result is ``name``: the names to ``del`` (every one
+    but ``name``, which the result rebinds); their registers become free."""
+    dead = []
+    for gone in dying:
+        old = names[gone]
+        live.pop(old, None)
+        if old != name:
+            dead.append(old)
+            if gone in register:
+                free_registers.append(old)
+    return dead
 
 
 def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -> str:
@@ -513,22 +539,32 @@ def _moves(registers: list[str], load: bool) -> list[str]:
     return lines
 
 
+def _line_table(step_of_line: dict[int, int]) -> array:
+    """{line: step} as an array indexed by line (-1: no step), 8 bytes a line where the dict took ~100:
+    the error handler keeps it for the plan's lifetime."""
+    table = array("q", [-1]) * (max(step_of_line, default=0) + 1)
+    for line, step in step_of_line.items():
+        table[line] = step
+    return table
+
+
 def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates, inplace,
                      pieces=frozenset()):
     """The plan's ``_failure``: the ExecutionError for an exception raised at a line of ``run`` (or,
     in a long plan, of the piece of it that ``run`` called: a code object of ``pieces``)."""
     # in-place plans: the line writing each update (a write step, or a step computing into the storage)
     write_lines = sorted((line, fused.get(id(steps[step]), writes.get(id(steps[step]))))
-                         for line, step in step_of_line.items()
-                         if id(steps[step]) in fused or id(steps[step]) in writes)
+                         for line, step in enumerate(step_of_line) if step >= 0
+                         if id(steps[step]) in fused or id(steps[step]) in writes) if inplace else []
     update_names = [var.name or f"<variable {k}>" for k, (var, _) in enumerate(updates)]
 
     def failure(exc: Exception) -> ExecutionError:
         tb = exc.__traceback__
         if pieces and tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code in pieces:
             tb = tb.tb_next
-        step = step_of_line.get(tb.tb_lineno) if tb is not None else None
-        if step is None:  # pragma: no cover - only the op lines can raise
+        line = tb.tb_lineno if tb is not None else None
+        step = step_of_line[line] if line is not None and 0 <= line < len(step_of_line) else -1
+        if step < 0:  # pragma: no cover - only the op lines can raise
             return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
         node = steps[step]
         frame_locals = tb.tb_frame.f_locals
