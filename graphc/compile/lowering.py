@@ -10,7 +10,7 @@ dependencies (``Program.deps``) so that the plan saves passes over memory or buf
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +36,10 @@ def lower(program: Program) -> Program:
     roots = [alias.get(id(t), t) for t in roots]
     root_ids = {id(t) for t in roots}
     steps = program.steps
-    deps: dict[int, list[Tensor]] = {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps}
+    # a step's own inputs tuple where no fused node was expanded (no copy per step: the error handler
+    # keeps ``deps`` for the plan's lifetime); the rules replace entries, never mutate them
+    deps: dict[int, Sequence[Tensor]] = ({id(n): n.inputs for n in steps} if not alias else
+                                         {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps})
     if program.options.peepholes:
         rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired)
         inserted, replaced, dropped = rewrites.inserted, rewrites.replaced, rewrites.dropped
