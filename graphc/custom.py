@@ -84,6 +84,9 @@ class CustomOp(Op):
         # keyed by creation order, like placeholders: no id(), so keys are the same in every process
         return f"custom:{self.name}#{self.serial}".encode()
 
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"custom:{self.name}".encode()  # no creation counter (see Op.order_bytes)
+
     def __repr__(self) -> str:
         return f"custom_op({self.name!r})"
 

@@ -338,6 +338,14 @@ class Op:
             fixed = _CLASS_KEYS[cls] = f"{self.name}[]".encode() if plain else b""
         return fixed or f"{self.name}{sorted(self.params().items())!r}".encode()
 
+    def order_bytes(self, node: Tensor) -> bytes:
+        """Bytes describing this op without creation counters: ``key_bytes`` unless that holds one.
+
+        They order the inputs of commutative nodes (see ``graphc.passes.core``), which must not depend
+        on how many tensors were built before: a leaf keyed by its creation serial overrides this.
+        """
+        return self.key_bytes(node)
+
     def __call__(self, *inputs, name: str | None = None) -> Tensor:
         return apply(self, *inputs, name=name)
 
@@ -464,6 +472,9 @@ class Placeholder(Leaf):
         # Two placeholders are never the same value: key by creation order.
         return f"placeholder#{node.serial}".encode()
 
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"placeholder:{node.name}".encode()  # (shape and dtype are added by the caller)
+
     def __eq__(self, other):
         return self is other
 
@@ -502,6 +513,9 @@ class VariableLeaf(Leaf):
 
     def key_bytes(self, node: Tensor) -> bytes:
         return f"variable#{node.serial}".encode()
+
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"variable:{node.name}".encode()
 
     def __eq__(self, other):
         return self is other

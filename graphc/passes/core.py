@@ -23,6 +23,7 @@ tensors are hidden from the rules structurally.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,6 +249,9 @@ class _Hidden(Leaf):
     def key_bytes(self, node: Tensor) -> bytes:
         return f"hidden#{node.serial}".encode()
 
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"hidden:{node.name}".encode()
+
     def __eq__(self, other):
         return self is other
 
@@ -270,6 +274,13 @@ class _Rewriter:
         self.table: dict[str, _OpRules] = {}
         # id -> tensor for every tensor in final (rewritten) form; holds them alive
         self.settled: dict[int, Tensor] = {}
+        # id -> the order in which the tensor was settled (deterministic: the traversal is), which
+        # breaks ties of ``order_keys`` between structurally identical leaves (two placeholders "x")
+        self.rank: dict[int, int] = {}
+        # id -> a digest of the tensor's structure without creation counters (``Op.order_bytes``):
+        # commutative inputs sorted by it come out the same however many tensors were built before
+        # (keys digest leaves' creation serials); only for settled tensors and their ancestors (alive)
+        self.order_keys: dict[int, bytes] = {}
         self.by_key: dict[str, Tensor] | None = {} if merge else None
         # seconds per family (None: not timed, no clock read per node)
         self.seconds: list[float] | None = [0.0] * len(families) if timed else None
@@ -337,13 +348,35 @@ class _Rewriter:
                 self.context.loops = True
         return self._merged(current)
 
+    def _order_key(self, tensor: Tensor) -> bytes:
+        """The structural digest of a settled tensor (memoized; its ancestors' computed on the way)."""
+        keys = self.order_keys
+        found = keys.get(id(tensor))
+        if found is not None:
+            return found
+        for node in toposort([tensor], skip=lambda t: id(t) in keys):
+            digest = hashlib.blake2b(node.primitive.order_bytes(node), digest_size=16)
+            digest.update(f"{node.dtype}{node.shape!r}".encode())
+            for parent in node.inputs:
+                digest.update(keys[id(parent)])
+            keys[id(node)] = digest.digest()
+        return keys[id(tensor)]
+
     def _canonical_order(self, node: Tensor) -> Tensor:
-        """A commutative node's two inputs sorted by key (so ``a + b`` and ``b + a`` merge)."""
+        """A commutative node's two inputs sorted by structure (so ``a + b`` and ``b + a`` merge).
+
+        By structural digest, then (structurally identical twins) by settling order: never by keys,
+        which hold leaves' creation serials, so the same program gets the same order whatever was
+        built before it, and sorting is idempotent (optimizing an optimized graph changes nothing)."""
         inputs = node.inputs
-        if node.primitive.commutative and len(inputs) == 2 and inputs[1].key < inputs[0].key:
+        if node.primitive.commutative and len(inputs) == 2 and self._swapped(inputs[0], inputs[1]):
             self.reordered += 1
             return node.with_inputs((inputs[1], inputs[0]))
         return node
+
+    def _swapped(self, a: Tensor, b: Tensor) -> bool:
+        key_a, key_b = self._order_key(a), self._order_key(b)
+        return key_b < key_a or (key_b == key_a and self.rank[id(b)] < self.rank[id(a)])
 
     def _merged(self, node: Tensor) -> Tensor:
         by_key = self.by_key
@@ -358,6 +391,7 @@ class _Rewriter:
                 self.merged += 1
                 return twin
         self.settled[id(node)] = node
+        self.rank.setdefault(id(node), len(self.rank))
         return node
 
     def adopt(self, result: Tensor, origin: Tensor, depth: int) -> Tensor:
