@@ -83,6 +83,20 @@ def _dtype_text(dtype: np.dtype) -> bytes:
     return text
 
 
+_TYPE_TEXT: dict[tuple[np.dtype, tuple], bytes] = {}
+
+
+def type_text(node: Tensor) -> bytes:
+    """``node``'s dtype and shape as bytes, for digests (made once per distinct type: ``str(dtype)`` is slow)."""
+    kind = (node.dtype, node.shape)
+    text = _TYPE_TEXT.get(kind)
+    if text is None:
+        # (sizes as ints: a shape equal to a cached one, say with NumPy ints, gets the very same text)
+        sizes = tuple(None if size is None else int(size) for size in node.shape)
+        text = _TYPE_TEXT[kind] = f"{node.dtype}{sizes!r}".encode()
+    return text
+
+
 def _has_key(node: Tensor) -> bool:
     return node._key is not None
 

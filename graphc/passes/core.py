@@ -33,7 +33,7 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.graph import substitute
 from graphc.leaves import Constant, Leaf
-from graphc.tensor import Tensor, toposort
+from graphc.tensor import Tensor, toposort, type_text
 from graphc.types import format_shape
 
 #: ``rule(node)`` or ``rule(node, context)`` (a :class:`RewriteContext`) -> replacement or None
@@ -148,10 +148,14 @@ def uniform_value(tensor: Tensor):
     Sees through ``broadcast_to``/``broadcast_like`` of a constant.
     """
     base = tensor
-    while base.op in ("broadcast_to", "broadcast_like"):
+    # (``primitive.name``: these two ops are neither projections nor labelled, so it is ``base.op``)
+    while base.primitive.name in ("broadcast_to", "broadcast_like"):
         base = base.inputs[0]
-    value = constant_value(base)
-    if value is None or value.size == 0:
+    primitive = base.primitive
+    if not isinstance(primitive, Constant):  # most inputs: asked of every input of every add and mul
+        return None
+    value = primitive.value
+    if value.size == 0:
         return None
     flat = value.reshape(-1)
     first = flat[0]
@@ -348,19 +352,25 @@ class _Rewriter:
                 self.context.loops = True
         return self._merged(current)
 
+    def _order_digest(self, node: Tensor) -> bytes:
+        """``node``'s structural digest, from its inputs' (which must have theirs already)."""
+        keys = self.order_keys
+        digest = hashlib.blake2b(node.primitive.order_bytes(node), digest_size=16)
+        digest.update(type_text(node))
+        for parent in node.inputs:
+            digest.update(keys[id(parent)])
+        key = keys[id(node)] = digest.digest()
+        return key
+
     def _order_key(self, tensor: Tensor) -> bytes:
-        """The structural digest of a settled tensor (memoized; its ancestors' computed on the way)."""
+        """The structural digest of a settled tensor (made when it was settled; else made now, and
+        its ancestors' on the way)."""
         keys = self.order_keys
         found = keys.get(id(tensor))
-        if found is not None:
-            return found
-        for node in toposort([tensor], skip=lambda t: id(t) in keys):
-            digest = hashlib.blake2b(node.primitive.order_bytes(node), digest_size=16)
-            digest.update(f"{node.dtype}{node.shape!r}".encode())
-            for parent in node.inputs:
-                digest.update(keys[id(parent)])
-            keys[id(node)] = digest.digest()
-        return keys[id(tensor)]
+        if found is None:
+            for node in toposort([tensor], skip=lambda t: id(t) in keys):
+                found = self._order_digest(node)
+        return found
 
     def _canonical_order(self, node: Tensor) -> Tensor:
         """A commutative node's two inputs sorted by structure (so ``a + b`` and ``b + a`` merge).
@@ -391,7 +401,10 @@ class _Rewriter:
                 self.merged += 1
                 return twin
         self.settled[id(node)] = node
-        self.rank.setdefault(id(node), len(self.rank))
+        if by_key is not None:  # (merging orders commutative inputs: its inputs have their digests)
+            self.rank.setdefault(id(node), len(self.rank))
+            if id(node) not in self.order_keys:
+                self._order_digest(node)
         return node
 
     def adopt(self, result: Tensor, origin: Tensor, depth: int) -> Tensor:
@@ -413,12 +426,16 @@ class _Rewriter:
 
     def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
         memo: dict[int, Tensor] = {}
-        for original in toposort(outputs):
-            node = original
-            if node.inputs:
-                node = self.settle(node.with_inputs([memo[id(p)] for p in node.inputs]))
+        order = toposort(outputs)
+        if self.by_key is None and not any(self.rules_for(node.primitive.name) for node in order):
+            return list(outputs)  # no rule for any op here, and no merging: nothing can change
+        settle, merged = self.settle, self._merged
+        for original in order:
+            inputs = original.inputs
+            if inputs:
+                node = settle(original.with_inputs([memo[id(p)] for p in inputs]))
             else:
-                node = self._merged(node)
+                node = merged(original)
             memo[id(original)] = node
         return [memo[id(t)] for t in outputs]
 
