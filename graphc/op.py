@@ -298,6 +298,14 @@ class Op:
         """
         raise GradientError(f"op {self.name!r} has no gradient rule ({node.describe()})")
 
+    def vjp_needed(self, node: Tensor, g: Tensor, needed: Sequence[int]) -> Sequence[Tensor | None]:
+        """Like ``vjp``, where only the inputs at the positions ``needed`` need their cotangent.
+
+        The gradient driver calls this one; an op may return None for the other inputs and build
+        nothing for them (``x * 0.9`` needs no cotangent for its constant). The default is ``vjp``.
+        """
+        return self.vjp(node, g)
+
     def compiled_impl(self, compile_graph: Callable) -> Callable:
         """The function the executor calls for a node of this op: ``impl``.
 
