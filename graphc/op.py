@@ -502,7 +502,11 @@ class Constant(Leaf):
 
     def key_bytes(self, node: Tensor) -> bytes:
         digest = hashlib.blake2b(self.value.tobytes(), digest_size=16).hexdigest()
-        return f"constant{self.value.dtype}{self.value.shape}{digest}".encode()
+        dtype = self.value.dtype
+        name = _DTYPE_NAMES.get(dtype)
+        if name is None:  # (``str(dtype)`` runs Python code in NumPy: once per dtype)
+            name = _DTYPE_NAMES[dtype] = str(dtype)
+        return f"constant{name}{self.value.shape}{digest}".encode()
 
     def params(self) -> dict:
         return {"value": self.value}
@@ -514,6 +518,9 @@ class Constant(Leaf):
 
     def __reduce__(self):
         return (Constant, (self.value,))
+
+
+_DTYPE_NAMES: dict[np.dtype, str] = {}
 
 
 class VariableLeaf(Leaf):

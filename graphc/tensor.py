@@ -151,16 +151,16 @@ class Tensor:
                  is_gradient: bool | None = None) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{getattr(primitive, 'name', 'tensor')}: name must be a str or None, got {name!r}")
-        setattr_ = object.__setattr__
-        setattr_(self, "primitive", primitive)
-        setattr_(self, "inputs", tuple(inputs))
-        setattr_(self, "shape", tuple(shape))
-        setattr_(self, "dtype", dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
-        setattr_(self, "name", name)
-        setattr_(self, "site", site if site is not None else user_site())
-        setattr_(self, "is_gradient", _in_gradient() if is_gradient is None else is_gradient)
-        setattr_(self, "serial", next(_serials))
-        setattr_(self, "_key", None)
+        # (the slots' own setters: ``object.__setattr__`` by name costs more, on every node built)
+        _SET_PRIMITIVE(self, primitive)
+        _SET_INPUTS(self, inputs if type(inputs) is tuple else tuple(inputs))
+        _SET_SHAPE(self, shape if type(shape) is tuple else tuple(shape))
+        _SET_DTYPE(self, dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
+        _SET_NAME(self, name)
+        _SET_SITE(self, site if site is not None else user_site())
+        _SET_IS_GRADIENT(self, (_local.gradient_depth > 0) if is_gradient is None else is_gradient)
+        _SET_SERIAL(self, next(_serials))
+        _SET_KEY(self, None)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Tensor is immutable; cannot set {name!r}")
@@ -372,6 +372,10 @@ class Tensor:
     def _repr_svg_(self):  # Jupyter display
         return SVG([self])
 
+
+_SET_PRIMITIVE, _SET_INPUTS, _SET_SHAPE, _SET_DTYPE, _SET_NAME, _SET_SITE, _SET_IS_GRADIENT, _SET_SERIAL, _SET_KEY = (
+    getattr(Tensor, slot).__set__
+    for slot in ("primitive", "inputs", "shape", "dtype", "name", "site", "is_gradient", "serial", "_key"))
 
 #: NumPy ufuncs behind Python operators, and the graphc op each builds (``ndarray + Tensor``)
 _OPERATOR_UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div",
