@@ -445,10 +445,13 @@ def weak_constant(value, strong_dtypes: Sequence[np.dtype]) -> Tensor:
 _WEAK_DTYPES: dict[tuple, np.dtype] = {}
 
 
-def as_inputs(op: Op, inputs: Sequence) -> list[Tensor]:
+def as_inputs(op: Op, inputs: Sequence) -> Sequence[Tensor]:
     """Wrap non-tensor inputs as constants (weak for ops that take weak scalars)."""
-    if all(isinstance(i, Tensor) for i in inputs):
-        return list(inputs)
+    for i in inputs:  # (a loop, not ``all`` over a generator: this runs for every node built)
+        if not isinstance(i, Tensor):
+            break
+    else:
+        return inputs
     if op.weak_scalars:
         strong = [i.dtype for i in inputs if isinstance(i, Tensor)]
         strong += [np.asarray(i).dtype for i in inputs if not isinstance(i, Tensor) and not _is_python_scalar(i)]

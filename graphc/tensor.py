@@ -32,6 +32,9 @@ class _State(threading.local):
     #: how many ``building_gradient`` blocks the thread is in (a class default: reading it never fails,
     #: which a missing thread-local attribute with ``getattr(..., 0)`` does, slowly, on every node)
     gradient_depth = 0
+    #: the user site of the outermost ``building_gradient`` block (None: outside one, or in user code
+    #: called from it): every node the gradient driver builds would walk up to that same frame
+    site: tuple[str, int] | None = None
 
 
 _local = _State()
@@ -62,10 +65,26 @@ class building_gradient:
     """Context manager: tensors built inside are marked as gradient nodes."""
 
     def __enter__(self) -> None:
+        self.outer_site = _local.site
+        # found once here, not by a walk up the driver's deep stack for each of its nodes
+        _local.site = user_site() if self.outer_site is None else self.outer_site
         _local.gradient_depth += 1
 
     def __exit__(self, *exc_info) -> None:
         _local.gradient_depth -= 1
+        _local.site = self.outer_site
+
+
+class user_code:
+    """Context manager around user code called while a gradient is built (a custom op's ``grad``):
+    the nodes it builds get their own user site again, found by walking the frames."""
+
+    def __enter__(self) -> None:
+        self.outer_site = _local.site
+        _local.site = None
+
+    def __exit__(self, *exc_info) -> None:
+        _local.site = self.outer_site
 
 
 def _in_gradient() -> bool:
@@ -157,7 +176,7 @@ class Tensor:
         _SET_SHAPE(self, shape if type(shape) is tuple else tuple(shape))
         _SET_DTYPE(self, dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
         _SET_NAME(self, name)
-        _SET_SITE(self, site if site is not None else user_site())
+        _SET_SITE(self, site if site is not None else (_local.site or user_site()))
         _SET_IS_GRADIENT(self, (_local.gradient_depth > 0) if is_gradient is None else is_gradient)
         _SET_SERIAL(self, next(_serials))
         _SET_KEY(self, None)
