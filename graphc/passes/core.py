@@ -278,9 +278,6 @@ class _Rewriter:
         self.table: dict[str, _OpRules] = {}
         # id -> tensor for every tensor in final (rewritten) form; holds them alive
         self.settled: dict[int, Tensor] = {}
-        # id -> the order in which the tensor was settled (deterministic: the traversal is), which
-        # breaks ties of ``order_keys`` between structurally identical leaves (two placeholders "x")
-        self.rank: dict[int, int] = {}
         # id -> a digest of the tensor's structure without creation counters (``Op.order_bytes``):
         # commutative inputs sorted by it come out the same however many tensors were built before
         # (keys digest leaves' creation serials); only for settled tensors and their ancestors (alive)
@@ -375,7 +372,7 @@ class _Rewriter:
     def _canonical_order(self, node: Tensor) -> Tensor:
         """A commutative node's two inputs sorted by structure (so ``a + b`` and ``b + a`` merge).
 
-        By structural digest, then (structurally identical twins) by settling order: never by keys,
+        By structural digest, then (structurally identical twins) by creation order: never by keys,
         which hold leaves' creation serials, so the same program gets the same order whatever was
         built before it, and sorting is idempotent (optimizing an optimized graph changes nothing)."""
         inputs = node.inputs
@@ -386,7 +383,9 @@ class _Rewriter:
 
     def _swapped(self, a: Tensor, b: Tensor) -> bool:
         key_a, key_b = self._order_key(a), self._order_key(b)
-        return key_b < key_a or (key_b == key_a and self.rank[id(b)] < self.rank[id(a)])
+        # a tie is two structurally identical tensors (over two placeholders both named "x"): their
+        # creation order, which is the program's (how many tensors came before moves both serials)
+        return key_b < key_a or (key_b == key_a and b.serial < a.serial)
 
     def _merged(self, node: Tensor) -> Tensor:
         by_key = self.by_key
@@ -402,7 +401,6 @@ class _Rewriter:
                 return twin
         self.settled[id(node)] = node
         if by_key is not None:  # (merging orders commutative inputs: its inputs have their digests)
-            self.rank.setdefault(id(node), len(self.rank))
             if id(node) not in self.order_keys:
                 self._order_digest(node)
         return node

@@ -111,3 +111,11 @@ def test_canonical_order_does_not_depend_on_what_was_built_before():
     second = gc.debugprint(gc.optimize(_commutative_program()))
     assert first == second
     assert "mul" in first and "add" in first
+
+
+def test_commutative_order_of_structurally_identical_leaves():
+    # two placeholders both named "x" have the same structural digest: the tie goes by creation order
+    first, second = gc.placeholder("x", (2,)), gc.placeholder("x", (2,))
+    outs = cse([second * first, first * second, gc.exp(second) + gc.exp(first)])
+    assert outs[0] is outs[1] and outs[0].inputs == (first, second)
+    assert [p.inputs[0] for p in outs[2].inputs] == [second, first]  # exp(second) was made first
