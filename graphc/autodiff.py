@@ -158,7 +158,7 @@ def _propagate(node: Tensor, total, reaches: set[int], cotangents: _Cotangents) 
     targets = [i for i, parent in enumerate(inputs) if id(parent) in reaches and i not in skip]
     if not targets:
         return
-    rules = node.primitive.vjp(node, total)
+    rules = node.primitive.vjp_needed(node, total, targets)  # no cotangents built for other inputs
     if len(rules) != len(inputs):
         raise GradientError(f"the gradient rule of {node.op!r} returned {len(rules)} cotangents "
                             f"for {len(inputs)} inputs ({node.describe()})")

@@ -9,7 +9,7 @@ import numpy as np
 
 from graphc.errors import DTypeError, GradientError, ShapeError
 from graphc.op import Op, apply, as_inputs
-from graphc.tensor import Tensor
+from graphc.tensor import Tensor, user_code
 from graphc.types import as_dtype, format_shape, normalize_shape, shapes_match
 
 _SERIALS = itertools.count()
@@ -71,7 +71,8 @@ class CustomOp(Op):
     def vjp(self, node: Tensor, g: Tensor):
         if self.grad is None:
             raise GradientError(f"custom op {self.name!r} has no gradient ({node.describe()})")
-        result = self.grad(list(node.inputs), node, g)
+        with user_code():  # (its nodes get the user's lines in the grad function)
+            result = self.grad(list(node.inputs), node, g)
         if isinstance(result, (Tensor, type(None))) and len(node.inputs) == 1:
             result = (result,)
         result = tuple(result)
@@ -83,6 +84,9 @@ class CustomOp(Op):
     def key_bytes(self, node: Tensor) -> bytes:
         # keyed by creation order, like placeholders: no id(), so keys are the same in every process
         return f"custom:{self.name}#{self.serial}".encode()
+
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"custom:{self.name}".encode()  # no creation counter (see Op.order_bytes)
 
     def __repr__(self) -> str:
         return f"custom_op({self.name!r})"

@@ -303,6 +303,14 @@ class Op:
         """
         raise GradientError(f"op {self.name!r} has no gradient rule ({node.describe()})")
 
+    def vjp_needed(self, node: Tensor, g: Tensor, needed: Sequence[int]) -> Sequence[Tensor | None]:
+        """Like ``vjp``, where only the inputs at the positions ``needed`` need their cotangent.
+
+        The gradient driver calls this one; an op may return None for the other inputs and build
+        nothing for them (``x * 0.9`` needs no cotangent for its constant). The default is ``vjp``.
+        """
+        return self.vjp(node, g)
+
     def compiled_impl(self, compile_graph: Callable) -> Callable:
         """The function the executor calls for a node of this op: ``impl``.
 
@@ -342,6 +350,14 @@ class Op:
             plain = cls.params is Op.params and dataclasses.is_dataclass(cls) and not dataclasses.fields(cls)
             fixed = _CLASS_KEYS[cls] = f"{self.name}[]".encode() if plain else b""
         return fixed or f"{self.name}{sorted(self.params().items())!r}".encode()
+
+    def order_bytes(self, node: Tensor) -> bytes:
+        """Bytes describing this op without creation counters: ``key_bytes`` unless that holds one.
+
+        They order the inputs of commutative nodes (see ``graphc.passes.core``), which must not depend
+        on how many tensors were built before: a leaf keyed by its creation serial overrides this.
+        """
+        return self.key_bytes(node)
 
     def __call__(self, *inputs, name: str | None = None) -> Tensor:
         return apply(self, *inputs, name=name)
@@ -434,10 +450,13 @@ def weak_constant(value, strong_dtypes: Sequence[np.dtype]) -> Tensor:
 _WEAK_DTYPES: dict[tuple, np.dtype] = {}
 
 
-def as_inputs(op: Op, inputs: Sequence) -> list[Tensor]:
+def as_inputs(op: Op, inputs: Sequence) -> Sequence[Tensor]:
     """Wrap non-tensor inputs as constants (weak for ops that take weak scalars)."""
-    if all(isinstance(i, Tensor) for i in inputs):
-        return list(inputs)
+    for i in inputs:  # (a loop, not ``all`` over a generator: this runs for every node built)
+        if not isinstance(i, Tensor):
+            break
+    else:
+        return inputs
     if op.weak_scalars:
         strong = [i.dtype for i in inputs if isinstance(i, Tensor)]
         strong += [np.asarray(i).dtype for i in inputs if not isinstance(i, Tensor) and not _is_python_scalar(i)]
@@ -469,6 +488,9 @@ class Placeholder(Leaf):
         # Two placeholders are never the same value: key by creation order.
         return f"placeholder#{node.serial}".encode()
 
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"placeholder:{node.name}".encode()  # (shape and dtype are added by the caller)
+
     def __eq__(self, other):
         return self is other
 
@@ -488,7 +510,11 @@ class Constant(Leaf):
 
     def key_bytes(self, node: Tensor) -> bytes:
         digest = hashlib.blake2b(self.value.tobytes(), digest_size=16).hexdigest()
-        return f"constant{self.value.dtype}{self.value.shape}{digest}".encode()
+        dtype = self.value.dtype
+        name = _DTYPE_NAMES.get(dtype)
+        if name is None:  # (``str(dtype)`` runs Python code in NumPy: once per dtype)
+            name = _DTYPE_NAMES[dtype] = str(dtype)
+        return f"constant{name}{self.value.shape}{digest}".encode()
 
     def params(self) -> dict:
         return {"value": self.value}
@@ -502,11 +528,17 @@ class Constant(Leaf):
         return (Constant, (self.value,))
 
 
+_DTYPE_NAMES: dict[np.dtype, str] = {}
+
+
 class VariableLeaf(Leaf):
     name = "variable"
 
     def key_bytes(self, node: Tensor) -> bytes:
         return f"variable#{node.serial}".encode()
+
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"variable:{node.name}".encode()
 
     def __eq__(self, other):
         return self is other

@@ -32,6 +32,9 @@ class _State(threading.local):
     #: how many ``building_gradient`` blocks the thread is in (a class default: reading it never fails,
     #: which a missing thread-local attribute with ``getattr(..., 0)`` does, slowly, on every node)
     gradient_depth = 0
+    #: the user site of the outermost ``building_gradient`` block (None: outside one, or in user code
+    #: called from it): every node the gradient driver builds would walk up to that same frame
+    site: tuple[str, int] | None = None
 
 
 _local = _State()
@@ -62,10 +65,26 @@ class building_gradient:
     """Context manager: tensors built inside are marked as gradient nodes."""
 
     def __enter__(self) -> None:
+        self.outer_site = _local.site
+        # found once here, not by a walk up the driver's deep stack for each of its nodes
+        _local.site = user_site() if self.outer_site is None else self.outer_site
         _local.gradient_depth += 1
 
     def __exit__(self, *exc_info) -> None:
         _local.gradient_depth -= 1
+        _local.site = self.outer_site
+
+
+class user_code:
+    """Context manager around user code called while a gradient is built (a custom op's ``grad``):
+    the nodes it builds get their own user site again, found by walking the frames."""
+
+    def __enter__(self) -> None:
+        self.outer_site = _local.site
+        _local.site = None
+
+    def __exit__(self, *exc_info) -> None:
+        _local.site = self.outer_site
 
 
 def _in_gradient() -> bool:
@@ -80,6 +99,20 @@ def _dtype_text(dtype: np.dtype) -> bytes:
     text = _DTYPE_TEXT.get(dtype)
     if text is None:
         text = _DTYPE_TEXT[dtype] = str(dtype).encode()
+    return text
+
+
+_TYPE_TEXT: dict[tuple[np.dtype, tuple], bytes] = {}
+
+
+def type_text(node: Tensor) -> bytes:
+    """``node``'s dtype and shape as bytes, for digests (made once per distinct type: ``str(dtype)`` is slow)."""
+    kind = (node.dtype, node.shape)
+    text = _TYPE_TEXT.get(kind)
+    if text is None:
+        # (sizes as ints: a shape equal to a cached one, say with NumPy ints, gets the very same text)
+        sizes = tuple(None if size is None else int(size) for size in node.shape)
+        text = _TYPE_TEXT[kind] = f"{node.dtype}{sizes!r}".encode()
     return text
 
 
@@ -137,16 +170,16 @@ class Tensor:
                  is_gradient: bool | None = None) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{getattr(primitive, 'name', 'tensor')}: name must be a str or None, got {name!r}")
-        setattr_ = object.__setattr__
-        setattr_(self, "primitive", primitive)
-        setattr_(self, "inputs", tuple(inputs))
-        setattr_(self, "shape", tuple(shape))
-        setattr_(self, "dtype", dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
-        setattr_(self, "name", name)
-        setattr_(self, "site", site if site is not None else user_site())
-        setattr_(self, "is_gradient", _in_gradient() if is_gradient is None else is_gradient)
-        setattr_(self, "serial", next(_serials))
-        setattr_(self, "_key", None)
+        # (the slots' own setters: ``object.__setattr__`` by name costs more, on every node built)
+        _SET_PRIMITIVE(self, primitive)
+        _SET_INPUTS(self, inputs if type(inputs) is tuple else tuple(inputs))
+        _SET_SHAPE(self, shape if type(shape) is tuple else tuple(shape))
+        _SET_DTYPE(self, dtype if isinstance(dtype, np.dtype) else np.dtype(dtype))
+        _SET_NAME(self, name)
+        _SET_SITE(self, site if site is not None else (_local.site or user_site()))
+        _SET_IS_GRADIENT(self, (_local.gradient_depth > 0) if is_gradient is None else is_gradient)
+        _SET_SERIAL(self, next(_serials))
+        _SET_KEY(self, None)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Tensor is immutable; cannot set {name!r}")
@@ -358,6 +391,10 @@ class Tensor:
     def _repr_svg_(self):  # Jupyter display
         return SVG([self])
 
+
+_SET_PRIMITIVE, _SET_INPUTS, _SET_SHAPE, _SET_DTYPE, _SET_NAME, _SET_SITE, _SET_IS_GRADIENT, _SET_SERIAL, _SET_KEY = (
+    getattr(Tensor, slot).__set__
+    for slot in ("primitive", "inputs", "shape", "dtype", "name", "site", "is_gradient", "serial", "_key"))
 
 #: NumPy ufuncs behind Python operators, and the graphc op each builds (``ndarray + Tensor``)
 _OPERATOR_UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div",

@@ -326,3 +326,32 @@ def test_cross_entropy_probability_labels_are_not_broadcast_over_the_batch(batch
     loss = gc.sum(gc.softmax_cross_entropy(x, gc.softmax(rows)))
     assert gc.check_grad(loss, [x, rows], {x: np.array([[0.0, 2.0, -3.0], [1.0, 1.0, 0.5]]),
                                            rows: np.array([[0.2, 1.0, 0.0], [0.2, 1.0, 0.0]])}) < 1e-6
+
+
+def test_gradient_rules_are_told_which_inputs_need_a_cotangent(monkeypatch):
+    # x * 0.9: the constant's cotangent (g * x) used to be built and thrown away
+    from graphc.ops.elementwise import Mul
+    asked = []
+    original = Mul.vjp_needed
+    monkeypatch.setattr(Mul, "vjp_needed", lambda self, node, g, needed: asked.append(tuple(needed))
+                        or original(self, node, g, needed))
+    x, y = gc.placeholder("x", (3,)), gc.placeholder("y", (3,))
+    gc.grad(gc.sum(x * 0.9), [x])
+    gc.grad(gc.sum(0.9 * x), [x])
+    gc.grad(gc.sum(x * y), [y])
+    gc.grad(gc.sum(x * y), [x, y])
+    assert asked == [(0,), (1,), (1,), (0, 1)]
+
+
+def test_binary_rules_build_only_the_cotangents_asked_for():
+    from graphc.ops.elementwise import Div, Maximum, Mul, Pow, Sub
+    from graphc.ops.linalg import Matmul
+    x, y, g = gc.placeholder("x", (3,)), gc.placeholder("y", (3,)), gc.placeholder("g", (3,))
+    for op, node in ((Mul(), x * y), (Sub(), x - y), (Div(), x / y), (Pow(), x ** y), (Maximum(), gc.maximum(x, y))):
+        first, second = op.vjp_needed(node, g, (0,))
+        assert first is not None and second is None
+        assert op.vjp_needed(node, g, (1,))[1] is not None
+        assert all(t is not None for t in op.vjp(node, g))
+    a, b = gc.placeholder("a", (2, 3)), gc.placeholder("b", (3, 4))
+    ga, gb = Matmul().vjp_needed(a @ b, gc.placeholder("g2", (2, 4)), (1,))
+    assert ga is None and gb.shape == (3, 4)

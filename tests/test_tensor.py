@@ -214,3 +214,23 @@ def test_key_of_a_node_over_keyed_inputs_equals_the_traversal_s():
     _ = gc.exp(x).key  # inputs keyed: the next node's key is one digest
     fresh = gc.exp(x) * 2.0  # keyed from scratch by a traversal
     assert y.key == (gc.exp(x) * 2.0).key == fresh.key
+
+
+def test_gradient_nodes_get_the_line_of_the_grad_call_and_custom_grads_their_own():
+    # the driver finds the user's line once per gradient (not per node); a custom op's grad
+    # function is user code, so the nodes it builds get its lines
+    seen = []
+
+    def square_grad(inputs, output, g):
+        seen.append(sys._getframe().f_lineno + 1)
+        return 2.0 * inputs[0] * g
+
+    square = gc.custom_op("square_for_site", forward=lambda a: a * a, grad=square_grad)
+    x = gc.placeholder("x", (2,))
+    cost = gc.sum(gc.exp(square(x)))
+    line = sys._getframe().f_lineno + 1
+    (g,) = gc.grad(cost, [x])
+    sites = {node.site for node in toposort([g]) if node.is_gradient}
+    assert (__file__, line) in sites and (__file__, seen[0]) in sites
+    assert sites <= {(__file__, line), (__file__, seen[0])}
+    assert gc.exp(x).site[1] == sys._getframe().f_lineno  # outside a gradient: walked again

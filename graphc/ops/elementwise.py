@@ -124,7 +124,10 @@ class Sub(Elementwise):
     sympy_form = _form(lambda sp, a, b: a - b)
 
     def vjp(self, node, g):
-        return g, neg(g)
+        return self.vjp_needed(node, g, (0, 1))
+
+    def vjp_needed(self, node, g, needed):
+        return g, (neg(g) if 1 in needed else None)
 
 
 @op_dataclass
@@ -139,8 +142,11 @@ class Mul(Elementwise):
     commutative = True
 
     def vjp(self, node, g):
+        return self.vjp_needed(node, g, (0, 1))
+
+    def vjp_needed(self, node, g, needed):
         a, b = node.inputs
-        return mul(g, b), mul(g, a)
+        return (mul(g, b) if 0 in needed else None), (mul(g, a) if 1 in needed else None)
 
 
 @op_dataclass
@@ -154,10 +160,13 @@ class Div(Elementwise):
     sympy_form = _form(lambda sp, a, b: a / b)
 
     def vjp(self, node, g):
+        return self.vjp_needed(node, g, (0, 1))
+
+    def vjp_needed(self, node, g, needed):
         a, b = node.inputs
         grad_a = div(g, b)
         # d(a/b)/db = -a/b**2 = -(a/b)/b, reusing the output
-        return grad_a, neg(mul(grad_a, node))
+        return grad_a, (neg(mul(grad_a, node)) if 1 in needed else None)
 
 
 @op_dataclass
@@ -184,13 +193,16 @@ class Pow(Elementwise):
     ufunc = np.power
 
     def vjp(self, node, g):
+        return self.vjp_needed(node, g, (0, 1))
+
+    def vjp_needed(self, node, g, needed):
         x, y = node.inputs
         grad_x = grad_y = None
-        if x.dtype.kind == "f":
+        if x.dtype.kind == "f" and 0 in needed:
             # y * x**(y-1), but exactly 0 where y == 0 (0 * inf would be NaN at x == 0)
             slope = where(equal(y, 0), zeros_like(node), mul(y, pow(x, sub(y, 1))))
             grad_x = mul(g, slope)
-        if y.dtype.kind == "f":
+        if y.dtype.kind == "f" and 1 in needed:
             # x**y * log(x); at x == 0 with y >= 0 the limit is 0, not NaN
             at_zero = logical_and(equal(x, 0), greater_equal(y, 0))
             safe_x = where(at_zero, ones_like(x), x)
@@ -249,9 +261,12 @@ class Maximum(Elementwise):
     # 0.0, maximum(0.0, -0.0) is -0.0), so swapping the operands is not exact
 
     def vjp(self, node, g):
+        return self.vjp_needed(node, g, (0, 1))
+
+    def vjp_needed(self, node, g, needed):
         a, b = node.inputs
         share_a = tie_split_weight(greater(a, b), equal(a, b), node.dtype)
-        return mul(g, share_a), mul(g, sub(1, share_a))
+        return (mul(g, share_a) if 0 in needed else None), (mul(g, sub(1, share_a)) if 1 in needed else None)
 
 
 @op_dataclass
@@ -267,9 +282,12 @@ class Minimum(Elementwise):
     # 0.0, minimum(0.0, -0.0) is -0.0), so swapping the operands is not exact
 
     def vjp(self, node, g):
+        return self.vjp_needed(node, g, (0, 1))
+
+    def vjp_needed(self, node, g, needed):
         a, b = node.inputs
         share_a = tie_split_weight(less(a, b), equal(a, b), node.dtype)
-        return mul(g, share_a), mul(g, sub(1, share_a))
+        return (mul(g, share_a) if 0 in needed else None), (mul(g, sub(1, share_a)) if 1 in needed else None)
 
 
 def tie_split_weight(wins: Tensor, ties: Tensor, dtype) -> Tensor:

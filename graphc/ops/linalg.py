@@ -55,20 +55,27 @@ class Matmul(Op):
         return np.matmul(a, b)
 
     def vjp(self, node, g):
+        return self.vjp_needed(node, g, (0, 1))
+
+    def vjp_needed(self, node, g, needed):
         a, b = node.inputs
-        a2 = expand_dims(a, 0) if a.ndim == 1 else a
-        b2 = expand_dims(b, -1) if b.ndim == 1 else b
+        want_a, want_b = 0 in needed, 1 in needed  # (a first layer's input needs no cotangent)
         g2 = g
         if a.ndim == 1:
             g2 = expand_dims(g2, g2.ndim - (1 if b.ndim > 1 else 0))
         if b.ndim == 1:
             g2 = expand_dims(g2, g2.ndim)
-        grad_a = matmul(g2, swap_last_axes(b2))
-        grad_b = matmul(swap_last_axes(a2), g2)
-        if a.ndim == 1:
-            grad_a = squeeze(grad_a, grad_a.ndim - 2)
-        if b.ndim == 1:
-            grad_b = squeeze(grad_b, grad_b.ndim - 1)
+        grad_a = grad_b = None
+        if want_a:
+            b2 = expand_dims(b, -1) if b.ndim == 1 else b
+            grad_a = matmul(g2, swap_last_axes(b2))
+            if a.ndim == 1:
+                grad_a = squeeze(grad_a, grad_a.ndim - 2)
+        if want_b:
+            a2 = expand_dims(a, 0) if a.ndim == 1 else a
+            grad_b = matmul(swap_last_axes(a2), g2)
+            if b.ndim == 1:
+                grad_b = squeeze(grad_b, grad_b.ndim - 1)
         return grad_a, grad_b
 
 

@@ -23,6 +23,7 @@ tensors are hidden from the rules structurally.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.graph import substitute
 from graphc.leaves import Constant, Leaf
-from graphc.tensor import Tensor, toposort
+from graphc.tensor import Tensor, toposort, type_text
 from graphc.types import format_shape
 
 #: ``rule(node)`` or ``rule(node, context)`` (a :class:`RewriteContext`) -> replacement or None
@@ -147,10 +148,14 @@ def uniform_value(tensor: Tensor):
     Sees through ``broadcast_to``/``broadcast_like`` of a constant.
     """
     base = tensor
-    while base.op in ("broadcast_to", "broadcast_like"):
+    # (``primitive.name``: these two ops are neither projections nor labelled, so it is ``base.op``)
+    while base.primitive.name in ("broadcast_to", "broadcast_like"):
         base = base.inputs[0]
-    value = constant_value(base)
-    if value is None or value.size == 0:
+    primitive = base.primitive
+    if not isinstance(primitive, Constant):  # most inputs: asked of every input of every add and mul
+        return None
+    value = primitive.value
+    if value.size == 0:
         return None
     flat = value.reshape(-1)
     first = flat[0]
@@ -248,6 +253,9 @@ class _Hidden(Leaf):
     def key_bytes(self, node: Tensor) -> bytes:
         return f"hidden#{node.serial}".encode()
 
+    def order_bytes(self, node: Tensor) -> bytes:
+        return f"hidden:{node.name}".encode()
+
     def __eq__(self, other):
         return self is other
 
@@ -270,6 +278,10 @@ class _Rewriter:
         self.table: dict[str, _OpRules] = {}
         # id -> tensor for every tensor in final (rewritten) form; holds them alive
         self.settled: dict[int, Tensor] = {}
+        # id -> a digest of the tensor's structure without creation counters (``Op.order_bytes``):
+        # commutative inputs sorted by it come out the same however many tensors were built before
+        # (keys digest leaves' creation serials); only for settled tensors and their ancestors (alive)
+        self.order_keys: dict[int, bytes] = {}
         self.by_key: dict[str, Tensor] | None = {} if merge else None
         # seconds per family (None: not timed, no clock read per node)
         self.seconds: list[float] | None = [0.0] * len(families) if timed else None
@@ -337,13 +349,43 @@ class _Rewriter:
                 self.context.loops = True
         return self._merged(current)
 
+    def _order_digest(self, node: Tensor) -> bytes:
+        """``node``'s structural digest, from its inputs' (which must have theirs already)."""
+        keys = self.order_keys
+        digest = hashlib.blake2b(node.primitive.order_bytes(node), digest_size=16)
+        digest.update(type_text(node))
+        for parent in node.inputs:
+            digest.update(keys[id(parent)])
+        key = keys[id(node)] = digest.digest()
+        return key
+
+    def _order_key(self, tensor: Tensor) -> bytes:
+        """The structural digest of a settled tensor (made when it was settled; else made now, and
+        its ancestors' on the way)."""
+        keys = self.order_keys
+        found = keys.get(id(tensor))
+        if found is None:
+            for node in toposort([tensor], skip=lambda t: id(t) in keys):
+                found = self._order_digest(node)
+        return found
+
     def _canonical_order(self, node: Tensor) -> Tensor:
-        """A commutative node's two inputs sorted by key (so ``a + b`` and ``b + a`` merge)."""
+        """A commutative node's two inputs sorted by structure (so ``a + b`` and ``b + a`` merge).
+
+        By structural digest, then (structurally identical twins) by creation order: never by keys,
+        which hold leaves' creation serials, so the same program gets the same order whatever was
+        built before it, and sorting is idempotent (optimizing an optimized graph changes nothing)."""
         inputs = node.inputs
-        if node.primitive.commutative and len(inputs) == 2 and inputs[1].key < inputs[0].key:
+        if node.primitive.commutative and len(inputs) == 2 and self._swapped(inputs[0], inputs[1]):
             self.reordered += 1
             return node.with_inputs((inputs[1], inputs[0]))
         return node
+
+    def _swapped(self, a: Tensor, b: Tensor) -> bool:
+        key_a, key_b = self._order_key(a), self._order_key(b)
+        # a tie is two structurally identical tensors (over two placeholders both named "x"): their
+        # creation order, which is the program's (how many tensors came before moves both serials)
+        return key_b < key_a or (key_b == key_a and b.serial < a.serial)
 
     def _merged(self, node: Tensor) -> Tensor:
         by_key = self.by_key
@@ -358,6 +400,9 @@ class _Rewriter:
                 self.merged += 1
                 return twin
         self.settled[id(node)] = node
+        if by_key is not None:  # (merging orders commutative inputs: its inputs have their digests)
+            if id(node) not in self.order_keys:
+                self._order_digest(node)
         return node
 
     def adopt(self, result: Tensor, origin: Tensor, depth: int) -> Tensor:
@@ -379,12 +424,16 @@ class _Rewriter:
 
     def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
         memo: dict[int, Tensor] = {}
-        for original in toposort(outputs):
-            node = original
-            if node.inputs:
-                node = self.settle(node.with_inputs([memo[id(p)] for p in node.inputs]))
+        order = toposort(outputs)
+        if self.by_key is None and not any(self.rules_for(node.primitive.name) for node in order):
+            return list(outputs)  # no rule for any op here, and no merging: nothing can change
+        settle, merged = self.settle, self._merged
+        for original in order:
+            inputs = original.inputs
+            if inputs:
+                node = settle(original.with_inputs([memo[id(p)] for p in inputs]))
             else:
-                node = self._merged(node)
+                node = merged(original)
             memo[id(original)] = node
         return [memo[id(t)] for t in outputs]
 

@@ -25,12 +25,16 @@ MAX_FOLD_BYTES = 64 * 1024
 
 def foldable(node: Tensor) -> bool:
     """Whether ``node`` may be replaced by its value: constant inputs, a pure op, a small result."""
+    inputs = node.inputs
+    if not inputs:
+        return False
+    for t in inputs:  # the test that fails on most nodes first (every node of a graph is asked)
+        if type(t.primitive) is not Constant and not isinstance(t.primitive, Constant):
+            return False
     op = node.primitive
-    if not node.inputs or isinstance(op, CustomOp) or getattr(op, "random", False):
+    if isinstance(op, CustomOp) or getattr(op, "random", False):
         return False
     if op.multi_output:  # a loop: its values are several arrays (and running it may take long)
-        return False
-    if not all(isinstance(t.primitive, Constant) for t in node.inputs):
         return False
     size = node.size
     return size is not None and size * max(node.dtype.itemsize, 1) <= MAX_FOLD_BYTES

@@ -40,10 +40,9 @@ def _other_is(node: Tensor, number: float) -> Tensor | None:
     """For a binary commutative node ``x op c``/``c op x`` with a uniform constant ``c == number``: x."""
     a, b = node.inputs
     for x, other in ((a, b), (b, a)):
-        if replaces(x, node):
-            value = uniform_value(other)
-            if value is not None and value == number:
-                return x
+        value = uniform_value(other)  # (the cheap test first: most inputs are not constants)
+        if value is not None and value == number and replaces(x, node):
+            return x
     return None
 
 

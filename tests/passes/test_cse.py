@@ -89,3 +89,33 @@ def test_cse_is_idempotent():
     x, y = gc.placeholder("x", (2,)), gc.placeholder("y", (2,))
     once = cse([gc.exp(x + y) + gc.exp(y + x)])
     assert cse(once)[0] is once[0]
+
+
+def _commutative_program():
+    """A graph with many commutative nodes over distinct leaves and subexpressions, and its gradient."""
+    xs = [gc.placeholder(f"x{k}", (3,)) for k in range(8)]
+    terms = [xs[k] * xs[(k + 3) % 8] + gc.exp(xs[(k + 5) % 8]) for k in range(8)]
+    total = terms[0]
+    for term in terms[1:]:
+        total = gc.maximum(total * term, term + total)
+    cost = gc.sum(total)
+    return [cost, *gc.grad(cost, xs)]
+
+
+def test_canonical_order_does_not_depend_on_what_was_built_before():
+    # the commutative order used to compare keys, which digest each placeholder's global creation
+    # serial: the same program built after other tensors came out with other operand orders
+    first = gc.debugprint(gc.optimize(_commutative_program()))
+    for k in range(37):  # unrelated tensors: they move the global serial numbers on
+        gc.placeholder(f"unrelated{k}", (k,)) * 2.0
+    second = gc.debugprint(gc.optimize(_commutative_program()))
+    assert first == second
+    assert "mul" in first and "add" in first
+
+
+def test_commutative_order_of_structurally_identical_leaves():
+    # two placeholders both named "x" have the same structural digest: the tie goes by creation order
+    first, second = gc.placeholder("x", (2,)), gc.placeholder("x", (2,))
+    outs = cse([second * first, first * second, gc.exp(second) + gc.exp(first)])
+    assert outs[0] is outs[1] and outs[0].inputs == (first, second)
+    assert [p.inputs[0] for p in outs[2].inputs] == [second, first]  # exp(second) was made first
