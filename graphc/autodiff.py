@@ -18,7 +18,7 @@ from graphc.hooks import Hook
 from graphc.op import as_tensor, constant
 from graphc.ops.elementwise import add, cast, ones_like, zeros_like
 from graphc.ops.shape import broadcast_like, broadcast_to, getitem, identity, reshape, stack, sum_to
-from graphc.tensor import Tensor, building_gradient, toposort
+from graphc.tensor import Tensor, building_gradient, collector_paused, toposort
 from graphc.types import broadcast_to_shape, format_shape
 
 #: ``(outputs, wrt) -> outputs``: the forward graph that is differentiated, rewritten first so that the
@@ -176,13 +176,14 @@ def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[T
     order = toposort(outputs)
     reaches = _reaching(order, wrt)
     cotangents = _Cotangents()
-    for output, seed in zip(outputs, seeds):
-        if id(output) in reaches:
-            cotangents.add(output, _seed_for(seed, output))
-    for node in reversed(order):
-        total = cotangents.take(node)
-        if total is not None:
-            _propagate(node, total, reaches, cotangents)
+    with collector_paused():  # (every gradient node made stays alive: see collector_paused)
+        for output, seed in zip(outputs, seeds):
+            if id(output) in reaches:
+                cotangents.add(output, _seed_for(seed, output))
+        for node in reversed(order):
+            total = cotangents.take(node)
+            if total is not None:
+                _propagate(node, total, reaches, cotangents)
     return [cotangents.totals.get(id(t)) for t in wrt]
 
 

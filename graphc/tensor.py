@@ -10,19 +10,40 @@ source line, gradient marker) rides along outside that key.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 import operator
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from graphc.errors import DTypeError, ShapeError
 from graphc.hooks import Hook
 from graphc.types import format_shape
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a whole-graph pass, and restore it after.
+
+    Building, differentiating, optimizing and lowering a graph allocate many small objects that
+    all stay alive; each collection rescans every one of them, so the collector's cost grows with
+    the graph (measured: 20% of optimizing a 10,000-block chain, 40% of lowering 35,000 steps).
+    Nothing those passes make is garbage in a cycle, so pausing loses nothing. Nested uses keep
+    the outer state; the collector runs again as soon as the outermost pass ends."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _serials = itertools.count()

@@ -28,7 +28,7 @@ from graphc.passes.simplify import simplify
 from graphc.passes.stabilize import RULES as STABILIZE_RULES
 from graphc.passes.stabilize import stabilize
 from graphc.structure import flatten, unflatten
-from graphc.tensor import Tensor
+from graphc.tensor import Tensor, collector_paused
 
 
 def optimize_loops(outputs: list[Tensor], context: RewriteContext | None = None) -> list[Tensor]:
@@ -94,11 +94,12 @@ def run_pipeline(outputs: Sequence[Tensor], pipeline: Sequence[tuple[str, Pass]]
     """Run the passes of ``pipeline`` in order, all with the one ``context``."""
     context = context if context is not None else RewriteContext()
     outputs = list(outputs)
-    for name, function in pipeline:
-        if function is canonicalize:  # it times its rule families itself
-            outputs = canonicalize(outputs, context)
-        else:
-            outputs = run_pass(name, function, outputs, context)
+    with collector_paused():  # (every node the passes make stays alive: see collector_paused)
+        for name, function in pipeline:
+            if function is canonicalize:  # it times its rule families itself
+                outputs = canonicalize(outputs, context)
+            else:
+                outputs = run_pass(name, function, outputs, context)
     return outputs
 
 
