@@ -776,14 +776,19 @@ class _Traced:
         return result
 
 
+def _loop_arguments(function: str, fn, sequences, non_sequences) -> tuple[list[Tensor], list[Tensor]]:
+    """The checked (sequences, non-sequences) of ``map``/``foldl``: ``fn`` callable, at least one sequence."""
+    if not callable(fn):
+        raise TypeError(f"{function}: fn must be callable, got {type(fn).__name__}")
+    seqs = _tensor_list(function, "sequences", sequences)
+    if not seqs:
+        raise ValueError(f"{function}: needs at least one sequence")
+    return seqs, _tensor_list(function, "non_sequences", non_sequences)
+
+
 def map(fn: Callable, sequences, non_sequences=(), name: str | None = None):  # noqa: A001 - the contract's name
     """``fn(*slices, *non_sequences)`` along axis 0 of the sequences, stacked (``scan`` without state)."""
-    if not callable(fn):
-        raise TypeError(f"map: fn must be callable, got {type(fn).__name__}")
-    seqs = _tensor_list("map", "sequences", sequences)
-    if not seqs:
-        raise ValueError("map: needs at least one sequence")
-    nonseqs = _tensor_list("map", "non_sequences", non_sequences)
+    seqs, nonseqs = _loop_arguments("map", fn, sequences, non_sequences)
     traced = _Traced(fn)
     return _unwrap(traced, _build(traced, seqs, None, nonseqs, None, False, name, "trace", function="map"))
 
@@ -794,12 +799,7 @@ def foldl(fn: Callable, sequences, initial, non_sequences=(), name: str | None =
     ``initial`` is one initial state (the result is one tensor) or a list/tuple of them (a list
     back). With sequences of length 0 the result is the initial state.
     """
-    if not callable(fn):
-        raise TypeError(f"foldl: fn must be callable, got {type(fn).__name__}")
-    seqs = _tensor_list("foldl", "sequences", sequences)
-    if not seqs:
-        raise ValueError("foldl: needs at least one sequence")
-    nonseqs = _tensor_list("foldl", "non_sequences", non_sequences)
+    seqs, nonseqs = _loop_arguments("foldl", fn, sequences, non_sequences)
     several = isinstance(initial, (list, tuple))
     infos = list(initial) if several else [initial]
     if any(info is None for info in infos):
