@@ -25,6 +25,7 @@ per step, its CPU time per step and its minor page faults per step
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -45,7 +46,8 @@ LR, WD = 0.01, 1e-4
 
 
 def build_graphc_step(sizes: list[int], batch: int | None, dtype, params: list[np.ndarray], lr: float = LR,
-                      wd: float = WD, optimize: bool = True, inplace_updates: bool = False):
+                      wd: float = WD, optimize: bool = True, inplace_updates: bool = False,
+                      backend: str = "numpy"):
     """(function, variables): ``function(x, labels)`` returns the loss and applies the SGD update.
 
     ``batch=None`` declares the batch size unknown, as users often do."""
@@ -64,7 +66,7 @@ def build_graphc_step(sizes: list[int], batch: int | None, dtype, params: list[n
     grads = gc.grad(loss, variables)
     updates = [(v, v - lr * g) for v, g in zip(variables, grads)]
     return gc.function([x, labels], loss, updates=updates, optimize=optimize,
-                       inplace_updates=inplace_updates), variables
+                       inplace_updates=inplace_updates, backend=backend), variables
 
 
 def data(batch: int, dtype, seed: int = 1):
@@ -89,7 +91,23 @@ def check_equal(batch: int, dtype, inplace_updates: bool = False) -> float:
 
 
 def peer_steps(batch: int, dtype, x, labels) -> dict:
-    """Steps of any installed peer library (same model), keyed by name."""
+    """Steps of any installed peer library (same model), keyed by name.
+
+    Each peer starts from the reference's parameters; its first step's new parameters are checked
+    against the reference's (a peer computing in another precision or another model is refused)."""
+    found = _peer_steps(batch, dtype, x, labels)
+    _, expected = sgd_step(init_params(SIZES, dtype), x, labels, LR, WD)
+    rtol = 1e-9 if np.dtype(dtype) == np.float64 else 1e-3
+    for name, step in list(found.items()):
+        new = [np.asarray(p) for p in step()]
+        if any(p.dtype != e.dtype or not np.allclose(p, e, rtol=rtol, atol=rtol * 1e-2)
+               for p, e in zip(new, expected)):
+            print(f"  ({name} skipped: its step differs from the reference's)")
+            del found[name]
+    return found
+
+
+def _peer_steps(batch: int, dtype, x, labels) -> dict:
     found = {}
     available = peers()
     if "autograd" in available:
@@ -114,6 +132,7 @@ def peer_steps(batch: int, dtype, x, labels) -> dict:
             def autograd_step():
                 g = grad_fn(state["p"])
                 state["p"] = [p - LR * gp for p, gp in zip(state["p"], g)]
+                return state["p"]
 
             found["autograd"] = autograd_step
         except Exception as exc:  # noqa: BLE001 - a peer failing is reported, not fatal
@@ -122,6 +141,9 @@ def peer_steps(batch: int, dtype, x, labels) -> dict:
         try:
             import jax
             import jax.numpy as jnp
+
+            # float64 needs JAX's x64 mode (without it JAX silently computes in float32)
+            jax.config.update("jax_enable_x64", np.dtype(dtype) == np.float64)
 
             def jloss(ps, xb, yb):
                 h = xb
@@ -144,6 +166,7 @@ def peer_steps(batch: int, dtype, x, labels) -> dict:
             def jax_step():
                 jstate["p"] = jstep(jstate["p"], jx, jy)
                 jstate["p"][0].block_until_ready()
+                return jstate["p"]
 
             found["jax (jit)"] = jax_step
         except Exception as exc:  # noqa: BLE001
@@ -153,6 +176,8 @@ def peer_steps(batch: int, dtype, x, labels) -> dict:
             import pytensor
             import pytensor.tensor as pt
 
+            # constants of the step's own dtype, so that float32 stays float32
+            lr, half_wd = np.asarray(LR, dtype), np.asarray(0.5 * WD, dtype)
             tx, ty = pt.matrix("x", dtype=str(np.dtype(dtype))), pt.lvector("y")
             shared = [pytensor.shared(p) for p in init_params(SIZES, dtype)]
             h = tx
@@ -161,11 +186,17 @@ def peer_steps(batch: int, dtype, x, labels) -> dict:
                 if k < 2:
                     h = pt.maximum(h, 0)
             logp = pt.special.log_softmax(h, axis=1)
-            cost = -pt.mean(logp[pt.arange(batch), ty]) + 0.5 * WD * sum(pt.sum(shared[2 * k] ** 2)
-                                                                           for k in range(3))
+            cost = -pt.mean(logp[pt.arange(batch), ty]) + half_wd * sum(pt.sum(shared[2 * k] ** 2)
+                                                                          for k in range(3))
             grads = pytensor.grad(cost, shared)
-            pfn = pytensor.function([tx, ty], cost, updates=[(s, s - LR * g) for s, g in zip(shared, grads)])
-            found["pytensor"] = lambda: pfn(x, labels)
+            pfn = pytensor.function([tx, ty], cost, updates=[(s, s - lr * g) for s, g in zip(shared, grads)])
+            pfn.trust_input = True
+
+            def pytensor_step():
+                pfn(x, labels)
+                return [s.get_value(borrow=True) for s in shared]
+
+            found["pytensor"] = pytensor_step
         except Exception as exc:  # noqa: BLE001
             print(f"  (pytensor skipped: {exc})")
     return found
@@ -183,6 +214,8 @@ def own_process_child(kind: str, batch: int, dtype: str, steps: int, warmup: int
     if kind == "numpy reference":
         def step(p=params, x=x, labels=labels):
             return sgd_step(p, x, labels, LR, WD)
+    elif kind not in OWN_PROCESS_KINDS + (UNKNOWN_BATCH_KIND,):
+        step = peer_steps(batch, dtype, x, labels)[kind]
     else:
         known = None if kind == UNKNOWN_BATCH_KIND else batch
         fn, _ = build_graphc_step(SIZES, known, dtype, params, inplace_updates=(kind == "graphc in place"))
@@ -223,6 +256,8 @@ def own_process(args) -> None:
     print(conditions())
     shuffle = random.Random(0)
     kinds = OWN_PROCESS_KINDS + ((UNKNOWN_BATCH_KIND,) if args.unknown_batch else ())
+    x, labels = data(1, "float64")
+    kinds += tuple(peer_steps(1, "float64", x, labels))  # the peers that import and agree
     summary = []
     for batch in map(int, args.batches.split(",")):
         for dtype in args.dtypes.split(","):
@@ -295,6 +330,9 @@ def main() -> None:
                 "graphc in place": lambda fn=fn_inplace, x=x, labels=labels: fn(x, labels),
                 "numpy reference": lambda p=ref_params, x=x, labels=labels: sgd_step(p, x, labels, LR, WD),
             }
+            if importlib.util.find_spec("numba") is not None:
+                fn_numba, _ = build_graphc_step(SIZES, batch, dtype, params, backend="numba")
+                candidates["graphc numba"] = lambda fn=fn_numba, x=x, labels=labels: fn(x, labels)
             candidates.update(peer_steps(batch, dtype, x, labels))
             inner = 5 if batch <= 32 else 2
             times = interleaved(candidates, args.repeats, inner=inner)
@@ -304,7 +342,7 @@ def main() -> None:
                 print(line)
             summary.append((batch, dtype) + ratios(times, "graphc", "numpy reference")
                            + ratios(times, "graphc in place", "numpy reference"))
-    print("summary, graphc / reference (medians; wall clock, thread CPU time):")
+    print("summary, graphc / reference (medians; wall clock, process CPU time):")
     for batch, dtype, wall, cpu, wall_inplace, cpu_inplace in summary:
         print(f"  batch {batch:4d} {dtype:8s} wall {wall:.3f}x  cpu {cpu:.3f}x   "
               f"in place: wall {wall_inplace:.3f}x  cpu {cpu_inplace:.3f}x")

@@ -338,8 +338,8 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
         function = _bind(namespace, shared, np.maximum, f"f{index}")
         zero = _bind(namespace, shared, None, f"z{index}", ("zero", node.dtype.str))
         return f"{function}({args[0]}, {zero}{', out=' + out if out else ''})"  # (see _POSITIONAL_OUT)
-    # Matmul.impl is exactly np.matmul
-    value = np.matmul if cls is linalg.Matmul else kernel(node)
+    # Matmul.impl is exactly np.matmul (or, for some operands, a faster function of the same bits)
+    value = node.primitive.kernel_for(*deps[id(node)]) if cls is linalg.Matmul else kernel(node)
     function = _bind(namespace, shared, value, f"f{index}")
     if out:
         args.append(out if _positional_out(value) else f"out={out}")

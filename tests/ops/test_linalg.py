@@ -322,3 +322,24 @@ def test_random_einsum(spec):
 def test_jvp(case, unknown):
     """Forward mode through the op (half of the table, sizes known and unknown)."""
     check_jvp(case, unknown)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shapes", [((7, 1), (1, 5)), ((3, 4, 1), (3, 1, 6)), ((4, 1), (2, 1, 3)), ((1, 1), (1, 9))])
+def test_compiled_matmul_of_contraction_one_is_numpy_bit_for_bit(shapes, dtype):
+    # the compiler lowers a contraction of size 1 (an outer product: a batch of one's weight gradient)
+    # to another kernel than np.matmul; its bits must be np.matmul's: signed zeros, inf, NaN included
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(shapes[0]).astype(dtype)
+    b = rng.standard_normal(shapes[1]).astype(dtype)
+    a.flat[0], b.flat[0] = -0.0, np.inf
+    if a.size > 2:
+        a.flat[1], a.flat[2] = np.nan, 0.0
+    x, y = gc.placeholder("a", shapes[0], dtype), gc.placeholder("b", shapes[1], dtype)
+    with np.errstate(invalid="ignore"):
+        expected = np.matmul(a, b)
+        for optimize in (True, False):
+            got = gc.function([x, y], x @ y, optimize=optimize)(a, b)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            bits = {"float64": np.int64, "float32": np.int32}[dtype]
+            np.testing.assert_array_equal(got.view(bits), expected.view(bits))
