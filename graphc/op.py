@@ -504,17 +504,39 @@ class Constant(Leaf):
 
     def __init__(self, value: np.ndarray) -> None:
         self.value = value
+        self._key: bytes | None = None  # made on first use: the value never changes
+        self._uniform = _UNKNOWN
 
     def impl(self) -> np.ndarray:
         return self.value
 
     def key_bytes(self, node: Tensor) -> bytes:
-        digest = hashlib.blake2b(self.value.tobytes(), digest_size=16).hexdigest()
-        dtype = self.value.dtype
-        name = _DTYPE_NAMES.get(dtype)
-        if name is None:  # (``str(dtype)`` runs Python code in NumPy: once per dtype)
-            name = _DTYPE_NAMES[dtype] = str(dtype)
-        return f"constant{name}{self.value.shape}{digest}".encode()
+        key = self._key
+        if key is None:
+            value = self.value
+            small = value.size <= 4
+            if small:  # the weak scalars of ``x * 0.9``: one key text per value, not a digest per node
+                probe = (value.dtype, value.shape, value.tobytes())
+                key = _SMALL_KEYS.get(probe)
+            if key is None:
+                digest = hashlib.blake2b(value.tobytes(), digest_size=16).hexdigest()
+                dtype = value.dtype
+                name = _DTYPE_NAMES.get(dtype)
+                if name is None:  # (``str(dtype)`` runs Python code in NumPy: once per dtype)
+                    name = _DTYPE_NAMES[dtype] = str(dtype)
+                key = f"constant{name}{value.shape}{digest}".encode()
+                if small and len(_SMALL_KEYS) < _SMALL_KEYS_MAX:
+                    _SMALL_KEYS[probe] = key
+            self._key = key
+        return key
+
+    def uniform(self):
+        """The single value every entry holds (a NumPy scalar), or None: empty, a NaN, or entries
+        that differ (-0.0 and +0.0 differ here). Computed once: the value is read-only."""
+        found = self._uniform
+        if found is _UNKNOWN:
+            found = self._uniform = _uniform(self.value)
+        return found
 
     def params(self) -> dict:
         return {"value": self.value}
@@ -529,6 +551,27 @@ class Constant(Leaf):
 
 
 _DTYPE_NAMES: dict[np.dtype, str] = {}
+#: (dtype, shape, bytes) of a small constant -> its key text (bounded: a process making endless
+#: distinct constants keys the later ones by digest)
+_SMALL_KEYS: dict[tuple, bytes] = {}
+_SMALL_KEYS_MAX = 1 << 14
+_UNKNOWN = object()
+
+
+def _uniform(value: np.ndarray):
+    if value.size == 0:
+        return None
+    flat = value.reshape(-1)
+    first = flat[0]
+    if value.size > 1:
+        same = flat == first
+        if value.dtype.kind == "f":
+            same &= np.signbit(flat) == np.signbit(first)
+        if not np.all(same):
+            return None
+    if value.dtype.kind == "f" and np.isnan(first):
+        return None
+    return first
 
 
 class VariableLeaf(Leaf):

@@ -154,20 +154,7 @@ def uniform_value(tensor: Tensor):
     primitive = base.primitive
     if not isinstance(primitive, Constant):  # most inputs: asked of every input of every add and mul
         return None
-    value = primitive.value
-    if value.size == 0:
-        return None
-    flat = value.reshape(-1)
-    first = flat[0]
-    if value.size > 1:
-        same = flat == first
-        if value.dtype.kind == "f":
-            same &= np.signbit(flat) == np.signbit(first)
-        if not np.all(same):
-            return None
-    if value.dtype.kind == "f" and np.isnan(first):
-        return None
-    return first
+    return primitive.uniform()  # (found once per constant, which rules ask again and again)
 
 
 def is_uniform(tensor: Tensor, number: float) -> bool:
@@ -263,6 +250,13 @@ class _Hidden(Leaf):
 
 
 _Hidden.name = "protected"  # set after the class body: not a registered (loadable) op
+
+def _merge_key(node: Tensor) -> tuple:
+    """What ``node`` is equal to its twins in, once its inputs are merged: its op's key text, its
+    type and its inputs themselves. Among merged nodes (no two distinct ones share a structural
+    key) that is :attr:`Tensor.key` equality without a digest per node (a hash-consing table)."""
+    return (node.primitive.key_bytes(node), type_text(node), *map(id, node.inputs))
+
 
 #: one op's rules, by family: ((family index, ((rule, name, takes context), ...)), ...)
 _OpRules = tuple[tuple[int, tuple[tuple[Rule, str, bool], ...]], ...]
@@ -391,10 +385,10 @@ class _Rewriter:
         by_key = self.by_key
         if by_key is not None:
             if self.seconds is None:
-                twin = by_key.setdefault(node.key, node)  # the inputs are keyed already: one digest
+                twin = by_key.setdefault(_merge_key(node), node)
             else:
                 start = time.perf_counter()
-                twin = by_key.setdefault(node.key, node)
+                twin = by_key.setdefault(_merge_key(node), node)
                 self.merge_seconds += time.perf_counter() - start
             if twin is not node:
                 self.merged += 1
