@@ -306,6 +306,8 @@ class Tensor:
         if name is _KEEP and site is _KEEP and is_gradient is _KEEP:  # the passes' usual call
             if same:
                 return self
+            if not retype:
+                return rebuilt(self, inputs)
             name, site, is_gradient = self.name, self.site, self.is_gradient
         else:
             name = self.name if name is _KEEP else name
@@ -417,6 +419,25 @@ _SET_PRIMITIVE, _SET_INPUTS, _SET_SHAPE, _SET_DTYPE, _SET_NAME, _SET_SITE, _SET_
     getattr(Tensor, slot).__set__
     for slot in ("primitive", "inputs", "shape", "dtype", "name", "site", "is_gradient", "serial", "_key"))
 
+_NEW = object.__new__
+
+
+def rebuilt(node: Tensor, inputs: tuple[Tensor, ...]) -> Tensor:
+    """``node.with_inputs(inputs)`` for a tuple of other inputs: its op, type and metadata kept, as a
+    pass rebuilds each node below a change (without a fresh tensor's argument checks)."""
+    new = _NEW(Tensor)
+    _SET_PRIMITIVE(new, node.primitive)
+    _SET_INPUTS(new, inputs)
+    _SET_SHAPE(new, node.shape)
+    _SET_DTYPE(new, node.dtype)
+    _SET_NAME(new, node.name)
+    _SET_SITE(new, node.site)
+    _SET_IS_GRADIENT(new, node.is_gradient)
+    _SET_SERIAL(new, next(_serials))
+    _SET_KEY(new, None)
+    return new
+
+
 #: NumPy ufuncs behind Python operators, and the graphc op each builds (``ndarray + Tensor``)
 _OPERATOR_UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div",
                     "power": "pow", "matmul": "matmul", "negative": "neg", "absolute": "abs", "less": "less",
@@ -490,20 +511,21 @@ def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = (),
     visited; tensors for which ``skip`` is true are neither included nor visited
     (e.g. the part of a graph an earlier sweep already handled).
     """
-    stop = {id(t) for t in stop_at}
+    # (sets of the tensors themselves, which hash by identity: faster than sets of their ``id()``)
+    stop = set(stop_at)
     order: list[Tensor] = []
-    seen: set[int] = set()
+    seen: set[Tensor] = set()
     for root in outputs:
-        if id(root) in seen or (skip is not None and skip(root)):
+        if root in seen or (skip is not None and skip(root)):
             continue
-        seen.add(id(root))
-        stack = [(root, iter(() if id(root) in stop else root.inputs))]
+        seen.add(root)
+        stack = [(root, iter(() if root in stop else root.inputs))]
         while stack:
             node, parents = stack[-1]
             for parent in parents:
-                if id(parent) not in seen and (skip is None or not skip(parent)):
-                    seen.add(id(parent))
-                    stack.append((parent, iter(() if id(parent) in stop else parent.inputs)))
+                if parent not in seen and (skip is None or not skip(parent)):
+                    seen.add(parent)
+                    stack.append((parent, iter(() if parent in stop else parent.inputs)))
                     break
             else:
                 stack.pop()

@@ -24,6 +24,7 @@ tensors are hidden from the rules structurally.
 from __future__ import annotations
 
 import hashlib
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.graph import substitute
 from graphc.leaves import Constant, Leaf
-from graphc.tensor import Tensor, toposort, type_text
+from graphc.op import Op
+from graphc.tensor import Tensor, rebuilt, toposort, type_text
 from graphc.types import format_shape
 
 #: ``rule(node)`` or ``rule(node, context)`` (a :class:`RewriteContext`) -> replacement or None
@@ -233,6 +235,17 @@ class RewriteContext:
         if self.report is not None:
             self.report.timed(name, seconds)
 
+    def order(self, outputs: Sequence[Tensor]) -> list[Tensor]:
+        """``toposort(outputs)``, remembered for the next pass over the very same outputs: a pass
+        that changes nothing returns them (the default pipeline's prune), so the next one walks
+        the graph without sorting it again. Tensors are immutable: the same outputs, the same order."""
+        last = self.cache.get("toposort")
+        if last is not None and len(last[0]) == len(outputs) and all(map(operator.is_, last[0], outputs)):
+            return last[1]
+        order = toposort(outputs)
+        self.cache["toposort"] = (tuple(outputs), order)
+        return order
+
 
 class _Hidden(Leaf):
     """Stands for a protected tensor while the rules run: a leaf, so no rule can look inside it."""
@@ -251,12 +264,7 @@ class _Hidden(Leaf):
 
 _Hidden.name = "protected"  # set after the class body: not a registered (loadable) op
 
-def _merge_key(node: Tensor) -> tuple:
-    """What ``node`` is equal to its twins in, once its inputs are merged: its op's key text, its
-    type and its inputs themselves. Among merged nodes (no two distinct ones share a structural
-    key) that is :attr:`Tensor.key` equality without a digest per node (a hash-consing table)."""
-    return (node.primitive.key_bytes(node), type_text(node), *map(id, node.inputs))
-
+_OP_KEY_BYTES, _OP_ORDER_BYTES = Op.key_bytes, Op.order_bytes
 
 #: one op's rules, by family: ((family index, ((rule, name, takes context), ...)), ...)
 _OpRules = tuple[tuple[int, tuple[tuple[Rule, str, bool], ...]], ...]
@@ -270,13 +278,17 @@ class _Rewriter:
         self.families = families
         self.context = context
         self.table: dict[str, _OpRules] = {}
-        # id -> tensor for every tensor in final (rewritten) form; holds them alive
-        self.settled: dict[int, Tensor] = {}
-        # id -> a digest of the tensor's structure without creation counters (``Op.order_bytes``):
+        # every tensor in final (rewritten) form (tensors hash by identity: sets and dicts of tensors
+        # themselves, faster than keyed by ``id()``)
+        self.settled: set[Tensor] = set()
+        # tensor -> a digest of its structure without creation counters (``Op.order_bytes``):
         # commutative inputs sorted by it come out the same however many tensors were built before
-        # (keys digest leaves' creation serials); only for settled tensors and their ancestors (alive)
-        self.order_keys: dict[int, bytes] = {}
-        self.by_key: dict[str, Tensor] | None = {} if merge else None
+        # (keys digest leaves' creation serials); only for settled tensors and their ancestors
+        self.order_keys: dict[Tensor, bytes] = {}
+        # (op key text, type text, each input) -> the settled node (see ``_merged``)
+        self.by_key: dict[tuple, Tensor] | None = {} if merge else None
+        # id(op) -> (op, its key text), for ops keyed by ``Op.key_bytes`` (see ``_key_text``)
+        self.key_texts: dict[int, tuple[Op, bytes]] = {}
         # seconds per family (None: not timed, no clock read per node)
         self.seconds: list[float] | None = [0.0] * len(families) if timed else None
         self.merge_seconds = 0.0
@@ -329,37 +341,45 @@ class _Rewriter:
         counts the firings in a row (a guard against rules undoing each other).
         """
         current = node
-        if current.inputs:
-            if self.by_key is not None:
+        inputs = current.inputs
+        if inputs:
+            primitive = current.primitive
+            if self.by_key is not None and primitive.commutative and len(inputs) == 2:
                 current = self._canonical_order(current)
-            families = self.rules_for(current.primitive.name)
+            families = self.table.get(primitive.name)
+            if families is None:
+                families = self.rules_for(primitive.name)
             fired = self.first_firing(current, families) if families and depth < MAX_FIRINGS_PER_NODE else None
             if fired is not None:
                 result, name = fired
                 check_type(name, current, result)
                 self.context.count(name)
                 return self.adopt(result, current, depth + 1)
-            if current.primitive.multi_output:
+            if primitive.multi_output:
                 self.context.loops = True
         return self._merged(current)
 
-    def _order_digest(self, node: Tensor) -> bytes:
-        """``node``'s structural digest, from its inputs' (which must have theirs already)."""
+    def _order_digest(self, node: Tensor, order_text: bytes | None = None, type_bytes: bytes | None = None) -> bytes:
+        """``node``'s structural digest, from its inputs' (which must have theirs already): the
+        blake2b digest of its op's ``order_bytes``, its type text and its inputs' digests."""
         keys = self.order_keys
-        digest = hashlib.blake2b(node.primitive.order_bytes(node), digest_size=16)
-        digest.update(type_text(node))
-        for parent in node.inputs:
-            digest.update(keys[id(parent)])
-        key = keys[id(node)] = digest.digest()
+        if order_text is None:
+            order_text = node.primitive.order_bytes(node)
+        if type_bytes is None:
+            type_bytes = type_text(node)
+        # (one message: the digest of the concatenation is that of the parts fed one by one)
+        key = keys[node] = hashlib.blake2b(
+            b"".join((order_text, type_bytes, *map(keys.__getitem__, node.inputs))),
+            digest_size=16).digest()
         return key
 
     def _order_key(self, tensor: Tensor) -> bytes:
         """The structural digest of a settled tensor (made when it was settled; else made now, and
         its ancestors' on the way)."""
         keys = self.order_keys
-        found = keys.get(id(tensor))
+        found = keys.get(tensor)
         if found is None:
-            for node in toposort([tensor], skip=lambda t: id(t) in keys):
+            for node in toposort([tensor], skip=keys.__contains__):
                 found = self._order_digest(node)
         return found
 
@@ -369,67 +389,85 @@ class _Rewriter:
         By structural digest, then (structurally identical twins) by creation order: never by keys,
         which hold leaves' creation serials, so the same program gets the same order whatever was
         built before it, and sorting is idempotent (optimizing an optimized graph changes nothing)."""
-        inputs = node.inputs
-        if node.primitive.commutative and len(inputs) == 2 and self._swapped(inputs[0], inputs[1]):
-            self.reordered += 1
-            return node.with_inputs((inputs[1], inputs[0]))
-        return node
-
-    def _swapped(self, a: Tensor, b: Tensor) -> bool:
+        a, b = node.inputs
         key_a, key_b = self._order_key(a), self._order_key(b)
         # a tie is two structurally identical tensors (over two placeholders both named "x"): their
         # creation order, which is the program's (how many tensors came before moves both serials)
-        return key_b < key_a or (key_b == key_a and b.serial < a.serial)
+        if key_b < key_a or (key_b == key_a and b.serial < a.serial):
+            self.reordered += 1
+            return node.with_inputs((b, a))
+        return node
+
+    def _key_text(self, node: Tensor) -> bytes:
+        """``node.primitive.key_bytes(node)``, once per op instance where the op's key is its own
+        (``Op.key_bytes``: its class and parameters), which the nodes of a graph share."""
+        primitive = node.primitive
+        if type(primitive).key_bytes is not _OP_KEY_BYTES:
+            return primitive.key_bytes(node)
+        found = self.key_texts.get(id(primitive))
+        if found is None or found[0] is not primitive:
+            found = self.key_texts[id(primitive)] = (primitive, primitive.key_bytes(node))
+        return found[1]
 
     def _merged(self, node: Tensor) -> Tensor:
+        """``node`` (inputs final, rules done) if it has no twin yet, else its twin.
+
+        Twins are found by (op key text, type, inputs): the inputs are merged already, so among
+        the settled nodes that is :attr:`Tensor.key` equality without a digest per node (a
+        hash-consing table). A new settled node gets its structural order digest."""
         by_key = self.by_key
-        if by_key is not None:
-            if self.seconds is None:
-                twin = by_key.setdefault(_merge_key(node), node)
-            else:
-                start = time.perf_counter()
-                twin = by_key.setdefault(_merge_key(node), node)
-                self.merge_seconds += time.perf_counter() - start
-            if twin is not node:
-                self.merged += 1
-                return twin
-        self.settled[id(node)] = node
-        if by_key is not None:  # (merging orders commutative inputs: its inputs have their digests)
-            if id(node) not in self.order_keys:
-                self._order_digest(node)
-        return node
+        if by_key is None:
+            self.settled.add(node)
+            return node
+        start = time.perf_counter() if self.seconds is not None else 0.0
+        key_text = self._key_text(node)
+        type_bytes = type_text(node)
+        twin = by_key.setdefault((key_text, type_bytes, *node.inputs), node)
+        if twin is node:
+            self.settled.add(node)
+            if node not in self.order_keys:  # (merging orders commutative inputs by these digests)
+                primitive = node.primitive
+                default = type(primitive).order_bytes is _OP_ORDER_BYTES  # (then the order text is the key text)
+                self._order_digest(node, key_text if default else primitive.order_bytes(node), type_bytes)
+        else:
+            self.merged += 1
+        if self.seconds is not None:
+            self.merge_seconds += time.perf_counter() - start
+        return twin
 
     def adopt(self, result: Tensor, origin: Tensor, depth: int) -> Tensor:
         """Settle the new nodes a rule built (rules may fire on them too)."""
         settled = self.settled
-        if id(result) in settled:
+        if result in settled:
             return result
-        mapping: dict[int, Tensor] = {}
-        for node in toposort([result], skip=lambda t: id(t) in settled):
+        mapping: dict[Tensor, Tensor] = {}
+        for node in toposort([result], skip=settled.__contains__):
             if not node.inputs:
                 final = self._merged(node)
             else:
-                inputs = [mapping.get(id(p), p) for p in node.inputs]
+                inputs = [mapping.get(p, p) for p in node.inputs]
                 rebuilt = node.with_inputs(inputs, name=origin.name if node is result else None,
                                            site=origin.site, is_gradient=origin.is_gradient)
                 final = self.settle(rebuilt, depth if node is result else 0)
-            mapping[id(node)] = final
-        return mapping[id(result)]
+            mapping[node] = final
+        return mapping[result]
 
     def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
-        memo: dict[int, Tensor] = {}
-        order = toposort(outputs)
+        memo: dict[Tensor, Tensor] = {}  # (tensors hash by identity, faster than by ``id()``)
+        order = self.context.order(outputs)
         if self.by_key is None and not any(self.rules_for(node.primitive.name) for node in order):
             return list(outputs)  # no rule for any op here, and no merging: nothing can change
-        settle, merged = self.settle, self._merged
+        settle, merged, final = self.settle, self._merged, memo.__getitem__
         for original in order:
             inputs = original.inputs
             if inputs:
-                node = settle(original.with_inputs([memo[id(p)] for p in inputs]))
+                new = tuple(map(final, inputs))
+                # (``==`` of tuples of tensors is identity, element by element)
+                node = settle(original if new == inputs else rebuilt(original, new))
             else:
                 node = merged(original)
-            memo[id(original)] = node
-        return [memo[id(t)] for t in outputs]
+            memo[original] = node
+        return [memo[t] for t in outputs]
 
 
 def _families(rules) -> tuple[tuple[str, RuleTable], ...]:
