@@ -21,12 +21,13 @@ from graphc.ops.shape import broadcast_like, broadcast_to, getitem, identity, re
 from graphc.tensor import Tensor, building_gradient, collector_paused, toposort
 from graphc.types import broadcast_to_shape, format_shape
 
-#: ``(outputs, wrt) -> outputs``: the forward graph that is differentiated, rewritten first so that the
-#: gradient is built from stable primitives (``log(softmax(x)) -> log_softmax(x)``, ...). Rewriting the
-#: forward graph later cannot repair a gradient already built from the naive form. ``graphc.passes``
-#: provides its stabilizer; until then the graph is differentiated as it is.
+#: ``(outputs, wrt, order) -> outputs``: the forward graph that is differentiated, rewritten first so that
+#: the gradient is built from stable primitives (``log(softmax(x)) -> log_softmax(x)``, ...). Rewriting the
+#: forward graph later cannot repair a gradient already built from the naive form. ``order`` is
+#: ``toposort(outputs)``, which the driver needs anyway (the rewrite need not sort the graph again).
+#: ``graphc.passes`` provides its stabilizer; until then the graph is differentiated as it is.
 FORWARD_REWRITE = Hook("the forward rewrite before differentiation", "graphc.passes",
-                       default=lambda outputs, wrt: list(outputs))
+                       default=lambda outputs, wrt, order: list(outputs))
 
 
 def _as_list(value) -> tuple[list, bool]:
@@ -104,18 +105,23 @@ def _sum_all(terms: list[Tensor]) -> Tensor:
     return total
 
 
-def _reaching(order: list[Tensor], wrt: Sequence[Tensor]) -> set[int]:
-    """Ids of the tensors through which a gradient can reach some ``wrt``: float, not piecewise constant."""
-    reaches: set[int] = {id(t) for t in wrt}
+def _reaching(order: list[Tensor], wrt: Sequence[Tensor]) -> set[Tensor]:
+    """The tensors through which a gradient can reach some ``wrt``: float, not piecewise constant.
+
+    (A set of the tensors themselves, which hash by identity, as the sweep's other tables.)"""
+    reaches: set[Tensor] = set(wrt)
     for node in order:
         primitive = node.primitive
-        if id(node) in reaches or primitive.zero_gradient:
+        if node in reaches or primitive.zero_gradient:
             continue
         if node.dtype.kind != "f" and not primitive.multi_output:
             continue
         skip = primitive.nondiff_inputs
-        if any(id(parent) in reaches for i, parent in enumerate(node.inputs) if i not in skip):
-            reaches.add(id(node))
+        if skip:
+            if any(parent in reaches for i, parent in enumerate(node.inputs) if i not in skip):
+                reaches.add(node)
+        elif any(map(reaches.__contains__, node.inputs)):
+            reaches.add(node)
     return reaches
 
 
@@ -123,39 +129,39 @@ class _Cotangents:
     """The reverse sweep's bookkeeping: incoming terms per tensor, summed once when the sweep reaches it."""
 
     def __init__(self) -> None:
-        self.pending: dict[int, list[Tensor]] = {}
-        self.totals: dict[int, Tensor] = {}
-        # several outputs: id(multi-output node) -> {output index: cotangent terms}, filled by its projections
-        self.by_output: dict[int, dict[int, list[Tensor]]] = {}
+        self.pending: dict[Tensor, list[Tensor]] = {}
+        self.totals: dict[Tensor, Tensor] = {}
+        # several outputs: multi-output node -> {output index: cotangent terms}, filled by its projections
+        self.by_output: dict[Tensor, dict[int, list[Tensor]]] = {}
 
     def add(self, tensor: Tensor, term: Tensor) -> None:
-        self.pending.setdefault(id(tensor), []).append(term)
+        self.pending.setdefault(tensor, []).append(term)
 
     def take(self, node: Tensor):
         """The summed cotangent of ``node`` to propagate to its inputs (for a multi-output node, one per
         output, None where none came), or None when there is nothing to propagate."""
         primitive = node.primitive
         if primitive.multi_output:
-            slots = self.by_output.pop(id(node), None)
+            slots = self.by_output.pop(node, None)
             if slots is None:
                 return None
             count = len(primitive.output_types(*node.inputs))
             return [_sum_all(slots[k]) if k in slots else None for k in range(count)]
-        terms = self.pending.pop(id(node), None)
+        terms = self.pending.pop(node, None)
         if terms is None:
             return None
-        total = self.totals[id(node)] = _sum_all(terms)
+        total = self.totals[node] = _sum_all(terms)
         if primitive.projection:  # the cotangent of one output of a multi-output node: to its producer
-            self.by_output.setdefault(id(node.inputs[0]), {}).setdefault(primitive.index, []).append(total)
+            self.by_output.setdefault(node.inputs[0], {}).setdefault(primitive.index, []).append(total)
             return None
         return total
 
 
-def _propagate(node: Tensor, total, reaches: set[int], cotangents: _Cotangents) -> None:
+def _propagate(node: Tensor, total, reaches: set[Tensor], cotangents: _Cotangents) -> None:
     """Call ``node``'s gradient rule and hand each input on a path to ``wrt`` its cotangent."""
     inputs = node.inputs
     skip = node.primitive.nondiff_inputs
-    targets = [i for i, parent in enumerate(inputs) if id(parent) in reaches and i not in skip]
+    targets = [i for i, parent in enumerate(inputs) if parent in reaches and i not in skip]
     if not targets:
         return
     rules = node.primitive.vjp_needed(node, total, targets)  # no cotangents built for other inputs
@@ -172,19 +178,22 @@ def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[T
     """Cotangents of ``wrt`` given ``seeds`` for ``outputs`` (None where disconnected)."""
     # Differentiate a stabilized clone of the forward graph (see FORWARD_REWRITE). The clone shares
     # every node that needs no rewrite, and the wrt tensors are kept as they are.
-    outputs = FORWARD_REWRITE(outputs, wrt)
-    order = toposort(outputs)
-    reaches = _reaching(order, wrt)
-    cotangents = _Cotangents()
-    with collector_paused():  # (every gradient node made stays alive: see collector_paused)
+    with collector_paused():  # (every node the sort, the rewrite and the sweep make stays alive)
+        order = toposort(outputs)
+        rewritten = FORWARD_REWRITE(outputs, wrt, order)
+        if any(a is not b for a, b in zip(rewritten, outputs)):
+            order = toposort(rewritten)
+        outputs = rewritten
+        reaches = _reaching(order, wrt)
+        cotangents = _Cotangents()
         for output, seed in zip(outputs, seeds):
-            if id(output) in reaches:
+            if output in reaches:
                 cotangents.add(output, _seed_for(seed, output))
         for node in reversed(order):
             total = cotangents.take(node)
             if total is not None:
                 _propagate(node, total, reaches, cotangents)
-    return [cotangents.totals.get(id(t)) for t in wrt]
+    return [cotangents.totals.get(t) for t in wrt]
 
 
 def gradient_name(cost: Tensor, wrt: Tensor) -> str | None:

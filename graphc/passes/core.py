@@ -243,8 +243,12 @@ class RewriteContext:
         if last is not None and len(last[0]) == len(outputs) and all(map(operator.is_, last[0], outputs)):
             return last[1]
         order = toposort(outputs)
-        self.cache["toposort"] = (tuple(outputs), order)
+        self.known_order(outputs, order)
         return order
+
+    def known_order(self, outputs: Sequence[Tensor], order: list[Tensor]) -> None:
+        """Remember ``order``, which must be ``toposort(outputs)``, for :meth:`order`."""
+        self.cache["toposort"] = (tuple(outputs), order)
 
 
 class _Hidden(Leaf):

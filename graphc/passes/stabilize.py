@@ -345,9 +345,14 @@ def stabilize(outputs: list[Tensor], context: RewriteContext | None = None) -> l
     return rewrite(outputs, RULES, context=context)
 
 
-def stabilize_for_grad(outputs: Sequence[Tensor], wrt: Sequence[Tensor]) -> list[Tensor]:
+def stabilize_for_grad(outputs: Sequence[Tensor], wrt: Sequence[Tensor],
+                       order: list[Tensor] | None = None) -> list[Tensor]:
     """A stabilized clone of ``outputs`` to differentiate; the ``wrt`` tensors are kept as they are.
 
-    Returns ``outputs`` themselves when nothing applies.
+    Returns ``outputs`` themselves when nothing applies. ``order``, if given, is ``toposort(outputs)``
+    (the gradient driver's, so the graph is not sorted twice).
     """
-    return rewrite(list(outputs), RULES, protected=list(wrt))
+    context = RewriteContext()
+    if order is not None:
+        context.known_order(outputs, order)
+    return rewrite(list(outputs), RULES, list(wrt), context=context)
