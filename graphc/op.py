@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from graphc.errors import DTypeError, GradientError
-from graphc.tensor import Tensor, Variable
+from graphc.tensor import Tensor, Variable, creation_site
 from graphc.types import as_dtype, known_size, normalize_shape
 
 #: Every op class by name; the safe loader accepts only these.
@@ -428,7 +428,7 @@ def as_tensor(value, dtype=None) -> Tensor:
     return constant(value, dtype=dtype)
 
 
-def weak_constant(value, strong_dtypes: Sequence[np.dtype]) -> Tensor:
+def weak_constant(value, strong_dtypes: Sequence[np.dtype], site: tuple[str, int] | None = None) -> Tensor:
     """A constant for a Python scalar, typed the way NumPy 2 treats weak scalars."""
     if not strong_dtypes:
         return constant(value)
@@ -443,15 +443,16 @@ def weak_constant(value, strong_dtypes: Sequence[np.dtype]) -> Tensor:
         raise DTypeError(f"the Python scalar {value!r} does not fit the dtype "
                          f"{np.result_type(*strong_dtypes)} of the tensor it combines with") from exc
     array.flags.writeable = False  # (a fresh 0-d array of a supported dtype: what ``constant`` would make)
-    return Tensor(Constant(array), (), (), array.dtype)
+    return Tensor(Constant(array), (), (), array.dtype, site=site)
 
 
 #: (Python scalar type, strong dtypes...) -> the dtype NumPy 2 gives the scalar among them
 _WEAK_DTYPES: dict[tuple, np.dtype] = {}
 
 
-def as_inputs(op: Op, inputs: Sequence) -> Sequence[Tensor]:
-    """Wrap non-tensor inputs as constants (weak for ops that take weak scalars)."""
+def as_inputs(op: Op, inputs: Sequence, site: tuple[str, int] | None = None) -> Sequence[Tensor]:
+    """Wrap non-tensor inputs as constants (weak for ops that take weak scalars); ``site``: the
+    weak constants' user site (None: found by each)."""
     for i in inputs:  # (a loop, not ``all`` over a generator: this runs for every node built)
         if not isinstance(i, Tensor):
             break
@@ -461,15 +462,18 @@ def as_inputs(op: Op, inputs: Sequence) -> Sequence[Tensor]:
         strong = [i.dtype for i in inputs if isinstance(i, Tensor)]
         strong += [np.asarray(i).dtype for i in inputs if not isinstance(i, Tensor) and not _is_python_scalar(i)]
         return [i if isinstance(i, Tensor) else
-                (weak_constant(i, strong) if _is_python_scalar(i) else as_tensor(i)) for i in inputs]
+                (weak_constant(i, strong, site) if _is_python_scalar(i) else as_tensor(i)) for i in inputs]
     return [as_tensor(i) for i in inputs]
 
 
 def apply(op: Op, *inputs, name: str | None = None) -> Tensor:
     """Build the node ``op(*inputs)``: wrap constants, infer the type, record the site."""
-    tensors = as_inputs(op, inputs)
+    # the site found once for the node and the weak constants made with it, from the op function's
+    # frame up (this one, apply's, is graphc's anyway)
+    site = creation_site(2)
+    tensors = as_inputs(op, inputs, site)
     shape, dtype = op.infer(*tensors)
-    return Tensor(op, tensors, shape, dtype, name=name)
+    return Tensor(op, tensors, shape, dtype, name=name, site=site)
 
 
 # ---- the leaves -----------------------------------------------------------------------------

@@ -67,19 +67,44 @@ OPERATORS = Hook("Tensor's operators and methods", "graphc.ops")
 SVG = Hook("Tensor._repr_svg_", "graphc.export")
 
 
-def user_site() -> tuple[str, int] | None:
-    """The (file, line) of the innermost caller outside the graphc package."""
-    frame = sys._getframe(1)
+def user_site(depth: int = 1) -> tuple[str, int] | None:
+    """The (file, line) of the innermost caller outside the graphc package, looking from the frame
+    ``depth`` levels up (1: the caller's; a caller that knows the next frames are graphc's passes
+    more, so that those frames are never materialized)."""
+    frame = sys._getframe(depth)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     if frame is None:
         return None
-    site = (frame.f_code.co_filename, frame.f_lineno)
-    return _SITES.setdefault(site, site)  # one tuple per source line, shared by its nodes (memory per node)
+    # by (code, position in it): a frame's ``f_lineno`` scans the code's line table from its start
+    # (costly in a long script), and the nodes of one call share one site tuple (memory per node)
+    code = frame.f_code
+    entry = _CODE_SITES.get(id(code))
+    if entry is None or entry[0] is not code:  # (the entry holds its code alive: its id is not reused)
+        if len(_CODE_SITES) >= _CODE_SITES_MAX:
+            _CODE_SITES.clear()
+        entry = _CODE_SITES[id(code)] = (code, {})
+    lasti = frame.f_lasti
+    site = entry[1].get(lasti)
+    if site is None:
+        site = (code.co_filename, frame.f_lineno)
+        site = entry[1][lasti] = _SITES.setdefault(site, site)  # one tuple per source line
+    return site
 
 
 #: every user site seen, so that the nodes made on one line share one tuple
 _SITES: dict[tuple[str, int], tuple[str, int]] = {}
+#: id(code) -> (code, {instruction offset: its site}) for the user code that built nodes
+_CODE_SITES: dict[int, tuple[object, dict[int, tuple[str, int]]]] = {}
+_CODE_SITES_MAX = 1 << 12
+
+
+def creation_site(depth: int = 1) -> tuple[str, int] | None:
+    """The user site for a node made now: the gradient driver's inside its block (see
+    ``building_gradient``), else the innermost caller outside graphc from ``depth`` levels up
+    (as ``user_site``, whose frame this one's counts as level 0)."""
+    site = _local.site
+    return site if site is not None else user_site(depth + 1)
 
 
 class building_gradient:
