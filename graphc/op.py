@@ -442,7 +442,7 @@ def weak_constant(value, strong_dtypes: Sequence[np.dtype], site: tuple[str, int
     except (OverflowError, TypeError) as exc:
         raise DTypeError(f"the Python scalar {value!r} does not fit the dtype "
                          f"{np.result_type(*strong_dtypes)} of the tensor it combines with") from exc
-    array.flags.writeable = False  # (a fresh 0-d array of a supported dtype: what ``constant`` would make)
+    array.setflags(write=False)  # (a fresh 0-d array of a supported dtype: what ``constant`` would make)
     return Tensor(Constant(array), (), (), array.dtype, site=site)
 
 
@@ -506,10 +506,13 @@ class Constant(Leaf):
 
     name = "constant"
 
+    #: the key text and the uniform value, made on first use (the value never changes); class
+    #: defaults until then, so that making a constant sets nothing more
+    _key: bytes | None = None
+    _uniform = None
+
     def __init__(self, value: np.ndarray) -> None:
         self.value = value
-        self._key: bytes | None = None  # made on first use: the value never changes
-        self._uniform = _UNKNOWN
 
     def impl(self) -> np.ndarray:
         return self.value
@@ -538,9 +541,9 @@ class Constant(Leaf):
         """The single value every entry holds (a NumPy scalar), or None: empty, a NaN, or entries
         that differ (-0.0 and +0.0 differ here). Computed once: the value is read-only."""
         found = self._uniform
-        if found is _UNKNOWN:
-            found = self._uniform = _uniform(self.value)
-        return found
+        if found is None:
+            found = self._uniform = (_uniform(self.value),)
+        return found[0]
 
     def params(self) -> dict:
         return {"value": self.value}
@@ -559,7 +562,6 @@ _DTYPE_NAMES: dict[np.dtype, str] = {}
 #: distinct constants keys the later ones by digest)
 _SMALL_KEYS: dict[tuple, bytes] = {}
 _SMALL_KEYS_MAX = 1 << 14
-_UNKNOWN = object()
 
 
 def _uniform(value: np.ndarray):
