@@ -259,10 +259,10 @@ class Tensor:
         result of a function composed of other ops (``layer_norm``: a ``composite`` node over a ``div``)
         reports that function.
         """
-        primitive = self.primitive
-        if getattr(primitive, "projection", False):
+        primitive = self.primitive  # (an Op: its class says ``projection`` and ``labelled``)
+        if primitive.projection:
             return self.inputs[0].primitive.name
-        if getattr(primitive, "labelled", False):
+        if primitive.labelled:
             return primitive.label
         return primitive.name
 

@@ -338,17 +338,18 @@ class _Rewriter:
             clock = now
         return None
 
-    def settle(self, node: Tensor, depth: int = 0) -> Tensor:
+    def settle(self, node: Tensor, depth: int = 0, ordered: bool = False) -> Tensor:
         """The final form of a node whose inputs are final: its rules until none applies, then its twin.
 
         A rule's result is settled the same way (``adopt``), so it comes back final; ``depth``
-        counts the firings in a row (a guard against rules undoing each other).
+        counts the firings in a row (a guard against rules undoing each other); ``ordered``: the
+        inputs of a commutative node are in canonical order already.
         """
         current = node
         inputs = current.inputs
         if inputs:
             primitive = current.primitive
-            if self.by_key is not None and primitive.commutative and len(inputs) == 2:
+            if not ordered and self.by_key is not None and primitive.commutative and len(inputs) == 2:
                 current = self._canonical_order(current)
             families = self.table.get(primitive.name)
             if families is None:
@@ -394,13 +395,17 @@ class _Rewriter:
         which hold leaves' creation serials, so the same program gets the same order whatever was
         built before it, and sorting is idempotent (optimizing an optimized graph changes nothing)."""
         a, b = node.inputs
-        key_a, key_b = self._order_key(a), self._order_key(b)
-        # a tie is two structurally identical tensors (over two placeholders both named "x"): their
-        # creation order, which is the program's (how many tensors came before moves both serials)
-        if key_b < key_a or (key_b == key_a and b.serial < a.serial):
+        if self._swapped(a, b):
             self.reordered += 1
             return node.with_inputs((b, a))
         return node
+
+    def _swapped(self, a: Tensor, b: Tensor) -> bool:
+        """Whether ``b`` comes before ``a`` in the canonical order of commutative inputs."""
+        key_a, key_b = self._order_key(a), self._order_key(b)
+        # a tie is two structurally identical tensors (over two placeholders both named "x"): their
+        # creation order, which is the program's (how many tensors came before moves both serials)
+        return key_b < key_a or (key_b == key_a and b.serial < a.serial)
 
     def _key_text(self, node: Tensor) -> bytes:
         """``node.primitive.key_bytes(node)``, once per op instance where the op's key is its own
@@ -462,12 +467,17 @@ class _Rewriter:
         if self.by_key is None and not any(self.rules_for(node.primitive.name) for node in order):
             return list(outputs)  # no rule for any op here, and no merging: nothing can change
         settle, merged, final = self.settle, self._merged, memo.__getitem__
+        merging = self.by_key is not None
         for original in order:
             inputs = original.inputs
             if inputs:
                 new = tuple(map(final, inputs))
+                if merging and original.primitive.commutative and len(new) == 2 and self._swapped(*new):
+                    # (in canonical order before it is rebuilt: one new node, not two)
+                    self.reordered += 1
+                    new = (new[1], new[0])
                 # (``==`` of tuples of tensors is identity, element by element)
-                node = settle(original if new == inputs else rebuilt(original, new))
+                node = settle(original if new == inputs else rebuilt(original, new), ordered=True)
             else:
                 node = merged(original)
             memo[original] = node
