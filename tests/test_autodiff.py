@@ -355,3 +355,25 @@ def test_binary_rules_build_only_the_cotangents_asked_for():
     a, b = gc.placeholder("a", (2, 3)), gc.placeholder("b", (3, 4))
     ga, gb = Matmul().vjp_needed(a @ b, gc.placeholder("g2", (2, 4)), (1,))
     assert ga is None and gb.shape == (3, 4)
+
+
+def test_grad_sorts_the_forward_graph_once(monkeypatch):
+    # the forward rewrite is given the driver's order (it rewrites nothing here)
+    import graphc.autodiff as autodiff
+    import graphc.passes.core as core
+
+    calls = []
+
+    def counted(outputs, *args, **kwargs):
+        calls.append(len(outputs))
+        return toposort(outputs, *args, **kwargs)
+
+    monkeypatch.setattr(autodiff, "toposort", counted)
+    monkeypatch.setattr(core, "toposort", counted)
+    x = gc.placeholder("x", (3,))
+    cost = gc.sum(gc.exp(gc.tanh(x) * 0.9 + 0.1))
+    (g,) = gc.grad(cost, [x])
+    assert len(calls) == 1
+    value = np.array([0.1, -0.2, 0.3])
+    expected = np.exp(np.tanh(value) * 0.9 + 0.1) * 0.9 * (1 - np.tanh(value) ** 2)
+    np.testing.assert_allclose(gc.function([x], g)(value), expected, rtol=1e-12)

@@ -234,3 +234,36 @@ def test_gradient_nodes_get_the_line_of_the_grad_call_and_custom_grads_their_own
     assert (__file__, line) in sites and (__file__, seen[0]) in sites
     assert sites <= {(__file__, line), (__file__, seen[0])}
     assert gc.exp(x).site[1] == sys._getframe().f_lineno  # outside a gradient: walked again
+
+
+def test_sites_of_calls_in_one_function_are_their_own_lines():
+    # sites are cached per (code, instruction): two calls in one function keep their two lines
+    x = gc.placeholder("x", (2,))
+    first = sys._getframe().f_lineno + 3
+    made = []
+    for _ in range(3):
+        made.append(gc.exp(x))
+        made.append(gc.sin(x) * 2.0)
+    assert [t.site[1] for t in made] == [first, first + 1] * 3
+    assert made[1].inputs[1].site == made[1].site  # the weak constant has its node's site
+
+
+def test_site_of_a_node_built_in_a_user_helper_is_the_helpers_line():
+    x = gc.placeholder("x", (2,))
+    line = sys._getframe().f_lineno + 3
+
+    def helper(t):
+        return gc.tanh(t) + 1.0
+
+    assert helper(x).site == (__file__, line)
+    assert helper(x).inputs[1].site == (__file__, line)
+
+
+def test_sites_of_short_lived_code_objects_are_not_mixed_up():
+    # each code object below dies after its exec, and a later one may take its address: the
+    # cache of sites by code must not hand one the other's line
+    x = gc.placeholder("x", (2,))
+    for k in range(40):
+        namespace = {"gc": gc, "x": x}
+        exec(compile("\n" * k + "y = gc.exp(x)", "<generated>", "exec"), namespace)  # noqa: S102
+        assert namespace["y"].site == ("<generated>", k + 1)

@@ -186,3 +186,50 @@ def test_rewrite_counts_into_an_explicit_context_only():
     assert z is x and report.rules == {"test.neg_neg": 1}
     (z,) = rewrite([ew.neg(ew.neg(x))], {"neg": (neg_neg,)})  # no context: counted nowhere
     assert z is x and report.rules == {"test.neg_neg": 1}
+
+
+def _counting_toposort(monkeypatch, *modules) -> list:
+    """Patch ``toposort`` where ``modules`` call it; the returned list gets each call's outputs."""
+    calls = []
+
+    def counted(outputs, *args, **kwargs):
+        calls.append(list(outputs))
+        return toposort(outputs, *args, **kwargs)
+
+    for module in modules:
+        monkeypatch.setattr(module, "toposort", counted)
+    return calls
+
+
+def test_canonicalize_reuses_the_order_of_a_pass_that_changed_nothing(monkeypatch):
+    import graphc.passes.core as core
+
+    x = gc.placeholder("x", (3,))
+    y = gc.sum(gc.exp(gc.sin(x) * 0.9 + 0.1))
+    calls = _counting_toposort(monkeypatch, core)
+    gc.optimize(y)  # prune changes nothing here: canonicalize walks prune's order
+    assert len(calls) == 1
+
+
+def test_merging_digests_no_node_key():
+    # twins are found by (op key text, type, merged inputs), not by each node's key digest
+    x = gc.placeholder("x", (3,))
+    a, b = gc.exp(x) * 2.0, gc.exp(x) * 2.0
+    out = gc.optimize([a, b, a - b])
+    assert out[0] is out[1] and out[2].inputs == (out[0], out[0])
+    assert all(node._key is None for node in toposort(out))
+
+
+def test_constants_uniform_values_and_key_texts():
+    def value(array):
+        return gc.constant(np.array(array)).primitive
+
+    assert value([2.0, 2.0]).uniform() == 2.0 and value(3).uniform() == 3
+    assert value([0.0, -0.0]).uniform() is None  # signed zeros differ
+    assert value([np.nan]).uniform() is None and value(np.zeros((0,))).uniform() is None
+    zero = value(-0.0).uniform()
+    assert zero == 0 and np.signbit(zero)
+    same = [value(0.9).key_bytes(None) for _ in range(2)]
+    assert same[0] == same[1] != value(-0.9).key_bytes(None)
+    assert value(0.0).key_bytes(None) != value(-0.0).key_bytes(None)  # by bytes, not by ==
+    assert value(np.float32(0.9)).key_bytes(None) != same[0]  # and by dtype
