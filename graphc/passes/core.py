@@ -402,7 +402,9 @@ class _Rewriter:
 
     def _swapped(self, a: Tensor, b: Tensor) -> bool:
         """Whether ``b`` comes before ``a`` in the canonical order of commutative inputs."""
-        key_a, key_b = self._order_key(a), self._order_key(b)
+        keys = self.order_keys
+        key_a = keys.get(a) or self._order_key(a)  # (settled: made already, the usual case)
+        key_b = keys.get(b) or self._order_key(b)
         # a tie is two structurally identical tensors (over two placeholders both named "x"): their
         # creation order, which is the program's (how many tensors came before moves both serials)
         return key_b < key_a or (key_b == key_a and b.serial < a.serial)
@@ -429,15 +431,20 @@ class _Rewriter:
             self.settled.add(node)
             return node
         start = time.perf_counter() if self.seconds is not None else 0.0
-        key_text = self._key_text(node)
+        primitive = node.primitive
+        found = self.key_texts.get(id(primitive))  # (the usual case of ``_key_text``, inline)
+        key_text = found[1] if found is not None and found[0] is primitive else self._key_text(node)
         type_bytes = type_text(node)
         twin = by_key.setdefault((key_text, type_bytes, *node.inputs), node)
         if twin is node:
             self.settled.add(node)
-            if node not in self.order_keys:  # (merging orders commutative inputs by these digests)
-                primitive = node.primitive
-                default = type(primitive).order_bytes is _OP_ORDER_BYTES  # (then the order text is the key text)
-                self._order_digest(node, key_text if default else primitive.order_bytes(node), type_bytes)
+            keys = self.order_keys
+            if node not in keys:  # (merging orders commutative inputs by these digests)
+                if type(primitive).order_bytes is not _OP_ORDER_BYTES:
+                    self._order_digest(node, primitive.order_bytes(node), type_bytes)
+                else:  # the order text is the key text; ``_order_digest`` inline
+                    keys[node] = hashlib.blake2b(b"".join((key_text, type_bytes, *map(keys.__getitem__, node.inputs))),
+                                                 digest_size=16).digest()
         else:
             self.merged += 1
         if self.seconds is not None:
@@ -464,7 +471,7 @@ class _Rewriter:
     def run(self, outputs: Sequence[Tensor]) -> list[Tensor]:
         memo: dict[Tensor, Tensor] = {}  # (tensors hash by identity, faster than by ``id()``)
         order = self.context.order(outputs)
-        if self.by_key is None and not any(self.rules_for(node.primitive.name) for node in order):
+        if self.by_key is None and not any(map(self.rules_for, {node.primitive.name for node in order})):
             return list(outputs)  # no rule for any op here, and no merging: nothing can change
         settle, merged, final = self.settle, self._merged, memo.__getitem__
         merging = self.by_key is not None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphc.leaves import constant
+from graphc.leaves import Constant, constant
 from graphc.op import apply
 from graphc.ops import elementwise as ew
 from graphc.ops.conv import Conv2d, Conv2dColumns, Conv2dWeightGrad
@@ -154,8 +154,11 @@ def sub_neg(node: Tensor) -> Tensor | None:
 @named("simplify.neg_times_neg")
 def neg_times_neg(node: Tensor) -> Tensor | None:
     """(-x) * (-y) -> x * y ;  (-x) / (-y) -> x / y"""
-    a, b = (producer(t, "neg") for t in node.inputs)
-    if a is None or b is None or not _one_dtype(a.inputs[0], b.inputs[0], node):
+    a = producer(node.inputs[0], "neg")
+    if a is None:  # (most nodes: the second input is not looked at)
+        return None
+    b = producer(node.inputs[1], "neg")
+    if b is None or not _one_dtype(a.inputs[0], b.inputs[0], node):
         return None
     return node.primitive(a.inputs[0], b.inputs[0])
 
@@ -420,6 +423,11 @@ def scalar_constant(node: Tensor) -> Tensor | None:
     A 0-d array of the same dtype promotes exactly like the full array (only
     Python scalars are weak), so every entry and the dtype stay the same.
     """
+    for t in node.inputs:  # (the usual case first: no input is a constant of more than one entry)
+        if isinstance(t.primitive, Constant) and t.primitive.value.ndim:
+            break
+    else:
+        return None
     inputs = list(node.inputs)
     changed = False
     for i, t in enumerate(inputs):
