@@ -41,7 +41,10 @@ class Hook:
         self.provided = True
         return implementation
 
-    def _get(self):
+    def resolve(self):
+        """The implementation (importing the provider on first use). Reading a namespace's names
+        from it (``hook.resolve().add``) is about 10x faster than through the hook (``hook.add``),
+        whose attribute forwarding runs only after Python's own lookup has failed."""
         if not self.provided:
             # the provider loads lazily (graphc/__init__.py): importing it fills the hook. Its name
             # is fixed where the hook is declared, never taken from data.
@@ -55,11 +58,11 @@ class Hook:
         return implementation
 
     def __call__(self, *args, **kwargs):
-        return self._get()(*args, **kwargs)
+        return self.resolve()(*args, **kwargs)
 
     def __getattr__(self, name: str):
         # only reached for names that are not slots: forward to the provided namespace
-        return getattr(self._get(), name)
+        return getattr(self.resolve(), name)
 
     def __repr__(self) -> str:
         state = "provided" if self.provided else "not provided"

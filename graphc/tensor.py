@@ -63,6 +63,8 @@ _local = _State()
 #: the ops behind Tensor's operators and methods (``x + y``, ``x.sum()``, ``x[i]``, ``with_name``):
 #: ops are built on Tensor, so they sit a layer above it and ``graphc.ops`` provides them at import
 OPERATORS = Hook("Tensor's operators and methods", "graphc.ops")
+#: Tensor's operators read their op from the namespace itself (see ``Hook.resolve``)
+_operators = OPERATORS.resolve
 #: ``Tensor._repr_svg_`` (Jupyter display), provided by ``graphc.export``
 SVG = Hook("Tensor._repr_svg_", "graphc.export")
 
@@ -281,7 +283,7 @@ class Tensor:
 
     def with_name(self, name: str) -> Tensor:
         """A tensor computing the same value under a new name (an identity node)."""
-        return OPERATORS.identity(self, name=name)
+        return _operators().identity(self, name=name)
 
     def describe(self) -> str:
         """A one-line description used in error messages."""
@@ -345,96 +347,96 @@ class Tensor:
 
     # ---- operators (NumPy semantics) -------------------------------------------------
     def __add__(self, other):
-        return OPERATORS.add(self, other)
+        return _operators().add(self, other)
 
     def __radd__(self, other):
-        return OPERATORS.add(other, self)
+        return _operators().add(other, self)
 
     def __sub__(self, other):
-        return OPERATORS.sub(self, other)
+        return _operators().sub(self, other)
 
     def __rsub__(self, other):
-        return OPERATORS.sub(other, self)
+        return _operators().sub(other, self)
 
     def __mul__(self, other):
-        return OPERATORS.mul(self, other)
+        return _operators().mul(self, other)
 
     def __rmul__(self, other):
-        return OPERATORS.mul(other, self)
+        return _operators().mul(other, self)
 
     def __truediv__(self, other):
-        return OPERATORS.div(self, other)
+        return _operators().div(self, other)
 
     def __rtruediv__(self, other):
-        return OPERATORS.div(other, self)
+        return _operators().div(other, self)
 
     def __pow__(self, other):
-        return OPERATORS.pow(self, other)
+        return _operators().pow(self, other)
 
     def __rpow__(self, other):
-        return OPERATORS.pow(other, self)
+        return _operators().pow(other, self)
 
     def __matmul__(self, other):
-        return OPERATORS.matmul(self, other)
+        return _operators().matmul(self, other)
 
     def __rmatmul__(self, other):
-        return OPERATORS.matmul(other, self)
+        return _operators().matmul(other, self)
 
     def __neg__(self):
-        return OPERATORS.neg(self)
+        return _operators().neg(self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
-        return OPERATORS.abs(self)
+        return _operators().abs(self)
 
     def __lt__(self, other):
-        return OPERATORS.less(self, other)
+        return _operators().less(self, other)
 
     def __le__(self, other):
-        return OPERATORS.less_equal(self, other)
+        return _operators().less_equal(self, other)
 
     def __gt__(self, other):
-        return OPERATORS.greater(self, other)
+        return _operators().greater(self, other)
 
     def __ge__(self, other):
-        return OPERATORS.greater_equal(self, other)
+        return _operators().greater_equal(self, other)
 
     def __getitem__(self, key):
-        return OPERATORS.getitem(self, key)
+        return _operators().getitem(self, key)
 
     @property
     def T(self) -> Tensor:
-        return OPERATORS.transpose(self)
+        return _operators().transpose(self)
 
     def sum(self, axis=None, keepdims=False) -> Tensor:
-        return OPERATORS.sum(self, axis=axis, keepdims=keepdims)
+        return _operators().sum(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False) -> Tensor:
-        return OPERATORS.mean(self, axis=axis, keepdims=keepdims)
+        return _operators().mean(self, axis=axis, keepdims=keepdims)
 
     def max(self, axis=None, keepdims=False) -> Tensor:
-        return OPERATORS.max(self, axis=axis, keepdims=keepdims)
+        return _operators().max(self, axis=axis, keepdims=keepdims)
 
     def min(self, axis=None, keepdims=False) -> Tensor:
-        return OPERATORS.min(self, axis=axis, keepdims=keepdims)
+        return _operators().min(self, axis=axis, keepdims=keepdims)
 
     def prod(self, axis=None, keepdims=False) -> Tensor:
-        return OPERATORS.prod(self, axis=axis, keepdims=keepdims)
+        return _operators().prod(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape) -> Tensor:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
-        return OPERATORS.reshape(self, shape)
+        return _operators().reshape(self, shape)
 
     def transpose(self, *axes) -> Tensor:
         if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], (int, np.integer))):
             axes = axes[0]
-        return OPERATORS.transpose(self, axes if axes else None)
+        return _operators().transpose(self, axes if axes else None)
 
     def astype(self, dtype) -> Tensor:
-        return OPERATORS.cast(self, dtype)
+        return _operators().cast(self, dtype)
 
     def _repr_svg_(self):  # Jupyter display
         return SVG([self])

@@ -147,3 +147,17 @@ def test_every_hook_is_provided_by_its_layer():
     from graphc.passes.stabilize import stabilize_for_grad
 
     assert FORWARD_REWRITE.implementation is stabilize_for_grad
+
+
+def test_a_hook_resolves_to_its_provided_namespace():
+    import tokenize
+
+    from graphc.hooks import Hook
+    from graphc.tensor import OPERATORS
+
+    assert OPERATORS.resolve().add is OPERATORS.add  # what Tensor's operators read
+    hook = Hook("the tokenize module, for a test", "tokenize")  # importing it does not fill the hook
+    with pytest.raises(RuntimeError, match="not imported yet"):
+        hook.resolve()
+    hook.provide(tokenize)
+    assert hook.resolve() is tokenize and hook.generate_tokens is tokenize.generate_tokens
