@@ -73,7 +73,10 @@ def user_site(depth: int = 1) -> tuple[str, int] | None:
     """The (file, line) of the innermost caller outside the graphc package, looking from the frame
     ``depth`` levels up (1: the caller's; a caller that knows the next frames are graphc's passes
     more, so that those frames are never materialized)."""
-    frame = sys._getframe(depth)
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:  # a stack shallower than that: no user frame
+        return None
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     if frame is None:
