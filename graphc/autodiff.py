@@ -169,9 +169,13 @@ def _propagate(node: Tensor, total, reaches: set[Tensor], cotangents: _Cotangent
         raise GradientError(f"the gradient rule of {node.op!r} returned {len(rules)} cotangents "
                             f"for {len(inputs)} inputs ({node.describe()})")
     for i in targets:
-        if rules[i] is not None:
+        term = rules[i]
+        if term is not None:
             parent = inputs[i]
-            cotangents.add(parent, _fit_to_input(as_tensor(rules[i]), parent))
+            if not (type(term) is Tensor and term.shape == parent.shape and term.dtype == parent.dtype
+                    and None not in term.shape):  # (the usual case: already of its input's type)
+                term = _fit_to_input(as_tensor(term), parent)
+            cotangents.add(parent, term)
 
 
 def backprop(outputs: Sequence[Tensor], seeds: Sequence[Tensor], wrt: Sequence[Tensor]) -> list[Tensor | None]:

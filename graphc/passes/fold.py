@@ -43,6 +43,9 @@ def foldable(node: Tensor) -> bool:
 @named("fold.constant")
 def fold_node(node: Tensor) -> Tensor | None:
     """op(constant, ...) -> constant   (computed by op.impl; result within MAX_FOLD_BYTES)"""
+    for t in node.inputs:  # (``foldable``'s first test, here: every node of a graph is asked)
+        if not isinstance(t.primitive, Constant):
+            return None
     if not foldable(node):
         return None
     try:
