@@ -39,10 +39,12 @@ from graphc.types import broadcast_shapes
 def _other_is(node: Tensor, number: float) -> Tensor | None:
     """For a binary commutative node ``x op c``/``c op x`` with a uniform constant ``c == number``: x."""
     a, b = node.inputs
-    for x, other in ((a, b), (b, a)):
-        value = uniform_value(other)  # (the cheap test first: most inputs are not constants)
-        if value is not None and value == number and replaces(x, node):
-            return x
+    value = uniform_value(b)  # (the cheap test first: most inputs are not constants)
+    if value is not None and value == number and replaces(a, node):
+        return a
+    value = uniform_value(a)
+    if value is not None and value == number and replaces(b, node):
+        return b
     return None
 
 
