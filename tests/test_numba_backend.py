@@ -283,3 +283,18 @@ def test_an_input_overlapping_the_output_is_read_before_it_is_written(numba):
     operands = [xs if t is x else xs[3] if t is row else t.primitive.value for t in node.inputs]
     kernel(*operands, out=xs)  # the row is a row of the output: it must be copied before the first write
     assert_identical(xs, want)
+
+
+def test_an_input_written_over_is_read_from_the_output(numba):
+    from graphc.compile.numba_kernels import kernel_graph
+
+    x, w = gc.placeholder("x", (300, 100)), gc.placeholder("w", (300, 100))
+    (node,) = kernel_graph([w - 0.01 * (x + 1e-4 * w)])
+    kernel = node.primitive.kernel
+    rng = np.random.default_rng(18)
+    xs, ws = rng.normal(size=(300, 100)), rng.normal(size=(300, 100))
+    want = gc.function([x, w], w - 0.01 * (x + 1e-4 * w))(xs, ws)
+    operands = [xs if t is x else ws if t is w else t.primitive.value for t in node.inputs]
+    kernel(*operands, out=xs)  # x's storage receives the result: the kernel reads it from out
+    assert_identical(xs, want)
+    assert any("o" in kinds for kinds, _ in kernel._dispatch)

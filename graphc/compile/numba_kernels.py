@@ -27,9 +27,14 @@ One difference remains: a kernel does not emit NumPy's floating-point
 ``RuntimeWarning``s.
 
 **Where it pays.** On large arrays: a kernel call has a fixed cost of a few
-microseconds (numba's dispatcher); arrays smaller than
-:data:`MIN_KERNEL_ELEMENTS` run the fused steps with NumPy instead (the same
-values). Each kernel is compiled once per process, at its first call, and
+microseconds (numba's dispatcher); a node whose size is known to be smaller
+than :data:`MIN_KERNEL_ELEMENTS` stays an ordinary NumPy step, and a fused
+node whose size is known only at run time runs its steps with NumPy when that
+call is small (the same values). An outer product (a matmul contracting a
+static axis of size 1, a batch of one's weight gradient) is computed as
+``a * b + 0.0``, what BLAS returns entry for entry, so that it joins the kernel
+of the update that reads it: ``W - lr * (x.T @ dz + wd * W)`` is one pass over
+``W``. Each kernel is compiled once per process, at its first call, and
 cached by the fused op's structural key (a ``Fused`` op compares by its steps)
 and the inputs' layout.
 
@@ -302,7 +307,12 @@ def _operands(arrays: Sequence[np.ndarray], kinds: tuple[str, ...], shape: tuple
         operands = [a.reshape(-1)[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
     if fresh:
         return kinds, target, operands
-    # an input that is ``out`` element for element is read from ``out`` itself (kind "o", see kernel_source)
+    return _against_out(kinds, target, operands)
+
+
+def _against_out(kinds: tuple[str, ...], target: np.ndarray, operands: list) -> tuple:
+    """(kinds, target, operands) for a given ``out``: an input that is ``out`` element for element is
+    read from ``out`` itself (kind "o", see ``kernel_source``); one overlapping it otherwise is copied."""
     overwritten = [kind != "b" and kind != "s" and _same_elements(a, target) for a, kind in zip(operands, kinds)]
     if any(overwritten):
         kinds = tuple("o" if over else kind for over, kind in zip(overwritten, kinds))
