@@ -298,3 +298,14 @@ def test_an_input_written_over_is_read_from_the_output(numba):
     kernel(*operands, out=xs)  # x's storage receives the result: the kernel reads it from out
     assert_identical(xs, want)
     assert any("o" in kinds for kinds, _ in kernel._dispatch)
+
+
+def test_a_contraction_of_unknown_size_stays_a_matmul(numba):
+    x = gc.placeholder("x", (300, 1))
+    dz = gc.placeholder("dz", (None, 200))  # one row at run time, or the matmul's error
+    w = gc.placeholder("w", (300, 200))
+    fn = gc.function([x, dz, w], w - 0.01 * (x @ dz), backend="numba")
+    assert "matmul" in [s.op for s in fn.plan.steps]
+    rng = np.random.default_rng(19)
+    with pytest.raises(Exception, match="matmul"):
+        fn(rng.normal(size=(300, 1)), rng.normal(size=(300, 200)), rng.normal(size=(300, 200)))

@@ -357,8 +357,9 @@ def _outer_product(node: Tensor) -> bool:
         return False
     a, b = node.inputs
     size = _static_size(node.shape)
-    return (a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and a.dtype == b.dtype and a.dtype in _FLOATS
-            and size is not None and size >= MIN_KERNEL_ELEMENTS)
+    # both sizes of the contracted axis known (b's unknown could be anything the broadcast would accept)
+    return (a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and b.shape[0] == 1 and a.dtype == b.dtype
+            and a.dtype in _FLOATS and size is not None and size >= MIN_KERNEL_ELEMENTS)
 
 
 def _as_product(node: Tensor, inputs: list[Tensor]) -> Tensor:
