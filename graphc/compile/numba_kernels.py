@@ -23,8 +23,10 @@ a step share one dtype, and the step's result has that dtype (or is a bool):
 no mixed-precision step is compiled. Kernels are compiled with
 ``error_model="numpy"`` (a division by zero is inf or NaN, as in NumPy) and
 without fast-math (no reassociation, no contraction into fused multiply-adds).
-One difference remains: a kernel does not emit NumPy's floating-point
-``RuntimeWarning``s.
+Two differences remain: a kernel does not emit NumPy's floating-point
+``RuntimeWarning``s, and where a step makes a NaN from two NaN operands
+(``NaN * NaN``) its sign may be the other operand's (LLVM may swap the operands
+of a commutative operation; IEEE 754 leaves that sign unspecified).
 
 **Where it pays.** On large arrays: a kernel call has a fixed cost of a few
 microseconds (numba's dispatcher); a node whose size is known to be smaller
