@@ -203,6 +203,8 @@ def _peer_steps(batch: int, dtype, x, labels) -> dict:
 
 
 OWN_PROCESS_KINDS = ("graphc", "graphc in place", "numpy reference")
+#: added where numba imports: graphc with ``backend="numba"`` (fused element-wise kernels)
+NUMBA_KIND = "graphc numba"
 #: with ``--unknown-batch``: graphc with the batch size declared None, beside the others
 UNKNOWN_BATCH_KIND = "graphc, batch None"
 
@@ -214,11 +216,12 @@ def own_process_child(kind: str, batch: int, dtype: str, steps: int, warmup: int
     if kind == "numpy reference":
         def step(p=params, x=x, labels=labels):
             return sgd_step(p, x, labels, LR, WD)
-    elif kind not in OWN_PROCESS_KINDS + (UNKNOWN_BATCH_KIND,):
+    elif kind not in OWN_PROCESS_KINDS + (UNKNOWN_BATCH_KIND, NUMBA_KIND):
         step = peer_steps(batch, dtype, x, labels)[kind]
     else:
         known = None if kind == UNKNOWN_BATCH_KIND else batch
-        fn, _ = build_graphc_step(SIZES, known, dtype, params, inplace_updates=(kind == "graphc in place"))
+        fn, _ = build_graphc_step(SIZES, known, dtype, params, inplace_updates=(kind == "graphc in place"),
+                                  backend="numba" if kind == NUMBA_KIND else "numpy")
 
         def step(fn=fn, x=x, labels=labels):
             return fn(x, labels)
@@ -256,6 +259,7 @@ def own_process(args) -> None:
     print(conditions())
     shuffle = random.Random(0)
     kinds = OWN_PROCESS_KINDS + ((UNKNOWN_BATCH_KIND,) if args.unknown_batch else ())
+    kinds += (NUMBA_KIND,) if importlib.util.find_spec("numba") is not None else ()
     x, labels = data(1, "float64")
     kinds += tuple(peer_steps(1, "float64", x, labels))  # the peers that import and agree
     summary = []

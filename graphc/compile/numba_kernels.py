@@ -23,13 +23,20 @@ a step share one dtype, and the step's result has that dtype (or is a bool):
 no mixed-precision step is compiled. Kernels are compiled with
 ``error_model="numpy"`` (a division by zero is inf or NaN, as in NumPy) and
 without fast-math (no reassociation, no contraction into fused multiply-adds).
-One difference remains: a kernel does not emit NumPy's floating-point
-``RuntimeWarning``s.
+Two differences remain: a kernel does not emit NumPy's floating-point
+``RuntimeWarning``s, and where a step makes a NaN from two NaN operands
+(``NaN * NaN``) its sign may be the other operand's (LLVM may swap the operands
+of a commutative operation; IEEE 754 leaves that sign unspecified).
 
 **Where it pays.** On large arrays: a kernel call has a fixed cost of a few
-microseconds (numba's dispatcher); arrays smaller than
-:data:`MIN_KERNEL_ELEMENTS` run the fused steps with NumPy instead (the same
-values). Each kernel is compiled once per process, at its first call, and
+microseconds (numba's dispatcher); a node whose size is known to be smaller
+than :data:`MIN_KERNEL_ELEMENTS` stays an ordinary NumPy step, and a fused
+node whose size is known only at run time runs its steps with NumPy when that
+call is small (the same values). An outer product (a matmul contracting a
+static axis of size 1, a batch of one's weight gradient) is computed as
+``a * b + 0.0``, what BLAS returns entry for entry, so that it joins the kernel
+of the update that reads it: ``W - lr * (x.T @ dz + wd * W)`` is one pass over
+``W``. Each kernel is compiled once per process, at its first call, and
 cached by the fused op's structural key (a ``Fused`` op compares by its steps)
 and the inputs' layout.
 
@@ -44,6 +51,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from graphc.op import constant
+from graphc.ops import elementwise as ew
+from graphc.ops.linalg import Matmul
 from graphc.passes.fuse import Fused, fusable, fuse
 from graphc.tensor import Tensor, toposort
 
@@ -102,6 +112,9 @@ def compilable(node: Tensor) -> bool:
     """A node the numba backend may put into a kernel (see the module docstring)."""
     if not fusable(node) or node.shape == () or step_expression(node.primitive) is None:
         return False
+    size = _static_size(node.shape)
+    if size is not None and size < MIN_KERNEL_ELEMENTS:
+        return False  # known to be small: it stays a NumPy step (a fused node that small would run in Python)
     return _types_compile(node.dtype, [p.dtype for p in node.inputs])
 
 
@@ -122,14 +135,20 @@ def fuse_for_kernels(outputs: list[Tensor]) -> list[Tensor]:
 # ---- kernels ------------------------------------------------------------------------------------
 
 def _layout(arrays: Sequence[np.ndarray], shape: tuple) -> tuple[str, ...]:
-    """Per input: "s" (one element, passed as a scalar), "f" (flat: the output's shape, C-contiguous),
-    or "b" (anything else: a broadcast view of the output's shape)."""
+    """Per input: "s" (one element, passed as a scalar), "f" (full: the output's shape, C-contiguous),
+    for a 2-D output "r" (a contiguous row, ``(n,)`` or ``(1, n)``, the same in every row) and "c" (a
+    contiguous column ``(m, 1)``, one value per row), or "b" (anything else: a broadcast view)."""
     kinds = []
+    two_d = len(shape) == 2
     for a in arrays:
         if a.size == 1:
             kinds.append("s")
         elif a.shape == shape and a.flags.c_contiguous:
             kinds.append("f")
+        elif two_d and a.flags.c_contiguous and a.size == shape[1] and a.shape[-1] == shape[1] and a.ndim <= 2:
+            kinds.append("r")
+        elif two_d and a.shape == (shape[0], 1) and a.flags.c_contiguous:
+            kinds.append("c")
         else:
             kinds.append("b")
     return tuple(kinds)
@@ -138,16 +157,24 @@ def _layout(arrays: Sequence[np.ndarray], shape: tuple) -> tuple[str, ...]:
 def kernel_source(op: Fused, kinds: Sequence[str], ndim: int) -> str:
     """The Python source of ``_kernel(x0, ..., out)`` for ``op`` and the inputs' layout ``kinds``.
 
-    With every input flat or scalar the loop runs over one flat index (``ndim`` 1); otherwise over
-    ``ndim`` nested indices of the broadcast shape. Each step's value is converted to its dtype
-    (exact: the expression already has that type; it pins the type of a literal).
+    Three loop forms, each over C-contiguous arrays where it can, so that LLVM vectorizes the inner
+    loop: with every input full or scalar, one loop over the flat ``out`` (``ndim`` 1); with rows
+    and columns of a 2-D output ("r", "c"; ``ndim`` 2), a loop over rows (a column's value read once
+    per row) around a loop over the columns; otherwise (a "b" input) ``ndim`` nested loops over
+    broadcast views of the output's shape. An input of kind "o" is ``out`` itself (the result written
+    over it element for element): it is read from ``out`` and not passed, since LLVM vectorizes a loop
+    only where it can rule out that two arrays overlap, which ``out`` and an input aliasing it fail
+    (measured: about 1.5x slower). Each step's value is converted to its dtype (exact: the
+    expression already has that type; it pins the type of a literal).
     """
-    names = [f"x{a}" for a in range(op.n_inputs)]
+    names = [f"x{a}" for a, kind in enumerate(kinds) if kind != "o"]
+    rows = "b" not in kinds and ndim == 2
     index = ", ".join(f"i{d}" for d in range(ndim))
+    where = {"s": None, "f": index, "o": index, "b": index, "r": f"i{ndim - 1}", "c": "i0"}
     lines = [f"def _kernel({', '.join(names)}, out):"]
-    body: list[str] = []
-    for a, kind in enumerate(kinds):
-        body.append(f"a{a} = x{a}" if kind == "s" else f"a{a} = x{a}[{index}]")
+    hoisted = [f"a{a} = x{a}[i0]" for a, kind in enumerate(kinds) if rows and kind == "c"]
+    body = [f"a{a} = x{a}" if where[kind] is None else f"a{a} = out[{index}]" if kind == "o"
+            else f"a{a} = x{a}[{where[kind]}]" for a, kind in enumerate(kinds) if not (rows and kind == "c")]
     values = [f"a{a}" for a in range(op.n_inputs)]
     for k, (step, args) in enumerate(op.steps):
         expression = step_expression(step).format(*(values[a] for a in args))
@@ -158,6 +185,8 @@ def kernel_source(op: Fused, kinds: Sequence[str], ndim: int) -> str:
     for d in range(ndim):
         lines.append(f"{indent}for i{d} in range(out.shape[{d}]):")
         indent += "    "
+        if d == 0:
+            lines += [indent + line for line in hoisted]
     lines += [indent + line for line in body]
     return "\n".join(lines) + "\n"
 
@@ -191,6 +220,7 @@ def _compile(op: Fused, kinds: Sequence[str], ndim: int) -> Callable:
     exec(compile(kernel_source(op, kinds, ndim), f"<graphc numba kernel {op.describe_steps()}>", "exec"),
          namespace)  # noqa: S102 - our own generated code
     # error_model="numpy": x / 0 is inf or NaN, never ZeroDivisionError; no fastmath: IEEE operations only
+    # (LLVM then neither reassociates nor contracts a * b + c into a fused multiply-add)
     return numba.njit(nogil=True, error_model="numpy", fastmath=False)(namespace["_kernel"])
 
 
@@ -205,7 +235,7 @@ class FusedKernel:
     one of the inputs: each element is read before it is written) or into a fresh array.
     """
 
-    __slots__ = ("op", "__name__", "_dispatch")
+    __slots__ = ("op", "__name__", "_dispatch", "_layouts")
 
     def __init__(self, op: Fused) -> None:
         self.op = op
@@ -213,11 +243,19 @@ class FusedKernel:
         #: (layout kinds, rank) -> compiled kernel: this node's share of ``KERNELS``, found without
         #: hashing the op at every call
         self._dispatch: dict[tuple, Callable] = {}
+        #: (the inputs' shapes, their C-contiguity) -> (result shape, kinds or None for a small
+        #: result): what a call of those inputs does, decided once (np.broadcast_shapes alone costs
+        #: several microseconds)
+        self._layouts: dict[tuple, tuple] = {}
 
     def __call__(self, *arrays, out: np.ndarray | None = None):
         arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
-        shape = _broadcast_shape([a.shape for a in arrays])
-        if not shape or math.prod(shape) < MIN_KERNEL_ELEMENTS:
+        key = (tuple([a.shape for a in arrays]), tuple([a.flags.c_contiguous for a in arrays]))
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._decide(arrays, key)
+        shape, kinds = layout
+        if kinds is None:
             result = self.op.impl(*arrays)  # the same values with NumPy (the call would cost more)
             if out is None:
                 return result
@@ -226,13 +264,21 @@ class FusedKernel:
         fresh = out is None
         if fresh:
             out = np.empty(shape, self.op.dtypes[-1])
-        kinds, target, operands = _operands(arrays, shape, out, fresh)
-        key = (kinds, target.ndim)
-        kernel = self._dispatch.get(key)
+        kinds, target, operands = _operands(arrays, kinds, shape, out, fresh)
+        dispatch = (kinds, target.ndim)
+        kernel = self._dispatch.get(dispatch)
         if kernel is None:
-            kernel = self._dispatch[key] = KERNELS.get(self.op, *key)
+            kernel = self._dispatch[dispatch] = KERNELS.get(self.op, *dispatch)
         kernel(*operands, target)
         return out
+
+    def _decide(self, arrays: list[np.ndarray], key: tuple) -> tuple:
+        shape = _broadcast_shape(list(key[0]))
+        small = not shape or math.prod(shape) < MIN_KERNEL_ELEMENTS
+        if len(self._layouts) >= 64:  # ever new shapes (sizes unknown before the call): forget the old ones
+            self._layouts.clear()
+        layout = self._layouts[key] = (shape, None if small else _layout(arrays, shape))
+        return layout
 
 
 def _broadcast_shape(shapes: list[tuple]) -> tuple:
@@ -246,49 +292,120 @@ def _broadcast_shape(shapes: list[tuple]) -> tuple:
     return np.broadcast_shapes(*shapes)
 
 
-def _operands(arrays: Sequence[np.ndarray], shape: tuple, out: np.ndarray, fresh: bool):
-    """(layout kinds, the array the kernel writes, its operands): one flat loop where every input is
-    flat or one element and ``out`` is C-contiguous, else a loop over broadcast views of ``shape``.
-    A ``fresh`` ``out`` overlaps no input."""
-    kinds = _layout(arrays, shape)
-    if out.flags.c_contiguous and "b" not in kinds:
-        target = out.reshape(-1)
-        operands = [a.reshape(-1)[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
-    else:
+def _operands(arrays: Sequence[np.ndarray], kinds: tuple[str, ...], shape: tuple, out: np.ndarray, fresh: bool):
+    """(layout kinds, the array the kernel writes, its operands): the flat or the row loop where every
+    input has such a layout (``kinds``) and ``out`` is C-contiguous (see ``kernel_source``), else a loop
+    over broadcast views of ``shape``. A ``fresh`` ``out`` overlaps no input."""
+    if not out.flags.c_contiguous or "b" in kinds:
         kinds = tuple("s" if kind == "s" else "b" for kind in kinds)
         target = out
         operands = [a.reshape(-1)[0] if kind == "s" else np.broadcast_to(a, shape) for a, kind in zip(arrays, kinds)]
+    elif "r" in kinds or "c" in kinds:
+        target = out  # 2-D: full inputs as they are, rows and columns as 1-D arrays
+        operands = [a if kind == "f" else a.reshape(-1)[0] if kind == "s" else a.reshape(-1)
+                    for a, kind in zip(arrays, kinds)]
+    else:
+        target = out.reshape(-1)
+        operands = [a.reshape(-1)[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
     if fresh:
         return kinds, target, operands
-    return kinds, target, [a if kind == "s" else _unaliased(a, target) for a, kind in zip(operands, kinds)]
+    return _against_out(kinds, target, operands)
+
+
+def _against_out(kinds: tuple[str, ...], target: np.ndarray, operands: list) -> tuple:
+    """(kinds, target, operands) for a given ``out``: an input that is ``out`` element for element is
+    read from ``out`` itself (kind "o", see ``kernel_source``); one overlapping it otherwise is copied."""
+    overwritten = [kind != "b" and kind != "s" and _same_elements(a, target) for a, kind in zip(operands, kinds)]
+    if any(overwritten):
+        kinds = tuple("o" if over else kind for over, kind in zip(overwritten, kinds))
+    return kinds, target, [a if kind == "s" else _unaliased(a, target) for a, kind in zip(operands, kinds)
+                           if kind != "o"]
+
+
+def _same_elements(a: np.ndarray, out: np.ndarray) -> bool:
+    """Whether ``a`` is ``out``'s memory element for element (the same start, shape and strides)."""
+    return (a.shape == out.shape and a.strides == out.strides
+            and a.__array_interface__["data"][0] == out.__array_interface__["data"][0])
+
+
+def _owner(a: np.ndarray):
+    return a if a.base is None else a.base
 
 
 def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``a``, or a copy of it where it overlaps ``out`` other than element for element (a transposed view)."""
+    """``a``, or a copy of it where it overlaps ``out`` other than element for element (a transposed view,
+    a row or column of ``out``)."""
+    mine, theirs = _owner(a), _owner(out)
+    if mine is not theirs and type(mine) is np.ndarray and type(theirs) is np.ndarray and mine.flags.owndata \
+            and theirs.flags.owndata:
+        return a  # views of two arrays that own their memory (the quick answer of the common case)
     if not np.may_share_memory(a, out):
         return a
-    if (a.__array_interface__["data"][0] == out.__array_interface__["data"][0] and a.strides == out.strides
-            and a.shape == out.shape):
+    if _same_elements(a, out):
         return a  # element i is read before element i is written
     return a.copy()
+
+
+# ---- the graph ------------------------------------------------------------------------------------
+
+def _static_size(shape: tuple) -> int | None:
+    return None if None in shape else math.prod(shape)
+
+
+def _outer_product(node: Tensor) -> bool:
+    """A matmul of 2-D float operands of one dtype contracting a static axis of size 1 (a batch of one's
+    weight gradient ``x.T @ dz``), with a known result size large enough for a kernel."""
+    if type(node.primitive) is not Matmul:
+        return False
+    a, b = node.inputs
+    size = _static_size(node.shape)
+    # both sizes of the contracted axis known (b's unknown could be anything the broadcast would accept)
+    return (a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and b.shape[0] == 1 and a.dtype == b.dtype
+            and a.dtype in _FLOATS and size is not None and size >= MIN_KERNEL_ELEMENTS)
+
+
+def _as_product(node: Tensor, inputs: list[Tensor]) -> Tensor:
+    """``a * b + 0.0`` for the outer product ``node``: bit for bit what ``np.matmul`` (and ``np.einsum``)
+    return, one product per entry summed from +0.0 (so -0.0 becomes +0.0), and two element-wise steps
+    that join the kernel of the update reading them (``W - lr * (x.T @ dz + wd * W)`` in one pass)."""
+    a, b = inputs
+    product = Tensor(ew.Mul(), (a, b), node.shape, node.dtype, site=node.site, is_gradient=node.is_gradient)
+    zero = constant(np.zeros((), node.dtype))
+    return Tensor(ew.Add(), (product, zero), node.shape, node.dtype, name=node.name, site=node.site,
+                  is_gradient=node.is_gradient)
+
+
+def _rebuild(roots: list[Tensor], replace: Callable[[Tensor, list[Tensor]], Tensor | None]) -> list[Tensor]:
+    """``roots`` with each node for which ``replace(node, new inputs)`` gives a tensor replaced by it (and
+    its consumers rebuilt on the new inputs)."""
+    memo: dict[int, Tensor] = {}
+    for node in toposort(roots):
+        inputs = [memo.get(id(p), p) for p in node.inputs]
+        new = replace(node, inputs)
+        if new is None and any(a is not b for a, b in zip(inputs, node.inputs)):
+            new = Tensor(node.primitive, inputs, node.shape, node.dtype, name=node.name, site=node.site,
+                         is_gradient=node.is_gradient)
+        if new is not None:
+            memo[id(node)] = new
+    return [memo.get(id(t), t) for t in roots]
+
+
+def _with_kernel(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
+    op = node.primitive
+    if isinstance(op, Fused) and op.kernel is None and node.shape != () and _fused_compiles(node):
+        return Tensor(op.with_kernel(FusedKernel(op)), inputs, node.shape, node.dtype, name=node.name,
+                      site=node.site, is_gradient=node.is_gradient)
+    return None
 
 
 def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
     """``roots`` with each group of compilable nodes replaced by one ``fused`` node carrying its kernel.
 
-    The plan compiler lowers such a node as it lowers a ufunc, ``kernel(*arrays, out=buffer)``
-    (a ``Fused`` op's ``lowering()`` is its kernel), instead of expanding it into steps.
+    Outer products that a kernel computes exactly (``_outer_product``) become element-wise steps first,
+    so that they join their consumers' kernel. The plan compiler lowers a kernel-fused node as it
+    lowers a ufunc, ``kernel(*arrays, out=buffer)`` (a ``Fused`` op's ``lowering()`` is its kernel),
+    instead of expanding it into steps.
     """
     require_numba()
-    memo: dict[int, Tensor] = {}
-    fused = fuse_for_kernels(list(roots))
-    for node in toposort(fused):
-        inputs = [memo.get(id(p), p) for p in node.inputs]
-        op = node.primitive
-        if isinstance(op, Fused) and op.kernel is None and node.shape != () and _fused_compiles(node):
-            memo[id(node)] = Tensor(op.with_kernel(FusedKernel(op)), inputs, node.shape, node.dtype,
-                                    name=node.name, site=node.site, is_gradient=node.is_gradient)
-        elif any(a is not b for a, b in zip(inputs, node.inputs)):
-            memo[id(node)] = Tensor(op, inputs, node.shape, node.dtype, name=node.name, site=node.site,
-                                    is_gradient=node.is_gradient)
-    return [memo.get(id(t), t) for t in fused]
+    roots = _rebuild(list(roots), lambda node, inputs: _as_product(node, inputs) if _outer_product(node) else None)
+    return _rebuild(fuse_for_kernels(roots), _with_kernel)

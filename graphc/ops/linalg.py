@@ -66,7 +66,9 @@ class Matmul(Op):
         batch of one, as in a weight gradient ``x.T @ dz``): BLAS is about 3x slower there than
         ``np.einsum``, whose single product per entry is bit for bit what BLAS returns (+0.0 for a
         product of -0.0, as both sum from +0.0)."""
-        if (a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == 1 and a.dtype == b.dtype
+        # b's contracted size must be known to be 1 as well: np.einsum would broadcast a b of more rows
+        # against a's size 1 (summing them) where np.matmul raises
+        if (a.ndim >= 2 and b.ndim >= 2 and a.shape[-1] == 1 and b.shape[-2] == 1 and a.dtype == b.dtype
                 and a.dtype.kind == "f"):
             return _outer_matmul
         return np.matmul

@@ -343,3 +343,15 @@ def test_compiled_matmul_of_contraction_one_is_numpy_bit_for_bit(shapes, dtype):
             assert got.dtype == expected.dtype and got.shape == expected.shape
             bits = {"float64": np.int64, "float32": np.int32}[dtype]
             np.testing.assert_array_equal(got.view(bits), expected.view(bits))
+
+
+
+def test_compiled_contraction_one_against_an_unknown_size_still_checks_it():
+    # a's contracted size is 1 and b's unknown: b with more rows is np.matmul's error, never a broadcast sum
+    x, y = gc.placeholder("a", (7, 1)), gc.placeholder("b", (None, 5))
+    fn = gc.function([x, y], x @ y)
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((7, 1)), rng.standard_normal((1, 5))
+    np.testing.assert_array_equal(fn(a, b), np.matmul(a, b))
+    with pytest.raises(Exception, match="matmul"):
+        fn(a, rng.standard_normal((7, 5)))
