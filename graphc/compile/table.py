@@ -1,0 +1,149 @@
+"""Long plans as a step table: the generated lines run by a small interpreter, with no ``compile()``.
+
+Python's ``compile()`` of generated source costs 10-15 us a line, linear but about half of the
+compile phase of a plan of 100,000 steps; a step of the table costs about 0.1 us more per call
+than the same step as generated code (measured: docs/performance.md, "Long plans as a step
+table"). So a plan of more than ``TABLE_STEPS`` steps (and not in place or checked, whose error
+reports read ``run``'s frame) is a table, and shorter plans stay generated code.
+
+The table is an exact reading of the lines code generation writes (``name = f(a, b, out)`` and
+``del a, b``): every value lives in a slot of a per-call list ``R`` (feeds, variables, ``_spare``,
+then registers and the namespace values the lines read, in order of appearance), and an entry
+``(function, getter, slot)`` runs ``R[slot] = function(*getter(R))``: the same calls with the same
+arguments in the same order, so the same values, and a value dies at the same step (its slot is
+rebound or cleared, as the name was). A line that is not a plain call of names (``x.T``, a keyword
+``out=``, a spare buffer, ``_fresh(...)``) becomes a ``lambda`` of its names, compiled once per
+distinct text.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+
+from graphc.errors import ExecutionError
+from graphc.tensor import Tensor
+
+from . import runtime
+
+#: plans of more steps than this run as a step table (see the module docstring); shorter plans, where
+#: compiling costs under ~50 ms, keep the generated code's lower cost per call
+TABLE_STEPS = 2000
+
+_CALL = re.compile(r"(\w+) = (\w+)\(([\w, ]*)\)\Z")  # name = function(name, name, ...)
+_ASSIGN = re.compile(r"(\w+) = (.*)\Z", re.S)
+_ESCAPE = re.compile(r"(?:(\w+)\()?(\w+)\)?\Z")  # name, or wrapper(name)
+# the names in an expression: identifiers not after a dot (an attribute) and not inside a string
+_NAME = re.compile(r"'[^']*'|\"[^\"]*\"|(?<![.\w])([A-Za-z_]\w*)(?!\s*=[^=])")
+_VALUE = re.compile(r"[rxw]\d+\Z")
+_NOTHING = itemgetter(slice(0, 0))  # R -> []: an entry clearing its slot is (NoneType, _NOTHING, slot)
+_CLEAR = type(None)
+
+
+class _Builder:
+    """Slots for names, getters shared by equal slot lists, and the lambdas of non-call lines."""
+
+    def __init__(self, n_feeds: int, n_variables: int, namespace: dict) -> None:
+        self.namespace = namespace
+        self.slots: dict[str, int] = {f"x{k}": k for k in range(n_feeds)}
+        self.slots.update((f"w{k}", n_feeds + k) for k in range(n_variables))
+        self.slots["_spare"] = n_feeds + n_variables
+        self.fixed = len(self.slots)
+        self.template: list = []  # the initial values of the slots after the fixed ones
+        self.getters: dict[tuple[int, ...], Callable] = {}
+        self.lambdas: dict[str, Callable] = {}
+
+    def slot(self, name: str) -> int:
+        found = self.slots.get(name)
+        if found is None:
+            found = self.slots[name] = self.fixed + len(self.template)
+            self.template.append(self.namespace.get(name))  # (a register starts empty)
+        return found
+
+    def getter(self, names: Sequence[str]) -> Callable:
+        """``R -> the values of names``, as a sequence to unpack into a call."""
+        key = tuple(self.slot(n) for n in names)
+        found = self.getters.get(key)
+        if found is None:
+            found = self.getters[key] = (_NOTHING if not key else itemgetter(slice(key[0], key[0] + 1))
+                                         if len(key) == 1 else itemgetter(*key))
+        return found
+
+    def entry(self, line: str) -> tuple:
+        """The entry running ``name = expression``."""
+        match = _CALL.match(line)
+        if match is not None and match.group(2) in self.namespace:
+            args = match.group(3).split(", ") if match.group(3) else []
+            if all(_VALUE.match(a) or a in self.namespace for a in args):
+                return self.namespace[match.group(2)], self.getter(args), self.slot(match.group(1))
+        target, expression = _ASSIGN.match(line).groups()
+        params: list[str] = []
+
+        def parameter(found: re.Match) -> str:
+            name = found.group(1)
+            if name is None or not (_VALUE.match(name) or name in self.namespace or name == "_spare"):
+                return found.group(0)  # a string, a keyword, an attribute
+            if name not in params:
+                params.append(name)
+            return f"p{params.index(name)}"
+
+        body = _NAME.sub(parameter, expression)
+        text = f"lambda {', '.join(f'p{k}' for k in range(len(params)))}: {body}"
+        function = self.lambdas.get(text)
+        if function is None:
+            function = self.lambdas[text] = eval(text, {})  # noqa: S307 - our own generated expression
+        return function, self.getter(params), self.slot(target)
+
+
+def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_feeds: int,
+             n_variables: int, namespace: dict) -> tuple[Callable, tuple, dict[str, int], array]:
+    """The ``run(feeds, variables, _spare=None)`` of a table; also the table, the slot of each name
+    and the plan step of each entry (-1 for an entry clearing slots), for the error handler (set
+    ``namespace["_failure"]`` to ``failure(exc, entry, R)``)."""
+    build = _Builder(n_feeds, n_variables, namespace)
+    entries: list[tuple] = []
+    entry_step = array("q")
+    for k, line in enumerate(lines):
+        if line.startswith("del "):
+            for name in line[4:].split(", "):
+                entries.append((_CLEAR, _NOTHING, build.slot(name)))
+                entry_step.append(-1)
+        else:
+            entries.append(build.entry(line))
+            entry_step.append(line_step.get(k, -1))
+    returns = []
+    for expression in escaped:
+        wrapper, name = _ESCAPE.match(expression).groups()
+        returns.append((namespace[wrapper] if wrapper else None, build.slot(name)))
+    table, template, returns_t = tuple(entries), tuple(build.template), tuple(returns)
+
+    def run(feeds, variables, _spare=None):
+        R = [*feeds, *variables, _spare, *template]  # noqa: N806 - the register list of the docs
+        step = None
+        try:
+            for step in table:
+                function, get, slot = step
+                R[slot] = function(*get(R))
+        except Exception as exc:
+            raise namespace["_failure"](exc, step, R) from exc
+        return tuple([R[s] if wrapper is None else wrapper(R[s]) for wrapper, s in returns_t])
+
+    return run, table, build.slots, entry_step
+
+
+def table_failure(steps: Sequence[Tensor], deps: dict, names: dict[int, str], table: tuple,
+                  slots: dict[str, int], entry_step: array) -> Callable:
+    """The table's ``_failure(exc, entry, R)``: the ExecutionError naming the failing step's op, input
+    shapes and user line (as a generated plan's)."""
+    def failure(exc: Exception, entry: tuple, R: list) -> ExecutionError:  # noqa: N803
+        index = next((k for k, e in enumerate(table) if e is entry), -1)
+        step = entry_step[index] if index >= 0 else -1
+        if step < 0:  # pragma: no cover - only the steps' entries can raise
+            return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
+        node = steps[step]
+        arrays = [R[slots[names[id(p)]]] if names.get(id(p)) in slots else None for p in deps[id(node)]]
+        return runtime.describe_failure(node, arrays, exc)
+
+    return failure
