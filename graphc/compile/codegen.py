@@ -65,26 +65,32 @@ def generate(program: Program) -> Program:
     escaped = _escapes(roots[:n_outputs] if inplace else roots, names, steps, scalar)
     if inplace:
         escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
-    if not scalar and not inplace and not options.check_numerics and len(steps) > table.TABLE_STEPS:
-        # a long plan: its lines run as a step table (see table.py), with no compile()
-        run, entries, slots, entry_step = table.tabulate(lines, line_step, escaped, len(program.inputs),
-                                                         len(program.variables), namespace)
-        namespace["_failure"] = table.table_failure(steps, deps, names, entries, slots, entry_step)
-        source = ("# a step table (graphc/compile/table.py): one entry per line\n" + "\n".join(lines)
-                  + f"\n# returns ({''.join(e + ', ' for e in escaped)})\n")
-    else:
-        source, offset = _source(len(program.inputs), len(program.variables), len(updates), namespace, lines,
-                                 escaped, scalar, inplace, options.check_numerics, python)
-        step_of_line = _line_table({offset + line: step for line, step in line_step.items()})
-        exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
-        run = namespace["run"]
-        namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line,
-                                                 program.fused, program.writes, updates, inplace)
+    source, run = _make_run(program, namespace, lines, line_step, escaped, scalar, python)
     del lines, line_step
     program.plan = Plan(program.inputs, tuple(program.variables), program.outputs, updates, tuple(steps), source,
                         run, tuple(kinds), scalar, inplace, bool(options.check_numerics),
                         tuple(program.fired.get(id(n), "") for n in steps))
     return program
+
+
+def _make_run(program: Program, namespace: dict, lines: list[str], line_step: dict[int, int],
+              escaped: list[str], scalar: bool, python: bool) -> tuple[str, object]:
+    """(the plan's source, its ``run``): a long plan's lines as a step table, others compiled."""
+    steps, deps, names, options = program.steps, program.deps, program.names, program.options
+    if not scalar and not options.inplace and not options.check_numerics and len(steps) > table.TABLE_STEPS:
+        # a long plan: its lines run as a step table (see table.py), with no compile()
+        run, entries, slots, entry_step = table.tabulate(lines, line_step, escaped, len(program.inputs),
+                                                         len(program.variables), namespace)
+        namespace["_failure"] = table.table_failure(steps, deps, names, entries, slots, entry_step)
+        return ("# a step table (graphc/compile/table.py): one entry per line\n" + "\n".join(lines)
+                + f"\n# returns ({''.join(e + ', ' for e in escaped)})\n"), run
+    source, offset = _source(len(program.inputs), len(program.variables), len(program.updates), namespace, lines,
+                             escaped, scalar, options.inplace, options.check_numerics, python)
+    step_of_line = _line_table({offset + line: step for line, step in line_step.items()})
+    exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
+    namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line, program.fused,
+                                             program.writes, program.updates, options.inplace)
+    return source, namespace["run"]
 
 
 # ---- scalar graphs ---------------------------------------------------------------------------
