@@ -62,22 +62,50 @@ class _Builder:
             self.template.append(self.namespace.get(name))  # (a register starts empty)
         return found
 
-    def getter(self, names: Sequence[str]) -> Callable:
-        """``R -> the values of names``, as a sequence to unpack into a call."""
-        key = tuple(self.slot(n) for n in names)
+    def getter(self, key: tuple[int, ...]) -> Callable:
+        """``R -> the values of these slots``, as a sequence to unpack into a call."""
         found = self.getters.get(key)
         if found is None:
             found = self.getters[key] = (_NOTHING if not key else itemgetter(slice(key[0], key[0] + 1))
                                          if len(key) == 1 else itemgetter(*key))
         return found
 
+    def slots_of(self, text: str) -> tuple[int, ...] | None:
+        """The slots of a call's argument text ``a, b, c``, or None if an argument is a literal."""
+        slots, key = self.slots, []
+        for name in text.split(", ") if text else ():
+            found = slots.get(name)
+            if found is None:
+                if not (_VALUE.match(name) or name in self.namespace):
+                    return None
+                found = self.slot(name)
+            key.append(found)
+        return tuple(key)
+
+    def entries(self, lines: list[str], line_step: dict[int, int]) -> tuple[list[tuple], array]:
+        """The entries of ``lines`` and the plan step of each (-1: an entry clearing a slot)."""
+        entries: list[tuple] = []
+        entry_step = array("q")
+        slots, getters, namespace, match_call = self.slots, self.getters, self.namespace, _CALL.match
+        for k, line in enumerate(lines):
+            if line.startswith("del "):
+                for name in line[4:].split(", "):  # (a dying value was bound before: it has a slot)
+                    entries.append((_CLEAR, _NOTHING, slots[name]))
+                    entry_step.append(-1)
+                continue
+            match = match_call(line)  # the common line: name = function(names)
+            function = namespace.get(match.group(2)) if match is not None else None
+            key = self.slots_of(match.group(3)) if function is not None else None
+            if key is not None:
+                get = getters.get(key)
+                entries.append((function, self.getter(key) if get is None else get, self.slot(match.group(1))))
+            else:
+                entries.append(self.entry(line))
+            entry_step.append(line_step.get(k, -1))
+        return entries, entry_step
+
     def entry(self, line: str) -> tuple:
-        """The entry running ``name = expression``."""
-        match = _CALL.match(line)
-        if match is not None and match.group(2) in self.namespace:
-            args = match.group(3).split(", ") if match.group(3) else []
-            if all(_VALUE.match(a) or a in self.namespace for a in args):
-                return self.namespace[match.group(2)], self.getter(args), self.slot(match.group(1))
+        """The entry running ``name = expression`` as a lambda of the expression's names."""
         target, expression = _ASSIGN.match(line).groups()
         params: list[str] = []
 
@@ -94,7 +122,7 @@ class _Builder:
         function = self.lambdas.get(text)
         if function is None:
             function = self.lambdas[text] = eval(text, {})  # noqa: S307 - our own generated expression
-        return function, self.getter(params), self.slot(target)
+        return function, self.getter(tuple(map(self.slot, params))), self.slot(target)
 
 
 def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_feeds: int,
@@ -103,16 +131,7 @@ def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_
     and the plan step of each entry (-1 for an entry clearing slots), for the error handler (set
     ``namespace["_failure"]`` to ``failure(exc, entry, R)``)."""
     build = _Builder(n_feeds, n_variables, namespace)
-    entries: list[tuple] = []
-    entry_step = array("q")
-    for k, line in enumerate(lines):
-        if line.startswith("del "):
-            for name in line[4:].split(", "):
-                entries.append((_CLEAR, _NOTHING, build.slot(name)))
-                entry_step.append(-1)
-        else:
-            entries.append(build.entry(line))
-            entry_step.append(line_step.get(k, -1))
+    entries, entry_step = build.entries(lines, line_step)
     returns = []
     for expression in escaped:
         wrapper, name = _ESCAPE.match(expression).groups()
