@@ -16,7 +16,7 @@ from graphc.tensor import Tensor
 
 from .inplace import CopyStep
 from .plan import Program
-from .steps import kernel, static
+from .steps import kernel
 
 
 def assign_buffers(program: Program) -> Program:
@@ -24,10 +24,8 @@ def assign_buffers(program: Program) -> Program:
     steps, deps = program.steps, program.deps
     fused, writes = program.fused, program.writes
     returned = {id(t) for t in program.roots}
-    last_use: dict[int, int] = {}
-    for index, node in enumerate(steps):
-        for parent in deps[id(node)]:
-            last_use[id(parent)] = index
+    # (a comprehension: the later step's index overwrites the earlier, so each value's last use)
+    last_use = {id(parent): index for index, node in enumerate(steps) for parent in deps[id(node)]}
     owned, buffer_end, ends_at = _buffer_lifetimes(steps, deps, program.leaves, returned, last_use, fused, writes)
     kinds = [_step_kind(node, program.special, fused, writes) for node in steps]
     target, taken_at = ({}, {}) if not program.options.reuse_buffers else _choose_targets(
@@ -55,27 +53,28 @@ def _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes):
     # one pass in dependency order: a view's buffers are its inputs' (already known), and a buffer
     # first appears with the value that owns it, so ``buffer_end`` keeps that order (the pool's order)
     never = len(steps) + 1
-    buffers: dict[int, tuple[int, ...]] = {}
+    view_buffers: dict[int, tuple[int, ...]] = {}  # a view's buffers (any other value's is its own)
     owned: dict[int, Tensor] = {}
     buffer_end: dict[int, int] = {}
     for node in leaves:
         key = id(node)
-        buffers[key] = (key,)
         end = never if key in returned else last_use.get(key, -1)
         if end > -1:
             buffer_end[key] = end
+    storage = fused.keys() | writes.keys()
     for index, node in enumerate(steps):
         key = id(node)
         end = never if key in returned else last_use.get(key, index)
         if node.primitive.view:
-            mine = buffers[key] = tuple(dict.fromkeys(b for p in deps[key] for b in buffers[id(p)]))
+            mine = view_buffers[key] = tuple(dict.fromkeys(b for p in deps[key]
+                                                           for b in view_buffers.get(id(p), (id(p),))))
             for buffer in mine:
                 if buffer_end.get(buffer, -1) < end:
                     buffer_end[buffer] = end
         else:
-            buffers[key] = (key,)
             buffer_end[key] = end
-            if key not in writes and key not in fused and static(node):  # never the storage
+            shape = node.shape
+            if shape and None not in shape and key not in storage:  # static (steps.static); never the storage
                 owned[key] = node
     ends_at: dict[int, list[int]] = {}
     for buffer, end in buffer_end.items():
@@ -113,24 +112,29 @@ def _choose_targets(steps, deps, kinds, owned, buffer_end, ends_at):
     pool: dict[tuple, list[int]] = {}
     for index, node in enumerate(steps):
         kind = kinds[index]
-        if kind in ("ufunc", "matmul") and static(node):  # a special kernel has no out=
+        shape = node.shape
+        if (kind == "ufunc" or kind == "matmul") and shape and None not in shape:  # static; no special kernel
             choice = None
             if kind == "ufunc":
                 for parent in deps[id(node)]:
                     key = id(parent)
                     if (key in owned and buffer_end[key] == index and key not in taken_at
-                            and parent.shape == node.shape and parent.dtype == node.dtype):
+                            and parent.shape == shape and parent.dtype == node.dtype):
                         choice = key
                         kinds[index] = "inplace"
                         break
-            if choice is None and pool.get((node.shape, node.dtype)):
-                choice = pool[(node.shape, node.dtype)].pop()
-                kinds[index] = "reuse"
+            if choice is None:
+                free = pool.get((shape, node.dtype))
+                if free:
+                    choice = free.pop()
+                    kinds[index] = "reuse"
             if choice is not None:
                 target[index] = choice
                 taken_at[choice] = index
-        for buffer in ends_at.get(index, ()):
-            if buffer not in taken_at:
-                dead = owned[buffer]
-                pool.setdefault((dead.shape, dead.dtype), []).append(buffer)
+        dying = ends_at.get(index)
+        if dying is not None:
+            for buffer in dying:
+                if buffer not in taken_at:
+                    dead = owned[buffer]
+                    pool.setdefault((dead.shape, dead.dtype), []).append(buffer)
     return target, taken_at
