@@ -213,8 +213,9 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
         elif mine is not None and mine in register and mine in dying:
             name = register[mine]
         else:
-            name = next((register[k] for k in dying if k in register), None) or (
-                free_registers.pop() if free_registers else next(new_registers))
+            name = next((register[k] for k in dying if k in register), None) if dying else None
+            if name is None:
+                name = free_registers.pop() if free_registers else next(new_registers)
         out = names[mine] if mine is not None else ""
         if in_place and key in fused:
             out = name
@@ -255,7 +256,7 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
     cls = type(node.primitive)
     args = [names[id(p)] for p in deps[id(node)]]
     kind = kinds[index]
-    if (not out and kind in ("ufunc", "matmul") and static(node)
+    if (not out and (kind == "ufunc" or kind == "matmul") and static(node)
             and math.prod(node.shape) * node.dtype.itemsize >= SPARE_MIN_BYTES):
         out = f"_grab(_spare, {(node.shape, node.dtype.str)!r})"
         kinds[index] = kind + "+spare"
