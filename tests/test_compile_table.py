@@ -107,3 +107,42 @@ def test_short_in_place_and_checked_plans_stay_generated_code(monkeypatch):
     w = gc.variable(np.ones(64), name="w")
     step = build_plan([gc.sum(w * 2.0)], [], [(w, w * 0.5 + 1.0)], inplace_updates=True)
     assert not _is_table(step) and step.inplace
+
+
+def test_table_becomes_compiled_pieces_one_per_call(monkeypatch):
+    monkeypatch.setattr(table, "TABLE_STEPS", 40)
+    monkeypatch.setattr(table, "PIECE_LINES", 25)
+    x, outputs = _blocks(20)
+    plan = build_plan(outputs, [x])
+    generated = _generated(monkeypatch, outputs, [x])
+    tiers = plan.run.tiers
+    count = -(-len(plan.source.splitlines()[1:-1]) // 25)
+    assert count >= 5 and not tiers.pieces
+    value = np.linspace(-1, 1, 64)
+    want = generated.run((value,), ())
+    for call in range(count + 2):
+        _same(plan.run((value,), ()), want)
+        assert len(tiers.pieces) == min(call, count)  # the first call compiles nothing
+    assert tiers.table == tiers.pieces and not tiers.pending and tiers.lines is None
+
+
+def test_error_in_a_compiled_piece_names_the_step_and_user_line(monkeypatch):
+    monkeypatch.setattr(table, "TABLE_STEPS", 30)
+    monkeypatch.setattr(table, "PIECE_LINES", 20)
+    x = gc.placeholder("x", (None,))
+    y = gc.placeholder("y", (None,))
+    h = x
+    for _ in range(40):
+        h = gc.tanh(h) * 0.5 + 0.25
+    bad = h - y  # MARK-PIECE-SUB
+    plan = build_plan([gc.exp(bad) * 2.0], [x, y])
+    lines = len(plan.source.splitlines()) - 2
+    for call in range(-(-lines // 20) + 1):
+        with pytest.raises(gc.ExecutionError) as info:
+            plan.run((np.ones(3), np.ones(4)), ())
+        message = str(info.value)
+        assert "'sub'" in message and "(3,)" in message and "(4,)" in message, (call, message)
+        assert "MARK-PIECE-SUB" in open(__file__).read().splitlines()[
+            int(message.split("test_compile_table.py:")[1].split(")")[0]) - 1]
+        plan.run((np.ones(3), np.ones(3)), ())  # a successful call: the next one compiles a piece
+    assert not plan.run.tiers.pending and plan.run.tiers.table == plan.run.tiers.pieces

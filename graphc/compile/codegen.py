@@ -79,9 +79,9 @@ def _make_run(program: Program, namespace: dict, lines: list[str], line_step: di
     steps, deps, names, options = program.steps, program.deps, program.names, program.options
     if not scalar and not options.inplace and not options.check_numerics and len(steps) > table.TABLE_STEPS:
         # a long plan: its lines run as a step table (see table.py), with no compile()
-        run, entries, slots, entry_step = table.tabulate(lines, line_step, escaped, len(program.inputs),
-                                                         len(program.variables), namespace)
-        namespace["_failure"] = table.table_failure(steps, deps, names, entries, slots, entry_step)
+        run, tiers = table.tabulate(lines, line_step, escaped, len(program.inputs), len(program.variables),
+                                    namespace)
+        namespace["_failure"] = tiers.failure(steps, deps, names)
         return ("# a step table (graphc/compile/table.py): one entry per line\n" + "\n".join(lines)
                 + f"\n# returns ({''.join(e + ', ' for e in escaped)})\n"), run
     source, offset = _source(len(program.inputs), len(program.variables), len(program.updates), namespace, lines,

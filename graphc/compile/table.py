@@ -19,6 +19,7 @@ distinct text.
 from __future__ import annotations
 
 import re
+import threading
 from array import array
 from collections.abc import Callable, Sequence
 from operator import itemgetter
@@ -31,6 +32,9 @@ from . import runtime
 #: plans of more steps than this run as a step table (see the module docstring); shorter plans, where
 #: compiling costs under ~50 ms, keep the generated code's lower cost per call
 TABLE_STEPS = 2000
+
+#: the lines of a piece the table compiles per call from its second call on (see ``Tiers``)
+PIECE_LINES = 2000
 
 _CALL = re.compile(r"(\w+) = (\w+)\(([\w, ]*)\)\Z")  # name = function(name, name, ...)
 _ASSIGN = re.compile(r"(\w+) = (.*)\Z", re.S)
@@ -82,12 +86,15 @@ class _Builder:
             key.append(found)
         return tuple(key)
 
-    def entries(self, lines: list[str], line_step: dict[int, int]) -> tuple[list[tuple], array]:
-        """The entries of ``lines`` and the plan step of each (-1: an entry clearing a slot)."""
+    def entries(self, lines: list[str], line_step: dict[int, int]) -> tuple[list[tuple], array, array]:
+        """The entries of ``lines``, the plan step of each (-1: an entry clearing a slot), and the first
+        entry of each line (and, last, the entry count)."""
         entries: list[tuple] = []
         entry_step = array("q")
+        line_entry = array("q")
         slots, getters, namespace, match_call = self.slots, self.getters, self.namespace, _CALL.match
         for k, line in enumerate(lines):
+            line_entry.append(len(entries))
             if line.startswith("del "):
                 for name in line[4:].split(", "):  # (a dying value was bound before: it has a slot)
                     entries.append((_CLEAR, _NOTHING, slots[name]))
@@ -102,7 +109,8 @@ class _Builder:
             else:
                 entries.append(self.entry(line))
             entry_step.append(line_step.get(k, -1))
-        return entries, entry_step
+        line_entry.append(len(entries))
+        return entries, entry_step, line_entry
 
     def entry(self, line: str) -> tuple:
         """The entry running ``name = expression`` as a lambda of the expression's names."""
@@ -126,19 +134,23 @@ class _Builder:
 
 
 def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_feeds: int,
-             n_variables: int, namespace: dict) -> tuple[Callable, tuple, dict[str, int], array]:
-    """The ``run(feeds, variables, _spare=None)`` of a table; also the table, the slot of each name
-    and the plan step of each entry (-1 for an entry clearing slots), for the error handler (set
-    ``namespace["_failure"]`` to ``failure(exc, entry, R)``)."""
+             n_variables: int, namespace: dict) -> tuple[Callable, Callable]:
+    """(``run(feeds, variables, _spare=None)``, the error handler ``failure(exc)`` to set as
+    ``namespace["_failure"]`` once it is made: see ``Tiers.failure``)."""
     build = _Builder(n_feeds, n_variables, namespace)
-    entries, entry_step = build.entries(lines, line_step)
+    entries, entry_step, line_entry = build.entries(lines, line_step)
     returns = []
     for expression in escaped:
         wrapper, name = _ESCAPE.match(expression).groups()
         returns.append((namespace[wrapper] if wrapper else None, build.slot(name)))
-    table, template, returns_t = tuple(entries), tuple(build.template), tuple(returns)
+    scratch = build.slot("_scratch")  # where a compiled piece's None goes
+    tiers = Tiers(tuple(entries), entry_step, line_entry, lines, line_step, build.slots, namespace, scratch)
+    template, returns_t = tuple(build.template), tuple(returns)
 
     def run(feeds, variables, _spare=None):
+        if tiers.pending:
+            tiers.upgrade()
+        table = tiers.table
         R = [*feeds, *variables, _spare, *template]  # noqa: N806 - the register list of the docs
         step = None
         try:
@@ -147,22 +159,101 @@ def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_
                 R[slot] = function(*get(R))
         except Exception as exc:
             raise namespace["_failure"](exc, step, R) from exc
+        tiers.called()
         return tuple([R[s] if wrapper is None else wrapper(R[s]) for wrapper, s in returns_t])
 
-    return run, table, build.slots, entry_step
+    run.tiers = tiers  # (for tests and measurements)
+    return run, tiers
 
 
-def table_failure(steps: Sequence[Tensor], deps: dict, names: dict[int, str], table: tuple,
-                  slots: dict[str, int], entry_step: array) -> Callable:
-    """The table's ``_failure(exc, entry, R)``: the ExecutionError naming the failing step's op, input
-    shapes and user line (as a generated plan's)."""
-    def failure(exc: Exception, entry: tuple, R: list) -> ExecutionError:  # noqa: N803
-        index = next((k for k, e in enumerate(table) if e is entry), -1)
-        step = entry_step[index] if index >= 0 else -1
-        if step < 0:  # pragma: no cover - only the steps' entries can raise
-            return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
-        node = steps[step]
-        arrays = [R[slots[names[id(p)]]] if names.get(id(p)) in slots else None for p in deps[id(node)]]
-        return runtime.describe_failure(node, arrays, exc)
+def _alone(R: list) -> tuple:  # noqa: N803
+    return (R,)
 
-    return failure
+
+class Tiers:
+    """The table and its compiled pieces: from the second call on, each call first compiles the next
+    ``PIECE_LINES`` lines into one function over ``R`` (the same lines, value names read as slots)
+    that replaces their entries, until the whole plan is code. So the first result costs no
+    ``compile()``, and a plan called many times runs at the speed of generated code after a number
+    of calls that grows with its length (one piece, about 25 ms of compiling, per call)."""
+
+    def __init__(self, table: tuple, entry_step: array, line_entry: array, lines: list[str],
+                 line_step: dict[int, int], slots: dict[str, int], namespace: dict, scratch: int) -> None:
+        self.table = self.original = table
+        self.entry_step, self.line_entry, self.lines, self.line_step = entry_step, line_entry, lines, line_step
+        self.slots, self.namespace, self.scratch = slots, namespace, scratch
+        self.pieces: tuple = ()
+        self.codes: dict = {}  # a piece's code object -> the plan step of each of its lines
+        self.pending = False  # set after the first call while pieces remain
+        self._lock = threading.Lock()
+
+    def called(self) -> None:
+        self.pending = self.lines is not None
+
+    def upgrade(self) -> None:
+        """Compile the next piece and swap in the table using it (a call already running keeps its table)."""
+        if not self._lock.acquire(blocking=False):
+            return  # another call is compiling it
+        try:
+            start = len(self.pieces) * PIECE_LINES
+            end = min(start + PIECE_LINES, len(self.lines))
+            self.pieces += ((self._compile(start, end), _alone, self.scratch),)
+            self.table = self.pieces + self.original[self.line_entry[end]:]
+            if end == len(self.lines):  # all code: the table and the lines are no longer needed
+                self.original, self.entry_step, self.lines, self.line_step = (), array("q"), None, {}
+                self.pending = False
+        finally:
+            self._lock.release()
+
+    def _compile(self, start: int, end: int) -> Callable:
+        slots, namespace = self.slots, self.namespace
+        shared: dict[str, None] = {}
+
+        def value(found: re.Match) -> str:
+            name = found.group(1)
+            if name is None:
+                return found.group(0)
+            if _VALUE.match(name) or name == "_spare":
+                return f"R[{slots[name]}]"
+            if name in namespace:
+                shared[name] = None
+            return name
+
+        body = []
+        for line in self.lines[start:end]:
+            if line.startswith("del "):
+                body.append("    " + " = ".join(f"R[{slots[n]}]" for n in line[4:].split(", ")) + " = None")
+            else:
+                target, expression = line.split(" = ", 1)
+                body.append(f"    R[{slots[target]}] = {_NAME.sub(value, expression)}")
+        text = f"def piece(R{''.join(f', {n}={n}' for n in shared)}):\n" + "\n".join(body) + "\n"
+        scope: dict = {}
+        exec(compile(text, "<graphc plan>", "exec"), namespace, scope)  # noqa: S102 - our own generated code
+        function = scope["piece"]
+        # the step at each line number of the piece (1: its def line)
+        self.codes[function.__code__] = array("q", [-1, -1] + [self.line_step.get(k, -1) for k in range(start, end)])
+        return function
+
+    def failure(self, steps: Sequence[Tensor], deps: dict, names: dict[int, str]) -> Callable:
+        """The plan's ``_failure(exc, entry, R)``: the ExecutionError naming the failing step's op, input
+        shapes and user line (as a generated plan's)."""
+        def failure(exc: Exception, entry: tuple, R: list) -> ExecutionError:  # noqa: N803
+            step = -1
+            code = getattr(entry[0], "__code__", None) if entry else None
+            if code in self.codes:  # a compiled piece: the line of its frame tells the step
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_frame.f_code is not code:
+                    tb = tb.tb_next
+                if tb is not None and 0 < tb.tb_lineno < len(self.codes[code]):
+                    step = self.codes[code][tb.tb_lineno]
+            else:
+                index = next((k for k, e in enumerate(self.original) if e is entry), -1)
+                step = self.entry_step[index] if index >= 0 else -1
+            if step < 0:  # pragma: no cover - only the steps' entries can raise
+                return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
+            node = steps[step]
+            slots = self.slots
+            arrays = [R[slots[names[id(p)]]] if names.get(id(p)) in slots else None for p in deps[id(node)]]
+            return runtime.describe_failure(node, arrays, exc)
+
+        return failure
