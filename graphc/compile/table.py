@@ -183,6 +183,7 @@ class Tiers:
         self.entry_step, self.line_entry, self.lines, self.line_step = entry_step, line_entry, lines, line_step
         self.slots, self.namespace, self.scratch = slots, namespace, scratch
         self.pieces: tuple = ()
+        self.live = {name for name in slots if name[0] in "xw" or name == "_spare"}  # bound before a piece
         self.codes: dict = {}  # a piece's code object -> the plan step of each of its lines
         self.pending = False  # set after the first call while pieces remain
         self._lock = threading.Lock()
@@ -206,32 +207,48 @@ class Tiers:
             self._lock.release()
 
     def _compile(self, start: int, end: int) -> Callable:
-        slots, namespace = self.slots, self.namespace
+        """Lines ``start:end`` as one function of ``R``: the very lines, on locals loaded from ``R`` at its
+        start (their slots cleared, so a value still dies where the plan drops it) and stored back at
+        its end where they still hold live values."""
+        slots, namespace, live = self.slots, self.namespace, self.live
         shared: dict[str, None] = {}
-
-        def value(found: re.Match) -> str:
-            name = found.group(1)
-            if name is None:
-                return found.group(0)
-            if _VALUE.match(name) or name == "_spare":
-                return f"R[{slots[name]}]"
-            if name in namespace:
-                shared[name] = None
-            return name
-
-        body = []
-        for line in self.lines[start:end]:
-            if line.startswith("del "):
-                body.append("    " + " = ".join(f"R[{slots[n]}]" for n in line[4:].split(", ")) + " = None")
-            else:
-                target, expression = line.split(" = ", 1)
-                body.append(f"    R[{slots[target]}] = {_NAME.sub(value, expression)}")
-        text = f"def piece(R{''.join(f', {n}={n}' for n in shared)}):\n" + "\n".join(body) + "\n"
+        reads: dict[str, None] = {}
+        written: set[str] = set()
+        live_at_start = set(live)
+        body = self.lines[start:end]
+        for line in body:
+            if line.startswith("del "):  # (the names it deletes must be bound: read from R if not written here)
+                dead = line[4:].split(", ")
+                reads.update(dict.fromkeys(dead))
+                live.difference_update(dead)
+                continue
+            target, expression = line.split(" = ", 1)
+            for found in _NAME.finditer(expression):
+                name = found.group(1)
+                if name is None:
+                    continue
+                if _VALUE.match(name) or name == "_spare":
+                    reads[name] = None
+                elif name in namespace:
+                    shared[name] = None
+            written.add(target)
+            live.add(target)
+        loads = [n for n in reads if n in live_at_start]
+        stores = [n for n in dict.fromkeys([*loads, *sorted(written)]) if n in live]
+        head = [f"def piece(R{''.join(f', {n}={n}' for n in shared)}):"]
+        for k in range(0, len(loads), 32):  # (in groups: a short line compiles faster than a long one)
+            group = loads[k:k + 32]
+            slot_text = ", ".join(f"R[{slots[n]}]" for n in group)
+            head += [f"    {', '.join(group)}, = {slot_text},", f"    {slot_text.replace(', ', ' = ')} = None"]
+        tail = [f"    {', '.join(f'R[{slots[n]}]' for n in stores[k:k + 32])}, = {', '.join(stores[k:k + 32])},"
+                for k in range(0, len(stores), 32)]
+        text = "\n".join(head + [f"    {line}" for line in body] + (tail or ["    pass"])) + "\n"
         scope: dict = {}
         exec(compile(text, "<graphc plan>", "exec"), namespace, scope)  # noqa: S102 - our own generated code
         function = scope["piece"]
-        # the step at each line number of the piece (1: its def line)
-        self.codes[function.__code__] = array("q", [-1, -1] + [self.line_step.get(k, -1) for k in range(start, end)])
+        # the step at each line number of the piece (its def line is 1)
+        self.codes[function.__code__] = array("q", [-1] * (1 + len(head))
+                                              + [self.line_step.get(k, -1) for k in range(start, end)])
         return function
 
     def failure(self, steps: Sequence[Tensor], deps: dict, names: dict[int, str]) -> Callable:
@@ -245,15 +262,16 @@ class Tiers:
                 while tb is not None and tb.tb_frame.f_code is not code:
                     tb = tb.tb_next
                 if tb is not None and 0 < tb.tb_lineno < len(self.codes[code]):
-                    step = self.codes[code][tb.tb_lineno]
+                    step, frame_locals = self.codes[code][tb.tb_lineno], tb.tb_frame.f_locals
             else:
                 index = next((k for k, e in enumerate(self.original) if e is entry), -1)
                 step = self.entry_step[index] if index >= 0 else -1
             if step < 0:  # pragma: no cover - only the steps' entries can raise
                 return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
             node = steps[step]
-            slots = self.slots
-            arrays = [R[slots[names[id(p)]]] if names.get(id(p)) in slots else None for p in deps[id(node)]]
+            slots, local = self.slots, frame_locals if code in self.codes else {}
+            arrays = [local[n] if n in local else R[slots[n]] if n in slots else None
+                      for n in (names.get(id(p)) for p in deps[id(node)])]
             return runtime.describe_failure(node, arrays, exc)
 
         return failure
