@@ -220,7 +220,7 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
         if in_place and key in fused:
             out = name
         call = _step_call(index, node, deps, names, kinds, out, name, namespace, program)
-        if key in taken_at and kinds[index] in ("call", "special", "T", "reshape", "direct"):
+        if kinds[index] in ("call", "special", "T", "reshape", "direct") and key in taken_at:
             # a later step writes into this value's buffer: it must be one the plan allocated
             call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
         line_step[len(lines)] = index
