@@ -146,3 +146,33 @@ def test_error_in_a_compiled_piece_names_the_step_and_user_line(monkeypatch):
             int(message.split("test_compile_table.py:")[1].split(")")[0]) - 1]
         plan.run((np.ones(3), np.ones(3)), ())  # a successful call: the next one compiles a piece
     assert not plan.run.tiers.pending and plan.run.tiers.table == plan.run.tiers.pieces
+
+
+def test_concurrent_calls_while_pieces_are_compiled(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(table, "TABLE_STEPS", 40)
+    monkeypatch.setattr(table, "PIECE_LINES", 10)
+    x, outputs = _blocks(20)
+    plan = build_plan(outputs, [x])
+    value = np.linspace(-1, 1, 64)
+    want = _generated(monkeypatch, outputs, [x]).run((value,), ())
+    plan.run((value,), ())
+    failures = []
+
+    def calls():
+        try:
+            for _ in range(30):
+                _same(plan.run((value,), ()), want)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=calls) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    plan.run.tiers.pending = True  # as a call ending while the last piece was swapped in can leave it
+    _same(plan.run((value,), ()), want)
+    assert not plan.run.tiers.pending and plan.run.tiers.table == plan.run.tiers.pieces

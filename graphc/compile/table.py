@@ -196,6 +196,9 @@ class Tiers:
         if not self._lock.acquire(blocking=False):
             return  # another call is compiling it
         try:
+            if self.lines is None:  # (a call ending as the last piece was swapped in set ``pending`` again)
+                self.pending = False
+                return
             start = len(self.pieces) * PIECE_LINES
             end = min(start + PIECE_LINES, len(self.lines))
             self.pieces += ((self._compile(start, end), _alone, self.scratch),)
