@@ -199,7 +199,6 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     fused, writes = program.fused, program.writes
     lines: list[str] = []
     line_step: dict[int, int] = {}
-    register: dict[int, str] = {}
     free_registers: list[str] = []
     new_registers = (f"r{k}" for k in itertools.count())
     live: dict[str, int] = {}  # name -> the value it holds
@@ -210,10 +209,10 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
         mine = target.get(index)
         if in_place and (key in fused or key in writes):
             name = f"t{fused.get(key, writes.get(key))}"
-        elif mine is not None and mine in register and mine in dying:
-            name = register[mine]
+        elif mine is not None and mine in dying and names[mine][0] in _REGISTERS:
+            name = names[mine]
         else:
-            name = next((register[k] for k in dying if k in register), None) if dying else None
+            name = next((names[k] for k in dying if names[k][0] in _REGISTERS), None) if dying else None
             if name is None:
                 name = free_registers.pop() if free_registers else next(new_registers)
         out = names[mine] if mine is not None else ""
@@ -225,19 +224,23 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
             call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
-        dead = _drop(dying, name, names, live, register, free_registers)
+        dead = _drop(dying, name, names, live, free_registers)
         # invariant: a name is rebound only when the value it held has died here
         if name in live:
             raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
-        register[key] = names[key] = name
+        names[key] = name
         live[name] = key
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
     return lines, line_step
 
 
-def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], register: dict[int, str],
-          free_registers: list[str]) -> list[str]:
+#: the first letters of the names steps' values live in (``r`` registers, ``t`` in-place targets); leaves
+#: are ``x`` feeds, ``w`` variables and ``c`` constants
+_REGISTERS = "rt"
+
+
+def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], free_registers: list[str]) -> list[str]:
     """Forget the values dying at a step whose result is ``name``: the names to ``del`` (every one
     but ``name``, which the result rebinds); their registers become free."""
     dead = []
@@ -246,7 +249,7 @@ def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], registe
         live.pop(old, None)
         if old != name:
             dead.append(old)
-            if gone in register:
+            if old[0] in _REGISTERS:
                 free_registers.append(old)
     return dead
 
