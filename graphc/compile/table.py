@@ -1,10 +1,12 @@
 """Long plans as a step table: the generated lines run by a small interpreter, with no ``compile()``.
 
-Python's ``compile()`` of generated source costs 10-15 us a line, linear but about half of the
-compile phase of a plan of 100,000 steps; a step of the table costs about 0.1 us more per call
-than the same step as generated code (measured: docs/performance.md, "Long plans as a step
-table"). So a plan of more than ``TABLE_STEPS`` steps (and not in place or checked, whose error
-reports read ``run``'s frame) is a table, and shorter plans stay generated code.
+Python's ``compile()`` of generated source costs 10-15 us a line, about half of the compile phase
+of a long plan. So a plan of more than ``TABLE_STEPS`` steps (and not in place or checked, whose
+error reports read ``run``'s frame) is not compiled: its first call runs the table, and each later
+call first compiles the next ``PIECE_LINES`` lines into a piece of code that replaces their entries
+(``Tiers``), until the plan is all code, at the speed of generated code (a table entry costs
+0.1-0.4 us more per call than a line of code; measured: docs/performance.md, "Long plans as a step
+table"). Shorter plans are generated code from the start.
 
 The table is an exact reading of the lines code generation writes (``name = f(a, b, out)`` and
 ``del a, b``): every value lives in a slot of a per-call list ``R`` (feeds, variables, ``_spare``,
