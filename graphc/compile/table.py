@@ -137,8 +137,8 @@ class _Builder:
 
 def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_feeds: int,
              n_variables: int, namespace: dict) -> tuple[Callable, Callable]:
-    """(``run(feeds, variables, _spare=None)``, the error handler ``failure(exc)`` to set as
-    ``namespace["_failure"]`` once it is made: see ``Tiers.failure``)."""
+    """(``run(feeds, variables, _spare=None)`` running ``lines``, its ``Tiers``); the caller sets
+    ``namespace["_failure"]`` to ``tiers.failure(...)`` (``run`` looks it up when a step raises)."""
     build = _Builder(n_feeds, n_variables, namespace)
     entries, entry_step, line_entry = build.entries(lines, line_step)
     returns = []
