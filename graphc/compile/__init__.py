@@ -15,7 +15,9 @@ nothing but the NumPy work (measurements: docs/performance.md). The compiler is 
 4. **buffer assignment** (``buffers.py``): how each step is lowered, the lifetimes of the
    buffers, and which dead buffer (or dying input) each ``out=`` step writes into;
 5. **code generation** (``codegen.py``): the ``run`` function's source, one line per step,
-   values in recycled local names, escapes copied, and the error handler naming the op.
+   values in recycled local names, escapes copied, and the error handler naming the op; a plan
+   of more than ``table.TABLE_STEPS`` steps runs those lines as a step table instead of
+   compiling them (``table.py``).
 
 Whatever the tricks, a plan never writes into a feed, a variable's storage or a constant, and
 never returns aliased arrays.

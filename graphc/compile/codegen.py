@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import re
 from array import array
 
 import numpy as np
@@ -29,7 +28,7 @@ from graphc.ops import linalg, reduce
 from graphc.ops import shape as shape_ops
 from graphc.tensor import Tensor
 
-from . import runtime
+from . import runtime, table
 from .plan import Plan, Program
 from .runtime import SPARE_MIN_BYTES
 from .steps import kernel, static
@@ -66,22 +65,32 @@ def generate(program: Program) -> Program:
     escaped = _escapes(roots[:n_outputs] if inplace else roots, names, steps, scalar)
     if inplace:
         escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
-    pieces: frozenset = frozenset()
-    if not scalar and program.chunks:
-        source, step_of_line, pieces = _compile_chunked(program, namespace, lines, line_step, escaped)
-    else:
-        source, offset = _source(len(program.inputs), len(program.variables), len(updates), namespace, lines,
-                                 escaped, scalar, inplace, options.check_numerics, python)
-        step_of_line = {offset + line: step for line, step in line_step.items()}
-        exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
+    source, run = _make_run(program, namespace, lines, line_step, escaped, scalar, python)
     del lines, line_step
-    step_of_line = _line_table(step_of_line)
-    namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line, program.fused,
-                                             program.writes, updates, inplace, pieces)
     program.plan = Plan(program.inputs, tuple(program.variables), program.outputs, updates, tuple(steps), source,
-                        namespace["run"], tuple(kinds), scalar, inplace, bool(options.check_numerics),
+                        run, tuple(kinds), scalar, inplace, bool(options.check_numerics),
                         tuple(program.fired.get(id(n), "") for n in steps))
     return program
+
+
+def _make_run(program: Program, namespace: dict, lines: list[str], line_step: dict[int, int],
+              escaped: list[str], scalar: bool, python: bool) -> tuple[str, object]:
+    """(the plan's source, its ``run``): a long plan's lines as a step table, others compiled."""
+    steps, deps, names, options = program.steps, program.deps, program.names, program.options
+    if not scalar and not options.inplace and not options.check_numerics and len(steps) > table.TABLE_STEPS:
+        # a long plan: its lines run as a step table (see table.py), with no compile()
+        run, tiers = table.tabulate(lines, line_step, escaped, len(program.inputs), len(program.variables),
+                                    namespace)
+        namespace["_failure"] = tiers.failure(steps, deps, names)
+        return ("# a step table (graphc/compile/table.py): one entry per line\n" + "\n".join(lines)
+                + f"\n# returns ({''.join(e + ', ' for e in escaped)})\n"), run
+    source, offset = _source(len(program.inputs), len(program.variables), len(program.updates), namespace, lines,
+                             escaped, scalar, options.inplace, options.check_numerics, python)
+    step_of_line = _line_table({offset + line: step for line, step in line_step.items()})
+    exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
+    namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line, program.fused,
+                                             program.writes, program.updates, options.inplace)
+    return source, namespace["run"]
 
 
 # ---- scalar graphs ---------------------------------------------------------------------------
@@ -190,117 +199,48 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     fused, writes = program.fused, program.writes
     lines: list[str] = []
     line_step: dict[int, int] = {}
-    register: dict[int, str] = {}
     free_registers: list[str] = []
     new_registers = (f"r{k}" for k in itertools.count())
     live: dict[str, int] = {}  # name -> the value it holds
     in_place = bool(fused or writes)
-    chunks = _Chunks() if _chunkable(program) and len(steps) > CHUNK_LINES else _NoChunks()
     for index, node in enumerate(steps):
         key = id(node)
         dying = frees.get(index, ())
         mine = target.get(index)
-        chunks.step(len(lines), live, deps[key], mine, names)
         if in_place and (key in fused or key in writes):
             name = f"t{fused.get(key, writes.get(key))}"
-        elif mine is not None and mine in register and mine in dying:
-            name = register[mine]
+        elif mine is not None and mine in dying and names[mine][0] in _REGISTERS:
+            name = names[mine]
         else:
-            name = next((register[k] for k in dying if k in register), None) or (
-                free_registers.pop() if free_registers else next(new_registers))
+            name = next((names[k] for k in dying if names[k][0] in _REGISTERS), None) if dying else None
+            if name is None:
+                name = free_registers.pop() if free_registers else next(new_registers)
         out = names[mine] if mine is not None else ""
         if in_place and key in fused:
             out = name
         call = _step_call(index, node, deps, names, kinds, out, name, namespace, program)
-        if key in taken_at and kinds[index] in ("call", "special", "T", "reshape", "direct"):
+        if kinds[index] in ("call", "special", "T", "reshape", "direct") and key in taken_at:
             # a later step writes into this value's buffer: it must be one the plan allocated
             call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
-        dead = _drop(dying, name, names, live, register, free_registers)
+        dead = _drop(dying, name, names, live, free_registers)
         # invariant: a name is rebound only when the value it held has died here
         if name in live:
             raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
-        register[key] = names[key] = name
+        names[key] = name
         live[name] = key
-        chunks.wrote(name)
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
-    program.chunks = chunks.close(len(lines), live)
     return lines, line_step
 
 
-#: a plan of more body lines than this is written as a chain of functions of at most about this many
-#: lines each, compiled one by one: Python's compiler holds the syntax tree of what it compiles (about
-#: 3.5 KB a line), so one function of 450,000 lines peaked at 1.5 GB; chunks keep that peak small
-CHUNK_LINES = 2000
+#: the first letters of the names steps' values live in (``r`` registers, ``t`` in-place targets); leaves
+#: are ``x`` feeds, ``w`` variables and ``c`` constants
+_REGISTERS = "rt"
 
 
-def _chunkable(program: Program) -> bool:
-    """Whether a long plan may be split into chunks: not the in-place and checked plans, whose error
-    reports read the variables' targets and the checks' names from the one frame of ``run``."""
-    return not program.options.inplace and not program.options.check_numerics
-
-
-class _Chunks:
-    """Where a long body is cut, and the registers each piece loads from and stores into ``R``.
-
-    A piece reads the values live at its start from the register list ``R`` (``r5`` is ``R[5]``)
-    into locals, clears those slots (so a value still dies where the plan drops it), and at its end
-    stores back each register it loaded or wrote that still holds a live value; everything else is
-    the same lines with the same local names, so error reports read the failing frame as before.
-    """
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[int, int, list[str], list[str]]] = []  # (first line, end, loads, stores)
-        self.start = 0
-        self.live_at_start: set[str] = set()
-        self.reads: set[str] = set()
-        self.written: set[str] = set()
-
-    def step(self, line: int, live: dict[str, int], inputs: list[Tensor], out: int | None,
-             names: dict[int, str]) -> None:
-        """A step's lines start at ``line`` and read ``inputs`` (and the ``out=`` buffer ``out``); cut here
-        first if the piece is long enough."""
-        if line - self.start >= CHUNK_LINES:
-            self.close(line, live)
-            self.start, self.live_at_start = line, set(live)
-            self.reads, self.written = set(), set()
-        self.reads.update(names[id(p)] for p in inputs)
-        if out is not None:
-            self.reads.add(names[out])
-
-    def wrote(self, name: str) -> None:
-        """The step just recorded binds ``name``."""
-        self.written.add(name)
-
-    def close(self, line: int, live: dict[str, int]) -> list | None:
-        """End the piece at ``line`` (``live``: the names then holding live values); returns the spans."""
-        loads = sorted(self.reads & self.live_at_start, key=_register_number)
-        stores = sorted((self.written | set(loads)) & live.keys(), key=_register_number)
-        self.spans.append((self.start, line, loads, stores))
-        return self.spans
-
-
-class _NoChunks:
-    """A plan written as one function: nothing to record."""
-
-    def step(self, line, live, inputs, out, names) -> None:
-        pass
-
-    def wrote(self, name: str) -> None:
-        pass
-
-    def close(self, line, live) -> None:
-        return None
-
-
-def _register_number(name: str) -> int:
-    return int(name[1:])
-
-
-def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], register: dict[int, str],
-          free_registers: list[str]) -> list[str]:
+def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], free_registers: list[str]) -> list[str]:
     """Forget the values dying at a step whose result is ``name``: the names to ``del`` (every one
     but ``name``, which the result rebinds); their registers become free."""
     dead = []
@@ -309,7 +249,7 @@ def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], registe
         live.pop(old, None)
         if old != name:
             dead.append(old)
-            if gone in register:
+            if old[0] in _REGISTERS:
                 free_registers.append(old)
     return dead
 
@@ -319,7 +259,7 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
     cls = type(node.primitive)
     args = [names[id(p)] for p in deps[id(node)]]
     kind = kinds[index]
-    if (not out and kind in ("ufunc", "matmul") and static(node)
+    if (not out and (kind == "ufunc" or kind == "matmul") and static(node)
             and math.prod(node.shape) * node.dtype.itemsize >= SPARE_MIN_BYTES):
         out = f"_grab(_spare, {(node.shape, node.dtype.str)!r})"
         kinds[index] = kind + "+spare"
@@ -520,58 +460,6 @@ def _source(n_inputs: int, n_variables: int, n_updates: int, namespace: dict, li
     return "\n".join(header + body + footer) + "\n", len(header) + 1  # line numbers start at 1
 
 
-def _compile_chunked(program: Program, namespace: dict, lines: list[str], line_step: dict[int, int],
-                     escaped: list[str]) -> tuple[str, dict[int, int], frozenset]:
-    """A long plan's ``run`` as a chain of functions (see ``CHUNK_LINES``, ``_Chunks``), each compiled on
-    its own: (the whole source, the step at each line of it, the pieces' code objects).
-
-    The source reads as one file: ``run`` first, then the pieces ``_k0``, ``_k1``, ... in order, and
-    each piece's code object is given its line numbers in that text, so a traceback and the error
-    handler see the same line numbers as the source shows."""
-    spans = program.chunks
-    unpack = []
-    if program.inputs:
-        unpack.append("    " + "".join(f"x{k}, " for k in range(len(program.inputs))) + "= feeds")
-    if program.variables:
-        unpack.append("    " + "".join(f"w{k}, " for k in range(len(program.variables))) + "= variables")
-    size = 1 + max((_register_number(n) for span in spans for n in span[3]), default=-1)
-    returned = ", ".join(re.sub(r"\br(\d+)\b", r"R[\1]", e) for e in escaped)
-    outer = (["def run(feeds, variables, _spare=None):", *unpack, f"    R = [None] * {size}", "    try:"]
-             + [f"        _k{j}(R, feeds, variables, _spare)" for j in range(len(spans))]
-             + ["    except Exception as exc:", "        raise _failure(exc) from exc",
-                f"    return ({returned}{',' if escaped else ''})"])
-    texts = ["\n".join(outer) + "\n"]
-    exec(compile(texts[0], "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
-    first = len(outer) + 1  # the line the next piece starts at
-    step_of_line: dict[int, int] = {}
-    codes = []
-    for j, (start, end, loads, stores) in enumerate(spans):
-        head = [f"def _k{j}(R, feeds, variables, _spare):", *unpack, *_moves(loads, True)]
-        text = "\n".join(head + [f"    {line}" for line in lines[start:end]] + _moves(stores, False)) + "\n"
-        exec(compile(text, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
-        function = namespace[f"_k{j}"]
-        function.__code__ = function.__code__.replace(co_firstlineno=first)
-        codes.append(function.__code__)
-        body = first + len(head) - start
-        step_of_line.update((body + k, line_step[k]) for k in range(start, end) if k in line_step)
-        texts.append(text)
-        first += text.count("\n")
-    return "".join(texts), step_of_line, frozenset(codes)
-
-
-def _moves(registers: list[str], load: bool) -> list[str]:
-    """Lines moving registers between locals and ``R``: a load clears the slots it read."""
-    lines = []
-    for k in range(0, len(registers), 32):
-        group = registers[k:k + 32]
-        slots = [f"R[{_register_number(name)}]" for name in group]
-        if load:
-            lines += [f"    {', '.join(group)}, = {', '.join(slots)},", f"    {' = '.join(slots)} = None"]
-        else:
-            lines.append(f"    {', '.join(slots)}, = {', '.join(group)},")
-    return lines
-
-
 def _line_table(step_of_line: dict[int, int]) -> array:
     """{line: step} as an array indexed by line (-1: no step), 8 bytes a line where the dict took ~100:
     the error handler keeps it for the plan's lifetime."""
@@ -581,10 +469,8 @@ def _line_table(step_of_line: dict[int, int]) -> array:
     return table
 
 
-def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates, inplace,
-                     pieces=frozenset()):
-    """The plan's ``_failure``: the ExecutionError for an exception raised at a line of ``run`` (or,
-    in a long plan, of the piece of it that ``run`` called: a code object of ``pieces``)."""
+def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates, inplace):
+    """The plan's ``_failure``: the ExecutionError for an exception raised at a line of ``run``."""
     # in-place plans: the line writing each update (a write step, or a step computing into the storage)
     write_lines = sorted((line, fused.get(id(steps[step]), writes.get(id(steps[step]))))
                          for line, step in enumerate(step_of_line) if step >= 0
@@ -593,8 +479,6 @@ def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, 
 
     def failure(exc: Exception) -> ExecutionError:
         tb = exc.__traceback__
-        if pieces and tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code in pieces:
-            tb = tb.tb_next
         line = tb.tb_lineno if tb is not None else None
         step = step_of_line[line] if line is not None and 0 <= line < len(step_of_line) else -1
         if step < 0:  # pragma: no cover - only the op lines can raise

@@ -286,9 +286,10 @@ def drop_scalar_broadcast(node: Tensor, rw: Rewrites) -> None:
 def _scaled_weight(scaled: Tensor, scale: Tensor, node: Tensor, rw: Rewrites) -> tuple[Tensor, Tensor] | None:
     """(w, c) when ``scaled`` is ``w * c`` (either order) for a constant c = +-2**k, k >= 0, that only
     ``node`` (``scaled * scale``, ``scale`` of one element) reads, all of ``node``'s type; else None."""
-    if (type(scaled.primitive) is not ew.Mul or not rw.sole_use(scaled) or scaled is scale
-            or any(d != 1 for d in scale.shape) or len(scale.shape) > len(node.shape)
-            or scale.dtype != node.dtype or scaled.dtype != node.dtype):
+    # (the cheap tests first; the readers' lookup last)
+    if (type(scaled.primitive) is not ew.Mul or scaled is scale or len(scale.shape) > len(node.shape)
+            or any(d != 1 for d in scale.shape) or scale.dtype != node.dtype or scaled.dtype != node.dtype
+            or not rw.sole_use(scaled)):
         return None
     w, c = rw.deps[id(scaled)]
     if not _is_exact_scale(c):

@@ -133,8 +133,6 @@ class Program:
     # ---- code generation ----
     #: the name each shared value (a NumPy function, a 0-d zero) is bound to in ``run``'s namespace
     shared: dict = field(default_factory=dict)
-    #: a long body's pieces (first line, end line, registers loaded, registers stored), or None: one function
-    chunks: list | None = None
     plan: Plan | None = None
 
     @property
