@@ -4,7 +4,8 @@ Every intermediate is dropped right after its last use (views keep the buffer th
 into alive). Element-wise ops whose NumPy ufunc is known, and ``matmul``, write through
 ``out=``: into an input that dies at this step (in place), or into a dead buffer of the same
 shape and dtype. Only buffers this call allocated are ever written to: never a feed, a
-variable's value, a constant, a view of any of them, or a broadcast. (Large arrays may also
+variable's value, a constant, a buffer an op keeps from call to call, a view of any of them, or a
+broadcast. (Large arrays may also
 take a spare buffer the caller passes: code generation decides that, see ``SPARE_MIN_BYTES``.)
 """
 
@@ -75,7 +76,8 @@ def _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes):
         else:
             buffers[key] = (key,)
             buffer_end[key] = end
-            if key not in writes and key not in fused and static(node):  # never the storage
+            # never the storage, nor a buffer an op keeps from call to call (Op.keeps_value)
+            if key not in writes and key not in fused and static(node) and not node.primitive.keeps_value:
                 owned[key] = node
     ends_at: dict[int, list[int]] = {}
     for buffer, end in buffer_end.items():

@@ -379,8 +379,11 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
     if direct is not None:
         kinds[index] = "direct"
         return direct
-    compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
-    namespace[f"f{index}"] = compiled(program.compile_graph) if compiled is not None else node.primitive.impl
+    op = node.primitive
+    # made once per step: an op running inner graphs compiles them, one with large temporaries keeps
+    # them from call to call (its value too, where the plan does not return it)
+    returned = not op.keeps_value or any(root is node for root in program.roots)
+    namespace[f"f{index}"] = op.compiled_impl(program.compile_graph, returned=returned)
     return f"f{index}({', '.join(args)})"
 
 
