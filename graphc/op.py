@@ -240,11 +240,11 @@ def _frozen_delattr(self, name: str) -> None:
 _CLASS_KEYS: dict[type, bytes] = {}
 
 
-def kept_buffer(kept: dict | None, slot, shape: tuple, dtype, zeroed: bool = False) -> np.ndarray:
+def kept_buffer(kept: dict | None, slot, shape: tuple, dtype, fill=None) -> np.ndarray:
     """An array for ``slot`` of a compiled step's ``kept`` buffers: the one the step's last call used
     if nothing refers to it any more, else a new one it keeps for the next call (or, with ``kept``
-    None, just a new one). A new one is uninitialized, or zeros if ``zeroed``; a kept one holds what
-    the last call left in it.
+    None, just a new one). A new one is uninitialized, or filled with ``fill`` (``np.full``'s cast);
+    a kept one holds what the last call left in it.
 
     Large fresh arrays come from fresh pages, which fault in (and are zeroed) page by page; a
     kept one is already mapped. Safe across threads and reentrant calls: the buffer is popped
@@ -252,15 +252,15 @@ def kept_buffer(kept: dict | None, slot, shape: tuple, dtype, zeroed: bool = Fal
     only ones, so a buffer another call is using (or a result, or any view of it) is never handed
     out twice; that call then works in a new buffer.
     """
-    new = np.zeros if zeroed else np.empty
-    if kept is None:
-        return new(shape, dtype)
-    old = kept.pop(slot, None)
-    if old is not None and old.shape == shape and old.dtype == dtype and sys.getrefcount(old) <= 2:
-        kept[slot] = old
-        return old
-    del old
-    buffer = kept[slot] = new(shape, dtype)
+    if kept is not None:
+        old = kept.pop(slot, None)
+        if old is not None and old.shape == shape and old.dtype == dtype and sys.getrefcount(old) <= 2:
+            kept[slot] = old
+            return old
+        del old
+    buffer = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+    if kept is not None:
+        kept[slot] = buffer
     return buffer
 
 

@@ -79,14 +79,6 @@ def _check_pair_field(op: str, what: str, value, minimum: int) -> None:
         raise ShapeError(f"{op}: {what} must be at least {minimum}, got {value!r}")
 
 
-def _check_padding4(op: str, padding) -> None:
-    """Validate a (top, bottom, left, right) padding field (also what gc.load rebuilds from a file)."""
-    if not (isinstance(padding, tuple) and len(padding) == 4 and all(_is_int(v) for v in padding)):
-        raise TypeError(f"{op}: padding must be 4 ints (top, bottom, left, right), got {padding!r}")
-    if min(padding) < 0:
-        raise ShapeError(f"{op}: padding must be non-negative, got {padding!r}")
-
-
 def _float_dtype(op: str, *tensors: Tensor) -> np.dtype:
     for t in tensors:
         if t.dtype.kind != "f":
@@ -303,19 +295,15 @@ class Pad(Op):
         return self.impl if returned else functools.partial(self.pad_into, {})
 
     def pad_into(self, kept: dict, x: np.ndarray) -> np.ndarray:
-        """``impl`` written into ``kept``'s buffer: the same values as ``np.pad``'s (its border fill, the
-        value as a float64 scalar, cast on assignment; the input copied into the middle). Not for an input
-        ``np.pad`` would pad in Fortran order, nor for integers (np.pad's own casts then)."""
+        """``impl`` written into ``kept``'s buffer: the same values as ``np.pad``'s (its border, the value
+        as a float64 scalar cast to the dtype, made when the buffer is; the input copied into the middle).
+        The border of a kept buffer is written once: nothing but this step writes into it (``keeps_value``),
+        and this step only into the middle, which a buffer of the same shape puts in the same place. Not for
+        an input ``np.pad`` would pad in Fortran order, nor for integers (np.pad's own casts then)."""
         if x.dtype.kind != "f" or x.flags.fnc:
             return self.impl(x)
         shape = tuple(n + b + a for n, (b, a) in zip(x.shape, self.pad_width))
-        out = kept_buffer(kept, "value", shape, x.dtype)
-        fill = np.float64(self.value)
-        for axis, (before, after) in enumerate(self.pad_width):
-            if before:
-                out[(slice(None),) * axis + (slice(None, before),)] = fill
-            if after:
-                out[(slice(None),) * axis + (slice(shape[axis] - after, None),)] = fill
+        out = kept_buffer(kept, "value", shape, x.dtype, fill=np.float64(self.value))
         out[tuple(slice(b, b + n) for n, (b, _) in zip(x.shape, self.pad_width))] = x
         return out
 
@@ -495,7 +483,10 @@ class Conv2dInputGrad(_ConvParams):
 
     def __post_init__(self):
         super().__post_init__()
-        _check_padding4(self.name, self.padding)
+        if not (isinstance(self.padding, tuple) and len(self.padding) == 4 and all(_is_int(v) for v in self.padding)):
+            raise TypeError(f"{self.name}: padding must be 4 ints (top, bottom, left, right), got {self.padding!r}")
+        if min(self.padding) < 0:
+            raise ShapeError(f"{self.name}: padding must be non-negative, got {self.padding!r}")
 
     def infer(self, g, w, x):
         shapes = (f"gradient {format_shape(g.shape)}, weights {format_shape(w.shape)}, input {format_shape(x.shape)}"
@@ -581,14 +572,6 @@ class Conv2dColumns(_ConvParams):
     name = "conv2d_columns"
     nondiff_inputs = (1,)
     keeps_value = True  # where the plan does not return them, the columns are a buffer kept from call to call
-    #: (top, bottom, left, right) zeros around ``x`` (the optimizer folds a ``pad`` into the copy): the
-    #: windows' entries on them are zeros of the buffer, which a kept buffer keeps from call to call, so
-    #: neither the padded input nor those entries are written at every call
-    padding: tuple = (0, 0, 0, 0)
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_padding4(self.name, self.padding)
 
     def infer(self, x, w):
         shapes = f"input {format_shape(x.shape)}, weights {format_shape(w.shape)} ({self.describe_params()})"
@@ -603,9 +586,7 @@ class Conv2dColumns(_ConvParams):
         _rank4(self.name, "the weights", w, "(O, C/groups, kh, kw)")
         _float_dtype(self.name, x, w)
         self.check_weight(w, x.shape[1], "input", shapes)
-        padded = [None if x.shape[2 + a] is None else x.shape[2 + a] + self.padding[2 * a] + self.padding[2 * a + 1]
-                  for a in (0, 1)]
-        hw = tuple(_window_count(self.name, padded[a], w.shape[2 + a], self.stride[a], self.dilation[a],
+        hw = tuple(_window_count(self.name, x.shape[2 + a], w.shape[2 + a], self.stride[a], self.dilation[a],
                                  shapes, ("height", "width")[a]) for a in (0, 1))
         return (x.shape[0], self.groups, hw), x.dtype
 
@@ -617,40 +598,8 @@ class Conv2dColumns(_ConvParams):
 
     def compute(self, kept, x, w):
         _check_channels(self.name, x.shape[1], w.shape, self.groups)
-        if self.padding == (0, 0, 0, 0):
-            out_hw = _out_hw(self.name, x.shape[2:], w.shape[2:], self.stride, self.dilation)
-            return _columns(x, w.shape[2:], self.stride, self.dilation, out_hw, self.groups, kept)
-        top, bottom, left, right = self.padding
-        padded = (x.shape[2] + top + bottom, x.shape[3] + left + right)
-        out_hw = _out_hw(self.name, padded, w.shape[2:], self.stride, self.dilation)
-        return self.padded_columns(kept, x, w.shape[2:], out_hw)
-
-    def padded_columns(self, kept: dict | None, x: np.ndarray, kernel, out_hw) -> np.ndarray:
-        """``_columns`` of ``x`` padded with zeros, without the padded copy: a zeroed buffer (or the kept one,
-        whose zeros stay in place: nothing else writes into it), and for each kernel offset the windows'
-        entries that fall inside ``x`` copied from it (a strided slice). The same values."""
-        n, c, height, width = x.shape
-        cg = c // self.groups
-        slot = ("columns", x.shape, tuple(kernel))  # the shape of x and the kernel decide where the zeros are
-        if kept:
-            for key in list(kept):  # (one buffer at a time: a new size replaces the last one)
-                if key != slot:
-                    kept.pop(key, None)
-        columns = kept_buffer(kept, slot, (n, self.groups, cg * kernel[0] * kernel[1]) + tuple(out_hw), x.dtype,
-                              zeroed=True)
-        windows = columns.reshape((n, self.groups, cg) + tuple(kernel) + tuple(out_hw))
-        source = x.reshape(n, self.groups, cg, height, width)
-        (top, _, left, _), (sh, sw), (dh, dw) = self.padding, self.stride, self.dilation
-        for i in range(kernel[0]):
-            rows = _clip(i * dh - top, sh, out_hw[0], height)
-            for j in range(kernel[1]):
-                cols = _clip(j * dw - left, sw, out_hw[1], width)
-                if rows is None or cols is None:
-                    continue
-                (r0, r1, first_row), (c0, c1, first_col) = rows, cols
-                windows[:, :, :, i, j, r0:r1, c0:c1] = source[..., first_row:first_row + sh * (r1 - r0 - 1) + 1:sh,
-                                                              first_col:first_col + sw * (c1 - c0 - 1) + 1:sw]
-        return columns
+        out_hw = _out_hw(self.name, x.shape[2:], w.shape[2:], self.stride, self.dilation)
+        return _columns(x, w.shape[2:], self.stride, self.dilation, out_hw, self.groups, kept)
 
 
 def _no_gradient_of_columns(op: str, x: Tensor) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from graphc.leaves import constant
 from graphc.op import apply
 from graphc.ops import elementwise as ew
-from graphc.ops.conv import Conv2d, Conv2dColumns, Conv2dWeightGrad, Pad
+from graphc.ops.conv import Conv2d, Conv2dColumns, Conv2dWeightGrad
 from graphc.ops.shape import BroadcastTo, Reshape, Transpose
 from graphc.passes.core import (
     RewriteContext,
@@ -471,13 +471,6 @@ def weight_grad_by_columns(node: Tensor) -> Tensor | None:
 
 
 def _windows_copy(op, x: Tensor, w: Tensor) -> Tensor:
-    """The windows' copy, a zero ``pad`` of the spatial axes folded into it (the same entries: the copy's
-    zeros are written once into a buffer kept from call to call, and no padded input is made)."""
-    pad = x.primitive
-    if (isinstance(pad, Pad) and pad.pad_width[:2] == ((0, 0), (0, 0)) and pad.value == 0.0
-            and not np.signbit(pad.value)):  # (a -0.0 fill is not the copy's zeros)
-        (top, bottom), (left, right) = pad.pad_width[2:]
-        return apply(Conv2dColumns(op.stride, op.dilation, op.groups, (top, bottom, left, right)), x.inputs[0], w)
     return apply(Conv2dColumns(op.stride, op.dilation, op.groups), x, w)
 
 
