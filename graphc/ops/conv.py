@@ -157,7 +157,7 @@ def _overlap_add(parts, shape, kernel, stride, dilation, dtype, offset=(0, 0)) -
     (i, j), ``parts(i, j)`` (N, C, H', W') added at rows ``i*d + s*k - offset[0]`` and columns
     ``j*d + s*l - offset[1]``. ``offset`` is the padding the windows were taken over: entries that
     fall into it are dropped, so no padded buffer is made and cropped."""
-    out = np.zeros(shape, dtype)
+    out = None
     height, width = shape[2:]
     ho = wo = None
     for i in range(kernel[0]):
@@ -170,8 +170,32 @@ def _overlap_add(parts, shape, kernel, stride, dilation, dtype, offset=(0, 0)) -
             if rows is None or cols is None:
                 continue
             (r0, r1, top), (c0, c1, left) = rows, cols
-            out[:, :, top:top + stride[0] * (r1 - r0 - 1) + 1:stride[0],
-                left:left + stride[1] * (c1 - c0 - 1) + 1:stride[1]] += part[..., r0:r1, c0:c1]
+            block = (slice(top, top + stride[0] * (r1 - r0 - 1) + 1, stride[0]),
+                     slice(left, left + stride[1] * (c1 - c0 - 1) + 1, stride[1]))
+            if out is None:
+                out = _first_addition(shape, dtype, block, part[..., r0:r1, c0:c1])
+            else:
+                out[:, :, block[0], block[1]] += part[..., r0:r1, c0:c1]
+    return np.zeros(shape, dtype) if out is None else out
+
+
+def _first_addition(shape, dtype, block, first) -> np.ndarray:
+    """Zeros of ``shape`` plus ``first`` at the (rows, columns) ``block``: the overlap-add's first step.
+
+    A block of unit steps is written as ``first + 0.0`` into an uninitialized array whose other entries
+    are zeroed: the values of ``0.0 + first`` (IEEE addition commutes, signed zeros and NaNs included),
+    with one pass over the output less than zeroing it all and adding."""
+    rows, cols = block
+    if rows.step != 1 or cols.step != 1:
+        out = np.zeros(shape, dtype)
+        out[:, :, rows, cols] += first
+        return out
+    out = np.empty(shape, dtype)
+    out[:, :, :rows.start] = 0
+    out[:, :, rows.stop:] = 0
+    out[:, :, rows, :cols.start] = 0
+    out[:, :, rows, cols.stop:] = 0
+    np.add(first, 0.0, out=out[:, :, rows, cols])
     return out
 
 

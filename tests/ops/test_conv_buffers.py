@@ -204,3 +204,28 @@ def test_a_kept_padded_input_keeps_its_border():
     assert padding(fortran).flags.f_contiguous  # as np.pad makes it
     integers = np.arange(24).reshape(2, 3, 4)
     np.testing.assert_array_equal(padding(integers), pad.impl(integers), strict=True)
+
+
+@pytest.mark.parametrize("stride, dilation, offset", [((1, 1), (1, 1), (1, 1)), ((1, 1), (2, 1), (0, 2)),
+                                                      ((1, 1), (1, 1), (3, 0)), ((2, 1), (1, 1), (1, 1))])
+def test_overlap_add_starts_with_the_values_of_zeros_plus_the_first_part(stride, dilation, offset):
+    """The overlap-add writes its first block as ``part + 0.0`` (no zeroed pass under it): bit for bit zeros
+    plus the parts, negative zeros (which a copy would keep) and NaNs included."""
+    from graphc.ops.conv import _overlap_add
+
+    rng = np.random.default_rng(9)
+    shape, kernel = (2, 3, 6, 5), (3, 2)
+    parts = {(i, j): rng.standard_normal((2, 3, 6, 5)).astype(np.float32) for i in range(3) for j in range(2)}
+    for part in parts.values():
+        part[0, 0, :2] = -0.0
+        part[1, 2, 3, 1] = np.nan
+    ours = _overlap_add(lambda i, j: parts[i, j], shape, kernel, stride, dilation, np.float32, offset)
+    expected = np.zeros(shape, np.float32)  # the definition, as the kernel was written before
+    for (i, j), part in parts.items():
+        for a in range(6):
+            for b in range(5):
+                row, col = i * dilation[0] + stride[0] * a - offset[0], j * dilation[1] + stride[1] * b - offset[1]
+                if 0 <= row < 6 and 0 <= col < 5:
+                    expected[:, :, row, col] += part[:, :, a, b]
+    np.testing.assert_array_equal(ours, expected, strict=True)
+    np.testing.assert_array_equal(np.signbit(ours), np.signbit(expected))
