@@ -33,6 +33,7 @@ gradient then reuses the padded input instead of padding it again.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -104,6 +105,21 @@ def _window_count(op: str, size, kernel, stride: int, dilation: int, shapes: str
 
 # ---- NumPy kernels --------------------------------------------------------------------------------
 
+#: a compiled conv step keeps its temporaries of at least this many bytes from call to call (see
+#: ``Op.compiled_impl``). Larger requests get fresh pages from malloc at every call (glibc maps them
+#: anew above its largest mmap threshold, 32 MiB), which fault in and are zeroed page by page: a
+#: kept buffer saves that. Smaller ones come from memory the last call freed, often still in the
+#: cache (32 MiB of L3 here), where a kept buffer would be memory of its own: measured 1-4 % slower
+#: on the 28x28 layers of bench/conv.py
+KEEP_MIN_BYTES = 32 << 20
+
+
+def _workspace(kept: dict | None, slot: str, shape: tuple, dtype) -> np.ndarray:
+    """``kept``'s buffer for ``slot`` if it is large enough to keep (``KEEP_MIN_BYTES``), else a new array."""
+    if kept is not None and math.prod(shape) * np.dtype(dtype).itemsize < KEEP_MIN_BYTES:
+        kept = None
+    return kept_buffer(kept, slot, shape, dtype)
+
 
 def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int = 1) -> np.ndarray:
     """Read-only view of the windows of ``xp`` (N, C, Hp, Wp): (N, C, H', W', kh, kw), or with
@@ -127,7 +143,7 @@ def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int, kept
     shape = (n, groups, c // groups, kernel[0], kernel[1], out_hw[0], out_hw[1])
     strides = (sn, sc * (c // groups), sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
     view = as_strided(xp, shape, strides, writeable=False)
-    cols = kept_buffer(kept, "columns", (n, groups, shape[2] * shape[3] * shape[4]) + shape[5:], xp.dtype)
+    cols = _workspace(kept, "columns", (n, groups, shape[2] * shape[3] * shape[4]) + shape[5:], xp.dtype)
     np.copyto(cols.reshape(shape), view)
     return cols
 
@@ -239,7 +255,7 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 
     dtype = np.result_type(g, w)
     # every window's contribution at once, (N, G, C/G*kh*kw, H'*W'): one GEMM per sample and group that
     # reads the gradient as it is laid out (N, O, H'*W') and writes each offset's plane with contiguous rows
-    cols = kept_buffer(kept, "contributions", (n, groups, cg * kernel[0] * kernel[1], ho * wo), dtype)
+    cols = _workspace(kept, "contributions", (n, groups, cg * kernel[0] * kernel[1], ho * wo), dtype)
     np.matmul(w.reshape(groups, o // groups, -1).swapaxes(-1, -2), g.reshape(n, groups, o // groups, -1), out=cols)
     cols = cols.reshape(n, groups * cg, kernel[0], kernel[1], ho, wo)
     top, bottom, left, right = padding
@@ -269,7 +285,7 @@ def _weight_grad_from_columns(cols, g, weight_shape, kept=None):
     n, groups = cols.shape[:2]
     o = g.shape[1]
     cols = cols.reshape(n, groups, -1, g.shape[2] * g.shape[3])
-    per_sample = kept_buffer(kept, "per sample", (n, groups, o // groups, cols.shape[2]), np.result_type(g, cols))
+    per_sample = _workspace(kept, "per sample", (n, groups, o // groups, cols.shape[2]), np.result_type(g, cols))
     np.matmul(g.reshape(n, groups, o // groups, -1), cols.swapaxes(-1, -2), out=per_sample)
     # (N, G, O/G, C/G*kh*kw) summed over the batch: one small array, where a single contraction over
     # N*H'*W' would first copy the output gradient into (N*H'*W', O) order
@@ -324,9 +340,9 @@ class Pad(Op):
         The border of a kept buffer is written once: nothing but this step writes into it (``keeps_value``),
         and this step only into the middle, which a buffer of the same shape puts in the same place. Not for
         an input ``np.pad`` would pad in Fortran order, nor for integers (np.pad's own casts then)."""
-        if x.dtype.kind != "f" or x.flags.fnc:
-            return self.impl(x)
         shape = tuple(n + b + a for n, (b, a) in zip(x.shape, self.pad_width))
+        if x.dtype.kind != "f" or x.flags.fnc or math.prod(shape) * x.itemsize < KEEP_MIN_BYTES:
+            return self.impl(x)
         out = kept_buffer(kept, "value", shape, x.dtype, fill=np.float64(self.value))
         out[tuple(slice(b, b + n) for n, (b, _) in zip(x.shape, self.pad_width))] = x
         return out

@@ -18,9 +18,16 @@ import pytest
 import graphc as gc
 from graphc.graph import InnerGraph
 from graphc.op import kept_buffer
+from graphc.ops import conv as conv_ops
 from graphc.ops.conv import Conv2dColumns, Pad
 
 from ..threads import run_concurrently
+
+
+@pytest.fixture(autouse=True)
+def keep_every_size(monkeypatch):
+    """These small arrays are kept as the large ones of real layers are (``KEEP_MIN_BYTES``)."""
+    monkeypatch.setattr(conv_ops, "KEEP_MIN_BYTES", 0)
 
 
 def _network(batch, dtype=np.float64):
@@ -229,3 +236,16 @@ def test_overlap_add_starts_with_the_values_of_zeros_plus_the_first_part(stride,
                     expected[:, :, row, col] += part[:, :, a, b]
     np.testing.assert_array_equal(ours, expected, strict=True)
     np.testing.assert_array_equal(np.signbit(ours), np.signbit(expected))
+
+
+def test_small_temporaries_are_not_kept(monkeypatch):
+    """Below ``KEEP_MIN_BYTES`` a step allocates (malloc recycles memory the last call freed)."""
+    monkeypatch.setattr(conv_ops, "KEEP_MIN_BYTES", 600 * 8)
+    w = np.ones((4, 3, 2, 2))
+    columns = Conv2dColumns((1, 1), (1, 1), 1).compiled_impl(None, returned=False)
+    kept = columns(np.ones((2, 3, 7, 7)), w)  # 2 * 12 * 36 float64: kept, the step refers to it too
+    fresh = columns(np.ones((1, 3, 7, 7)), w)  # 1 * 12 * 36 float64: not kept
+    assert (sys.getrefcount(kept), sys.getrefcount(fresh)) == (3, 2)
+    pad = Pad(((0, 0), (0, 0), (1, 1), (1, 1)), 0.0).compiled_impl(None, returned=False)
+    kept, fresh = pad(np.ones((6, 4, 3, 3))), pad(np.ones((5, 4, 3, 3)))  # 600 and 500 float64
+    assert (sys.getrefcount(kept), sys.getrefcount(fresh)) == (3, 2)
