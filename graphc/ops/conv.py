@@ -12,7 +12,10 @@ How they compute (all NumPy, no im2col copy of the input):
   convolution, the pools' input gradients) is an *overlap-add*: one contraction gives every
   window's contribution, and ``kh * kw`` strided slice additions put them in place (no
   ``np.add.at``);
-* the weight gradient is a correlation of the input's windows with the output gradient.
+* the weight gradient is a correlation of the input's windows with the output gradient;
+* a compiled step keeps its large temporaries (the windows' copy, the contributions, the padded
+  input; ``KEEP_MIN_BYTES``) from call to call instead of allocating them again
+  (``Op.compiled_impl``, ``graphc.op.kept_buffer``): the same values, no page faults.
 
 The op set is closed under differentiation, so gradients of every order are graph tensors::
 
