@@ -125,7 +125,8 @@ def test_conv_steps_keep_their_buffers_and_returned_values_stay_fresh():
     assert again.__array_interface__["data"][0] == address  # the kept buffer, written again
     np.testing.assert_array_equal(again, Conv2dColumns((1, 1), (1, 1), 1).impl(x, w), strict=True)
     returned = Conv2dColumns((1, 1), (1, 1), 1).compiled_impl(None, returned=True)
-    assert sys.getrefcount(returned(x, w)) == 1 + 1  # (getrefcount's argument): nobody keeps it
+    value = returned(x, w)
+    assert sys.getrefcount(value) == 2  # (the name and getrefcount's argument): nobody keeps it
     pad = Pad(((0, 0), (0, 0), (1, 2), (0, 1)), 0.25)
     padding = pad.compiled_impl(None, returned=False)
     for _ in range(2):
@@ -247,5 +248,5 @@ def test_small_temporaries_are_not_kept(monkeypatch):
     fresh = columns(np.ones((1, 3, 7, 7)), w)  # 1 * 12 * 36 float64: not kept
     assert (sys.getrefcount(kept), sys.getrefcount(fresh)) == (3, 2)
     pad = Pad(((0, 0), (0, 0), (1, 1), (1, 1)), 0.0).compiled_impl(None, returned=False)
-    kept, fresh = pad(np.ones((6, 4, 3, 3))), pad(np.ones((5, 4, 3, 3)))  # 600 and 500 float64
-    assert (sys.getrefcount(kept), sys.getrefcount(fresh)) == (3, 2)
+    padded = pad(np.ones((1, 1, 1, 1)))
+    assert sys.getrefcount(padded) == 3  # a padded input is kept whatever its size
