@@ -76,8 +76,10 @@ def _buffer_lifetimes(steps, deps, leaves, returned, last_use, fused, writes):
         else:
             buffers[key] = (key,)
             buffer_end[key] = end
-            # never the storage, nor a buffer an op keeps from call to call (Op.keeps_value)
-            if key not in writes and key not in fused and static(node) and not node.primitive.keeps_value:
+            # never the storage, nor a buffer an op keeps from call to call (Op.keeps_value; the
+            # compiler's own steps are not Ops)
+            kept = getattr(node.primitive, "keeps_value", False)
+            if key not in writes and key not in fused and static(node) and not kept:
                 owned[key] = node
     ends_at: dict[int, list[int]] = {}
     for buffer, end in buffer_end.items():

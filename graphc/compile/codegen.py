@@ -381,9 +381,11 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
         return direct
     op = node.primitive
     # made once per step: an op running inner graphs compiles them, one with large temporaries keeps
-    # them from call to call (its value too, where the plan does not return it)
-    returned = not op.keeps_value or any(root is node for root in program.roots)
-    namespace[f"f{index}"] = op.compiled_impl(program.compile_graph, returned=returned)
+    # them from call to call (its value too, where the plan does not return it); steps that are not
+    # Ops (the compiler's own) have only an impl
+    compiled = getattr(op, "compiled_impl", None)
+    returned = not getattr(op, "keeps_value", False) or any(root is node for root in program.roots)
+    namespace[f"f{index}"] = op.impl if compiled is None else compiled(program.compile_graph, returned=returned)
     return f"f{index}({', '.join(args)})"
 
 
