@@ -7,20 +7,23 @@ in one process (``common.interleaved``):
   ``dx, dw = gc.vjp(y, [x, w], gy)`` (the cotangent is fed, so nothing but the convolution runs);
 * **numpy**: the same algorithm written by hand as well as I can (below): pad; the windows of the
   padded input copied once into (N, C*k*k, H'*W') matrices (a strided view and one
-  ``ascontiguousarray``), shared by the forward (W times them, per sample, with ``matmul``) and
-  the weight gradient (gy times them transposed, per sample, summed over the batch); the input
-  gradient as one ``matmul`` giving every window's contribution and ``kh * kw`` strided slice
-  additions straight into ``x``'s shape. These beat ``einsum`` over the window view, which picks
-  worse memory orders (the weight gradient by 1.6-1.8x). graphc's optimized plan makes the very
-  same NumPy calls (its outputs are checked bit for bit against these);
+  ``ascontiguousarray``; graphc's ``np.copyto`` into its buffer copies the same way), shared by
+  the forward (W times them, per sample, with ``matmul``) and the weight gradient (gy times them
+  transposed, per sample, summed over the batch); the input gradient as one ``matmul`` giving
+  every window's contribution and ``kh * kw`` strided slice additions straight into ``x``'s
+  shape. These beat ``einsum`` over the window view, which picks worse memory orders (the weight
+  gradient by 1.6-1.8x). graphc's optimized plan makes the same NumPy calls, some into buffers it
+  keeps (its outputs are checked bit for bit against these);
 * **numpy, per op** (forward+backward only): the same, but the weight gradient copies the windows
   again, as graphc's unoptimized ops do (each forms the windows it multiplies): what sharing gains;
-* **numpy, kept buffers**: the "numpy" reference with its large temporaries (the padded input, the
+* **numpy, kept buffers**: the "numpy" reference with all its temporaries (the padded input, the
   window columns, the per-sample weight-gradient products, the input gradient's window
   contributions) allocated once, before timing, and written with ``out=`` / ``np.copyto`` at every
-  call, as graphc's compiled conv steps keep theirs (``Op.compiled_impl``); the returned arrays are
-  fresh, as everyone's. "numpy" is NumPy as a user writes it, fresh arrays at every call, whose pages
-  fault in (and are zeroed) at every call: this column shows how much of graphc's lead is that;
+  call, as graphc's compiled conv steps keep theirs of 32 MiB or more and the padded input
+  (``Op.compiled_impl``, ``graphc.ops.conv.KEEP_MIN_BYTES``); the returned arrays are fresh, as
+  everyone's. "numpy" is NumPy as a user writes it, fresh arrays at every call, whose pages fault
+  in (and are zeroed) at every call above glibc's 32 MiB mmap threshold: this column shows how
+  much of graphc's lead is that;
 * **torch**: ``torch.nn.functional.conv2d`` and ``torch.autograd.grad`` on the CPU, with as many
   threads as BLAS (one by default; when PyTorch is installed; run with /tmp/peers/bin/python).
 
