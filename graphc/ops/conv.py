@@ -175,47 +175,60 @@ def _overlap_add(parts, shape, kernel, stride, dilation, dtype, offset=(0, 0)) -
     """The adjoint of the window view: zeros of ``shape`` (N, C, H, W) plus, for every kernel offset
     (i, j), ``parts(i, j)`` (N, C, H', W') added at rows ``i*d + s*k - offset[0]`` and columns
     ``j*d + s*l - offset[1]``. ``offset`` is the padding the windows were taken over: entries that
-    fall into it are dropped, so no padded buffer is made and cropped."""
-    out = None
-    height, width = shape[2:]
-    ho = wo = None
+    fall into it are dropped, so no padded buffer is made and cropped.
+
+    An offset whose block no earlier offset has touched is written as ``part + 0.0`` into the
+    uninitialized output, and only the entries no such block covers are zeroed first: the values of
+    zeros plus every part in the same order (``0.0 + a`` is ``a + 0.0``, signed zeros and NaNs
+    included), with one pass over the output less (see ``_overlap_plan``)."""
+    computed = {(0, 0): parts(0, 0)}  # (the first offset's part gives the windows' count)
+    ho, wo = computed[0, 0].shape[-2:]
+    blocks, zeros = _overlap_plan(tuple(shape[2:]), (ho, wo), tuple(kernel), tuple(stride), tuple(dilation),
+                                  tuple(offset))
+    if zeros is None:
+        out = np.zeros(shape, dtype)
+    else:
+        out = np.empty(shape, dtype)
+        if zeros.any():
+            out[:, :, zeros] = 0
+    for i, j, rows, cols, first in blocks:
+        part = computed.pop((i, j)) if (i, j) in computed else parts(i, j)
+        part = part[..., rows[0]:rows[1], cols[0]:cols[1]]
+        target = out[:, :, rows[2], cols[2]]
+        if first:
+            np.add(part, 0.0, out=target)
+        else:
+            target += part
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _overlap_plan(size, out_hw, kernel, stride, dilation, offset):
+    """The overlap-add's blocks, in order: (i, j, (r0, r1, rows of the output), (c0, c1, columns), first),
+    ``first`` when no earlier block touches any of its entries; and the (H, W) mask of the entries to
+    zero before (those no first block covers), or None: zero the whole output and add every block (when
+    that mask would cover more than an eighth of the entries: a masked assignment costs more per entry)."""
+    height, width = size
+    touched = np.zeros(size, bool)
+    covered = np.zeros(size, bool)
+    blocks = []
     for i in range(kernel[0]):
+        rows = _clip(i * dilation[0] - offset[0], stride[0], out_hw[0], height)
         for j in range(kernel[1]):
-            part = parts(i, j)
-            if ho is None:
-                ho, wo = part.shape[-2:]
-            rows = _clip(i * dilation[0] - offset[0], stride[0], ho, height)
-            cols = _clip(j * dilation[1] - offset[1], stride[1], wo, width)
+            cols = _clip(j * dilation[1] - offset[1], stride[1], out_hw[1], width)
             if rows is None or cols is None:
                 continue
             (r0, r1, top), (c0, c1, left) = rows, cols
             block = (slice(top, top + stride[0] * (r1 - r0 - 1) + 1, stride[0]),
                      slice(left, left + stride[1] * (c1 - c0 - 1) + 1, stride[1]))
-            if out is None:
-                out = _first_addition(shape, dtype, block, part[..., r0:r1, c0:c1])
-            else:
-                out[:, :, block[0], block[1]] += part[..., r0:r1, c0:c1]
-    return np.zeros(shape, dtype) if out is None else out
-
-
-def _first_addition(shape, dtype, block, first) -> np.ndarray:
-    """Zeros of ``shape`` plus ``first`` at the (rows, columns) ``block``: the overlap-add's first step.
-
-    A block of unit steps is written as ``first + 0.0`` into an uninitialized array whose other entries
-    are zeroed: the values of ``0.0 + first`` (IEEE addition commutes, signed zeros and NaNs included),
-    with one pass over the output less than zeroing it all and adding."""
-    rows, cols = block
-    if rows.step != 1 or cols.step != 1:
-        out = np.zeros(shape, dtype)
-        out[:, :, rows, cols] += first
-        return out
-    out = np.empty(shape, dtype)
-    out[:, :, :rows.start] = 0
-    out[:, :, rows.stop:] = 0
-    out[:, :, rows, :cols.start] = 0
-    out[:, :, rows, cols.stop:] = 0
-    np.add(first, 0.0, out=out[:, :, rows, cols])
-    return out
+            first = not touched[block].any()
+            touched[block] = True
+            if first:
+                covered[block] = True
+            blocks.append((i, j, (r0, r1, block[0]), (c0, c1, block[1]), first))
+    zeros = ~covered
+    zeros.setflags(write=False)  # (shared by every call of this geometry)
+    return tuple(blocks), (None if 8 * int(zeros.sum()) > zeros.size else zeros)
 
 
 def _check_channels(op: str, channels: int, weight_shape, groups: int, what: str = "input") -> None:

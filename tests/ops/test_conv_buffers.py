@@ -215,28 +215,35 @@ def test_a_kept_padded_input_keeps_its_border():
 
 
 @pytest.mark.parametrize("stride, dilation, offset", [((1, 1), (1, 1), (1, 1)), ((1, 1), (2, 1), (0, 2)),
-                                                      ((1, 1), (1, 1), (3, 0)), ((2, 1), (1, 1), (1, 1))])
+                                                      ((1, 1), (1, 1), (3, 0)), ((2, 1), (1, 1), (1, 1)),
+                                                      ((2, 2), (1, 1), (1, 1)), ((3, 3), (1, 1), (0, 0)),
+                                                      ((2, 2), (2, 1), (2, 1))])
 def test_overlap_add_starts_with_the_values_of_zeros_plus_the_first_part(stride, dilation, offset):
-    """The overlap-add writes its first block as ``part + 0.0`` (no zeroed pass under it): bit for bit zeros
-    plus the parts, negative zeros (which a copy would keep) and NaNs included."""
-    from graphc.ops.conv import _overlap_add
+    """The overlap-add writes each block no earlier one touches as ``part + 0.0`` (no zeroed pass under it):
+    bit for bit zeros plus the parts, negative zeros (which a copy would keep) and NaNs included; strided
+    windows (several such blocks, or too few to cover the output: then zeros and additions)."""
+    from graphc.ops.conv import _overlap_add, _overlap_plan
 
     rng = np.random.default_rng(9)
-    shape, kernel = (2, 3, 6, 5), (3, 2)
-    parts = {(i, j): rng.standard_normal((2, 3, 6, 5)).astype(np.float32) for i in range(3) for j in range(2)}
-    for part in parts.values():
-        part[0, 0, :2] = -0.0
-        part[1, 2, 3, 1] = np.nan
-    ours = _overlap_add(lambda i, j: parts[i, j], shape, kernel, stride, dilation, np.float32, offset)
-    expected = np.zeros(shape, np.float32)  # the definition, as the kernel was written before
-    for (i, j), part in parts.items():
-        for a in range(6):
-            for b in range(5):
-                row, col = i * dilation[0] + stride[0] * a - offset[0], j * dilation[1] + stride[1] * b - offset[1]
-                if 0 <= row < 6 and 0 <= col < 5:
-                    expected[:, :, row, col] += part[:, :, a, b]
-    np.testing.assert_array_equal(ours, expected, strict=True)
-    np.testing.assert_array_equal(np.signbit(ours), np.signbit(expected))
+    kernel = (3, 2)
+    for size in ((6, 5), (16, 16)):
+        shape = (2, 3) + size
+        parts = {(i, j): rng.standard_normal(shape).astype(np.float32) for i in range(3) for j in range(2)}
+        for part in parts.values():
+            part[0, 0, :2] = -0.0
+            part[1, 2, 3, 1] = np.nan
+        ours = _overlap_add(lambda i, j, parts=parts: parts[i, j], shape, kernel, stride, dilation, np.float32, offset)
+        expected = np.zeros(shape, np.float32)  # the definition, as the kernel was written before
+        for (i, j), part in parts.items():
+            for a in range(size[0]):
+                for b in range(size[1]):
+                    row, col = i * dilation[0] + stride[0] * a - offset[0], j * dilation[1] + stride[1] * b - offset[1]
+                    if 0 <= row < size[0] and 0 <= col < size[1]:
+                        expected[:, :, row, col] += part[:, :, a, b]
+        np.testing.assert_array_equal(ours, expected, strict=True)
+        np.testing.assert_array_equal(np.signbit(ours), np.signbit(expected))
+    # the 16 x 16 case of unit strides zeroes only the entries its first block leaves (a mask)
+    assert _overlap_plan((16, 16), (16, 16), kernel, (1, 1), (1, 1), (1, 1))[1] is not None
 
 
 def test_small_temporaries_are_not_kept(monkeypatch):
