@@ -379,14 +379,20 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
     if direct is not None:
         kinds[index] = "direct"
         return direct
-    op = node.primitive
-    # made once per step: an op running inner graphs compiles them, one with large temporaries keeps
-    # them from call to call (its value too, where the plan does not return it); steps that are not
-    # Ops (the compiler's own) have only an impl
-    compiled = getattr(op, "compiled_impl", None)
-    returned = not getattr(op, "keeps_value", False) or any(root is node for root in program.roots)
-    namespace[f"f{index}"] = op.impl if compiled is None else compiled(program.compile_graph, returned=returned)
+    namespace[f"f{index}"] = _step_function(node, program)
     return f"f{index}({', '.join(args)})"
+
+
+def _step_function(node: Tensor, program: Program):
+    """The function a "call" step calls, made once per step: an op running inner graphs compiles them,
+    one with large temporaries keeps them from call to call (its value too, where the plan does not
+    return it: ``Op.keeps_value``); steps that are not Ops (the compiler's own) have only an impl."""
+    op = node.primitive
+    compiled = getattr(op, "compiled_impl", None)
+    if compiled is None:
+        return op.impl
+    returned = not getattr(op, "keeps_value", False) or any(root is node for root in program.roots)
+    return compiled(program.compile_graph, returned=returned)
 
 
 def _positional_out(function) -> bool:
