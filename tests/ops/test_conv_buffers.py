@@ -4,7 +4,10 @@ A compiled conv step keeps its large temporaries (the padded input, the window c
 matmul products) for its next call instead of allocating them again. What must hold: the values
 are bit for bit those of the reference interpreter and of an unoptimized plan, call after call;
 a returned array is never a kept buffer (nothing but the caller refers to it) and never aliases
-another call's; concurrent calls never share a buffer; a new batch size gets new buffers.
+another call's; concurrent calls never share a buffer; a new batch size gets new buffers; the plan
+never writes another value into one. (Only temporaries of ``KEEP_MIN_BYTES`` or more are kept: the
+tests here keep every size, but the last.) Also the overlap-add's first writes (``part + 0.0``
+into an uninitialized output): zeros plus the parts, bit for bit.
 """
 
 from __future__ import annotations
