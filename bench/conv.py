@@ -7,18 +7,29 @@ in one process (``common.interleaved``):
   ``dx, dw = gc.vjp(y, [x, w], gy)`` (the cotangent is fed, so nothing but the convolution runs);
 * **numpy**: the same algorithm written by hand as well as I can (below): pad; the windows of the
   padded input copied once into (N, C*k*k, H'*W') matrices (a strided view and one
-  ``ascontiguousarray``), shared by the forward (W times them, per sample, with ``matmul``) and
-  the weight gradient (gy times them transposed, per sample, summed over the batch); the input
-  gradient as one ``matmul`` giving every window's contribution and ``kh * kw`` strided slice
-  additions straight into ``x``'s shape. These beat ``einsum`` over the window view, which picks
-  worse memory orders (the weight gradient by 1.6-1.8x). graphc's optimized plan makes the very
-  same NumPy calls (its outputs are checked bit for bit against these);
+  ``ascontiguousarray``; graphc's ``np.copyto`` into its buffer copies the same way), shared by
+  the forward (W times them, per sample, with ``matmul``) and the weight gradient (gy times them
+  transposed, per sample, summed over the batch); the input gradient as one ``matmul`` giving
+  every window's contribution and ``kh * kw`` strided slice additions straight into ``x``'s
+  shape. These beat ``einsum`` over the window view, which picks worse memory orders (the weight
+  gradient by 1.6-1.8x). graphc's optimized plan makes the same NumPy calls, some into buffers it
+  keeps (its outputs are checked bit for bit against these);
 * **numpy, per op** (forward+backward only): the same, but the weight gradient copies the windows
   again, as graphc's unoptimized ops do (each forms the windows it multiplies): what sharing gains;
-* **torch**: ``torch.nn.functional.conv2d`` and ``torch.autograd.grad`` on the CPU with one
-  thread (when PyTorch is installed).
+* **numpy, kept buffers**: the "numpy" reference with all its temporaries (the padded input, the
+  window columns, the per-sample weight-gradient products, the input gradient's window
+  contributions) allocated once, before timing, and written with ``out=`` / ``np.copyto`` at every
+  call, as graphc's compiled conv steps keep theirs of 32 MiB or more and the padded input
+  (``Op.compiled_impl``, ``graphc.ops.conv.KEEP_MIN_BYTES``); the returned arrays are fresh, as
+  everyone's. "numpy" is NumPy as a user writes it, fresh arrays at every call, whose pages fault
+  in (and are zeroed) at every call above glibc's 32 MiB mmap threshold: this column shows how
+  much of graphc's lead is that;
+* **torch**: ``torch.nn.functional.conv2d`` and ``torch.autograd.grad`` on the CPU, with as many
+  threads as BLAS (one by default; when PyTorch is installed; run with /tmp/peers/bin/python).
 
-Before timing, graphc's outputs are checked against the reference's (and PyTorch's).
+Before timing, graphc's outputs are checked against the references' bit for bit (and PyTorch's to
+float32 tolerances). Each candidate's minor page faults per call (``resource.getrusage``) are
+counted over a few calls after the timing.
 
 Ratios are reported as the median over the rounds of the per-round CPU-time ratio (each round
 times the candidates back to back in a shuffled order), which a burst of load from other jobs
@@ -31,10 +42,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import resource
 
 import common  # noqa: F401 - sets BLAS threads before NumPy loads
 import numpy as np
-from common import BLAS_THREADS, conditions, interleaved, ratios, round_ratios, table
+from common import BLAS_THREADS, CPU_TIMES, conditions, interleaved, round_ratios, table
 from numpy.lib.stride_tricks import as_strided
 
 import graphc as gc
@@ -81,9 +93,15 @@ def numpy_weight_grad(xp, gy, k, s):
 def numpy_input_grad(gy, w, x_shape, s, p):
     """dx: every window's contribution at once (W^T times gy, per sample), then k*k strided slice
     additions straight into x's shape (the entries that would land on padding are never formed)."""
+    n, o = gy.shape[:2]
+    return _overlap_add(np.matmul(w.reshape(o, -1).T, gy.reshape(n, o, -1)), gy, w, x_shape, s, p)
+
+
+def _overlap_add(contributions, gy, w, x_shape, s, p):
+    """dx from every window's contribution (N, C*k*k, H'*W'): k*k strided slice additions into zeros."""
     n, o, ho, wo = gy.shape
     c, k = w.shape[1], w.shape[2]
-    cols = np.matmul(w.reshape(o, -1).T, gy.reshape(n, o, -1)).reshape(n, c, k, k, ho, wo)
+    cols = contributions.reshape(n, c, k, k, ho, wo)
     dx = np.zeros(x_shape, np.result_type(gy, w))
     h, wd = x_shape[2:]
     for i in range(k):
@@ -126,6 +144,43 @@ def numpy_forward_backward_per_op(x, w, gy, s, p):
     return y, numpy_input_grad(gy, w, x.shape, s, p), dw
 
 
+class KeptNumpy:
+    """The "numpy" reference with its large temporaries allocated once (for one layer's shapes) and
+    written with ``out=`` at every call; the same NumPy calls on the same values, so the same bits."""
+
+    def __init__(self, x_shape, w_shape, s, p, dtype):
+        n, c, h, wd = x_shape
+        o, _, k, _ = w_shape
+        self.s, self.p, self.k = s, p, k
+        self.ho, self.wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+        self.xp = np.zeros((n, c, h + 2 * p, wd + 2 * p), dtype)  # the border stays zero: only the middle is written
+        self.columns = np.empty((n, c * k * k, self.ho * self.wo), dtype)
+        self.per_sample = np.empty((n, o, c * k * k), dtype)
+        self.contributions = np.empty((n, c * k * k, self.ho * self.wo), dtype)
+
+    def _columns(self, x):
+        p, s, k = self.p, self.s, self.k
+        n, c, h, wd = x.shape
+        self.xp[:, :, p:p + h, p:p + wd] = x
+        sn, sc, sh, sw = self.xp.strides
+        view = as_strided(self.xp, (n, c, k, k, self.ho, self.wo), (sn, sc, sh, sw, sh * s, sw * s), writeable=False)
+        np.copyto(self.columns.reshape(view.shape), view)
+        return self.columns
+
+    def forward(self, x, w):
+        o = w.shape[0]
+        return np.matmul(w.reshape(o, -1), self._columns(x)).reshape(x.shape[0], o, self.ho, self.wo)
+
+    def forward_backward(self, x, w, gy):
+        n, o = gy.shape[:2]
+        columns = self._columns(x)
+        y = np.matmul(w.reshape(o, -1), columns).reshape(n, o, self.ho, self.wo)
+        np.matmul(gy.reshape(n, o, -1), columns.swapaxes(1, 2), out=self.per_sample)
+        dw = self.per_sample.sum(axis=0).reshape(w.shape)
+        np.matmul(w.reshape(o, -1).T, gy.reshape(n, o, -1), out=self.contributions)
+        return y, _overlap_add(self.contributions, gy, w, x.shape, self.s, self.p), dw
+
+
 # ---- graphc and PyTorch ---------------------------------------------------------------------------
 
 def graphc_functions(k, s, c_in, c_out, size, p):
@@ -159,6 +214,14 @@ def torch_functions(s, p):
     return forward, forward_backward
 
 
+def faults_per_call(fn, calls: int = 3) -> float:
+    """Minor page faults per call of ``fn`` (after the timing: its steady state)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 def measure_layer(rng, layer, repeats: int, have_torch: bool) -> dict:
     """Check one layer's numbers, then time forward and forward+backward of every candidate."""
     k, s, c_in, c_out, size = layer
@@ -167,15 +230,22 @@ def measure_layer(rng, layer, repeats: int, have_torch: bool) -> dict:
     w = (rng.standard_normal((c_out, c_in, k, k)) / np.sqrt(c_in * k * k)).astype(DTYPE)
     fwd, fwd_bwd = graphc_functions(k, s, c_in, c_out, size, p)
     gy = rng.standard_normal(fwd(x, w).shape).astype(DTYPE)
-    # the same numbers first
+    kept = KeptNumpy(x.shape, w.shape, s, p, DTYPE)
+    # the same numbers first (graphc's second call: it runs in the buffers its first call kept)
+    fwd_bwd(x, w, gy)
     ours, ref = fwd_bwd(x, w, gy), numpy_forward_backward(x, w, gy, s, p)
     ours = [ours[0], ours[2], ours[1]]  # (y, dx, dw) like the others
-    for a, b, c in zip(ours, ref, numpy_forward_backward_per_op(x, w, gy, s, p)):
+    for a, b, c, d in zip(ours, ref, numpy_forward_backward_per_op(x, w, gy, s, p), kept.forward_backward(x, w, gy)):
         np.testing.assert_array_equal(a, b)  # the same NumPy calls on the same arrays: the same bits
         np.testing.assert_array_equal(b, c)
-    fwd_candidates = {"graphc": lambda: fwd(x, w), "numpy": lambda: numpy_forward(x, w, s, p)}
+        np.testing.assert_array_equal(b, d)
+    np.testing.assert_array_equal(fwd(x, w), kept.forward(x, w))
+    np.testing.assert_array_equal(fwd(x, w), ref[0])
+    fwd_candidates = {"graphc": lambda: fwd(x, w), "numpy": lambda: numpy_forward(x, w, s, p),
+                      "numpy, kept buffers": lambda: kept.forward(x, w)}
     both_candidates = {"graphc": lambda: fwd_bwd(x, w, gy), "numpy": lambda: numpy_forward_backward(x, w, gy, s, p),
-                       "numpy, per op": lambda: numpy_forward_backward_per_op(x, w, gy, s, p)}
+                       "numpy, per op": lambda: numpy_forward_backward_per_op(x, w, gy, s, p),
+                       "numpy, kept buffers": lambda: kept.forward_backward(x, w, gy)}
     if have_torch:
         import torch
 
@@ -191,14 +261,30 @@ def measure_layer(rng, layer, repeats: int, have_torch: bool) -> dict:
     for what, candidates in (("forward", fwd_candidates), ("forward+backward", both_candidates)):
         times = interleaved(candidates, repeats=repeats, warmup=2)
         print("\n".join(table(f"{what}: {label}", times, "numpy")), flush=True)
-        row[what] = {name: float(np.median(t)) for name, t in times.items()}
-        row[what + " ratio"] = ratios(times, "graphc", "numpy")
-        row[what + " rounds"] = round_ratios("graphc", "numpy")
-        if "numpy, per op" in times:
-            row[what + " vs per op"] = round_ratios("graphc", "numpy, per op")
-        if "torch" in times:
-            row[what + " vs torch"] = ratios(times, "graphc", "torch")
+        row[what] = {name: float(np.median(CPU_TIMES[name])) for name in times}
+        row[what + " faults"] = {name: faults_per_call(fn) for name, fn in candidates.items()}
+        faults = row[what + " faults"]
+        print("  minor page faults per call: " + ", ".join(f"{name} {n:.0f}" for name, n in faults.items()))
+        # per-round CPU-time ratios of graphc to each other candidate: (median, 25th, 75th percentile)
+        row[what + " rounds"] = {name: round_ratios("graphc", name) for name in times if name != "graphc"}
     return row
+
+
+def _summary(results: list[dict]) -> None:
+    print("\nsummary: graphc / each candidate, the median of the per-round CPU-time ratios [quartiles]; CPU medians;"
+          " minor page faults per call:")
+    for row in results:
+        print(f"  {row['layer']}:")
+        for what in ("forward", "forward+backward"):
+            rounds = row[what + " rounds"]
+            parts = [f"{name} {median:.3f}x [{low:.3f}-{high:.3f}]" for name, (median, low, high) in rounds.items()]
+            cpu = ", ".join(f"{name} {t * 1e3:.1f} ms" for name, t in row[what].items())
+            faults = ", ".join(f"{name} {n:.0f}" for name, n in row[what + " faults"].items())
+            print(f"    {what}: graphc / " + "; ".join(parts) + f"\n      cpu: {cpu}\n      faults: {faults}")
+    for what in ("forward", "forward+backward"):
+        medians = [row[what + " rounds"]["numpy"][0] for row in results]
+        print(f"{what}, graphc / numpy per-layer medians: {', '.join(f'{m:.3f}' for m in medians)}; largest "
+              f"{max(medians):.3f}x")
 
 
 def main(repeats: int = 31, quick: bool = False) -> list[dict]:
@@ -207,26 +293,17 @@ def main(repeats: int = 31, quick: bool = False) -> list[dict]:
     if have_torch:
         import torch
 
-        print(f"torch {torch.__version__}, {int(BLAS_THREADS)} thread(s)")
+        torch.set_num_threads(int(BLAS_THREADS))
+        try:
+            torch.set_num_interop_threads(int(BLAS_THREADS))
+        except RuntimeError:  # (only before any inter-op work; nothing here uses it)
+            pass
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     else:
-        print("torch: not installed (pip install torch==2.13.0 for its column)")
+        print("torch: not installed (run with /tmp/peers/bin/python, or pip install torch, for its column)")
     rng = np.random.default_rng(0)
     results = [measure_layer(rng, layer, repeats, have_torch) for layer in (LAYERS[:2] if quick else LAYERS)]
-    print("\nsummary: graphc / numpy as the median of the per-round CPU-time ratios [quartiles], then the"
-          " ratio of the CPU medians and of the wall medians; graphc / torch wall:")
-    for row in results:
-        parts = []
-        for what in ("forward", "forward+backward"):
-            wall, cpu = row[what + " ratio"]
-            median, low, high = row[what + " rounds"]
-            torch_part = f", {row[what + ' vs torch'][0]:.1f}x torch" if what + " vs torch" in row else ""
-            shared_part = (f", {row[what + ' vs per op'][0]:.3f}x numpy per op"
-                           if what + " vs per op" in row else "")
-            parts.append(f"{what} {median:.3f}x [{low:.3f}-{high:.3f}] (cpu {cpu:.3f}x, wall {wall:.3f}x)"
-                         f"{shared_part}{torch_part}")
-        print(f"  {row['layer']}:\n    " + "\n    ".join(parts))
-    worst = max(row["forward+backward rounds"][0] for row in results)
-    print(f"forward+backward, largest per-layer median round ratio: {worst:.3f}x")
+    _summary(results)
     return results
 
 

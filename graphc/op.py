@@ -16,6 +16,7 @@ import builtins
 import dataclasses
 import hashlib
 import operator
+import sys
 import types
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -239,6 +240,30 @@ def _frozen_delattr(self, name: str) -> None:
 _CLASS_KEYS: dict[type, bytes] = {}
 
 
+def kept_buffer(kept: dict | None, slot, shape: tuple, dtype, fill=None) -> np.ndarray:
+    """An array for ``slot`` of a compiled step's ``kept`` buffers: the one the step's last call used
+    if nothing refers to it any more, else a new one it keeps for the next call (or, with ``kept``
+    None, just a new one). A new one is uninitialized, or filled with ``fill`` (``np.full``'s cast);
+    a kept one holds what the last call left in it.
+
+    Large fresh arrays come from fresh pages, which fault in (and are zeroed) page by page; a
+    kept one is already mapped. Safe across threads and reentrant calls: the buffer is popped
+    (atomic) and kept again only when the popped reference and ``getrefcount``'s argument are its
+    only ones, so a buffer another call is using (or a result, or any view of it) is never handed
+    out twice; that call then works in a new buffer.
+    """
+    if kept is not None:
+        old = kept.pop(slot, None)
+        if old is not None and old.shape == shape and old.dtype == dtype and sys.getrefcount(old) <= 2:
+            kept[slot] = old
+            return old
+        del old
+    buffer = np.empty(shape, dtype) if fill is None else np.full(shape, fill, dtype)
+    if kept is not None:
+        kept[slot] = buffer
+    return buffer
+
+
 class Op:
     """Base class of every op. Subclasses are ``@op_dataclass`` (a frozen dataclass, see there)."""
 
@@ -280,6 +305,9 @@ class Op:
     #: type there (``+``, ``*``, comparisons; not ``/``, which raises on a zero). Scalar plans whose values
     #: are all ``float64`` or ``bool`` then run on Python floats, about 4x cheaper per operator
     python_exact: ClassVar[bool] = False
+    #: ``compiled_impl(..., returned=False)`` may return a buffer it keeps from call to call: the plan
+    #: never writes into such a value (it is not one the plan allocated; see ``kept_buffer``)
+    keeps_value: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -311,12 +339,15 @@ class Op:
         """
         return self.vjp(node, g)
 
-    def compiled_impl(self, compile_graph: Callable) -> Callable:
-        """The function the executor calls for a node of this op: ``impl``.
+    def compiled_impl(self, compile_graph: Callable, returned: bool = True) -> Callable:
+        """The function the executor calls for a node of this op, made once per plan step: ``impl``.
 
         An op that runs inner graphs (a loop's body) overrides it: the compiler passes
         ``compile_graph(inner_graph)``, which returns a compiled callable ``run(arrays) -> tuple``,
-        so the ops layer never imports the compiler.
+        so the ops layer never imports the compiler. An op with large temporaries overrides it to
+        keep them from call to call (``kept_buffer``); ``returned`` says whether the plan returns
+        the node's value: only if it does not may the value itself be a kept buffer (an op that
+        does this says so with ``keeps_value``).
         """
         return self.impl
 

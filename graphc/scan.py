@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -41,7 +40,7 @@ from graphc.autodiff import backprop, zeros_for
 from graphc.errors import DTypeError, ExecutionError, GraphcError, ShapeError
 from graphc.graph import InnerGraph, clone, depending, frontier
 from graphc.leaves import Constant, placeholder
-from graphc.op import MULTI_TYPE, Op, Output, apply, as_tensor, op_dataclass
+from graphc.op import MULTI_TYPE, Op, Output, apply, as_tensor, kept_buffer, op_dataclass
 from graphc.ops.elementwise import add, zeros_like
 from graphc.tensor import Tensor, toposort
 from graphc.types import format_shape
@@ -218,7 +217,7 @@ class Scan(Op):
         """The loop over the reference interpreter of the body (the compiler uses ``compiled_impl``)."""
         return self._run(self.body.evaluate, None, *arrays)
 
-    def compiled_impl(self, compile_graph: Callable) -> Callable:
+    def compiled_impl(self, compile_graph: Callable, returned: bool = True) -> Callable:
         """The loop over the body compiled once into a plan (``compile_graph(body)``).
 
         The compiled loop keeps its last trace buffers: a later call whose traces have the same
@@ -226,21 +225,6 @@ class Scan(Op):
         writing into fresh memory (whose page faults cost more than the loop's own overhead).
         """
         return functools.partial(self._run, compile_graph(self.body), {})
-
-    @staticmethod
-    def _buffer(spare: dict | None, j: int, shape: tuple, dtype: np.dtype) -> np.ndarray:
-        """A trace buffer: the last call's, if nothing refers to it, else a fresh one."""
-        if spare is not None:
-            old = spare.pop(j, None)  # (atomic: two concurrent calls never take the same buffer)
-            # referenced only by `old` and getrefcount's argument: no result, view or call holds it
-            if old is not None and old.shape == shape and old.dtype == dtype and sys.getrefcount(old) <= 2:
-                spare[j] = old
-                return old
-            del old
-            buffer = np.empty(shape, dtype)
-            spare[j] = buffer
-            return buffer
-        return np.empty(shape, dtype)
 
     def _count(self, arrays: Sequence, sequences: Sequence[np.ndarray]) -> int:
         if self.steps_input:
@@ -311,7 +295,7 @@ class Scan(Op):
         buffers = {}
         for j in traced:
             if j < self.n_states:
-                buffers[j] = self._buffer(spare, j, (n + 1,) + np.shape(inits[j]), self.body.outputs[j].dtype)
+                buffers[j] = kept_buffer(spare, j, (n + 1,) + np.shape(inits[j]), self.body.outputs[j].dtype)
                 buffers[j][0] = inits[j]
         return buffers
 
@@ -323,7 +307,7 @@ class Scan(Op):
             if j >= self.n_states:
                 dtype = self.body.outputs[j].dtype
                 buffers[j] = (np.empty((0,) + self._empty_step_shape(j, arrays), dtype) if first is None
-                              else self._buffer(spare, j, (n,) + np.shape(first[j]), dtype))
+                              else kept_buffer(spare, j, (n,) + np.shape(first[j]), dtype))
         return buffers
 
     def _emitted(self, j: int, mode: str, buffers: dict, states: list, last) -> np.ndarray:

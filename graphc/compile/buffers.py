@@ -4,7 +4,8 @@ Every intermediate is dropped right after its last use (views keep the buffer th
 into alive). Element-wise ops whose NumPy ufunc is known, and ``matmul``, write through
 ``out=``: into an input that dies at this step (in place), or into a dead buffer of the same
 shape and dtype. Only buffers this call allocated are ever written to: never a feed, a
-variable's value, a constant, a view of any of them, or a broadcast. (Large arrays may also
+variable's value, a constant, a buffer an op keeps from call to call, a view of any of them, or a
+broadcast. (Large arrays may also
 take a spare buffer the caller passes: code generation decides that, see ``SPARE_MIN_BYTES``.)
 """
 
@@ -84,7 +85,10 @@ def _buffer_lifetimes(values, n, parents, returned, last_use, storage):
             if buffer_end[index] < 0:
                 buffer_end[index] = index  # (a step nobody reads dies where it is made)
             shape = node.shape
-            if shape and None not in shape and index not in storage:  # static (steps.static); never the storage
+            # never the storage (steps.static), nor a buffer an op keeps from call to call
+            # (Op.keeps_value; the compiler's own steps are not Ops)
+            kept = getattr(node.primitive, "keeps_value", False)
+            if shape and None not in shape and index not in storage and not kept:
                 owned[index] = True
     ends_at: dict[int, list[int]] = {}
     for buffer in range(n):  # (in step order: the order the pool takes dead buffers in)

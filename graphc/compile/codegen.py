@@ -319,9 +319,20 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
     if direct is not None:
         kinds[index] = "direct"
         return direct
-    compiled = getattr(node.primitive, "compiled_impl", None)  # an op running inner graphs compiles them
-    namespace[f"f{index}"] = compiled(program.compile_graph) if compiled is not None else node.primitive.impl
+    namespace[f"f{index}"] = _step_function(node, program)
     return f"f{index}({', '.join(args)})"
+
+
+def _step_function(node: Tensor, program: Program):
+    """The function a "call" step calls, made once per step: an op running inner graphs compiles them,
+    one with large temporaries keeps them from call to call (its value too, where the plan does not
+    return it: ``Op.keeps_value``); steps that are not Ops (the compiler's own) have only an impl."""
+    op = node.primitive
+    compiled = getattr(op, "compiled_impl", None)
+    if compiled is None:
+        return op.impl
+    returned = not getattr(op, "keeps_value", False) or any(root is node for root in program.roots)
+    return compiled(program.compile_graph, returned=returned)
 
 
 def _positional_out(function) -> bool:

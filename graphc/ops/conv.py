@@ -12,7 +12,10 @@ How they compute (all NumPy, no im2col copy of the input):
   convolution, the pools' input gradients) is an *overlap-add*: one contraction gives every
   window's contribution, and ``kh * kw`` strided slice additions put them in place (no
   ``np.add.at``);
-* the weight gradient is a correlation of the input's windows with the output gradient.
+* the weight gradient is a correlation of the input's windows with the output gradient;
+* a compiled step keeps its large temporaries (the windows' copy, the contributions, the padded
+  input; ``KEEP_MIN_BYTES``) from call to call instead of allocating them again
+  (``Op.compiled_impl``, ``graphc.op.kept_buffer``): the same values, no page faults.
 
 The op set is closed under differentiation, so gradients of every order are graph tensors::
 
@@ -32,11 +35,14 @@ gradient then reuses the padded input instead of padding it again.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from graphc.errors import DTypeError, GradientError, ShapeError
-from graphc.op import Op, apply, as_tensor, op_dataclass
+from graphc.op import Op, apply, as_tensor, kept_buffer, op_dataclass
 from graphc.ops.shape import getitem
 from graphc.tensor import Tensor
 from graphc.types import format_shape
@@ -102,6 +108,21 @@ def _window_count(op: str, size, kernel, stride: int, dilation: int, shapes: str
 
 # ---- NumPy kernels --------------------------------------------------------------------------------
 
+#: a compiled conv step keeps its temporaries of at least this many bytes from call to call (see
+#: ``Op.compiled_impl``). Larger requests get fresh pages from malloc at every call (glibc maps them
+#: anew above its largest mmap threshold, 32 MiB), which fault in and are zeroed page by page: a
+#: kept buffer saves that. Smaller ones come from memory the last call freed, often still in the
+#: cache (32 MiB of L3 here), where a kept buffer would be memory of its own: measured 1-4 % slower
+#: on the 28x28 layers of bench/conv.py
+KEEP_MIN_BYTES = 32 << 20
+
+
+def _workspace(kept: dict | None, slot: str, shape: tuple, dtype) -> np.ndarray:
+    """``kept``'s buffer for ``slot`` if it is large enough to keep (``KEEP_MIN_BYTES``), else a new array."""
+    if kept is not None and math.prod(shape) * np.dtype(dtype).itemsize < KEEP_MIN_BYTES:
+        kept = None
+    return kept_buffer(kept, slot, shape, dtype)
+
 
 def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int = 1) -> np.ndarray:
     """Read-only view of the windows of ``xp`` (N, C, Hp, Wp): (N, C, H', W', kh, kw), or with
@@ -116,16 +137,18 @@ def _windows(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int = 1) 
                       writeable=False)
 
 
-def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int) -> np.ndarray:
+def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int, kept: dict | None = None) -> np.ndarray:
     """The windows of ``xp`` (N, C, Hp, Wp) copied into the matrices the contractions multiply:
-    (N, G, C/G * kh * kw, H', W'). The copy runs along the windows' rows (stride ``stride[1]``), the
-    order in which the input is laid out."""
+    (N, G, C/G * kh * kw, H', W'), in ``kept``'s buffer (see ``kept_buffer``). The copy runs along the
+    windows' rows (stride ``stride[1]``), the order in which the input is laid out."""
     n, c = xp.shape[:2]
     sn, sc, sh, sw = xp.strides
     shape = (n, groups, c // groups, kernel[0], kernel[1], out_hw[0], out_hw[1])
     strides = (sn, sc * (c // groups), sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
     view = as_strided(xp, shape, strides, writeable=False)
-    return np.ascontiguousarray(view).reshape(n, groups, -1, out_hw[0], out_hw[1])
+    cols = _workspace(kept, "columns", (n, groups, shape[2] * shape[3] * shape[4]) + shape[5:], xp.dtype)
+    np.copyto(cols.reshape(shape), view)
+    return cols
 
 
 def _out_hw(op: str, padded_hw, kernel, stride, dilation) -> tuple[int, int]:
@@ -152,23 +175,60 @@ def _overlap_add(parts, shape, kernel, stride, dilation, dtype, offset=(0, 0)) -
     """The adjoint of the window view: zeros of ``shape`` (N, C, H, W) plus, for every kernel offset
     (i, j), ``parts(i, j)`` (N, C, H', W') added at rows ``i*d + s*k - offset[0]`` and columns
     ``j*d + s*l - offset[1]``. ``offset`` is the padding the windows were taken over: entries that
-    fall into it are dropped, so no padded buffer is made and cropped."""
-    out = np.zeros(shape, dtype)
-    height, width = shape[2:]
-    ho = wo = None
+    fall into it are dropped, so no padded buffer is made and cropped.
+
+    An offset whose block no earlier offset has touched is written as ``part + 0.0`` into the
+    uninitialized output, and only the entries no such block covers are zeroed first: the values of
+    zeros plus every part in the same order (``0.0 + a`` is ``a + 0.0``, signed zeros and NaNs
+    included), with one pass over the output less (see ``_overlap_plan``)."""
+    computed = {(0, 0): parts(0, 0)}  # (the first offset's part gives the windows' count)
+    ho, wo = computed[0, 0].shape[-2:]
+    blocks, zeros = _overlap_plan(tuple(shape[2:]), (ho, wo), tuple(kernel), tuple(stride), tuple(dilation),
+                                  tuple(offset))
+    if zeros is None:
+        out = np.zeros(shape, dtype)
+    else:
+        out = np.empty(shape, dtype)
+        if zeros.any():
+            out[:, :, zeros] = 0
+    for i, j, rows, cols, first in blocks:
+        part = computed.pop((i, j)) if (i, j) in computed else parts(i, j)
+        part = part[..., rows[0]:rows[1], cols[0]:cols[1]]
+        target = out[:, :, rows[2], cols[2]]
+        if first:
+            np.add(part, 0.0, out=target)
+        else:
+            target += part
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _overlap_plan(size, out_hw, kernel, stride, dilation, offset):
+    """The overlap-add's blocks, in order: (i, j, (r0, r1, rows of the output), (c0, c1, columns), first),
+    ``first`` when no earlier block touches any of its entries; and the (H, W) mask of the entries to
+    zero before (those no first block covers), or None: zero the whole output and add every block (when
+    that mask would cover more than an eighth of the entries: a masked assignment costs more per entry)."""
+    height, width = size
+    touched = np.zeros(size, bool)
+    covered = np.zeros(size, bool)
+    blocks = []
     for i in range(kernel[0]):
+        rows = _clip(i * dilation[0] - offset[0], stride[0], out_hw[0], height)
         for j in range(kernel[1]):
-            part = parts(i, j)
-            if ho is None:
-                ho, wo = part.shape[-2:]
-            rows = _clip(i * dilation[0] - offset[0], stride[0], ho, height)
-            cols = _clip(j * dilation[1] - offset[1], stride[1], wo, width)
+            cols = _clip(j * dilation[1] - offset[1], stride[1], out_hw[1], width)
             if rows is None or cols is None:
                 continue
             (r0, r1, top), (c0, c1, left) = rows, cols
-            out[:, :, top:top + stride[0] * (r1 - r0 - 1) + 1:stride[0],
-                left:left + stride[1] * (c1 - c0 - 1) + 1:stride[1]] += part[..., r0:r1, c0:c1]
-    return out
+            block = (slice(top, top + stride[0] * (r1 - r0 - 1) + 1, stride[0]),
+                     slice(left, left + stride[1] * (c1 - c0 - 1) + 1, stride[1]))
+            first = not touched[block].any()
+            touched[block] = True
+            if first:
+                covered[block] = True
+            blocks.append((i, j, (r0, r1, block[0]), (c0, c1, block[1]), first))
+    zeros = ~covered
+    zeros.setflags(write=False)  # (shared by every call of this geometry)
+    return tuple(blocks), (None if 8 * int(zeros.sum()) > zeros.size else zeros)
 
 
 def _check_channels(op: str, channels: int, weight_shape, groups: int, what: str = "input") -> None:
@@ -177,12 +237,12 @@ def _check_channels(op: str, channels: int, weight_shape, groups: int, what: str
                          f"{tuple(weight_shape)} with groups={groups}")
 
 
-def _correlate(xp, w, stride, dilation, groups):
+def _correlate(xp, w, stride, dilation, groups, kept=None):
     """Cross-correlation of the padded input (N, C, Hp, Wp) with w (O, C/G, kh, kw)."""
     _check_channels("conv2d", xp.shape[1], w.shape, groups)
     kernel = w.shape[2:]
     out_hw = _out_hw("conv2d", xp.shape[2:], kernel, stride, dilation)
-    return _columns_times_weights(_columns(xp, kernel, stride, dilation, out_hw, groups), w, out_hw)
+    return _columns_times_weights(_columns(xp, kernel, stride, dilation, out_hw, groups, kept), w, out_hw)
 
 
 def _columns_times_weights(cols, w, out_hw):
@@ -194,9 +254,10 @@ def _columns_times_weights(cols, w, out_hw):
     return out.reshape(n, o, *out_hw).astype(np.result_type(cols, w), copy=False)
 
 
-def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 0, 0, 0)):
+def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 0, 0, 0), kept=None):
     """The adjoint of ``_correlate`` in its input: (N, O, H', W') -> (N, C, Hp, Wp), or with ``padding``
-    (top, bottom, left, right) straight into (N, C, Hp - top - bottom, Wp - left - right)."""
+    (top, bottom, left, right) straight into (N, C, Hp - top - bottom, Wp - left - right). The windows'
+    contributions go into ``kept``'s buffer (see ``kept_buffer``)."""
     o, cg = w.shape[:2]
     if g.shape[1] != o or o % groups:
         raise ValueError(f"conv2d_transpose: input with {g.shape[1]} channels does not match weights of shape "
@@ -210,14 +271,15 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 
     dtype = np.result_type(g, w)
     # every window's contribution at once, (N, G, C/G*kh*kw, H'*W'): one GEMM per sample and group that
     # reads the gradient as it is laid out (N, O, H'*W') and writes each offset's plane with contiguous rows
-    cols = np.matmul(w.reshape(groups, o // groups, -1).swapaxes(-1, -2), g.reshape(n, groups, o // groups, -1))
+    cols = _workspace(kept, "contributions", (n, groups, cg * kernel[0] * kernel[1], ho * wo), dtype)
+    np.matmul(w.reshape(groups, o // groups, -1).swapaxes(-1, -2), g.reshape(n, groups, o // groups, -1), out=cols)
     cols = cols.reshape(n, groups * cg, kernel[0], kernel[1], ho, wo)
     top, bottom, left, right = padding
     shape = (n, groups * cg, padded_hw[0] - top - bottom, padded_hw[1] - left - right)
     return _overlap_add(lambda i, j: cols[:, :, i, j], shape, kernel, stride, dilation, dtype, (top, left))
 
 
-def _weight_grad(xp, g, kernel, stride, dilation, groups):
+def _weight_grad(xp, g, kernel, stride, dilation, groups, kept=None):
     """Correlation of the padded input's windows with the output gradient: (O, C/G, kh, kw)."""
     n, c = xp.shape[:2]
     o = g.shape[1]
@@ -229,16 +291,18 @@ def _weight_grad(xp, g, kernel, stride, dilation, groups):
         if d * (k - 1) + s * (out - 1) + 1 > size:
             raise ValueError(f"conv2d_weight_grad: {out} windows of kernel {k} (stride {s}, dilation {d}) do not "
                              f"fit in an input of size {size}")
-    return _weight_grad_from_columns(_columns(xp, kernel, stride, dilation, out_hw, groups), g, (o, c // groups)
-                                     + tuple(kernel))
+    return _weight_grad_from_columns(_columns(xp, kernel, stride, dilation, out_hw, groups, kept), g,
+                                     (o, c // groups) + tuple(kernel), kept)
 
 
-def _weight_grad_from_columns(cols, g, weight_shape):
-    """(O, C/G, kh, kw) from the window columns (N, G, C/G*kh*kw, H'*W') and the output gradient."""
+def _weight_grad_from_columns(cols, g, weight_shape, kept=None):
+    """(O, C/G, kh, kw) from the window columns (N, G, C/G*kh*kw, H'*W') and the output gradient (the
+    per-sample products in ``kept``'s buffer, see ``kept_buffer``)."""
     n, groups = cols.shape[:2]
     o = g.shape[1]
     cols = cols.reshape(n, groups, -1, g.shape[2] * g.shape[3])
-    per_sample = np.matmul(g.reshape(n, groups, o // groups, -1), cols.swapaxes(-1, -2))
+    per_sample = _workspace(kept, "per sample", (n, groups, o // groups, cols.shape[2]), np.result_type(g, cols))
+    np.matmul(g.reshape(n, groups, o // groups, -1), cols.swapaxes(-1, -2), out=per_sample)
     # (N, G, O/G, C/G*kh*kw) summed over the batch: one small array, where a single contraction over
     # N*H'*W' would first copy the output gradient into (N*H'*W', O) order
     return per_sample.sum(axis=0).reshape(weight_shape).astype(np.result_type(cols, g), copy=False)
@@ -260,6 +324,7 @@ class Pad(Op):
     """``np.pad(x, pad_width, constant_values=value)``; the gradient is the matching slice of ``g``."""
 
     name = "pad"
+    keeps_value = True  # a padded input the plan does not return is a buffer kept from call to call
     pad_width: tuple = ()
     value: float = 0.0
 
@@ -279,6 +344,26 @@ class Pad(Op):
 
     def impl(self, x):
         return np.pad(x, self.pad_width, mode="constant", constant_values=self.value)
+
+    def compiled_impl(self, compile_graph, returned=True):
+        """Where the plan does not return the padded array, ``impl`` into a buffer kept from call to
+        call (``kept_buffer``): a convolution's padded input is made at every step."""
+        return self.impl if returned else functools.partial(self.pad_into, {})
+
+    def pad_into(self, kept: dict, x: np.ndarray) -> np.ndarray:
+        """``impl`` written into ``kept``'s buffer: the same values as ``np.pad``'s (its border, the value
+        as a float64 scalar cast to the dtype, made when the buffer is; the input copied into the middle).
+        The border of a kept buffer is written once: nothing but this step writes into it (``keeps_value``),
+        and this step only into the middle, which a buffer of the same shape puts in the same place. Kept
+        whatever its size (unlike the convolutions' temporaries, ``KEEP_MIN_BYTES``): the border's strided
+        fill is what it saves (0.15 of 0.3 ms on the 28x28 layers of bench/conv.py). Not for an input
+        ``np.pad`` would pad in Fortran order, nor for integers (np.pad's own casts then)."""
+        shape = tuple(n + b + a for n, (b, a) in zip(x.shape, self.pad_width))
+        if x.dtype.kind != "f" or x.flags.fnc:
+            return self.impl(x)
+        out = kept_buffer(kept, "value", shape, x.dtype, fill=np.float64(self.value))
+        out[tuple(slice(b, b + n) for n, (b, _) in zip(x.shape, self.pad_width))] = x
+        return out
 
     def vjp(self, node, g):
         (x,) = node.inputs
@@ -353,6 +438,12 @@ class _ConvParams(Op):
     def describe_params(self) -> str:
         return f"stride={self.stride}, dilation={self.dilation}, groups={self.groups}"
 
+    def compiled_impl(self, compile_graph, returned=True):
+        """``compute`` with its large temporaries (the window columns, the products of a matmul that
+        are summed or overlap-added next) in buffers kept from call to call (``kept_buffer``): fresh
+        arrays of many MB fault in page by page at every call."""
+        return functools.partial(self.compute, {})
+
     def check_weight(self, w: Tensor, channels, what: str, shapes: str) -> None:
         """``w`` (O, C/G, kh, kw) against ``channels`` (the C of the correlated input)."""
         out, per_group, kh, kw = w.shape
@@ -424,9 +515,12 @@ class Conv2d(_ConvParams):
         return (x.shape[0], w.shape[0]) + hw, dtype
 
     def impl(self, x, w):
+        return self.compute(None, x, w)
+
+    def compute(self, kept, x, w):
         if x.ndim == 5:
             return _columns_times_weights(x, w, x.shape[3:])
-        return _correlate(x, w, self.stride, self.dilation, self.groups)
+        return _correlate(x, w, self.stride, self.dilation, self.groups, kept)
 
     def vjp(self, node, g):
         x, w = node.inputs
@@ -462,9 +556,12 @@ class Conv2dInputGrad(_ConvParams):
         return (g.shape[0], channels) + x.shape[2:], dtype
 
     def impl(self, g, w, x):
+        return self.compute(None, g, w, x)
+
+    def compute(self, kept, g, w, x):
         top, bottom, left, right = self.padding
         padded = (x.shape[2] + top + bottom, x.shape[3] + left + right)
-        return _correlate_transpose(g, w, self.stride, self.dilation, self.groups, padded, self.padding)
+        return _correlate_transpose(g, w, self.stride, self.dilation, self.groups, padded, self.padding, kept)
 
     def vjp(self, node, h):
         g, w, x = node.inputs
@@ -503,9 +600,12 @@ class Conv2dWeightGrad(_ConvParams):
         return w.shape, _float_dtype(self.name, cols, g)
 
     def impl(self, x, g, w):
+        return self.compute(None, x, g, w)
+
+    def compute(self, kept, x, g, w):
         if x.ndim == 5:
-            return _weight_grad_from_columns(x, g, w.shape)
-        return _weight_grad(x, g, w.shape[2:], self.stride, self.dilation, self.groups)
+            return _weight_grad_from_columns(x, g, w.shape, kept)
+        return _weight_grad(x, g, w.shape[2:], self.stride, self.dilation, self.groups, kept)
 
     def vjp(self, node, h):
         x, g, w = node.inputs
@@ -529,6 +629,7 @@ class Conv2dColumns(_ConvParams):
 
     name = "conv2d_columns"
     nondiff_inputs = (1,)
+    keeps_value = True  # where the plan does not return them, the columns are a buffer kept from call to call
 
     def infer(self, x, w):
         shapes = f"input {format_shape(x.shape)}, weights {format_shape(w.shape)} ({self.describe_params()})"
@@ -548,9 +649,15 @@ class Conv2dColumns(_ConvParams):
         return (x.shape[0], self.groups, hw), x.dtype
 
     def impl(self, x, w):
+        return self.compute(None, x, w)
+
+    def compiled_impl(self, compile_graph, returned=True):
+        return functools.partial(self.compute, None if returned else {})
+
+    def compute(self, kept, x, w):
         _check_channels(self.name, x.shape[1], w.shape, self.groups)
         out_hw = _out_hw(self.name, x.shape[2:], w.shape[2:], self.stride, self.dilation)
-        return _columns(x, w.shape[2:], self.stride, self.dilation, out_hw, self.groups)
+        return _columns(x, w.shape[2:], self.stride, self.dilation, out_hw, self.groups, kept)
 
 
 def _no_gradient_of_columns(op: str, x: Tensor) -> None:
@@ -620,9 +727,12 @@ class Conv2dTranspose(_ConvParams):
         return (x.shape[0], None if per_group is None else per_group * self.groups) + tuple(hw), dtype
 
     def impl(self, x, w):
+        return self.compute(None, x, w)
+
+    def compute(self, kept, x, w):
         hw = [(x.shape[2 + a] - 1) * self.stride[a] + self.dilation[a] * (w.shape[2 + a] - 1) + 1
               + self.output_padding[a] for a in (0, 1)]
-        return _correlate_transpose(x, w, self.stride, self.dilation, self.groups, hw)
+        return _correlate_transpose(x, w, self.stride, self.dilation, self.groups, hw, kept=kept)
 
     def vjp(self, node, h):
         x, w = node.inputs

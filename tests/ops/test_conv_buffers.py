@@ -1,0 +1,262 @@
+"""The convolutions' buffers kept from call to call (``Op.compiled_impl``, ``graphc.op.kept_buffer``).
+
+A compiled conv step keeps its large temporaries (the padded input, the window columns, the
+matmul products) for its next call instead of allocating them again. What must hold: the values
+are bit for bit those of the reference interpreter and of an unoptimized plan, call after call;
+a returned array is never a kept buffer (nothing but the caller refers to it) and never aliases
+another call's; concurrent calls never share a buffer; a new batch size gets new buffers; the plan
+never writes another value into one. (Only temporaries of ``KEEP_MIN_BYTES`` or more are kept: the
+tests here keep every size, but the last.) Also the overlap-add's first writes (``part + 0.0``
+into an uninitialized output): zeros plus the parts, bit for bit.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.graph import InnerGraph
+from graphc.op import kept_buffer
+from graphc.ops import conv as conv_ops
+from graphc.ops.conv import Conv2dColumns, Pad
+
+from ..threads import run_concurrently
+
+
+@pytest.fixture(autouse=True)
+def keep_every_size(monkeypatch):
+    """These small arrays are kept as the large ones of real layers are (``KEEP_MIN_BYTES``)."""
+    monkeypatch.setattr(conv_ops, "KEEP_MIN_BYTES", 0)
+
+
+def _network(batch, dtype=np.float64):
+    """conv (padded, stride 2, groups) -> relu -> conv (padded) -> sum: the loss, its gradients, and the
+    padded input itself as an output (a value a kept buffer must not be)."""
+    x = gc.placeholder("x", (batch, 4, 9, 9), dtype)
+    w1 = gc.placeholder("w1", (6, 2, 3, 3), dtype)
+    w2 = gc.placeholder("w2", (5, 6, 3, 3), dtype)
+    h = gc.relu(gc.conv2d(x, w1, stride=2, padding=1, groups=2))
+    y = gc.conv2d(h, w2, padding="same")
+    loss = gc.sum(y * y)
+    dx, dw1, dw2 = gc.grad(loss, [x, w1, w2])
+    padded = gc.pad(x, ((0, 0), (0, 0), (2, 1), (1, 2)), value=-1.5)
+    return [x, w1, w2], [y, loss, dx, dw1, dw2, padded]
+
+
+def _feeds(rng, batch, dtype=np.float64):
+    return [rng.standard_normal(shape).astype(dtype) for shape in ((batch, 4, 9, 9), (6, 2, 3, 3), (5, 6, 3, 3))]
+
+
+def _reference(inputs, outputs, arrays):
+    return InnerGraph(inputs, outputs).evaluate(arrays)
+
+
+def _root(array: np.ndarray) -> np.ndarray:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_calls_give_the_reference_values_bit_for_bit(optimize):
+    inputs, outputs = _network(3)
+    fn = gc.function(inputs, outputs, optimize=optimize)
+    assert any(kind == "call" and node.op.startswith("conv2d") for kind, node in zip(fn.plan.kinds, fn.plan.steps))
+    rng = np.random.default_rng(0)
+    for _ in range(4):  # the later calls run in the kept buffers of the earlier ones
+        arrays = _feeds(rng, 3)
+        for ours, expected in zip(fn(*arrays), _reference(inputs, outputs, arrays)):
+            np.testing.assert_array_equal(ours, expected, strict=True)
+
+
+def test_returned_arrays_are_not_kept_nor_aliased_across_calls():
+    inputs, outputs = _network(2)
+    fn = gc.function(inputs, outputs)
+    rng = np.random.default_rng(1)
+    first_feeds = _feeds(rng, 2)
+    first = fn(*first_feeds)
+    saved = [a.copy() for a in first]
+    second = fn(*_feeds(rng, 2))
+    for a, b, old in zip(first, second, saved):
+        np.testing.assert_array_equal(a, old, strict=True)  # the second call wrote nothing of the first's
+        assert not np.shares_memory(a, b)
+        assert a.flags.writeable
+    for a in second:
+        a[...] = 7.0  # the caller's to write into: the next call is unaffected
+    third = fn(*first_feeds)
+    for a, old in zip(third, saved):
+        np.testing.assert_array_equal(a, old, strict=True)
+    # nothing but the caller refers to a returned array (a kept buffer would stay referenced)
+    roots = [weakref.ref(_root(a)) for a in third]
+    del first, second, third, a
+    assert all(ref() is None for ref in roots)
+
+
+def test_a_buffer_is_kept_only_while_nothing_else_refers_to_it():
+    kept: dict = {}
+
+    def address(array: np.ndarray) -> int:
+        return array.__array_interface__["data"][0]
+
+    first = kept_buffer(kept, "slot", (3, 4), np.float32)
+    held = kept_buffer(kept, "slot", (3, 4), np.float32)  # the first is still referred to: a new one
+    assert not np.shares_memory(held, first)
+    view, second = held[1:], address(held)
+    del first, held
+    fresh = kept_buffer(kept, "slot", (3, 4), np.float32)  # a view still looks into the second one
+    assert not np.shares_memory(fresh, view)
+    third = address(fresh)
+    del view, fresh
+    assert address(kept_buffer(kept, "slot", (3, 4), np.float32)) == third  # dropped: handed out again
+    assert kept_buffer(kept, "slot", (2, 4), np.float32).shape == (2, 4)  # another shape: a new buffer
+    assert kept_buffer(kept, "slot", (2, 4), np.float64).dtype == np.float64
+    assert second != third
+
+
+def test_conv_steps_keep_their_buffers_and_returned_values_stay_fresh():
+    x = np.random.default_rng(2).standard_normal((2, 3, 6, 6))
+    w = np.ones((4, 3, 3, 3))
+    columns = Conv2dColumns((1, 1), (1, 1), 1).compiled_impl(None, returned=False)
+    first = columns(x, w)
+    address = first.__array_interface__["data"][0]
+    del first
+    again = columns(x, w)
+    assert again.__array_interface__["data"][0] == address  # the kept buffer, written again
+    np.testing.assert_array_equal(again, Conv2dColumns((1, 1), (1, 1), 1).impl(x, w), strict=True)
+    returned = Conv2dColumns((1, 1), (1, 1), 1).compiled_impl(None, returned=True)
+    value = returned(x, w)
+    assert sys.getrefcount(value) == 2  # (the name and getrefcount's argument): nobody keeps it
+    pad = Pad(((0, 0), (0, 0), (1, 2), (0, 1)), 0.25)
+    padding = pad.compiled_impl(None, returned=False)
+    for _ in range(2):
+        np.testing.assert_array_equal(padding(x), pad.impl(x), strict=True)
+    np.testing.assert_array_equal(padding(x.astype(np.float32)), pad.impl(x.astype(np.float32)), strict=True)
+    assert pad.compiled_impl(None, returned=True) == pad.impl
+
+
+def test_concurrent_calls_never_share_a_buffer():
+    inputs, outputs = _network(2)
+    fn = gc.function(inputs, outputs)
+    rng = np.random.default_rng(3)
+    feeds = [_feeds(rng, 2) for _ in range(4)]
+    expected = [_reference(inputs, outputs, arrays) for arrays in feeds]
+
+    def work(k: int) -> None:
+        for _ in range(6):
+            for ours, theirs in zip(fn(*feeds[k % 4]), expected[k % 4]):
+                np.testing.assert_array_equal(ours, theirs, strict=True)
+
+    run_concurrently(work, count=6)
+
+
+def test_unknown_batch_sizes_get_buffers_of_their_own():
+    inputs, outputs = _network(None, np.float32)
+    fn = gc.function(inputs, outputs)
+    rng = np.random.default_rng(4)
+    # more calls per size than it takes to get a plan for a call shape, with the sizes interleaved
+    for batch in (3, 1, 3, 2, 3, 1, 3, 3, 2, 1, 3, 2):
+        arrays = _feeds(rng, batch, np.float32)
+        results = fn(*arrays)
+        for ours, expected in zip(results, _reference(inputs, outputs, arrays)):
+            np.testing.assert_array_equal(ours, expected, strict=True)
+
+
+def test_session_runs_give_the_reference_values():
+    inputs, outputs = _network(2)
+    rng = np.random.default_rng(5)
+    with gc.Session() as session:
+        kept = []
+        for _ in range(3):
+            arrays = _feeds(rng, 2)
+            values = session.run(outputs, dict(zip(inputs, arrays)))
+            for ours, expected in zip(values, _reference(inputs, outputs, arrays)):
+                np.testing.assert_array_equal(ours, expected, strict=True)
+            kept.append((values, [v.copy() for v in values]))
+        for values, saved in kept:  # later runs wrote into none of the earlier results
+            for a, b in zip(values, saved):
+                np.testing.assert_array_equal(a, b, strict=True)
+
+
+@pytest.mark.parametrize("optimize, kept, shape", [(False, "pad", (2, 3, 9, 9)),
+                                                   (True, "conv2d_columns", (2, 1, 27, 7, 7))])
+def test_a_kept_buffer_is_never_reused_for_a_later_value(optimize, kept, shape):
+    # the padded input or the windows' copy (optimized) dies at the convolution; a later step of its shape
+    # and dtype must not write into it (and be returned): a kept buffer is the conv step's, not one the
+    # plan allocated
+    x = gc.placeholder("x", (2, 3, 7, 7))
+    u = gc.placeholder("u", shape)
+    y = gc.conv2d(x, gc.constant(np.ones((4, 3, 3, 3))), padding=1)
+    later = u * gc.sum(y)
+    fn = gc.function([x, u], [y, later], optimize=optimize)
+    assert kept in [node.op for node in fn.plan.steps]
+    rng = np.random.default_rng(6)
+    arrays = [rng.standard_normal((2, 3, 7, 7)), rng.standard_normal(shape)]
+    for _ in range(2):
+        results = fn(*arrays)
+        np.testing.assert_array_equal(results[1], arrays[1] * results[0].sum(), strict=True)
+        roots = [weakref.ref(_root(a)) for a in results]
+        del results
+        assert all(ref() is None for ref in roots)
+
+
+def test_a_kept_padded_input_keeps_its_border():
+    """The padded input's border is written when its buffer is made; later calls write only the middle."""
+    pad = Pad(((0, 0), (1, 0), (2, 3)), -2.5)
+    padding = pad.compiled_impl(None, returned=False)
+    rng = np.random.default_rng(8)
+    for shape in ((2, 3, 4), (2, 3, 4), (3, 3, 4), (2, 3, 4)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(padding(x), pad.impl(x), strict=True)
+    fortran = np.asfortranarray(rng.standard_normal((2, 3, 4)))
+    assert padding(fortran).flags.f_contiguous  # as np.pad makes it
+    integers = np.arange(24).reshape(2, 3, 4)
+    np.testing.assert_array_equal(padding(integers), pad.impl(integers), strict=True)
+
+
+@pytest.mark.parametrize("stride, dilation, offset", [((1, 1), (1, 1), (1, 1)), ((1, 1), (2, 1), (0, 2)),
+                                                      ((1, 1), (1, 1), (3, 0)), ((2, 1), (1, 1), (1, 1)),
+                                                      ((2, 2), (1, 1), (1, 1)), ((3, 3), (1, 1), (0, 0)),
+                                                      ((2, 2), (2, 1), (2, 1))])
+def test_overlap_add_starts_with_the_values_of_zeros_plus_the_first_part(stride, dilation, offset):
+    """The overlap-add writes each block no earlier one touches as ``part + 0.0`` (no zeroed pass under it):
+    bit for bit zeros plus the parts, negative zeros (which a copy would keep) and NaNs included; strided
+    windows (several such blocks, or too few to cover the output: then zeros and additions)."""
+    from graphc.ops.conv import _overlap_add, _overlap_plan
+
+    rng = np.random.default_rng(9)
+    kernel = (3, 2)
+    for size in ((6, 5), (16, 16)):
+        shape = (2, 3) + size
+        parts = {(i, j): rng.standard_normal(shape).astype(np.float32) for i in range(3) for j in range(2)}
+        for part in parts.values():
+            part[0, 0, :2] = -0.0
+            part[1, 2, 3, 1] = np.nan
+        ours = _overlap_add(lambda i, j, parts=parts: parts[i, j], shape, kernel, stride, dilation, np.float32, offset)
+        expected = np.zeros(shape, np.float32)  # the definition, as the kernel was written before
+        for (i, j), part in parts.items():
+            for a in range(size[0]):
+                for b in range(size[1]):
+                    row, col = i * dilation[0] + stride[0] * a - offset[0], j * dilation[1] + stride[1] * b - offset[1]
+                    if 0 <= row < size[0] and 0 <= col < size[1]:
+                        expected[:, :, row, col] += part[:, :, a, b]
+        np.testing.assert_array_equal(ours, expected, strict=True)
+        np.testing.assert_array_equal(np.signbit(ours), np.signbit(expected))
+    # the 16 x 16 case of unit strides zeroes only the entries its first block leaves (a mask)
+    assert _overlap_plan((16, 16), (16, 16), kernel, (1, 1), (1, 1), (1, 1))[1] is not None
+
+
+def test_small_temporaries_are_not_kept(monkeypatch):
+    """Below ``KEEP_MIN_BYTES`` a step allocates (malloc recycles memory the last call freed)."""
+    monkeypatch.setattr(conv_ops, "KEEP_MIN_BYTES", 600 * 8)
+    w = np.ones((4, 3, 2, 2))
+    columns = Conv2dColumns((1, 1), (1, 1), 1).compiled_impl(None, returned=False)
+    kept = columns(np.ones((2, 3, 7, 7)), w)  # 2 * 12 * 36 float64: kept, the step refers to it too
+    fresh = columns(np.ones((1, 3, 7, 7)), w)  # 1 * 12 * 36 float64: not kept
+    assert (sys.getrefcount(kept), sys.getrefcount(fresh)) == (3, 2)
+    pad = Pad(((0, 0), (0, 0), (1, 1), (1, 1)), 0.0).compiled_impl(None, returned=False)
+    padded = pad(np.ones((1, 1, 1, 1)))
+    assert sys.getrefcount(padded) == 3  # a padded input is kept whatever its size
