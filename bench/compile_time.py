@@ -10,8 +10,15 @@
    transcendentals; values stay in [1/e, e]), and the gradient of its sum. Each size runs
    in its own subprocess (``--blocks``, default 100,1000,10000; add 30000 by hand), so
    the peak memory (``ru_maxrss`` minus the process' size after ``import graphc``) is
-   that size's alone; phases: build, grad, optimize, compile (lowering to the plan),
-   first run; the growth exponent of each phase is fitted over the sizes.
+   that size's alone; phases (CPU time of the process): build, grad, optimize, compile
+   (lowering to the plan), first run. ``--block-repeats R`` runs every size R times, each
+   in a fresh subprocess, in interleaved rounds (all sizes, then again), and reports each
+   phase's minimum over the R runs: one run's exponent swings by +-0.1 under load, the
+   minima's far less. The growth exponent of each phase is fitted over the sizes (from
+   those minima), and given between the two largest sizes too ("last pair"), where the
+   cost per node no longer fits in the caches. ``--baseline DIR`` also runs every size
+   with the graphc of the source tree ``DIR`` (e.g. ``git worktree add /tmp/before main``),
+   in the same rounds, for a before -> after comparison under the same load.
 
 Each phase is timed separately (build, grad, optimize, compile = lowering to
 the plan) and the total is their sum; each configuration runs ``--repeats``
@@ -20,6 +27,7 @@ once and checked against NumPy.
 
     python bench/compile_time.py [--repeats 7] [--sizes 100,1000,10000] [--blocks 100,1000,10000,30000]
     python bench/compile_time.py --blocks-only --blocks 1000,10000   # only part 3
+    python bench/compile_time.py --blocks-only --blocks 1000,10000,30000 --block-repeats 3 [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -97,21 +105,23 @@ def _rss_bytes() -> int:
 
 
 def time_blocks(n: int) -> dict:
-    """One fresh N-block graph through every phase (run in a process of its own: see ``--one-block``)."""
+    """One fresh N-block graph through every phase (run in a process of its own: see ``--one-block``);
+    phases in CPU seconds of this process (the machine is shared: wall time counts other jobs)."""
+    clock = time.process_time
     base = _rss_bytes()
-    t0 = time.perf_counter()
+    t0 = clock()
     x, cost = block_graph(n)
-    t1 = time.perf_counter()
+    t1 = clock()
     (g,) = gc.grad(cost, [x])
-    t2 = time.perf_counter()
+    t2 = clock()
     optimized = optimize_tensors([cost, g])
-    t3 = time.perf_counter()
+    t3 = clock()
     plan = build_plan(optimized, [x], [])
     executable = Executable(plan)
-    t4 = time.perf_counter()
+    t4 = clock()
     value = np.linspace(-1, 1, 1000)
     result_cost, result_grad = executable.execute_args((value,))
-    t5 = time.perf_counter()
+    t5 = clock()
     nodes = len(toposort([cost, g]))
     assert abs(float(result_cost) - block_numpy(value, n)) <= 1e-9 * abs(block_numpy(value, n))
     assert result_grad.shape == (1000,) and np.all(np.isfinite(result_grad))
@@ -120,10 +130,14 @@ def time_blocks(n: int) -> dict:
             "steps": len(plan.steps)}
 
 
-def run_blocks_in_subprocess(n: int) -> dict:
+def run_blocks_in_subprocess(n: int, tree: str | None = None) -> dict:
+    """``time_blocks(n)`` in a fresh process, importing graphc from the source tree ``tree`` if given."""
     script = os.path.abspath(__file__)
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.path.abspath(tree) + os.pathsep + env.get("PYTHONPATH", "")
     done = subprocess.run([sys.executable, script, "--one-block", str(n)], capture_output=True, text=True,
-                          check=True, env=dict(os.environ))
+                          check=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -134,23 +148,43 @@ def exponent(sizes: list[int], values: list[float]) -> float:
     return float(np.polyfit(np.log(sizes), np.log(np.maximum(values, 1e-9)), 1)[0])
 
 
-def block_report(sizes: list[int]) -> None:
+BLOCK_KEYS = (*BLOCK_PHASES, "total")
+
+
+def block_report(sizes: list[int], repeats: int = 1, baseline: str | None = None) -> None:
+    """The block chain's table: per size, each phase's minimum over ``repeats`` fresh processes (and
+    the same for the graphc of ``baseline``, in the same interleaved rounds), then the exponents."""
+    trees = {"": None} if baseline is None else {"baseline": baseline, "this tree": None}
     print(f"block chain ({' -> '.join(BLOCK_OPS)} per block, 1000-vector, its sum and the gradient); "
-          f"one subprocess per size")
-    print(f"  {'blocks':>7s} {'nodes':>7s} " + " ".join(f"{k:>11s}" for k in BLOCK_PHASES)
-          + f" {'total':>11s} {'ms/block':>9s} {'peak MB':>8s}")
-    rows = []
-    for n in sizes:
-        r = run_blocks_in_subprocess(n)
-        rows.append(r)
-        print(f"  {n:7d} {r['nodes']:7d} " + " ".join(fmt_time(r[k]) for k in BLOCK_PHASES)
-              + f" {fmt_time(r['total'])} {r['total'] / n * 1e3:9.3f} {r['peak'] / 2**20:8.1f}", flush=True)
-    if len(sizes) > 1:
-        print("  growth exponent per phase: " + ", ".join(
-            f"{k} {exponent(sizes, [r[k] for r in rows]):.3f}" for k in (*BLOCK_PHASES, "total")))
-    targets = {1000: 0.5, 10000: 5.0, 30000: 15.0}
-    notes = [f"N={n}: {r['total']:.2f} s (target <= {targets[n]} s)" for n, r in zip(sizes, rows) if n in targets]
-    print("  block summary: " + "; ".join(notes))
+          f"one subprocess per size and run, CPU time, minimum of {repeats} run(s) per size")
+    runs: dict[tuple[str, int], list[dict]] = {(label, n): [] for label in trees for n in sizes}
+    for _ in range(repeats):  # interleaved rounds: a burst of load hits every size and tree alike
+        for n in sizes:
+            for label, tree in trees.items():
+                runs[label, n].append(run_blocks_in_subprocess(n, tree))
+    for label in trees:
+        if label:
+            print(f"  {label}:")
+        print(f"  {'blocks':>7s} {'nodes':>7s} " + " ".join(f"{k:>11s}" for k in BLOCK_KEYS)
+              + f" {'ms/block':>9s} {'peak MB':>8s}")
+        rows = []
+        for n in sizes:
+            done = runs[label, n]
+            r = {key: min(d[key] for d in done) for key in (*BLOCK_KEYS, "peak")}
+            r["nodes"] = done[0]["nodes"]
+            rows.append(r)
+            print(f"  {n:7d} {r['nodes']:7d} " + " ".join(fmt_time(r[k]) for k in BLOCK_KEYS)
+                  + f" {r['total'] / n * 1e3:9.3f} {r['peak'] / 2**20:8.1f}", flush=True)
+        if len(sizes) > 1:
+            print("  growth exponent per phase (fit over all sizes): " + ", ".join(
+                f"{k} {exponent(sizes, [r[k] for r in rows]):.3f}" for k in BLOCK_KEYS))
+        if len(sizes) > 2:
+            print(f"  growth exponent, last pair {sizes[-2]} -> {sizes[-1]}: " + ", ".join(
+                f"{k} {exponent(sizes[-2:], [r[k] for r in rows[-2:]]):.3f}" for k in BLOCK_KEYS))
+        targets = {1000: 0.5, 10000: 5.0, 30000: 15.0}
+        notes = [f"N={n}: {r['total']:.2f} s (target <= {targets[n]} s)" for n, r in zip(sizes, rows)
+                 if n in targets]
+        print("  block summary: " + "; ".join(notes))
 
 
 MLP_PARAMS = init_params([784, 256, 256, 10], "float64")  # the random initial values are not timed
@@ -218,6 +252,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--blocks", default="100,1000,10000", help="block-chain sizes (each in a subprocess)")
     parser.add_argument("--blocks-only", action="store_true", help="only the block chain")
+    parser.add_argument("--block-repeats", type=int, default=1,
+                        help="fresh processes per block-chain size; each phase's minimum is reported")
+    parser.add_argument("--baseline", default=None,
+                        help="a graphc source tree to time in the same rounds (before -> after)")
     parser.add_argument("--one-block", type=int, default=None, help=argparse.SUPPRESS)  # the subprocess' job
     parser.add_argument("--blas-threads", default=None)
     args = parser.parse_args()
@@ -227,7 +265,7 @@ def main() -> None:
         return
     if args.blocks_only:
         print(conditions())
-        block_report([int(s) for s in args.blocks.split(",")])
+        block_report([int(s) for s in args.blocks.split(",")], args.block_repeats, args.baseline)
         return
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))  # graphc must not need more
     print("compile_time: build + grad + optimize + compile (medians of fresh graphs)")
@@ -254,7 +292,7 @@ def main() -> None:
     if 1000 in sizes:
         summary.append(f"N=1000 in {totals[sizes.index(1000)]:.3f} s (target <= 1 s)")
     print("summary: " + "; ".join(summary))
-    block_report([int(s) for s in args.blocks.split(",")])
+    block_report([int(s) for s in args.blocks.split(",")], args.block_repeats, args.baseline)
 
 
 if __name__ == "__main__":
