@@ -54,10 +54,9 @@ def assign_buffers(program: Program) -> Program:
             continue
         index = last_use[value]
         taken = taken_at.get(value, -1)
-        frees.setdefault(taken if taken > index else index, []).append(id(values[value]))  # (held for reuse)
-    program.kinds, program.frees = kinds, frees
-    program.target = {index: id(values[buffer]) for index, buffer in target.items()}
-    program.taken_at = {id(values[buffer]): index for buffer, index in taken_at.items()}
+        frees.setdefault(taken if taken > index else index, []).append(value)  # (held for reuse)
+    program.values, program.number, program.parents = values, number, parents
+    program.kinds, program.frees, program.target, program.taken_at = kinds, frees, target, taken_at
     return program
 
 

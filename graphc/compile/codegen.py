@@ -55,41 +55,44 @@ def generate(program: Program) -> Program:
         scalar = lines is not None
     if scalar:
         namespace.update((key, value.item() if python else value[()]) for key, value in program.defaults.items())
+        value_names = [f"v{index}" for index in range(len(steps))] + [names[id(t)] for t in program.leaves]
     else:
         namespace.update(program.defaults)
         kinds = program.kinds
-        lines, line_step = _emit_lines(program, kinds, namespace)
+        lines, line_step, value_names = _emit_lines(program, kinds, namespace)
     if options.check_numerics:
+        names.update(zip(map(id, steps), value_names))  # (the checks name the values by id)
         instrument(lines, line_step, steps, deps, names, namespace, program.inputs, program.variables)
     n_outputs = program.n_outputs
-    escaped = _escapes(roots[:n_outputs] if inplace else roots, names, steps, scalar)
+    escaped = _escapes(roots[:n_outputs] if inplace else roots, program.number, value_names, len(steps), scalar)
     if inplace:
         escaped.extend(f"t{k}" for k in range(len(updates)))  # the storage written, or fresh arrays
-    source, run = _make_run(program, namespace, lines, line_step, escaped, scalar, python)
+    source, run = _make_run(program, namespace, lines, line_step, escaped, scalar, python, value_names)
     del lines, line_step
+    fired = program.fired
+    rules = tuple(fired.get(id(n), "") for n in steps) if fired else ("",) * len(steps)
     program.plan = Plan(program.inputs, tuple(program.variables), program.outputs, updates, tuple(steps), source,
-                        run, tuple(kinds), scalar, inplace, bool(options.check_numerics),
-                        tuple(program.fired.get(id(n), "") for n in steps))
+                        run, tuple(kinds), scalar, inplace, bool(options.check_numerics), rules)
     return program
 
 
 def _make_run(program: Program, namespace: dict, lines: list[str], line_step: dict[int, int],
-              escaped: list[str], scalar: bool, python: bool) -> tuple[str, object]:
+              escaped: list[str], scalar: bool, python: bool, value_names: list[str]) -> tuple[str, object]:
     """(the plan's source, its ``run``): a long plan's lines as a step table, others compiled."""
-    steps, deps, names, options = program.steps, program.deps, program.names, program.options
+    steps, parents, options = program.steps, program.parents, program.options
     if not scalar and not options.inplace and not options.check_numerics and len(steps) > table.TABLE_STEPS:
         # a long plan: its lines run as a step table (see table.py), with no compile()
         run, tiers = table.tabulate(lines, line_step, escaped, len(program.inputs), len(program.variables),
                                     namespace)
-        namespace["_failure"] = tiers.failure(steps, deps, names)
+        namespace["_failure"] = tiers.failure(steps, parents, value_names)
         return ("# a step table (graphc/compile/table.py): one entry per line\n" + "\n".join(lines)
                 + f"\n# returns ({''.join(e + ', ' for e in escaped)})\n"), run
     source, offset = _source(len(program.inputs), len(program.variables), len(program.updates), namespace, lines,
                              escaped, scalar, options.inplace, options.check_numerics, python)
     step_of_line = _line_table({offset + line: step for line, step in line_step.items()})
     exec(compile(source, "<graphc plan>", "exec"), namespace)  # noqa: S102 - our own generated code
-    namespace["_failure"] = _failure_handler(steps, deps, names, program.defaults, step_of_line, program.fused,
-                                             program.writes, program.updates, options.inplace)
+    namespace["_failure"] = _failure_handler(steps, parents, value_names, program.defaults, step_of_line,
+                                             program.fused, program.writes, program.updates, options.inplace)
     return source, namespace["run"]
 
 
@@ -187,52 +190,55 @@ def _scalar_expression(node: Tensor, args: list[str], inputs: list[Tensor], name
 
 # ---- array graphs ------------------------------------------------------------------------------
 
-def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[list[str], dict[int, int]]:
-    """One line per step (plus ``del`` lines), values living in recycled local names.
+def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[list[str], dict[int, int], list[str]]:
+    """One line per step (plus ``del`` lines), values living in recycled local names; returns the lines,
+    the step of each line, and each value's name (by value number: the name it has while it lives).
 
     A step's result takes the name ("register") of an input that dies there, so rebinding
     drops the old value with no ``del`` line (fewer lines to compile, the same lifetimes).
-    ``names`` ends up mapping each value to its name while it lives.
     """
-    steps, deps, names = program.steps, program.deps, program.names
+    steps, parents, names = program.steps, program.parents, program.names
     target, taken_at, frees = program.target, program.taken_at, program.frees
     fused, writes = program.fused, program.writes
+    n = len(steps)
+    # by value number: the steps' names as they are made, the leaves' from lowering
+    value_names: list[str] = [""] * n + [names[id(t)] for t in program.values[n:]]
     lines: list[str] = []
     line_step: dict[int, int] = {}
     free_registers: list[str] = []
     new_registers = (f"r{k}" for k in itertools.count())
-    live: dict[str, int] = {}  # name -> the value it holds
+    live: dict[str, int] = {}  # name -> the value (number) it holds
     in_place = bool(fused or writes)
     for index, node in enumerate(steps):
-        key = id(node)
         dying = frees.get(index, ())
         mine = target.get(index)
-        if in_place and (key in fused or key in writes):
-            name = f"t{fused.get(key, writes.get(key))}"
-        elif mine is not None and mine in dying and names[mine][0] in _REGISTERS:
-            name = names[mine]
+        if in_place and (id(node) in fused or id(node) in writes):
+            name = f"t{fused.get(id(node), writes.get(id(node)))}"
+        elif mine is not None and mine in dying and value_names[mine][0] in _REGISTERS:
+            name = value_names[mine]
         else:
-            name = next((names[k] for k in dying if names[k][0] in _REGISTERS), None) if dying else None
+            name = next((value_names[k] for k in dying if value_names[k][0] in _REGISTERS), None) if dying else None
             if name is None:
                 name = free_registers.pop() if free_registers else next(new_registers)
-        out = names[mine] if mine is not None else ""
-        if in_place and key in fused:
+        out = value_names[mine] if mine is not None else ""
+        if in_place and id(node) in fused:
             out = name
-        call = _step_call(index, node, deps, names, kinds, out, name, namespace, program)
-        if kinds[index] in ("call", "special", "T", "reshape", "direct") and key in taken_at:
+        args = [value_names[k] for k in parents[index]]
+        call = _step_call(index, node, args, kinds, out, name, namespace, program)
+        if kinds[index] in ("call", "special", "T", "reshape", "direct") and index in taken_at:
             # a later step writes into this value's buffer: it must be one the plan allocated
-            call = f"_fresh({call}{''.join(', ' + names[id(p)] for p in deps[key])})"
+            call = f"_fresh({call}{''.join(', ' + a for a in args)})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
-        dead = _drop(dying, name, names, live, free_registers)
+        dead = _drop(dying, name, value_names, live, free_registers)
         # invariant: a name is rebound only when the value it held has died here
         if name in live:
             raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
-        names[key] = name
-        live[name] = key
+        value_names[index] = name
+        live[name] = index
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
-    return lines, line_step
+    return lines, line_step, value_names
 
 
 #: the first letters of the names steps' values live in (``r`` registers, ``t`` in-place targets); leaves
@@ -240,12 +246,12 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
 _REGISTERS = "rt"
 
 
-def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], free_registers: list[str]) -> list[str]:
-    """Forget the values dying at a step whose result is ``name``: the names to ``del`` (every one
-    but ``name``, which the result rebinds); their registers become free."""
+def _drop(dying, name: str, value_names: list[str], live: dict[str, int], free_registers: list[str]) -> list[str]:
+    """Forget the values (numbers) dying at a step whose result is ``name``: the names to ``del`` (every
+    one but ``name``, which the result rebinds); their registers become free."""
     dead = []
     for gone in dying:
-        old = names[gone]
+        old = value_names[gone]
         live.pop(old, None)
         if old != name:
             dead.append(old)
@@ -254,17 +260,17 @@ def _drop(dying, name: str, names: dict[int, str], live: dict[str, int], free_re
     return dead
 
 
-def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -> str:
-    """The expression computing step ``index`` (its callables go into ``namespace``)."""
+def _step_call(index, node, args, kinds, out, name, namespace, program) -> str:
+    """The expression computing step ``index`` from its inputs' names ``args`` (its callables go into
+    ``namespace``)."""
     cls = type(node.primitive)
-    args = [names[id(p)] for p in deps[id(node)]]
     kind = kinds[index]
     if (not out and (kind == "ufunc" or kind == "matmul") and static(node)
             and math.prod(node.shape) * node.dtype.itemsize >= SPARE_MIN_BYTES):
         out = f"_grab(_spare, {(node.shape, node.dtype.str)!r})"
         kinds[index] = kind + "+spare"
     if kind == "call":
-        return _cheap_call(index, node, deps, args, kinds, namespace, program)
+        return _cheap_call(index, node, _inputs(index, program), args, kinds, namespace, program)
     if kind == "write":
         namespace[f"f{index}"] = functools.partial(runtime.write, node.shape, node.dtype, node.primitive.variable)
         return f"f{index}({name}, {args[0]})"
@@ -279,17 +285,23 @@ def _step_call(index, node, deps, names, kinds, out, name, namespace, program) -
         zero = _bind(namespace, shared, None, f"z{index}", ("zero", node.dtype.str))
         return f"{function}({args[0]}, {zero}{', out=' + out if out else ''})"  # (see _POSITIONAL_OUT)
     # Matmul.impl is exactly np.matmul (or, for some operands, a faster function of the same bits)
-    value = node.primitive.kernel_for(*deps[id(node)]) if cls is linalg.Matmul else kernel(node)
+    value = node.primitive.kernel_for(*_inputs(index, program)) if cls is linalg.Matmul else kernel(node)
     function = _bind(namespace, shared, value, f"f{index}")
     if out:
-        args.append(out if _positional_out(value) else f"out={out}")
+        args = [*args, out if _positional_out(value) else f"out={out}"]  # (not the caller's list)
     return f"{function}({', '.join(args)})"
 
 
-def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
+def _inputs(index: int, program: Program) -> list[Tensor]:
+    """Step ``index``'s inputs, as the plan computes it."""
+    values = program.values
+    return [values[k] for k in program.parents[index]]
+
+
+def _cheap_call(index, node, inputs, args, kinds, namespace, program) -> str:
     """A step without ``out=``: ``x.T``, ``sum_to`` and ``mean`` as one reduction, else the op's impl."""
     cls = type(node.primitive)
-    source = deps[id(node)][0].shape if deps[id(node)] else ()
+    source = inputs[0].shape if inputs else ()
     if cls is shape_ops.Transpose and tuple(node.primitive.axes) == tuple(reversed(range(len(node.shape)))):
         kinds[index] = "T"
         return f"{args[0]}.T"
@@ -307,7 +319,7 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
         call = f"{function}({args[0]}, axis={axes!r}, keepdims={keep})"
         return call + f".reshape({node.shape!r})" if keep else call
     if (cls is reduce.Mean and node.dtype.kind == "f" and len(args) == 1
-            and deps[id(node)][0].dtype == node.dtype and None not in source):
+            and inputs[0].dtype == node.dtype and None not in source):
         # np.mean's own arithmetic (a sum, then a true division by the count) without its
         # Python-level wrapper
         items = int(np.prod([source[a] for a in node.primitive.axes], dtype=np.int64))
@@ -315,7 +327,7 @@ def _cheap_call(index, node, deps, args, kinds, namespace, program) -> str:
         kinds[index] = "reduce"
         return (f"{function}({args[0]}, axis={tuple(node.primitive.axes)!r}, "
                 f"keepdims={bool(node.primitive.keepdims)}) / {items}")
-    direct = _direct_call(index, node, deps, args, namespace)
+    direct = _direct_call(index, node, inputs, args, namespace)
     if direct is not None:
         kinds[index] = "direct"
         return direct
@@ -374,7 +386,7 @@ def _size_product(arg: str, shape: tuple, axes) -> str:
     return " * ".join(([str(known)] if known != 1 or not unknown else []) + unknown)
 
 
-def _direct_call(index, node, deps, args, namespace) -> str | None:
+def _direct_call(index, node, inputs, args, namespace) -> str | None:
     """The op's impl written out as the NumPy expression it evaluates, where the sizes it needs are
     read from the arrays (so unknown sizes cost no Python call of ``impl``); None for other steps.
 
@@ -384,7 +396,6 @@ def _direct_call(index, node, deps, args, namespace) -> str | None:
     same view ``np.expand_dims`` makes); ``broadcast_like`` ``np.broadcast_to`` to the reference's
     shape; ``sum_to`` to a reference of the same shape is the input itself, as in ``sum_to_shape``.
     """
-    inputs = deps[id(node)]
     if not inputs:
         return None
     return _direct_count(index, node, inputs, args, namespace) or _direct_view(index, node, inputs, args,
@@ -424,23 +435,24 @@ def _direct_view(index, node, inputs, args, namespace) -> str | None:
 
 # ---- the function around the steps -------------------------------------------------------------
 
-def _escapes(escaping: list[Tensor], names: dict[int, str], steps: list[Tensor], scalar: bool) -> list[str]:
+def _escapes(escaping: list[Tensor], number: dict[int, int], value_names: list[str], n_steps: int,
+             scalar: bool) -> list[str]:
     """The returned expressions: outputs and update values escape to the caller, so whatever could
     alias a feed, a variable, a constant, a view or another output is copied."""
     escaped: list[str] = []
     seen: set[int] = set()
-    step_ids = {id(n) for n in steps}
     for tensor in escaping:
-        name = names[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
+        value = number[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
+        name = value_names[value]
         if scalar:
             escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar
-        elif id(tensor) not in step_ids or tensor.primitive.view or id(tensor) in seen:
+        elif value >= n_steps or tensor.primitive.view or value in seen:  # (numbers past the steps: leaves)
             escaped.append(f"_copy({name})")
         elif static(tensor):
             escaped.append(name)  # a fresh ndarray this call allocated
         else:
             escaped.append(f"_as_array({name})")  # fresh, but maybe a NumPy scalar
-        seen.add(id(tensor))
+        seen.add(value)
     return escaped
 
 
@@ -480,7 +492,7 @@ def _line_table(step_of_line: dict[int, int]) -> array:
     return table
 
 
-def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, updates, inplace):
+def _failure_handler(steps, parents, value_names, defaults, step_of_line, fused, writes, updates, inplace):
     """The plan's ``_failure``: the ExecutionError for an exception raised at a line of ``run``."""
     # in-place plans: the line writing each update (a write step, or a step computing into the storage)
     write_lines = sorted((line, fused.get(id(steps[step]), writes.get(id(steps[step]))))
@@ -496,7 +508,7 @@ def _failure_handler(steps, deps, names, defaults, step_of_line, fused, writes, 
             return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
         node = steps[step]
         frame_locals = tb.tb_frame.f_locals
-        arrays = [frame_locals.get(names[id(p)], defaults.get(names[id(p)])) for p in deps[id(node)]]
+        arrays = [frame_locals.get(value_names[k], defaults.get(value_names[k])) for k in parents[step]]
         if id(node) in writes:
             error = ExecutionError(f"update of variable {update_names[writes[id(node)]]!r} failed: {exc}")
         else:

@@ -122,13 +122,22 @@ class Program:
     #: write steps copying a new value into the storage (id -> update index k)
     writes: dict[int, int] = field(default_factory=dict)
     # ---- buffer assignment ----
+    # From here on values are also numbered: ``values[k]`` is value number k, the steps in run order
+    # (a step's number is its index) and then the leaves. The later stages index lists by number rather
+    # than dicts by id(): a long plan's dicts outgrow the caches, and each lookup then costs a miss.
+    #: every value of the plan, by number
+    values: list[Tensor] = field(default_factory=list)
+    #: ``id(value)`` -> its number
+    number: dict[int, int] = field(default_factory=dict)
+    #: per step, the numbers of its inputs (``deps``, numbered)
+    parents: list[list[int]] = field(default_factory=list)
     #: per step, how it is lowered ("ufunc", "inplace", "reuse", "call", ...; code generation refines it)
     kinds: list[str] = field(default_factory=list)
-    #: step index -> the id of the buffer it writes into with ``out=``
+    #: step index -> the number of the buffer it writes into with ``out=`` (a step's: buffers are steps')
     target: dict[int, int] = field(default_factory=dict)
-    #: buffer id -> the step index writing into it
+    #: buffer number -> the step index writing into it
     taken_at: dict[int, int] = field(default_factory=dict)
-    #: step index -> the values whose names are dropped after it
+    #: step index -> the numbers of the values whose names are dropped after it
     frees: dict[int, list[int]] = field(default_factory=dict)
     # ---- code generation ----
     #: the name each shared value (a NumPy function, a 0-d zero) is bound to in ``run``'s namespace

@@ -256,7 +256,8 @@ class Tiers:
                                               + [self.line_step.get(k, -1) for k in range(start, end)])
         return function
 
-    def failure(self, steps: Sequence[Tensor], deps: dict, names: dict[int, str]) -> Callable:
+    def failure(self, steps: Sequence[Tensor], parents: Sequence[Sequence[int]], value_names: Sequence[str]
+                ) -> Callable:
         """The plan's ``_failure(exc, entry, R)``: the ExecutionError naming the failing step's op, input
         shapes and user line (as a generated plan's)."""
         def failure(exc: Exception, entry: tuple, R: list) -> ExecutionError:  # noqa: N803
@@ -276,7 +277,7 @@ class Tiers:
             node = steps[step]
             slots, local = self.slots, frame_locals if code in self.codes else {}
             arrays = [local[n] if n in local else R[slots[n]] if n in slots else None
-                      for n in (names.get(id(p)) for p in deps[id(node)])]
+                      for n in (value_names[k] for k in parents[step])]
             return runtime.describe_failure(node, arrays, exc)
 
         return failure
