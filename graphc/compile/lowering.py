@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -145,16 +146,19 @@ def lowering_rule(op_class: type[Op]) -> Callable[[LoweringRule], LoweringRule]:
 
 @dataclass
 class Rewrites:
-    """What the lowering rules read and write (ids are ``id(tensor)``)."""
+    """What the lowering rules read and write (ids are ``id(tensor)``).
+
+    ``position`` and ``consumers`` are made on first use (a full pass over a long plan, and a list
+    per value, that a plan whose rules never look at readers does not pay for). A rule looks at the
+    readers it needs before it rewires anything, so they are the same as if made up front.
+    """
 
     #: each step's inputs, as the plan computes it
     deps: dict[int, list[Tensor]]
     #: the outputs and update values: their values must stay what they are
     roots: set[int]
-    #: each step's position in dependency order
-    position: dict[int, int]
-    #: each value's readers (appended to as rules rewire; readers a rule drops may stay listed)
-    consumers: dict[int, list[Tensor]]
+    #: the steps in dependency order
+    steps: list[Tensor]
     #: steps computed by another NumPy function of their (rewired) inputs
     special: dict[int, Callable]
     #: the rule that changed each step
@@ -167,6 +171,21 @@ class Rewrites:
     dropped: set[int] = field(default_factory=set)
     #: the name of the rule running
     rule: str = ""
+
+    @cached_property
+    def position(self) -> dict[int, int]:
+        """Each step's position in dependency order."""
+        return {id(n): i for i, n in enumerate(self.steps)}
+
+    @cached_property
+    def consumers(self) -> dict[int, list[Tensor]]:
+        """Each value's readers (appended to as rules rewire; readers a rule drops may stay listed)."""
+        consumers: dict[int, list[Tensor]] = {}
+        deps = self.deps
+        for node in self.steps:
+            for parent in deps[id(node)]:
+                consumers.setdefault(id(parent), []).append(node)
+        return consumers
 
     def users(self, node: Tensor) -> list[Tensor]:
         return self.consumers.get(id(node), [])
@@ -191,14 +210,7 @@ def apply_rules(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[i
     for node in steps:
         if type(node.primitive) in RULES:
             by_class.setdefault(type(node.primitive), []).append(node)
-    if not by_class:
-        return Rewrites(deps, roots, {}, {}, special, fired)
-    position = {id(n): i for i, n in enumerate(steps)}
-    consumers: dict[int, list[Tensor]] = {}
-    for node in steps:
-        for parent in deps[id(node)]:
-            consumers.setdefault(id(parent), []).append(node)
-    rewrites = Rewrites(deps, roots, position, consumers, special, fired)
+    rewrites = Rewrites(deps, roots, steps, special, fired)
     for op_class, rules in RULES.items():
         for rule in rules:
             rewrites.rule = rule.__name__
@@ -288,13 +300,13 @@ def _scaled_weight(scaled: Tensor, scale: Tensor, node: Tensor, rw: Rewrites) ->
     ``node`` (``scaled * scale``, ``scale`` of one element) reads, all of ``node``'s type; else None."""
     # (the cheap tests first; the readers' lookup last)
     if (type(scaled.primitive) is not ew.Mul or scaled is scale or len(scale.shape) > len(node.shape)
-            or any(d != 1 for d in scale.shape) or scale.dtype != node.dtype or scaled.dtype != node.dtype
-            or not rw.sole_use(scaled)):
+            or any(d != 1 for d in scale.shape) or scale.dtype != node.dtype or scaled.dtype != node.dtype):
         return None
     w, c = rw.deps[id(scaled)]
     if not _is_exact_scale(c):
         w, c = c, w
-    if not _is_exact_scale(c) or w.shape != node.shape or w.dtype != node.dtype or c.dtype != node.dtype:
+    if (not _is_exact_scale(c) or w.shape != node.shape or w.dtype != node.dtype or c.dtype != node.dtype
+            or not rw.sole_use(scaled)):
         return None
     return w, c
 
