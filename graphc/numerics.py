@@ -130,8 +130,8 @@ def instrument(lines: list[str], line_step: dict[int, int], steps: Sequence[Tens
         if node.dtype.kind != "f" or getattr(node.primitive, "view", False):
             continue  # integers and booleans cannot hold NaN; a view holds its input's values
         target, expression = lines[line].split(" = ", 1)
-        operands = "".join(f", {names[id(p)]}" for p in deps[id(node)])
-        namespace[f"_n{step}"] = _step_check(node, deps[id(node)])
+        operands = "".join(f", {names[id(p)]}" for p in deps[node])
+        namespace[f"_n{step}"] = _step_check(node, deps[node])
         lines[line] = f"{target} = _n{step}({expression}{operands})"
     namespace["_check_leaves"] = _leaf_check(inputs, variables)
     namespace["_NumericsError"] = NumericsError

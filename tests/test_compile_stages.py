@@ -39,7 +39,7 @@ def test_each_stage_fills_in_its_part_and_the_result_is_build_plans(rng):
         assert sorted(map(id, program.steps)) == sorted(map(id, lowered))  # a reordering
         seen: set[int] = set()
         for node in program.steps:  # every step after the steps it reads
-            assert all(id(p) in seen or id(p) in leaves for p in program.deps[id(node)])
+            assert all(id(p) in seen or id(p) in leaves for p in program.deps[node])
             seen.add(id(node))
         program = plan_inplace(program)
         assert bool(program.writes or program.fused) == inplace

@@ -108,7 +108,7 @@ def _scalar_body(steps, deps, names, namespace, python: bool = False):
     kinds: list[str] = []
     line_step: dict[int, int] = {}
     for index, node in enumerate(steps):
-        inputs = deps[id(node)]
+        inputs = deps[node]
         expression = _scalar_expression(node, [names[id(p)] for p in inputs], inputs, namespace,
                                         str(index), python)
         if expression is None:
@@ -435,14 +435,14 @@ def _direct_view(index, node, inputs, args, namespace) -> str | None:
 
 # ---- the function around the steps -------------------------------------------------------------
 
-def _escapes(escaping: list[Tensor], number: dict[int, int], value_names: list[str], n_steps: int,
+def _escapes(escaping: list[Tensor], number: dict[Tensor, int], value_names: list[str], n_steps: int,
              scalar: bool) -> list[str]:
     """The returned expressions: outputs and update values escape to the caller, so whatever could
     alias a feed, a variable, a constant, a view or another output is copied."""
     escaped: list[str] = []
     seen: set[int] = set()
     for tensor in escaping:
-        value = number[id(tensor)]  # (roots are resolved: a fused root is its last expanded step)
+        value = number[tensor]  # (roots are resolved: a fused root is its last expanded step)
         name = value_names[value]
         if scalar:
             escaped.append(f"_nd({name})")  # a fresh 0-d array from an immutable scalar

@@ -65,10 +65,10 @@ def _computes_into(value: Tensor, variable: Variable, deps, looks) -> bool:
         return False
     if kernel(value) is not None or cls is Relu:
         return True
-    return cls is Matmul and not any(id(variable) in looks.get(id(p), ()) for p in deps[id(value)])
+    return cls is Matmul and not any(id(variable) in looks.get(id(p), ()) for p in deps[value])
 
 
-def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: list[Tensor],
+def _stage_inplace(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], outputs: list[Tensor],
                    updates: Sequence[tuple[Variable, Tensor]],
                    special: dict) -> tuple[list[Tensor], list[Tensor], dict[int, int], dict[int, int]]:
     """Insert the copies and writes of in-place updates into the schedule.
@@ -87,7 +87,7 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
     looks = looks_into(steps, deps, updates)
     last_read: dict[int, int] = {}  # variable id -> the last step reading its storage (views included)
     for i, node in enumerate(steps):
-        for key in looks.get(id(node), frozenset()).union(*(looks.get(id(p), ()) for p in deps[id(node)])):
+        for key in looks.get(id(node), frozenset()).union(*(looks.get(id(p), ()) for p in deps[node])):
             last_read[key] = i
     copies_at: dict[int, list[Tensor]] = {}
     copies: dict[int, Tensor] = {}
@@ -97,7 +97,7 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
         if made is None:
             made = copies[id(node)] = Tensor(CopyStep(), [node], node.shape, node.dtype, site=node.site,
                                              is_gradient=False)
-            deps[id(made)] = [node]
+            deps[made] = [node]
             at = position.get(id(node), -1)
             position[id(made)] = at
             copies_at.setdefault(at, []).append(made)
@@ -107,7 +107,7 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
 
     outputs = [copy_of(t) if looks.get(id(t)) else t for t in outputs]
     values = [copy_of(value) if looks.get(id(value)) else value for _, value in updates]
-    used = {id(p) for n in steps for p in deps[id(n)]}
+    used = {id(p) for n in steps for p in deps[n]}
     returned = {id(t) for t in outputs}
     counts: dict[int, int] = {}
     for value in values:
@@ -124,7 +124,7 @@ def _stage_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: 
             continue
         write = Tensor(WriteStep(k, variable.name or f"<variable {k}>"), [value], variable.shape,
                        variable.dtype, site=value.site if value.site else variable.site, is_gradient=False)
-        deps[id(write)] = [value]
+        deps[write] = [value]
         writes[id(write)] = k
         writes_at.setdefault(max(at, last_read.get(id(variable), -1)), []).append(write)
     staged = copies_at.get(-1, []) + writes_at.get(-1, [])

@@ -39,8 +39,8 @@ def lower(program: Program) -> Program:
     steps = program.steps
     # a step's own inputs tuple where no fused node was expanded (no copy per step: the error handler
     # keeps ``deps`` for the plan's lifetime); the rules replace entries, never mutate them
-    deps: dict[int, Sequence[Tensor]] = ({id(n): n.inputs for n in steps} if not alias else
-                                         {id(n): [alias.get(id(p), p) for p in n.inputs] for n in steps})
+    deps: dict[Tensor, Sequence[Tensor]] = ({n: n.inputs for n in steps} if not alias else
+                                         {n: [alias.get(id(p), p) for p in n.inputs] for n in steps})
     if program.options.peepholes:
         rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired)
         inserted, replaced, dropped = rewrites.inserted, rewrites.replaced, rewrites.dropped
@@ -154,7 +154,7 @@ class Rewrites:
     """
 
     #: each step's inputs, as the plan computes it
-    deps: dict[int, list[Tensor]]
+    deps: dict[Tensor, list[Tensor]]
     #: the outputs and update values: their values must stay what they are
     roots: set[int]
     #: the steps in dependency order
@@ -183,7 +183,7 @@ class Rewrites:
         consumers: dict[int, list[Tensor]] = {}
         deps = self.deps
         for node in self.steps:
-            for parent in deps[id(node)]:
+            for parent in deps[node]:
                 consumers.setdefault(id(parent), []).append(node)
         return consumers
 
@@ -196,14 +196,14 @@ class Rewrites:
 
     def rewire(self, user: Tensor, old: Tensor, new: Tensor) -> None:
         """``user`` reads ``new`` where it read ``old``."""
-        self.deps[id(user)] = [new if p is old else p for p in self.deps[id(user)]]
+        self.deps[user] = [new if p is old else p for p in self.deps[user]]
         self.consumers.setdefault(id(new), []).append(user)
 
     def fire(self, node: Tensor) -> None:
         self.fired[id(node)] = self.rule
 
 
-def apply_rules(steps: list[Tensor], deps: dict[int, list[Tensor]], roots: set[int],
+def apply_rules(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], roots: set[int],
                 special: dict[int, Callable], fired: dict[int, str]) -> Rewrites:
     """Run every registered rule over the steps of its op class (see ``RULES``)."""
     by_class: dict[type, list[Tensor]] = {}
@@ -238,13 +238,13 @@ def _is_exact_scale(node: Tensor) -> bool:
 def relu_mask(node: Tensor, rw: Rewrites) -> None:
     # x > 0 -> relu(x) > 0: the same mask for every x (NaN included), read from the ReLU's output, so
     # the pre-activation can die at the ReLU (which then runs in place) instead of living until backprop
-    x, zero = rw.deps[id(node)]
+    x, zero = rw.deps[node]
     if x.dtype.kind != "f" or not _is_zero_scalar_constant(zero):
         return
     for user in rw.users(x):
         if (type(user.primitive) is ew.Relu and user.dtype == x.dtype and user.shape == x.shape
                 and rw.position[id(user)] < rw.position[id(node)]):
-            rw.deps[id(node)] = [user, zero]
+            rw.deps[node] = [user, zero]
             rw.consumers.setdefault(id(user), []).append(node)
             rw.fire(node)
             return
@@ -252,7 +252,7 @@ def relu_mask(node: Tensor, rw: Rewrites) -> None:
 
 def _multiplies_by(user: Tensor, factor: Tensor, rw: Rewrites) -> bool:
     """``user`` is ``g * factor`` (or ``factor * g``) with ``g`` and the product of ``factor``'s dtype."""
-    operands = rw.deps[id(user)]
+    operands = rw.deps[user]
     others = [p for p in operands if p is not factor]
     return (type(user.primitive) is ew.Mul and len(operands) == 2 and len(others) == 1
             and others[0].dtype == factor.dtype and user.dtype == factor.dtype)
@@ -261,7 +261,7 @@ def _multiplies_by(user: Tensor, factor: Tensor, rw: Rewrites) -> bool:
 @lowering_rule(ew.Cast)
 def bool_mask_mul(node: Tensor, rw: Rewrites) -> None:
     # g * cast(mask, g.dtype) -> g * mask: NumPy multiplies by True/False as 1/0 in g's dtype
-    (mask,) = rw.deps[id(node)]
+    (mask,) = rw.deps[node]
     if id(node) in rw.roots or mask.dtype != np.dtype(bool) or node.dtype.kind != "f":
         return
     users = rw.users(node)
@@ -276,19 +276,19 @@ def bool_mask_mul(node: Tensor, rw: Rewrites) -> None:
 def _full_shape_kernel(user: Tensor, broadcast: Tensor, rw: Rewrites) -> bool:
     """``user`` is a kernel step of the broadcast's shape with another input of that shape."""
     return (kernel(user) is not None and user.shape == broadcast.shape
-            and any(p is not broadcast and p.shape == broadcast.shape for p in rw.deps[id(user)]))
+            and any(p is not broadcast and p.shape == broadcast.shape for p in rw.deps[user]))
 
 
 @lowering_rule(shape_ops.BroadcastLike)
 def drop_scalar_broadcast(node: Tensor, rw: Rewrites) -> None:
     # ufunc(broadcast(s), y) -> ufunc(s, y) when y already has the broadcast shape: NumPy broadcasts s
     # itself, the same values, and no view is built
-    if id(node) in rw.roots or not static(node) or len(rw.deps[id(node)]) != 1:
+    if id(node) in rw.roots or not static(node) or len(rw.deps[node]) != 1:
         return
     users = rw.users(node)
     if not users or not all(_full_shape_kernel(user, node, rw) for user in users):
         return
-    source = rw.deps[id(node)][0]
+    source = rw.deps[node][0]
     for user in list(users):
         rw.rewire(user, node, source)
         rw.fire(user)
@@ -302,7 +302,7 @@ def _scaled_weight(scaled: Tensor, scale: Tensor, node: Tensor, rw: Rewrites) ->
     if (type(scaled.primitive) is not ew.Mul or scaled is scale or len(scale.shape) > len(node.shape)
             or any(d != 1 for d in scale.shape) or scale.dtype != node.dtype or scaled.dtype != node.dtype):
         return None
-    w, c = rw.deps[id(scaled)]
+    w, c = rw.deps[scaled]
     if not _is_exact_scale(c):
         w, c = c, w
     if (not _is_exact_scale(c) or w.shape != node.shape or w.dtype != node.dtype or c.dtype != node.dtype
@@ -318,7 +318,7 @@ def exact_scale(node: Tensor, rw: Rewrites) -> None:
     # This is the weight-decay gradient's shape; it saves one pass over the weights.
     if not static(node) or id(node) in rw.dropped:
         return
-    operands = rw.deps[id(node)]
+    operands = rw.deps[node]
     for k, scaled in enumerate(operands):
         scale = operands[1 - k]
         found = _scaled_weight(scaled, scale, node, rw)
@@ -326,8 +326,8 @@ def exact_scale(node: Tensor, rw: Rewrites) -> None:
             continue
         w, c = found
         factor = Tensor(ew.Mul(), [scale, c], scale.shape, node.dtype, site=node.site, is_gradient=node.is_gradient)
-        rw.deps[id(factor)] = [scale, c]
-        rw.deps[id(node)] = [w, factor]
+        rw.deps[factor] = [scale, c]
+        rw.deps[node] = [w, factor]
         rw.consumers.setdefault(id(w), []).append(node)
         rw.inserted.setdefault(id(node), []).append(factor)
         rw.dropped.add(id(scaled))
@@ -341,8 +341,8 @@ def _cross_entropy_operands(probs: Tensor, target: Tensor, node: Tensor, rw: Rew
     if (type(probs.primitive) is not nn.Softmax or type(target.primitive) is not shape_ops.OneHot
             or not rw.sole_use(probs) or not rw.sole_use(target)):
         return None
-    (logits,) = rw.deps[id(probs)]
-    (labels,) = rw.deps[id(target)]
+    (logits,) = rw.deps[probs]
+    (labels,) = rw.deps[target]
     if (probs.primitive.axis in (1, -1) and logits.ndim == 2 and logits.dtype.kind == "f"
             and target.primitive.depth == logits.shape[1] and target.dtype == logits.dtype
             and node.dtype == logits.dtype and labels.ndim == 1 and labels.dtype.kind in "iu"):
@@ -356,13 +356,13 @@ def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
     # computed by the op that does the same arithmetic in one buffer, as by hand
     if id(node) in rw.dropped or node.ndim != 2:
         return
-    probs, target = rw.deps[id(node)]
+    probs, target = rw.deps[node]
     found = _cross_entropy_operands(probs, target, node, rw)
     if found is None:
         return
     made = Tensor(nn.SoftmaxMinusOneHot(), list(found), node.shape, node.dtype, name=node.name, site=node.site,
                   is_gradient=node.is_gradient)
-    rw.deps[id(made)] = list(found)
+    rw.deps[made] = list(found)
     rw.inserted.setdefault(id(node), []).append(made)
     rw.replaced[id(node)] = made
     rw.dropped.update((id(node), id(probs), id(target)))
@@ -375,11 +375,11 @@ def sum_of_squares_dot(node: Tensor, rw: Rewrites) -> None:
     # order of the additions, which np.sum does not promise either)
     if node.shape != () or id(node) in rw.dropped:
         return
-    (square,) = rw.deps[id(node)]
+    (square,) = rw.deps[node]
     if (type(square.primitive) is ew.Square and rw.sole_use(square) and square.dtype.kind == "f"
-            and square.dtype == node.dtype and static(square) and rw.deps[id(square)][0].dtype == square.dtype):
-        x = rw.deps[id(square)][0]
-        rw.deps[id(node)] = [x, x]
+            and square.dtype == node.dtype and static(square) and rw.deps[square][0].dtype == square.dtype):
+        x = rw.deps[square][0]
+        rw.deps[node] = [x, x]
         rw.special[id(node)] = np.vdot
         rw.dropped.add(id(square))
         rw.fire(node)

@@ -2,8 +2,10 @@
 
 Every stage of ``graphc.compile.STAGES`` is a function ``Program -> Program``: it reads the
 fields the stages before it filled in and fills in its own (each field says which stage sets
-it). Values are identified by ``id(tensor)``; ``deps`` is the dependency map the stages work
-on (the lowering rules rewire it without touching the user's graph).
+it). Values are identified by ``id(tensor)``, except in ``deps`` and ``number``, keyed by the tensors
+themselves (they hash by identity; a long plan's lookups there are the stages' most frequent, and a
+tensor key needs no compare of a stored int); ``deps`` is the dependency map the stages work on (the
+lowering rules rewire it without touching the user's graph).
 """
 
 from __future__ import annotations
@@ -105,8 +107,8 @@ class Program:
     leaves: list[Tensor] = field(default_factory=list)
     #: the computing nodes; lowering: in dependency order, later stages: in run order
     steps: list[Tensor] = field(default_factory=list)
-    #: each step's inputs, as the plan computes it (lowering rules rewire these)
-    deps: dict[int, list[Tensor]] = field(default_factory=dict)
+    #: each step (the tensor) -> its inputs, as the plan computes it (lowering rules rewire these)
+    deps: dict[Tensor, list[Tensor]] = field(default_factory=dict)
     #: the outputs followed by each update's value (in-place planning: what each update returns)
     roots: list[Tensor] = field(default_factory=list)
     #: steps computed by another NumPy function of their (rewired) inputs, e.g. ``np.vdot``
@@ -115,7 +117,7 @@ class Program:
     fired: dict[int, str] = field(default_factory=dict)
     # ---- scheduling ----
     #: the dependencies the schedule respects (``deps`` plus, in place, "after every reader of the old value")
-    order_deps: dict[int, list[Tensor]] | None = None
+    order_deps: dict[Tensor, list[Tensor]] | None = None
     # ---- in-place planning ----
     #: steps computing straight into variable ``t{k}``'s storage (id -> update index k)
     fused: dict[int, int] = field(default_factory=dict)
@@ -127,8 +129,8 @@ class Program:
     # than dicts by id(): a long plan's dicts outgrow the caches, and each lookup then costs a miss.
     #: every value of the plan, by number
     values: list[Tensor] = field(default_factory=list)
-    #: ``id(value)`` -> its number
-    number: dict[int, int] = field(default_factory=dict)
+    #: each value (the tensor) -> its number
+    number: dict[Tensor, int] = field(default_factory=dict)
     #: per step, the numbers of its inputs (``deps``, numbered)
     parents: list[list[int]] = field(default_factory=list)
     #: per step, how it is lowered ("ufunc", "inplace", "reuse", "call", ...; code generation refines it)

@@ -39,8 +39,8 @@ def schedule(program: Program) -> Program:
 _PULL_LIMIT = 8
 
 
-def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs: Sequence[Tensor],
-                    update_values: Sequence[Tensor], pull_deps: dict[int, list[Tensor]] | None = None
+def _schedule_eager(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], outputs: Sequence[Tensor],
+                    update_values: Sequence[Tensor], pull_deps: dict[Tensor, list[Tensor]] | None = None
                     ) -> list[Tensor]:
     """Reorder ``steps`` so that update computations run as soon as their inputs exist.
 
@@ -60,7 +60,7 @@ def _schedule_eager(steps: list[Tensor], deps: dict[int, list[Tensor]], outputs:
     index = {id(n): i for i, n in enumerate(steps)}
     consumers: dict[int, list[Tensor]] = {id(n): [] for n in steps}
     for node in steps:
-        for parent in dict.fromkeys(deps[id(node)]):
+        for parent in dict.fromkeys(deps[node]):
             if id(parent) in consumers:
                 consumers[id(parent)].append(node)
     distance, eager = _eager_distances(steps, deps, consumers, outputs, update_values, index)
@@ -78,7 +78,7 @@ def _eager_distances(steps, deps, consumers, outputs, update_values, index) -> t
         if id(node) in for_outputs:
             continue
         for_outputs.add(id(node))
-        stack.extend(p for p in deps[id(node)] if id(p) in index)
+        stack.extend(p for p in deps[node] if id(p) in index)
     distance: dict[int, int] = {id(t): 0 for t in update_values if id(t) in index}
     for node in reversed(steps):
         best = distance.get(id(node))
@@ -103,7 +103,7 @@ def _emit_eagerly(steps, consumers, distance, eager, pull_deps, index) -> list[T
             if id(node) not in eager or len(missing) >= _PULL_LIMIT:
                 return None
             missing.append(node)
-            for parent in pull_deps[id(node)]:
+            for parent in pull_deps[node]:
                 key = id(parent)
                 if key in index and key not in emitted and key not in seen:
                     seen.add(key)
@@ -143,7 +143,7 @@ def _emit_eagerly(steps, consumers, distance, eager, pull_deps, index) -> list[T
 
 # ---- in-place plans ----------------------------------------------------------------------------
 
-def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
+def _order_for_inplace(steps: list[Tensor], deps: dict[Tensor, list[Tensor]],
                        updates: Sequence[tuple[Variable, Tensor]]) -> tuple[list[Tensor], dict]:
     """Dependencies that make each update's last step follow every reader of the variable's old value.
 
@@ -158,25 +158,25 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[int, list[Tensor]],
     extended = {key: list(parents) for key, parents in deps.items()}
     consumers: dict[int, list[int]] = {}
     for node in steps:
-        for parent in deps[id(node)]:
+        for parent in deps[node]:
             if id(parent) in index:
                 consumers.setdefault(id(parent), []).append(id(node))
     for variable, value in updates:
         if id(value) not in index:
             continue
         readers = [n for n in steps if n is not value and (id(variable) in looks.get(id(n), ()) or any(
-            id(variable) in looks.get(id(p), ()) for p in deps[id(n)]))]
+            id(variable) in looks.get(id(p), ()) for p in deps[n]))]
         # an edge reader -> value would close a cycle if the value reaches a reader
         if not readers or _reaches(id(value), {id(r) for r in readers}, consumers):
             continue
-        extended[id(value)] = extended[id(value)] + readers
+        extended[value] = extended[value] + readers
         for reader in readers:
             consumers.setdefault(id(reader), []).append(id(value))
     # a topological order of the extended graph: the original order, except that the readers of an
     # updated variable run as soon as their inputs exist (an L2 term sum(W**2), which the loss needs
     # only at the end, would otherwise hold W's update, and W's gradient, until then)
     def rank(node: Tensor) -> tuple[int, int]:
-        reads = any(looks.get(id(p)) for p in deps[id(node)]) and not node.primitive.view
+        reads = any(looks.get(id(p)) for p in deps[node]) and not node.primitive.view
         return (0 if reads else 1, index[id(node)])
 
     return _by_rank(steps, extended, consumers, index, rank), extended
@@ -197,7 +197,7 @@ def _reaches(start: int, targets: set[int], consumers: dict[int, list[int]]) -> 
 
 def _by_rank(steps, extended, consumers, index, rank) -> list[Tensor]:
     """A topological order of ``extended`` taking, among the ready steps, the lowest ``rank`` first."""
-    waiting = {id(n): sum(1 for p in extended[id(n)] if id(p) in index) for n in steps}
+    waiting = {id(n): sum(1 for p in extended[n] if id(p) in index) for n in steps}
     ready = [rank(steps[index[key]]) for key, count in waiting.items() if count == 0]
     heapq.heapify(ready)
     order: list[Tensor] = []
@@ -220,19 +220,19 @@ def _uses(steps, deps, root_ids) -> tuple[dict[int, int], dict[int, int], dict[i
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for i, node in enumerate(steps):
-        for parent in deps[id(node)]:
+        for parent in deps[node]:
             first.setdefault(id(parent), i)
             last[id(parent)] = i
     for node in reversed(steps):
         if node.primitive.view:
             end = len(steps) if id(node) in root_ids else last.get(id(node), position[id(node)])
-            for parent in deps[id(node)]:
+            for parent in deps[node]:
                 if id(parent) in position and last.get(id(parent), -1) < end:
                     last[id(parent)] = end
     return position, first, last
 
 
-def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int],
+def _sink(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], root_ids: set[int],
           updates: Sequence[tuple[Variable, Tensor]] = ()) -> list[Tensor]:
     """Move each step down to just before its first consumer when that holds less memory.
 
@@ -250,15 +250,15 @@ def _sink(steps: list[Tensor], deps: dict[int, list[Tensor]], root_ids: set[int]
     for i, node in enumerate(steps):
         target = first.get(id(node))
         if (target is None or target <= i + 1 or id(node) in root_ids or node.primitive.view
-                or not static(node) or any(id(p) in sunk or id(p) in looks for p in deps[id(node)])):
+                or not static(node) or any(id(p) in sunk or id(p) in looks for p in deps[node])):
             continue
         # bytes x steps: what the moved value no longer holds, against inputs held longer
         saved = nbytes(node) * (target - i - 1)
         cost = sum(nbytes(parent) * (target - last[id(parent)]) if static(parent) else saved
-                   for parent in deps[id(node)] if id(parent) in position and last[id(parent)] < target)
+                   for parent in deps[node] if id(parent) in position and last[id(parent)] < target)
         if cost >= saved:
             continue
-        for parent in deps[id(node)]:
+        for parent in deps[node]:
             if id(parent) in position and last[id(parent)] < target:
                 last[id(parent)] = target
         sunk.add(id(node))

@@ -25,13 +25,13 @@ def nbytes(node: Tensor) -> int:
     return math.prod(node.shape) * node.dtype.itemsize
 
 
-def looks_into(steps: Sequence[Tensor], deps: dict[int, list[Tensor]],
+def looks_into(steps: Sequence[Tensor], deps: dict[Tensor, list[Tensor]],
                updates: Sequence[tuple[Variable, Tensor]]) -> dict[int, frozenset]:
     """For each value, the updated variables whose storage it may look into (itself or a view)."""
     looks: dict[int, frozenset] = {id(v): frozenset((id(v),)) for v, _ in updates}
     for node in steps:
         if node.primitive.view:
-            seen = frozenset().union(*(looks.get(id(p), frozenset()) for p in deps[id(node)]))
+            seen = frozenset().union(*(looks.get(id(p), frozenset()) for p in deps[node]))
             if seen:
                 looks[id(node)] = seen
     return looks
