@@ -541,7 +541,8 @@ def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = (),
     visited; tensors for which ``skip`` is true are neither included nor visited
     (e.g. the part of a graph an earlier sweep already handled).
     """
-    # (sets of the tensors themselves, which hash by identity: faster than sets of their ``id()``)
+    # (sets of the tensors themselves, which hash by identity: faster than sets of their ``id()``;
+    # two stacks, the nodes and their input iterators, rather than a stack of pairs: no tuple per node)
     stop = set(stop_at)
     order: list[Tensor] = []
     seen: set[Tensor] = set()
@@ -549,17 +550,17 @@ def toposort(outputs: Iterable[Tensor], stop_at: Iterable[Tensor] = (),
         if root in seen or (skip is not None and skip(root)):
             continue
         seen.add(root)
-        stack = [(root, iter(() if root in stop else root.inputs))]
-        while stack:
-            node, parents = stack[-1]
-            for parent in parents:
+        nodes, pending = [root], [iter(() if root in stop else root.inputs)]
+        while pending:
+            for parent in pending[-1]:
                 if parent not in seen and (skip is None or not skip(parent)):
                     seen.add(parent)
-                    stack.append((parent, iter(() if parent in stop else parent.inputs)))
+                    nodes.append(parent)
+                    pending.append(iter(() if parent in stop else parent.inputs))
                     break
             else:
-                stack.pop()
-                order.append(node)
+                pending.pop()
+                order.append(nodes.pop())
     return order
 
 

@@ -102,13 +102,13 @@ def _buffer_lifetimes(values, n, parents, returned, last_use, storage):
 def _step_kind(node, special, fused, writes) -> str:
     """How a step is lowered before buffers are chosen: "write", "copy", "special", "ufunc", ..."""
     cls = type(node.primitive)
-    if id(node) in fused:
+    if fused and id(node) in fused:  # (the tests of emptiness first: most plans have none of these)
         return "to-var"  # computed straight into the variable's storage (out=)
-    if id(node) in writes:
+    if writes and id(node) in writes:
         return "write"
     if cls is CopyStep:
         return "copy"
-    if id(node) in special:
+    if special and id(node) in special:
         return "special"
     if kernel(node) is not None or cls is Relu:
         return "ufunc"
