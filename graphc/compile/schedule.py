@@ -30,7 +30,7 @@ def schedule(program: Program) -> Program:
     if program.options.schedule_updates and updates:
         steps = _schedule_eager(steps, deps, roots[:n_outputs], roots[n_outputs:], order_deps)
     if program.options.inplace:
-        steps = _sink(steps, deps, {id(t) for t in roots}, updates)
+        steps = _sink(steps, deps, set(roots), updates)
     program.steps, program.order_deps = steps, order_deps
     return program
 
@@ -57,77 +57,77 @@ def _schedule_eager(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], outpu
     changing the distances that order the candidates.
     """
     pull_deps = deps if pull_deps is None else pull_deps
-    index = {id(n): i for i, n in enumerate(steps)}
-    consumers: dict[int, list[Tensor]] = {id(n): [] for n in steps}
+    index = {n: i for i, n in enumerate(steps)}
+    consumers: dict[Tensor, list[Tensor]] = {n: [] for n in steps}
     for node in steps:
         for parent in dict.fromkeys(deps[node]):
-            if id(parent) in consumers:
-                consumers[id(parent)].append(node)
+            if parent in consumers:
+                consumers[parent].append(node)
     distance, eager = _eager_distances(steps, deps, consumers, outputs, update_values, index)
     if not eager:
         return steps
     return _emit_eagerly(steps, consumers, distance, eager, pull_deps, index)
 
 
-def _eager_distances(steps, deps, consumers, outputs, update_values, index) -> tuple[dict[int, int], set[int]]:
+def _eager_distances(steps, deps, consumers, outputs, update_values, index) -> tuple[dict[Tensor, int], set[Tensor]]:
     """(steps from each node to the nearest update value, the nodes only updates need)."""
-    for_outputs: set[int] = set()
-    stack = [t for t in outputs if id(t) in index]
+    for_outputs: set[Tensor] = set()
+    stack = [t for t in outputs if t in index]
     while stack:
         node = stack.pop()
-        if id(node) in for_outputs:
+        if node in for_outputs:
             continue
-        for_outputs.add(id(node))
-        stack.extend(p for p in deps[node] if id(p) in index)
-    distance: dict[int, int] = {id(t): 0 for t in update_values if id(t) in index}
+        for_outputs.add(node)
+        stack.extend(p for p in deps[node] if p in index)
+    distance: dict[Tensor, int] = {t: 0 for t in update_values if t in index}
     for node in reversed(steps):
-        best = distance.get(id(node))
-        for consumer in consumers[id(node)]:
-            dc = distance.get(id(consumer))
+        best = distance.get(node)
+        for consumer in consumers[node]:
+            dc = distance.get(consumer)
             if dc is not None and (best is None or dc + 1 < best):
                 best = dc + 1
         if best is not None:
-            distance[id(node)] = best
+            distance[node] = best
     return distance, {key for key in distance if key not in for_outputs}
 
 
 def _emit_eagerly(steps, consumers, distance, eager, pull_deps, index) -> list[Tensor]:
     """``steps`` in order, each followed at once by the eager consumers it completes (see above)."""
-    emitted: set[int] = set()
+    emitted: set[Tensor] = set()
     order: list[Tensor] = []
 
     def pull(target: Tensor) -> list[Tensor] | None:
-        missing, pending, seen = [], [target], {id(target)}
+        missing, pending, seen = [], [target], {target}
         while pending:
             node = pending.pop()
-            if id(node) not in eager or len(missing) >= _PULL_LIMIT:
+            if node not in eager or len(missing) >= _PULL_LIMIT:
                 return None
             missing.append(node)
             for parent in pull_deps[node]:
-                key = id(parent)
+                key = parent
                 if key in index and key not in emitted and key not in seen:
                     seen.add(key)
                     pending.append(parent)
-        missing.sort(key=lambda n: index[id(n)])
+        missing.sort(key=lambda n: index[n])
         return missing
 
     def emit(node: Tensor) -> None:
-        emitted.add(id(node))
+        emitted.add(node)
         order.append(node)
 
     for node in steps:
-        if id(node) in emitted:
+        if node in emitted:
             continue
         emit(node)
         # iterative depth-first expansion: a stack of (node, its candidate consumers)
-        frames = [iter(sorted((c for c in consumers[id(node)] if id(c) in eager),
-                              key=lambda c: distance[id(c)]))]
+        frames = [iter(sorted((c for c in consumers[node] if c in eager),
+                              key=lambda c: distance[c]))]
         while frames:
             consumer = next(frames[-1], None)
             if consumer is None:
                 frames.pop()
                 continue
-            if id(consumer) in emitted:
+            if consumer in emitted:
                 continue
             pulled = pull(consumer)
             if pulled is None:
@@ -136,8 +136,8 @@ def _emit_eagerly(steps, consumers, distance, eager, pull_deps, index) -> list[T
                 emit(item)
             # expand the target's consumers first (top of the stack), then the pulled ancestors'
             for item in pulled:
-                frames.append(iter(sorted((c for c in consumers[id(item)] if id(c) in eager),
-                                          key=lambda c: distance[id(c)])))
+                frames.append(iter(sorted((c for c in consumers[item] if c in eager),
+                                          key=lambda c: distance[c])))
     return order
 
 
@@ -154,36 +154,36 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[Tensor, list[Tensor]],
     none; its new value is then computed into a buffer of its own and copied in later.
     """
     looks = looks_into(steps, deps, updates)
-    index = {id(n): i for i, n in enumerate(steps)}
+    index = {n: i for i, n in enumerate(steps)}
     extended = {key: list(parents) for key, parents in deps.items()}
-    consumers: dict[int, list[int]] = {}
+    consumers: dict[Tensor, list[Tensor]] = {}
     for node in steps:
         for parent in deps[node]:
-            if id(parent) in index:
-                consumers.setdefault(id(parent), []).append(id(node))
+            if parent in index:
+                consumers.setdefault(parent, []).append(node)
     for variable, value in updates:
-        if id(value) not in index:
+        if value not in index:
             continue
         readers = [n for n in steps if n is not value and (id(variable) in looks.get(id(n), ()) or any(
             id(variable) in looks.get(id(p), ()) for p in deps[n]))]
         # an edge reader -> value would close a cycle if the value reaches a reader
-        if not readers or _reaches(id(value), {id(r) for r in readers}, consumers):
+        if not readers or _reaches(value, set(readers), consumers):
             continue
         extended[value] = extended[value] + readers
         for reader in readers:
-            consumers.setdefault(id(reader), []).append(id(value))
+            consumers.setdefault(reader, []).append(value)
     # a topological order of the extended graph: the original order, except that the readers of an
     # updated variable run as soon as their inputs exist (an L2 term sum(W**2), which the loss needs
     # only at the end, would otherwise hold W's update, and W's gradient, until then)
     def rank(node: Tensor) -> tuple[int, int]:
         reads = any(looks.get(id(p)) for p in deps[node]) and not node.primitive.view
-        return (0 if reads else 1, index[id(node)])
+        return (0 if reads else 1, index[node])
 
     return _by_rank(steps, extended, consumers, index, rank), extended
 
 
-def _reaches(start: int, targets: set[int], consumers: dict[int, list[int]]) -> bool:
-    """Whether a path of consumers leads from ``start`` to one of ``targets`` (ids)."""
+def _reaches(start: Tensor, targets: set[Tensor], consumers: dict[Tensor, list[Tensor]]) -> bool:
+    """Whether a path of consumers leads from ``start`` to one of ``targets``."""
     seen, stack = {start}, [start]
     while stack:
         for nxt in consumers.get(stack.pop(), ()):
@@ -197,14 +197,14 @@ def _reaches(start: int, targets: set[int], consumers: dict[int, list[int]]) -> 
 
 def _by_rank(steps, extended, consumers, index, rank) -> list[Tensor]:
     """A topological order of ``extended`` taking, among the ready steps, the lowest ``rank`` first."""
-    waiting = {id(n): sum(1 for p in extended[n] if id(p) in index) for n in steps}
+    waiting = {n: sum(1 for p in extended[n] if p in index) for n in steps}
     ready = [rank(steps[index[key]]) for key, count in waiting.items() if count == 0]
     heapq.heapify(ready)
     order: list[Tensor] = []
     while ready:
         node = steps[heapq.heappop(ready)[1]]
         order.append(node)
-        for key in consumers.get(id(node), ()):
+        for key in consumers.get(node, ()):
             waiting[key] -= 1
             if waiting[key] == 0:
                 heapq.heappush(ready, rank(steps[index[key]]))
@@ -213,26 +213,26 @@ def _by_rank(steps, extended, consumers, index, rank) -> list[Tensor]:
     return order
 
 
-def _uses(steps, deps, root_ids) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+def _uses(steps, deps, root_ids) -> tuple[dict[Tensor, int], dict[Tensor, int], dict[Tensor, int]]:
     """(position of each step, the first and the last step using each value); a view keeps the
     buffer it looks into alive, so a value lives as long as its views do."""
-    position = {id(n): i for i, n in enumerate(steps)}
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
+    position = {n: i for i, n in enumerate(steps)}
+    first: dict[Tensor, int] = {}
+    last: dict[Tensor, int] = {}
     for i, node in enumerate(steps):
         for parent in deps[node]:
-            first.setdefault(id(parent), i)
-            last[id(parent)] = i
+            first.setdefault(parent, i)
+            last[parent] = i
     for node in reversed(steps):
         if node.primitive.view:
-            end = len(steps) if id(node) in root_ids else last.get(id(node), position[id(node)])
+            end = len(steps) if node in root_ids else last.get(node, position[node])
             for parent in deps[node]:
-                if id(parent) in position and last.get(id(parent), -1) < end:
-                    last[id(parent)] = end
+                if parent in position and last.get(parent, -1) < end:
+                    last[parent] = end
     return position, first, last
 
 
-def _sink(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], root_ids: set[int],
+def _sink(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], root_ids: set[Tensor],
           updates: Sequence[tuple[Variable, Tensor]] = ()) -> list[Tensor]:
     """Move each step down to just before its first consumer when that holds less memory.
 
@@ -246,28 +246,28 @@ def _sink(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], root_ids: set[i
     looks = looks_into(steps, deps, updates)
     position, first, last = _uses(steps, deps, root_ids)
     moved: dict[int, list[Tensor]] = {}
-    sunk: set[int] = set()  # (a moved step's inputs stay where they are: they are not moved)
+    sunk: set[Tensor] = set()  # (a moved step's inputs stay where they are: they are not moved)
     for i, node in enumerate(steps):
-        target = first.get(id(node))
-        if (target is None or target <= i + 1 or id(node) in root_ids or node.primitive.view
-                or not static(node) or any(id(p) in sunk or id(p) in looks for p in deps[node])):
+        target = first.get(node)
+        if (target is None or target <= i + 1 or node in root_ids or node.primitive.view
+                or not static(node) or any(p in sunk or id(p) in looks for p in deps[node])):
             continue
         # bytes x steps: what the moved value no longer holds, against inputs held longer
         saved = nbytes(node) * (target - i - 1)
-        cost = sum(nbytes(parent) * (target - last[id(parent)]) if static(parent) else saved
-                   for parent in deps[node] if id(parent) in position and last[id(parent)] < target)
+        cost = sum(nbytes(parent) * (target - last[parent]) if static(parent) else saved
+                   for parent in deps[node] if parent in position and last[parent] < target)
         if cost >= saved:
             continue
         for parent in deps[node]:
-            if id(parent) in position and last[id(parent)] < target:
-                last[id(parent)] = target
-        sunk.add(id(node))
+            if parent in position and last[parent] < target:
+                last[parent] = target
+        sunk.add(node)
         moved.setdefault(target, []).append(node)
     if not sunk:
         return steps
     order: list[Tensor] = []
     for i, node in enumerate(steps):
         order.extend(moved.get(i, ()))
-        if id(node) not in sunk:
+        if node not in sunk:
             order.append(node)
     return order
