@@ -83,23 +83,23 @@ def _stage_inplace(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], output
     Returns the new steps, the outputs (copies substituted), the steps writing
     straight into a variable (id -> update index) and the write steps (id -> index).
     """
-    position = {id(n): i for i, n in enumerate(steps)}
+    position = {n: i for i, n in enumerate(steps)}
     looks = looks_into(steps, deps, updates)
     last_read: dict[int, int] = {}  # variable id -> the last step reading its storage (views included)
     for i, node in enumerate(steps):
         for key in looks.get(id(node), frozenset()).union(*(looks.get(id(p), ()) for p in deps[node])):
             last_read[key] = i
     copies_at: dict[int, list[Tensor]] = {}
-    copies: dict[int, Tensor] = {}
+    copies: dict[Tensor, Tensor] = {}
 
     def copy_of(node: Tensor) -> Tensor:
-        made = copies.get(id(node))
+        made = copies.get(node)
         if made is None:
-            made = copies[id(node)] = Tensor(CopyStep(), [node], node.shape, node.dtype, site=node.site,
+            made = copies[node] = Tensor(CopyStep(), [node], node.shape, node.dtype, site=node.site,
                                              is_gradient=False)
             deps[made] = [node]
-            at = position.get(id(node), -1)
-            position[id(made)] = at
+            at = position.get(node, -1)
+            position[made] = at
             copies_at.setdefault(at, []).append(made)
             for key in looks[id(node)]:
                 last_read[key] = max(last_read.get(key, -1), at)
@@ -107,17 +107,17 @@ def _stage_inplace(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], output
 
     outputs = [copy_of(t) if looks.get(id(t)) else t for t in outputs]
     values = [copy_of(value) if looks.get(id(value)) else value for _, value in updates]
-    used = {id(p) for n in steps for p in deps[n]}
-    returned = {id(t) for t in outputs}
-    counts: dict[int, int] = {}
+    used = {p for n in steps for p in deps[n]}
+    returned = set(outputs)
+    counts: dict[Tensor, int] = {}
     for value in values:
-        counts[id(value)] = counts.get(id(value), 0) + 1
+        counts[value] = counts.get(value, 0) + 1
     fused: dict[int, int] = {}
     writes: dict[int, int] = {}
     writes_at: dict[int, list[Tensor]] = {}
     for k, ((variable, _), value) in enumerate(zip(updates, values)):
-        at = position.get(id(value), -1)
-        if (at >= 0 and id(value) not in used and id(value) not in returned and counts[id(value)] == 1
+        at = position.get(value, -1)
+        if (at >= 0 and value not in used and value not in returned and counts[value] == 1
                 and id(value) not in special and last_read.get(id(variable), -1) <= at
                 and _computes_into(value, variable, deps, looks)):
             fused[id(value)] = k
