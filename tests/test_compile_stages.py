@@ -45,6 +45,13 @@ def test_each_stage_fills_in_its_part_and_the_result_is_build_plans(rng):
         assert bool(program.writes or program.fused) == inplace
         program = assign_buffers(program)
         assert len(program.kinds) == len(program.steps) and program.plan is None
+        # the values numbered once: the steps in run order, then the leaves; inputs by number
+        n = len(program.steps)
+        assert program.values[:n] == program.steps and program.values[n:] == program.leaves
+        assert all(program.number[v] == k for k, v in enumerate(program.values))
+        assert all([program.values[k] for k in program.parents[i]] == list(program.deps[node])
+                   for i, node in enumerate(program.steps))
+        assert all(0 <= buffer < n for buffer in program.target.values())
         program = generate(program)
         expected = build_plan(outputs, inputs, updates, inplace_updates=inplace)
         assert program.plan.source == expected.source and program.plan.explain() == expected.explain()

@@ -163,3 +163,18 @@ def test_a_rule_registered_for_an_op_class_fires_on_exactly_that_class(rng, monk
     assert len(tagged) == 1 and " tanh " in tagged[0], plan.explain()
     value = rng.standard_normal(3)
     np.testing.assert_array_equal(run(plan, [value])[0], np.tanh(value) + np.sin(value))
+
+
+def test_the_readers_are_made_only_when_a_rule_asks_for_them(rng):
+    # a chain of multiplications by constants that are not exact scalings: exact_scale looks at each
+    # product, but no rule needs the readers, so the map of readers (a list per value) is never made
+    x = gc.placeholder("x", (5,))
+    h = x
+    for _ in range(4):
+        h = (h * 3.0) * 0.7
+    steps = build_plan([h], [x]).steps
+    deps = {n: n.inputs for n in steps}
+    rewrites = lowering.apply_rules(list(steps), deps, {id(h)}, {}, {})
+    assert "consumers" not in vars(rewrites) and "position" not in vars(rewrites)
+    # asked for, they are the readers of the steps as they were: the same map as made up front
+    assert [n.op for n in rewrites.users(steps[0])] == ["mul"] and rewrites.position[id(steps[-1])] == len(steps) - 1
