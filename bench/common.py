@@ -37,7 +37,9 @@ from collections.abc import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# the graphc measured: this checkout's, or that of the source tree GRAPHC_BENCH_TREE names (a baseline
+# of ``compile_time --baseline``; the scripts and helpers stay this checkout's)
+sys.path.insert(0, os.environ.get("GRAPHC_BENCH_TREE") or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def conditions() -> str:

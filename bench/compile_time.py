@@ -127,18 +127,22 @@ def time_blocks(n: int) -> dict:
     assert result_grad.shape == (1000,) and np.all(np.isfinite(result_grad))
     return {"build": t1 - t0, "grad": t2 - t1, "optimize": t3 - t2, "compile": t4 - t3, "first run": t5 - t4,
             "total": t5 - t0, "peak": _rss_bytes() - base, "rss": _rss_bytes(), "nodes": nodes,
-            "steps": len(plan.steps)}
+            "steps": len(plan.steps), "graphc": os.path.dirname(os.path.dirname(os.path.abspath(gc.__file__)))}
 
 
 def run_blocks_in_subprocess(n: int, tree: str | None = None) -> dict:
     """``time_blocks(n)`` in a fresh process, importing graphc from the source tree ``tree`` if given."""
     script = os.path.abspath(__file__)
     env = dict(os.environ)
+    env.pop("GRAPHC_BENCH_TREE", None)
     if tree is not None:
-        env["PYTHONPATH"] = os.path.abspath(tree) + os.pathsep + env.get("PYTHONPATH", "")
+        env["GRAPHC_BENCH_TREE"] = os.path.abspath(tree)
     done = subprocess.run([sys.executable, script, "--one-block", str(n)], capture_output=True, text=True,
                           check=True, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if tree is not None and os.path.realpath(result["graphc"]) != os.path.realpath(tree):
+        raise RuntimeError(f"the baseline run imported graphc from {result['graphc']}, not from {tree}")
+    return result
 
 
 def exponent(sizes: list[int], values: list[float]) -> float:
@@ -173,6 +177,8 @@ def block_report(sizes: list[int], repeats: int = 1, baseline: str | None = None
             r = {key: min(d[key] for d in done) for key in (*BLOCK_KEYS, "peak")}
             r["nodes"] = done[0]["nodes"]
             rows.append(r)
+            if n == sizes[0] and label:
+                print(f"  (graphc from {done[0]['graphc']})")
             print(f"  {n:7d} {r['nodes']:7d} " + " ".join(fmt_time(r[k]) for k in BLOCK_KEYS)
                   + f" {r['total'] / n * 1e3:9.3f} {r['peak'] / 2**20:8.1f}", flush=True)
         if len(sizes) > 1:
