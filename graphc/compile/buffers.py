@@ -30,7 +30,22 @@ def assign_buffers(program: Program) -> Program:
     values: list[Tensor] = [*steps, *program.leaves]
     # (keyed by the tensors, which hash by identity: a lookup need not compare a stored int key)
     number = {v: k for k, v in enumerate(values)}
-    parents = [[number[p] for p in deps[node]] for node in steps]
+    special = program.special
+    # one pass over the steps' nodes (scattered over memory in a long plan) for every fact the stage reads
+    parents: list[list[int]] = []
+    kinds: list[str] = []
+    shapes: list[tuple] = []
+    dtypes: list = []
+    views: list[bool] = []
+    kept: list[bool] = []  # (Op.keeps_value: a buffer the op keeps from call to call)
+    for node in steps:
+        primitive = node.primitive
+        parents.append([number[p] for p in deps[node]])
+        kinds.append(_step_kind(node, special, fused, writes))
+        shapes.append(node.shape)
+        dtypes.append(node.dtype)
+        views.append(primitive.view)
+        kept.append(getattr(primitive, "keeps_value", False))
     n = len(steps)
     last_use = [-1] * len(values)
     first_used: list[int] = []  # the values in the order of their first use (the order of ``frees``' lists)
@@ -44,10 +59,9 @@ def assign_buffers(program: Program) -> Program:
         returned[number[root]] = True
     storage = ({k for k, node in enumerate(steps) if id(node) in fused or id(node) in writes}
                if fused or writes else set())
-    owned, buffer_end, ends_at = _buffer_lifetimes(values, n, parents, returned, last_use, storage)
-    kinds = [_step_kind(node, program.special, fused, writes) for node in steps]
+    owned, buffer_end, ends_at = _buffer_lifetimes(n, parents, returned, last_use, storage, shapes, views, kept)
     target, taken_at = ({}, {}) if not program.options.reuse_buffers else _choose_targets(
-        steps, parents, kinds, owned, buffer_end, ends_at)
+        shapes, dtypes, parents, kinds, owned, buffer_end, ends_at)
     # the values whose names a step drops: steps' values and feeds (variables and constants stay bound)
     droppable = {number[t] for t in program.inputs if t in number}
     frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
@@ -62,20 +76,20 @@ def assign_buffers(program: Program) -> Program:
     return program
 
 
-def _buffer_lifetimes(values, n, parents, returned, last_use, storage):
+def _buffer_lifetimes(n, parents, returned, last_use, storage, shapes, views, kept):
     """(owned buffers, the step after which each buffer is dead, buffers by the step they die at),
-    by value number (``assign_buffers``); a buffer's end is -1 if it is never used.
+    by value number (``assign_buffers``; the steps' shapes, view flags and ``keeps_value`` flags by
+    step); a buffer's end is -1 if it is never used.
 
     A value may look into the buffers of its inputs (views); only buffers a step allocated are
     "owned", never a variable's storage; a returned buffer never dies.
     """
     never = n + 1
-    buffer_end = [never if returned[k] else last_use[k] for k in range(len(values))]
+    buffer_end = [never if returned[k] else last_use[k] for k in range(len(returned))]
     owned = [False] * n
     view_buffers: dict[int, tuple[int, ...]] = {}  # a view's buffers (any other value's is its own)
     for index in range(n):
-        node = values[index]
-        if node.primitive.view:
+        if views[index]:
             end = buffer_end[index] if buffer_end[index] >= 0 else index
             mine = view_buffers[index] = tuple(dict.fromkeys(b for p in parents[index]
                                                              for b in view_buffers.get(p, (p,))))
@@ -85,11 +99,10 @@ def _buffer_lifetimes(values, n, parents, returned, last_use, storage):
         else:
             if buffer_end[index] < 0:
                 buffer_end[index] = index  # (a step nobody reads dies where it is made)
-            shape = node.shape
+            shape = shapes[index]
             # never the storage (steps.static), nor a buffer an op keeps from call to call
             # (Op.keeps_value; the compiler's own steps are not Ops)
-            kept = getattr(node.primitive, "keeps_value", False)
-            if shape and None not in shape and index not in storage and not kept:
+            if shape and None not in shape and index not in storage and not kept[index]:
                 owned[index] = True
     ends_at: dict[int, list[int]] = {}
     for buffer in range(n):  # (in step order: the order the pool takes dead buffers in)
@@ -117,9 +130,9 @@ def _step_kind(node, special, fused, writes) -> str:
     return "call"
 
 
-def _choose_targets(steps, parents, kinds, owned, buffer_end, ends_at):
+def _choose_targets(shapes, dtypes, parents, kinds, owned, buffer_end, ends_at):
     """Where each ``out=`` capable step writes: (step index -> buffer, buffer -> step taking it), buffers
-    by value number (``assign_buffers``).
+    by value number (``assign_buffers``; the steps' shapes and dtypes by step).
 
     An input dying at the step (in place, ufuncs only), else a dead buffer of the same shape and
     dtype from the pool. Updates ``kinds`` with "inplace" / "reuse".
@@ -127,21 +140,20 @@ def _choose_targets(steps, parents, kinds, owned, buffer_end, ends_at):
     target: dict[int, int] = {}
     taken_at: dict[int, int] = {}
     pool: dict[tuple, list[int]] = {}
-    n = len(steps)
-    for index, node in enumerate(steps):
+    n = len(shapes)
+    for index, shape in enumerate(shapes):
         kind = kinds[index]
-        shape = node.shape
         if (kind == "ufunc" or kind == "matmul") and shape and None not in shape:  # static; no special kernel
             choice = None
             if kind == "ufunc":
                 for parent in parents[index]:
                     if (parent < n and owned[parent] and buffer_end[parent] == index and parent not in taken_at
-                            and steps[parent].shape == shape and steps[parent].dtype == node.dtype):
+                            and shapes[parent] == shape and dtypes[parent] == dtypes[index]):
                         choice = parent
                         kinds[index] = "inplace"
                         break
             if choice is None:
-                free = pool.get((shape, node.dtype))
+                free = pool.get((shape, dtypes[index]))
                 if free:
                     choice = free.pop()
                     kinds[index] = "reuse"
@@ -152,6 +164,5 @@ def _choose_targets(steps, parents, kinds, owned, buffer_end, ends_at):
         if dying is not None:
             for buffer in dying:
                 if buffer not in taken_at:
-                    dead = steps[buffer]
-                    pool.setdefault((dead.shape, dead.dtype), []).append(buffer)
+                    pool.setdefault((shapes[buffer], dtypes[buffer]), []).append(buffer)
     return target, taken_at
