@@ -11,10 +11,11 @@ How they compute (all NumPy, no im2col copy of the input):
 * the gradient of a window view (the input gradient of a convolution, a transposed
   convolution, the pools' input gradients) is an *overlap-add*: one contraction gives every
   window's contribution, and ``kh * kw`` strided slice additions put them in place (no
-  ``np.add.at``);
+  ``np.add.at``); a convolution's makes and adds them a block of samples at a time, in one
+  buffer that stays in the cache (``CONTRIBUTION_BLOCK_BYTES``);
 * the weight gradient is a correlation of the input's windows with the output gradient;
-* a compiled step keeps its large temporaries (the windows' copy, the contributions, the padded
-  input; ``KEEP_MIN_BYTES``) from call to call instead of allocating them again
+* a compiled step keeps its large temporaries (the windows' copy, the per-sample products, the
+  padded input; ``KEEP_MIN_BYTES``) from call to call instead of allocating them again
   (``Op.compiled_impl``, ``graphc.op.kept_buffer``): the same values, no page faults.
 
 The op set is closed under differentiation, so gradients of every order are graph tensors::
