@@ -13,7 +13,8 @@ in one process (``common.interleaved``):
   every window's contribution and ``kh * kw`` strided slice additions straight into ``x``'s
   shape. These beat ``einsum`` over the window view, which picks worse memory orders (the weight
   gradient by 1.6-1.8x). graphc's optimized plan makes the same NumPy calls, some into buffers it
-  keeps (its outputs are checked bit for bit against these);
+  keeps, its input gradient a block of samples at a time as "numpy, blocked" does (its outputs are
+  checked bit for bit against these);
 * **numpy, per op** (forward+backward only): the same, but the weight gradient copies the windows
   again, as graphc's unoptimized ops do (each forms the windows it multiplies): what sharing gains;
 * **numpy, blocked** (forward+backward only): the "numpy" reference with the input gradient made a
