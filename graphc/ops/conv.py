@@ -263,7 +263,8 @@ def _columns_times_weights(cols, w, out_hw):
 def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 0, 0, 0), kept=None):
     """The adjoint of ``_correlate`` in its input: (N, O, H', W') -> (N, C, Hp, Wp), or with ``padding``
     (top, bottom, left, right) straight into (N, C, Hp - top - bottom, Wp - left - right). The windows'
-    contributions go into ``kept``'s buffer (see ``kept_buffer``)."""
+    contributions go, a block of samples at a time (``CONTRIBUTION_BLOCK_BYTES``), into ``kept``'s buffer
+    (see ``_workspace``)."""
     o, cg = w.shape[:2]
     if g.shape[1] != o or o % groups:
         raise ValueError(f"conv2d_transpose: input with {g.shape[1]} channels does not match weights of shape "
