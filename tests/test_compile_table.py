@@ -176,3 +176,41 @@ def test_concurrent_calls_while_pieces_are_compiled(monkeypatch):
     plan.run.tiers.pending = True  # as a call ending while the last piece was swapped in can leave it
     _same(plan.run((value,), ()), want)
     assert not plan.run.tiers.pending and plan.run.tiers.table == plan.run.tiers.pieces
+
+
+def test_a_piece_whose_compile_is_interrupted_is_compiled_again_from_the_same_state(monkeypatch):
+    # a KeyboardInterrupt (or MemoryError) while a piece compiles must leave the tiers as they were:
+    # the next call compiles that piece again, with the same names loaded from R
+    import builtins
+
+    monkeypatch.setattr(table, "TABLE_STEPS", 40)
+    monkeypatch.setattr(table, "PIECE_LINES", 40)
+    x = gc.placeholder("x", (64,))
+    h = x
+    for k in range(20):
+        h = gc.exp(gc.sin(gc.tanh(h) * 0.9 + 0.1))
+        if k == 12:
+            h = h + x  # the feed's last use (and ``del x0``) in the second piece
+    outputs = optimize_tensors([gc.sum(h)])
+    plan = build_plan(outputs, [x])
+    assert 40 <= max(k for k, line in enumerate(plan.source.splitlines()[1:]) if "x0" in line) < 80
+    value = np.linspace(-1, 1, 64)
+    want = _generated(monkeypatch, outputs, [x]).run((value,), ())
+    interrupts = [2]  # the second piece's compile is interrupted (the first piece then reads its names)
+
+    def compile_once_interrupted(*args, **kwargs):
+        interrupts[0] -= 1
+        if interrupts[0] == 0:
+            raise KeyboardInterrupt
+        return builtins.compile(*args, **kwargs)
+
+    monkeypatch.setattr(table, "compile", compile_once_interrupted, raising=False)
+    _same(plan.run((value,), ()), want)
+    _same(plan.run((value,), ()), want)  # the first piece
+    with pytest.raises(KeyboardInterrupt):
+        plan.run((value,), ())
+    tiers = plan.run.tiers
+    while tiers.lines is not None:
+        _same(plan.run((value,), ()), want)
+    _same(plan.run((value,), ()), want)
+

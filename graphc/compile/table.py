@@ -215,7 +215,9 @@ class Tiers:
         """Lines ``start:end`` as one function of ``R``: the very lines, on locals loaded from ``R`` at its
         start (their slots cleared, so a value still dies where the plan drops it) and stored back at
         its end where they still hold live values."""
-        slots, namespace, live = self.slots, self.namespace, self.live
+        # (``live`` is a copy, kept only once the piece compiled: a compile that raises, a
+        # KeyboardInterrupt say, leaves the tiers as they were, and the next call compiles it again)
+        slots, namespace, live = self.slots, self.namespace, set(self.live)
         shared: dict[str, None] = {}
         reads: dict[str, None] = {}
         written: set[str] = set()
@@ -254,6 +256,7 @@ class Tiers:
         # the step at each line number of the piece (its def line is 1)
         self.codes[function.__code__] = array("q", [-1] * (1 + len(head))
                                               + [self.line_step.get(k, -1) for k in range(start, end)])
+        self.live = live
         return function
 
     def failure(self, steps: Sequence[Tensor], deps: dict, names: dict[int, str]) -> Callable:
