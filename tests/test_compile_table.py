@@ -214,3 +214,35 @@ def test_a_piece_whose_compile_is_interrupted_is_compiled_again_from_the_same_st
         _same(plan.run((value,), ()), want)
     _same(plan.run((value,), ()), want)
 
+
+def test_error_in_a_call_running_the_table_after_the_last_piece_was_swapped_in(monkeypatch):
+    # a call still running the table it started with (here: reentrant, from inside a custom op) whose
+    # step raises after other calls made the plan all code: the error still names the step
+    monkeypatch.setattr(table, "TABLE_STEPS", 30)
+    monkeypatch.setattr(table, "PIECE_LINES", 1000)
+    state = {"inner": False}
+
+    def forward(a):
+        if state["inner"]:
+            state["inner"] = False
+            plan.run((np.ones(3), np.ones(3)), ())  # the second call compiles the one piece
+            while plan.run.tiers.lines is not None:
+                plan.run((np.ones(3), np.ones(3)), ())
+            raise ValueError("custom failure")
+        return a * 1.0
+
+    x = gc.placeholder("x", (None,))
+    y = gc.placeholder("y", (None,))
+    h = x
+    for _ in range(40):
+        h = gc.tanh(h) * 0.5 + 0.25
+    bad = gc.custom_op("fails_late", forward, None)(h - y)  # MARK-LATE-FAIL
+    plan = build_plan([gc.exp(bad) * 2.0], [x, y])
+    assert _is_table(plan)
+    state["inner"] = True
+    with pytest.raises(gc.ExecutionError) as info:
+        plan.run((np.ones(3), np.ones(3)), ())
+    message = str(info.value)
+    assert "fails_late" in message and "(3,)" in message, message
+    assert "MARK-LATE-FAIL" in open(__file__).read().splitlines()[
+        int(message.split("test_compile_table.py:")[1].split(")")[0]) - 1]
