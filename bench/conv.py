@@ -13,9 +13,13 @@ in one process (``common.interleaved``):
   every window's contribution and ``kh * kw`` strided slice additions straight into ``x``'s
   shape. These beat ``einsum`` over the window view, which picks worse memory orders (the weight
   gradient by 1.6-1.8x). graphc's optimized plan makes the same NumPy calls, some into buffers it
-  keeps (its outputs are checked bit for bit against these);
+  keeps, its input gradient a block of samples at a time as "numpy, blocked" does (its outputs are
+  checked bit for bit against these);
 * **numpy, per op** (forward+backward only): the same, but the weight gradient copies the windows
   again, as graphc's unoptimized ops do (each forms the windows it multiplies): what sharing gains;
+* **numpy, blocked** (forward+backward only): the "numpy" reference with the input gradient made a
+  block of samples at a time, as graphc's (``numpy_input_grad_blocked``): the best hand-written form
+  of graphc's algorithm, which graphc should match;
 * **numpy, kept buffers**: the "numpy" reference with all its temporaries (the padded input, the
   window columns, the per-sample weight-gradient products, the input gradient's window
   contributions) allocated once, before timing, and written with ``out=`` / ``np.copyto`` at every
@@ -97,12 +101,34 @@ def numpy_input_grad(gy, w, x_shape, s, p):
     return _overlap_add(np.matmul(w.reshape(o, -1).T, gy.reshape(n, o, -1)), gy, w, x_shape, s, p)
 
 
-def _overlap_add(contributions, gy, w, x_shape, s, p):
-    """dx from every window's contribution (N, C*k*k, H'*W'): k*k strided slice additions into zeros."""
+def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
+    """dx as ``numpy_input_grad``, a block of samples at a time (as graphc does since 2026-12-04, see
+    ``graphc.ops.conv.CONTRIBUTION_BLOCK_BYTES``): each block's contributions (at most ``block_bytes``,
+    at least one sample) made into one buffer and overlap-added into its samples of dx while cached."""
+    n, o, ho, wo = gy.shape
+    c, k = w.shape[1], w.shape[2]
+    dtype = np.result_type(gy, w)
+    block = max(1, min(n, block_bytes // (c * k * k * ho * wo * dtype.itemsize)))
+    buffer = np.empty((block, c * k * k, ho * wo), dtype)
+    dx = np.empty(x_shape, dtype)
+    weights, gy_rows = w.reshape(o, -1).T, gy.reshape(n, o, -1)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        contributions = np.matmul(weights, gy_rows[start:stop], out=buffer[:stop - start])
+        _overlap_add(contributions, gy[start:stop], w, (stop - start,) + x_shape[1:], s, p, dx[start:stop])
+    return dx
+
+
+def _overlap_add(contributions, gy, w, x_shape, s, p, dx=None):
+    """dx from every window's contribution (N, C*k*k, H'*W'): k*k strided slice additions into zeros
+    (``dx`` zeroed, if given)."""
     n, o, ho, wo = gy.shape
     c, k = w.shape[1], w.shape[2]
     cols = contributions.reshape(n, c, k, k, ho, wo)
-    dx = np.zeros(x_shape, np.result_type(gy, w))
+    if dx is None:
+        dx = np.zeros(x_shape, np.result_type(gy, w))
+    else:
+        dx[...] = 0
     h, wd = x_shape[2:]
     for i in range(k):
         # rows i + s*o - p that land inside x (the rest would be padding: never formed)
@@ -117,10 +143,10 @@ def _overlap_add(contributions, gy, w, x_shape, s, p):
     return dx
 
 
-def numpy_forward_backward(x, w, gy, s, p):
+def numpy_forward_backward(x, w, gy, s, p, input_grad=numpy_input_grad):
     """(y, dx, dw) of y = conv2d(x, w) with cotangent gy. The forward and the weight gradient share one
     copy of the windows (as graphc's optimized plan does: ``conv2d_columns`` feeding ``conv2d_gemm``
-    and ``conv2d_weight_grad_gemm``)."""
+    and ``conv2d_weight_grad_gemm``); dx by ``input_grad`` (None: not computed)."""
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     o, k = w.shape[0], w.shape[2]
     n, _, ho, wo = gy.shape
@@ -129,7 +155,13 @@ def numpy_forward_backward(x, w, gy, s, p):
     y = np.matmul(w.reshape(o, -1), columns).reshape(n, o, ho, wo)
     dw = np.matmul(gy.reshape(n, o, -1), columns.swapaxes(1, 2)).sum(axis=0).reshape(w.shape)
     del columns
-    return y, numpy_input_grad(gy, w, x.shape, s, p), dw
+    return y, None if input_grad is None else input_grad(gy, w, x.shape, s, p), dw
+
+
+def numpy_forward_backward_blocked(x, w, gy, s, p):
+    """``numpy_forward_backward`` with the input gradient a block of samples at a time."""
+    y, _, dw = numpy_forward_backward(x, w, gy, s, p, input_grad=None)
+    return y, numpy_input_grad_blocked(gy, w, x.shape, s, p), dw
 
 
 def numpy_forward_backward_per_op(x, w, gy, s, p):
@@ -235,16 +267,19 @@ def measure_layer(rng, layer, repeats: int, have_torch: bool) -> dict:
     fwd_bwd(x, w, gy)
     ours, ref = fwd_bwd(x, w, gy), numpy_forward_backward(x, w, gy, s, p)
     ours = [ours[0], ours[2], ours[1]]  # (y, dx, dw) like the others
-    for a, b, c, d in zip(ours, ref, numpy_forward_backward_per_op(x, w, gy, s, p), kept.forward_backward(x, w, gy)):
+    for a, b, c, d, e in zip(ours, ref, numpy_forward_backward_per_op(x, w, gy, s, p), kept.forward_backward(x, w, gy),
+                             numpy_forward_backward_blocked(x, w, gy, s, p)):
         np.testing.assert_array_equal(a, b)  # the same NumPy calls on the same arrays: the same bits
         np.testing.assert_array_equal(b, c)
         np.testing.assert_array_equal(b, d)
+        np.testing.assert_array_equal(b, e)
     np.testing.assert_array_equal(fwd(x, w), kept.forward(x, w))
     np.testing.assert_array_equal(fwd(x, w), ref[0])
     fwd_candidates = {"graphc": lambda: fwd(x, w), "numpy": lambda: numpy_forward(x, w, s, p),
                       "numpy, kept buffers": lambda: kept.forward(x, w)}
     both_candidates = {"graphc": lambda: fwd_bwd(x, w, gy), "numpy": lambda: numpy_forward_backward(x, w, gy, s, p),
                        "numpy, per op": lambda: numpy_forward_backward_per_op(x, w, gy, s, p),
+                       "numpy, blocked": lambda: numpy_forward_backward_blocked(x, w, gy, s, p),
                        "numpy, kept buffers": lambda: kept.forward_backward(x, w, gy)}
     if have_torch:
         import torch

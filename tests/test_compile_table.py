@@ -176,3 +176,73 @@ def test_concurrent_calls_while_pieces_are_compiled(monkeypatch):
     plan.run.tiers.pending = True  # as a call ending while the last piece was swapped in can leave it
     _same(plan.run((value,), ()), want)
     assert not plan.run.tiers.pending and plan.run.tiers.table == plan.run.tiers.pieces
+
+
+def test_a_piece_whose_compile_is_interrupted_is_compiled_again_from_the_same_state(monkeypatch):
+    # a KeyboardInterrupt (or MemoryError) while a piece compiles must leave the tiers as they were:
+    # the next call compiles that piece again, with the same names loaded from R
+    import builtins
+
+    monkeypatch.setattr(table, "TABLE_STEPS", 40)
+    monkeypatch.setattr(table, "PIECE_LINES", 40)
+    x = gc.placeholder("x", (64,))
+    h = x
+    for k in range(20):
+        h = gc.exp(gc.sin(gc.tanh(h) * 0.9 + 0.1))
+        if k == 12:
+            h = h + x  # the feed's last use (and ``del x0``) in the second piece
+    outputs = optimize_tensors([gc.sum(h)])
+    plan = build_plan(outputs, [x])
+    assert 40 <= max(k for k, line in enumerate(plan.source.splitlines()[1:]) if "x0" in line) < 80
+    value = np.linspace(-1, 1, 64)
+    want = _generated(monkeypatch, outputs, [x]).run((value,), ())
+    interrupts = [2]  # the second piece's compile is interrupted (the first piece then reads its names)
+
+    def compile_once_interrupted(*args, **kwargs):
+        interrupts[0] -= 1
+        if interrupts[0] == 0:
+            raise KeyboardInterrupt
+        return builtins.compile(*args, **kwargs)
+
+    monkeypatch.setattr(table, "compile", compile_once_interrupted, raising=False)
+    _same(plan.run((value,), ()), want)
+    _same(plan.run((value,), ()), want)  # the first piece
+    with pytest.raises(KeyboardInterrupt):
+        plan.run((value,), ())
+    tiers = plan.run.tiers
+    while tiers.lines is not None:
+        _same(plan.run((value,), ()), want)
+    _same(plan.run((value,), ()), want)
+
+
+def test_error_in_a_call_running_the_table_after_the_last_piece_was_swapped_in(monkeypatch):
+    # a call still running the table it started with (here: reentrant, from inside a custom op) whose
+    # step raises after other calls made the plan all code: the error still names the step
+    monkeypatch.setattr(table, "TABLE_STEPS", 30)
+    monkeypatch.setattr(table, "PIECE_LINES", 1000)
+    state = {"inner": False}
+
+    def forward(a):
+        if state["inner"]:
+            state["inner"] = False
+            plan.run((np.ones(3), np.ones(3)), ())  # the second call compiles the one piece
+            while plan.run.tiers.lines is not None:
+                plan.run((np.ones(3), np.ones(3)), ())
+            raise ValueError("custom failure")
+        return a * 1.0
+
+    x = gc.placeholder("x", (None,))
+    y = gc.placeholder("y", (None,))
+    h = x
+    for _ in range(40):
+        h = gc.tanh(h) * 0.5 + 0.25
+    bad = gc.custom_op("fails_late", forward, None)(h - y)  # MARK-LATE-FAIL
+    plan = build_plan([gc.exp(bad) * 2.0], [x, y])
+    assert _is_table(plan)
+    state["inner"] = True
+    with pytest.raises(gc.ExecutionError) as info:
+        plan.run((np.ones(3), np.ones(3)), ())
+    message = str(info.value)
+    assert "fails_late" in message and "(3,)" in message, message
+    assert "MARK-LATE-FAIL" in open(__file__).read().splitlines()[
+        int(message.split("test_compile_table.py:")[1].split(")")[0]) - 1]

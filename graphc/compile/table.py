@@ -152,6 +152,9 @@ def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_
     def run(feeds, variables, _spare=None):
         if tiers.pending:
             tiers.upgrade()
+        # (the entries before the table: an error in an older table, a call that began before the
+        # last piece was swapped in, still finds its step; see ``Tiers.failure``)
+        tabled = tiers.tabled
         table = tiers.table
         R = [*feeds, *variables, _spare, *template]  # noqa: N806 - the register list of the docs
         step = None
@@ -160,7 +163,7 @@ def tabulate(lines: list[str], line_step: dict[int, int], escaped: list[str], n_
                 function, get, slot = step
                 R[slot] = function(*get(R))
         except Exception as exc:
-            raise namespace["_failure"](exc, step, R) from exc
+            raise namespace["_failure"](exc, step, R, tabled) from exc
         tiers.called()
         return tuple([R[s] if wrapper is None else wrapper(R[s]) for wrapper, s in returns_t])
 
@@ -182,6 +185,8 @@ class Tiers:
     def __init__(self, table: tuple, entry_step: array, line_entry: array, lines: list[str],
                  line_step: dict[int, int], slots: dict[str, int], namespace: dict, scratch: int) -> None:
         self.table = self.original = table
+        #: (the entries of the table, the step of each): what ``failure`` reads, replaced at once
+        self.tabled = (table, entry_step)
         self.entry_step, self.line_entry, self.lines, self.line_step = entry_step, line_entry, lines, line_step
         self.slots, self.namespace, self.scratch = slots, namespace, scratch
         self.pieces: tuple = ()
@@ -207,6 +212,7 @@ class Tiers:
             self.table = self.pieces + self.original[self.line_entry[end]:]
             if end == len(self.lines):  # all code: the table and the lines are no longer needed
                 self.original, self.entry_step, self.lines, self.line_step = (), array("q"), None, {}
+                self.tabled = ((), self.entry_step)  # (after the swap: a call reading ``()`` runs all code)
                 self.pending = False
         finally:
             self._lock.release()
@@ -215,7 +221,9 @@ class Tiers:
         """Lines ``start:end`` as one function of ``R``: the very lines, on locals loaded from ``R`` at its
         start (their slots cleared, so a value still dies where the plan drops it) and stored back at
         its end where they still hold live values."""
-        slots, namespace, live = self.slots, self.namespace, self.live
+        # (``live`` is a copy, kept only once the piece compiled: a compile that raises, a
+        # KeyboardInterrupt say, leaves the tiers as they were, and the next call compiles it again)
+        slots, namespace, live = self.slots, self.namespace, set(self.live)
         shared: dict[str, None] = {}
         reads: dict[str, None] = {}
         written: set[str] = set()
@@ -254,13 +262,15 @@ class Tiers:
         # the step at each line number of the piece (its def line is 1)
         self.codes[function.__code__] = array("q", [-1] * (1 + len(head))
                                               + [self.line_step.get(k, -1) for k in range(start, end)])
+        self.live = live
         return function
 
     def failure(self, steps: Sequence[Tensor], parents: Sequence[Sequence[int]], value_names: Sequence[str]
                 ) -> Callable:
-        """The plan's ``_failure(exc, entry, R)``: the ExecutionError naming the failing step's op, input
-        shapes and user line (as a generated plan's)."""
-        def failure(exc: Exception, entry: tuple, R: list) -> ExecutionError:  # noqa: N803
+        """The plan's ``_failure(exc, entry, R, tabled)``: the ExecutionError naming the failing step's op,
+        input shapes and user line (as a generated plan's); ``tabled``: the ``Tiers.tabled`` the call
+        read before its table (the entries are freed once the plan is all code, maybe during the call)."""
+        def failure(exc: Exception, entry: tuple, R: list, tabled: tuple) -> ExecutionError:  # noqa: N803
             step = -1
             code = getattr(entry[0], "__code__", None) if entry else None
             if code in self.codes:  # a compiled piece: the line of its frame tells the step
@@ -270,8 +280,9 @@ class Tiers:
                 if tb is not None and 0 < tb.tb_lineno < len(self.codes[code]):
                     step, frame_locals = self.codes[code][tb.tb_lineno], tb.tb_frame.f_locals
             else:
-                index = next((k for k, e in enumerate(self.original) if e is entry), -1)
-                step = self.entry_step[index] if index >= 0 else -1
+                original, entry_step = tabled
+                index = next((k for k, e in enumerate(original) if e is entry), -1)
+                step = entry_step[index] if index >= 0 else -1
             if step < 0:  # pragma: no cover - only the steps' entries can raise
                 return ExecutionError(f"graph execution failed: {type(exc).__name__}: {exc}")
             node = steps[step]

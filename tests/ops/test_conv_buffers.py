@@ -7,7 +7,8 @@ a returned array is never a kept buffer (nothing but the caller refers to it) an
 another call's; concurrent calls never share a buffer; a new batch size gets new buffers; the plan
 never writes another value into one. (Only temporaries of ``KEEP_MIN_BYTES`` or more are kept: the
 tests here keep every size, but the last.) Also the overlap-add's first writes (``part + 0.0``
-into an uninitialized output): zeros plus the parts, bit for bit.
+into an uninitialized output): zeros plus the parts, bit for bit; and the input gradient made a block
+of samples at a time (``CONTRIBUTION_BLOCK_BYTES``): the bits of the whole batch at once.
 """
 
 from __future__ import annotations
@@ -260,3 +261,101 @@ def test_small_temporaries_are_not_kept(monkeypatch):
     pad = Pad(((0, 0), (0, 0), (1, 1), (1, 1)), 0.0).compiled_impl(None, returned=False)
     padded = pad(np.ones((1, 1, 1, 1)))
     assert sys.getrefcount(padded) == 3  # a padded input is kept whatever its size
+
+
+# ---- the input gradient a block of samples at a time (CONTRIBUTION_BLOCK_BYTES) --------------------
+
+#: (gradient shape, weight shape, stride, dilation, groups, padding (top, bottom, left, right), input H, W)
+BLOCK_GEOMETRIES = [
+    ((7, 4, 5, 5), (4, 3, 3, 3), (1, 1), (1, 1), 1, (1, 1, 1, 1), (5, 5)),
+    ((7, 6, 3, 4), (6, 2, 3, 2), (2, 2), (1, 2), 2, (0, 1, 2, 0), (6, 7)),
+    ((5, 4, 4, 3), (4, 1, 2, 3), (3, 1), (1, 1), 4, (0, 0, 0, 0), (11, 5)),
+]
+
+
+def _input_grad(g, w, geometry, block_samples):
+    """conv2d_input_grad's kernel with contributions blocks of ``block_samples`` samples."""
+    _, w_shape, stride, dilation, groups, padding, hw = geometry
+    sample_bytes = w_shape[1] * groups * w_shape[2] * w_shape[3] * g.shape[2] * g.shape[3] * g.itemsize
+    conv_ops.CONTRIBUTION_BLOCK_BYTES = block_samples * sample_bytes  # (restored by monkeypatch)
+    assert conv_ops._sample_block(g.shape[0], sample_bytes) == min(block_samples, g.shape[0])
+    padded = (hw[0] + padding[0] + padding[1], hw[1] + padding[2] + padding[3])
+    return conv_ops._correlate_transpose(g, w, stride, dilation, groups, padded, padding, {})
+
+
+@pytest.mark.parametrize("geometry", BLOCK_GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_blocked_input_gradient_is_the_whole_batch_s_bit_for_bit(monkeypatch, geometry, dtype):
+    """Blocks of 1, 2, 3 samples (batches of 5 and 7: a last block shorter) give the bits of one block of
+    the whole batch: each sample's GEMM and additions are the same; NaNs, infinities, negative zeros."""
+    monkeypatch.setattr(conv_ops, "CONTRIBUTION_BLOCK_BYTES", conv_ops.CONTRIBUTION_BLOCK_BYTES)
+    rng = np.random.default_rng(11)
+    g = rng.standard_normal(geometry[0]).astype(dtype)
+    w = rng.standard_normal(geometry[1]).astype(dtype)
+    g[0, 0, 0] = -0.0
+    w[0, 0, 0] = -0.0
+    g[1, 1, 0, 0], g[-1, 0, -1, -1], g[2, 0, 0, 0] = np.nan, np.inf, -np.inf
+    whole = _input_grad(g, w, geometry, g.shape[0])
+    assert np.isnan(whole).any() and np.isinf(whole).any()
+    for block in (1, 2, 3):
+        blocked = _input_grad(g, w, geometry, block)
+        assert blocked.shape == whole.shape and blocked.dtype == whole.dtype
+        assert blocked.tobytes() == whole.tobytes(), block
+
+
+@pytest.mark.parametrize("geometry", BLOCK_GEOMETRIES)
+def test_blocked_input_gradient_is_the_loop_reference_s_exactly(monkeypatch, geometry):
+    """Small integers make every sum exact: blocks of 2 samples give the loop reference's bits."""
+    from .test_conv import ref_conv2d_input_grad
+
+    monkeypatch.setattr(conv_ops, "CONTRIBUTION_BLOCK_BYTES", conv_ops.CONTRIBUTION_BLOCK_BYTES)
+    g_shape, w_shape, stride, dilation, groups, padding, hw = geometry
+    rng = np.random.default_rng(12)
+    g = rng.integers(-3, 4, g_shape).astype(np.float64)
+    w = rng.integers(-3, 4, w_shape).astype(np.float64)
+    x = np.empty((g_shape[0], w_shape[1] * groups) + hw)
+    ours = _input_grad(g, w, geometry, 2)
+    # the reference pads symmetrically: pad x by hand to the op's (top, bottom, left, right), crop after
+    top, bottom, left, right = padding
+    padded = np.empty(x.shape[:2] + (hw[0] + top + bottom, hw[1] + left + right))
+    expected = ref_conv2d_input_grad(padded, w, g, stride, 0, dilation, groups)[:, :, top:top + hw[0],
+                                                                               left:left + hw[1]]
+    assert ours.tobytes() == np.ascontiguousarray(expected).tobytes()
+
+
+def _conv_layer(batch):
+    """A padded, strided conv's input gradient (three samples' contributions per block, set by the
+    caller) and, through it, second-order gradients."""
+    x = gc.placeholder("x", (batch, 3, 8, 7))
+    w = gc.placeholder("w", (4, 3, 3, 3))
+    y = gc.conv2d(x, w, stride=(2, 1), padding=1)
+    g = gc.placeholder("g", y.shape)
+    (dx,) = gc.vjp(y, [x], g)
+    loss = gc.sum(dx * dx * dx)
+    second = gc.grad(loss, [w, g])  # the gradient of an input gradient: conv2d and its weight gradient
+    return [x, w, g], [dx, loss] + list(second)
+
+
+def test_blocked_input_gradients_with_dynamic_batch_sizes_and_of_second_order(monkeypatch):
+    """A compiled step of unknown batch size, blocks of 3 samples: batches of 1 to 8 (shorter last blocks)
+    give the values of one block a batch, first and second order, and the second order is right."""
+    sample_bytes = 3 * 9 * 4 * 7 * 8
+    monkeypatch.setattr(conv_ops, "CONTRIBUTION_BLOCK_BYTES", 3 * sample_bytes)
+    inputs, outputs = _conv_layer(None)
+    blocked = gc.function(inputs, outputs)
+    rng = np.random.default_rng(13)
+    feeds = {}
+    for batch in (5, 1, 7, 3, 8, 5):
+        feeds[batch] = [rng.standard_normal((batch, 3, 8, 7)), rng.standard_normal((4, 3, 3, 3)),
+                        rng.standard_normal((batch, 4, 4, 7))]
+    results = {batch: blocked(*arrays) for batch, arrays in feeds.items()}
+    monkeypatch.setattr(conv_ops, "CONTRIBUTION_BLOCK_BYTES", 1 << 40)
+    whole = gc.function(inputs, outputs)
+    for batch, arrays in feeds.items():
+        for ours, expected in zip(results[batch], whole(*arrays)):
+            assert ours.tobytes() == expected.tobytes(), batch
+    monkeypatch.setattr(conv_ops, "CONTRIBUTION_BLOCK_BYTES", 3 * sample_bytes)
+    inputs, outputs = _conv_layer(7)
+    feed = dict(zip(inputs, feeds[7]))
+    gc.check_grad(outputs[1], [inputs[1], inputs[2]], feed)
