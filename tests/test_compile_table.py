@@ -80,22 +80,30 @@ def test_table_holds_no_values_after_the_call(monkeypatch):
     assert first[1] is not second[1] and np.array_equal(first[1], second[1])
 
 
-def test_error_in_a_table_names_the_step_and_user_line(monkeypatch):
-    monkeypatch.setattr(table, "TABLE_STEPS", 30)
+def _mismatched_sub_plan():
+    """A 40-block chain of unknown size ending in ``h - y``: fed a 3- and a 4-vector, the sub fails."""
     x = gc.placeholder("x", (None,))
     y = gc.placeholder("y", (None,))
     h = x
     for _ in range(40):
         h = gc.tanh(h) * 0.5 + 0.25
-    bad = h - y  # MARK-TABLE-SUB
-    plan = build_plan([gc.exp(bad) * 2.0], [x, y])
+    bad = h - y  # MARK-SUB
+    return build_plan([gc.exp(bad) * 2.0], [x, y])
+
+
+def _assert_names_the_sub_and_its_line(message: str) -> None:
+    assert "'sub'" in message and "(3,)" in message and "(4,)" in message, message
+    line = int(message.split("test_compile_table.py:")[1].split(")")[0])
+    assert open(__file__).read().splitlines()[line - 1].endswith("# MARK" + "-SUB")  # (not this line)
+
+
+def test_error_in_a_table_names_the_step_and_user_line(monkeypatch):
+    monkeypatch.setattr(table, "TABLE_STEPS", 30)
+    plan = _mismatched_sub_plan()
     assert _is_table(plan)
     with pytest.raises(gc.ExecutionError) as info:
         plan.run((np.ones(3), np.ones(4)), ())
-    message = str(info.value)
-    assert "'sub'" in message and "(3,)" in message and "(4,)" in message
-    assert "MARK-TABLE-SUB" in open(__file__).read().splitlines()[int(message.split("test_compile_table.py:")[1]
-                                                                          .split(")")[0]) - 1]
+    _assert_names_the_sub_and_its_line(str(info.value))
 
 
 def test_short_in_place_and_checked_plans_stay_generated_code(monkeypatch):
@@ -129,21 +137,12 @@ def test_table_becomes_compiled_pieces_one_per_call(monkeypatch):
 def test_error_in_a_compiled_piece_names_the_step_and_user_line(monkeypatch):
     monkeypatch.setattr(table, "TABLE_STEPS", 30)
     monkeypatch.setattr(table, "PIECE_LINES", 20)
-    x = gc.placeholder("x", (None,))
-    y = gc.placeholder("y", (None,))
-    h = x
-    for _ in range(40):
-        h = gc.tanh(h) * 0.5 + 0.25
-    bad = h - y  # MARK-PIECE-SUB
-    plan = build_plan([gc.exp(bad) * 2.0], [x, y])
+    plan = _mismatched_sub_plan()
     lines = len(plan.source.splitlines()) - 2
-    for call in range(-(-lines // 20) + 1):
+    for _ in range(-(-lines // 20) + 1):
         with pytest.raises(gc.ExecutionError) as info:
             plan.run((np.ones(3), np.ones(4)), ())
-        message = str(info.value)
-        assert "'sub'" in message and "(3,)" in message and "(4,)" in message, (call, message)
-        assert "MARK-PIECE-SUB" in open(__file__).read().splitlines()[
-            int(message.split("test_compile_table.py:")[1].split(")")[0]) - 1]
+        _assert_names_the_sub_and_its_line(str(info.value))
         plan.run((np.ones(3), np.ones(3)), ())  # a successful call: the next one compiles a piece
     assert not plan.run.tiers.pending and plan.run.tiers.table == plan.run.tiers.pieces
 
