@@ -22,13 +22,19 @@ from common import conditions, interleaved, round_ratios, table
 import graphc as gc
 
 
-def graphc_chain(n: int, size: int):
+def chain_graph(n: int, size: int) -> tuple[gc.Tensor, gc.Tensor, gc.Tensor]:
+    """The placeholder ``x``, ``cost = sum(h)`` of N blocks and the gradient of ``cost`` by ``x``."""
     x = gc.placeholder("x", (size,))
     h = x
     for _ in range(n):
         h = gc.exp(gc.sin(gc.tanh(h) * 0.9 + 0.1))
     cost = gc.sum(h)
     (grad,) = gc.grad(cost, [x])
+    return x, cost, grad
+
+
+def graphc_chain(n: int, size: int):
+    x, cost, grad = chain_graph(n, size)
     return gc.function([x], [cost, grad])
 
 

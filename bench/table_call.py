@@ -19,21 +19,16 @@ import time
 
 import common  # noqa: F401 - sets BLAS threads before NumPy loads
 import numpy as np
+from chain_call import chain_graph
 from common import conditions
 
-import graphc as gc
 from graphc.compile import build_plan, table
 from graphc.passes import optimize_tensors
 
 
 def chain(n: int, size: int):
-    x = gc.placeholder("x", (size,))
-    h = x
-    for _ in range(n):
-        h = gc.exp(gc.sin(gc.tanh(h) * 0.9 + 0.1))
-    cost = gc.sum(h)
-    (g,) = gc.grad(cost, [x])
-    return x, optimize_tensors([cost, g])
+    x, cost, grad = chain_graph(n, size)
+    return x, optimize_tensors([cost, grad])
 
 
 def cpu(call) -> tuple[object, float]:
