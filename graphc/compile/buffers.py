@@ -39,17 +39,17 @@ def assign_buffers(program: Program) -> Program:
     # tuple (scattered over memory in a long plan: a cache miss per read).
     layouts: list[int] = []
     layout_of: dict[tuple, int] = {}
+    shape = dtype = layout = None  # the last step's (steps mostly share their shape and dtype objects)
     views: list[bool] = []
     kept: list[bool] = []  # (Op.keeps_value: a buffer the op keeps from call to call)
     for node in steps:
         primitive = node.primitive
         parents.append([number[p] for p in deps[node]])
         kinds.append(_step_kind(node, special, fused, writes))
-        shape = node.shape
-        if shape and None not in shape:
-            layouts.append(layout_of.setdefault((shape, node.dtype), len(layout_of)))
-        else:
-            layouts.append(-1)
+        if node.shape is not shape or node.dtype is not dtype:
+            shape, dtype = node.shape, node.dtype
+            layout = layout_of.setdefault((shape, dtype), len(layout_of)) if shape and None not in shape else -1
+        layouts.append(layout)
         views.append(primitive.view)
         kept.append(getattr(primitive, "keeps_value", False))
     n = len(steps)
