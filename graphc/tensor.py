@@ -35,13 +35,24 @@ def collector_paused() -> Iterator[None]:
     all stay alive; each collection rescans every one of them, so the collector's cost grows with
     the graph (measured: 20% of optimizing a 10,000-block chain, 40% of lowering 35,000 steps).
     Nothing those passes make is garbage in a cycle, so pausing loses nothing. Nested uses keep
-    the outer state; the collector runs again as soon as the outermost pass ends."""
+    the outer state; the collector runs again as soon as the outermost pass ends.
+
+    At that end, everything the collector tracks moves to its oldest generation unscanned
+    (``gc.freeze()`` then ``gc.unfreeze()``): otherwise the first allocation after the pass scans
+    every object it made, as young ones (measured: 0.26 s, 7% of compiling a 30,000-block chain,
+    charged to whatever runs next). Those objects are long-lived, so the oldest generation is where
+    a collection would move them; a cycle made before the pass is still found, by the next full
+    collection. Not done when objects are already frozen (``gc.get_freeze_count()``: the program
+    froze them, e.g. before a fork, and unfreezing would undo that)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if collecting:
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
