@@ -33,14 +33,16 @@ def lower(program: Program) -> Program:
     outputs, updates = program.outputs, program.updates
     roots = list(outputs) + [new for _, new in updates]
     program.order = toposort(roots, stop_at=list(program.inputs))
-    alias, deps, by_class = _collect(program)
+    alias = _collect(program)
     roots = [alias.get(id(t), t) for t in roots]
     root_ids = {id(t) for t in roots}
     steps = program.steps
-    if alias:  # (fused nodes were expanded: their readers read the expanded steps)
-        deps = {n: [alias.get(id(p), p) for p in n.inputs] for n in steps}
+    # a step's own inputs tuple where no fused node was expanded (no copy per step: the error handler
+    # keeps ``deps`` for the plan's lifetime); the rules replace entries, never mutate them
+    deps: dict[Tensor, Sequence[Tensor]] = ({n: n.inputs for n in steps} if not alias else
+                                         {n: [alias.get(id(p), p) for p in n.inputs] for n in steps})
     if program.options.peepholes:
-        rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired, None if alias else by_class)
+        rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired)
         inserted, replaced, dropped = rewrites.inserted, rewrites.replaced, rewrites.dropped
         if inserted or dropped:
             steps = [n for node in steps for n in (*inserted.get(id(node), ()), node) if id(n) not in dropped]
@@ -51,20 +53,14 @@ def lower(program: Program) -> Program:
     return program
 
 
-def _collect(program: Program) -> tuple[dict[int, Tensor], dict[Tensor, Sequence[Tensor]], dict[type, list[Tensor]]]:
-    """Fill in the leaves' names, the constants' values, the variables and the steps; returns (each
-    expanded fused node's last step by the fused node's id, each step's inputs, the steps of each op
-    class that has lowering rules): the last two as if no fused node was expanded (then they are
-    remade), read in the same pass over the nodes (scattered over memory in a long plan)."""
+def _collect(program: Program) -> dict[int, Tensor]:
+    """Fill in the leaves' names, the constants' values, the variables and the steps; returns each
+    expanded fused node's last step (by the fused node's id)."""
     input_ids = {id(t): k for k, t in enumerate(program.inputs)}
     names, defaults, variables = program.names, program.defaults, program.variables
     steps, leaves = program.steps, program.leaves
     expand = program.options.expand_fused
     alias: dict[int, Tensor] = {}  # a fused node -> the last of the steps it expands to
-    # a step's own inputs tuple (no copy per step: the error handler keeps ``deps`` for the plan's
-    # lifetime); the rules replace entries, never mutate them
-    deps: dict[Tensor, Sequence[Tensor]] = {}
-    by_class: dict[type, list[Tensor]] = {}
     for node in program.order:
         key = id(node)
         if key in input_ids:
@@ -83,10 +79,7 @@ def _collect(program: Program) -> tuple[dict[int, Tensor], dict[Tensor, Sequence
             leaves.append(node)
         elif not (expand and _expand_fused(node, alias, steps)):
             steps.append(node)
-            deps[node] = node.inputs
-            if type(node.primitive) in RULES:
-                by_class.setdefault(type(node.primitive), []).append(node)
-    return alias, deps, by_class
+    return alias
 
 
 def _expand_fused(node: Tensor, alias: dict[int, Tensor], steps: list[Tensor]) -> bool:
@@ -211,15 +204,12 @@ class Rewrites:
 
 
 def apply_rules(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], roots: set[int],
-                special: dict[int, Callable], fired: dict[int, str],
-                by_class: dict[type, list[Tensor]] | None = None) -> Rewrites:
-    """Run every registered rule over the steps of its op class (see ``RULES``); ``by_class``: those
-    steps of each class, in dependency order, if the caller has them."""
-    if by_class is None:
-        by_class = {}
-        for node in steps:
-            if type(node.primitive) in RULES:
-                by_class.setdefault(type(node.primitive), []).append(node)
+                special: dict[int, Callable], fired: dict[int, str]) -> Rewrites:
+    """Run every registered rule over the steps of its op class (see ``RULES``)."""
+    by_class: dict[type, list[Tensor]] = {}
+    for node in steps:
+        if type(node.primitive) in RULES:
+            by_class.setdefault(type(node.primitive), []).append(node)
     rewrites = Rewrites(deps, roots, steps, special, fired)
     for op_class, rules in RULES.items():
         for rule in rules:
