@@ -34,9 +34,8 @@ def assign_buffers(program: Program) -> Program:
     # one pass over the steps' nodes (scattered over memory in a long plan) for every fact the stage reads
     parents: list[list[int]] = []
     kinds: list[str] = []
-    # Each step's layout: a small int standing for its (shape, dtype), -1 for a shape not static. The
-    # later passes compare and pool these ints instead of re-reading and hashing each node's shape
-    # tuple (scattered over memory in a long plan: a cache miss per read).
+    # each step's layout: an int per (shape, dtype), -1 if not static; compared and pooled by the later
+    # passes instead of each node's shape tuple (scattered over memory in a long plan)
     layouts: list[int] = []
     layout_of: dict[tuple, int] = {}
     shape = dtype = layout = None  # the last step's (steps mostly share their shape and dtype objects)

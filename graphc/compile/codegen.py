@@ -204,10 +204,8 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     value_names: list[str] = [""] * n + [names[id(t)] for t in program.values[n:]]
     lines: list[str] = []
     line_step: dict[int, int] = {}
-    # The names steps' values live in (registers ``r{k}`` and in-place targets ``t{k}``) are numbered:
-    # by value number the number of its name (-1: a leaf's), and by name number whether it holds a live
-    # value. Lists, not a dict by name: a long plan has ~100,000 registers, and each lookup in a dict
-    # that size misses the caches.
+    # registers (``r{k}``, in-place targets ``t{k}``) by number: each value's (-1: a leaf), and whether one
+    # holds a live value (not a dict by name: a long plan's ~100,000 registers would miss the caches)
     held = [-1] * len(value_names)
     register_names: list[str] = []
     busy = bytearray()
@@ -258,8 +256,8 @@ def _new_register(name: str, register_names: list[str], busy: bytearray) -> int:
 
 def _drop(dying, register: int, held: list[int], value_names: list[str], busy: bytearray,
           free_registers: list[int]) -> list[str]:
-    """Forget the values (numbers) dying at a step whose result goes into name number ``register``: the
-    names to ``del`` (every one but that name, which the result rebinds); their registers become free."""
+    """Forget the values (numbers) dying at a step whose result goes into ``register``: the names to
+    ``del`` (all but the register's, which the result rebinds); their registers become free."""
     dead = []
     for gone in dying:
         old = held[gone]
