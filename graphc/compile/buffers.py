@@ -30,27 +30,7 @@ def assign_buffers(program: Program) -> Program:
     values: list[Tensor] = [*steps, *program.leaves]
     # (keyed by the tensors, which hash by identity: a lookup need not compare a stored int key)
     number = {v: k for k, v in enumerate(values)}
-    special = program.special
-    # one pass over the steps' nodes (scattered over memory in a long plan) for every fact the stage reads
-    parents: list[list[int]] = []
-    kinds: list[str] = []
-    # each step's layout: an int per (shape, dtype), -1 if not static; compared and pooled by the later
-    # passes instead of each node's shape tuple (scattered over memory in a long plan)
-    layouts: list[int] = []
-    layout_of: dict[tuple, int] = {}
-    shape = dtype = layout = None  # the last step's (steps mostly share their shape and dtype objects)
-    views: list[bool] = []
-    kept: list[bool] = []  # (Op.keeps_value: a buffer the op keeps from call to call)
-    for node in steps:
-        primitive = node.primitive
-        parents.append([number[p] for p in deps[node]])
-        kinds.append(_step_kind(node, special, fused, writes))
-        if node.shape is not shape or node.dtype is not dtype:
-            shape, dtype = node.shape, node.dtype
-            layout = layout_of.setdefault((shape, dtype), len(layout_of)) if shape and None not in shape else -1
-        layouts.append(layout)
-        views.append(primitive.view)
-        kept.append(getattr(primitive, "keeps_value", False))
+    parents, kinds, layouts, views, kept = _step_facts(steps, deps, number, program.special, fused, writes)
     n = len(steps)
     last_use = [-1] * len(values)
     first_used: list[int] = []  # the values in the order of their first use (the order of ``frees``' lists)
@@ -79,6 +59,39 @@ def assign_buffers(program: Program) -> Program:
     program.values, program.number, program.parents = values, number, parents
     program.kinds, program.frees, program.target, program.taken_at = kinds, frees, target, taken_at
     return program
+
+
+def _step_facts(steps, deps, number, special, fused, writes):
+    """(each step's input numbers, kind, layout, view flag, ``keeps_value`` flag), in one pass over the
+    steps' nodes (scattered over memory in a long plan) for every fact ``assign_buffers`` reads.
+
+    A layout is an int per (shape, dtype), -1 if not static: the later passes compare and pool it
+    instead of each node's shape tuple. ``deps`` is read in its own order where that is the steps'
+    (lowering made it so; rules add new steps at its end, a schedule may reorder): a lookup of each step
+    in a dict of 360,000 would miss the caches (measured: 1.1 -> 3.2 us per block from 1,000 to 30,000).
+    """
+    parents: list[list[int]] = []
+    kinds: list[str] = []
+    layouts: list[int] = []
+    layout_of: dict[tuple, int] = {}
+    shape = dtype = layout = None  # the last step's (steps mostly share their shape and dtype objects)
+    views: list[bool] = []
+    kept: list[bool] = []  # (Op.keeps_value: a buffer the op keeps from call to call)
+    in_order = iter(deps.items())
+    for node in steps:
+        key, inputs = next(in_order, (None, None))
+        if key is not node:
+            inputs = deps[node]
+        primitive = node.primitive
+        parents.append([number[p] for p in inputs])
+        kinds.append(_step_kind(node, special, fused, writes))
+        if node.shape is not shape or node.dtype is not dtype:
+            shape, dtype = node.shape, node.dtype
+            layout = layout_of.setdefault((shape, dtype), len(layout_of)) if shape and None not in shape else -1
+        layouts.append(layout)
+        views.append(primitive.view)
+        kept.append(getattr(primitive, "keeps_value", False))
+    return parents, kinds, layouts, views, kept
 
 
 def _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, kept):
