@@ -45,8 +45,8 @@ def assign_buffers(program: Program) -> Program:
     storage = ({k for k, node in enumerate(steps) if id(node) in fused or id(node) in writes}
                if fused or writes else set())
     owned, buffer_end, ends_at = _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, kept)
-    target, taken_at = ({}, {}) if not program.options.reuse_buffers else _choose_targets(
-        layouts, parents, kinds, owned, buffer_end, ends_at)
+    target, taken_at = _choose_targets(layouts, parents, kinds, owned, buffer_end, ends_at, len(values),
+                                       program.options.reuse_buffers)
     # the values whose names a step drops: steps' values and feeds (variables and constants stay bound)
     droppable = {number[t] for t in program.inputs if t in number}
     frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
@@ -54,7 +54,7 @@ def assign_buffers(program: Program) -> Program:
         if returned[value] or (value >= n and value not in droppable):
             continue
         index = last_use[value]
-        taken = taken_at.get(value, -1)
+        taken = taken_at[value]
         frees.setdefault(taken if taken > index else index, []).append(value)  # (held for reuse)
     program.values, program.number, program.parents = values, number, parents
     program.kinds, program.frees, program.target, program.taken_at = kinds, frees, target, taken_at
@@ -147,24 +147,27 @@ def _step_kind(node, special, fused, writes) -> str:
     return "call"
 
 
-def _choose_targets(layouts, parents, kinds, owned, buffer_end, ends_at):
-    """Where each ``out=`` capable step writes: (step index -> buffer, buffer -> step taking it), buffers
-    by value number (``assign_buffers``; the steps' layouts by step: equal layouts, equal shapes and dtypes).
+def _choose_targets(layouts, parents, kinds, owned, buffer_end, ends_at, n_values, reuse):
+    """Where each ``out=`` capable step writes: (per step, the buffer or None; per value, the step taking
+    its buffer or -1), buffers by value number (``assign_buffers``; the steps' layouts by step: equal
+    layouts, equal shapes and dtypes). Lists, not dicts: see ``assign_buffers``.
 
     An input dying at the step (in place, ufuncs only), else a dead buffer of the same shape and
-    dtype from the pool. Updates ``kinds`` with "inplace" / "reuse".
+    dtype from the pool; nothing without ``reuse``. Updates ``kinds`` with "inplace" / "reuse".
     """
-    target: dict[int, int] = {}
-    taken_at: dict[int, int] = {}
-    pool: dict[int, list[int]] = {}  # layout -> dead buffers of that layout
     n = len(layouts)
+    target: list[int | None] = [None] * n
+    taken_at = [-1] * n_values
+    if not reuse:
+        return target, taken_at
+    pool: dict[int, list[int]] = {}  # layout -> dead buffers of that layout
     for index, layout in enumerate(layouts):
         kind = kinds[index]
         if (kind == "ufunc" or kind == "matmul") and layout >= 0:  # static; no special kernel
             choice = None
             if kind == "ufunc":
                 for parent in parents[index]:
-                    if (parent < n and owned[parent] and buffer_end[parent] == index and parent not in taken_at
+                    if (parent < n and owned[parent] and buffer_end[parent] == index and taken_at[parent] < 0
                             and layouts[parent] == layout):
                         choice = parent
                         kinds[index] = "inplace"
@@ -180,6 +183,6 @@ def _choose_targets(layouts, parents, kinds, owned, buffer_end, ends_at):
         dying = ends_at.get(index)
         if dying is not None:
             for buffer in dying:
-                if buffer not in taken_at:
+                if taken_at[buffer] < 0:
                     pool.setdefault(layouts[buffer], []).append(buffer)
     return target, taken_at

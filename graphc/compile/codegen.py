@@ -214,7 +214,7 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     in_place = bool(fused or writes)
     for index, node in enumerate(steps):
         dying = frees.get(index, ())
-        mine = target.get(index)
+        mine = target[index]
         if in_place and (id(node) in fused or id(node) in writes):
             update = fused.get(id(node), writes.get(id(node)))
             register = targets.get(update, -1)
@@ -233,7 +233,7 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
             out = name
         args = [value_names[k] for k in parents[index]]
         call = _step_call(index, node, args, kinds, out, name, namespace, program)
-        if kinds[index] in ("call", "special", "T", "reshape", "direct") and index in taken_at:
+        if kinds[index] in ("call", "special", "T", "reshape", "direct") and taken_at[index] >= 0:
             # a later step writes into this value's buffer: it must be one the plan allocated
             call = f"_fresh({call}{''.join(', ' + a for a in args)})"
         line_step[len(lines)] = index

@@ -135,10 +135,10 @@ class Program:
     parents: list[list[int]] = field(default_factory=list)
     #: per step, how it is lowered ("ufunc", "inplace", "reuse", "call", ...; code generation refines it)
     kinds: list[str] = field(default_factory=list)
-    #: step index -> the number of the buffer it writes into with ``out=`` (a step's: buffers are steps')
-    target: dict[int, int] = field(default_factory=dict)
-    #: buffer number -> the step index writing into it
-    taken_at: dict[int, int] = field(default_factory=dict)
+    #: per step, the number of the buffer it writes into with ``out=`` (a step's: buffers are steps'), or None
+    target: list[int | None] = field(default_factory=list)
+    #: per value number, the step index writing into its buffer, or -1
+    taken_at: list[int] = field(default_factory=list)
     #: step index -> the numbers of the values whose names are dropped after it
     frees: dict[int, list[int]] = field(default_factory=dict)
     # ---- code generation ----
