@@ -7,6 +7,7 @@ import numpy as np
 import graphc as gc
 from graphc.compile import STAGES, build_plan, compile_inner
 from graphc.compile.plan import Options, Program
+from graphc.passes import optimize_tensors
 
 
 def training_step(rng):
@@ -64,3 +65,20 @@ def test_each_stage_fills_in_its_part_and_the_result_is_build_plans(rng):
         assert len(got) == 2
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+def test_lowering_stores_only_the_inputs_it_changes():
+    # a plan no lowering rule rewrites keeps no dict of every step: each step reads its own inputs
+    x = gc.placeholder("x", (6,))
+    h = gc.exp(gc.sin(gc.tanh(x) * 0.9 + 0.1))
+    (g,) = gc.grad(gc.sum(h), [x])
+    lower = STAGES[0]
+    program = lower(Program(tuple(optimize_tensors([h, g])), (x,), (), Options(), compile_graph=compile_inner))
+    assert not program.fired and len(program.deps) == 0
+    assert all(program.deps[node] is node.inputs for node in program.steps)
+    # a rule's rewiring is stored, and the steps it does not touch still read their own inputs
+    outputs, inputs, updates = training_step(np.random.default_rng(0))
+    program = lower(Program(tuple(outputs), tuple(inputs), tuple(updates), Options(), compile_graph=compile_inner))
+    assert program.fired and len(program.deps) > 0
+    made = next(n for n in program.steps if n.op == "softmax_minus_one_hot")
+    assert made in program.deps and all(program.deps[n] is n.inputs for n in program.steps if n not in program.deps)

@@ -10,7 +10,7 @@ dependencies (``Program.deps``) so that the plan saves passes over memory or buf
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,7 +24,7 @@ from graphc.ops import nn, reduce
 from graphc.ops import shape as shape_ops
 from graphc.tensor import Tensor, toposort
 
-from .plan import Program
+from .plan import Deps, Program
 from .steps import kernel, static
 
 
@@ -37,17 +37,16 @@ def lower(program: Program) -> Program:
     roots = [alias.get(id(t), t) for t in roots]
     root_ids = {id(t) for t in roots}
     steps = program.steps
-    # a step's own inputs tuple where no fused node was expanded (no copy per step: the error handler
-    # keeps ``deps`` for the plan's lifetime); the rules replace entries, never mutate them
-    deps: dict[Tensor, Sequence[Tensor]] = ({n: n.inputs for n in steps} if not alias else
-                                         {n: [alias.get(id(p), p) for p in n.inputs] for n in steps})
+    # a step's own inputs where no fused node was expanded (nothing stored: see ``Deps``); the rules
+    # replace entries, never mutate them
+    deps = Deps() if not alias else Deps({n: [alias.get(id(p), p) for p in n.inputs] for n in steps})
     if program.options.peepholes:
         rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired)
         inserted, replaced, dropped = rewrites.inserted, rewrites.replaced, rewrites.dropped
         if inserted or dropped:
             steps = [n for node in steps for n in (*inserted.get(id(node), ()), node) if id(n) not in dropped]
         if replaced:  # a lowering rule's new op computes these steps' values
-            deps = {key: [replaced.get(id(p), p) for p in parents] for key, parents in deps.items()}
+            deps = Deps({n: [replaced.get(id(p), p) for p in deps[n]] for n in steps})
             roots = [replaced.get(id(t), t) for t in roots]
     program.steps, program.deps, program.roots = steps, deps, roots
     return program

@@ -155,7 +155,7 @@ def _order_for_inplace(steps: list[Tensor], deps: dict[Tensor, list[Tensor]],
     """
     looks = looks_into(steps, deps, updates)
     index = {n: i for i, n in enumerate(steps)}
-    extended = {key: list(parents) for key, parents in deps.items()}
+    extended = {n: list(deps[n]) for n in steps}
     consumers: dict[Tensor, list[Tensor]] = {}
     for node in steps:
         for parent in deps[node]:
