@@ -49,13 +49,17 @@ def assign_buffers(program: Program) -> Program:
                                        program.options.reuse_buffers)
     # the values whose names a step drops: steps' values and feeds (variables and constants stay bound)
     droppable = {number[t] for t in program.inputs if t in number}
-    frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
+    frees: list = [()] * n  # per step, the values whose names are dropped after it
     for value in first_used:
         if returned[value] or (value >= n and value not in droppable):
             continue
         index = last_use[value]
         taken = taken_at[value]
-        frees.setdefault(taken if taken > index else index, []).append(value)  # (held for reuse)
+        after = taken if taken > index else index  # (held for reuse)
+        if frees[after]:
+            frees[after].append(value)
+        else:
+            frees[after] = [value]
     program.values, program.number, program.parents = values, number, parents
     program.kinds, program.frees, program.target, program.taken_at = kinds, frees, target, taken_at
     return program
@@ -89,7 +93,7 @@ def _step_facts(steps, deps, number, special, fused, writes):
 
 
 def _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, kept):
-    """(owned buffers, the step after which each buffer is dead, buffers by the step they die at),
+    """(owned buffers, the step after which each buffer is dead, per step the buffers dying there or None),
     by value number (``assign_buffers``; the steps' layouts, view flags and ``keeps_value`` flags by
     step); a buffer's end is -1 if it is never used.
 
@@ -115,11 +119,14 @@ def _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, k
             # call (Op.keeps_value; the compiler's own steps are not Ops)
             if layouts[index] >= 0 and index not in storage and not kept[index]:
                 owned[index] = True
-    ends_at: dict[int, list[int]] = {}
+    ends_at: list[list[int] | None] = [None] * n
     for buffer in range(n):  # (in step order: the order the pool takes dead buffers in)
         end = buffer_end[buffer]
         if owned[buffer] and end < never:
-            ends_at.setdefault(end, []).append(buffer)
+            if ends_at[end] is None:
+                ends_at[end] = [buffer]
+            else:
+                ends_at[end].append(buffer)
     return owned, buffer_end, ends_at
 
 
@@ -174,7 +181,7 @@ def _choose_targets(layouts, parents, kinds, owned, buffer_end, ends_at, n_value
             if choice is not None:
                 target[index] = choice
                 taken_at[choice] = index
-        dying = ends_at.get(index)
+        dying = ends_at[index]
         if dying is not None:
             for buffer in dying:
                 if taken_at[buffer] < 0:

@@ -213,7 +213,7 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     free_registers: list[int] = []
     in_place = bool(fused or writes)
     for index, node in enumerate(steps):
-        dying = frees.get(index, ())
+        dying = frees[index]
         mine = target[index]
         if in_place and (id(node) in fused or id(node) in writes):
             update = fused.get(id(node), writes.get(id(node)))

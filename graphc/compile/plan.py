@@ -149,8 +149,8 @@ class Program:
     target: list[int | None] = field(default_factory=list)
     #: per value number, the step index writing into its buffer, or -1
     taken_at: list[int] = field(default_factory=list)
-    #: step index -> the numbers of the values whose names are dropped after it
-    frees: dict[int, list[int]] = field(default_factory=dict)
+    #: per step, the numbers of the values whose names are dropped after it (``()``: none)
+    frees: list = field(default_factory=list)
     # ---- code generation ----
     #: the name each shared value (a NumPy function, a 0-d zero) is bound to in ``run``'s namespace
     shared: dict = field(default_factory=dict)
