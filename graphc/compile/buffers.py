@@ -56,10 +56,7 @@ def assign_buffers(program: Program) -> Program:
         index = last_use[value]
         taken = taken_at[value]
         after = taken if taken > index else index  # (held for reuse)
-        if frees[after]:
-            frees[after].append(value)
-        else:
-            frees[after] = [value]
+        frees[after] = [*frees[after], value]
     program.values, program.number, program.parents = values, number, parents
     program.kinds, program.frees, program.target, program.taken_at = kinds, frees, target, taken_at
     return program
@@ -93,7 +90,7 @@ def _step_facts(steps, deps, number, special, fused, writes):
 
 
 def _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, kept):
-    """(owned buffers, the step after which each buffer is dead, per step the buffers dying there or None),
+    """(owned buffers, the step after which each buffer is dead, per step the buffers dying there),
     by value number (``assign_buffers``; the steps' layouts, view flags and ``keeps_value`` flags by
     step); a buffer's end is -1 if it is never used.
 
@@ -119,14 +116,11 @@ def _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, k
             # call (Op.keeps_value; the compiler's own steps are not Ops)
             if layouts[index] >= 0 and index not in storage and not kept[index]:
                 owned[index] = True
-    ends_at: list[list[int] | None] = [None] * n
+    ends_at: list = [()] * n
     for buffer in range(n):  # (in step order: the order the pool takes dead buffers in)
         end = buffer_end[buffer]
         if owned[buffer] and end < never:
-            if ends_at[end] is None:
-                ends_at[end] = [buffer]
-            else:
-                ends_at[end].append(buffer)
+            ends_at[end] = [*ends_at[end], buffer]
     return owned, buffer_end, ends_at
 
 
@@ -181,9 +175,7 @@ def _choose_targets(layouts, parents, kinds, owned, buffer_end, ends_at, n_value
             if choice is not None:
                 target[index] = choice
                 taken_at[choice] = index
-        dying = ends_at[index]
-        if dying is not None:
-            for buffer in dying:
-                if taken_at[buffer] < 0:
-                    pool.setdefault(layouts[buffer], []).append(buffer)
+        for buffer in ends_at[index]:
+            if taken_at[buffer] < 0:
+                pool.setdefault(layouts[buffer], []).append(buffer)
     return target, taken_at
