@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from graphc.op import constant
+from graphc.op import constant, op_dataclass
 from graphc.ops import elementwise as ew
 from graphc.ops.linalg import Matmul
 from graphc.ops.shape import Transpose
@@ -385,18 +385,12 @@ SWAP_MIN_SIZE = 256
 
 def _swapped_product(node: Tensor) -> bool:
     """``a @ w.T`` (``w.T`` a transpose node) of static 2-D float32 operands where ``a`` has few rows and
-    ``w`` many: a layer's input gradient ``dz @ W.T``.
+    ``w`` many: a layer's input gradient ``dz @ W.T``, computed by ``SwappedMatmul``.
 
     OpenBLAS's sgemm takes 0.5-0.8x the time for ``(w @ a.T).T`` on such shapes (from 8 to 64 rows of
-    ``a``, ``w`` 256x256 to 1024x1024; 0.68x at 32 rows, ``W`` 256x256, measured on this machine's
-    OpenBLAS 0.3.31; float64's dgemm gains nothing, and more rows of ``a`` than of ``w`` lose). The
-    result is a transposed view, which costs its readers a little (a strided pass): small products
-    (a contracted axis of 10) gain nothing to pay for it. Each entry
-    is the same products summed in the same order (the kernels keep one accumulator per entry, running
-    over the contracted axis in order, in blocks that depend on its length alone), so every entry that
-    is not NaN has the same bits (checked on random inputs with signed zeros, infinities and NaNs); a
-    NaN entry made from two NaN operands may carry the other one's sign and payload (the multiply's
-    operands trade places), the difference the kernels already have (the module docstring).
+    ``a``, ``w`` 256x256 to 1024x1024; 0.68x at 32 rows, ``W`` 256x256, on this machine's OpenBLAS 0.3.31,
+    SkylakeX kernels); float64's dgemm gains nothing, more rows of ``a`` than of ``w`` lose, and a
+    contracted axis of 10 gains nothing to pay for the transposed result its readers get.
     """
     if type(node.primitive) is not Matmul:
         return False
@@ -408,23 +402,38 @@ def _swapped_product(node: Tensor) -> bool:
     return 2 <= a.shape[0] <= SWAP_MAX_ROWS and min(b.shape) >= SWAP_MIN_SIZE
 
 
-def _as_swapped(node: Tensor, inputs: list[Tensor]) -> Tensor:
-    """``(w @ a.T).T`` for ``node`` = ``a @ w.T`` (``_swapped_product``)."""
-    a, b = inputs
-    (w,) = b.inputs
-    flip = Transpose((1, 0))
-    a_t = Tensor(flip, (a,), (a.shape[1], a.shape[0]), a.dtype, site=node.site, is_gradient=a.is_gradient)
-    product = Tensor(Matmul(), (w, a_t), (node.shape[1], node.shape[0]), node.dtype, site=node.site,
-                     is_gradient=node.is_gradient)
-    return Tensor(flip, (product,), node.shape, node.dtype, name=node.name, site=node.site,
-                  is_gradient=node.is_gradient)
+@op_dataclass
+class SwappedMatmul(Matmul):
+    """``a @ b`` of 2-D operands, computed as ``(b.T @ a.T).T`` when ``a`` is C- and ``b`` F-contiguous
+    (``b`` the transpose of a C-contiguous ``w``), else as ``a @ b``.
+
+    **The same values.** With those layouts NumPy calls the same BLAS routine both ways (OpenBLAS's
+    column-major ``TN`` case, whose small-matrix test is symmetric in the two sizes that trade places),
+    with the roles of the operands exchanged: each entry is the same products summed in the same order
+    (one accumulator per entry, running over the contracted axis in blocks that depend on its length
+    alone), so every entry that is not NaN has the same bits (tested on random inputs with signed
+    zeros, infinities and NaNs). A NaN entry made from two NaN operands may carry the other one's sign
+    and payload (the multiply's operands trade places), the difference the kernels already have (the
+    module docstring). Other layouts could take another BLAS case (a small-matrix kernel summing in
+    one block), so they are computed as ``a @ b``.
+    """
+
+    name = "matmul_swapped"
+
+    def impl(self, a, b):
+        if a.flags.c_contiguous and b.flags.f_contiguous:
+            # C-contiguous, as np.matmul's result: a transposed result would take its readers to other
+            # BLAS cases (x.T @ dz of a transposed dz gives other bits on this OpenBLAS: measured)
+            return np.ascontiguousarray(np.matmul(b.T, a.T).T)
+        return np.matmul(a, b)
 
 
 def _product_form(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
     if _outer_product(node):
         return _as_product(node, inputs)
     if _swapped_product(node):
-        return _as_swapped(node, inputs)
+        return Tensor(SwappedMatmul(), inputs, node.shape, node.dtype, name=node.name, site=node.site,
+                      is_gradient=node.is_gradient)
     return None
 
 
