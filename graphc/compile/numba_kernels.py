@@ -297,26 +297,30 @@ def _operands(arrays: Sequence[np.ndarray], kinds: tuple[str, ...], shape: tuple
     """(layout kinds, the array the kernel writes, its operands): the flat or the row loop where every
     input has such a layout (``kinds``) and ``out`` is C-contiguous (see ``kernel_source``), else a loop
     over broadcast views of ``shape``. A ``fresh`` ``out`` overlaps no input."""
+    # (a size-1 input's one element as ``a.flat[0]``: the same NumPy scalar as ``a.reshape(-1)[0]``, faster)
     if not out.flags.c_contiguous or "b" in kinds:
         kinds = tuple("s" if kind == "s" else "b" for kind in kinds)
         target = out
-        operands = [a.reshape(-1)[0] if kind == "s" else np.broadcast_to(a, shape) for a, kind in zip(arrays, kinds)]
+        operands = [a.flat[0] if kind == "s" else np.broadcast_to(a, shape) for a, kind in zip(arrays, kinds)]
     elif "r" in kinds or "c" in kinds:
         target = out  # 2-D: full inputs as they are, rows and columns as 1-D arrays
-        operands = [a if kind == "f" else a.reshape(-1)[0] if kind == "s" else a.reshape(-1)
+        operands = [a if kind == "f" else a.flat[0] if kind == "s" else a.reshape(-1)
                     for a, kind in zip(arrays, kinds)]
     else:
         target = out.reshape(-1)
-        operands = [a.reshape(-1)[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
+        operands = [a.flat[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
     if fresh:
         return kinds, target, operands
-    return _against_out(kinds, target, operands)
+    return _against_out(kinds, target, operands, [a is out for a in arrays])
 
 
-def _against_out(kinds: tuple[str, ...], target: np.ndarray, operands: list) -> tuple:
+def _against_out(kinds: tuple[str, ...], target: np.ndarray, operands: list, given: list[bool]) -> tuple:
     """(kinds, target, operands) for a given ``out``: an input that is ``out`` element for element is
-    read from ``out`` itself (kind "o", see ``kernel_source``); one overlapping it otherwise is copied."""
-    overwritten = [kind != "b" and kind != "s" and _same_elements(a, target) for a, kind in zip(operands, kinds)]
+    read from ``out`` itself (kind "o", see ``kernel_source``); one overlapping it otherwise is copied.
+    ``given[k]``: input ``k`` is the very array given as ``out`` (as a plan writing over an input passes
+    it), known without comparing addresses."""
+    overwritten = [kind != "b" and kind != "s" and (same or _same_elements(a, target))
+                   for a, kind, same in zip(operands, kinds, given)]
     if any(overwritten):
         kinds = tuple("o" if over else kind for over, kind in zip(overwritten, kinds))
     return kinds, target, [a if kind == "s" else _unaliased(a, target) for a, kind in zip(operands, kinds)
@@ -325,8 +329,18 @@ def _against_out(kinds: tuple[str, ...], target: np.ndarray, operands: list) -> 
 
 def _same_elements(a: np.ndarray, out: np.ndarray) -> bool:
     """Whether ``a`` is ``out``'s memory element for element (the same start, shape and strides)."""
-    return (a.shape == out.shape and a.strides == out.strides
-            and a.__array_interface__["data"][0] == out.__array_interface__["data"][0])
+    if a.shape != out.shape or a.strides != out.strides:
+        return False
+    if _separate(a, out):
+        return False  # (the quick answer: reading an address costs about 1 us)
+    return a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+
+
+def _separate(a: np.ndarray, out: np.ndarray) -> bool:
+    """Views of two different arrays that own their memory (so they cannot overlap)."""
+    mine, theirs = _owner(a), _owner(out)
+    return (mine is not theirs and type(mine) is np.ndarray and type(theirs) is np.ndarray and mine.flags.owndata
+            and theirs.flags.owndata)
 
 
 def _owner(a: np.ndarray):
@@ -336,10 +350,8 @@ def _owner(a: np.ndarray):
 def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``a``, or a copy of it where it overlaps ``out`` other than element for element (a transposed view,
     a row or column of ``out``)."""
-    mine, theirs = _owner(a), _owner(out)
-    if mine is not theirs and type(mine) is np.ndarray and type(theirs) is np.ndarray and mine.flags.owndata \
-            and theirs.flags.owndata:
-        return a  # views of two arrays that own their memory (the quick answer of the common case)
+    if _separate(a, out):
+        return a  # (the quick answer of the common case)
     if not np.may_share_memory(a, out):
         return a
     if _same_elements(a, out):
