@@ -349,17 +349,20 @@ def _with_specials(shape, dtype, seed: int) -> np.ndarray:
     return values
 
 
-def test_an_input_gradient_of_float32_is_computed_swapped(numba):
+@pytest.mark.parametrize(("batch", "contracted"), [(32, 256), (2, 1000), (64, 784)])
+def test_an_input_gradient_of_float32_is_computed_swapped(numba, batch, contracted):
     """``dz @ W.T`` of float32 with few rows of ``dz`` runs as ``(W @ dz.T).T`` (OpenBLAS's faster case),
     C-contiguous like np.matmul's result, every entry that is not NaN bit for bit the NumPy backend's
-    (a NaN made from two NaN operands may carry the other's sign or payload, as in the kernels)."""
-    inputs, y = _input_gradient(32, np.float32)
+    (a NaN made from two NaN operands may carry the other's sign or payload, as in the kernels). The
+    shapes span OpenBLAS's cases: 2 rows and 1000 columns within the size where its SkylakeX builds
+    may take the small-matrix kernel (one block over the whole contracted axis), 64 rows beyond it."""
+    inputs, y = _input_gradient(batch, np.float32, contracted)
     compiled, reference = gc.function(inputs, y, backend="numba"), gc.function(inputs, y)
     assert "matmul_swapped" in [s.op for s in compiled.plan.steps]
     assert "matmul_swapped" not in [s.op for s in reference.plan.steps]
     for seed in range(40):
-        dzs = _with_specials((32, 256), np.float32, 2 * seed)
-        ws = _with_specials((256, 256), np.float32, 2 * seed + 1)
+        dzs = _with_specials((batch, contracted), np.float32, 2 * seed)
+        ws = _with_specials((256, contracted), np.float32, 2 * seed + 1)
         if seed % 4 == 0:
             dzs[:] = np.where(dzs > 0, -0.0, 0.0)  # only zeros of both signs: every sum is a zero
         with np.errstate(all="ignore"):
