@@ -349,10 +349,6 @@ def _separate(a: np.ndarray, out: np.ndarray) -> bool:
             and theirs.flags.owndata)
 
 
-def _owner(a: np.ndarray):
-    return a if a.base is None else a.base
-
-
 def _unaliased(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``a``, or a copy of it where it overlaps ``out`` other than element for element (a transposed view,
     a row or column of ``out``)."""
@@ -408,7 +404,7 @@ def _swapped_product(node: Tensor) -> bool:
     OpenBLAS's sgemm takes 0.5-0.8x the time for ``(w @ a.T).T`` on such shapes (from 8 to 64 rows of
     ``a``, ``w`` 256x256 to 1024x1024; 0.68x at 32 rows, ``W`` 256x256, on this machine's OpenBLAS 0.3.31,
     SkylakeX kernels); float64's dgemm gains nothing, more rows of ``a`` than of ``w`` lose, and a
-    contracted axis of 10 gains nothing to pay for the transposed result its readers get.
+    contracted axis of 10 gains nothing to pay for the result's copy into C order.
     """
     if type(node.primitive) is not Matmul:
         return False
@@ -482,7 +478,8 @@ def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
     """``roots`` with each group of compilable nodes replaced by one ``fused`` node carrying its kernel.
 
     Outer products that a kernel computes exactly (``_outer_product``) become element-wise steps first,
-    so that they join their consumers' kernel. The plan compiler lowers a kernel-fused node as it
+    so that they join their consumers' kernel; a float32 ``dz @ W.T`` of few rows becomes a
+    ``SwappedMatmul`` (``_swapped_product``). The plan compiler lowers a kernel-fused node as it
     lowers a ufunc, ``kernel(*arrays, out=buffer)`` (a ``Fused`` op's ``lowering()`` is its kernel),
     instead of expanding it into steps.
     """
