@@ -104,7 +104,8 @@ def numpy_input_grad(gy, w, x_shape, s, p):
 def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
     """dx as ``numpy_input_grad``, a block of samples at a time (as graphc does since 2026-12-04, see
     ``graphc.ops.conv.CONTRIBUTION_BLOCK_BYTES``): each block's contributions (at most ``block_bytes``,
-    at least one sample) made into one buffer and overlap-added into its samples of dx while cached."""
+    at least one sample) made into one buffer and overlap-added into its samples of dx while cached; for
+    stride 1 by shifted runs of the flattened planes (``_overlap_add_runs``), as graphc since 2026-12-04."""
     n, o, ho, wo = gy.shape
     c, k = w.shape[1], w.shape[2]
     dtype = np.result_type(gy, w)
@@ -112,10 +113,39 @@ def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
     buffer = np.empty((block, c * k * k, ho * wo), dtype)
     dx = np.empty(x_shape, dtype)
     weights, gy_rows = w.reshape(o, -1).T, gy.reshape(n, o, -1)
+    # stride 1 and windows as many as x's columns: shifted runs (as graphc's ``_overlap_add_runs``)
+    overlap_add = _overlap_add_runs if s == 1 and wo == x_shape[3] else _overlap_add
     for start in range(0, n, block):
         stop = min(n, start + block)
         contributions = np.matmul(weights, gy_rows[start:stop], out=buffer[:stop - start])
-        _overlap_add(contributions, gy[start:stop], w, (stop - start,) + x_shape[1:], s, p, dx[start:stop])
+        overlap_add(contributions, gy[start:stop], w, (stop - start,) + x_shape[1:], s, p, dx[start:stop])
+    return dx
+
+
+def _overlap_add_runs(contributions, gy, w, x_shape, s, p, dx):
+    """``_overlap_add`` for stride 1 where the windows are as many as x's columns (W' = W), into ``dx``:
+    kernel offset (i, j)'s plane added to dx's flattened planes as one run, shifted by (i - p) * W + (j - p)
+    entries (one inner loop per sample and channel, where 2-D slices take one per row), the contributions
+    such a run carries over a row's left or right edge set to zero first (adding 0.0 to a sum that starts
+    from zeros changes nothing: the same bits)."""
+    n, o, ho, wo = gy.shape
+    c, k = w.shape[1], w.shape[2]
+    h, wd = x_shape[2:]
+    cols = contributions.reshape(n, c, k, k, ho, wo)
+    for j in range(k):
+        if j < p:
+            cols[:, :, :, j, :, :p - j] = 0
+        elif j > p:
+            cols[:, :, :, j, :, wd - (j - p):] = 0
+    planes = cols.reshape(n, c, k, k, ho * wo)
+    flat = dx.reshape(n, c, h * wd)
+    flat[...] = 0
+    for i in range(k):
+        for j in range(k):
+            shift = (i - p) * wd + (j - p)
+            start, stop = max(0, shift), min(h * wd, ho * wo + shift)
+            if start < stop:
+                flat[:, :, start:stop] += planes[:, :, i, j, start - shift:stop - shift]
     return dx
 
 
