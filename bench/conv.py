@@ -18,8 +18,9 @@ in one process (``common.interleaved``):
 * **numpy, per op** (forward+backward only): the same, but the weight gradient copies the windows
   again, as graphc's unoptimized ops do (each forms the windows it multiplies): what sharing gains;
 * **numpy, blocked** (forward+backward only): the "numpy" reference with the input gradient made a
-  block of samples at a time, as graphc's (``numpy_input_grad_blocked``): the best hand-written form
-  of graphc's algorithm, which graphc should match;
+  block of samples at a time, as graphc's (``numpy_input_grad_blocked``), and for stride 1 overlap-added
+  by shifted runs of the flattened planes instead of 2-D slices (``_overlap_add_runs``), as graphc's:
+  the best hand-written form of graphc's algorithm, which graphc should match;
 * **numpy, kept buffers**: the "numpy" reference with all its temporaries (the padded input, the
   window columns, the per-sample weight-gradient products, the input gradient's window
   contributions) allocated once, before timing, and written with ``out=`` / ``np.copyto`` at every

@@ -12,7 +12,8 @@ How they compute (all NumPy, no im2col copy of the input):
   convolution, the pools' input gradients) is an *overlap-add*: one contraction gives every
   window's contribution, and ``kh * kw`` strided slice additions put them in place (no
   ``np.add.at``); a convolution's makes and adds them a block of samples at a time, in one
-  buffer that stays in the cache (``CONTRIBUTION_BLOCK_BYTES``);
+  buffer that stays in the cache (``CONTRIBUTION_BLOCK_BYTES``), and with unit strides and "same"
+  widths adds each offset's plane as one shifted run of the flattened planes (``_overlap_add_runs``);
 * the weight gradient is a correlation of the input's windows with the output gradient;
 * a compiled step keeps its large temporaries (the windows' copy, the per-sample products, the
   padded input; ``KEEP_MIN_BYTES``) from call to call instead of allocating them again
