@@ -19,7 +19,7 @@ in one process (``common.interleaved``):
   again, as graphc's unoptimized ops do (each forms the windows it multiplies): what sharing gains;
 * **numpy, blocked** (forward+backward only): the "numpy" reference with the input gradient made a
   block of samples at a time, as graphc's (``numpy_input_grad_blocked``), and for stride 1 overlap-added
-  by shifted runs of the flattened planes instead of 2-D slices (``_overlap_add_runs``), as graphc's:
+  by shifted whole planes instead of 2-D slices (``_input_grad_runs``), as graphc's:
   the best hand-written form of graphc's algorithm, which graphc should match;
 * **numpy, kept buffers**: the "numpy" reference with all its temporaries (the padded input, the
   window columns, the per-sample weight-gradient products, the input gradient's window
@@ -106,47 +106,61 @@ def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
     """dx as ``numpy_input_grad``, a block of samples at a time (as graphc does since 2026-12-04, see
     ``graphc.ops.conv.CONTRIBUTION_BLOCK_BYTES``): each block's contributions (at most ``block_bytes``,
     at least one sample) made into one buffer and overlap-added into its samples of dx while cached; for
-    stride 1 by shifted runs of the flattened planes (``_overlap_add_runs``), as graphc since 2026-12-04."""
+    stride 1 by shifted whole planes (``_input_grad_runs``), as graphc since 2026-12-04."""
     n, o, ho, wo = gy.shape
     c, k = w.shape[1], w.shape[2]
     dtype = np.result_type(gy, w)
     block = max(1, min(n, block_bytes // (c * k * k * ho * wo * dtype.itemsize)))
+    if s == 1 and wo == x_shape[3]:
+        return _input_grad_runs(gy, w, x_shape, p, block)
     buffer = np.empty((block, c * k * k, ho * wo), dtype)
     dx = np.empty(x_shape, dtype)
     weights, gy_rows = w.reshape(o, -1).T, gy.reshape(n, o, -1)
-    # stride 1 and windows as many as x's columns: shifted runs (as graphc's ``_overlap_add_runs``)
-    overlap_add = _overlap_add_runs if s == 1 and wo == x_shape[3] else _overlap_add
     for start in range(0, n, block):
         stop = min(n, start + block)
         contributions = np.matmul(weights, gy_rows[start:stop], out=buffer[:stop - start])
-        overlap_add(contributions, gy[start:stop], w, (stop - start,) + x_shape[1:], s, p, dx[start:stop])
+        _overlap_add(contributions, gy[start:stop], w, (stop - start,) + x_shape[1:], s, p, dx[start:stop])
     return dx
 
 
-def _overlap_add_runs(contributions, gy, w, x_shape, s, p, dx):
-    """``_overlap_add`` for stride 1 where the windows are as many as x's columns (W' = W), into ``dx``:
-    kernel offset (i, j)'s plane added to dx's flattened planes as one run, shifted by (i - p) * W + (j - p)
-    entries (one inner loop per sample and channel, where 2-D slices take one per row), the contributions
-    such a run carries over a row's left or right edge set to zero first (adding 0.0 to a sum that starts
-    from zeros changes nothing: the same bits)."""
+def _input_grad_runs(gy, w, x_shape, p, block):
+    """``numpy_input_grad_blocked`` for stride 1 where the windows are as many as x's columns (W' = W), as
+    graphc's (``graphc.ops.conv._input_grad_by_runs``): the GEMM writes each block's contributions as rows
+    of H'*W entries with zeros between them (``gap``, set once a call), so that kernel offset (i, j)'s plane
+    is one addition of whole planes of dx, shifted by (i - p) * W + (j - p) entries (reading the zeros where
+    it leaves the row; NumPy adds whole contiguous planes at about half the cost of partial rows, a third of
+    2-D slices); the contributions such a shift carries over a row's left or right edge are set to zero
+    first (adding 0.0 to a sum that starts from zeros changes nothing: the same bits)."""
     n, o, ho, wo = gy.shape
     c, k = w.shape[1], w.shape[2]
     h, wd = x_shape[2:]
-    cols = contributions.reshape(n, c, k, k, ho, wo)
-    for j in range(k):
-        if j < p:
-            cols[:, :, :, j, :, :p - j] = 0
-        elif j > p:
-            cols[:, :, :, j, :, wd - (j - p):] = 0
-    planes = cols.reshape(n, c, k, k, ho * wo)
-    flat = dx.reshape(n, c, h * wd)
-    flat[...] = 0
-    for i in range(k):
+    dtype = np.result_type(gy, w)
+    rows, size = c * k * k, dtype.itemsize
+    offsets = [(i, j) for i in range(k) for j in range(k)]
+    shifts = [(i - p) * wd + (j - p) for i, j in offsets]
+    gap = max(max(shift, (h - ho) * wd - shift) for shift in shifts)
+    pitch = ho * wo + gap
+    flat = np.empty(gap + block * rows * pitch, dtype)
+    as_strided(flat, (block * rows + 1, gap), (pitch * size, size))[...] = 0
+    dx = np.empty(x_shape, dtype)
+    weights, gy_rows = w.reshape(o, -1).T, gy.reshape(n, o, -1)
+    sample, channel = rows * pitch * size, k * k * pitch * size
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        b = stop - start
+        np.matmul(weights, gy_rows[start:stop], out=as_strided(flat[gap:], (b, rows, ho * wo),
+                                                               (sample, pitch * size, size)))
+        cols = as_strided(flat[gap:], (b, c, k, k, ho, wo),
+                          (sample, channel, k * pitch * size, pitch * size, wo * size, size))
         for j in range(k):
-            shift = (i - p) * wd + (j - p)
-            start, stop = max(0, shift), min(h * wd, ho * wo + shift)
-            if start < stop:
-                flat[:, :, start:stop] += planes[:, :, i, j, start - shift:stop - shift]
+            if j < p:
+                cols[:, :, :, j, :, :p - j] = 0
+            elif j > p:
+                cols[:, :, :, j, :, wd - (j - p):] = 0
+        target = dx[start:stop].reshape(b, c, h * wd)
+        target[...] = 0
+        for (i, j), shift in zip(offsets, shifts):
+            target += as_strided(flat[gap + (i * k + j) * pitch - shift:], target.shape, (sample, channel, size))
     return dx
 
 

@@ -285,62 +285,90 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 
     # the two (the whole batch's would go out to memory and back: kh*kw times the input's size). Each
     # sample's GEMM and sums are the same as the whole batch's: the same values.
     block = _sample_block(n, groups * cg * kernel[0] * kernel[1] * ho * wo * dtype.itemsize)
-    buffer = _workspace(kept, "contributions", (block, groups, cg * kernel[0] * kernel[1], ho * wo), dtype)
     weights = w.reshape(groups, o // groups, -1).swapaxes(-1, -2)
     g = g.reshape(n, groups, o // groups, ho * wo)
-    # unit strides and windows as many as the output's columns ("same" padding): the rows' pitch is the
-    # output's, so every kernel offset's plane lands on the output as one shifted run (_overlap_add_runs)
-    runs = stride == (1, 1) and wo == out.shape[3]
+    if stride == (1, 1) and wo == out.shape[3]:
+        # unit strides and windows as many as the output's columns ("same" padding): the rows' pitch is the
+        # output's, so every kernel offset's plane lands on the output as one shifted run
+        plan = _runs_plan(out.shape[2:], (ho, wo), tuple(kernel), tuple(dilation), (top, left))
+        _input_grad_by_runs(g, weights, out, tuple(kernel), ho, plan, block, kept)
+        return out
+    buffer = _workspace(kept, "contributions", (block, groups, cg * kernel[0] * kernel[1], ho * wo), dtype)
     for start in range(0, n, block):
         stop = min(n, start + block)
         cols = np.matmul(weights, g[start:stop], out=buffer[:stop - start])
         cols = cols.reshape(stop - start, groups * cg, kernel[0], kernel[1], ho, wo)
-        if runs:
-            _overlap_add_runs(cols, out[start:stop], dilation, (top, left))
-        else:
-            _overlap_add(functools.partial(_offset_plane, cols), (stop - start,) + out.shape[1:],
-                         kernel, stride, dilation, dtype, (top, left), out[start:stop])
+        _overlap_add(functools.partial(_offset_plane, cols), (stop - start,) + out.shape[1:],
+                     kernel, stride, dilation, dtype, (top, left), out[start:stop])
     return out
 
 
-def _overlap_add_runs(cols: np.ndarray, out: np.ndarray, dilation, offset) -> None:
-    """``_overlap_add`` of unit strides where the windows are as many as ``out``'s columns, into ``out``
-    (N, C, H, W) from the contributions ``cols`` (N, C, kh, kw, H', W), a buffer it may write into.
+def _input_grad_by_runs(g, weights, out, kernel, rows, plan, block, kept) -> None:
+    """``_correlate_transpose``'s blocks where its strides are 1 and the windows as many as ``out``'s columns:
+    each block's contributions (the same GEMM, its rows of ``H' * W`` entries ``gap`` entries apart in one
+    buffer, the gaps zero) overlap-added into ``out`` by ``_overlap_add_runs``. ``g`` is (N, G, O/G, H'*W),
+    ``weights`` (G, C/G*kh*kw, O/G); ``plan`` is ``_runs_plan``'s."""
+    n, groups = g.shape[:2]
+    planes = out.shape[1] * kernel[0] * kernel[1]  # (a sample's rows of contributions)
+    gap = plan[2]
+    pitch = rows * out.shape[3] + gap
+    flat = _workspace(kept, "contributions", (gap + block * planes * pitch,), out.dtype)
+    size = flat.itemsize
+    # the gaps: before every row, and after the last (the GEMM writes only the rows)
+    as_strided(flat, (block * planes + 1, gap), (pitch * size, size))[...] = 0
+    strides = (planes * pitch * size, planes // groups * pitch * size, pitch * size, size)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        np.matmul(weights, g[start:stop], out=as_strided(flat[gap:], (stop - start, groups, planes // groups,
+                                                                         g.shape[3]), strides))
+        _overlap_add_runs(flat, gap, pitch, out[start:stop], kernel, rows, plan)
 
-    Offset (i, j) moves its plane by ``(i*d - top) * W + (j*d - left)`` entries of the flattened plane:
-    one run of additions per sample and channel, where slices of the planes' rows take one per row (the
-    2-D slices' inner loop, W entries or fewer, is what costs: measured 2.35 -> 1.7 ms on the 3x3
-    16->32 28x28 layer of bench/conv.py). A shifted run also carries the contributions whose column
-    falls off the output's left or right edge into the row beside it; those are set to zero in
-    ``cols`` first, so they add ``+ 0.0``, which changes no sum: the sums start from ``0.0`` (or
-    ``part + 0.0``), and such a sum is never ``-0.0`` (``x + 0.0`` is ``x`` for every other ``x``,
-    NaNs and infinities included). Each entry gets its parts in the order of ``_overlap_add``: the same
-    bits. The first run is written as ``part + 0.0`` and the rest of the output zeroed, as there."""
-    adds, wraps = _runs_plan(out.shape[2:], cols.shape[4:], cols.shape[2:4], tuple(dilation), tuple(offset))
+
+def _overlap_add_runs(flat: np.ndarray, gap: int, pitch: int, out: np.ndarray, kernel, rows: int, plan) -> None:
+    """``_overlap_add`` of unit strides where the windows are as many as ``out``'s columns, into ``out``
+    (N, C, H, W), of the contributions of kernel offset (i, j) to sample s and channel c: the ``rows * W``
+    entries of ``flat`` from ``gap + ((s*C + c)*kh*kw + i*kw + j) * pitch``, with ``gap`` zeros before each
+    such row of ``flat`` and after the last (``flat`` is a buffer it may write into); ``plan`` is ``_runs_plan``'s.
+
+    Offset (i, j) moves its plane by ``(i*d - top) * W + (j*d - left)`` entries of the flattened plane,
+    so each offset is one addition of whole output planes, whose parts run into the zeros of the gaps where
+    they would leave the plane: NumPy's additions of whole contiguous planes cost half those of partial
+    rows (and a third of those of 2-D slices: bench/conv.py's 3x3 16->32 28x28 layer's overlap-add measured
+    2.35 ms by slices, 1.7 ms by partial runs, 1.2 ms this way). A shifted plane also carries the contributions
+    whose column falls off the output's left or right edge into the row beside it; those are set to zero
+    first. A zero adds ``+ 0.0``, which changes no sum: the sums start from ``0.0`` (or ``part + 0.0``), and
+    such a sum is never ``-0.0`` (``x + 0.0`` is ``x`` for every other ``x``, NaNs and infinities included).
+    Each entry gets its parts in the order of ``_overlap_add``: the same bits. The first offset is written as
+    ``part + 0.0`` into the uninitialized output."""
+    adds, wraps, _ = plan
+    n, c, height, width = out.shape
+    kh, kw = kernel
+    size = flat.itemsize
+    sample, channel = c * kh * kw * pitch * size, kh * kw * pitch * size
+    planes = as_strided(flat[gap:], (n, c, kh, kw, rows, width),
+                        (sample, channel, kw * pitch * size, pitch * size, width * size, size))
     for j, columns in wraps:
-        cols[:, :, :, j, :, columns] = 0
-    planes = cols.reshape(cols.shape[:4] + (-1,))
-    flat = out.reshape(out.shape[:2] + (-1,))
+        planes[:, :, :, j, :, columns] = 0
+    target = out.reshape(n, c, height * width)
     if not adds:
-        flat[...] = 0
-    for i, j, t0, t1, shift, first in adds:
-        part = planes[:, :, i, j, t0 - shift:t1 - shift]
+        target[...] = 0
+    for i, j, shift, first in adds:
+        part = as_strided(flat[gap + (i * kw + j) * pitch - shift:], target.shape, (sample, channel, size),
+                          writeable=False)
         if first:
-            np.add(part, 0.0, out=flat[:, :, t0:t1])
-            flat[:, :, :t0] = 0
-            flat[:, :, t1:] = 0
+            np.add(part, 0.0, out=target)
         else:
-            flat[:, :, t0:t1] += part
+            target += part
 
 
 @functools.lru_cache(maxsize=256)
 def _runs_plan(size, out_hw, kernel, dilation, offset):
-    """``_overlap_add_runs``' additions, in ``_overlap_add``'s order: (i, j, start, stop, shift, first) for the
-    offsets whose plane reaches the output (the targets ``start:stop`` of the flattened plane take the
-    sources ``start - shift:stop - shift``); and (j, columns) for each offset column ``j`` whose shift
-    carries ``columns`` of the planes off the output's edge."""
+    """``_overlap_add_runs``' additions, in ``_overlap_add``'s order: (i, j, shift, first) for the offsets whose
+    plane reaches the output (target entry t of a flattened output plane takes the entry ``t - shift`` of the
+    offset's row); (j, columns) for each offset column ``j`` whose shift carries ``columns`` of the planes off
+    the output's edge; and the gap those additions need around each row (the entries they read past it)."""
     (height, width), rows = size, out_hw[0]
-    adds, wraps = [], []
+    adds, wraps, gap = [], [], 0
     for j in range(kernel[1]):
         shift = j * dilation[1] - offset[1]
         if 0 < abs(shift) < width:
@@ -350,10 +378,10 @@ def _runs_plan(size, out_hw, kernel, dilation, offset):
         for j in range(kernel[1]):
             right = j * dilation[1] - offset[1]
             shift = down * width + right
-            start, stop = max(0, shift), min(height * width, rows * width + shift)
-            if -rows < down < height and abs(right) < width and start < stop:
-                adds.append((i, j, start, stop, shift, not adds))
-    return tuple(adds), tuple(wraps)
+            if -rows < down < height and abs(right) < width:
+                adds.append((i, j, shift, not adds))
+                gap = max(gap, shift, (height - rows) * width - shift)
+    return tuple(adds), tuple(wraps), gap
 
 
 #: the input gradient's window contributions are made and overlap-added in blocks of samples of at most

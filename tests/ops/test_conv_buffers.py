@@ -374,9 +374,12 @@ RUN_GEOMETRIES = [((5, 5), (3, 3), (1, 1), (1, 1), 1), ((6, 7), (5, 5), (1, 1), 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_overlap_add_by_runs_is_the_slices_bit_for_bit(size, kernel, dilation, offset, bottom, dtype):
-    """``_overlap_add_runs`` (each offset's plane one shifted run, the parts a run carries over a row's edge
-    set to zero first) gives ``_overlap_add``'s bits into an output of garbage: negative zeros, NaNs and
-    infinities at the edges and inside, offsets past the output (kernels taller or wider than it)."""
+    """``_overlap_add_runs`` (each offset's plane one shifted addition of whole output planes, reading the
+    zeros of the gaps between the buffer's rows where it leaves them, the parts it carries over a row's edge
+    set to zero first) gives ``_overlap_add``'s bits into an output of garbage, with the gap ``_runs_plan``
+    asks for and a wider one: negative zeros, NaNs and infinities at the edges and inside, offsets past
+    the output (kernels taller or wider than it). (Where two NaNs meet, IEEE 754 leaves the one a sum
+    returns open, and NumPy's loops differ: NaNs compare as NaNs, every other entry bit for bit.)"""
     rng = np.random.default_rng(14)
     rows = size[0] + offset[0] + bottom - dilation[0] * (kernel[0] - 1)
     cols = rng.standard_normal((2, 3) + kernel + (rows, size[1])).astype(dtype)
@@ -387,9 +390,19 @@ def test_overlap_add_by_runs_is_the_slices_bit_for_bit(size, kernel, dilation, o
     cols[1, 1, ..., -1], cols[0, 1, ..., 0] = np.inf, -np.inf
     expected = conv_ops._overlap_add(lambda i, j: cols[:, :, i, j], (2, 3) + size, kernel, (1, 1), dilation,
                                      dtype, offset)
-    out = np.full((2, 3) + size, 7.0, dtype)
-    conv_ops._overlap_add_runs(cols.copy(), out, dilation, offset)
-    assert out.tobytes() == expected.tobytes()
+    plan = conv_ops._runs_plan(size, (rows, size[1]), kernel, dilation, offset)
+    for gap in (plan[2], plan[2] + 3):
+        pitch = rows * size[1] + gap
+        flat = np.full(gap + cols[..., 0, 0].size * pitch, np.nan, dtype)
+        flat[:gap] = 0
+        planes = flat[gap:].reshape(-1, pitch)
+        planes[:, :rows * size[1]] = cols.reshape(-1, rows * size[1])
+        planes[:, rows * size[1]:] = 0
+        out = np.full((2, 3) + size, 7.0, dtype)
+        conv_ops._overlap_add_runs(flat, gap, pitch, out, kernel, rows, plan)
+        nan = np.isnan(expected)
+        np.testing.assert_array_equal(np.isnan(out), nan)
+        assert out[~nan].tobytes() == expected[~nan].tobytes(), gap
 
 
 @pytest.mark.parametrize("stride, padding, runs", [(1, 1, True), (1, 0, False), (2, 1, False), ((1, 2), 1, False),
@@ -403,7 +416,7 @@ def test_input_gradient_of_unit_strides_and_same_width_adds_by_runs(monkeypatch,
     calls = []
 
     def counted(*args):
-        calls.append(args[0].shape[0])
+        calls.append(args[3].shape[0])
         return original(*args)
 
     original = conv_ops._overlap_add_runs
