@@ -399,7 +399,8 @@ def test_overlap_add_by_runs_is_the_slices_bit_for_bit(size, kernel, dilation, o
         planes[:, :rows * size[1]] = cols.reshape(-1, rows * size[1])
         planes[:, rows * size[1]:] = 0
         out = np.full((2, 3) + size, 7.0, dtype)
-        conv_ops._overlap_add_runs(flat, gap, pitch, out, kernel, rows, plan)
+        views = conv_ops._runs_views(flat, gap, pitch, cols.shape, size[0], plan)
+        conv_ops._overlap_add_runs(views, out, plan)
         nan = np.isnan(expected)
         np.testing.assert_array_equal(np.isnan(out), nan)
         assert out[~nan].tobytes() == expected[~nan].tobytes(), gap
@@ -416,7 +417,7 @@ def test_input_gradient_of_unit_strides_and_same_width_adds_by_runs(monkeypatch,
     calls = []
 
     def counted(*args):
-        calls.append(args[3].shape[0])
+        calls.append(args[1].shape[0])
         return original(*args)
 
     original = conv_ops._overlap_add_runs
