@@ -375,11 +375,12 @@ RUN_GEOMETRIES = [((5, 5), (3, 3), (1, 1), (1, 1), 1), ((6, 7), (5, 5), (1, 1), 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_overlap_add_by_runs_is_the_slices_bit_for_bit(size, kernel, dilation, offset, bottom, dtype):
     """``_overlap_add_runs`` (each offset's plane one shifted addition of whole output planes, reading the
-    zeros of the gaps between the buffer's rows where it leaves them, the parts it carries over a row's edge
-    set to zero first) gives ``_overlap_add``'s bits into an output of garbage, with the gap ``_runs_plan``
-    asks for and a wider one: negative zeros, NaNs and infinities at the edges and inside, offsets past
-    the output (kernels taller or wider than it). (Where two NaNs meet, IEEE 754 leaves the one a sum
-    returns open, and NumPy's loops differ: NaNs compare as NaNs, every other entry bit for bit.)"""
+    zeros of the gaps between the buffer's rows where it leaves them, or of the parts inside the plane, with
+    no gaps; the parts it carries over a row's edge set to zero first) gives ``_overlap_add``'s bits into an
+    output of garbage, with the gap ``_runs_plan`` asks for and a wider one: negative zeros, NaNs and
+    infinities at the edges and inside, offsets past the output (kernels taller or wider than it). (Where
+    two NaNs meet, IEEE 754 leaves the one a sum returns open, and NumPy's loops differ: NaNs compare as
+    NaNs, every other entry bit for bit.)"""
     rng = np.random.default_rng(14)
     rows = size[0] + offset[0] + bottom - dilation[0] * (kernel[0] - 1)
     cols = rng.standard_normal((2, 3) + kernel + (rows, size[1])).astype(dtype)
@@ -390,8 +391,9 @@ def test_overlap_add_by_runs_is_the_slices_bit_for_bit(size, kernel, dilation, o
     cols[1, 1, ..., -1], cols[0, 1, ..., 0] = np.inf, -np.inf
     expected = conv_ops._overlap_add(lambda i, j: cols[:, :, i, j], (2, 3) + size, kernel, (1, 1), dilation,
                                      dtype, offset)
-    plan = conv_ops._runs_plan(size, (rows, size[1]), kernel, dilation, offset)
-    for gap in (plan[2], plan[2] + 3):
+    for whole, gap_more in ((True, 0), (True, 3), (False, 0), (False, 2)):
+        plan = conv_ops._runs_plan(size, (rows, size[1]), kernel, dilation, offset, whole)
+        gap = plan[2] + gap_more
         pitch = rows * size[1] + gap
         flat = np.full(gap + cols[..., 0, 0].size * pitch, np.nan, dtype)
         flat[:gap] = 0
@@ -403,7 +405,7 @@ def test_overlap_add_by_runs_is_the_slices_bit_for_bit(size, kernel, dilation, o
         conv_ops._overlap_add_runs(views, out, plan)
         nan = np.isnan(expected)
         np.testing.assert_array_equal(np.isnan(out), nan)
-        assert out[~nan].tobytes() == expected[~nan].tobytes(), gap
+        assert out[~nan].tobytes() == expected[~nan].tobytes(), (whole, gap)
 
 
 @pytest.mark.parametrize("stride, padding, runs", [(1, 1, True), (1, 0, False), (2, 1, False), ((1, 2), 1, False),
