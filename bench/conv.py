@@ -112,7 +112,7 @@ def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
     dtype = np.result_type(gy, w)
     block = max(1, min(n, block_bytes // (c * k * k * ho * wo * dtype.itemsize)))
     if s == 1 and wo == x_shape[3]:
-        return _input_grad_runs(gy, w, x_shape, p, block)
+        return _input_grad_runs(gy, w, x_shape, p, block, block_bytes)
     buffer = np.empty((block, c * k * k, ho * wo), dtype)
     dx = np.empty(x_shape, dtype)
     weights, gy_rows = w.reshape(o, -1).T, gy.reshape(n, o, -1)
@@ -123,16 +123,17 @@ def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
     return dx
 
 
-def _input_grad_runs(gy, w, x_shape, p, block):
+def _input_grad_runs(gy, w, x_shape, p, block, block_bytes):
     """``numpy_input_grad_blocked`` for stride 1 where the windows are as many as x's columns (W' = W), as
     graphc's (``graphc.ops.conv._input_grad_by_runs``): the GEMM writes each block's contributions as rows
     of H'*W entries with zeros between them (``gap``, set once a call), so that kernel offset (i, j)'s plane
     is one addition of whole planes of dx, shifted by (i - p) * W + (j - p) entries (reading the zeros where
     it leaves the row; NumPy adds whole contiguous planes at about half the cost of partial rows, a third of
     2-D slices); the contributions such a shift carries over a row's left or right edge are set to zero
-    first (adding 0.0 to a sum that starts from zeros changes nothing: the same bits). The views of the
-    buffer are made once a call (``np.ndarray`` on it), as graphc's: ``as_strided`` per block costs about
-    3.5 us a view."""
+    first (adding 0.0 to a sum that starts from zeros changes nothing: the same bits). Where a sample's
+    contributions do not fit a block, only the parts inside the planes, with no gaps, as graphc's. The views
+    of the buffer are made once a call (``np.ndarray`` on it), as graphc's: ``as_strided`` per block costs
+    about 3.5 us a view."""
     n, o, ho, wo = gy.shape
     c, k = w.shape[1], w.shape[2]
     h, wd = x_shape[2:]
@@ -140,7 +141,12 @@ def _input_grad_runs(gy, w, x_shape, p, block):
     rows, size = c * k * k, dtype.itemsize
     offsets = [(i, j) for i in range(k) for j in range(k)]
     shifts = [(i - p) * wd + (j - p) for i, j in offsets]
-    gap = max(max(shift, (h - ho) * wd - shift) for shift in shifts)
+    # whole planes where a sample's contributions fit a block (as graphc: beyond, the runs inside the planes)
+    if rows * ho * wo * size <= block_bytes:
+        ranges = [(0, h * wd)] * len(shifts)
+    else:
+        ranges = [(max(0, shift), min(h * wd, ho * wo + shift)) for shift in shifts]
+    gap = max(0, max(max(shift - lo, hi - shift - ho * wo) for shift, (lo, hi) in zip(shifts, ranges)))
     pitch = ho * wo + gap
     flat = np.empty(gap + block * rows * pitch, dtype)
     np.ndarray((block * rows + 1, gap), dtype, flat, 0, (pitch * size, size))[...] = 0
@@ -150,8 +156,8 @@ def _input_grad_runs(gy, w, x_shape, p, block):
     products = np.ndarray((block, rows, ho * wo), dtype, flat, gap * size, (sample, pitch * size, size))
     cols = np.ndarray((block, c, k, k, ho, wo), dtype, flat, gap * size,
                       (sample, channel, k * pitch * size, pitch * size, wo * size, size))
-    parts = [np.ndarray((block, c, h * wd), dtype, flat, (gap + (i * k + j) * pitch - shift) * size,
-                        (sample, channel, size)) for (i, j), shift in zip(offsets, shifts)]
+    parts = [np.ndarray((block, c, hi - lo), dtype, flat, (gap + (i * k + j) * pitch - shift + lo) * size,
+                        (sample, channel, size)) for (i, j), shift, (lo, hi) in zip(offsets, shifts, ranges)]
     for start in range(0, n, block):
         stop = min(n, start + block)
         b = stop - start
@@ -163,8 +169,8 @@ def _input_grad_runs(gy, w, x_shape, p, block):
                 cols[:b, :, :, j, :, wd - (j - p):] = 0
         target = dx[start:stop].reshape(b, c, h * wd)
         target[...] = 0
-        for part in parts:
-            target += part[:b]
+        for part, (lo, hi) in zip(parts, ranges):
+            target[:, :, lo:hi] += part[:b]
     return dx
 
 
