@@ -317,7 +317,7 @@ def _input_grad_by_runs(g, weights, out, kernel, dilation, offset, rows, block, 
     Whole planes (``_runs_plan``'s ``whole``) where a sample's contributions fit a block
     (``CONTRIBUTION_BLOCK_BYTES``); larger ones add the runs' parts inside the plane, with no gaps: measured
     on the 3x3 32->64 and 5x5 16->16 56x56 layers of bench/conv.py (3.6 and 5 MB a sample), whole planes
-    took 6 and 13 % longer than such runs, against 15-25 % less time where a sample fits (28x28 and 40x40)."""
+    took 6 and 13 % longer than such runs, against 11-26 % less time where a sample fits (28x28 and 40x40)."""
     n, groups = g.shape[:2]
     c, height, width = out.shape[1:]
     planes = c * kernel[0] * kernel[1]  # (a sample's rows of contributions)
@@ -363,7 +363,7 @@ def _overlap_add_runs(views: tuple, out: np.ndarray, plan) -> None:
     so each offset is one addition of whole output planes, whose parts run into the zeros of the gaps where
     they would leave the plane: NumPy's additions of whole contiguous planes cost half those of partial
     rows (and a third of those of 2-D slices: bench/conv.py's 3x3 16->32 28x28 layer's overlap-add measured
-    2.35 ms by slices, 1.7 ms by partial runs, 1.2 ms this way). A shifted plane also carries the contributions
+    2.35 ms by slices, 1.7 ms by partial runs, 1.3 ms this way). A shifted plane also carries the contributions
     whose column falls off the output's left or right edge into the row beside it; those are set to zero
     first. A zero adds ``+ 0.0``, which changes no sum: the sums start from ``0.0`` (or ``part + 0.0``), and
     such a sum is never ``-0.0`` (``x + 0.0`` is ``x`` for every other ``x``, NaNs and infinities included).
