@@ -90,6 +90,18 @@ def check_equal(batch: int, dtype, inplace_updates: bool = False) -> float:
     return worst
 
 
+def check_numba_identical(batch: int, dtype, steps: int = 3) -> None:
+    """``backend="numba"``'s losses and new parameters bit for bit the NumPy backend's, over a few steps."""
+    params = init_params(SIZES, dtype)
+    (fn, variables), (fn_numba, variables_numba) = (build_graphc_step(SIZES, batch, dtype, params, backend=b)
+                                                    for b in ("numpy", "numba"))
+    x, labels = data(batch, dtype)
+    for _ in range(steps):
+        if np.asarray(fn(x, labels)).tobytes() != np.asarray(fn_numba(x, labels)).tobytes() or any(
+                v.value.tobytes() != w.value.tobytes() for v, w in zip(variables, variables_numba)):
+            raise AssertionError(f'backend="numba" differs from the NumPy backend (batch {batch}, {dtype})')
+
+
 def peer_steps(batch: int, dtype, x, labels) -> dict:
     """Steps of any installed peer library (same model), keyed by name.
 
@@ -155,17 +167,19 @@ def _peer_steps(batch: int, dtype, x, labels) -> dict:
                 ce = -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
                 return ce + 0.5 * WD * sum(jnp.sum(ps[2 * k] ** 2) for k in range(3))
 
+            # the loss too, as every other candidate returns it (jax.grad alone lets XLA drop the
+            # forward softmax's log and the three sums of squares)
             @jax.jit
             def jstep(ps, xb, yb):
-                g = jax.grad(jloss)(ps, xb, yb)
-                return [p - LR * gp for p, gp in zip(ps, g)]
+                loss, g = jax.value_and_grad(jloss)(ps, xb, yb)
+                return loss, [p - LR * gp for p, gp in zip(ps, g)]
 
             jstate = {"p": [jnp.asarray(p) for p in init_params(SIZES, dtype)]}
             jx, jy = jnp.asarray(x), jnp.asarray(labels)
 
             def jax_step():
-                jstate["p"] = jstep(jstate["p"], jx, jy)
-                jstate["p"][0].block_until_ready()
+                loss, jstate["p"] = jstep(jstate["p"], jx, jy)
+                float(loss)
                 return jstate["p"]
 
             found["jax (jit)"] = jax_step
@@ -267,6 +281,8 @@ def own_process(args) -> None:
         for dtype in args.dtypes.split(","):
             check_equal(batch, dtype)
             check_equal(batch, dtype, inplace_updates=True)
+            if NUMBA_KIND in kinds:
+                check_numba_identical(batch, dtype)
             results: dict[str, list[dict]] = {kind: [] for kind in kinds}
             for _ in range(args.runs):
                 order = list(kinds)
@@ -335,6 +351,7 @@ def main() -> None:
                 "numpy reference": lambda p=ref_params, x=x, labels=labels: sgd_step(p, x, labels, LR, WD),
             }
             if importlib.util.find_spec("numba") is not None:
+                check_numba_identical(batch, dtype)
                 fn_numba, _ = build_graphc_step(SIZES, batch, dtype, params, backend="numba")
                 candidates["graphc numba"] = lambda fn=fn_numba, x=x, labels=labels: fn(x, labels)
             candidates.update(peer_steps(batch, dtype, x, labels))

@@ -35,13 +35,21 @@ def collector_paused() -> Iterator[None]:
     all stay alive; each collection rescans every one of them, so the collector's cost grows with
     the graph (measured: 20% of optimizing a 10,000-block chain, 40% of lowering 35,000 steps).
     Nothing those passes make is garbage in a cycle, so pausing loses nothing. Nested uses keep
-    the outer state; the collector runs again as soon as the outermost pass ends."""
+    the outer state; the collector runs again as soon as the outermost pass ends.
+
+    At that end everything tracked moves to the oldest generation unscanned (``gc.freeze()`` then
+    ``gc.unfreeze()``), where a collection would move the pass's long-lived objects: else the next
+    allocation scans them all as young (0.26 s of compiling 30,000 blocks). Not when the program has
+    frozen objects itself (unfreezing would undo that)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if collecting:
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

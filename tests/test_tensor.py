@@ -267,3 +267,34 @@ def test_sites_of_short_lived_code_objects_are_not_mixed_up():
         namespace = {"gc": gc, "x": x}
         exec(compile("\n" * k + "y = gc.exp(x)", "<generated>", "exec"), namespace)  # noqa: S102
         assert namespace["y"].site == ("<generated>", k + 1)
+
+
+def test_collector_paused_moves_what_the_pass_made_to_the_oldest_generation():
+    # (otherwise the first allocation after the pass scans all of it as young objects)
+    import gc as collector
+
+    from graphc.tensor import collector_paused
+
+    assert collector.isenabled() and not collector.get_freeze_count()
+    with collector_paused():
+        assert not collector.isenabled()
+        made = [[k] for k in range(2000)]
+    assert collector.isenabled()
+    assert collector.get_count()[0] < 700
+    assert any(o is made for o in collector.get_objects(generation=2))
+
+
+def test_collector_paused_leaves_frozen_objects_frozen():
+    import gc as collector
+
+    from graphc.tensor import collector_paused
+
+    collector.freeze()
+    try:
+        frozen = collector.get_freeze_count()
+        with collector_paused():
+            made = [[k] for k in range(10)]
+        assert collector.get_freeze_count() == frozen
+        assert not any(o is made for o in collector.get_objects(generation=2))
+    finally:
+        collector.unfreeze()

@@ -34,16 +34,21 @@ def assign_buffers(program: Program) -> Program:
     # one pass over the steps' nodes (scattered over memory in a long plan) for every fact the stage reads
     parents: list[list[int]] = []
     kinds: list[str] = []
-    shapes: list[tuple] = []
-    dtypes: list = []
+    # each step's layout: an int per (shape, dtype), -1 if not static; compared and pooled by the later
+    # passes instead of each node's shape tuple (scattered over memory in a long plan)
+    layouts: list[int] = []
+    layout_of: dict[tuple, int] = {}
+    shape = dtype = layout = None  # the last step's (steps mostly share their shape and dtype objects)
     views: list[bool] = []
     kept: list[bool] = []  # (Op.keeps_value: a buffer the op keeps from call to call)
     for node in steps:
         primitive = node.primitive
         parents.append([number[p] for p in deps[node]])
         kinds.append(_step_kind(node, special, fused, writes))
-        shapes.append(node.shape)
-        dtypes.append(node.dtype)
+        if node.shape is not shape or node.dtype is not dtype:
+            shape, dtype = node.shape, node.dtype
+            layout = layout_of.setdefault((shape, dtype), len(layout_of)) if shape and None not in shape else -1
+        layouts.append(layout)
         views.append(primitive.view)
         kept.append(getattr(primitive, "keeps_value", False))
     n = len(steps)
@@ -59,9 +64,9 @@ def assign_buffers(program: Program) -> Program:
         returned[number[root]] = True
     storage = ({k for k, node in enumerate(steps) if id(node) in fused or id(node) in writes}
                if fused or writes else set())
-    owned, buffer_end, ends_at = _buffer_lifetimes(n, parents, returned, last_use, storage, shapes, views, kept)
+    owned, buffer_end, ends_at = _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, kept)
     target, taken_at = ({}, {}) if not program.options.reuse_buffers else _choose_targets(
-        shapes, dtypes, parents, kinds, owned, buffer_end, ends_at)
+        layouts, parents, kinds, owned, buffer_end, ends_at)
     # the values whose names a step drops: steps' values and feeds (variables and constants stay bound)
     droppable = {number[t] for t in program.inputs if t in number}
     frees: dict[int, list[int]] = {}  # step -> values whose names are dropped after it
@@ -76,9 +81,9 @@ def assign_buffers(program: Program) -> Program:
     return program
 
 
-def _buffer_lifetimes(n, parents, returned, last_use, storage, shapes, views, kept):
+def _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, kept):
     """(owned buffers, the step after which each buffer is dead, buffers by the step they die at),
-    by value number (``assign_buffers``; the steps' shapes, view flags and ``keeps_value`` flags by
+    by value number (``assign_buffers``; the steps' layouts, view flags and ``keeps_value`` flags by
     step); a buffer's end is -1 if it is never used.
 
     A value may look into the buffers of its inputs (views); only buffers a step allocated are
@@ -99,10 +104,9 @@ def _buffer_lifetimes(n, parents, returned, last_use, storage, shapes, views, ke
         else:
             if buffer_end[index] < 0:
                 buffer_end[index] = index  # (a step nobody reads dies where it is made)
-            shape = shapes[index]
-            # never the storage (steps.static), nor a buffer an op keeps from call to call
-            # (Op.keeps_value; the compiler's own steps are not Ops)
-            if shape and None not in shape and index not in storage and not kept[index]:
+            # a static shape (layout >= 0), never the storage, nor a buffer an op keeps from call to
+            # call (Op.keeps_value; the compiler's own steps are not Ops)
+            if layouts[index] >= 0 and index not in storage and not kept[index]:
                 owned[index] = True
     ends_at: dict[int, list[int]] = {}
     for buffer in range(n):  # (in step order: the order the pool takes dead buffers in)
@@ -130,30 +134,30 @@ def _step_kind(node, special, fused, writes) -> str:
     return "call"
 
 
-def _choose_targets(shapes, dtypes, parents, kinds, owned, buffer_end, ends_at):
+def _choose_targets(layouts, parents, kinds, owned, buffer_end, ends_at):
     """Where each ``out=`` capable step writes: (step index -> buffer, buffer -> step taking it), buffers
-    by value number (``assign_buffers``; the steps' shapes and dtypes by step).
+    by value number (``assign_buffers``; the steps' layouts by step: equal layouts, equal shapes and dtypes).
 
     An input dying at the step (in place, ufuncs only), else a dead buffer of the same shape and
     dtype from the pool. Updates ``kinds`` with "inplace" / "reuse".
     """
     target: dict[int, int] = {}
     taken_at: dict[int, int] = {}
-    pool: dict[tuple, list[int]] = {}
-    n = len(shapes)
-    for index, shape in enumerate(shapes):
+    pool: dict[int, list[int]] = {}  # layout -> dead buffers of that layout
+    n = len(layouts)
+    for index, layout in enumerate(layouts):
         kind = kinds[index]
-        if (kind == "ufunc" or kind == "matmul") and shape and None not in shape:  # static; no special kernel
+        if (kind == "ufunc" or kind == "matmul") and layout >= 0:  # static; no special kernel
             choice = None
             if kind == "ufunc":
                 for parent in parents[index]:
                     if (parent < n and owned[parent] and buffer_end[parent] == index and parent not in taken_at
-                            and shapes[parent] == shape and dtypes[parent] == dtypes[index]):
+                            and layouts[parent] == layout):
                         choice = parent
                         kinds[index] = "inplace"
                         break
             if choice is None:
-                free = pool.get((shape, dtypes[index]))
+                free = pool.get(layout)
                 if free:
                     choice = free.pop()
                     kinds[index] = "reuse"
@@ -164,5 +168,5 @@ def _choose_targets(shapes, dtypes, parents, kinds, owned, buffer_end, ends_at):
         if dying is not None:
             for buffer in dying:
                 if buffer not in taken_at:
-                    pool.setdefault((shapes[buffer], dtypes[buffer]), []).append(buffer)
+                    pool.setdefault(layouts[buffer], []).append(buffer)
     return target, taken_at

@@ -15,7 +15,6 @@ when an op raises, the failing line of the generated code tells which step it wa
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from array import array
 
@@ -205,21 +204,30 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
     value_names: list[str] = [""] * n + [names[id(t)] for t in program.values[n:]]
     lines: list[str] = []
     line_step: dict[int, int] = {}
-    free_registers: list[str] = []
-    new_registers = (f"r{k}" for k in itertools.count())
-    live: dict[str, int] = {}  # name -> the value (number) it holds
+    # registers (``r{k}``, in-place targets ``t{k}``) by number: each value's (-1: a leaf), and whether one
+    # holds a live value (not a dict by name: a long plan's ~100,000 registers would miss the caches)
+    held = [-1] * len(value_names)
+    register_names: list[str] = []
+    busy = bytearray()
+    targets: dict[int, int] = {}  # update index -> the number of its name ``t{k}``
+    free_registers: list[int] = []
     in_place = bool(fused or writes)
     for index, node in enumerate(steps):
         dying = frees.get(index, ())
         mine = target.get(index)
         if in_place and (id(node) in fused or id(node) in writes):
-            name = f"t{fused.get(id(node), writes.get(id(node)))}"
-        elif mine is not None and mine in dying and value_names[mine][0] in _REGISTERS:
-            name = value_names[mine]
+            update = fused.get(id(node), writes.get(id(node)))
+            register = targets.get(update, -1)
+            if register < 0:
+                register = targets[update] = _new_register(f"t{update}", register_names, busy)
+        elif mine is not None and mine in dying and held[mine] >= 0:
+            register = held[mine]
         else:
-            name = next((value_names[k] for k in dying if value_names[k][0] in _REGISTERS), None) if dying else None
-            if name is None:
-                name = free_registers.pop() if free_registers else next(new_registers)
+            register = next((held[k] for k in dying if held[k] >= 0), -1) if dying else -1
+            if register < 0:
+                register = (free_registers.pop() if free_registers
+                            else _new_register(f"r{len(register_names) - len(targets)}", register_names, busy))
+        name = register_names[register]
         out = value_names[mine] if mine is not None else ""
         if in_place and id(node) in fused:
             out = name
@@ -230,32 +238,34 @@ def _emit_lines(program: Program, kinds: list[str], namespace: dict) -> tuple[li
             call = f"_fresh({call}{''.join(', ' + a for a in args)})"
         line_step[len(lines)] = index
         lines.append(f"{name} = {call}")
-        dead = _drop(dying, name, value_names, live, free_registers)
+        dead = _drop(dying, register, held, value_names, busy, free_registers)
         # invariant: a name is rebound only when the value it held has died here
-        if name in live:
+        if busy[register]:
             raise AssertionError(f"plan compiler: step {index} would overwrite a live value")
-        value_names[index] = name
-        live[name] = index
+        value_names[index], held[index], busy[register] = name, register, 1
         if dead:
             lines.append("del " + ", ".join(sorted(dead)))
     return lines, line_step, value_names
 
 
-#: the first letters of the names steps' values live in (``r`` registers, ``t`` in-place targets); leaves
-#: are ``x`` feeds, ``w`` variables and ``c`` constants
-_REGISTERS = "rt"
+def _new_register(name: str, register_names: list[str], busy: bytearray) -> int:
+    register_names.append(name)
+    busy.append(0)
+    return len(register_names) - 1
 
 
-def _drop(dying, name: str, value_names: list[str], live: dict[str, int], free_registers: list[str]) -> list[str]:
-    """Forget the values (numbers) dying at a step whose result is ``name``: the names to ``del`` (every
-    one but ``name``, which the result rebinds); their registers become free."""
+def _drop(dying, register: int, held: list[int], value_names: list[str], busy: bytearray,
+          free_registers: list[int]) -> list[str]:
+    """Forget the values (numbers) dying at a step whose result goes into ``register``: the names to
+    ``del`` (all but the register's, which the result rebinds); their registers become free."""
     dead = []
     for gone in dying:
-        old = value_names[gone]
-        live.pop(old, None)
-        if old != name:
-            dead.append(old)
-            if old[0] in _REGISTERS:
+        old = held[gone]
+        if old >= 0:
+            busy[old] = 0
+        if old != register:
+            dead.append(value_names[gone])
+            if old >= 0:
                 free_registers.append(old)
     return dead
 

@@ -49,7 +49,7 @@ _CLEAR = type(None)
 
 
 class _Builder:
-    """Slots for names, getters shared by equal slot lists, and the lambdas of non-call lines."""
+    """Slots for names, getters (those of one slot shared), and the lambdas of non-call lines."""
 
     def __init__(self, n_feeds: int, n_variables: int, namespace: dict) -> None:
         self.namespace = namespace
@@ -58,7 +58,7 @@ class _Builder:
         self.slots["_spare"] = n_feeds + n_variables
         self.fixed = len(self.slots)
         self.template: list = []  # the initial values of the slots after the fixed ones
-        self.getters: dict[tuple[int, ...], Callable] = {}
+        self.getters: dict[tuple[int, ...], Callable] = {}  # the getters of no slot or one
         self.lambdas: dict[str, Callable] = {}
 
     def slot(self, name: str) -> int:
@@ -70,10 +70,13 @@ class _Builder:
 
     def getter(self, key: tuple[int, ...]) -> Callable:
         """``R -> the values of these slots``, as a sequence to unpack into a call."""
+        if len(key) > 1:
+            # (not shared: in a long plan nearly every step reads its own slots, so a dict of these
+            # would hold one entry per step, and each lookup would miss the caches)
+            return itemgetter(*key)
         found = self.getters.get(key)
         if found is None:
-            found = self.getters[key] = (_NOTHING if not key else itemgetter(slice(key[0], key[0] + 1))
-                                         if len(key) == 1 else itemgetter(*key))
+            found = self.getters[key] = _NOTHING if not key else itemgetter(slice(key[0], key[0] + 1))
         return found
 
     def slots_of(self, text: str) -> tuple[int, ...] | None:
@@ -94,7 +97,7 @@ class _Builder:
         entries: list[tuple] = []
         entry_step = array("q")
         line_entry = array("q")
-        slots, getters, namespace, match_call = self.slots, self.getters, self.namespace, _CALL.match
+        slots, namespace, match_call = self.slots, self.namespace, _CALL.match
         for k, line in enumerate(lines):
             line_entry.append(len(entries))
             if line.startswith("del "):
@@ -106,8 +109,7 @@ class _Builder:
             function = namespace.get(match.group(2)) if match is not None else None
             key = self.slots_of(match.group(3)) if function is not None else None
             if key is not None:
-                get = getters.get(key)
-                entries.append((function, self.getter(key) if get is None else get, self.slot(match.group(1))))
+                entries.append((function, self.getter(key), self.slot(match.group(1))))
             else:
                 entries.append(self.entry(line))
             entry_step.append(line_step.get(k, -1))
