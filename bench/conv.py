@@ -18,8 +18,9 @@ in one process (``common.interleaved``):
 * **numpy, per op** (forward+backward only): the same, but the weight gradient copies the windows
   again, as graphc's unoptimized ops do (each forms the windows it multiplies): what sharing gains;
 * **numpy, blocked** (forward+backward only): the "numpy" reference with the input gradient made a
-  block of samples at a time, as graphc's (``numpy_input_grad_blocked``): the best hand-written form
-  of graphc's algorithm, which graphc should match;
+  block of samples at a time, as graphc's (``numpy_input_grad_blocked``), and for stride 1 overlap-added
+  by shifted whole planes instead of 2-D slices (``_input_grad_runs``), as graphc's:
+  the best hand-written form of graphc's algorithm, which graphc should match;
 * **numpy, kept buffers**: the "numpy" reference with all its temporaries (the padded input, the
   window columns, the per-sample weight-gradient products, the input gradient's window
   contributions) allocated once, before timing, and written with ``out=`` / ``np.copyto`` at every
@@ -104,11 +105,14 @@ def numpy_input_grad(gy, w, x_shape, s, p):
 def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
     """dx as ``numpy_input_grad``, a block of samples at a time (as graphc does since 2026-12-04, see
     ``graphc.ops.conv.CONTRIBUTION_BLOCK_BYTES``): each block's contributions (at most ``block_bytes``,
-    at least one sample) made into one buffer and overlap-added into its samples of dx while cached."""
+    at least one sample) made into one buffer and overlap-added into its samples of dx while cached; for
+    stride 1 by shifted whole planes (``_input_grad_runs``), as graphc since 2026-12-04."""
     n, o, ho, wo = gy.shape
     c, k = w.shape[1], w.shape[2]
     dtype = np.result_type(gy, w)
     block = max(1, min(n, block_bytes // (c * k * k * ho * wo * dtype.itemsize)))
+    if s == 1 and wo == x_shape[3]:
+        return _input_grad_runs(gy, w, x_shape, p, block, block_bytes)
     buffer = np.empty((block, c * k * k, ho * wo), dtype)
     dx = np.empty(x_shape, dtype)
     weights, gy_rows = w.reshape(o, -1).T, gy.reshape(n, o, -1)
@@ -116,6 +120,57 @@ def numpy_input_grad_blocked(gy, w, x_shape, s, p, block_bytes=3 << 20):
         stop = min(n, start + block)
         contributions = np.matmul(weights, gy_rows[start:stop], out=buffer[:stop - start])
         _overlap_add(contributions, gy[start:stop], w, (stop - start,) + x_shape[1:], s, p, dx[start:stop])
+    return dx
+
+
+def _input_grad_runs(gy, w, x_shape, p, block, block_bytes):
+    """``numpy_input_grad_blocked`` for stride 1 where the windows are as many as x's columns (W' = W), as
+    graphc's (``graphc.ops.conv._input_grad_by_runs``): the GEMM writes each block's contributions as rows
+    of H'*W entries with zeros between them (``gap``, set once a call), so that kernel offset (i, j)'s plane
+    is one addition of whole planes of dx, shifted by (i - p) * W + (j - p) entries (reading the zeros where
+    it leaves the row; NumPy adds whole contiguous planes at about half the cost of partial rows, a third of
+    2-D slices); the contributions such a shift carries over a row's left or right edge are set to zero
+    first (adding 0.0 to a sum that starts from zeros changes nothing: the same bits). Where a sample's
+    contributions do not fit a block, only the parts inside the planes, with no gaps, as graphc's. The views
+    of the buffer are made once a call (``np.ndarray`` on it), as graphc's: ``as_strided`` per block costs
+    about 3.5 us a view."""
+    n, o, ho, wo = gy.shape
+    c, k = w.shape[1], w.shape[2]
+    h, wd = x_shape[2:]
+    dtype = np.result_type(gy, w)
+    rows, size = c * k * k, dtype.itemsize
+    offsets = [(i, j) for i in range(k) for j in range(k)]
+    shifts = [(i - p) * wd + (j - p) for i, j in offsets]
+    # whole planes where a sample's contributions fit a block (as graphc: beyond, the runs inside the planes)
+    if rows * ho * wo * size <= block_bytes:
+        ranges = [(0, h * wd)] * len(shifts)
+    else:
+        ranges = [(max(0, shift), min(h * wd, ho * wo + shift)) for shift in shifts]
+    gap = max(0, max(max(shift - lo, hi - shift - ho * wo) for shift, (lo, hi) in zip(shifts, ranges)))
+    pitch = ho * wo + gap
+    flat = np.empty(gap + block * rows * pitch, dtype)
+    np.ndarray((block * rows + 1, gap), dtype, flat, 0, (pitch * size, size))[...] = 0
+    dx = np.empty(x_shape, dtype)
+    weights, gy_rows = w.reshape(o, -1).T, gy.reshape(n, o, -1)
+    sample, channel = rows * pitch * size, k * k * pitch * size
+    products = np.ndarray((block, rows, ho * wo), dtype, flat, gap * size, (sample, pitch * size, size))
+    cols = np.ndarray((block, c, k, k, ho, wo), dtype, flat, gap * size,
+                      (sample, channel, k * pitch * size, pitch * size, wo * size, size))
+    parts = [np.ndarray((block, c, hi - lo), dtype, flat, (gap + (i * k + j) * pitch - shift + lo) * size,
+                        (sample, channel, size)) for (i, j), shift, (lo, hi) in zip(offsets, shifts, ranges)]
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        b = stop - start
+        np.matmul(weights, gy_rows[start:stop], out=products[:b])
+        for j in range(k):
+            if j < p:
+                cols[:b, :, :, j, :, :p - j] = 0
+            elif j > p:
+                cols[:b, :, :, j, :, wd - (j - p):] = 0
+        target = dx[start:stop].reshape(b, c, h * wd)
+        target[...] = 0
+        for part, (lo, hi) in zip(parts, ranges):
+            target[:, :, lo:hi] += part[:b]
     return dx
 
 

@@ -12,7 +12,8 @@ How they compute (all NumPy, no im2col copy of the input):
   convolution, the pools' input gradients) is an *overlap-add*: one contraction gives every
   window's contribution, and ``kh * kw`` strided slice additions put them in place (no
   ``np.add.at``); a convolution's makes and adds them a block of samples at a time, in one
-  buffer that stays in the cache (``CONTRIBUTION_BLOCK_BYTES``);
+  buffer that stays in the cache (``CONTRIBUTION_BLOCK_BYTES``), and with unit strides and "same"
+  widths adds each offset's plane as one shifted run of the flattened planes (``_overlap_add_runs``);
 * the weight gradient is a correlation of the input's windows with the output gradient;
 * a compiled step keeps its large temporaries (the windows' copy, the per-sample products, the
   padded input; ``KEEP_MIN_BYTES``) from call to call instead of allocating them again
@@ -147,7 +148,12 @@ def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int, kept
     shape = (n, groups, c // groups, kernel[0], kernel[1], out_hw[0], out_hw[1])
     strides = (sn, sc * (c // groups), sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1])
     view = as_strided(xp, shape, strides, writeable=False)
-    cols = _workspace(kept, "columns", (n, groups, shape[2] * shape[3] * shape[4]) + shape[5:], xp.dtype)
+    cols_shape = (n, groups, shape[2] * shape[3] * shape[4]) + shape[5:]
+    if kept is None or math.prod(cols_shape) * xp.dtype.itemsize < KEEP_MIN_BYTES:
+        # fresh memory: NumPy's own copy, measured 3-4 % faster in a compiled step than np.empty + np.copyto
+        # (bench/conv.py's 3x3 16->32 28x28 layer: 0.88 against 0.91 ms; the same copy, the same values)
+        return np.ascontiguousarray(view).reshape(cols_shape)
+    cols = kept_buffer(kept, "columns", cols_shape, xp.dtype)
     np.copyto(cols.reshape(shape), view)
     return cols
 
@@ -284,9 +290,14 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 
     # the two (the whole batch's would go out to memory and back: kh*kw times the input's size). Each
     # sample's GEMM and sums are the same as the whole batch's: the same values.
     block = _sample_block(n, groups * cg * kernel[0] * kernel[1] * ho * wo * dtype.itemsize)
-    buffer = _workspace(kept, "contributions", (block, groups, cg * kernel[0] * kernel[1], ho * wo), dtype)
     weights = w.reshape(groups, o // groups, -1).swapaxes(-1, -2)
     g = g.reshape(n, groups, o // groups, ho * wo)
+    if stride == (1, 1) and wo == out.shape[3]:
+        # unit strides and windows as many as the output's columns ("same" padding): the rows' pitch is the
+        # output's, so every kernel offset's plane lands on the output as one shifted run
+        _input_grad_by_runs(g, weights, out, tuple(kernel), tuple(dilation), (top, left), ho, block, kept)
+        return out
+    buffer = _workspace(kept, "contributions", (block, groups, cg * kernel[0] * kernel[1], ho * wo), dtype)
     for start in range(0, n, block):
         stop = min(n, start + block)
         cols = np.matmul(weights, g[start:stop], out=buffer[:stop - start])
@@ -294,6 +305,112 @@ def _correlate_transpose(g, w, stride, dilation, groups, padded_hw, padding=(0, 
         _overlap_add(functools.partial(_offset_plane, cols), (stop - start,) + out.shape[1:],
                      kernel, stride, dilation, dtype, (top, left), out[start:stop])
     return out
+
+
+def _input_grad_by_runs(g, weights, out, kernel, dilation, offset, rows, block, kept) -> None:
+    """``_correlate_transpose``'s blocks where its strides are 1 and the windows as many as ``out``'s columns:
+    each block's contributions (the same GEMM, its rows of ``H' * W`` entries ``gap`` entries apart in one
+    buffer, the gaps zero) overlap-added into ``out`` by ``_overlap_add_runs``. ``g`` is (N, G, O/G, H'*W),
+    ``weights`` (G, C/G*kh*kw, O/G). The views of the buffer are made once a call: every block reuses it
+    from its start (``as_strided`` costs about 3.5 us a view, 11 a block).
+
+    Whole planes (``_runs_plan``'s ``whole``) where a sample's contributions fit a block
+    (``CONTRIBUTION_BLOCK_BYTES``); larger ones add the runs' parts inside the plane, with no gaps: measured
+    on the 3x3 32->64 and 5x5 16->16 56x56 layers of bench/conv.py (3.6 and 5 MB a sample), whole planes
+    took 6 and 13 % longer than such runs, against 11-26 % less time where a sample fits (28x28 and 40x40)."""
+    n, groups = g.shape[:2]
+    c, height, width = out.shape[1:]
+    planes = c * kernel[0] * kernel[1]  # (a sample's rows of contributions)
+    whole = planes * rows * width * out.dtype.itemsize <= CONTRIBUTION_BLOCK_BYTES
+    plan = _runs_plan((height, width), (rows, width), kernel, dilation, offset, whole)
+    gap = plan[2]
+    pitch = rows * width + gap
+    flat = _workspace(kept, "contributions", (gap + block * planes * pitch,), out.dtype)
+    size = flat.itemsize
+    # the gaps: before every row, and after the last (the GEMM writes only the rows)
+    np.ndarray((block * planes + 1, gap), flat.dtype, flat, 0, (pitch * size, size))[...] = 0
+    products = np.ndarray((block, groups, planes // groups, rows * width), flat.dtype, flat, gap * size,
+                          (planes * pitch * size, planes // groups * pitch * size, pitch * size, size))
+    views = _runs_views(flat, gap, pitch, (block, c) + tuple(kernel) + (rows, width), height, plan)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        np.matmul(weights, g[start:stop], out=products[:stop - start])
+        _overlap_add_runs(views, out[start:stop], plan)
+
+
+def _runs_views(flat: np.ndarray, gap: int, pitch: int, shape: tuple, height: int, plan) -> tuple:
+    """The views of ``flat`` that ``_overlap_add_runs`` reads: the contributions of kernel offset (i, j) to
+    sample s and channel c, the ``H' * W`` entries from ``gap + ((s*C + c)*kh*kw + i*kw + j) * pitch``, as
+    (N, C, kh, kw, H', W) (``shape``); and for each of ``plan``'s additions, the (N, C, height * W) entries it
+    adds to the flattened output planes (its rows shifted, reaching into the ``gap`` entries around them)."""
+    n, c, kh, kw, rows, width = shape
+    size = flat.itemsize
+    sample, channel = c * kh * kw * pitch * size, kh * kw * pitch * size
+    planes = np.ndarray(shape, flat.dtype, flat, gap * size,
+                        (sample, channel, kw * pitch * size, pitch * size, width * size, size))
+    parts = tuple(np.ndarray((n, c, stop - start), flat.dtype, flat,
+                             (gap + (i * kw + j) * pitch - shift + start) * size, (sample, channel, size))
+                  for i, j, shift, _, start, stop in plan[0])
+    return planes, parts
+
+
+def _overlap_add_runs(views: tuple, out: np.ndarray, plan) -> None:
+    """``_overlap_add`` of unit strides where the windows are as many as ``out``'s columns, into ``out``
+    (N, C, H, W), of the contributions that ``views`` (``_runs_views``' of a buffer whose gaps are zero; its
+    first N samples) give; ``plan`` is ``_runs_plan``'s. It writes into the buffer.
+
+    Offset (i, j) moves its plane by ``(i*d - top) * W + (j*d - left)`` entries of the flattened plane,
+    so each offset is one addition of whole output planes, whose parts run into the zeros of the gaps where
+    they would leave the plane: NumPy's additions of whole contiguous planes cost half those of partial
+    rows (and a third of those of 2-D slices: bench/conv.py's 3x3 16->32 28x28 layer's overlap-add measured
+    2.35 ms by slices, 1.7 ms by partial runs, 1.3 ms this way). A shifted plane also carries the contributions
+    whose column falls off the output's left or right edge into the row beside it; those are set to zero
+    first. A zero adds ``+ 0.0``, which changes no sum: the sums start from ``0.0`` (or ``part + 0.0``), and
+    such a sum is never ``-0.0`` (``x + 0.0`` is ``x`` for every other ``x``, NaNs and infinities included).
+    Each entry gets its parts in the order of ``_overlap_add``: the same bits (where two NaNs meet, IEEE 754
+    leaves open which one a sum returns, and NumPy's loops differ). The first offset is written as
+    ``part + 0.0`` into the uninitialized output."""
+    adds, wraps, _ = plan
+    n, c, height, width = out.shape
+    planes, parts = views
+    planes = planes[:n]
+    for j, columns in wraps:
+        planes[:, :, :, j, :, columns] = 0
+    target = out.reshape(n, c, height * width)
+    if not adds:
+        target[...] = 0
+    for (_, _, _, first, start, stop), part in zip(adds, parts):
+        if first:
+            np.add(part[:n], 0.0, out=target[:, :, start:stop])
+            target[:, :, :start] = 0
+            target[:, :, stop:] = 0
+        else:
+            target[:, :, start:stop] += part[:n]
+
+
+@functools.lru_cache(maxsize=256)
+def _runs_plan(size, out_hw, kernel, dilation, offset, whole=True):
+    """``_overlap_add_runs``' additions, in ``_overlap_add``'s order: (i, j, shift, first, start, stop) for the
+    offsets whose plane reaches the output (the entries ``start:stop`` of a flattened output plane take those
+    ``start - shift:stop - shift`` of the offset's row: the whole plane, or with ``whole`` false only the entries
+    inside the row); (j, columns) for each offset column ``j`` whose shift carries ``columns`` of the planes
+    off the output's edge; and the gap the additions need around each row (the entries they read past it)."""
+    (height, width), rows = size, out_hw[0]
+    adds, wraps, gap = [], [], 0
+    for j in range(kernel[1]):
+        shift = j * dilation[1] - offset[1]
+        if 0 < abs(shift) < width:
+            wraps.append((j, slice(0, -shift) if shift < 0 else slice(width - shift, width)))
+    for i in range(kernel[0]):
+        down = i * dilation[0] - offset[0]
+        for j in range(kernel[1]):
+            right = j * dilation[1] - offset[1]
+            shift = down * width + right
+            start, stop = (0, height * width) if whole else (max(0, shift), min(height * width, rows * width + shift))
+            if -rows < down < height and abs(right) < width and start < stop:
+                adds.append((i, j, shift, not adds, start, stop))
+                gap = max(gap, shift - start, stop - shift - rows * width)
+    return tuple(adds), tuple(wraps), gap
 
 
 #: the input gradient's window contributions are made and overlap-added in blocks of samples of at most

@@ -359,3 +359,83 @@ def test_blocked_input_gradients_with_dynamic_batch_sizes_and_of_second_order(mo
     inputs, outputs = _conv_layer(7)
     feed = dict(zip(inputs, feeds[7]))
     gc.check_grad(outputs[1], [inputs[1], inputs[2]], feed)
+
+
+# ---- the overlap-add by shifted runs of the flattened planes (unit strides, windows as wide as x) --------
+
+#: (H, W, kernel, dilation, (top, left), bottom): the windows' width W' = W (right = d*(kw-1) - left)
+RUN_GEOMETRIES = [((5, 5), (3, 3), (1, 1), (1, 1), 1), ((6, 7), (5, 5), (1, 1), (2, 2), 2),
+                  ((4, 6), (3, 2), (2, 1), (0, 1), 3), ((3, 4), (2, 3), (1, 2), (4, 0), 0),
+                  ((1, 2), (4, 3), (1, 1), (3, 2), 0), ((6, 3), (1, 1), (1, 1), (0, 0), 2),
+                  ((2, 5), (3, 7), (1, 1), (1, 6), 1)]
+
+
+@pytest.mark.parametrize("size, kernel, dilation, offset, bottom", RUN_GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_overlap_add_by_runs_is_the_slices_bit_for_bit(size, kernel, dilation, offset, bottom, dtype):
+    """``_overlap_add_runs`` (each offset's plane one shifted addition of whole output planes, reading the
+    zeros of the gaps between the buffer's rows where it leaves them, or of the parts inside the plane, with
+    no gaps; the parts it carries over a row's edge set to zero first) gives ``_overlap_add``'s bits into an
+    output of garbage, with the gap ``_runs_plan`` asks for and a wider one: negative zeros, NaNs and
+    infinities at the edges and inside, offsets past the output (kernels taller or wider than it). (Where
+    two NaNs meet, IEEE 754 leaves the one a sum returns open, and NumPy's loops differ: NaNs compare as
+    NaNs, every other entry bit for bit.)"""
+    rng = np.random.default_rng(14)
+    rows = size[0] + offset[0] + bottom - dilation[0] * (kernel[0] - 1)
+    cols = rng.standard_normal((2, 3) + kernel + (rows, size[1])).astype(dtype)
+    cols[0, 0, ..., 0] = -0.0
+    cols[1, 0, ..., -1] = -0.0
+    cols[0, 1, ..., 0, :] = -0.0
+    cols[1, 2, 0, 0, 0, 0], cols[0, 2, -1, -1, -1, -1] = np.nan, np.nan
+    cols[1, 1, ..., -1], cols[0, 1, ..., 0] = np.inf, -np.inf
+    expected = conv_ops._overlap_add(lambda i, j: cols[:, :, i, j], (2, 3) + size, kernel, (1, 1), dilation,
+                                     dtype, offset)
+    for whole, gap_more in ((True, 0), (True, 3), (False, 0), (False, 2)):
+        plan = conv_ops._runs_plan(size, (rows, size[1]), kernel, dilation, offset, whole)
+        gap = plan[2] + gap_more
+        pitch = rows * size[1] + gap
+        flat = np.full(gap + cols[..., 0, 0].size * pitch, np.nan, dtype)
+        flat[:gap] = 0
+        planes = flat[gap:].reshape(-1, pitch)
+        planes[:, :rows * size[1]] = cols.reshape(-1, rows * size[1])
+        planes[:, rows * size[1]:] = 0
+        out = np.full((2, 3) + size, 7.0, dtype)
+        views = conv_ops._runs_views(flat, gap, pitch, cols.shape, size[0], plan)
+        conv_ops._overlap_add_runs(views, out, plan)
+        nan = np.isnan(expected)
+        np.testing.assert_array_equal(np.isnan(out), nan)
+        assert out[~nan].tobytes() == expected[~nan].tobytes(), (whole, gap)
+
+
+@pytest.mark.parametrize("stride, padding, runs", [(1, 1, True), (1, 0, False), (2, 1, False), ((1, 2), 1, False),
+                                                  ((1, 1), ((1, 1), (2, 0)), True)])
+def test_input_gradient_of_unit_strides_and_same_width_adds_by_runs(monkeypatch, stride, padding, runs):
+    """A convolution's input gradient overlap-adds by shifted runs (one call a block of samples) where its
+    strides are 1 and the windows are as many as the input's columns (the width's padding "same"), else by
+    slices; small integers make every sum exact: the loop reference's bits either way."""
+    from .test_conv import ref_conv2d_input_grad
+
+    calls = []
+
+    def counted(*args):
+        calls.append(args[1].shape[0])
+        return original(*args)
+
+    original = conv_ops._overlap_add_runs
+    monkeypatch.setattr(conv_ops, "_overlap_add_runs", counted)
+    monkeypatch.setattr(conv_ops, "CONTRIBUTION_BLOCK_BYTES", 1)  # (blocks of one sample)
+    x = gc.placeholder("x", (3, 2, 6, 5))
+    w = gc.placeholder("w", (4, 2, 3, 3))
+    pads = ((0, 0), (0, 0)) + (padding if isinstance(padding, tuple) else ((padding, padding),) * 2)
+    y = gc.conv2d(gc.pad(x, pads), w, stride=stride)
+    g = gc.placeholder("g", y.shape)
+    (dx,) = gc.vjp(y, [x], g)
+    rng = np.random.default_rng(15)
+    feeds = [rng.integers(-3, 4, t.shape).astype(np.float64) for t in (x, w, g)]
+    ours = gc.function([x, w, g], dx)(*feeds)
+    assert calls == ([1, 1, 1] if runs else [])
+    (top, bottom), (left, right) = pads[2:]
+    padded = np.empty((3, 2, 6 + top + bottom, 5 + left + right))
+    expected = ref_conv2d_input_grad(padded, feeds[1], feeds[2], stride)[:, :, top:top + 6, left:left + 5]
+    assert ours.tobytes() == np.ascontiguousarray(expected).tobytes()
