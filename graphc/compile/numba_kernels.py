@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from graphc.op import constant, op_dataclass
+from graphc.op import Constant, constant, op_dataclass
 from graphc.ops import elementwise as ew
 from graphc.ops.linalg import Matmul
 from graphc.ops.shape import Transpose
@@ -92,17 +92,28 @@ def require_numba():
 
 # ---- which steps compile ----------------------------------------------------------------------
 
+#: ops with no ``scalar_expr`` of their own that a kernel computes exactly: ReLU as ``np.maximum(x, 0)``
+#: (NaN kept, -0.0 gives +0.0), and a cast, compiled only from a bool (a mask) to a float, as 0.0 or 1.0
+KERNEL_EXPRESSIONS: dict[type, str] = {
+    ew.Relu: "({0} if {0} > 0 or {0} != {0} else 0.0)",
+    ew.Cast: "{0}",
+}
+
+
 def step_expression(op) -> str | None:
     """The scalar expression compiling ``op`` exactly (``"{0} + {1}"``), or None: it stays a NumPy step."""
-    expression = getattr(op, "scalar_expr", None)
+    expression = getattr(op, "scalar_expr", None) or KERNEL_EXPRESSIONS.get(type(op))
     if expression is not None:
         return expression
     lowering = op.lowering()
     return EXACT_UFUNCS.get(lowering) if lowering is not None else None
 
 
-def _types_compile(result: np.dtype, operands: Sequence[np.dtype]) -> bool:
-    """One float dtype among the operands; the result is that dtype or a bool; other operands bools."""
+def _types_compile(op, result: np.dtype, operands: Sequence[np.dtype]) -> bool:
+    """One float dtype among the operands; the result is that dtype or a bool; other operands bools.
+    A cast: from a bool to a float."""
+    if type(op) is ew.Cast:
+        return list(operands) == [_BOOL] and result in _FLOATS
     floats = {d for d in operands if d != _BOOL}
     if len(floats) != 1 or any(d != _BOOL and d not in _FLOATS for d in operands):
         return False
@@ -116,7 +127,7 @@ def compilable(node: Tensor) -> bool:
     size = _static_size(node.shape)
     if size is not None and size < MIN_KERNEL_ELEMENTS:
         return False  # known to be small: it stays a NumPy step (a fused node that small would run in Python)
-    return _types_compile(node.dtype, [p.dtype for p in node.inputs])
+    return _types_compile(node.primitive, node.dtype, [p.dtype for p in node.inputs])
 
 
 def _fused_compiles(node: Tensor) -> bool:
@@ -124,7 +135,8 @@ def _fused_compiles(node: Tensor) -> bool:
     op = node.primitive
     dtypes = [p.dtype for p in node.inputs] + [np.dtype(d) for d in op.dtypes]
     return len(node.inputs) == op.n_inputs and all(
-        step_expression(step) is not None and _types_compile(dtypes[op.n_inputs + k], [dtypes[a] for a in args])
+        step_expression(step) is not None
+        and _types_compile(step, dtypes[op.n_inputs + k], [dtypes[a] for a in args])
         for k, (step, args) in enumerate(op.steps))
 
 
@@ -443,15 +455,39 @@ def _with_kernel(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
     return None
 
 
+def _is_zero(node: Tensor) -> bool:
+    return isinstance(node.primitive, Constant) and node.shape == () and bool(node.primitive.value == 0)
+
+
+def _relu_masks(roots: list[Tensor]) -> list[Tensor]:
+    """``roots`` with each ``x > 0`` of a float ``x`` that a ReLU reads computed as ``relu(x) > 0``: the
+    same mask for every ``x`` (NaN included), as the lowering rule ``relu_mask`` does for the NumPy
+    backend. Here it lets the pre-activation be read by the ReLU alone, so that ``relu(x @ W + b)``
+    is one kernel, and ReLU's gradient ``g * cast(relu(x) > 0)`` another."""
+    relu_of = {id(n.inputs[0]): n for n in toposort(roots) if type(n.primitive) is ew.Relu}
+
+    def replace(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
+        relu = relu_of.get(id(node.inputs[0])) if type(node.primitive) is ew.Greater else None
+        if relu is None or inputs[0] is not node.inputs[0] or relu.dtype.kind != "f" or not _is_zero(inputs[1]):
+            return None
+        if relu.shape != node.inputs[0].shape or relu.dtype != node.inputs[0].dtype:
+            return None
+        return Tensor(node.primitive, (relu, inputs[1]), node.shape, node.dtype, name=node.name, site=node.site,
+                      is_gradient=node.is_gradient)
+
+    return _rebuild(roots, replace)
+
+
 def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
     """``roots`` with each group of compilable nodes replaced by one ``fused`` node carrying its kernel.
 
-    Outer products that a kernel computes exactly (``_outer_product``) become element-wise steps first,
+    A ReLU's mask reads the ReLU (``_relu_masks``) and outer products that a kernel computes exactly
+    (``_outer_product``) become element-wise steps first,
     so that they join their consumers' kernel; a float32 ``dz @ W.T`` of few rows becomes a
     ``SwappedMatmul`` (``_swapped_product``). The plan compiler lowers a kernel-fused node as it
     lowers a ufunc, ``kernel(*arrays, out=buffer)`` (a ``Fused`` op's ``lowering()`` is its kernel),
     instead of expanding it into steps.
     """
     require_numba()
-    roots = _rebuild(list(roots), _product_form)
+    roots = _rebuild(_relu_masks(list(roots)), _product_form)
     return _rebuild(fuse_for_kernels(roots), _with_kernel)
