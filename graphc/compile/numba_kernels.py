@@ -68,8 +68,11 @@ EXACT_UFUNCS: dict[object, str] = {
     np.trunc: "np.trunc({0})",
 }
 
-#: below this many elements a fused node runs its steps with NumPy (a kernel call costs a few microseconds)
+#: below this many elements a fused node of fewer than ``MIN_SMALL_STEPS`` steps runs its steps with
+#: NumPy (a kernel call costs about 2 us more than a ufunc's; a NumPy step on a small array about 1 us)
 MIN_KERNEL_ELEMENTS = 8192
+#: a fused node of this many steps or more runs its kernel at any size (it costs less than the NumPy calls)
+MIN_SMALL_STEPS = 3
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _BOOL = np.dtype(bool)
@@ -124,9 +127,6 @@ def compilable(node: Tensor) -> bool:
     """A node the numba backend may put into a kernel (see the module docstring)."""
     if not fusable(node) or node.shape == () or step_expression(node.primitive) is None:
         return False
-    size = _static_size(node.shape)
-    if size is not None and size < MIN_KERNEL_ELEMENTS:
-        return False  # known to be small: it stays a NumPy step (a fused node that small would run in Python)
     return _types_compile(node.primitive, node.dtype, [p.dtype for p in node.inputs])
 
 
@@ -281,7 +281,7 @@ class FusedKernel:
         shape = _broadcast_shape(list(shapes))
         if len(self._calls) >= 64:  # ever new shapes (sizes unknown before the call): forget the old ones
             self._calls.clear()
-        if not shape or math.prod(shape) < MIN_KERNEL_ELEMENTS:
+        if not shape or (math.prod(shape) < MIN_KERNEL_ELEMENTS and len(self.op.steps) < MIN_SMALL_STEPS):
             call = self._calls[key] = (shape, None, (), ())
             return call
         indexes = _indexes(shapes, given or (False,) * len(shapes), len(shape))
@@ -350,14 +350,14 @@ def _static_size(shape: tuple) -> int | None:
 
 def _outer_product(node: Tensor) -> bool:
     """A matmul of 2-D float operands of one dtype contracting a static axis of size 1 (a batch of one's
-    weight gradient ``x.T @ dz``), with a known result size large enough for a kernel."""
+    weight gradient ``x.T @ dz``), with a known result size."""
     if type(node.primitive) is not Matmul:
         return False
     a, b = node.inputs
     size = _static_size(node.shape)
     # both sizes of the contracted axis known (b's unknown could be anything the broadcast would accept)
     return (a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and b.shape[0] == 1 and a.dtype == b.dtype
-            and a.dtype in _FLOATS and size is not None and size >= MIN_KERNEL_ELEMENTS)
+            and a.dtype in _FLOATS and size is not None)
 
 
 def _as_product(node: Tensor, inputs: list[Tensor]) -> Tensor:
@@ -449,10 +449,13 @@ def _rebuild(roots: list[Tensor], replace: Callable[[Tensor, list[Tensor]], Tens
 
 def _with_kernel(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
     op = node.primitive
-    if isinstance(op, Fused) and op.kernel is None and node.shape != () and _fused_compiles(node):
-        return Tensor(op.with_kernel(FusedKernel(op)), inputs, node.shape, node.dtype, name=node.name,
-                      site=node.site, is_gradient=node.is_gradient)
-    return None
+    if not (isinstance(op, Fused) and op.kernel is None and node.shape != () and _fused_compiles(node)):
+        return None
+    size = _static_size(node.shape)
+    if size is not None and size < MIN_KERNEL_ELEMENTS and len(op.steps) < MIN_SMALL_STEPS:
+        return None  # small and short: lowering expands it into its NumPy steps, which cost less
+    return Tensor(op.with_kernel(FusedKernel(op)), inputs, node.shape, node.dtype, name=node.name,
+                  site=node.site, is_gradient=node.is_gradient)
 
 
 def _is_zero(node: Tensor) -> bool:
