@@ -10,7 +10,8 @@ is the very same IEEE operation as NumPy's ufunc, so results are bit-identical
 to the NumPy backend's:
 
 * ops with a ``scalar_expr`` (``+ - * /``, negation, square, maximum, minimum,
-  comparisons, ``where``): the expression on scalars of the step's dtype, and
+  comparisons, ``where``) or one in :data:`KERNEL_EXPRESSIONS` (ReLU, a mask's
+  cast to a float): the expression on scalars of the step's dtype, and
 * the correctly rounded or exact ufuncs of :data:`EXACT_UFUNCS` (``sqrt``,
   ``abs``, ``floor``, ``ceil``, ``trunc``).
 
@@ -28,15 +29,18 @@ Two differences remain: a kernel does not emit NumPy's floating-point
 (``NaN * NaN``) its sign may be the other operand's (LLVM may swap the operands
 of a commutative operation; IEEE 754 leaves that sign unspecified).
 
-**Where it pays.** On large arrays: a kernel call has a fixed cost of a few
-microseconds (numba's dispatcher); a node whose size is known to be smaller
-than :data:`MIN_KERNEL_ELEMENTS` stays an ordinary NumPy step, and a fused
-node whose size is known only at run time runs its steps with NumPy when that
-call is small (the same values). An outer product (a matmul contracting a
-static axis of size 1, a batch of one's weight gradient) is computed as
-``a * b + 0.0``, what BLAS returns entry for entry, so that it joins the kernel
-of the update that reads it: ``W - lr * (x.T @ dz + wd * W)`` is one pass over
-``W``. Each kernel is compiled once per process, at its first call, and
+**Where it pays.** A kernel call costs about 2 us more than a ufunc's (the
+call's bookkeeping, numba's dispatcher): a fused node of fewer than
+:data:`MIN_SMALL_STEPS` steps known to be smaller than
+:data:`MIN_KERNEL_ELEMENTS` is expanded into ordinary NumPy steps, and one whose
+size is known only at run time runs its steps with NumPy when that call is
+small (the same values); longer chains run their kernel at any size. A ReLU's
+mask ``x > 0`` is read from the ReLU (``_relu_masks``), so that ``relu(x @ W +
+b)`` and the gradient ``g * (relu > 0)`` are one kernel each. An outer product
+(a matmul contracting a static axis of size 1, a batch of one's weight
+gradient) is computed as ``a * b + 0.0``, what BLAS returns entry for entry, so
+that it joins the kernel of the update that reads it: ``W - lr * (x.T @ dz + wd
+* W)`` is one pass over ``W``. Each kernel is compiled once per process, at its first call, and
 cached by the fused op's structural key (a ``Fused`` op compares by its steps)
 and the inputs' layout.
 
