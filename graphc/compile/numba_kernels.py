@@ -252,7 +252,7 @@ class FusedKernel:
     def __init__(self, op: Fused) -> None:
         self.op = op
         self.__name__ = "fused_kernel"
-        #: (the inputs' shapes, which of them is ``out``) -> (result shape, compiled kernel or None for a
+        #: (per input its shape, or None where it is ``out``) -> (result shape, compiled kernel or None for a
         #: small result, the positions of the inputs passed, those of them a given ``out`` could
         #: overlap): what a call of those inputs does, decided once (np.broadcast_shapes alone costs
         #: several microseconds); the kernel is this node's share of ``KERNELS``, found without hashing
@@ -261,11 +261,10 @@ class FusedKernel:
 
     def __call__(self, *arrays, out: np.ndarray | None = None):
         arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
-        given = () if out is None else tuple([a is out for a in arrays])
-        key = (tuple([a.shape for a in arrays]), given)
+        key = tuple([None if a is out else a.shape for a in arrays])  # (None: the input is ``out``)
         call = self._calls.get(key)
         if call is None:
-            call = self._decide(arrays, key)
+            call = self._decide(arrays, key, out)
         shape, kernel, passed, checked = call
         if kernel is None:
             result = self.op.impl(*arrays)  # the same values with NumPy (the call would cost more)
@@ -280,15 +279,16 @@ class FusedKernel:
         kernel(*[arrays[k] for k in passed], out)
         return out
 
-    def _decide(self, arrays: list[np.ndarray], key: tuple) -> tuple:
-        shapes, given = key
-        shape = _broadcast_shape(list(shapes))
+    def _decide(self, arrays: list[np.ndarray], key: tuple, out: np.ndarray | None) -> tuple:
+        """The call of ``key`` (per input its shape, or None where it is ``out``)."""
+        shapes = [a.shape for a in arrays]
+        shape = out.shape if None in key else _broadcast_shape(shapes)
         if len(self._calls) >= 64:  # ever new shapes (sizes unknown before the call): forget the old ones
             self._calls.clear()
         if not shape or (math.prod(shape) < MIN_KERNEL_ELEMENTS and len(self.op.steps) < MIN_SMALL_STEPS):
             call = self._calls[key] = (shape, None, (), ())
             return call
-        indexes = _indexes(shapes, given or (False,) * len(shapes), len(shape))
+        indexes = _indexes(shapes, [k is None for k in key], len(shape))
         passed = tuple(k for k, index in enumerate(indexes) if index is not None)
         checked = tuple(k for k in passed if arrays[k].size != 1)  # (one element is read before any write)
         call = self._calls[key] = (shape, KERNELS.get(self.op, indexes, len(shape)), passed, checked)
@@ -298,9 +298,9 @@ class FusedKernel:
         """The call where an input other than ``out`` itself may share ``out``'s memory: one that is
         ``out`` element for element is read from ``out``; one overlapping it otherwise is copied."""
         same = [a is out or (a.size != 1 and _same_elements(a, out)) for a in arrays]
-        operands = [a if s or a.size == 1 else _unaliased(a, out) for a, s in zip(arrays, same)]
-        key = (tuple([a.shape for a in operands]), tuple(same))
-        call = self._calls.get(key) or self._decide(operands, key)
+        operands = [out if s else a if a.size == 1 else _unaliased(a, out) for a, s in zip(arrays, same)]
+        key = tuple([None if a is out else a.shape for a in operands])
+        call = self._calls.get(key) or self._decide(operands, key, out)
         _, kernel, passed, _ = call
         kernel(*[operands[k] for k in passed], out)
         return out
