@@ -10,7 +10,8 @@ is the very same IEEE operation as NumPy's ufunc, so results are bit-identical
 to the NumPy backend's:
 
 * ops with a ``scalar_expr`` (``+ - * /``, negation, square, maximum, minimum,
-  comparisons, ``where``): the expression on scalars of the step's dtype, and
+  comparisons, ``where``) or one in :data:`KERNEL_EXPRESSIONS` (ReLU, a mask's
+  cast to a float): the expression on scalars of the step's dtype, and
 * the correctly rounded or exact ufuncs of :data:`EXACT_UFUNCS` (``sqrt``,
   ``abs``, ``floor``, ``ceil``, ``trunc``).
 
@@ -28,15 +29,18 @@ Two differences remain: a kernel does not emit NumPy's floating-point
 (``NaN * NaN``) its sign may be the other operand's (LLVM may swap the operands
 of a commutative operation; IEEE 754 leaves that sign unspecified).
 
-**Where it pays.** On large arrays: a kernel call has a fixed cost of a few
-microseconds (numba's dispatcher); a node whose size is known to be smaller
-than :data:`MIN_KERNEL_ELEMENTS` stays an ordinary NumPy step, and a fused
-node whose size is known only at run time runs its steps with NumPy when that
-call is small (the same values). An outer product (a matmul contracting a
-static axis of size 1, a batch of one's weight gradient) is computed as
-``a * b + 0.0``, what BLAS returns entry for entry, so that it joins the kernel
-of the update that reads it: ``W - lr * (x.T @ dz + wd * W)`` is one pass over
-``W``. Each kernel is compiled once per process, at its first call, and
+**Where it pays.** A kernel call costs about 2 us more than a ufunc's (the
+call's bookkeeping, numba's dispatcher): a fused node of fewer than
+:data:`MIN_SMALL_STEPS` steps known to be smaller than
+:data:`MIN_KERNEL_ELEMENTS` is expanded into ordinary NumPy steps, and one whose
+size is known only at run time runs its steps with NumPy when that call is
+small (the same values); longer chains run their kernel at any size. A ReLU's
+mask ``x > 0`` is read from the ReLU (``_relu_masks``), so that ``relu(x @ W +
+b)`` and the gradient ``g * (relu > 0)`` are one kernel each. An outer product
+(a matmul contracting a static axis of size 1, a batch of one's weight
+gradient) is computed as ``a * b + 0.0``, what BLAS returns entry for entry, so
+that it joins the kernel of the update that reads it: ``W - lr * (x.T @ dz + wd
+* W)`` is one pass over ``W``. Each kernel is compiled once per process, at its first call, and
 cached by the fused op's structural key (a ``Fused`` op compares by its steps)
 and the inputs' layout.
 
@@ -51,7 +55,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from graphc.op import constant, op_dataclass
+from graphc.op import Constant, constant, op_dataclass
 from graphc.ops import elementwise as ew
 from graphc.ops.linalg import Matmul
 from graphc.ops.shape import Transpose
@@ -68,8 +72,11 @@ EXACT_UFUNCS: dict[object, str] = {
     np.trunc: "np.trunc({0})",
 }
 
-#: below this many elements a fused node runs its steps with NumPy (a kernel call costs a few microseconds)
+#: below this many elements a fused node of fewer than ``MIN_SMALL_STEPS`` steps runs its steps with
+#: NumPy (a kernel call costs about 2 us more than a ufunc's; a NumPy step on a small array about 1 us)
 MIN_KERNEL_ELEMENTS = 8192
+#: a fused node of this many steps or more runs its kernel at any size (it costs less than the NumPy calls)
+MIN_SMALL_STEPS = 3
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _BOOL = np.dtype(bool)
@@ -92,17 +99,28 @@ def require_numba():
 
 # ---- which steps compile ----------------------------------------------------------------------
 
+#: ops with no ``scalar_expr`` of their own that a kernel computes exactly: ReLU as ``np.maximum(x, 0)``
+#: (NaN kept, -0.0 gives +0.0), and a cast, compiled only from a bool (a mask) to a float, as 0.0 or 1.0
+KERNEL_EXPRESSIONS: dict[type, str] = {
+    ew.Relu: "({0} if {0} > 0 or {0} != {0} else 0.0)",
+    ew.Cast: "{0}",
+}
+
+
 def step_expression(op) -> str | None:
     """The scalar expression compiling ``op`` exactly (``"{0} + {1}"``), or None: it stays a NumPy step."""
-    expression = getattr(op, "scalar_expr", None)
+    expression = getattr(op, "scalar_expr", None) or KERNEL_EXPRESSIONS.get(type(op))
     if expression is not None:
         return expression
     lowering = op.lowering()
     return EXACT_UFUNCS.get(lowering) if lowering is not None else None
 
 
-def _types_compile(result: np.dtype, operands: Sequence[np.dtype]) -> bool:
-    """One float dtype among the operands; the result is that dtype or a bool; other operands bools."""
+def _types_compile(op, result: np.dtype, operands: Sequence[np.dtype]) -> bool:
+    """One float dtype among the operands; the result is that dtype or a bool; other operands bools.
+    A cast: from a bool to a float."""
+    if type(op) is ew.Cast:
+        return list(operands) == [_BOOL] and result in _FLOATS
     floats = {d for d in operands if d != _BOOL}
     if len(floats) != 1 or any(d != _BOOL and d not in _FLOATS for d in operands):
         return False
@@ -113,10 +131,7 @@ def compilable(node: Tensor) -> bool:
     """A node the numba backend may put into a kernel (see the module docstring)."""
     if not fusable(node) or node.shape == () or step_expression(node.primitive) is None:
         return False
-    size = _static_size(node.shape)
-    if size is not None and size < MIN_KERNEL_ELEMENTS:
-        return False  # known to be small: it stays a NumPy step (a fused node that small would run in Python)
-    return _types_compile(node.dtype, [p.dtype for p in node.inputs])
+    return _types_compile(node.primitive, node.dtype, [p.dtype for p in node.inputs])
 
 
 def _fused_compiles(node: Tensor) -> bool:
@@ -124,7 +139,8 @@ def _fused_compiles(node: Tensor) -> bool:
     op = node.primitive
     dtypes = [p.dtype for p in node.inputs] + [np.dtype(d) for d in op.dtypes]
     return len(node.inputs) == op.n_inputs and all(
-        step_expression(step) is not None and _types_compile(dtypes[op.n_inputs + k], [dtypes[a] for a in args])
+        step_expression(step) is not None
+        and _types_compile(step, dtypes[op.n_inputs + k], [dtypes[a] for a in args])
         for k, (step, args) in enumerate(op.steps))
 
 
@@ -135,90 +151,85 @@ def fuse_for_kernels(outputs: list[Tensor]) -> list[Tensor]:
 
 # ---- kernels ------------------------------------------------------------------------------------
 
-def _layout(arrays: Sequence[np.ndarray], shape: tuple) -> tuple[str, ...]:
-    """Per input: "s" (one element, passed as a scalar), "f" (full: the output's shape, C-contiguous),
-    for a 2-D output "r" (a contiguous row, ``(n,)`` or ``(1, n)``, the same in every row) and "c" (a
-    contiguous column ``(m, 1)``, one value per row), or "b" (anything else: a broadcast view)."""
-    kinds = []
-    two_d = len(shape) == 2
-    for a in arrays:
-        if a.size == 1:
-            kinds.append("s")
-        elif a.shape == shape and a.flags.c_contiguous:
-            kinds.append("f")
-        elif two_d and a.flags.c_contiguous and a.size == shape[1] and a.shape[-1] == shape[1] and a.ndim <= 2:
-            kinds.append("r")
-        elif two_d and a.shape == (shape[0], 1) and a.flags.c_contiguous:
-            kinds.append("c")
-        else:
-            kinds.append("b")
-    return tuple(kinds)
+def _indexes(shapes: Sequence[tuple], given: Sequence[bool], ndim: int) -> tuple:
+    """Per input, how the kernel reads it: None where it is ``out`` itself (read from ``out``), else
+    one index per axis of the input, ``"0"`` along a broadcast (size-1) axis and ``"i<d>"`` (the
+    output's axis ``d``) elsewhere: NumPy's broadcasting, decided from the shapes alone."""
+    indexes = []
+    for shape, same in zip(shapes, given):
+        lead = ndim - len(shape)
+        indexes.append(None if same else tuple("0" if n == 1 else f"i{lead + j}" for j, n in enumerate(shape)))
+    return tuple(indexes)
 
 
-def kernel_source(op: Fused, kinds: Sequence[str], ndim: int) -> str:
-    """The Python source of ``_kernel(x0, ..., out)`` for ``op`` and the inputs' layout ``kinds``.
+def kernel_source(op: Fused, indexes: Sequence[tuple | None], ndim: int) -> str:
+    """The Python source of ``_kernel(x0, ..., out)`` for ``op`` and the inputs' ``indexes`` (see
+    ``_indexes``): ``ndim`` nested loops over the output, the last one innermost (over C-contiguous
+    arrays LLVM vectorizes it; numba compiles one version per layout, so any strides are correct).
 
-    Three loop forms, each over C-contiguous arrays where it can, so that LLVM vectorizes the inner
-    loop: with every input full or scalar, one loop over the flat ``out`` (``ndim`` 1); with rows
-    and columns of a 2-D output ("r", "c"; ``ndim`` 2), a loop over rows (a column's value read once
-    per row) around a loop over the columns; otherwise (a "b" input) ``ndim`` nested loops over
-    broadcast views of the output's shape. An input of kind "o" is ``out`` itself (the result written
-    over it element for element): it is read from ``out`` and not passed, since LLVM vectorizes a loop
-    only where it can rule out that two arrays overlap, which ``out`` and an input aliasing it fail
-    (measured: about 1.5x slower). Each step's value is converted to its dtype (exact: the
-    expression already has that type; it pins the type of a literal).
+    Each input is read in the outermost loop its index depends on (a scalar before the loops, a
+    column once per row): a broadcast input never overlaps ``out`` (a caller copies such an input
+    first), so reading it early reads the same values. An input that is ``out`` itself (index None) is
+    read from ``out`` and not passed, since LLVM vectorizes a loop only where it can rule out that two
+    arrays overlap, which ``out`` and an input aliasing it fail (measured: about 1.5x slower). Each
+    step's value is converted to its dtype (exact: the expression already has that type; it pins the
+    type of a literal).
     """
-    names = [f"x{a}" for a, kind in enumerate(kinds) if kind != "o"]
-    rows = "b" not in kinds and ndim == 2
-    index = ", ".join(f"i{d}" for d in range(ndim))
-    where = {"s": None, "f": index, "o": index, "b": index, "r": f"i{ndim - 1}", "c": "i0"}
-    lines = [f"def _kernel({', '.join(names)}, out):"]
-    hoisted = [f"a{a} = x{a}[i0]" for a, kind in enumerate(kinds) if rows and kind == "c"]
-    body = [f"a{a} = x{a}" if where[kind] is None else f"a{a} = out[{index}]" if kind == "o"
-            else f"a{a} = x{a}[{where[kind]}]" for a, kind in enumerate(kinds) if not (rows and kind == "c")]
+    names = [f"x{a}" for a, index in enumerate(indexes) if index is not None]
+    full = ", ".join(f"i{d}" for d in range(ndim))
+    reads: dict[int, list[str]] = {}  # loop depth -> the inputs read there
+    for a, index in enumerate(indexes):
+        if index is None:
+            depth, read = ndim, f"out[{full}]"
+        else:
+            depth = max([int(i[1:]) + 1 for i in index if i != "0"], default=0)
+            read = f"x{a}[{', '.join(index) if index else '()'}]"
+        reads.setdefault(depth, []).append(f"a{a} = {read}")
     values = [f"a{a}" for a in range(op.n_inputs)]
+    body = []
     for k, (step, args) in enumerate(op.steps):
         expression = step_expression(step).format(*(values[a] for a in args))
         body.append(f"s{k} = _t{k}({expression})")
         values.append(f"s{k}")
-    body.append(f"out[{index}] = s{len(op.steps) - 1}")
+    body.append(f"out[{full}] = s{len(op.steps) - 1}")
+    lines = [f"def _kernel({', '.join([*names, 'out'])}):"]
     indent = "    "
+    lines += [indent + line for line in reads.get(0, ())]
     for d in range(ndim):
         lines.append(f"{indent}for i{d} in range(out.shape[{d}]):")
         indent += "    "
-        if d == 0:
-            lines += [indent + line for line in hoisted]
+        lines += [indent + line for line in reads.get(d + 1, ())]
     lines += [indent + line for line in body]
     return "\n".join(lines) + "\n"
 
 
 class Kernels:
-    """The compiled kernels of this process, by (fused op, inputs' layout, rank). Thread-safe."""
+    """The compiled kernels of this process, by (fused op, inputs' indexes, rank). Thread-safe."""
 
     def __init__(self) -> None:
         self._compiled: dict[tuple, Callable] = {}
         self._lock = threading.Lock()
 
-    def get(self, op: Fused, kinds: tuple[str, ...], ndim: int) -> Callable:
-        key = (op, kinds, ndim)
+    def get(self, op: Fused, indexes: tuple, ndim: int) -> Callable:
+        key = (op, indexes, ndim)
         function = self._compiled.get(key)
         if function is None:
             with self._lock:
                 function = self._compiled.get(key)
                 if function is None:
-                    function = self._compiled[key] = _compile(op, kinds, ndim)
+                    function = self._compiled[key] = _compile(op, indexes, ndim)
         return function
 
     def __len__(self) -> int:
         return len(self._compiled)
 
 
-def _compile(op: Fused, kinds: Sequence[str], ndim: int) -> Callable:
+def _compile(op: Fused, indexes: tuple, ndim: int) -> Callable:
     numba = require_numba()
     namespace: dict[str, object] = {"np": np}
     for k, dtype in enumerate(op.dtypes):
         namespace[f"_t{k}"] = np.dtype(dtype).type
-    exec(compile(kernel_source(op, kinds, ndim), f"<graphc numba kernel {op.describe_steps()}>", "exec"),
+    exec(compile(kernel_source(op, indexes, ndim), f"<graphc numba kernel {op.describe_steps()}>", "exec"),
          namespace)  # noqa: S102 - our own generated code
     # error_model="numpy": x / 0 is inf or NaN, never ZeroDivisionError; no fastmath: IEEE operations only
     # (LLVM then neither reassociates nor contracts a * b + c into a fused multiply-add)
@@ -236,50 +247,63 @@ class FusedKernel:
     one of the inputs: each element is read before it is written) or into a fresh array.
     """
 
-    __slots__ = ("op", "__name__", "_dispatch", "_layouts")
+    __slots__ = ("op", "__name__", "_calls")
 
     def __init__(self, op: Fused) -> None:
         self.op = op
         self.__name__ = "fused_kernel"
-        #: (layout kinds, rank) -> compiled kernel: this node's share of ``KERNELS``, found without
-        #: hashing the op at every call
-        self._dispatch: dict[tuple, Callable] = {}
-        #: (the inputs' shapes, their C-contiguity) -> (result shape, kinds or None for a small
-        #: result): what a call of those inputs does, decided once (np.broadcast_shapes alone costs
-        #: several microseconds)
-        self._layouts: dict[tuple, tuple] = {}
+        #: (per input its shape, or None where it is ``out``) -> (result shape, compiled kernel or None for a
+        #: small result, the positions of the inputs passed, those of them a given ``out`` could
+        #: overlap): what a call of those inputs does, decided once (np.broadcast_shapes alone costs
+        #: several microseconds); the kernel is this node's share of ``KERNELS``, found without hashing
+        #: the op at every call
+        self._calls: dict[tuple, tuple] = {}
 
     def __call__(self, *arrays, out: np.ndarray | None = None):
         arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in arrays]
-        key = (tuple([a.shape for a in arrays]), tuple([a.flags.c_contiguous for a in arrays]))
-        layout = self._layouts.get(key)
-        if layout is None:
-            layout = self._decide(arrays, key)
-        shape, kinds = layout
-        if kinds is None:
+        key = tuple([None if a is out else a.shape for a in arrays])  # (None: the input is ``out``)
+        call = self._calls.get(key)
+        if call is None:
+            call = self._decide(arrays, key, out)
+        shape, kernel, passed, checked = call
+        if kernel is None:
             result = self.op.impl(*arrays)  # the same values with NumPy (the call would cost more)
             if out is None:
                 return result
             out[...] = result
             return out
-        fresh = out is None
-        if fresh:
+        if out is None:
             out = np.empty(shape, self.op.dtypes[-1])
-        kinds, target, operands = _operands(arrays, kinds, shape, out, fresh)
-        dispatch = (kinds, target.ndim)
-        kernel = self._dispatch.get(dispatch)
-        if kernel is None:
-            kernel = self._dispatch[dispatch] = KERNELS.get(self.op, *dispatch)
-        kernel(*operands, target)
+        elif not all([_separate(arrays[k], out) for k in checked]):
+            return self._overlapping(arrays, out)
+        kernel(*[arrays[k] for k in passed], out)
         return out
 
-    def _decide(self, arrays: list[np.ndarray], key: tuple) -> tuple:
-        shape = _broadcast_shape(list(key[0]))
-        small = not shape or math.prod(shape) < MIN_KERNEL_ELEMENTS
-        if len(self._layouts) >= 64:  # ever new shapes (sizes unknown before the call): forget the old ones
-            self._layouts.clear()
-        layout = self._layouts[key] = (shape, None if small else _layout(arrays, shape))
-        return layout
+    def _decide(self, arrays: list[np.ndarray], key: tuple, out: np.ndarray | None) -> tuple:
+        """The call of ``key`` (per input its shape, or None where it is ``out``)."""
+        shapes = [a.shape for a in arrays]
+        shape = out.shape if None in key else _broadcast_shape(shapes)
+        if len(self._calls) >= 64:  # ever new shapes (sizes unknown before the call): forget the old ones
+            self._calls.clear()
+        if not shape or (math.prod(shape) < MIN_KERNEL_ELEMENTS and len(self.op.steps) < MIN_SMALL_STEPS):
+            call = self._calls[key] = (shape, None, (), ())
+            return call
+        indexes = _indexes(shapes, [k is None for k in key], len(shape))
+        passed = tuple(k for k, index in enumerate(indexes) if index is not None)
+        checked = tuple(k for k in passed if arrays[k].size != 1)  # (one element is read before any write)
+        call = self._calls[key] = (shape, KERNELS.get(self.op, indexes, len(shape)), passed, checked)
+        return call
+
+    def _overlapping(self, arrays: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+        """The call where an input other than ``out`` itself may share ``out``'s memory: one that is
+        ``out`` element for element is read from ``out``; one overlapping it otherwise is copied."""
+        same = [a is out or (a.size != 1 and _same_elements(a, out)) for a in arrays]
+        operands = [out if s else a if a.size == 1 else _unaliased(a, out) for a, s in zip(arrays, same)]
+        key = tuple([None if a is out else a.shape for a in operands])
+        call = self._calls.get(key) or self._decide(operands, key, out)
+        _, kernel, passed, _ = call
+        kernel(*[operands[k] for k in passed], out)
+        return out
 
 
 def _broadcast_shape(shapes: list[tuple]) -> tuple:
@@ -291,45 +315,6 @@ def _broadcast_shape(shapes: list[tuple]) -> tuple:
     if all(s == big[0] for s in big):
         return big[0]
     return np.broadcast_shapes(*shapes)
-
-
-def _operands(arrays: Sequence[np.ndarray], kinds: tuple[str, ...], shape: tuple, out: np.ndarray, fresh: bool):
-    """(layout kinds, the array the kernel writes, its operands): the flat or the row loop where every
-    input has such a layout (``kinds``) and ``out`` is C-contiguous (see ``kernel_source``), else a loop
-    over broadcast views of ``shape``. A ``fresh`` ``out`` overlaps no input."""
-    # (a size-1 input's one element as ``a.flat[0]``: the same NumPy scalar as ``a.reshape(-1)[0]``, faster)
-    if not out.flags.c_contiguous or "b" in kinds:
-        kinds = tuple("s" if kind == "s" else "b" for kind in kinds)
-        target = out
-        operands = [a.flat[0] if kind == "s" else np.broadcast_to(a, shape) for a, kind in zip(arrays, kinds)]
-    elif "r" in kinds or "c" in kinds:
-        target = out  # 2-D: full inputs as they are, rows and columns as 1-D arrays
-        operands = [a if kind == "f" else a.flat[0] if kind == "s" else a.reshape(-1)
-                    for a, kind in zip(arrays, kinds)]
-    else:
-        target = out.reshape(-1)
-        operands = [a.flat[0] if kind == "s" else a.reshape(-1) for a, kind in zip(arrays, kinds)]
-    if fresh:
-        return kinds, target, operands
-    return _against_out(kinds, target, operands, [a is out for a in arrays])
-
-
-def _against_out(kinds: tuple[str, ...], target: np.ndarray, operands: list, given: list[bool]) -> tuple:
-    """(kinds, target, operands) for a given ``out``: an input that is ``out`` element for element is
-    read from ``out`` itself (kind "o", see ``kernel_source``); one overlapping it otherwise is copied.
-    ``given[k]``: input ``k`` is the very array given as ``out`` (as a plan writing over an input passes
-    it), known without comparing addresses. (One pass, each input's quick test made once: this runs at
-    every call of a kernel, and each Python-level test costs a fraction of a microsecond.)"""
-    if not any(given) and all(kind == "s" or _separate(a, target) for a, kind in zip(operands, kinds)):
-        return kinds, target, operands  # the common case: no input shares out's memory
-    new_kinds, kept = [], []
-    for a, kind, same in zip(operands, kinds, given):
-        if kind != "s" and kind != "b" and (same or _same_elements(a, target)):
-            new_kinds.append("o")
-            continue
-        new_kinds.append(kind)
-        kept.append(a if kind == "s" else _unaliased(a, target))
-    return tuple(new_kinds), target, kept
 
 
 def _same_elements(a: np.ndarray, out: np.ndarray) -> bool:
@@ -369,14 +354,14 @@ def _static_size(shape: tuple) -> int | None:
 
 def _outer_product(node: Tensor) -> bool:
     """A matmul of 2-D float operands of one dtype contracting a static axis of size 1 (a batch of one's
-    weight gradient ``x.T @ dz``), with a known result size large enough for a kernel."""
+    weight gradient ``x.T @ dz``), with a known result size."""
     if type(node.primitive) is not Matmul:
         return False
     a, b = node.inputs
     size = _static_size(node.shape)
     # both sizes of the contracted axis known (b's unknown could be anything the broadcast would accept)
     return (a.ndim == 2 and b.ndim == 2 and a.shape[1] == 1 and b.shape[0] == 1 and a.dtype == b.dtype
-            and a.dtype in _FLOATS and size is not None and size >= MIN_KERNEL_ELEMENTS)
+            and a.dtype in _FLOATS and size is not None)
 
 
 def _as_product(node: Tensor, inputs: list[Tensor]) -> Tensor:
@@ -468,21 +453,48 @@ def _rebuild(roots: list[Tensor], replace: Callable[[Tensor, list[Tensor]], Tens
 
 def _with_kernel(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
     op = node.primitive
-    if isinstance(op, Fused) and op.kernel is None and node.shape != () and _fused_compiles(node):
-        return Tensor(op.with_kernel(FusedKernel(op)), inputs, node.shape, node.dtype, name=node.name,
-                      site=node.site, is_gradient=node.is_gradient)
-    return None
+    if not (isinstance(op, Fused) and op.kernel is None and node.shape != () and _fused_compiles(node)):
+        return None
+    size = _static_size(node.shape)
+    if size is not None and size < MIN_KERNEL_ELEMENTS and len(op.steps) < MIN_SMALL_STEPS:
+        return None  # small and short: lowering expands it into its NumPy steps, which cost less
+    return Tensor(op.with_kernel(FusedKernel(op)), inputs, node.shape, node.dtype, name=node.name,
+                  site=node.site, is_gradient=node.is_gradient)
+
+
+def _is_zero(node: Tensor) -> bool:
+    return isinstance(node.primitive, Constant) and node.shape == () and bool(node.primitive.value == 0)
+
+
+def _relu_masks(roots: list[Tensor]) -> list[Tensor]:
+    """``roots`` with each ``x > 0`` of a float ``x`` that a ReLU reads computed as ``relu(x) > 0``: the
+    same mask for every ``x`` (NaN included), as the lowering rule ``relu_mask`` does for the NumPy
+    backend. Here it lets the pre-activation be read by the ReLU alone, so that ``relu(x @ W + b)``
+    is one kernel, and ReLU's gradient ``g * cast(relu(x) > 0)`` another."""
+    relu_of = {id(n.inputs[0]): n for n in toposort(roots) if type(n.primitive) is ew.Relu}
+
+    def replace(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
+        relu = relu_of.get(id(node.inputs[0])) if type(node.primitive) is ew.Greater else None
+        if relu is None or inputs[0] is not node.inputs[0] or relu.dtype.kind != "f" or not _is_zero(inputs[1]):
+            return None
+        if relu.shape != node.inputs[0].shape or relu.dtype != node.inputs[0].dtype:
+            return None
+        return Tensor(node.primitive, (relu, inputs[1]), node.shape, node.dtype, name=node.name, site=node.site,
+                      is_gradient=node.is_gradient)
+
+    return _rebuild(roots, replace)
 
 
 def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
     """``roots`` with each group of compilable nodes replaced by one ``fused`` node carrying its kernel.
 
-    Outer products that a kernel computes exactly (``_outer_product``) become element-wise steps first,
+    A ReLU's mask reads the ReLU (``_relu_masks``) and outer products that a kernel computes exactly
+    (``_outer_product``) become element-wise steps first,
     so that they join their consumers' kernel; a float32 ``dz @ W.T`` of few rows becomes a
     ``SwappedMatmul`` (``_swapped_product``). The plan compiler lowers a kernel-fused node as it
     lowers a ufunc, ``kernel(*arrays, out=buffer)`` (a ``Fused`` op's ``lowering()`` is its kernel),
     instead of expanding it into steps.
     """
     require_numba()
-    roots = _rebuild(list(roots), _product_form)
+    roots = _rebuild(_relu_masks(list(roots)), _product_form)
     return _rebuild(fuse_for_kernels(roots), _with_kernel)
