@@ -358,6 +358,27 @@ class SoftmaxMinusOneHot(Op):
         return mul(probs, sub(g, Sum((1,), True)(mul(g, probs)))), None
 
 
+def sparse_cross_entropy_and_gradient(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(SoftmaxCrossEntropy(-1, True).impl(logits, labels), SoftmaxMinusOneHot().impl(logits, labels))``
+    for 2-D logits and 1-D labels, bit for bit, computing what both share once: the label check, the
+    shifted logits, their exp and its row sums (the same NumPy calls on the same values; a sum with
+    ``keepdims`` adds in the same order). The loss's errors come first, as when it runs first."""
+    _check_labels(labels, logits.shape[1])
+    if labels.shape[0] != logits.shape[0]:  # broadcasting, or batches that differ: each impl its own way
+        return _sparse_cross_entropy(logits, labels), SoftmaxMinusOneHot().impl(logits, labels)
+    probs = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
+    rows = np.arange(probs.shape[0])
+    picked = probs[rows, labels]
+    np.exp(probs, out=probs)
+    total = np.add.reduce(probs, axis=1, keepdims=True)
+    loss = np.log(total.reshape(-1))
+    loss -= picked
+    probs /= total
+    if rows.size:  # (labels checked: all in range)
+        probs[rows, labels] -= 1
+    return loss, probs
+
+
 # ---- normalization ------------------------------------------------------------------------------
 
 def _check_eps(op: str, eps) -> float:
