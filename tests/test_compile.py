@@ -21,6 +21,7 @@ import pytest
 
 import graphc as gc
 from graphc.compile import build_plan
+from graphc.compile.lowering import LossAndGradient
 from graphc.function import Executable
 from tests.threads import run_concurrently
 
@@ -545,7 +546,9 @@ def test_cross_entropy_lowerings_are_exact(rng):
     plan = build_plan([loss, direct * 2.0], [z, labels])
     ops = [n.op for n in plan.steps]
     assert "one_hot" not in ops and "softmax" not in ops, plan.explain()
-    assert "softmax_minus_one_hot" in ops and "[rule softmax_minus_one_hot]" in plan.explain(), plan.explain()
+    # the loss and the gradient of the same logits and labels: one step computes both
+    assert [type(n.primitive) for n in plan.steps].count(LossAndGradient) == 1, plan.explain()
+    assert "[rule softmax_minus_one_hot]" in plan.explain(), plan.explain()
     slow = build_plan([loss, direct * 2.0], [z, labels], **ALL_OFF)
     values = rng.standard_normal((6, 4)) * 30
     for ids in (rng.integers(0, 4, 6), np.array([0, 3, 3, 1, 2, 0])):
@@ -555,6 +558,62 @@ def test_cross_entropy_lowerings_are_exact(rng):
     ids = np.array([-1, 4, 2, 0, 7, 3])
     np.testing.assert_array_equal(run_plan(odd, [values, ids])[0],
                                   run_plan(build_plan([direct], [z, labels], **ALL_OFF), [values, ids])[0])
+
+
+def _outcome(plan, feeds):
+    """The plan's results (a list), or its error's type and message (a tuple)."""
+    try:
+        return list(run_plan(plan, feeds))
+    except gc.ExecutionError as exc:
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_loss_and_gradient_in_one_step_is_bit_identical_with_the_same_errors(rng, dtype):
+    z = gc.placeholder("z", (None, 5), dtype)
+    labels = gc.placeholder("labels", (None,), "int64")
+    loss = gc.mean(gc.softmax_cross_entropy(z, labels))
+    (grad,) = gc.grad(loss, [z])
+    fast, slow = build_plan([loss, grad], [z, labels]), build_plan([loss, grad], [z, labels], **ALL_OFF)
+    assert [type(n.primitive) for n in fast.steps].count(LossAndGradient) == 1, fast.explain()
+    odd = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1.7e308, -1.7e308, 5e-324, 3e38, -1e4])
+    with np.errstate(over="ignore"):
+        wild = rng.choice(odd, (9, 5)).astype(dtype)
+    cases = [(rng.standard_normal((b, 5)).astype(dtype) * 40, rng.integers(0, 5, b)) for b in (1, 7, 32)]
+    cases += [(wild, rng.integers(0, 5, 9)), (np.zeros((0, 5), dtype), np.zeros(0, "int64")),
+              (np.zeros((3, 5), dtype), np.array([0, 5, 1])), (np.zeros((3, 5), dtype), np.array([0, -1, 1])),
+              (np.zeros((3, 5), dtype), np.array([0, 1])), (np.ones((1, 5), dtype), np.array([0, 4, 2])),
+              (np.ones((3, 5), dtype), np.array([2]))]  # bad labels, batches that differ, broadcasting
+    for feeds in cases:
+        with np.errstate(all="ignore"):
+            got, want = _outcome(fast, feeds), _outcome(slow, feeds)
+        if isinstance(want, tuple):  # the same error, naming the loss node and its line
+            assert got == want
+        else:
+            for a, b in zip(got, want):
+                assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def test_softmax_minus_one_hot_broadcasts_one_row_as_the_subtraction_does(rng):
+    z = gc.placeholder("z", (None, 4))
+    labels = gc.placeholder("labels", (None,), "int64")
+    direct = gc.softmax(z) - gc.one_hot(labels, 4)
+    plan = build_plan([direct], [z, labels])
+    assert "softmax_minus_one_hot" in [n.op for n in plan.steps], plan.explain()
+    slow = build_plan([direct], [z, labels], **ALL_OFF)
+    for feeds in ((rng.standard_normal((1, 4)), np.array([0, 3, 3, 7])), (rng.standard_normal((3, 4)), np.array([2]))):
+        got, want = run_plan(plan, feeds)[0], run_plan(slow, feeds)[0]
+        assert got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def test_a_gradient_before_its_loss_keeps_its_own_step(rng):
+    z = gc.placeholder("z", (6, 4))
+    labels = gc.placeholder("labels", (6,), "int64")
+    direct = gc.softmax(z) - gc.one_hot(labels, 4)
+    loss = gc.softmax_cross_entropy(z, labels)
+    plan = build_plan([direct * 2.0, loss], [z, labels])  # the gradient runs first: its errors would come first
+    assert LossAndGradient not in [type(n.primitive) for n in plan.steps], plan.explain()
+    assert "softmax_minus_one_hot" in [n.op for n in plan.steps], plan.explain()
 
 
 # ---- differential: random graphs, every executor optimization on vs all off ------------------------

@@ -22,6 +22,7 @@ import numpy as np
 
 from graphc.errors import ExecutionError
 from graphc.numerics import instrument
+from graphc.op import Output
 from graphc.ops import elementwise as ew
 from graphc.ops import linalg, reduce
 from graphc.ops import shape as shape_ops
@@ -404,7 +405,8 @@ def _direct_call(index, node, inputs, args, namespace) -> str | None:
     the count (``np.mean``'s arithmetic, as the static lowering above); ``reduced_count`` the count
     as a 0-d array of the node's dtype; ``expand_dims`` an index with ``None`` at the new axes (the
     same view ``np.expand_dims`` makes); ``broadcast_like`` ``np.broadcast_to`` to the reference's
-    shape; ``sum_to`` to a reference of the same shape is the input itself, as in ``sum_to_shape``.
+    shape; ``sum_to`` to a reference of the same shape is the input itself, as in ``sum_to_shape``; ``output``
+    its entry of the tuple.
     """
     if not inputs:
         return None
@@ -427,12 +429,14 @@ def _direct_count(index, node, inputs, args, namespace) -> str | None:
 
 
 def _direct_view(index, node, inputs, args, namespace) -> str | None:
-    """``expand_dims``, ``broadcast_like`` and a same-shape ``sum_to`` as views (see ``_direct_call``)."""
+    """``expand_dims``, ``broadcast_like``, a same-shape ``sum_to`` and ``output`` as views (see ``_direct_call``)."""
     op, cls, source = node.primitive, type(node.primitive), inputs[0].shape
     if (cls is shape_ops.ExpandDims and len(args) == 1 and op.axes and node.ndim == len(source) + len(op.axes)
             and all(0 <= a < node.ndim for a in op.axes)):
         index_text = ", ".join("None" if axis in op.axes else ":" for axis in range(node.ndim))
         return f"{args[0]}[{index_text},]"
+    if cls is Output and len(args) == 1:  # one entry of its producer's tuple
+        return f"{args[0]}[{op.index}]"
     if cls is shape_ops.BroadcastLike and len(args) in (1, 2):
         namespace[f"f{index}"] = np.broadcast_to
         target = f"{args[1]}.shape" if len(args) == 2 else repr(tuple(op.shape))

@@ -18,7 +18,7 @@ import numpy as np
 
 from graphc.errors import FeedError
 from graphc.leaves import Constant, Placeholder, VariableLeaf
-from graphc.op import Op
+from graphc.op import Op, Output
 from graphc.ops import elementwise as ew
 from graphc.ops import nn, reduce
 from graphc.ops import shape as shape_ops
@@ -361,11 +361,56 @@ def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
         return
     made = Tensor(nn.SoftmaxMinusOneHot(), list(found), node.shape, node.dtype, name=node.name, site=node.site,
                   is_gradient=node.is_gradient)
+    rw.dropped.update((id(node), id(probs), id(target)))
+    loss = _loss_before(node, found, rw)
+    if loss is not None:  # the loss of the same logits and labels runs first: one step computes both
+        both = Tensor(LossAndGradient(), list(found), (), np.dtype("V1"), name=loss.name, site=loss.site,
+                      is_gradient=loss.is_gradient)
+        rw.deps[both] = list(found)
+        rw.inserted.setdefault(id(loss), []).append(both)
+        rw.fire(both)
+        for index, (old, step) in enumerate(((loss, loss), (node, made))):
+            made = Tensor(Output(index), [both], step.shape, step.dtype, name=step.name, site=step.site,
+                          is_gradient=step.is_gradient)
+            rw.deps[made] = [both]
+            rw.inserted.setdefault(id(old), []).append(made)
+            rw.replaced[id(old)] = made
+        rw.dropped.add(id(loss))
+        return
     rw.deps[made] = list(found)
     rw.inserted.setdefault(id(node), []).append(made)
     rw.replaced[id(node)] = made
-    rw.dropped.update((id(node), id(probs), id(target)))
     rw.fire(made)
+
+
+def _loss_before(node: Tensor, operands: tuple, rw: Rewrites) -> Tensor | None:
+    """The step ``softmax_cross_entropy(logits, labels)`` (integer labels, the last axis) of the same
+    ``operands`` as the gradient ``node``, running before it; else None."""
+    logits, labels = operands
+    position = rw.position[id(node)]
+    for user in rw.users(logits):
+        op = user.primitive
+        if (type(op) is nn.SoftmaxCrossEntropy and op.sparse and op.axis in (1, -1) and id(user) not in rw.dropped
+                and rw.deps[user][0] is logits and rw.deps[user][1] is labels and user.dtype == logits.dtype
+                and rw.position.get(id(user), position) < position):
+            return user
+    return None
+
+
+@dataclass(frozen=True)
+class LossAndGradient:
+    """A step of the compiler's own (not an Op of graphs): the sparse cross-entropy's loss and its gradient
+    ``softmax - one_hot`` from one pass (``nn.sparse_cross_entropy_and_gradient``), read through ``Output``
+    projections. It stands where the loss ran and reports itself as the loss (``Tensor.op``, errors)."""
+
+    name = "softmax_cross_entropy"
+    view = False
+    multi_output = True
+    projection = False
+    labelled = False
+
+    def impl(self, logits, labels):
+        return nn.sparse_cross_entropy_and_gradient(logits, labels)
 
 
 @lowering_rule(reduce.Sum)

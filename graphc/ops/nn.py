@@ -12,7 +12,7 @@ from graphc.errors import DTypeError, ShapeError
 from graphc.op import Op, apply, as_tensor, op_dataclass
 from graphc.ops.elementwise import cast, exp, mul, neg, sigmoid, sub
 from graphc.ops.reduce import Sum
-from graphc.ops.shape import composite, expand_dims, one_hot, transpose
+from graphc.ops.shape import OneHot, composite, expand_dims, one_hot, transpose
 from graphc.tensor import Tensor
 from graphc.types import broadcast_shapes, float_dtype, format_shape, normalize_axis
 
@@ -346,6 +346,8 @@ class SoftmaxMinusOneHot(Op):
         np.exp(probs, out=probs)
         probs /= np.add.reduce(probs, axis=1, keepdims=True)
         rows, depth = probs.shape
+        if labels.shape[0] != rows:  # one row against many labels (or the reverse): the subtraction broadcasts
+            return np.subtract(probs, OneHot(depth, probs.dtype).impl(labels))
         if rows and _out_of_range(labels, depth):
             valid = (labels >= 0) & (labels < depth)  # one_hot gives a zero row elsewhere
             probs[np.arange(rows)[valid], labels[valid]] -= 1
