@@ -23,6 +23,7 @@ import graphc as gc
 from graphc.compile import build_plan
 from graphc.compile.lowering import LossAndGradient
 from graphc.function import Executable
+from graphc.numerics import NumericsError
 from tests.threads import run_concurrently
 
 HERE = __file__
@@ -604,6 +605,18 @@ def test_softmax_minus_one_hot_broadcasts_one_row_as_the_subtraction_does(rng):
     for feeds in ((rng.standard_normal((1, 4)), np.array([0, 3, 3, 7])), (rng.standard_normal((3, 4)), np.array([2]))):
         got, want = run_plan(plan, feeds)[0], run_plan(slow, feeds)[0]
         assert got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def test_a_checked_plan_keeps_the_loss_and_its_gradient_apart():
+    z = gc.placeholder("z", (None, 3))
+    labels = gc.placeholder("labels", (None,), "int64")
+    loss = gc.mean(gc.softmax_cross_entropy(z * 1.0, labels))
+    (grad,) = gc.grad(loss, [z])
+    fn = gc.function([z, labels], [loss, grad], check_numerics=True)
+    assert LossAndGradient not in [type(n.primitive) for n in fn.plan.steps]
+    # logits whose spread overflows: the loss is +inf from finite inputs, which the loss's own check names
+    with np.errstate(all="ignore"), pytest.raises(NumericsError, match="op .softmax_cross_entropy."):
+        fn(np.array([[1.7e308, -1.7e308, 0.0]]), np.array([1]))
 
 
 def test_a_gradient_before_its_loss_keeps_its_own_step(rng):

@@ -24,7 +24,7 @@ from graphc.ops import nn, reduce
 from graphc.ops import shape as shape_ops
 from graphc.tensor import Tensor, toposort
 
-from .plan import Deps, Program
+from .plan import Deps, Options, Program
 from .steps import kernel, static
 
 
@@ -41,7 +41,7 @@ def lower(program: Program) -> Program:
     # replace entries, never mutate them
     deps = Deps() if not alias else Deps({n: [alias.get(id(p), p) for p in n.inputs] for n in steps})
     if program.options.peepholes:
-        rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired)
+        rewrites = apply_rules(steps, deps, root_ids, program.special, program.fired, program.options)
         inserted, replaced, dropped = rewrites.inserted, rewrites.replaced, rewrites.dropped
         if inserted or dropped:
             steps = [n for node in steps for n in (*inserted.get(id(node), ()), node) if id(n) not in dropped]
@@ -170,6 +170,8 @@ class Rewrites:
     dropped: set[int] = field(default_factory=set)
     #: the name of the rule running
     rule: str = ""
+    #: ``build_plan``'s switches
+    options: Options = field(default_factory=Options)
 
     @cached_property
     def position(self) -> dict[int, int]:
@@ -203,13 +205,13 @@ class Rewrites:
 
 
 def apply_rules(steps: list[Tensor], deps: dict[Tensor, list[Tensor]], roots: set[int],
-                special: dict[int, Callable], fired: dict[int, str]) -> Rewrites:
-    """Run every registered rule over the steps of its op class (see ``RULES``)."""
+                special: dict[int, Callable], fired: dict[int, str], options: Options | None = None) -> Rewrites:
+    """Run every registered rule over the steps of its op class (see ``RULES``) for a plan of ``options``."""
     by_class: dict[type, list[Tensor]] = {}
     for node in steps:
         if type(node.primitive) in RULES:
             by_class.setdefault(type(node.primitive), []).append(node)
-    rewrites = Rewrites(deps, roots, steps, special, fired)
+    rewrites = Rewrites(deps, roots, steps, special, fired, options=options or Options())
     for op_class, rules in RULES.items():
         for rule in rules:
             rewrites.rule = rule.__name__
@@ -362,7 +364,8 @@ def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
     made = Tensor(nn.SoftmaxMinusOneHot(), list(found), node.shape, node.dtype, name=node.name, site=node.site,
                   is_gradient=node.is_gradient)
     rw.dropped.update((id(node), id(probs), id(target)))
-    loss = _loss_before(node, found, rw)
+    # (a checked plan checks each op's own value: ``numerics.instrument`` skips a step of several values)
+    loss = None if rw.options.check_numerics else _loss_before(node, found, rw)
     if loss is not None:  # the loss of the same logits and labels runs first: one step computes both
         both = Tensor(LossAndGradient(), list(found), (), np.dtype("V1"), name=loss.name, site=loss.site,
                       is_gradient=loss.is_gradient)
