@@ -459,3 +459,21 @@ def test_the_swapped_product_only_where_it_measured_faster(numba, batch, dtype, 
     """float32 only, from 2 to 64 rows of ``dz``, ``W`` at least 256 x 256 (see ``_swapped_product``)."""
     inputs, y = _input_gradient(batch, dtype, contracted)
     assert "matmul_swapped" not in [s.op for s in gc.function(inputs, y, backend="numba").plan.steps]
+
+
+def test_an_output_view_after_a_small_call_of_unknown_size(numba):
+    """A call of unknown size decided small where ``out`` is an input (its key holds None, not ``out``'s
+    size), then a large call where an input is another view of ``out``: the values, not a crash."""
+    from graphc.compile.numba_kernels import kernel_graph
+
+    x, row = gc.placeholder("x", (None, 100)), gc.placeholder("r", (100,))
+    (node,) = kernel_graph([x * row + 1.0])  # two steps: a small call runs them with NumPy
+    kernel = node.primitive.kernel
+    rng = np.random.default_rng(22)
+    rs = rng.normal(size=100)
+    for rows, view in ((10, False), (1000, True)):
+        xs = rng.normal(size=(rows, 100))
+        want = xs * rs + 1.0
+        operands = [(xs[:] if view else xs) if t is x else rs if t is row else t.primitive.value
+                    for t in node.inputs]
+        assert_identical(kernel(*operands, out=xs), want)
