@@ -477,3 +477,19 @@ def test_an_output_view_after_a_small_call_of_unknown_size(numba):
         operands = [(xs[:] if view else xs) if t is x else rs if t is row else t.primitive.value
                     for t in node.inputs]
         assert_identical(kernel(*operands, out=xs), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [8, 200])
+def test_a_fortran_feed_gives_numpys_layout_to_reductions_and_matmuls(numba, dtype, rows):
+    """NumPy's ufuncs give a Fortran-ordered feed's result Fortran order, and a reduction or a matmul of
+    it sums in that order: a kernel's fresh result must have the same layout (here its NumPy steps)."""
+    x, w = gc.placeholder("x", (rows, 64), dtype=dtype), gc.placeholder("w", (64, 10), dtype=dtype)
+    chain = (x * 2.0 + 1.0) * x  # (three steps: a kernel at any size)
+    outputs = [gc.sum(chain, axis=0), gc.sum(chain, axis=1), chain @ w]
+    fn, reference = gc.function([x, w], outputs, backend="numba"), gc.function([x, w], outputs)
+    assert kernel_steps(fn)
+    rng = np.random.default_rng(23)
+    xs, ws = np.asfortranarray(rng.normal(size=(rows, 64)).astype(dtype)), rng.normal(size=(64, 10)).astype(dtype)
+    for got, want in zip(fn(xs, ws), reference(xs, ws)):
+        assert_identical(got, want)
