@@ -273,10 +273,11 @@ class FusedKernel:
             out[...] = result
             return out
         if out is None:
-            if len(shape) > 1 and not all([arrays[k].flags.c_contiguous for k in checked]):
-                # NumPy's steps, for NumPy's layout of the result (its ufuncs follow an input's order:
-                # Fortran for a Fortran feed): a matmul or a reduction of it sums in that layout's order
-                return self.op.impl(*arrays)
+            for k in checked if len(shape) > 1 else ():  # (a loop: a comprehension costs 0.2 us more)
+                if not arrays[k].flags.c_contiguous:
+                    # NumPy's steps, for NumPy's layout of the result (its ufuncs follow an input's order:
+                    # Fortran for a Fortran feed): a matmul or a reduction of it sums in that order
+                    return self.op.impl(*arrays)
             out = np.empty(shape, self.op.dtypes[-1])
         elif not all([_separate(arrays[k], out) for k in checked]):
             return self._overlapping(arrays, out)
