@@ -40,8 +40,12 @@ def collector_paused() -> Iterator[None]:
     At that end everything tracked moves to the oldest generation unscanned (``gc.freeze()`` then
     ``gc.unfreeze()``), where a collection would move the pass's long-lived objects: else the next
     allocation scans them all as young (0.26 s of compiling 30,000 blocks). Not when the program has
-    frozen objects itself (unfreezing would undo that)."""
+    frozen objects itself (unfreezing would undo that). The young generations are collected at the
+    start (a few thousand objects at most), so that the move takes none of the program's own garbage
+    cycles along: there they would wait for a full collection, holding their memory."""
     collecting = gc.isenabled()
+    if collecting and not gc.get_freeze_count():
+        gc.collect(1)
     gc.disable()
     try:
         yield

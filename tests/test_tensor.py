@@ -298,3 +298,25 @@ def test_collector_paused_leaves_frozen_objects_frozen():
         assert not any(o is made for o in collector.get_objects(generation=2))
     finally:
         collector.unfreeze()
+
+
+def test_collector_paused_leaves_the_programs_young_garbage_to_the_young_collections():
+    # the move to the oldest generation must not take the program's own garbage cycles along (they
+    # would wait for a full collection, holding their memory): they are collected before the pass
+    import gc as collector
+    import weakref
+
+    from graphc.tensor import collector_paused
+
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.itself = cycle
+    alive = weakref.ref(cycle)
+    del cycle
+    with collector_paused():
+        made = [[k] for k in range(2000)]
+    collector.collect(1)  # the young generations only
+    assert alive() is None
+    assert any(o is made for o in collector.get_objects(generation=2))

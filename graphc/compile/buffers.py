@@ -56,7 +56,10 @@ def assign_buffers(program: Program) -> Program:
         index = last_use[value]
         taken = taken_at[value]
         after = taken if taken > index else index  # (held for reuse)
-        frees[after] = [*frees[after], value]
+        if frees[after]:
+            frees[after].append(value)
+        else:
+            frees[after] = [value]  # (a list only where one is needed; appended to: one step may free many)
     program.values, program.number, program.parents = values, number, parents
     program.kinds, program.frees, program.target, program.taken_at = kinds, frees, target, taken_at
     return program
@@ -120,7 +123,10 @@ def _buffer_lifetimes(n, parents, returned, last_use, storage, layouts, views, k
     for buffer in range(n):  # (in step order: the order the pool takes dead buffers in)
         end = buffer_end[buffer]
         if owned[buffer] and end < never:
-            ends_at[end] = [*ends_at[end], buffer]
+            if ends_at[end]:
+                ends_at[end].append(buffer)
+            else:
+                ends_at[end] = [buffer]
     return owned, buffer_end, ends_at
 
 

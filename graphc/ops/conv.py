@@ -151,8 +151,10 @@ def _columns(xp: np.ndarray, kernel, stride, dilation, out_hw, groups: int, kept
     cols_shape = (n, groups, shape[2] * shape[3] * shape[4]) + shape[5:]
     if kept is None or math.prod(cols_shape) * xp.dtype.itemsize < KEEP_MIN_BYTES:
         # fresh memory: NumPy's own copy, measured 3-4 % faster in a compiled step than np.empty + np.copyto
-        # (bench/conv.py's 3x3 16->32 28x28 layer: 0.88 against 0.91 ms; the same copy, the same values)
-        return np.ascontiguousarray(view).reshape(cols_shape)
+        # (bench/conv.py's 3x3 16->32 28x28 layer: 0.88 against 0.91 ms; the same copy, the same values).
+        # Always a copy: a 1x1 window's view is C-contiguous already (np.ascontiguousarray would return it),
+        # and the plan may write into the input's buffer while the columns are still read
+        return view.copy().reshape(cols_shape)
     cols = kept_buffer(kept, "columns", cols_shape, xp.dtype)
     np.copyto(cols.reshape(shape), view)
     return cols

@@ -439,3 +439,18 @@ def test_input_gradient_of_unit_strides_and_same_width_adds_by_runs(monkeypatch,
     padded = np.empty((3, 2, 6 + top + bottom, 5 + left + right))
     expected = ref_conv2d_input_grad(padded, feeds[1], feeds[2], stride)[:, :, top:top + 6, left:left + 5]
     assert ours.tobytes() == np.ascontiguousarray(expected).tobytes()
+
+
+def test_the_columns_of_a_1x1_window_are_a_copy_not_a_view_of_the_input():
+    # a 1x1 kernel of unit stride: the windows' view is C-contiguous already, and the plan reuses the
+    # input's buffer (dead after the copy) while the weight gradient still reads the columns
+    rng = np.random.default_rng(40)
+    x, w = gc.placeholder("x", (2, 4, 5, 5)), gc.placeholder("w", (4, 4, 1, 1))
+    loss = gc.sum(gc.square(gc.conv2d(gc.relu(x) + 1.0, w) * 3.0 + 1.0))
+    (gw,) = gc.grad(loss, [w])
+    fn = gc.function([x, w], gw)
+    assert "conv2d_columns" in [s.op for s in fn.plan.steps]
+    xs, ws = rng.normal(size=(2, 4, 5, 5)), rng.normal(size=(4, 4, 1, 1))
+    np.testing.assert_array_equal(fn(xs, ws), gc.function([x, w], gw, optimize=False)(xs, ws))
+    columns = Conv2dColumns().impl(xs, ws)
+    assert not np.shares_memory(columns, xs) and columns.flags.writeable
