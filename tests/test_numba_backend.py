@@ -315,11 +315,11 @@ def test_relu_layer_and_its_mask_are_kernels(numba, dtype, batch):
 
 def test_relu_of_minus_zero_and_nan_as_numpy(numba):
     x = gc.placeholder("x", (N,))
-    y = gc.relu(x * 1.0 + 0.0) * 2.0
+    y = gc.relu(-x) * 2.0  # (-x: a -0.0 reaches the ReLU, which x * 1.0 + 0.0 would make +0.0)
     fn = gc.function([x], y, backend="numba")
     assert kernel_steps(fn)
     xs = _special(N, np.float64, 34)
-    xs[:4] = [-0.0, np.nan, -np.nan, -np.inf]
+    xs[:4] = [0.0, np.nan, -np.nan, np.inf]
     with np.errstate(all="ignore"):
         assert_identical(fn(xs), gc.function([x], y)(xs))
 
@@ -459,3 +459,37 @@ def test_the_swapped_product_only_where_it_measured_faster(numba, batch, dtype, 
     """float32 only, from 2 to 64 rows of ``dz``, ``W`` at least 256 x 256 (see ``_swapped_product``)."""
     inputs, y = _input_gradient(batch, dtype, contracted)
     assert "matmul_swapped" not in [s.op for s in gc.function(inputs, y, backend="numba").plan.steps]
+
+
+def test_an_output_view_after_a_small_call_of_unknown_size(numba):
+    """A call of unknown size decided small where ``out`` is an input (its key holds None, not ``out``'s
+    size), then a large call where an input is another view of ``out``: the values, not a crash."""
+    from graphc.compile.numba_kernels import kernel_graph
+
+    x, row = gc.placeholder("x", (None, 100)), gc.placeholder("r", (100,))
+    (node,) = kernel_graph([x * row + 1.0])  # two steps: a small call runs them with NumPy
+    kernel = node.primitive.kernel
+    rng = np.random.default_rng(22)
+    rs = rng.normal(size=100)
+    for rows, view in ((10, False), (1000, True)):
+        xs = rng.normal(size=(rows, 100))
+        want = xs * rs + 1.0
+        operands = [(xs[:] if view else xs) if t is x else rs if t is row else t.primitive.value
+                    for t in node.inputs]
+        assert_identical(kernel(*operands, out=xs), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [8, 200])
+def test_a_fortran_feed_gives_numpys_layout_to_reductions_and_matmuls(numba, dtype, rows):
+    """NumPy's ufuncs give a Fortran-ordered feed's result Fortran order, and a reduction or a matmul of
+    it sums in that order: a kernel's fresh result must have the same layout (here its NumPy steps)."""
+    x, w = gc.placeholder("x", (rows, 64), dtype=dtype), gc.placeholder("w", (64, 10), dtype=dtype)
+    chain = (x * 2.0 + 1.0) * x  # (three steps: a kernel at any size)
+    outputs = [gc.sum(chain, axis=0), gc.sum(chain, axis=1), chain @ w]
+    fn, reference = gc.function([x, w], outputs, backend="numba"), gc.function([x, w], outputs)
+    assert kernel_steps(fn)
+    rng = np.random.default_rng(23)
+    xs, ws = np.asfortranarray(rng.normal(size=(rows, 64)).astype(dtype)), rng.normal(size=(64, 10)).astype(dtype)
+    for got, want in zip(fn(xs, ws), reference(xs, ws)):
+        assert_identical(got, want)
