@@ -361,25 +361,27 @@ def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
     found = _cross_entropy_operands(probs, target, node, rw)
     if found is None:
         return
-    made = Tensor(nn.SoftmaxMinusOneHot(), list(found), node.shape, node.dtype, name=node.name, site=node.site,
-                  is_gradient=node.is_gradient)
     rw.dropped.update((id(node), id(probs), id(target)))
     # (a checked plan checks each op's own value: ``numerics.instrument`` skips a step of several values)
     loss = None if rw.options.check_numerics else _loss_before(node, found, rw)
-    if loss is not None:  # the loss of the same logits and labels runs first: one step computes both
+    if loss is not None:
+        # softmax_cross_entropy(z, labels) ... softmax(z) - one_hot(labels) -> one LossAndGradient(z, labels)
+        # step where the loss ran, read through Output(0) and Output(1): the same arithmetic, done once
         both = Tensor(LossAndGradient(), list(found), (), np.dtype("V1"), name=loss.name, site=loss.site,
                       is_gradient=loss.is_gradient)
         rw.deps[both] = list(found)
         rw.inserted.setdefault(id(loss), []).append(both)
         rw.fire(both)
-        for index, (old, step) in enumerate(((loss, loss), (node, made))):
-            made = Tensor(Output(index), [both], step.shape, step.dtype, name=step.name, site=step.site,
-                          is_gradient=step.is_gradient)
-            rw.deps[made] = [both]
-            rw.inserted.setdefault(id(old), []).append(made)
-            rw.replaced[id(old)] = made
+        for index, old in enumerate((loss, node)):
+            projection = Tensor(Output(index), [both], old.shape, old.dtype, name=old.name, site=old.site,
+                                is_gradient=old.is_gradient)
+            rw.deps[projection] = [both]
+            rw.inserted.setdefault(id(old), []).append(projection)
+            rw.replaced[id(old)] = projection
         rw.dropped.add(id(loss))
         return
+    made = Tensor(nn.SoftmaxMinusOneHot(), list(found), node.shape, node.dtype, name=node.name, site=node.site,
+                  is_gradient=node.is_gradient)
     rw.deps[made] = list(found)
     rw.inserted.setdefault(id(node), []).append(made)
     rw.replaced[id(node)] = made
