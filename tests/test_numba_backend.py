@@ -14,6 +14,8 @@ import pytest
 
 import graphc as gc
 
+from .ops.util import with_specials
+
 N = 40_000  # above MIN_KERNEL_ELEMENTS: the kernels run
 
 
@@ -282,7 +284,7 @@ def test_statically_small_long_chains_run_their_kernel(numba, dtype):
     y = w - 0.01 * (x * 0.5 + 1e-4 * w)
     fn = gc.function([x, w], y, backend="numba")
     (kernel,) = kernel_steps(fn)
-    xs, ws = _special(250, dtype, 30).reshape(10, 25), _with_specials((25,), dtype, 31)
+    xs, ws = _special(250, dtype, 30).reshape(10, 25), with_specials((25,), dtype, 31)
     with np.errstate(all="ignore"):
         assert_identical(fn(xs, ws), gc.function([x, w], y)(xs, ws), any_nan_sign=True)
     assert any(compiled is not None for _, compiled, _, _ in kernel.primitive.kernel._calls.values())
@@ -305,7 +307,7 @@ def test_relu_layer_and_its_mask_are_kernels(numba, dtype, batch):
         assert ["add", "relu"] in names and "relu" not in [s.op for s in fn.plan.steps]
     rng = np.random.default_rng(32)
     xs, ws = rng.normal(size=(batch, 300)).astype(dtype), rng.normal(size=(300, 256)).astype(dtype)
-    bs = _with_specials((256,), dtype, 33)
+    bs = with_specials((256,), dtype, 33)
     bs[:6] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0]
     xs[:, :] = 0.0  # the pre-activation is b itself: every special reaches the ReLU and the mask
     with np.errstate(all="ignore"):
@@ -384,16 +386,6 @@ def test_a_contraction_of_unknown_size_stays_a_matmul(numba):
     rng = np.random.default_rng(19)
     with pytest.raises(Exception, match="matmul"):
         fn(rng.normal(size=(300, 1)), rng.normal(size=(300, 200)), rng.normal(size=(300, 200)))
-
-
-def _with_specials(shape, dtype, seed: int) -> np.ndarray:
-    """Normal values with zeros of both signs, infinities and NaNs of both signs sprinkled in."""
-    rng = np.random.default_rng(seed)
-    values = rng.normal(size=shape).astype(dtype)
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e30, -1e-30], dtype)
-    mask = rng.random(shape) < rng.choice([0.0, 0.002, 0.05])
-    values[mask] = rng.choice(specials, int(mask.sum()))
-    return values
 
 
 def test_an_output_view_after_a_small_call_of_unknown_size(numba):

@@ -22,6 +22,7 @@ from .util import (
     numeric_gradient,
     run,
     table_tests,
+    with_specials,
 )
 
 FLOATS = [np.float64, np.float32]
@@ -357,16 +358,6 @@ def test_compiled_contraction_one_against_an_unknown_size_still_checks_it():
         fn(a, rng.standard_normal((7, 5)))
 
 
-def _with_specials(shape, dtype, seed: int) -> np.ndarray:
-    """Normal values with zeros of both signs, infinities and NaNs of both signs sprinkled in."""
-    rng = np.random.default_rng(seed)
-    values = rng.normal(size=shape).astype(dtype)
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e30, -1e-30], dtype)
-    mask = rng.random(shape) < rng.choice([0.0, 0.002, 0.05])
-    values[mask] = rng.choice(specials, int(mask.sum()))
-    return values
-
-
 def _input_gradient(batch: int, dtype, rows: int = 256, contracted: int = 256):
     """``relu(dz) @ W.T`` for a ``W`` of ``rows`` rows: a layer's input gradient."""
     dz = gc.placeholder("dz", (batch, contracted), dtype=dtype)
@@ -396,8 +387,8 @@ def test_a_float32_input_gradient_is_computed_swapped_with_matmuls_bits(batch, r
     fn = gc.function(inputs, y)
     assert _computes_swapped(fn)
     for seed in range(30):
-        dzs = _with_specials((batch, contracted), np.float32, 2 * seed)
-        ws = _with_specials((rows, contracted), np.float32, 2 * seed + 1)
+        dzs = with_specials((batch, contracted), np.float32, 2 * seed)
+        ws = with_specials((rows, contracted), np.float32, 2 * seed + 1)
         if seed % 4 == 0:
             dzs[:] = np.where(dzs > 0, -0.0, 0.0)  # only zeros of both signs: every sum is a zero
         with np.errstate(all="ignore"):
@@ -421,8 +412,8 @@ def test_the_swapped_product_computes_other_layouts_as_matmul():
     inputs, y = _input_gradient(32, np.float32)
     fn = gc.function(inputs, y)
     for seed in range(10):
-        dzs = np.asfortranarray(_with_specials((32, 256), np.float32, 100 + seed))
-        ws = _with_specials((256, 256), np.float32, 200 + seed)
+        dzs = np.asfortranarray(with_specials((32, 256), np.float32, 100 + seed))
+        ws = with_specials((256, 256), np.float32, 200 + seed)
         with np.errstate(all="ignore"):
             want = np.matmul(np.maximum(dzs, 0), ws.T)
             np.testing.assert_array_equal(fn(dzs, ws).view(np.uint32), want.view(np.uint32))
