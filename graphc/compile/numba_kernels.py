@@ -289,7 +289,7 @@ class FusedKernel:
         """This call at inputs of the static ``shapes`` (``outs``: which inputs are the very array given as
         ``out``; ``given_out``: whether ``out`` is given), as code generation knows them: a function of
         the same arguments doing what ``__call__`` decides for them without deciding it again per call
-        (the shapes' key, its lookup, the list of the inputs passed: about 0.6 us a call). It checks
+        (the shapes' key, its lookup, the list of the inputs passed: 1.2-1.5 of a 2.4-3.4 us call, measured). It checks
         what only the arrays tell (layouts, memory shared with ``out``) and hands anything else to
         ``__call__``. ``self`` where a size is unknown or the call runs NumPy's steps."""
         if any(None in shape for shape in shapes):
