@@ -24,6 +24,7 @@ from graphc.ops import nn, reduce
 from graphc.ops import shape as shape_ops
 from graphc.tensor import Tensor, toposort
 
+from . import numba_loss
 from .plan import Deps, Options, Program
 from .steps import kernel, static
 
@@ -367,8 +368,8 @@ def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
     if loss is not None:
         # softmax_cross_entropy(z, labels) ... softmax(z) - one_hot(labels) -> one LossAndGradient(z, labels)
         # step where the loss ran, read through Output(0) and Output(1): the same arithmetic, done once
-        both = Tensor(LossAndGradient(), list(found), (), np.dtype("V1"), name=loss.name, site=loss.site,
-                      is_gradient=loss.is_gradient)
+        both = Tensor(LossAndGradient(LOSS_AND_GRADIENT[rw.options.backend]), list(found), (), np.dtype("V1"),
+                      name=loss.name, site=loss.site, is_gradient=loss.is_gradient)
         rw.deps[both] = list(found)
         rw.inserted.setdefault(id(loss), []).append(both)
         rw.fire(both)
@@ -405,17 +406,21 @@ def _loss_before(node: Tensor, operands: tuple, rw: Rewrites) -> Tensor | None:
 @dataclass(frozen=True)
 class LossAndGradient:
     """A step of the compiler's own (not an Op of graphs): the sparse cross-entropy's loss and its gradient
-    ``softmax - one_hot`` from one pass (``nn.sparse_cross_entropy_and_gradient``), read through ``Output``
-    projections. It stands where the loss ran and reports itself as the loss (``Tensor.op``, errors)."""
+    ``softmax - one_hot`` from one pass, read through ``Output`` projections. It stands where the loss ran
+    and reports itself as the loss (``Tensor.op``, errors). ``impl`` is the backend's function of
+    ``LOSS_AND_GRADIENT`` (the same values)."""
 
+    impl: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] = nn.sparse_cross_entropy_and_gradient
     name = "softmax_cross_entropy"
     view = False
     multi_output = True
     projection = False
     labelled = False
 
-    def impl(self, logits, labels):
-        return nn.sparse_cross_entropy_and_gradient(logits, labels)
+
+#: per backend, the function a ``LossAndGradient`` step calls: ``(logits, labels) -> (loss, gradient)``
+LOSS_AND_GRADIENT: dict[str, Callable] = {"numpy": nn.sparse_cross_entropy_and_gradient,
+                                          "numba": numba_loss.loss_and_gradient}
 
 
 @lowering_rule(reduce.Sum)
