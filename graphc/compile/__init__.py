@@ -34,7 +34,7 @@ from graphc.tensor import Tensor, Variable, collector_paused
 from .buffers import assign_buffers
 from .codegen import generate
 from .inplace import plan_inplace
-from .lowering import lower
+from .lowering import lower, softmax_minus_one_hot_nodes
 from .plan import Options, Plan, Program
 from .runtime import SPARE_MIN_BYTES
 from .schedule import schedule
@@ -86,7 +86,7 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
                              "intermediate values to check")
         from .numba_kernels import kernel_graph
 
-        kernel_roots = kernel_graph(list(outputs) + [value for _, value in updates])
+        kernel_roots = kernel_graph(softmax_minus_one_hot_nodes(list(outputs) + [value for _, value in updates]))
         roots = tuple(kernel_roots[:len(outputs)])
         new_values = tuple((var, value) for (var, _), value in zip(updates, kernel_roots[len(outputs):]))
     if check_numerics:
