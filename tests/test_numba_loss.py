@@ -42,11 +42,21 @@ def _assert_same_outcome(fast, slow, logits, labels) -> None:
 
 
 def _wild(rng, shape, dtype: str) -> np.ndarray:
-    """Logits of NaN, +-inf, +-0, huge, subnormal and ordinary values."""
+    """Logits of NaN (of other signs and payloads), +-inf, +-0, huge, subnormal and ordinary values."""
     tiny = np.finfo(dtype).smallest_subnormal
+    bits = {"float64": (0x7FF8000000000001, 0xFFF8000000000ABC), "float32": (0x7FC00001, 0xFFC00ABC)}[dtype]
+    nans = np.array(bits, f"u{np.dtype(dtype).itemsize}").view(dtype)
     odd = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e308, -1e308, 3e38, tiny, -tiny, 1.5, -40.0])
     with np.errstate(over="ignore"):
-        return rng.choice(odd, shape).astype(dtype)
+        logits = rng.choice(odd, shape).astype(dtype)
+    if logits.size:
+        logits.flat[rng.integers(0, logits.size, 2 * len(nans))] = np.tile(nans, 2)
+    return logits
+
+
+def _zero_maxima(rng, shape, dtype: str) -> np.ndarray:
+    """Rows whose maximum is +0 or -0 (NumPy's maximum picks either, in its own order), or -inf."""
+    return rng.choice(np.array([-0.0, 0.0, -1.0, -np.inf], dtype), shape)
 
 
 def test_the_numba_plan_runs_the_numba_step():
@@ -62,8 +72,9 @@ def test_values_are_the_numpy_backends_bit_for_bit(rng, dtype, classes, labels_d
     fast, slow = (_loss_and_gradient(classes, dtype, labels_dtype, backend) for backend in ("numba", "numpy"))
     for batch in (0, 1, 2, 32, 1000):
         labels = rng.integers(0, classes, batch).astype(labels_dtype)
-        for logits in (rng.standard_normal((batch, classes)).astype(dtype) * 30, _wild(rng, (batch, classes), dtype),
-                       np.full((batch, classes), -0.0, dtype), np.full((batch, classes), 7.0, dtype)):
+        shape = (batch, classes)
+        for logits in (rng.standard_normal(shape).astype(dtype) * 30, _wild(rng, shape, dtype),
+                       _zero_maxima(rng, shape, dtype), np.full(shape, -0.0, dtype), np.full(shape, 7.0, dtype)):
             _assert_same_outcome(fast, slow, logits, labels)
             _assert_same_outcome(fast, slow, np.asfortranarray(logits), labels)
 

@@ -1,15 +1,18 @@
 """The sparse cross-entropy's loss and gradient for ``backend="numba"``: NumPy's transcendental and
-order-specific calls, and one compiled kernel for the exact rest.
+order-specific calls, and two compiled kernels for the exact rest.
 
-``loss_and_gradient`` returns what ``nn.sparse_cross_entropy_and_gradient`` returns, bit for bit. It
-keeps NumPy's calls where a compiled one could differ: the row maxima (``np.maximum.reduce``: which NaN
-of several it returns depends on its loop order), ``np.exp`` and ``np.log`` (numba calls the C library's,
-1-3 ulp from NumPy's) and the row sums (``np.add.reduce``: pairwise summation). The kernel does the rest
-in one pass each: the label check, ``shifted = logits - max`` with each row's shifted logit at its label,
-then ``log(sum) - picked``, the division by the sums and the one-hot's ``- 1``, each the same IEEE
-operation on the same operands as NumPy's.
+``loss_and_gradient`` returns what ``nn.sparse_cross_entropy_and_gradient`` returns, bit for bit, with the
+same errors. It keeps NumPy's calls where a compiled one could differ: ``np.exp`` and ``np.log`` (numba
+calls the C library's, 1-3 ulp from NumPy's) and the row sums (``np.add.reduce``: pairwise summation).
+The first kernel checks the labels, then finds each row's maximum, subtracts it and picks the shifted
+logit at the row's label; the second computes ``log(sum) - picked``, divides by the sums and subtracts
+the one-hot's 1: each the same IEEE operation on the same operands as NumPy's. A row maximum found in
+any order is NumPy's but for the sign of a zero maximum, which changes no result (``x - (+-0)`` then
+differs only in the sign of a zero, whose ``exp`` is 1 either way, and the loss ``log(sum) - (+-0)`` is
+``+0`` or positive, with ``sum >= 1``); which of several NaNs NumPy's maximum returns depends on its loop
+order, so logits holding a NaN get NumPy's maxima (``np.maximum.reduce``).
 
-numba is imported and the kernel compiled at the first call (``numba_kernels.require_numba``).
+numba is imported and the kernels compiled at the first call (``numba_kernels.require_numba``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .numba_kernels import require_numba
 #: the dtypes compiled for, each with its 1 (the one-hot's, subtracted in the logits' dtype)
 _ONES = {np.dtype(np.float32): np.float32(1), np.dtype(np.float64): np.float64(1)}
 _kernels: tuple | None = None
+_NO_MAXIMA = np.empty(0)
 
 
 def _compile() -> tuple:
@@ -31,15 +35,27 @@ def _compile() -> tuple:
     compile = numba.njit(nogil=True, error_model="numpy", fastmath=False)
 
     @compile
-    def shift(logits, maxima, labels, probs, picked):  # pragma: no cover - compiled
-        """``probs = logits - maxima`` and ``picked[i] = probs[i, labels[i]]``; -1, or the first row
-        whose label lies outside [0, depth) (checked before anything is written)."""
+    def shift(logits, labels, maxima, probs, picked):  # pragma: no cover - compiled
+        """``probs = logits - max(row)`` and ``picked[i] = probs[i, labels[i]]``: -1; or, before anything is
+        written, the first row whose label lies outside [0, depth), or -2 for a NaN in a row when
+        ``maxima`` (NumPy's row maxima, to be given then) is empty."""
         rows, depth = logits.shape
         for i in range(rows):
             if labels[i] < 0 or labels[i] >= depth:
                 return i
+        if not maxima.size:
+            for i in range(rows):
+                for j in range(depth):
+                    if logits[i, j] != logits[i, j]:
+                        return -2
         for i in range(rows):
-            m = maxima[i, 0]
+            if maxima.size:
+                m = maxima[i]
+            else:
+                m = logits[i, 0]
+                for j in range(1, depth):
+                    if logits[i, j] > m:
+                        m = logits[i, j]
             for j in range(depth):
                 probs[i, j] = logits[i, j] - m
             picked[i] = probs[i, labels[i]]
@@ -71,10 +87,12 @@ def loss_and_gradient(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarra
     if _kernels is None:
         _kernels = _compile()
     shift, finish = _kernels
-    maxima = np.maximum.reduce(logits, axis=1, keepdims=True)
     probs = np.empty(logits.shape, logits.dtype)
     loss = np.empty(logits.shape[0], logits.dtype)
-    if shift(logits, maxima, labels, probs, loss) >= 0:
+    found = shift(logits, labels, _NO_MAXIMA, probs, loss)
+    if found == -2:  # a NaN: NumPy's maximum picks one of a row's NaNs in its own order
+        found = shift(logits, labels, np.maximum.reduce(logits, axis=1), probs, loss)
+    if found >= 0:
         nn._check_labels(labels, logits.shape[1])  # raises NumPy's error
     np.exp(probs, out=probs)
     total = np.add.reduce(probs, axis=1, keepdims=True)
