@@ -14,6 +14,8 @@ import pytest
 
 import graphc as gc
 
+from .ops.util import with_specials
+
 N = 40_000  # above MIN_KERNEL_ELEMENTS: the kernels run
 
 
@@ -282,7 +284,7 @@ def test_statically_small_long_chains_run_their_kernel(numba, dtype):
     y = w - 0.01 * (x * 0.5 + 1e-4 * w)
     fn = gc.function([x, w], y, backend="numba")
     (kernel,) = kernel_steps(fn)
-    xs, ws = _special(250, dtype, 30).reshape(10, 25), _with_specials((25,), dtype, 31)
+    xs, ws = _special(250, dtype, 30).reshape(10, 25), with_specials((25,), dtype, 31)
     with np.errstate(all="ignore"):
         assert_identical(fn(xs, ws), gc.function([x, w], y)(xs, ws), any_nan_sign=True)
     assert any(compiled is not None for _, compiled, _, _ in kernel.primitive.kernel._calls.values())
@@ -305,7 +307,7 @@ def test_relu_layer_and_its_mask_are_kernels(numba, dtype, batch):
         assert ["add", "relu"] in names and "relu" not in [s.op for s in fn.plan.steps]
     rng = np.random.default_rng(32)
     xs, ws = rng.normal(size=(batch, 300)).astype(dtype), rng.normal(size=(300, 256)).astype(dtype)
-    bs = _with_specials((256,), dtype, 33)
+    bs = with_specials((256,), dtype, 33)
     bs[:6] = [np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0]
     xs[:, :] = 0.0  # the pre-activation is b itself: every special reaches the ReLU and the mask
     with np.errstate(all="ignore"):
@@ -384,71 +386,6 @@ def test_a_contraction_of_unknown_size_stays_a_matmul(numba):
     rng = np.random.default_rng(19)
     with pytest.raises(Exception, match="matmul"):
         fn(rng.normal(size=(300, 1)), rng.normal(size=(300, 200)), rng.normal(size=(300, 200)))
-
-
-def _input_gradient(batch: int, dtype, contracted: int = 256):
-    """``relu(dz) @ W.T`` for a ``W`` of 256 rows: a layer's input gradient."""
-    dz = gc.placeholder("dz", (batch, contracted), dtype=dtype)
-    w = gc.placeholder("w", (256, contracted), dtype=dtype)
-    return [dz, w], gc.relu(dz) @ gc.transpose(w)
-
-
-def _with_specials(shape, dtype, seed: int) -> np.ndarray:
-    """Normal values with zeros of both signs, infinities and NaNs of both signs sprinkled in."""
-    rng = np.random.default_rng(seed)
-    values = rng.normal(size=shape).astype(dtype)
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e30, -1e-30], dtype)
-    mask = rng.random(shape) < rng.choice([0.0, 0.002, 0.05])
-    values[mask] = rng.choice(specials, int(mask.sum()))
-    return values
-
-
-@pytest.mark.parametrize(("batch", "contracted"), [(32, 256), (2, 1000), (64, 784)])
-def test_an_input_gradient_of_float32_is_computed_swapped(numba, batch, contracted):
-    """``dz @ W.T`` of float32 with few rows of ``dz`` runs as ``(W @ dz.T).T`` (OpenBLAS's faster case),
-    C-contiguous like np.matmul's result, every entry that is not NaN bit for bit the NumPy backend's
-    (a NaN made from two NaN operands may carry the other's sign or payload, as in the kernels). The
-    shapes span OpenBLAS's cases: 2 rows and 1000 columns within the size where its SkylakeX builds
-    may take the small-matrix kernel (one block over the whole contracted axis), 64 rows beyond it."""
-    inputs, y = _input_gradient(batch, np.float32, contracted)
-    compiled, reference = gc.function(inputs, y, backend="numba"), gc.function(inputs, y)
-    assert "matmul_swapped" in [s.op for s in compiled.plan.steps]
-    assert "matmul_swapped" not in [s.op for s in reference.plan.steps]
-    for seed in range(40):
-        dzs = _with_specials((batch, contracted), np.float32, 2 * seed)
-        ws = _with_specials((256, contracted), np.float32, 2 * seed + 1)
-        if seed % 4 == 0:
-            dzs[:] = np.where(dzs > 0, -0.0, 0.0)  # only zeros of both signs: every sum is a zero
-        with np.errstate(all="ignore"):
-            got, want = compiled(dzs, ws), reference(dzs, ws)
-        assert got.flags.c_contiguous
-        assert_identical(np.where(np.isnan(got), np.float32(np.nan), got),
-                         np.where(np.isnan(want), np.float32(np.nan), want))
-
-
-def test_the_swapped_product_computes_other_layouts_as_matmul(numba):
-    """An operand in another layout (here relu of a Fortran-ordered feed, which keeps its order) is
-    computed as ``a @ b``: other BLAS cases could sum in other blocks."""
-    from graphc.compile.numba_kernels import SwappedMatmul
-
-    rng = np.random.default_rng(21)
-    a, w = rng.normal(size=(784, 32)).astype(np.float32), rng.normal(size=(256, 784)).astype(np.float32)
-    assert_identical(SwappedMatmul().impl(a.T, w.T), np.matmul(a.T, w.T))  # a.T is F-ordered
-    inputs, y = _input_gradient(32, np.float32)
-    fn = gc.function(inputs, y, backend="numba")
-    for seed in range(10):
-        dzs = np.asfortranarray(_with_specials((32, 256), np.float32, 100 + seed))
-        ws = _with_specials((256, 256), np.float32, 200 + seed)
-        with np.errstate(all="ignore"):
-            assert_identical(fn(dzs, ws), gc.function(inputs, y)(dzs, ws))
-
-
-@pytest.mark.parametrize(("batch", "dtype", "contracted"), [(32, np.float64, 256), (128, np.float32, 256),
-                                                            (1, np.float32, 256), (32, np.float32, 10)])
-def test_the_swapped_product_only_where_it_measured_faster(numba, batch, dtype, contracted):
-    """float32 only, from 2 to 64 rows of ``dz``, ``W`` at least 256 x 256 (see ``_swapped_product``)."""
-    inputs, y = _input_gradient(batch, dtype, contracted)
-    assert "matmul_swapped" not in [s.op for s in gc.function(inputs, y, backend="numba").plan.steps]
 
 
 def test_an_output_view_after_a_small_call_of_unknown_size(numba):

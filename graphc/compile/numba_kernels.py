@@ -55,10 +55,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from graphc.op import Constant, constant, op_dataclass
+from graphc.op import Constant, constant
 from graphc.ops import elementwise as ew
 from graphc.ops.linalg import Matmul
-from graphc.ops.shape import Transpose
 from graphc.passes.fuse import Fused, fusable, fuse
 from graphc.tensor import Tensor, toposort
 
@@ -383,65 +382,8 @@ def _as_product(node: Tensor, inputs: list[Tensor]) -> Tensor:
                   is_gradient=node.is_gradient)
 
 
-#: ``a @ w.T`` of float32 is computed as ``(w @ a.T).T`` where ``a`` has this many rows or fewer (and at
-#: least 2: one row is a matrix-vector product either way) and ``w`` at least ``SWAP_MIN_SIZE`` rows
-#: and columns (the sizes measured to gain)
-SWAP_MAX_ROWS = 64
-SWAP_MIN_SIZE = 256
-
-
-def _swapped_product(node: Tensor) -> bool:
-    """``a @ w.T`` (``w.T`` a transpose node) of static 2-D float32 operands where ``a`` has few rows and
-    ``w`` many: a layer's input gradient ``dz @ W.T``, computed by ``SwappedMatmul``.
-
-    OpenBLAS's sgemm takes 0.5-0.8x the time for ``(w @ a.T).T`` on such shapes (from 8 to 64 rows of
-    ``a``, ``w`` 256x256 to 1024x1024; 0.68x at 32 rows, ``W`` 256x256, on this machine's OpenBLAS 0.3.31,
-    SkylakeX kernels); float64's dgemm gains nothing, more rows of ``a`` than of ``w`` lose, and a
-    contracted axis of 10 gains nothing to pay for the result's copy into C order.
-    """
-    if type(node.primitive) is not Matmul:
-        return False
-    a, b = node.inputs
-    if type(b.primitive) is not Transpose or a.ndim != 2 or b.ndim != 2:
-        return False
-    if a.dtype != np.float32 or b.dtype != a.dtype or None in a.shape or None in b.shape:
-        return False
-    return 2 <= a.shape[0] <= SWAP_MAX_ROWS and min(b.shape) >= SWAP_MIN_SIZE
-
-
-@op_dataclass
-class SwappedMatmul(Matmul):
-    """``a @ b`` of 2-D operands, computed as ``(b.T @ a.T).T`` when ``a`` is C- and ``b`` F-contiguous
-    (``b`` the transpose of a C-contiguous ``w``), else as ``a @ b``.
-
-    **The same values.** With those layouts NumPy calls the same BLAS routine both ways (OpenBLAS's
-    column-major ``TN`` case, whose small-matrix test is symmetric in the two sizes that trade places),
-    with the roles of the operands exchanged: each entry is the same products summed in the same order
-    (one accumulator per entry, running over the contracted axis in blocks that depend on its length
-    alone), so every entry that is not NaN has the same bits (tested on random inputs with signed
-    zeros, infinities and NaNs). A NaN entry made from two NaN operands may carry the other one's sign
-    and payload (the multiply's operands trade places), the difference the kernels already have (the
-    module docstring). Other layouts could take another BLAS case (a small-matrix kernel summing in
-    one block), so they are computed as ``a @ b``.
-    """
-
-    name = "matmul_swapped"
-
-    def impl(self, a, b):
-        if a.flags.c_contiguous and b.flags.f_contiguous:
-            # C-contiguous, as np.matmul's result: a transposed result would take its readers to other
-            # BLAS cases (x.T @ dz of a transposed dz gives other bits on this OpenBLAS: measured)
-            return np.ascontiguousarray(np.matmul(b.T, a.T).T)
-        return np.matmul(a, b)
-
-
 def _product_form(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
-    if _outer_product(node):
-        return _as_product(node, inputs)
-    if _swapped_product(node):
-        return Tensor(SwappedMatmul(), inputs, node.shape, node.dtype, name=node.name, site=node.site,
-                      is_gradient=node.is_gradient)
-    return None
+    return _as_product(node, inputs) if _outer_product(node) else None
 
 
 def _rebuild(roots: list[Tensor], replace: Callable[[Tensor, list[Tensor]], Tensor | None]) -> list[Tensor]:
@@ -497,9 +439,8 @@ def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
     """``roots`` with each group of compilable nodes replaced by one ``fused`` node carrying its kernel.
 
     A ReLU's mask reads the ReLU (``_relu_masks``) and outer products that a kernel computes exactly
-    (``_outer_product``) become element-wise steps first,
-    so that they join their consumers' kernel; a float32 ``dz @ W.T`` of few rows becomes a
-    ``SwappedMatmul`` (``_swapped_product``). The plan compiler lowers a kernel-fused node as it
+    (``_outer_product``) become element-wise steps first, so that they join their consumers' kernel. The
+    plan compiler lowers a kernel-fused node as it
     lowers a ufunc, ``kernel(*arrays, out=buffer)`` (a ``Fused`` op's ``lowering()`` is its kernel),
     instead of expanding it into steps.
     """

@@ -22,6 +22,7 @@ from .util import (
     numeric_gradient,
     run,
     table_tests,
+    with_specials,
 )
 
 FLOATS = [np.float64, np.float32]
@@ -355,3 +356,74 @@ def test_compiled_contraction_one_against_an_unknown_size_still_checks_it():
     np.testing.assert_array_equal(fn(a, b), np.matmul(a, b))
     with pytest.raises(Exception, match="matmul"):
         fn(a, rng.standard_normal((7, 5)))
+
+
+def _input_gradient(batch: int, dtype, rows: int = 256, contracted: int = 256):
+    """``relu(dz) @ W.T`` for a ``W`` of ``rows`` rows: a layer's input gradient."""
+    dz = gc.placeholder("dz", (batch, contracted), dtype=dtype)
+    w = gc.placeholder("w", (rows, contracted), dtype=dtype)
+    return [dz, w], gc.relu(dz) @ gc.transpose(w)
+
+
+def _computes_swapped(fn) -> bool:
+    from graphc.ops.linalg import _swapped_matmul
+
+    return any(value is _swapped_matmul for value in fn.plan.run.__defaults__ or ())
+
+
+def _bits_without_nan_signs(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(a), np.float32(np.nan), a).view(np.uint32)
+
+
+@pytest.mark.parametrize(("batch", "rows", "contracted"), [(32, 256, 256), (6, 256, 256), (2, 1024, 1000),
+                                                            (64, 256, 784), (4, 1024, 1024)])
+def test_a_float32_input_gradient_is_computed_swapped_with_matmuls_bits(batch, rows, contracted):
+    """``dz @ W.T`` of float32 with few rows of ``dz`` runs as ``(W @ dz.T).T`` (OpenBLAS's faster case),
+    C-contiguous like np.matmul's result, every entry that is not NaN bit for bit np.matmul's (a NaN made
+    from two NaN operands may carry the other's sign or payload). The shapes span OpenBLAS's cases: 2
+    rows and 1000 columns within the size where its SkylakeX builds may take the small-matrix kernel
+    (one block over the whole contracted axis), 64 rows beyond it."""
+    inputs, y = _input_gradient(batch, np.float32, rows, contracted)
+    fn = gc.function(inputs, y)
+    assert _computes_swapped(fn)
+    for seed in range(30):
+        dzs = with_specials((batch, contracted), np.float32, 2 * seed)
+        ws = with_specials((rows, contracted), np.float32, 2 * seed + 1)
+        if seed % 4 == 0:
+            dzs[:] = np.where(dzs > 0, -0.0, 0.0)  # only zeros of both signs: every sum is a zero
+        with np.errstate(all="ignore"):
+            got, want = fn(dzs, ws), np.matmul(np.maximum(dzs, 0), ws.T)
+        assert got.flags.c_contiguous
+        np.testing.assert_array_equal(_bits_without_nan_signs(got), _bits_without_nan_signs(want))
+
+
+def test_the_swapped_product_computes_other_layouts_as_matmul():
+    """An operand in another layout (here relu of a Fortran-ordered feed, which keeps its order) is
+    computed as ``a @ b``: other BLAS cases could sum in other blocks. Into ``out`` as well."""
+    from graphc.ops.linalg import _swapped_matmul
+
+    rng = np.random.default_rng(21)
+    a, w = rng.normal(size=(784, 32)).astype(np.float32), rng.normal(size=(256, 784)).astype(np.float32)
+    np.testing.assert_array_equal(_swapped_matmul(a.T, w.T).view(np.uint32), np.matmul(a.T, w.T).view(np.uint32))
+    c = np.ascontiguousarray(a.T)
+    out = np.empty((32, 256), np.float32)
+    assert _swapped_matmul(c, w.T, out=out) is out
+    np.testing.assert_array_equal(out.view(np.uint32), np.matmul(c, w.T).view(np.uint32))
+    inputs, y = _input_gradient(32, np.float32)
+    fn = gc.function(inputs, y)
+    for seed in range(10):
+        dzs = np.asfortranarray(with_specials((32, 256), np.float32, 100 + seed))
+        ws = with_specials((256, 256), np.float32, 200 + seed)
+        with np.errstate(all="ignore"):
+            want = np.matmul(np.maximum(dzs, 0), ws.T)
+            np.testing.assert_array_equal(fn(dzs, ws).view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize(("batch", "dtype", "rows", "contracted"),
+                         [(32, np.float64, 256, 256), (128, np.float32, 256, 256), (1, np.float32, 256, 256),
+                          (32, np.float32, 256, 10), (4, np.float32, 256, 256), (None, np.float32, 256, 256)])
+def test_the_swapped_product_only_where_it_measured_faster(batch, dtype, rows, contracted):
+    """float32 only, from 2 to 64 rows of ``dz``, ``W`` at least 256 x 256, beyond OpenBLAS's small-matrix
+    size, all sizes known (see ``_swapped_matmul``)."""
+    inputs, y = _input_gradient(batch, dtype, rows, contracted)
+    assert not _computes_swapped(gc.function(inputs, y))

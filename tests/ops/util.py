@@ -437,3 +437,13 @@ def table_tests(cases: Sequence[Case], *, float32_second: Callable[[Case], bool]
 
     tests = [test_value, test_unknown_sizes, test_gradient, test_gradient_unknown_sizes, test_second_order]
     return {f.__name__: f for f in tests + ([test_second_order_float32] if float32_second else [])}
+
+
+def with_specials(shape, dtype, seed: int) -> np.ndarray:
+    """Normal values with zeros of both signs, infinities and NaNs of both signs sprinkled in."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=shape).astype(dtype)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e30, -1e-30], dtype)
+    mask = rng.random(shape) < rng.choice([0.0, 0.002, 0.05])
+    values[mask] = rng.choice(specials, int(mask.sum()))
+    return values
