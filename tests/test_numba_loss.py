@@ -112,3 +112,23 @@ def test_the_function_alone_matches_numpys_on_arrays_no_plan_makes(rng):
         got, want = numba_loss.loss_and_gradient(logits, labels), nn.sparse_cross_entropy_and_gradient(logits, labels)
         for a, b in zip(got, want, strict=True):
             assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_function_matches_numpys_over_many_shapes(rng, dtype):
+    # rows whose maximum is a zero of either sign, -inf or +inf rows, subnormals, huge values: the kernel's
+    # maxima, found in its own order, give NumPy's results
+    tiny = np.finfo(dtype).smallest_subnormal
+    pools = (np.array([-0.0, 0.0, -1.0, -np.inf]), np.array([-0.0, 0.0, -1.0, -np.inf, np.inf, 2.0, -3e38, 1e308]),
+             np.array([tiny, -tiny, 0.0, -0.0]))
+    for classes in [*range(1, 40), 64, 127, 128, 129, 257, 1031]:
+        for rows in (1, 3, 17):
+            labels = rng.integers(0, classes, rows).astype("int16")
+            for pool in pools:
+                with np.errstate(over="ignore"):
+                    logits = rng.choice(pool, (rows, classes)).astype(dtype)
+                with np.errstate(all="ignore"):
+                    got = numba_loss.loss_and_gradient(logits, labels)
+                    want = nn.sparse_cross_entropy_and_gradient(logits, labels)
+                for a, b in zip(got, want, strict=True):
+                    assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (classes, rows, pool)
