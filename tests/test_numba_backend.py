@@ -377,6 +377,70 @@ def test_an_input_written_over_is_read_from_the_output(numba, as_passed):
     assert _reads_out(kernel)
 
 
+def _bound_kernels(fn) -> list:
+    """The kernel calls ``fn``'s plan binds: ``FusedKernel`` objects or their specialized calls."""
+    from graphc.compile.numba_kernels import FusedKernel
+
+    return [v for v in fn.plan.run.__defaults__ or ()
+            if isinstance(v, FusedKernel) or getattr(v, "__name__", "") == "call"]
+
+
+def test_static_calls_are_specialized_and_unknown_sizes_are_not(numba):
+    from graphc.compile.numba_kernels import FusedKernel
+
+    def graph(rows):
+        x, row = gc.placeholder("x", (rows, 100)), gc.placeholder("r", (100,))
+        return [x, row], (x + row) * 2.0 - x * x
+
+    rng = np.random.default_rng(19)
+    xs, rs = rng.normal(size=(200, 100)), rng.normal(size=100)
+    for rows, specialized in ((200, True), (None, False)):
+        inputs, y = graph(rows)
+        fn = gc.function(inputs, y, backend="numba")
+        (bound,) = _bound_kernels(fn)
+        assert isinstance(bound, FusedKernel) is not specialized
+        assert_identical(fn(xs, rs), gc.function(inputs, y)(xs, rs))
+
+
+@pytest.mark.parametrize("case", ["row of out", "view of out", "fortran input", "numpy scalar", "out missing"])
+def test_a_specialized_call_hands_what_it_cannot_do_to_the_general_one(numba, case):
+    """The call made for static shapes (``FusedKernel.specialized``) checks what only the arrays tell and
+    gives such calls to ``FusedKernel.__call__``: the same values as the general call."""
+    from graphc.compile.numba_kernels import kernel_graph
+
+    x, row, c = gc.placeholder("x", (200, 100)), gc.placeholder("r", (100,)), gc.placeholder("c", ())
+    (node,) = kernel_graph([(x + row) * c - x])
+    kernel = node.primitive.kernel
+    rng = np.random.default_rng(20)
+    xs = rng.normal(size=(200, 100))
+    want = (xs + xs[3]) * 2.0 - xs
+    shapes = [t.shape for t in node.inputs]
+    given_out = case != "fortran input"
+    call = kernel.specialized(shapes, [False] * len(shapes), given_out)
+    assert call is not kernel
+
+    def operands(x_value, row_value, c_value):
+        return [x_value if t is x else row_value if t is row else c_value if t is c else t.primitive.value
+                for t in node.inputs]
+
+    if case == "row of out":  # the row is a row of the output: copied before the first write
+        assert call(*operands(xs, xs[3], np.asarray(2.0)), out=xs) is xs
+    elif case == "view of out":  # x is the output's memory, by another array object
+        got = call(*operands(xs[:], xs[3].copy(), np.asarray(2.0)), out=xs)
+        assert got is xs
+    elif case == "fortran input":  # a fresh result of NumPy's layout
+        got = call(*operands(np.asfortranarray(xs), xs[3].copy(), np.asarray(2.0)))
+        assert got.flags.f_contiguous
+        xs = got
+    elif case == "numpy scalar":  # a 0-d input given as a NumPy scalar
+        out = np.empty_like(xs)
+        assert call(*operands(xs, xs[3].copy(), np.float64(2.0)), out=out) is out
+        xs = out
+    else:  # made for a given out, called without
+        xs = call(*operands(xs, xs[3].copy(), np.asarray(2.0)))
+    assert_identical(xs, want)
+
+
 def test_a_contraction_of_unknown_size_stays_a_matmul(numba):
     x = gc.placeholder("x", (300, 1))
     dz = gc.placeholder("dz", (None, 200))  # one row at run time, or the matmul's error

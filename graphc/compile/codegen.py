@@ -297,6 +297,9 @@ def _step_call(index, node, args, kinds, out, name, namespace, program) -> str:
         return f"{function}({args[0]}, {zero}{', out=' + out if out else ''})"  # (see _POSITIONAL_OUT)
     # Matmul.impl is exactly np.matmul (or, for some operands, a faster function of the same bits)
     value = node.primitive.kernel_for(*_inputs(index, program)) if cls is linalg.Matmul else kernel(node)
+    specialized = getattr(value, "specialized", None)
+    if specialized is not None:  # a compiled kernel's call at these inputs, decided once (its own protocol)
+        value = specialized([p.shape for p in _inputs(index, program)], [a == out for a in args], bool(out))
     function = _bind(namespace, shared, value, f"f{index}")
     if out:
         args = [*args, out if _positional_out(value) else f"out={out}"]  # (not the caller's list)
