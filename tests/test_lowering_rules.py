@@ -17,7 +17,9 @@ import pytest
 
 import graphc as gc
 from graphc.compile import build_plan, lowering
+from graphc.op import apply
 from graphc.ops import elementwise as ew
+from graphc.ops import nn
 from graphc.ops.shape import broadcast_like
 
 
@@ -94,6 +96,18 @@ def softmax_minus_one_hot_case(rng):
                 and len(fast.steps) == len(slow.steps) - 2)
 
 
+def softmax_minus_one_hot_with_its_loss_case(rng):
+    z = gc.placeholder("z", (6, 4))
+    labels = gc.placeholder("labels", (6,), "int64")
+    loss = gc.softmax_cross_entropy(z, labels)
+    d = apply(nn.SoftmaxMinusOneHot(), z, labels)  # (as the numba backend makes it before fusing kernels)
+    # the loss and the gradient from one call: one exp of the shifted logits, one label check
+    return Case([loss, d * 2.0], [z, labels], [rng.standard_normal((6, 4)) * 30, np.array([0, 3, 3, 1, 2, 0])],
+                lambda fast, slow: [type(n.primitive) for n in fast.steps].count(lowering.LossAndGradient) == 1
+                and "softmax_minus_one_hot" in [n.op for n in slow.steps]
+                and "softmax_minus_one_hot" not in [n.op for n in fast.steps])
+
+
 def sum_of_squares_dot_case(rng):
     w = gc.variable(rng.standard_normal((300, 200)))
     nbytes = w.value.nbytes
@@ -104,7 +118,7 @@ def sum_of_squares_dot_case(rng):
 
 CASES = {case.__name__.removesuffix("_case"): case for case in (
     relu_mask_case, bool_mask_mul_case, drop_scalar_broadcast_case, exact_scale_case,
-    softmax_minus_one_hot_case, sum_of_squares_dot_case)}
+    softmax_minus_one_hot_case, softmax_minus_one_hot_with_its_loss_case, sum_of_squares_dot_case)}
 
 
 def test_every_rule_has_a_case():

@@ -34,7 +34,7 @@ from graphc.tensor import Tensor, Variable, collector_paused
 from .buffers import assign_buffers
 from .codegen import generate
 from .inplace import plan_inplace
-from .lowering import lower
+from .lowering import lower, softmax_minus_one_hot_nodes
 from .plan import Options, Plan, Program
 from .runtime import SPARE_MIN_BYTES
 from .schedule import schedule
@@ -72,40 +72,40 @@ def build_plan(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
     an in-place plan. Without it the generated code is what it always was.
 
     ``backend="numba"`` runs each group of compilable element-wise steps as one compiled
-    kernel (``numba_kernels.py``; bit-identical values); the plan's graph (``outputs``,
-    ``updates``, what pickles hold) is still the one given.
+    kernel (``numba_kernels.py``) and the sparse cross-entropy's loss and gradient with its
+    own (``numba_loss.py``), bit-identical values; the plan's graph (``outputs``, ``updates``,
+    what pickles hold) is still the one given.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; the backends are {', '.join(map(repr, BACKENDS))}")
+    outputs, updates = tuple(outputs), tuple(updates)
+    roots, new_values = outputs, updates
     if backend == "numba":
         if check_numerics:
             raise ValueError('backend="numba" cannot be combined with check_numerics=True: a kernel has no '
                              "intermediate values to check")
         from .numba_kernels import kernel_graph
 
-        updates = tuple(updates)
-        roots = kernel_graph(list(outputs) + [value for _, value in updates])
-        n = len(roots) - len(updates)
-        plan = build_plan(roots[:n], inputs, [(var, value) for (var, _), value in zip(updates, roots[n:])],
-                          reuse_buffers=reuse_buffers, schedule_updates=schedule_updates, scalar_mode=scalar_mode,
-                          peepholes=peepholes, expand_fused=expand_fused, inplace_updates=inplace_updates)
-        return dataclasses.replace(plan, outputs=tuple(outputs), updates=updates)
+        kernel_roots = kernel_graph(softmax_minus_one_hot_nodes(list(outputs) + [value for _, value in updates]))
+        roots = tuple(kernel_roots[:len(outputs)])
+        new_values = tuple((var, value) for (var, _), value in zip(updates, kernel_roots[len(outputs):]))
     if check_numerics:
         if inplace_updates and updates:
             raise ValueError("check_numerics=True cannot be combined with inplace_updates=True: an in-place "
                              "call writes variables before it ends, so a failed check could not leave them "
                              "unchanged")
         reuse_buffers = False  # a step's inputs must still hold their values when its check runs
-    updates = tuple(updates)
     options = Options(reuse_buffers=reuse_buffers, schedule_updates=schedule_updates, scalar_mode=scalar_mode,
                       peepholes=peepholes, expand_fused=expand_fused, inplace=bool(inplace_updates and updates),
-                      check_numerics=check_numerics)
-    program = Program(tuple(outputs), tuple(inputs), updates, options, compile_graph=compile_inner)
+                      check_numerics=check_numerics, backend=backend)
+    program = Program(roots, tuple(inputs), new_values, options, compile_graph=compile_inner)
     with collector_paused():  # (lowering makes many small long-lived objects: see collector_paused)
         for stage in STAGES:
             program = stage(program)
     assert program.plan is not None  # noqa: S101 - code generation always makes one
-    return program.plan
+    if backend == "numpy":
+        return program.plan
+    return dataclasses.replace(program.plan, outputs=outputs, updates=updates)  # (the graph given)
 
 
 def compile_inner(graph) -> Callable:

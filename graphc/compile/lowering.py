@@ -10,7 +10,8 @@ dependencies (``Program.deps``) so that the plan saves passes over memory or buf
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,6 +25,8 @@ from graphc.ops import nn, reduce
 from graphc.ops import shape as shape_ops
 from graphc.tensor import Tensor, toposort
 
+from . import numba_loss
+from .numba_kernels import _rebuild
 from .plan import Deps, Options, Program
 from .steps import kernel, static
 
@@ -336,14 +339,15 @@ def exact_scale(node: Tensor, rw: Rewrites) -> None:
         return
 
 
-def _cross_entropy_operands(probs: Tensor, target: Tensor, node: Tensor, rw: Rewrites) -> tuple | None:
+def _cross_entropy_operands(probs: Tensor, target: Tensor, node: Tensor, deps: Deps,
+                            sole_use: Callable[[Tensor], bool]) -> tuple | None:
     """(logits, labels) when ``node`` is ``softmax(logits, axis=-1) - one_hot(labels, depth)`` of 2-d float
     logits and 1-d integer labels, with the softmax and the one-hot read by nothing else; else None."""
     if (type(probs.primitive) is not nn.Softmax or type(target.primitive) is not shape_ops.OneHot
-            or not rw.sole_use(probs) or not rw.sole_use(target)):
+            or not sole_use(probs) or not sole_use(target)):
         return None
-    (logits,) = rw.deps[probs]
-    (labels,) = rw.deps[target]
+    (logits,) = deps[probs]
+    (labels,) = deps[target]
     if (probs.primitive.axis in (1, -1) and logits.ndim == 2 and logits.dtype.kind == "f"
             and target.primitive.depth == logits.shape[1] and target.dtype == logits.dtype
             and node.dtype == logits.dtype and labels.ndim == 1 and labels.dtype.kind in "iu"):
@@ -358,27 +362,14 @@ def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
     if id(node) in rw.dropped or node.ndim != 2:
         return
     probs, target = rw.deps[node]
-    found = _cross_entropy_operands(probs, target, node, rw)
+    found = _cross_entropy_operands(probs, target, node, rw.deps, rw.sole_use)
     if found is None:
         return
     rw.dropped.update((id(node), id(probs), id(target)))
     # (a checked plan checks each op's own value: ``numerics.instrument`` skips a step of several values)
     loss = None if rw.options.check_numerics else _loss_before(node, found, rw)
     if loss is not None:
-        # softmax_cross_entropy(z, labels) ... softmax(z) - one_hot(labels) -> one LossAndGradient(z, labels)
-        # step where the loss ran, read through Output(0) and Output(1): the same arithmetic, done once
-        both = Tensor(LossAndGradient(), list(found), (), np.dtype("V1"), name=loss.name, site=loss.site,
-                      is_gradient=loss.is_gradient)
-        rw.deps[both] = list(found)
-        rw.inserted.setdefault(id(loss), []).append(both)
-        rw.fire(both)
-        for index, old in enumerate((loss, node)):
-            projection = Tensor(Output(index), [both], old.shape, old.dtype, name=old.name, site=old.site,
-                                is_gradient=old.is_gradient)
-            rw.deps[projection] = [both]
-            rw.inserted.setdefault(id(old), []).append(projection)
-            rw.replaced[id(old)] = projection
-        rw.dropped.add(id(loss))
+        _with_its_loss(node, loss, found, rw)
         return
     made = Tensor(nn.SoftmaxMinusOneHot(), list(found), node.shape, node.dtype, name=node.name, site=node.site,
                   is_gradient=node.is_gradient)
@@ -386,6 +377,58 @@ def softmax_minus_one_hot(node: Tensor, rw: Rewrites) -> None:
     rw.inserted.setdefault(id(node), []).append(made)
     rw.replaced[id(node)] = made
     rw.fire(made)
+
+
+@lowering_rule(nn.SoftmaxMinusOneHot)
+def softmax_minus_one_hot_with_its_loss(node: Tensor, rw: Rewrites) -> None:
+    # a graph's own softmax_minus_one_hot (the numba backend makes them: ``softmax_minus_one_hot_nodes``)
+    # after the loss of the same logits and labels -> one LossAndGradient step, as the rule above makes
+    if id(node) in rw.dropped or rw.options.check_numerics:
+        return
+    found = tuple(rw.deps[node])
+    loss = _loss_before(node, found, rw)
+    if loss is not None:
+        rw.dropped.add(id(node))
+        _with_its_loss(node, loss, found, rw)
+
+
+def _with_its_loss(node: Tensor, loss: Tensor, operands: tuple, rw: Rewrites) -> None:
+    """The gradient ``node`` and its ``loss`` of the same ``operands`` as one LossAndGradient step."""
+    # softmax_cross_entropy(z, labels) ... softmax(z) - one_hot(labels) -> one LossAndGradient(z, labels)
+    # step where the loss ran, read through Output(0) and Output(1): the same arithmetic, done once
+    both = Tensor(LossAndGradient(LOSS_AND_GRADIENT[rw.options.backend]), list(operands), (), np.dtype("V1"),
+                  name=loss.name, site=loss.site, is_gradient=loss.is_gradient)
+    rw.deps[both] = list(operands)
+    rw.inserted.setdefault(id(loss), []).append(both)
+    rw.fire(both)
+    for index, old in enumerate((loss, node)):
+        projection = Tensor(Output(index), [both], old.shape, old.dtype, name=old.name, site=old.site,
+                            is_gradient=old.is_gradient)
+        rw.deps[projection] = [both]
+        rw.inserted.setdefault(id(old), []).append(projection)
+        rw.replaced[id(old)] = projection
+    rw.dropped.add(id(loss))
+
+
+def softmax_minus_one_hot_nodes(roots: Sequence[Tensor]) -> list[Tensor]:
+    """``roots`` with each ``softmax(logits) - one_hot(labels)`` that the rule ``softmax_minus_one_hot`` would
+    lower made that rule's ``SoftmaxMinusOneHot(logits, labels)`` node (the same values). The numba backend
+    does this before fusing its kernels, which would hide the subtraction in its consumer's kernel (at a
+    batch size known only at run time); ``softmax_minus_one_hot_with_its_loss`` then merges it with its loss."""
+    readers = Counter(id(p) for node in toposort(roots) for p in node.inputs)
+    readers.update(id(root) for root in roots)
+    graph = Deps()  # (each node's inputs: the graph's own)
+
+    def replace(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
+        if type(node.primitive) is not ew.Sub or node.ndim != 2:
+            return None
+        if _cross_entropy_operands(*node.inputs, node, graph, lambda t: readers[id(t)] == 1) is None:
+            return None
+        operands = [inputs[0].inputs[0], inputs[1].inputs[0]]  # (the rebuilt softmax's and one-hot's inputs)
+        return Tensor(nn.SoftmaxMinusOneHot(), operands, node.shape, node.dtype, name=node.name, site=node.site,
+                      is_gradient=node.is_gradient)
+
+    return _rebuild(list(roots), replace)
 
 
 def _loss_before(node: Tensor, operands: tuple, rw: Rewrites) -> Tensor | None:
@@ -405,17 +448,21 @@ def _loss_before(node: Tensor, operands: tuple, rw: Rewrites) -> Tensor | None:
 @dataclass(frozen=True)
 class LossAndGradient:
     """A step of the compiler's own (not an Op of graphs): the sparse cross-entropy's loss and its gradient
-    ``softmax - one_hot`` from one pass (``nn.sparse_cross_entropy_and_gradient``), read through ``Output``
-    projections. It stands where the loss ran and reports itself as the loss (``Tensor.op``, errors)."""
+    ``softmax - one_hot`` from one pass, read through ``Output`` projections. It stands where the loss ran
+    and reports itself as the loss (``Tensor.op``, errors). ``impl`` is the backend's function of
+    ``LOSS_AND_GRADIENT`` (the same values)."""
 
+    impl: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] = nn.sparse_cross_entropy_and_gradient
     name = "softmax_cross_entropy"
     view = False
     multi_output = True
     projection = False
     labelled = False
 
-    def impl(self, logits, labels):
-        return nn.sparse_cross_entropy_and_gradient(logits, labels)
+
+#: per backend, the function a ``LossAndGradient`` step calls: ``(logits, labels) -> (loss, gradient)``
+LOSS_AND_GRADIENT: dict[str, Callable] = {"numpy": nn.sparse_cross_entropy_and_gradient,
+                                          "numba": numba_loss.loss_and_gradient}
 
 
 @lowering_rule(reduce.Sum)

@@ -91,6 +91,8 @@ class Options:
     expand_fused: bool = True
     inplace: bool = False
     check_numerics: bool = False
+    #: ``"numpy"`` or ``"numba"``: the lowering rules pick a backend's implementation of some steps
+    backend: str = "numpy"
 
 
 @dataclass
