@@ -26,7 +26,7 @@ from graphc.ops import shape as shape_ops
 from graphc.tensor import Tensor, toposort
 
 from . import numba_loss
-from .numba_kernels import _rebuild
+from .numba_kernels import replace_nodes
 from .plan import Deps, Options, Program
 from .steps import kernel, static
 
@@ -428,7 +428,7 @@ def softmax_minus_one_hot_nodes(roots: Sequence[Tensor]) -> list[Tensor]:
         return Tensor(nn.SoftmaxMinusOneHot(), operands, node.shape, node.dtype, name=node.name, site=node.site,
                       is_gradient=node.is_gradient)
 
-    return _rebuild(list(roots), replace)
+    return replace_nodes(list(roots), replace)
 
 
 def _loss_before(node: Tensor, operands: tuple, rw: Rewrites) -> Tensor | None:

@@ -431,7 +431,7 @@ def _product_form(node: Tensor, inputs: list[Tensor]) -> Tensor | None:
     return _as_product(node, inputs) if _outer_product(node) else None
 
 
-def _rebuild(roots: list[Tensor], replace: Callable[[Tensor, list[Tensor]], Tensor | None]) -> list[Tensor]:
+def replace_nodes(roots: list[Tensor], replace: Callable[[Tensor, list[Tensor]], Tensor | None]) -> list[Tensor]:
     """``roots`` with each node for which ``replace(node, new inputs)`` gives a tensor replaced by it (and
     its consumers rebuilt on the new inputs)."""
     memo: dict[int, Tensor] = {}
@@ -477,7 +477,7 @@ def _relu_masks(roots: list[Tensor]) -> list[Tensor]:
         return Tensor(node.primitive, (relu, inputs[1]), node.shape, node.dtype, name=node.name, site=node.site,
                       is_gradient=node.is_gradient)
 
-    return _rebuild(roots, replace)
+    return replace_nodes(roots, replace)
 
 
 def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
@@ -490,5 +490,5 @@ def kernel_graph(roots: Sequence[Tensor]) -> list[Tensor]:
     instead of expanding it into steps.
     """
     require_numba()
-    roots = _rebuild(_relu_masks(list(roots)), _product_form)
-    return _rebuild(fuse_for_kernels(roots), _with_kernel)
+    roots = replace_nodes(_relu_masks(list(roots)), _product_form)
+    return replace_nodes(fuse_for_kernels(roots), _with_kernel)
